@@ -1,0 +1,69 @@
+//! `entrl`: one binary for the whole engine. Subcommands: selftest, bench, info.
+mod bench;
+mod selftest;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "entrl",
+    version,
+    about = "Attention-entropy-aware RL post-training of LLMs on a from-scratch GPU engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every CUDA kernel against the CPU reference (and the CPU backend by finite differences).
+    Selftest(selftest::Args),
+    /// Benchmarks on the GPU.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+    /// What this build and machine provide (kernels compiled in, CUDA devices).
+    Info,
+}
+
+pub const COMMIT: &str = env!("ENTRL_COMMIT");
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Selftest(a) => selftest::run(&a),
+        Command::Bench(b) => bench::run(&b),
+        Command::Info => info(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn info() -> Result<ExitCode, Box<dyn std::error::Error>> {
+    println!("entrl {} (commit {COMMIT})", env!("CARGO_PKG_VERSION"));
+    let fams: Vec<_> = entrl_kernels::families().collect();
+    if entrl_kernels::COMPILED {
+        println!("CUDA kernels compiled in: {}", fams.join(", "));
+    } else {
+        println!("CUDA kernels: not compiled into this build (nvcc was not found at build time)");
+    }
+    match entrl_engine::Device::cuda(0) {
+        Ok(entrl_engine::Device::Cuda(d)) => {
+            let (maj, min) = d.compute_capability()?;
+            println!(
+                "GPU 0: {} (sm_{maj}{min}), {} visible",
+                d.name(),
+                entrl_engine::Device::cuda_count()
+            );
+        }
+        Ok(_) => {}
+        Err(e) => println!("GPU: none usable ({e})"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,46 @@
+//! Softmax and log-softmax over the last dimension (max-subtracted), and their backward passes.
+use super::storage::FloatKernel;
+use super::Real;
+use crate::error::Result;
+
+pub struct SoftmaxFwd {
+    pub cols: usize,
+    pub log: bool,
+}
+impl FloatKernel for SoftmaxFwd {
+    fn run<T: Real>(&self, x: &[&[T]]) -> Result<Vec<Vec<T>>> {
+        let mut y = Vec::with_capacity(x[0].len());
+        for row in x[0].chunks(self.cols) {
+            let m = row.iter().copied().fold(T::neg_infinity(), T::max);
+            let s: T = row.iter().map(|&v| (v - m).exp()).sum();
+            if self.log {
+                let ls = s.ln();
+                y.extend(row.iter().map(|&v| v - m - ls));
+            } else {
+                y.extend(row.iter().map(|&v| (v - m).exp() / s));
+            }
+        }
+        Ok(vec![y])
+    }
+}
+
+/// Inputs (dy, y). softmax: dx = y(dy − Σ dy·y); log-softmax: dx = dy − e^y · Σ dy.
+pub struct SoftmaxBwd {
+    pub cols: usize,
+    pub log: bool,
+}
+impl FloatKernel for SoftmaxBwd {
+    fn run<T: Real>(&self, x: &[&[T]]) -> Result<Vec<Vec<T>>> {
+        let mut dx = Vec::with_capacity(x[0].len());
+        for (dy, y) in x[0].chunks(self.cols).zip(x[1].chunks(self.cols)) {
+            if self.log {
+                let s: T = dy.iter().copied().sum();
+                dx.extend(dy.iter().zip(y).map(|(&g, &v)| g - v.exp() * s));
+            } else {
+                let s: T = dy.iter().zip(y).map(|(&g, &v)| g * v).sum();
+                dx.extend(dy.iter().zip(y).map(|(&g, &v)| v * (g - s)));
+            }
+        }
+        Ok(vec![dx])
+    }
+}

@@ -1,0 +1,87 @@
+//! Matmul through cuBLAS (`cublasGemmStridedBatchedEx`): bf16 or f32 inputs, f32 accumulation
+//! (`CUBLAS_COMPUTE_32F`, no TF32). Row-major C[b] = op(A[b])·op(B[b]) is computed as the column-major
+//! product Cᵀ = op(B)ᵀ·op(A)ᵀ, so no operand is ever copied or transposed in memory.
+use super::CudaDevice;
+use crate::cpu::matmul::Gemm;
+use crate::dtype::DType;
+use crate::error::{EngineError, Result};
+use cudarc::cublas::result;
+use cudarc::cublas::sys::{
+    cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t as Op, cudaDataType_t,
+};
+use std::ffi::c_void;
+
+/// `c` must hold batch·m·n elements of `dtype`; `a`, `b` as described by `g` (batch stride 0 = broadcast).
+pub fn gemm(dev: &CudaDevice, dtype: DType, g: &Gemm, a: u64, b: u64, c: u64) -> Result<()> {
+    let ty = match dtype {
+        DType::BF16 => cudaDataType_t::CUDA_R_16BF,
+        DType::F32 => cudaDataType_t::CUDA_R_32F,
+        d => {
+            return Err(EngineError::UnsupportedDType {
+                op: "matmul",
+                dtype: d,
+                msg: "cuBLAS path takes f32 or bf16",
+            })
+        }
+    };
+    let to_i32 = |x: usize| {
+        i32::try_from(x).map_err(|_| {
+            EngineError::shape(
+                "matmul",
+                format!("dimension {x} exceeds cuBLAS's i32 range"),
+            )
+        })
+    };
+    let (m, n, k) = (to_i32(g.m)?, to_i32(g.n)?, to_i32(g.k)?);
+    // Column-major view: A_cm = B (ld = k if trans_b else n), B_cm = A (ld = m if trans_a else k).
+    let (op_a, lda) = if g.trans_b {
+        (Op::CUBLAS_OP_T, k)
+    } else {
+        (Op::CUBLAS_OP_N, n)
+    };
+    let (op_b, ldb) = if g.trans_a {
+        (Op::CUBLAS_OP_T, m)
+    } else {
+        (Op::CUBLAS_OP_N, k)
+    };
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    // SAFETY: pointers are live device buffers sized by the caller for this geometry; alpha/beta are host
+    // scalars (the handle's default pointer mode).
+    unsafe {
+        result::gemm_strided_batched_ex(
+            *dev.blas().handle(),
+            op_a,
+            op_b,
+            n,
+            m,
+            k,
+            (&alpha as *const f32).cast::<c_void>(),
+            b as *const c_void,
+            ty,
+            lda,
+            g.stride_b as i64,
+            a as *const c_void,
+            ty,
+            ldb,
+            g.stride_a as i64,
+            (&beta as *const f32).cast::<c_void>(),
+            c as *mut c_void,
+            ty,
+            n,
+            (g.m * g.n) as i64,
+            to_i32(g.batch)?,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| {
+        EngineError::cuda(
+            format!(
+                "cublasGemmStridedBatchedEx {}x{}x{} batch {}",
+                g.m, g.n, g.k, g.batch
+            ),
+            e,
+        )
+    })?;
+    dev.after_launch("gemm")
+}

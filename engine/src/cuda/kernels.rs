@@ -1,0 +1,607 @@
+//! Launchers for the PTX kernels in `kernels-cu/cuda` (signatures in its README). Each takes and returns
+//! [`CudaStorage`]; outputs are allocated here from the caching allocator.
+use super::geo::{pack, BcastGeo, CopyGeo, ReduceGeo};
+use super::CudaDevice;
+use crate::cpu::elementwise::BinaryOp;
+use crate::dtype::DType;
+use crate::error::{EngineError, Result};
+use crate::storage::CudaStorage;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+const THREADS: u32 = 256;
+
+/// Launch `family::name` with the given arguments (each a variable: pointers as u64, scalars, geometry).
+macro_rules! launch {
+    ($dev:expr, $family:literal, $name:expr, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
+        let name: &str = &$name;
+        let f = $dev.function($family, name)?;
+        let stream = $dev.stream().clone();
+        let mut b = stream.launch_builder(&f);
+        $( b.arg(&$arg); )*
+        // SAFETY: argument lists follow kernels-cu/cuda/README.md; buffers are sized by the callers.
+        unsafe { b.launch($cfg) }.map_err(|e| EngineError::cuda(format!("launching {name}"), e))?;
+        $dev.after_launch(name)?;
+    }};
+}
+
+fn grid(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+fn rows_grid(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.clamp(1, 1 << 20) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+fn float_only(op: &'static str, dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 | DType::BF16 => Ok(dtype.suffix()),
+        d => Err(EngineError::UnsupportedDType {
+            op,
+            dtype: d,
+            msg: "CUDA kernels take f32 or bf16",
+        }),
+    }
+}
+fn i32_arg(op: &'static str, x: usize) -> Result<i32> {
+    i32::try_from(x)
+        .map_err(|_| EngineError::shape(op, format!("{x} exceeds the kernel's i32 range")))
+}
+
+pub fn fill(dev: &CudaDevice, dtype: DType, len: usize, v: f64) -> Result<CudaStorage> {
+    if dtype == DType::I32 {
+        if v != 0.0 {
+            return Err(EngineError::invalid(
+                "fill",
+                "i32 CUDA tensors can only be zero-filled",
+            ));
+        }
+        return CudaStorage::zeros(dev, dtype, len);
+    }
+    let out = CudaStorage::alloc(dev, dtype, len)?;
+    let (o, v, n) = (out.ptr(), v as f32, len as i64);
+    launch!(
+        dev,
+        "elementwise",
+        format!("fill_{}", float_only("fill", dtype)?),
+        grid(len),
+        [o, v, n]
+    );
+    Ok(out)
+}
+
+pub fn cast(x: &CudaStorage, to: DType) -> Result<CudaStorage> {
+    let dev = &x.device;
+    if x.dtype == to {
+        return x.try_clone();
+    }
+    let name = match (x.dtype, to) {
+        (DType::F32, DType::BF16) => "cast_f32_to_bf16",
+        (DType::BF16, DType::F32) => "cast_bf16_to_f32",
+        (a, b) => {
+            return Err(EngineError::invalid(
+                "cast",
+                format!("no CUDA cast from {a} to {b}"),
+            ))
+        }
+    };
+    let out = CudaStorage::alloc(dev, to, x.len)?;
+    let (o, i, n) = (out.ptr(), x.ptr(), x.len as i64);
+    launch!(dev, "elementwise", name, grid(x.len), [o, i, n]);
+    Ok(out)
+}
+
+pub fn scale(x: &CudaStorage, s: f64) -> Result<CudaStorage> {
+    let dev = &x.device;
+    let out = CudaStorage::alloc(dev, x.dtype, x.len)?;
+    let (o, i, s, n) = (out.ptr(), x.ptr(), s as f32, x.len as i64);
+    launch!(
+        dev,
+        "elementwise",
+        format!("scale_{}", float_only("scale", x.dtype)?),
+        grid(x.len),
+        [o, i, s, n]
+    );
+    Ok(out)
+}
+
+/// out = a ∘ b; `a_strides`/`b_strides` are broadcast strides over `out_dims` (None = same shape).
+pub fn binary(
+    op: BinaryOp,
+    a: &CudaStorage,
+    b: &CudaStorage,
+    out_dims: &[usize],
+    strides: Option<(&[usize], &[usize])>,
+) -> Result<CudaStorage> {
+    let dev = &a.device;
+    let sfx = float_only(op.name(), a.dtype)?;
+    let n: usize = out_dims.iter().product();
+    let out = CudaStorage::alloc(dev, a.dtype, n)?;
+    let (o, pa, pb, nn) = (out.ptr(), a.ptr(), b.ptr(), n as i64);
+    match strides {
+        None => launch!(
+            dev,
+            "elementwise",
+            format!("{}_{sfx}", op.name()),
+            grid(n),
+            [o, pa, pb, nn]
+        ),
+        Some((sa, sb)) => {
+            let g = BcastGeo {
+                ndim: out_dims.len() as i32,
+                dims: pack(op.name(), out_dims, 1)?,
+                a_strides: pack(op.name(), sa, 0)?,
+                b_strides: pack(op.name(), sb, 0)?,
+            };
+            launch!(
+                dev,
+                "elementwise",
+                format!("bcast_{}_{sfx}", op.name()),
+                grid(n),
+                [o, pa, pb, nn, g]
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// acc (f32) += alpha · x
+pub fn axpy(acc: &CudaStorage, x: &CudaStorage, alpha: f64) -> Result<()> {
+    let dev = &x.device;
+    if acc.dtype != DType::F32 || acc.len != x.len {
+        return Err(EngineError::invalid(
+            "axpy",
+            "accumulator must be f32 of the same length",
+        ));
+    }
+    let (y, p, a, n) = (acc.ptr(), x.ptr(), alpha as f32, x.len as i64);
+    launch!(
+        dev,
+        "elementwise",
+        format!("axpy_{}", float_only("axpy", x.dtype)?),
+        grid(x.len),
+        [y, p, a, n]
+    );
+    Ok(())
+}
+
+pub fn copy_strided(x: &CudaStorage, dims: &[usize], in_strides: &[usize]) -> Result<CudaStorage> {
+    let dev = &x.device;
+    let n: usize = dims.iter().product();
+    let out = CudaStorage::alloc(dev, x.dtype, n)?;
+    let g = CopyGeo {
+        ndim: dims.len() as i32,
+        dims: pack("permute", dims, 1)?,
+        in_strides: pack("permute", in_strides, 0)?,
+    };
+    let (o, i, nn) = (out.ptr(), x.ptr(), n as i64);
+    launch!(
+        dev,
+        "elementwise",
+        format!("copy_strided_{}", float_only("permute", x.dtype)?),
+        grid(n),
+        [o, i, nn, g]
+    );
+    Ok(out)
+}
+
+/// out[o] = scale · Σ_r x[off(o) + off(r)]
+pub fn reduce_sum(
+    x: &CudaStorage,
+    out_dims: &[usize],
+    out_strides: &[usize],
+    red_dims: &[usize],
+    red_strides: &[usize],
+    scale: f64,
+) -> Result<CudaStorage> {
+    let dev = &x.device;
+    let n_out: usize = out_dims.iter().product();
+    let n_red: usize = red_dims.iter().product();
+    let out = CudaStorage::alloc(dev, x.dtype, n_out)?;
+    let g = ReduceGeo {
+        out_ndim: out_dims.len() as i32,
+        out_dims: pack("sum", out_dims, 1)?,
+        out_strides: pack("sum", out_strides, 0)?,
+        red_ndim: red_dims.len() as i32,
+        red_dims: pack("sum", red_dims, 1)?,
+        red_strides: pack("sum", red_strides, 0)?,
+    };
+    let (o, i, no, nr, s) = (out.ptr(), x.ptr(), n_out as i64, n_red as i64, scale as f32);
+    let name = format!("reduce_sum_{}", float_only("sum", x.dtype)?);
+    launch!(dev, "reduce", name, rows_grid(n_out), [o, i, no, nr, s, g]);
+    Ok(out)
+}
+
+/// Number of partial sums each `sumsq_partials` launch writes.
+pub const SUMSQ_BLOCKS: usize = 264;
+
+/// partials[0..SUMSQ_BLOCKS] = per-block Σx² of x (written at element offset `at` of `partials`).
+pub fn sumsq_partials(x: &CudaStorage, partials: &CudaStorage, at: usize) -> Result<()> {
+    let dev = &x.device;
+    let cfg = LaunchConfig {
+        grid_dim: (SUMSQ_BLOCKS as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (p, i, n) = (partials.ptr() + (at * 4) as u64, x.ptr(), x.len as i64);
+    launch!(
+        dev,
+        "reduce",
+        format!("sumsq_partials_{}", float_only("grad norm", x.dtype)?),
+        cfg,
+        [p, i, n]
+    );
+    Ok(())
+}
+
+/// out[0] = Σ partials
+pub fn sum_partials(partials: &CudaStorage, out: &CudaStorage) -> Result<()> {
+    let dev = &partials.device;
+    let cfg = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (1024, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (o, p, n) = (
+        out.ptr(),
+        partials.ptr(),
+        i32_arg("grad norm", partials.len)?,
+    );
+    launch!(dev, "reduce", "sum_partials_f32", cfg, [o, p, n]);
+    Ok(())
+}
+
+/// coef = min(1, max_norm / (sqrt(sumsq) + 1e-6))
+pub fn clip_coef(sumsq: &CudaStorage, coef: &CudaStorage, max_norm: f64) -> Result<()> {
+    let dev = &sumsq.device;
+    let cfg = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (1, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (c, s, m) = (coef.ptr(), sumsq.ptr(), max_norm as f32);
+    launch!(dev, "reduce", "clip_coef_f32", cfg, [c, s, m]);
+    Ok(())
+}
+
+/// x (f32) *= coef[0]
+pub fn scale_by(x: &CudaStorage, coef: &CudaStorage) -> Result<()> {
+    let dev = &x.device;
+    let (p, c, n) = (x.ptr(), coef.ptr(), x.len as i64);
+    launch!(dev, "reduce", "scale_by_f32", grid(x.len), [p, c, n]);
+    Ok(())
+}
+
+pub fn embedding_fwd(
+    table: &CudaStorage,
+    ids: &CudaStorage,
+    dim: usize,
+    vocab: usize,
+) -> Result<CudaStorage> {
+    let dev = &table.device;
+    let n_ids = ids.len;
+    let out = CudaStorage::alloc(dev, table.dtype, n_ids * dim)?;
+    let (o, t, i, ni, d, v, e) = (
+        out.ptr(),
+        table.ptr(),
+        ids.ptr(),
+        n_ids as i64,
+        dim as i64,
+        vocab as i64,
+        dev.error_flag_ptr(),
+    );
+    let name = format!("embedding_fwd_{}", float_only("embedding", table.dtype)?);
+    launch!(
+        dev,
+        "index",
+        name,
+        grid(n_ids * dim),
+        [o, t, i, ni, d, v, e]
+    );
+    Ok(out)
+}
+
+/// dtable (f32, [vocab, dim]) with rows scatter-added from dout.
+pub fn embedding_bwd(
+    dout: &CudaStorage,
+    ids: &CudaStorage,
+    dim: usize,
+    vocab: usize,
+) -> Result<CudaStorage> {
+    let dev = &dout.device;
+    let dt = CudaStorage::zeros(dev, DType::F32, vocab * dim)?;
+    let (o, g, i, ni, d, v) = (
+        dt.ptr(),
+        dout.ptr(),
+        ids.ptr(),
+        ids.len as i64,
+        dim as i64,
+        vocab as i64,
+    );
+    let name = format!(
+        "embedding_bwd_{}",
+        float_only("embedding backward", dout.dtype)?
+    );
+    launch!(dev, "index", name, grid(ids.len * dim), [o, g, i, ni, d, v]);
+    Ok(dt)
+}
+
+pub fn gather_last(
+    x: &CudaStorage,
+    idx: &CudaStorage,
+    rows: usize,
+    cols: usize,
+) -> Result<CudaStorage> {
+    let dev = &x.device;
+    let out = CudaStorage::alloc(dev, x.dtype, rows)?;
+    let (o, p, i, r, c, e) = (
+        out.ptr(),
+        x.ptr(),
+        idx.ptr(),
+        i32_arg("gather_last", rows)?,
+        i32_arg("gather_last", cols)?,
+        dev.error_flag_ptr(),
+    );
+    launch!(
+        dev,
+        "index",
+        format!("gather_last_{}", float_only("gather_last", x.dtype)?),
+        grid(rows),
+        [o, p, i, r, c, e]
+    );
+    Ok(out)
+}
+
+pub fn scatter_last(
+    dout: &CudaStorage,
+    idx: &CudaStorage,
+    rows: usize,
+    cols: usize,
+) -> Result<CudaStorage> {
+    let dev = &dout.device;
+    let dx = CudaStorage::zeros(dev, dout.dtype, rows * cols)?;
+    let (o, g, i, r, c) = (
+        dx.ptr(),
+        dout.ptr(),
+        idx.ptr(),
+        i32_arg("gather_last", rows)?,
+        i32_arg("gather_last", cols)?,
+    );
+    let name = format!("scatter_last_{}", float_only("gather_last", dout.dtype)?);
+    launch!(dev, "index", name, grid(rows), [o, g, i, r, c]);
+    Ok(dx)
+}
+
+/// Returns (y, rstd f32[rows]).
+pub fn rmsnorm_fwd(
+    x: &CudaStorage,
+    w: &CudaStorage,
+    rows: usize,
+    dim: usize,
+    eps: f64,
+) -> Result<(CudaStorage, CudaStorage)> {
+    let dev = &x.device;
+    let y = CudaStorage::alloc(dev, x.dtype, x.len)?;
+    let rstd = CudaStorage::alloc(dev, DType::F32, rows)?;
+    let (o, r, px, pw, nr, d, e) = (
+        y.ptr(),
+        rstd.ptr(),
+        x.ptr(),
+        w.ptr(),
+        i32_arg("rms_norm", rows)?,
+        i32_arg("rms_norm", dim)?,
+        eps as f32,
+    );
+    let name = format!("rmsnorm_fwd_{}", float_only("rms_norm", x.dtype)?);
+    launch!(
+        dev,
+        "rmsnorm",
+        name,
+        rows_grid(rows),
+        [o, r, px, pw, nr, d, e]
+    );
+    Ok((y, rstd))
+}
+
+/// Rows per block of the RMSNorm backward (each block writes one row of dw partials).
+const RMS_ROWS_PER_BLOCK: usize = 32;
+
+/// Returns (dx, dw_partials f32[blocks, dim]); the caller sums the partials over blocks.
+pub fn rmsnorm_bwd(
+    dy: &CudaStorage,
+    x: &CudaStorage,
+    w: &CudaStorage,
+    rstd: &CudaStorage,
+    rows: usize,
+    dim: usize,
+) -> Result<(CudaStorage, CudaStorage, usize)> {
+    let dev = &x.device;
+    let blocks = rows.div_ceil(RMS_ROWS_PER_BLOCK).max(1);
+    let dx = CudaStorage::alloc(dev, x.dtype, x.len)?;
+    let dwp = CudaStorage::alloc(dev, DType::F32, blocks * dim)?;
+    let smem = dim * 4;
+    if smem > 48 * 1024 {
+        return Err(EngineError::shape(
+            "rms_norm backward",
+            format!("dim {dim} exceeds the 12288 supported"),
+        ));
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: smem as u32,
+    };
+    let (pdx, pdw, pdy, px, pw, pr) = (dx.ptr(), dwp.ptr(), dy.ptr(), x.ptr(), w.ptr(), rstd.ptr());
+    let (nr, d, rpb) = (
+        i32_arg("rms_norm", rows)?,
+        i32_arg("rms_norm", dim)?,
+        RMS_ROWS_PER_BLOCK as i32,
+    );
+    let name = format!("rmsnorm_bwd_{}", float_only("rms_norm", x.dtype)?);
+    launch!(
+        dev,
+        "rmsnorm",
+        name,
+        cfg,
+        [pdx, pdw, pdy, px, pw, pr, nr, d, rpb]
+    );
+    Ok((dx, dwp, blocks))
+}
+
+pub fn rope(
+    x: &CudaStorage,
+    pos: &CudaStorage,
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+    theta: f64,
+    sign: f64,
+) -> Result<CudaStorage> {
+    let dev = &x.device;
+    let out = CudaStorage::alloc(dev, x.dtype, x.len)?;
+    let (o, px, pp) = (out.ptr(), x.ptr(), pos.ptr());
+    let (t, h, d, th, sg) = (
+        i32_arg("rope", tokens)?,
+        i32_arg("rope", heads)?,
+        i32_arg("rope", head_dim)?,
+        theta as f32,
+        sign as f32,
+    );
+    let name = format!("rope_{}", float_only("rope", x.dtype)?);
+    launch!(
+        dev,
+        "rope",
+        name,
+        grid(tokens * heads * head_dim / 2),
+        [o, px, pp, t, h, d, th, sg]
+    );
+    Ok(out)
+}
+
+pub fn swiglu_fwd(gate: &CudaStorage, up: &CudaStorage) -> Result<CudaStorage> {
+    let dev = &gate.device;
+    let out = CudaStorage::alloc(dev, gate.dtype, gate.len)?;
+    let (o, g, u, n) = (out.ptr(), gate.ptr(), up.ptr(), gate.len as i64);
+    launch!(
+        dev,
+        "swiglu",
+        format!("swiglu_fwd_{}", float_only("swiglu", gate.dtype)?),
+        grid(gate.len),
+        [o, g, u, n]
+    );
+    Ok(out)
+}
+
+pub fn swiglu_bwd(
+    dout: &CudaStorage,
+    gate: &CudaStorage,
+    up: &CudaStorage,
+) -> Result<(CudaStorage, CudaStorage)> {
+    let dev = &gate.device;
+    let dg = CudaStorage::alloc(dev, gate.dtype, gate.len)?;
+    let du = CudaStorage::alloc(dev, gate.dtype, gate.len)?;
+    let (pdg, pdu, pd, g, u, n) = (
+        dg.ptr(),
+        du.ptr(),
+        dout.ptr(),
+        gate.ptr(),
+        up.ptr(),
+        gate.len as i64,
+    );
+    let name = format!("swiglu_bwd_{}", float_only("swiglu", gate.dtype)?);
+    launch!(dev, "swiglu", name, grid(gate.len), [pdg, pdu, pd, g, u, n]);
+    Ok((dg, du))
+}
+
+pub fn softmax_fwd(x: &CudaStorage, rows: usize, cols: usize, log: bool) -> Result<CudaStorage> {
+    let dev = &x.device;
+    let y = CudaStorage::alloc(dev, x.dtype, x.len)?;
+    let (o, p, r, c, l) = (
+        y.ptr(),
+        x.ptr(),
+        i32_arg("softmax", rows)?,
+        i32_arg("softmax", cols)?,
+        log as i32,
+    );
+    let name = format!("softmax_fwd_{}", float_only("softmax", x.dtype)?);
+    launch!(dev, "softmax", name, rows_grid(rows), [o, p, r, c, l]);
+    Ok(y)
+}
+
+pub fn softmax_bwd(
+    dy: &CudaStorage,
+    y: &CudaStorage,
+    rows: usize,
+    cols: usize,
+    log: bool,
+) -> Result<CudaStorage> {
+    let dev = &y.device;
+    let dx = CudaStorage::alloc(dev, y.dtype, y.len)?;
+    let (o, g, p, r, c, l) = (
+        dx.ptr(),
+        dy.ptr(),
+        y.ptr(),
+        i32_arg("softmax", rows)?,
+        i32_arg("softmax", cols)?,
+        log as i32,
+    );
+    let name = format!("softmax_bwd_{}", float_only("softmax", y.dtype)?);
+    launch!(dev, "softmax", name, rows_grid(rows), [o, g, p, r, c, l]);
+    Ok(dx)
+}
+
+/// Hyper-parameters of one AdamW step, bias corrections included.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWArgs {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bc1: f32,
+    pub bc2: f32,
+}
+
+/// One fused AdamW step on an f32 master; `working` (bf16) receives the rounded copy when given.
+pub fn adamw(
+    master: &CudaStorage,
+    working: Option<&CudaStorage>,
+    m: &CudaStorage,
+    v: &CudaStorage,
+    grad: &CudaStorage,
+    grad_scale: Option<&CudaStorage>,
+    a: AdamWArgs,
+) -> Result<()> {
+    let dev = &master.device;
+    let n = master.len as i64;
+    let (p, pm, pv, g) = (master.ptr(), m.ptr(), v.ptr(), grad.ptr());
+    let gs = grad_scale.map_or(0u64, |s| s.ptr());
+    let (lr, b1, b2, eps, wd, bc1, bc2) =
+        (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.bc1, a.bc2);
+    match working {
+        None => launch!(
+            dev,
+            "adamw",
+            "adamw_f32",
+            grid(master.len),
+            [p, pm, pv, g, gs, n, lr, b1, b2, eps, wd, bc1, bc2]
+        ),
+        Some(w) => {
+            let pw = w.ptr();
+            launch!(
+                dev,
+                "adamw",
+                "adamw_bf16",
+                grid(master.len),
+                [p, pw, pm, pv, g, gs, n, lr, b1, b2, eps, wd, bc1, bc2]
+            );
+        }
+    }
+    Ok(())
+}

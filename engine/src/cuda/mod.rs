@@ -1,0 +1,244 @@
+//! The CUDA backend: one device = context + stream + cuBLAS handle + caching allocator + loaded PTX modules.
+//! Every launch and library call is checked; a missing driver or library is a typed error, not a panic.
+pub mod alloc;
+pub mod gemm;
+pub mod geo;
+pub mod kernels;
+pub mod timing;
+
+use crate::error::{EngineError, Result};
+use alloc::{CachingAllocator, DeviceBlock, MemoryStats};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Why CUDA can or cannot be used on this machine, checked without letting cudarc panic.
+pub fn device_count() -> Result<usize> {
+    // SAFETY: is_culib_present only tries to dlopen the library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(EngineError::CudaUnavailable(
+            "no CUDA driver library (libcuda.so) was found: this machine has no NVIDIA driver"
+                .into(),
+        ));
+    }
+    result::init().map_err(|e| EngineError::CudaUnavailable(format!("cuInit failed: {e:?}")))?;
+    let n = result::device::get_count()
+        .map_err(|e| EngineError::CudaUnavailable(format!("cuDeviceGetCount failed: {e:?}")))?;
+    if n <= 0 {
+        return Err(EngineError::CudaUnavailable(
+            "the CUDA driver sees no GPU".into(),
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// One CUDA GPU. Cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct CudaDevice {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ordinal: usize,
+    name: String,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    alloc: Arc<CachingAllocator>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+    /// Device-side error word written by kernels that validate indices (1 = index out of range).
+    err_flag: DeviceBlock,
+    debug_sync: AtomicBool,
+}
+
+impl CudaDevice {
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let n = device_count()?;
+        if ordinal >= n {
+            return Err(EngineError::CudaUnavailable(format!(
+                "asked for GPU {ordinal} but only {n} visible"
+            )));
+        }
+        if !entrl_kernels::COMPILED {
+            return Err(EngineError::KernelsNotCompiled);
+        }
+        // SAFETY: only dlopen checks.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(EngineError::CudaUnavailable(
+                "libcublas.so was not found (add the CUDA toolkit's lib directory to LD_LIBRARY_PATH)".into(),
+            ));
+        }
+        let ctx =
+            CudaContext::new(ordinal).map_err(|e| EngineError::cuda("creating the context", e))?;
+        // The engine orders all work on one stream and manages its own buffers: no per-slice events.
+        // SAFETY: no CudaSlice crosses streams in this engine.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone())
+            .map_err(|e| EngineError::cuda("creating the cuBLAS handle", e))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let alloc = CachingAllocator::new(ctx.clone(), stream.clone());
+        let err_flag = alloc.alloc(4)?;
+        let dev = CudaDevice {
+            inner: Arc::new(Inner {
+                ordinal,
+                name,
+                ctx,
+                stream,
+                blas,
+                alloc,
+                modules: Mutex::new(HashMap::new()),
+                functions: Mutex::new(HashMap::new()),
+                err_flag,
+                debug_sync: AtomicBool::new(false),
+            }),
+        };
+        dev.clear_error_flag()?;
+        Ok(dev)
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.inner.ordinal
+    }
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    pub fn compute_capability(&self) -> Result<(i32, i32)> {
+        self.inner
+            .ctx
+            .compute_capability()
+            .map_err(|e| EngineError::cuda("compute capability", e))
+    }
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.inner.ctx
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.inner.stream
+    }
+    pub(crate) fn blas(&self) -> &CudaBlas {
+        &self.inner.blas
+    }
+    pub fn same(&self, other: &CudaDevice) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub fn alloc(&self, bytes: usize) -> Result<DeviceBlock> {
+        self.inner.alloc.alloc(bytes)
+    }
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.inner.alloc.stats()
+    }
+    pub fn reset_peak_memory(&self) {
+        self.inner.alloc.reset_peak()
+    }
+    pub fn empty_cache(&self) -> Result<()> {
+        self.inner.alloc.empty_cache()
+    }
+    /// Fill every new block with NaN bytes (self-test mode).
+    pub fn set_poison(&self, on: bool) {
+        self.inner.alloc.set_poison(on)
+    }
+    /// Synchronize and check for errors after every kernel (pinpoints a failing launch).
+    pub fn set_debug_sync(&self, on: bool) {
+        self.inner.debug_sync.store(on, Ordering::Relaxed)
+    }
+
+    /// Wait for all queued work; report asynchronous kernel faults and index errors raised by kernels.
+    pub fn synchronize(&self) -> Result<()> {
+        self.inner
+            .stream
+            .synchronize()
+            .map_err(|e| EngineError::cuda("stream synchronize", e))?;
+        let mut flag = [0i32];
+        // SAFETY: err_flag is a live 4-byte block; the stream is idle.
+        unsafe { result::memcpy_dtoh_sync(&mut flag, self.inner.err_flag.ptr()) }
+            .map_err(|e| EngineError::cuda("reading the kernel error flag", e))?;
+        if flag[0] != 0 {
+            self.clear_error_flag()?;
+            return Err(EngineError::invalid(
+                "embedding/gather",
+                "an index on the GPU was outside its table (the output rows were zeroed)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn clear_error_flag(&self) -> Result<()> {
+        // SAFETY: err_flag is a live 4-byte block.
+        unsafe {
+            result::memset_d8_async(
+                self.inner.err_flag.ptr(),
+                0,
+                4,
+                self.inner.stream.cu_stream(),
+            )
+        }
+        .map_err(|e| EngineError::cuda("clearing the kernel error flag", e))
+    }
+
+    pub(crate) fn error_flag_ptr(&self) -> u64 {
+        self.inner.err_flag.ptr()
+    }
+
+    /// A kernel from one of the embedded PTX families, loaded and cached on first use.
+    pub(crate) fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
+        if let Some(f) = self
+            .inner
+            .functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(f.clone());
+        }
+        let module = {
+            let mut mods = self.inner.modules.lock().unwrap_or_else(|e| e.into_inner());
+            match mods.get(family) {
+                Some(m) => m.clone(),
+                None => {
+                    let ptx = entrl_kernels::ptx(family).ok_or(EngineError::KernelsNotCompiled)?;
+                    let m = self
+                        .inner
+                        .ctx
+                        .load_module(Ptx::from_src(ptx))
+                        .map_err(|e| {
+                            EngineError::cuda(format!("loading PTX module {family}"), e)
+                        })?;
+                    mods.insert(family, m.clone());
+                    m
+                }
+            }
+        };
+        let f = module
+            .load_function(name)
+            .map_err(|e| EngineError::cuda(format!("looking up kernel {family}::{name}"), e))?;
+        self.inner
+            .functions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// Called after each launch: in debug-sync mode, wait and surface the kernel's own fault.
+    pub(crate) fn after_launch(&self, name: &str) -> Result<()> {
+        if self.inner.debug_sync.load(Ordering::Relaxed) {
+            self.inner
+                .stream
+                .synchronize()
+                .map_err(|e| EngineError::cuda(format!("kernel {name}"), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cuda:{} ({})", self.inner.ordinal, self.inner.name)
+    }
+}

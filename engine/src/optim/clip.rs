@@ -1,0 +1,90 @@
+//! Global gradient norm ‖g‖₂ over all parameters, and clipping to a maximum norm (torch's
+//! clip_grad_norm_: scale by max_norm / (‖g‖ + 1e-6) when that is below 1).
+use crate::cpu::reduce::sum_squares;
+use crate::cpu::CpuStorage;
+use crate::cuda::kernels::{self, SUMSQ_BLOCKS};
+use crate::dtype::DType;
+use crate::error::{EngineError, Result};
+use crate::storage::{CudaStorage, Storage};
+use crate::tensor::Tensor;
+
+/// ‖g‖₂ over the gradients of `params` (parameters without a gradient count as zero).
+pub fn global_grad_norm(params: &[Tensor]) -> Result<f64> {
+    Ok(sumsq(params)?.0.sqrt())
+}
+
+/// Clip gradients in place so their global norm is at most `max_norm`. Returns the norm before clipping.
+/// A non-finite norm leaves the gradients unchanged (the caller decides to skip the step).
+pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
+    let (ss, dev_sumsq) = sumsq(params)?;
+    let norm = ss.sqrt();
+    if !norm.is_finite() {
+        return Ok(norm);
+    }
+    let grads: Vec<Tensor> = params.iter().filter_map(|p| p.grad()).collect();
+    match dev_sumsq {
+        Some(sumsq) => {
+            let coef = CudaStorage::alloc(&sumsq.device, DType::F32, 1)?;
+            kernels::clip_coef(&sumsq, &coef, max_norm)?;
+            for g in &grads {
+                match &*g.storage() {
+                    Storage::Cuda(s) => kernels::scale_by(s, &coef)?,
+                    Storage::Cpu(_) => return Err(mixed()),
+                }
+            }
+        }
+        None => {
+            let coef = (max_norm / (norm + 1e-6)).min(1.0);
+            if coef < 1.0 {
+                for g in &grads {
+                    match &mut *g.storage_mut() {
+                        Storage::Cpu(CpuStorage::F32(v)) => {
+                            v.iter_mut().for_each(|x| *x *= coef as f32)
+                        }
+                        Storage::Cpu(CpuStorage::F64(v)) => v.iter_mut().for_each(|x| *x *= coef),
+                        _ => return Err(mixed()),
+                    }
+                }
+            }
+        }
+    }
+    Ok(norm)
+}
+
+fn mixed() -> EngineError {
+    EngineError::invalid(
+        "clip_grad_norm",
+        "gradients must all be on one device, in f32 (or f64 on CPU)",
+    )
+}
+
+/// Σ g² (host value) and, on CUDA, the device scalar it was read from.
+fn sumsq(params: &[Tensor]) -> Result<(f64, Option<CudaStorage>)> {
+    let grads: Vec<Tensor> = params.iter().filter_map(|p| p.grad()).collect();
+    let Some(first) = grads.first() else {
+        return Ok((0.0, None));
+    };
+    let Some(dev) = first.device().as_cuda().cloned() else {
+        let mut s = 0.0;
+        for g in &grads {
+            match &*g.storage() {
+                Storage::Cpu(CpuStorage::F32(v)) => s += sum_squares(v),
+                Storage::Cpu(CpuStorage::F64(v)) => s += sum_squares(v),
+                _ => return Err(mixed()),
+            }
+        }
+        return Ok((s, None));
+    };
+    // Deterministic two-stage reduction: fixed-size partials per gradient, then one block sums them all.
+    let partials = CudaStorage::alloc(&dev, DType::F32, grads.len() * SUMSQ_BLOCKS)?;
+    for (i, g) in grads.iter().enumerate() {
+        match &*g.storage() {
+            Storage::Cuda(s) => kernels::sumsq_partials(s, &partials, i * SUMSQ_BLOCKS)?,
+            Storage::Cpu(_) => return Err(mixed()),
+        }
+    }
+    let total = CudaStorage::alloc(&dev, DType::F32, 1)?;
+    kernels::sum_partials(&partials, &total)?;
+    let host = total.to_cpu()?.to_f64_vec()[0];
+    Ok((host, Some(total)))
+}

@@ -1,0 +1,6 @@
+//! Optimizers and gradient utilities.
+mod adamw;
+mod clip;
+
+pub use adamw::{AdamW, AdamWConfig};
+pub use clip::{clip_grad_norm, global_grad_norm};

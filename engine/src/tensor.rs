@@ -1,0 +1,480 @@
+//! `Tensor`: a shape, a dtype and contiguous row-major storage on one device, plus its autograd link.
+//! Tensors are cheap handles (`Arc`); reshape/detach share storage, every other op allocates its output.
+use crate::autograd::{self, is_grad_enabled, Backward, GradLink, Node};
+use crate::cpu::CpuStorage;
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{EngineError, Result};
+use crate::shape::Shape;
+use crate::storage::{CudaStorage, Storage};
+use half::bf16;
+use rand::{Rng, SeedableRng};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone)]
+pub struct Tensor(Arc<Inner>);
+
+struct Inner {
+    id: u64,
+    shape: Shape,
+    dtype: DType,
+    device: Device,
+    storage: Arc<RwLock<Storage>>,
+    link: GradLink,
+}
+
+/// Host element types a tensor can be built from.
+pub trait Element: Copy + 'static {
+    fn into_storage(v: Vec<Self>) -> CpuStorage;
+}
+impl Element for f32 {
+    fn into_storage(v: Vec<Self>) -> CpuStorage {
+        CpuStorage::F32(v)
+    }
+}
+impl Element for f64 {
+    fn into_storage(v: Vec<Self>) -> CpuStorage {
+        CpuStorage::F64(v)
+    }
+}
+impl Element for bf16 {
+    fn into_storage(v: Vec<Self>) -> CpuStorage {
+        CpuStorage::BF16(v)
+    }
+}
+impl Element for i32 {
+    fn into_storage(v: Vec<Self>) -> CpuStorage {
+        CpuStorage::I32(v)
+    }
+}
+
+impl Tensor {
+    // ---------------------------------------------------------------- construction
+    pub(crate) fn from_storage(storage: Storage, shape: Shape, device: &Device) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            dtype: storage.dtype(),
+            shape,
+            device: device.clone(),
+            storage: Arc::new(RwLock::new(storage)),
+            link: GradLink::None,
+        }))
+    }
+
+    /// Wrap a CPU or CUDA storage result of an op; records `rule` when grad mode is on and an input needs grad.
+    pub(crate) fn from_op(
+        storage: Storage,
+        shape: Shape,
+        device: &Device,
+        inputs: &[&Tensor],
+        rule: impl Backward + 'static,
+    ) -> Result<Tensor> {
+        Tensor::from_op_output(Tensor::from_storage(storage, shape, device), inputs, rule)
+    }
+
+    /// Attach a backward rule to an already computed (unrecorded) output.
+    pub(crate) fn from_op_output(
+        out: Tensor,
+        inputs: &[&Tensor],
+        rule: impl Backward + 'static,
+    ) -> Result<Tensor> {
+        if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+            return Ok(out);
+        }
+        let node = Node {
+            position: autograd::next_tape_position(),
+            rule: Box::new(rule),
+            inputs: inputs.iter().map(|t| (*t).clone()).collect(),
+        };
+        Ok(out.with_link(GradLink::Node(Arc::new(node))))
+    }
+
+    fn with_link(&self, link: GradLink) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape: self.0.shape.clone(),
+            dtype: self.0.dtype,
+            device: self.0.device.clone(),
+            storage: self.0.storage.clone(),
+            link,
+        }))
+    }
+
+    /// A tensor sharing this one's storage under another shape (same numel), without recording.
+    pub(crate) fn view_as(&self, shape: Shape) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shape,
+            dtype: self.0.dtype,
+            device: self.0.device.clone(),
+            storage: self.0.storage.clone(),
+            link: GradLink::None,
+        }))
+    }
+
+    pub fn from_vec<T: Element>(
+        data: Vec<T>,
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        if data.len() != shape.numel() {
+            return Err(EngineError::shape(
+                "from_vec",
+                format!(
+                    "{} values do not fill shape {shape} ({} elements)",
+                    data.len(),
+                    shape.numel()
+                ),
+            ));
+        }
+        Tensor::from_cpu(T::into_storage(data), shape, device)
+    }
+
+    /// Values given as f64, stored as `dtype` (rounded).
+    pub fn from_f64(
+        values: &[f64],
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        if values.len() != shape.numel() {
+            return Err(EngineError::shape(
+                "from_f64",
+                format!("{} values do not fill shape {shape}", values.len()),
+            ));
+        }
+        Tensor::from_cpu(CpuStorage::from_f64(dtype, values), shape, device)
+    }
+
+    pub(crate) fn from_cpu(s: CpuStorage, shape: Shape, device: &Device) -> Result<Tensor> {
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(s),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::from_cpu(d, &s)?),
+        };
+        Ok(Tensor::from_storage(storage, shape, device))
+    }
+
+    pub fn full(
+        shape: impl Into<Shape>,
+        value: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let n = shape.numel();
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::full(dtype, n, value)),
+            Device::Cuda(d) => Storage::Cuda(crate::cuda::kernels::fill(d, dtype, n, value)?),
+        };
+        Ok(Tensor::from_storage(storage, shape, device))
+    }
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(CpuStorage::zeros(dtype, shape.numel())),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::zeros(d, dtype, shape.numel())?),
+        };
+        Ok(Tensor::from_storage(storage, shape, device))
+    }
+    pub fn ones(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, dtype, device)
+    }
+    pub fn scalar(value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(Shape::scalar(), value, dtype, device)
+    }
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::zeros(self.shape().clone(), self.dtype(), self.device())
+    }
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Tensor::ones(self.shape().clone(), self.dtype(), self.device())
+    }
+
+    /// Standard normal samples · `std`, from a seeded generator (same seed = same values on any device).
+    pub fn randn(
+        shape: impl Into<Shape>,
+        std: f64,
+        dtype: DType,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let v: Vec<f64> = (0..shape.numel())
+            .map(|_| {
+                // Box–Muller
+                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-300), rng.random());
+                std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+            })
+            .collect();
+        Tensor::from_f64(&v, shape, dtype, device)
+    }
+    /// Uniform samples in [lo, hi).
+    pub fn rand_uniform(
+        shape: impl Into<Shape>,
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Tensor> {
+        let shape = shape.into();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let v: Vec<f64> = (0..shape.numel())
+            .map(|_| lo + (hi - lo) * rng.random::<f64>())
+            .collect();
+        Tensor::from_f64(&v, shape, dtype, device)
+    }
+
+    // ---------------------------------------------------------------- accessors
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+    pub fn shape(&self) -> &Shape {
+        &self.0.shape
+    }
+    pub fn dims(&self) -> &[usize] {
+        self.0.shape.dims()
+    }
+    pub fn rank(&self) -> usize {
+        self.0.shape.rank()
+    }
+    pub fn numel(&self) -> usize {
+        self.0.shape.numel()
+    }
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+    pub(crate) fn storage(&self) -> RwLockReadGuard<'_, Storage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn grad_link(&self) -> &GradLink {
+        &self.0.link
+    }
+    /// True if both handles share one storage buffer.
+    pub fn shares_storage(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.storage, &other.0.storage)
+    }
+
+    // ---------------------------------------------------------------- transfers
+    /// Copy to the host as a `CpuStorage` (synchronises the device).
+    pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
+        match &*self.storage() {
+            Storage::Cpu(s) => Ok(s.clone()),
+            Storage::Cuda(s) => s.to_cpu(),
+        }
+    }
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        Ok(self.to_cpu_storage()?.to_f64_vec())
+    }
+    pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
+        Ok(match self.to_cpu_storage()? {
+            CpuStorage::F32(v) => v,
+            s => s.to_f64_vec().into_iter().map(|x| x as f32).collect(),
+        })
+    }
+    pub fn to_vec_i32(&self) -> Result<Vec<i32>> {
+        match self.to_cpu_storage()? {
+            CpuStorage::I32(v) => Ok(v),
+            s => Err(EngineError::DType {
+                op: "to_vec_i32",
+                msg: format!("tensor is {}", s.dtype()),
+            }),
+        }
+    }
+    /// The single value of a one-element tensor.
+    pub fn to_scalar(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(EngineError::shape(
+                "to_scalar",
+                format!("tensor has shape {}", self.shape()),
+            ));
+        }
+        Ok(self.to_vec_f64()?[0])
+    }
+
+    /// Copy to `device` (differentiable: the gradient is copied back).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if self.device().same(device) {
+            return Ok(self.clone());
+        }
+        let out = Tensor::from_cpu(self.to_cpu_storage()?, self.shape().clone(), device)?;
+        Tensor::from_op_output(
+            out,
+            &[self],
+            ToDeviceBackward {
+                src: self.device().clone(),
+            },
+        )
+    }
+
+    // ---------------------------------------------------------------- autograd
+    pub fn requires_grad(&self) -> bool {
+        !matches!(self.0.link, GradLink::None)
+    }
+    /// A trainable leaf sharing this tensor's storage (gradients accumulate into it).
+    pub fn param(&self) -> Tensor {
+        self.with_link(GradLink::Leaf(Arc::new(Mutex::new(None))))
+    }
+    pub fn is_param(&self) -> bool {
+        matches!(self.0.link, GradLink::Leaf(_))
+    }
+    /// Same storage, cut from the graph.
+    pub fn detach(&self) -> Tensor {
+        self.with_link(GradLink::None)
+    }
+    /// A fresh copy of the data, cut from the graph.
+    pub fn detach_copy(&self) -> Result<Tensor> {
+        let storage = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(s.clone()),
+            Storage::Cuda(s) => Storage::Cuda(s.try_clone()?),
+        };
+        Ok(Tensor::from_storage(
+            storage,
+            self.shape().clone(),
+            self.device(),
+        ))
+    }
+    /// Accumulated gradient of a trainable leaf (f32; f64 for f64 leaves).
+    pub fn grad(&self) -> Option<Tensor> {
+        match &self.0.link {
+            GradLink::Leaf(slot) => slot.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            _ => None,
+        }
+    }
+    pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
+        match &self.0.link {
+            GradLink::Leaf(slot) => {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = g;
+                Ok(())
+            }
+            _ => Err(EngineError::Autograd(
+                "set_grad on a tensor that is not a trainable leaf".into(),
+            )),
+        }
+    }
+    pub fn zero_grad(&self) {
+        if let GradLink::Leaf(slot) = &self.0.link {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+    /// Backpropagate from this tensor; a non-scalar output is seeded with ones.
+    pub fn backward(&self) -> Result<()> {
+        let seed = {
+            let _ng = autograd::no_grad();
+            self.ones_like()?
+        };
+        self.backward_with(seed)
+    }
+    /// Backpropagate with an explicit ∂L/∂self.
+    pub fn backward_with(&self, seed: Tensor) -> Result<()> {
+        if seed.shape() != self.shape() {
+            return Err(EngineError::shape(
+                "backward",
+                format!(
+                    "seed gradient {} does not match output {}",
+                    seed.shape(),
+                    self.shape()
+                ),
+            ));
+        }
+        autograd::run_backward(self, seed)
+    }
+
+    /// In place: self += alpha · g (self must be f32/f64 and not a graph node; g of any float dtype).
+    pub fn add_assign_scaled(&self, g: &Tensor, alpha: f64) -> Result<()> {
+        crate::ops::check_same_device("add_assign", self, g)?;
+        if self.shape() != g.shape() {
+            return Err(EngineError::shape(
+                "add_assign",
+                format!("{} += {}", self.shape(), g.shape()),
+            ));
+        }
+        if self.shares_storage(g) {
+            let copy = g.detach_copy()?;
+            return self.add_assign_scaled(&copy, alpha);
+        }
+        let src = g.storage();
+        let mut dst = self.storage_mut();
+        match (&mut *dst, &*src) {
+            (Storage::Cpu(CpuStorage::F32(d)), Storage::Cpu(s)) => {
+                let s = s.cast(DType::F32);
+                for (x, y) in d.iter_mut().zip(s.as_f32("add_assign")?) {
+                    *x += (alpha as f32) * y;
+                }
+            }
+            (Storage::Cpu(CpuStorage::F64(d)), Storage::Cpu(s)) => {
+                for (x, y) in d.iter_mut().zip(s.to_f64_vec()) {
+                    *x += alpha * y;
+                }
+            }
+            (Storage::Cuda(d), Storage::Cuda(s)) => crate::cuda::kernels::axpy(d, s, alpha)?,
+            (d, _) => {
+                return Err(EngineError::UnsupportedDType {
+                    op: "add_assign",
+                    dtype: d.dtype(),
+                    msg: "accumulators are f32 (or f64 on CPU)",
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Overwrite this tensor's values with `src`'s (same shape and dtype; used by optimizers and loaders).
+    pub fn copy_from(&self, src: &Tensor) -> Result<()> {
+        if self.shape() != src.shape() || self.dtype() != src.dtype() {
+            return Err(EngineError::shape(
+                "copy_from",
+                format!(
+                    "{} {} <- {} {}",
+                    self.shape(),
+                    self.dtype(),
+                    src.shape(),
+                    src.dtype()
+                ),
+            ));
+        }
+        let data = src.to_device(self.device())?.detach_copy()?;
+        let new = std::mem::replace(
+            &mut *data.storage_mut(),
+            Storage::Cpu(CpuStorage::F32(Vec::new())),
+        );
+        *self.storage_mut() = new;
+        Ok(())
+    }
+}
+
+struct ToDeviceBackward {
+    src: Device,
+}
+impl Backward for ToDeviceBackward {
+    fn name(&self) -> &'static str {
+        "to_device"
+    }
+    fn backward(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.to_device(&self.src)?)])
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor({}, {}, {})",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )
+    }
+}

@@ -1,0 +1,132 @@
+// common.cuh: shared device helpers for every kernel family in kernels-cu/cuda (see README.md).
+//
+//   * storage <-> compute conversion: T is `float` or `__nv_bfloat16`; all arithmetic is f32, and bf16
+//     results are rounded once on store (round-to-nearest-even, __float2bfloat16_rn).
+//   * warp / block reductions with a fixed combination order (deterministic run to run).
+//   * geometry structs, laid out exactly like their `#[repr(C)]` twins on the Rust side.
+//   * linear-index -> strided-offset decomposition (row-major, last dim fastest).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <math_constants.h>
+
+#define MAX_DIMS 6
+
+// Every kernel is launchable with up to 1024 threads per block: cap registers accordingly (<= 64/thread).
+#define KERNEL extern "C" __global__ void __launch_bounds__(1024)
+
+// ------------------------------------------------------------------------------------------------
+// Geometry (passed by value; identical layout to the Rust #[repr(C)] structs).
+// `dims` are row-major output dims; strides are element strides into the input(s), 0 on broadcast dims.
+// Entries past ndim are unused (dim 1 / stride 0).
+// ------------------------------------------------------------------------------------------------
+struct BcastGeo  { int ndim; long long dims[MAX_DIMS]; long long a_strides[MAX_DIMS]; long long b_strides[MAX_DIMS]; };
+struct CopyGeo   { int ndim; long long dims[MAX_DIMS]; long long in_strides[MAX_DIMS]; };
+struct ReduceGeo { int out_ndim; long long out_dims[MAX_DIMS]; long long out_strides[MAX_DIMS];
+                   int red_ndim; long long red_dims[MAX_DIMS]; long long red_strides[MAX_DIMS]; };
+
+// ------------------------------------------------------------------------------------------------
+// Storage <-> f32.
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// ------------------------------------------------------------------------------------------------
+// Grid-stride helpers (64-bit: tensors may exceed 2^31 elements).
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ long long global_tid() {
+    return (long long)blockIdx.x * (long long)blockDim.x + (long long)threadIdx.x;
+}
+__device__ __forceinline__ long long grid_stride() { return (long long)gridDim.x * (long long)blockDim.x; }
+
+// ------------------------------------------------------------------------------------------------
+// Warp reductions (butterfly: every lane ends with the full result).
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Block reductions for blockDim.x a multiple of 32 (the ABI uses powers of two in [32, 1024]).
+// Every thread of the block must call them; every thread gets the result. Safe to call repeatedly
+// (e.g. once per row in a loop): the leading __syncthreads keeps a new call from overwriting the
+// scratch while a previous call is still reading it.
+//   1. reduce within each warp
+//   2. warp leaders publish to a 32-float shared scratch
+//   3. every warp re-reduces the (<= 32) partials, in the same fixed order
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float scratch[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+    // 1. warp
+    v = warp_sum(v);
+    // 2. publish
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    // 3. combine
+    v = lane < nwarps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v) {
+    __shared__ float scratch[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+    // 1. warp
+    v = warp_max(v);
+    // 2. publish
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    // 3. combine
+    v = lane < nwarps ? scratch[lane] : -CUDART_INF_F;
+    return warp_max(v);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Linear output index -> element offset into a strided input (row-major, last dim fastest).
+// Fully unrolled over MAX_DIMS with constant indices, so the by-value geometry stays in the
+// parameter space / registers (no local-memory copy).
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ long long strided_offset(long long i, int ndim, const long long* dims,
+                                                    const long long* strides) {
+    long long off = 0;
+#pragma unroll
+    for (int d = MAX_DIMS - 1; d >= 0; --d) {
+        if (d < ndim) {
+            const long long q = i / dims[d];
+            off += (i - q * dims[d]) * strides[d];
+            i = q;
+        }
+    }
+    return off;
+}
+
+// Same decomposition, two inputs sharing the output dims (broadcast binary ops).
+__device__ __forceinline__ void strided_offset2(long long i, int ndim, const long long* dims,
+                                                const long long* a_strides, const long long* b_strides,
+                                                long long& a_off, long long& b_off) {
+    long long oa = 0, ob = 0;
+#pragma unroll
+    for (int d = MAX_DIMS - 1; d >= 0; --d) {
+        if (d < ndim) {
+            const long long q = i / dims[d];
+            const long long c = i - q * dims[d];
+            oa += c * a_strides[d];
+            ob += c * b_strides[d];
+            i = q;
+        }
+    }
+    a_off = oa;
+    b_off = ob;
+}

@@ -1,0 +1,92 @@
+// elementwise.cu: pointwise kernels, all grid-stride over the output numel n (64-bit indices).
+//
+//   fill:          out_i = v
+//   cast:          out_i = round_rn(x_i)                       (f32 <-> bf16)
+//   scale:         out_i = s * x_i
+//   add/sub/mul:   out_i = a_i (+,-,*) b_i                      (same shape)
+//   bcast_*:       out_i = a[off_a(i)] (+,-,*) b[off_b(i)]      (numpy broadcasting, strides 0 on bcast dims)
+//   axpy:          y_i  += alpha * x_i                           (y is an f32 accumulator)
+//   copy_strided:  out_i = x[off(i)]                             (permute / transpose / contiguous copy)
+//
+// off(i) decomposes the output index i over the row-major output dims (last dim fastest) and dots it
+// with the input's element strides (common.cuh: strided_offset).
+#include "common.cuh"
+
+enum BinOp { OP_ADD = 0, OP_SUB = 1, OP_MUL = 2 };
+
+template <int OP> __device__ __forceinline__ float apply_op(float a, float b) {
+    if (OP == OP_ADD) return a + b;
+    if (OP == OP_SUB) return a - b;
+    return a * b;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Bodies (templated on storage type T).
+// ------------------------------------------------------------------------------------------------
+template <typename T> __device__ __forceinline__ void fill_body(T* out, float v, long long n) {
+    const T val = from_f32<T>(v);
+    for (long long i = global_tid(); i < n; i += grid_stride()) out[i] = val;
+}
+
+template <typename T> __device__ __forceinline__ void scale_body(T* out, const T* x, float s, long long n) {
+    for (long long i = global_tid(); i < n; i += grid_stride()) out[i] = from_f32<T>(s * to_f32(x[i]));
+}
+
+template <typename T, int OP>
+__device__ __forceinline__ void binary_body(T* out, const T* a, const T* b, long long n) {
+    for (long long i = global_tid(); i < n; i += grid_stride())
+        out[i] = from_f32<T>(apply_op<OP>(to_f32(a[i]), to_f32(b[i])));
+}
+
+template <typename T, int OP>
+__device__ __forceinline__ void bcast_body(T* out, const T* a, const T* b, long long n, const BcastGeo& g) {
+    for (long long i = global_tid(); i < n; i += grid_stride()) {
+        // 1. output index -> input offsets
+        long long ao, bo;
+        strided_offset2(i, g.ndim, g.dims, g.a_strides, g.b_strides, ao, bo);
+        // 2. combine
+        out[i] = from_f32<T>(apply_op<OP>(to_f32(a[ao]), to_f32(b[bo])));
+    }
+}
+
+template <typename T> __device__ __forceinline__ void axpy_body(float* y, const T* x, float alpha, long long n) {
+    for (long long i = global_tid(); i < n; i += grid_stride()) y[i] += alpha * to_f32(x[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void copy_strided_body(T* out, const T* x, long long n, const CopyGeo& g) {
+    for (long long i = global_tid(); i < n; i += grid_stride())
+        out[i] = x[strided_offset(i, g.ndim, g.dims, g.in_strides)];
+}
+
+// ------------------------------------------------------------------------------------------------
+// extern "C" entry points (README table).
+// ------------------------------------------------------------------------------------------------
+#define DEFINE_ELEMENTWISE(SFX, T)                                                                            \
+    KERNEL fill_##SFX(T* out, float v, long long n) { fill_body<T>(out, v, n); }                               \
+    KERNEL scale_##SFX(T* out, const T* x, float s, long long n) { scale_body<T>(out, x, s, n); }              \
+    KERNEL add_##SFX(T* out, const T* a, const T* b, long long n) { binary_body<T, OP_ADD>(out, a, b, n); }    \
+    KERNEL sub_##SFX(T* out, const T* a, const T* b, long long n) { binary_body<T, OP_SUB>(out, a, b, n); }    \
+    KERNEL mul_##SFX(T* out, const T* a, const T* b, long long n) { binary_body<T, OP_MUL>(out, a, b, n); }    \
+    KERNEL bcast_add_##SFX(T* out, const T* a, const T* b, long long n, BcastGeo g) {                          \
+        bcast_body<T, OP_ADD>(out, a, b, n, g);                                                                \
+    }                                                                                                          \
+    KERNEL bcast_sub_##SFX(T* out, const T* a, const T* b, long long n, BcastGeo g) {                          \
+        bcast_body<T, OP_SUB>(out, a, b, n, g);                                                                \
+    }                                                                                                          \
+    KERNEL bcast_mul_##SFX(T* out, const T* a, const T* b, long long n, BcastGeo g) {                          \
+        bcast_body<T, OP_MUL>(out, a, b, n, g);                                                                \
+    }                                                                                                          \
+    KERNEL axpy_##SFX(float* y, const T* x, float alpha, long long n) { axpy_body<T>(y, x, alpha, n); }        \
+    KERNEL copy_strided_##SFX(T* out, const T* x, long long n, CopyGeo g) { copy_strided_body<T>(out, x, n, g); }
+
+DEFINE_ELEMENTWISE(f32, float)
+DEFINE_ELEMENTWISE(bf16, __nv_bfloat16)
+
+KERNEL cast_f32_to_bf16(__nv_bfloat16* out, const float* x, long long n) {
+    for (long long i = global_tid(); i < n; i += grid_stride()) out[i] = __float2bfloat16_rn(x[i]);
+}
+
+KERNEL cast_bf16_to_f32(float* out, const __nv_bfloat16* x, long long n) {
+    for (long long i = global_tid(); i < n; i += grid_stride()) out[i] = __bfloat162float(x[i]);
+}

@@ -1,0 +1,86 @@
+// reduce.cu: sum reductions and the global-norm gradient-clipping pipeline.
+//
+//   reduce_sum:      out[o] = scale * sum_{r < n_red} x[off_out(o) + off_red(r)]
+//                    (o and r decomposed row-major, last dim fastest, over out_dims / red_dims)
+//   sumsq_partials:  partials[b] = sum_{i in block b's grid-stride share} x_i^2
+//   sum_partials:    out[0] = sum_j partials[j]                         (single block)
+//   clip_coef:       coef = min(1, max_norm / (sqrt(sumsq) + 1e-6))     (torch clip_grad_norm_)
+//   scale_by:        x_i *= coef[0]
+//
+// All sums are f32 with a fixed per-thread stride order followed by a fixed-shape block tree
+// (common.cuh: block_sum), so results are bitwise deterministic for a given launch shape.
+// Block reductions require blockDim.x to be a multiple of 32 (the ABI uses powers of two).
+#include "common.cuh"
+
+// ------------------------------------------------------------------------------------------------
+// reduce_sum: one block per output element (block-stride over outputs).
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ void reduce_sum_body(T* out, const T* x, long long n_out, long long n_red, float scale,
+                                                const ReduceGeo& g) {
+    for (long long o = blockIdx.x; o < n_out; o += gridDim.x) {
+        // 1. base offset of this output element in x
+        const long long base = strided_offset(o, g.out_ndim, g.out_dims, g.out_strides);
+        // 2. per-thread partial over the reduced index space
+        float acc = 0.0f;
+        for (long long r = threadIdx.x; r < n_red; r += blockDim.x)
+            acc += to_f32(x[base + strided_offset(r, g.red_ndim, g.red_dims, g.red_strides)]);
+        // 3. block tree, thread 0 writes
+        acc = block_sum(acc);
+        if (threadIdx.x == 0) out[o] = from_f32<T>(scale * acc);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// sumsq_partials: one f32 partial per block.
+// ------------------------------------------------------------------------------------------------
+template <typename T> __device__ __forceinline__ void sumsq_partials_body(float* partials, const T* x, long long n) {
+    // 1. grid-stride partial
+    float acc = 0.0f;
+    for (long long i = global_tid(); i < n; i += grid_stride()) {
+        const float v = to_f32(x[i]);
+        acc += v * v;
+    }
+    // 2. block tree, thread 0 writes
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+#define DEFINE_REDUCE(SFX, T)                                                                                  \
+    KERNEL reduce_sum_##SFX(T* out, const T* x, long long n_out, long long n_red, float scale, ReduceGeo g) { \
+        reduce_sum_body<T>(out, x, n_out, n_red, scale, g);                                                    \
+    }                                                                                                          \
+    KERNEL sumsq_partials_##SFX(float* partials, const T* x, long long n) { sumsq_partials_body<T>(partials, x, n); }
+
+DEFINE_REDUCE(f32, float)
+DEFINE_REDUCE(bf16, __nv_bfloat16)
+
+// ------------------------------------------------------------------------------------------------
+// sum_partials: a single block folds n partials (any n) into out[0].
+// ------------------------------------------------------------------------------------------------
+KERNEL sum_partials_f32(float* out, const float* partials, int n) {
+    if (blockIdx.x != 0) return;  // defensive: only block 0 owns out[0]
+    // 1. per-thread strided partial
+    float acc = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partials[i];
+    // 2. block tree, thread 0 writes
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) out[0] = acc;
+}
+
+// ------------------------------------------------------------------------------------------------
+// clip_coef: single thread.
+// ------------------------------------------------------------------------------------------------
+KERNEL clip_coef_f32(float* coef, const float* sumsq, float max_norm) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    const float norm = sqrtf(sumsq[0]);
+    coef[0] = fminf(1.0f, max_norm / (norm + 1e-6f));
+}
+
+// ------------------------------------------------------------------------------------------------
+// scale_by: x *= coef[0], grid-stride.
+// ------------------------------------------------------------------------------------------------
+KERNEL scale_by_f32(float* x, const float* coef, long long n) {
+    const float c = coef[0];
+    for (long long i = global_tid(); i < n; i += grid_stride()) x[i] *= c;
+}
