@@ -27,6 +27,7 @@ pub use autograd::{checkpoint, no_grad};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{EngineError, Result};
+pub use half::bf16;
 pub use ops::MatmulSpec;
 pub use shape::Shape;
 pub use tensor::Tensor;

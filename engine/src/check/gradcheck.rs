@@ -91,3 +91,36 @@ pub fn gradcheck_row(c: &OpCase, seed: u64) -> CheckRow {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::Backward;
+
+    /// y = 3x with a backward rule that claims 2·g: the checker must catch it.
+    struct WrongScale;
+    impl Backward for WrongScale {
+        fn name(&self) -> &'static str {
+            "wrong"
+        }
+        fn backward(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+            Ok(vec![Some(g.scale(2.0)?)])
+        }
+    }
+
+    #[test]
+    fn a_wrong_backward_rule_is_detected() {
+        let f = |x: &[Tensor]| -> Result<Tensor> {
+            let y = {
+                let _ng = crate::autograd::no_grad();
+                x[0].scale(3.0)?
+            };
+            Tensor::from_op_output(y, &[&x[0]], WrongScale)
+        };
+        let x = Tensor::randn([4, 3], 1.0, DType::F64, &Device::Cpu, 3).unwrap();
+        let err = check_gradients(&f, &[x.clone()], 1e-6, 1).unwrap();
+        assert!(err > 0.3, "wrong gradient went unnoticed (err {err})");
+        let ok = check_gradients(&|x: &[Tensor]| x[0].scale(3.0), &[x], 1e-6, 1).unwrap();
+        assert!(ok < 1e-8, "{ok}");
+    }
+}
