@@ -110,13 +110,13 @@ fn adamw_matches_torch_formula() {
         eps: 1e-8,
         weight_decay: 0.1,
     };
-    AdamW::new(&[p.clone()], cfg)
+    AdamW::new(std::slice::from_ref(&p), cfg)
         .unwrap()
         .step(0.1, None)
         .unwrap();
     let p1 = 1.0 - 0.1 * 0.1 * 1.0;
-    let (m, v) = (0.1 * 0.5, 0.001 * 0.25);
-    let expect = p1 - (0.1 / 0.1) * m / ((v as f64).sqrt() / 0.001f64.sqrt() + 1e-8);
+    let (m, v): (f64, f64) = (0.1 * 0.5, 0.001 * 0.25);
+    let expect = p1 - (0.1 / 0.1) * m / (v.sqrt() / 0.001f64.sqrt() + 1e-8);
     assert!(
         (p.to_scalar().unwrap() - expect).abs() < 1e-12,
         "{} vs {expect}",
@@ -131,7 +131,7 @@ fn adamw_keeps_an_f32_master_for_bf16_params() {
         .unwrap()
         .param();
     let mut opt = AdamW::new(
-        &[p.clone()],
+        std::slice::from_ref(&p),
         AdamWConfig {
             lr: 1e-4,
             weight_decay: 0.0,

@@ -72,7 +72,7 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor) -> Result<()> {
         nodes.push(n);
     }
     // 2. reverse tape order
-    nodes.sort_unstable_by(|a, b| b.position.cmp(&a.position));
+    nodes.sort_unstable_by_key(|n| std::cmp::Reverse(n.position));
     // 3. propagate
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(root_node.position, seed);

@@ -173,8 +173,8 @@ fn adamw_check(dev: &Device, dtype: DType, seed: u64) -> Result<(f64, f64)> {
         ..AdamWConfig::default()
     };
     let (mut opt, mut opt_ref) = (
-        AdamW::new(&[p.clone()], cfg)?,
-        AdamW::new(&[p_ref.clone()], cfg)?,
+        AdamW::new(std::slice::from_ref(&p), cfg)?,
+        AdamW::new(std::slice::from_ref(&p_ref), cfg)?,
     );
     for step in 0..3u64 {
         let g = Tensor::randn(shape, 1.0, DType::F32, dev, seed + 100 + step)?;

@@ -17,7 +17,7 @@ impl Tensor {
 fn rope(x: &Tensor, pos: &Tensor, theta: f64, sign: f64) -> Result<Tensor> {
     check_float("rope", x)?;
     check_i32("rope", pos)?;
-    if x.rank() != 3 || x.dims()[2] % 2 != 0 || pos.dims() != [x.dims()[0]] {
+    if x.rank() != 3 || !x.dims()[2].is_multiple_of(2) || pos.dims() != [x.dims()[0]] {
         return Err(EngineError::shape(
             "rope",
             format!(

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The ONE prepared script for the lent GPU machine: self-test, benchmarks and the torch side-by-side in
+# one call. Details go under $OUT (selftest.txt, bench.jsonl, torch.jsonl, summary.txt); a short table
+# prints last.
+#
+# Build here first (pinned nvcc, see README), then call the device tool with:
+#   command: bash scripts/device-check.sh   carry: ["target/release/entrl"]   timeout_s: 420
+set -uo pipefail
+OUT="${OUT:-/tmp/entrl-out}"
+mkdir -p "$OUT"
+BIN=target/release/entrl
+LIBDIR=/tmp/entrl-libs
+mkdir -p "$LIBDIR" && ln -sf /usr/lib/x86_64-linux-gnu/libnccl.so.2 "$LIBDIR/libnccl.so"
+export LD_LIBRARY_PATH="$LIBDIR:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+"$BIN" info | tee "$OUT/info.txt"
+
+echo "== selftest"
+timeout 240 "$BIN" selftest > "$OUT/selftest.txt" 2>&1
+selftest_rc=$?
+tail -n 3 "$OUT/selftest.txt"
+
+echo "== bench matmul (entrl, then torch, same GPU, same call)"
+timeout 60 "$BIN" bench matmul --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.txt"
+timeout 60 python3 benches/torch_matmul.py > "$OUT/torch.jsonl" 2>&1; cat "$OUT/torch.jsonl"
+
+python3 - "$OUT" "$selftest_rc" <<'PY' | tee "$OUT/summary.txt"
+import json, sys, pathlib
+out, rc = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+def load(p):
+    try:
+        return json.loads((out / p).read_text().strip().splitlines()[-1])
+    except Exception as e:
+        return {"error": str(e)}
+ours, torch = load("bench.jsonl"), load("torch.jsonl")
+lines = [l for l in (out / "selftest.txt").read_text().splitlines() if " passed, " in l]
+print("\n| check | result |\n|---|---|")
+print(f"| selftest | {'PASS' if rc == 0 else 'FAIL rc=%d' % rc} ({lines[-1] if lines else 'no summary'}) |")
+if "tflops" in ours and "tflops" in torch:
+    print(f"| bf16 8192^3 matmul, entrl | {ours['ms']:.3f} ms, {ours['tflops']:.1f} TFLOP/s |")
+    print(f"| bf16 8192^3 matmul, torch {torch.get('torch','')} | {torch['ms']:.3f} ms, {torch['tflops']:.1f} TFLOP/s |")
+    print(f"| ratio entrl / torch | {ours['tflops'] / torch['tflops']:.3f} |")
+else:
+    print(f"| matmul | entrl: {ours} torch: {torch} |")
+PY
+exit $selftest_rc
