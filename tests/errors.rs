@@ -162,3 +162,36 @@ fn device_mismatch_is_an_error_when_a_gpu_exists() {
         "{e}"
     );
 }
+
+#[test]
+fn gradients_must_match_their_parameter() {
+    let p = Tensor::zeros([2, 2], DType::BF16, &cpu()).unwrap().param();
+    let bad = Tensor::zeros([2, 2], DType::BF16, &cpu()).unwrap();
+    let e = p.set_grad(Some(bad)).unwrap_err().to_string();
+    assert!(e.contains("gradients are f32"), "{e}");
+    assert!(p
+        .set_grad(Some(Tensor::zeros([2, 2], DType::F32, &cpu()).unwrap()))
+        .is_ok());
+    let q = Tensor::zeros([2], DType::F32, &cpu()).unwrap().param();
+    let e = q.set_grad(Some(q.detach())).unwrap_err().to_string();
+    assert!(e.contains("cannot share the parameter's storage"), "{e}");
+    let y = Tensor::zeros([2], DType::F32, &cpu())
+        .unwrap()
+        .param()
+        .scale(2.0)
+        .unwrap();
+    let e = y
+        .backward_with(Tensor::zeros([2], DType::BF16, &cpu()).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must match dtype and device"), "{e}");
+}
+
+#[test]
+fn empty_matmul_gives_zeros() {
+    let a = Tensor::ones([2, 0], DType::F32, &cpu()).unwrap();
+    let b = Tensor::ones([0, 3], DType::F32, &cpu()).unwrap();
+    let c = a.matmul(&b).unwrap();
+    assert_eq!(c.dims(), &[2, 3]);
+    assert!(c.to_vec_f64().unwrap().iter().all(|&x| x == 0.0));
+}

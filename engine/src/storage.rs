@@ -33,6 +33,7 @@ impl CudaStorage {
     }
     pub fn zeros(device: &CudaDevice, dtype: DType, len: usize) -> Result<Self> {
         let s = Self::alloc(device, dtype, len)?;
+        device.bind()?;
         // SAFETY: the block holds at least len·size bytes.
         unsafe { result::memset_d8_async(s.ptr(), 0, s.bytes(), device.stream().cu_stream()) }
             .map_err(|e| EngineError::cuda("memset", e))?;
@@ -53,6 +54,7 @@ impl CudaStorage {
 
     pub fn from_cpu(device: &CudaDevice, s: &CpuStorage) -> Result<Self> {
         let out = Self::alloc(device, s.dtype(), s.len())?;
+        device.bind()?;
         let stream = device.stream().cu_stream();
         // SAFETY: sizes match; the host slice outlives the call because we synchronise below.
         unsafe {
@@ -73,6 +75,7 @@ impl CudaStorage {
 
     pub fn to_cpu(&self) -> Result<CpuStorage> {
         self.device.synchronize()?;
+        self.device.bind()?;
         // SAFETY: the block holds len elements of dtype; the stream is idle after synchronize.
         let r = unsafe {
             match self.dtype {
@@ -96,6 +99,7 @@ impl CudaStorage {
 
     pub fn try_clone(&self) -> Result<Self> {
         let out = Self::alloc(&self.device, self.dtype, self.len)?;
+        self.device.bind()?;
         // SAFETY: both blocks hold `bytes()` bytes.
         unsafe {
             result::memcpy_dtod_async(

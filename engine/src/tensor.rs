@@ -353,7 +353,24 @@ impl Tensor {
             _ => None,
         }
     }
+    /// Replace the accumulated gradient. It must match the parameter's shape and device, be of the
+    /// accumulator dtype (f32; f64 for f64 parameters) and not share the parameter's storage.
     pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
+        if let Some(g) = &g {
+            let acc = crate::cpu::storage::compute_dtype(self.dtype());
+            if g.shape() != self.shape() || g.dtype() != acc || !g.device().same(self.device()) {
+                return Err(EngineError::invalid(
+                    "set_grad",
+                    format!("gradient {g:?} for parameter {self:?} (gradients are {acc}, same shape and device)"),
+                ));
+            }
+            if g.shares_storage(self) {
+                return Err(EngineError::invalid(
+                    "set_grad",
+                    "a gradient cannot share the parameter's storage",
+                ));
+            }
+        }
         match &self.0.link {
             GradLink::Leaf(slot) => {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = g;
@@ -388,6 +405,14 @@ impl Tensor {
                     self.shape()
                 ),
             ));
+        }
+        if seed.dtype() != self.dtype() || !seed.device().same(self.device()) {
+            return Err(EngineError::DType {
+                op: "backward",
+                msg: format!(
+                    "seed gradient {seed:?} for output {self:?} (must match dtype and device)"
+                ),
+            });
         }
         autograd::run_backward(self, seed)
     }

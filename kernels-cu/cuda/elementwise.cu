@@ -90,3 +90,6 @@ KERNEL cast_f32_to_bf16(__nv_bfloat16* out, const float* x, long long n) {
 KERNEL cast_bf16_to_f32(float* out, const __nv_bfloat16* x, long long n) {
     for (long long i = global_tid(); i < n; i += grid_stride()) out[i] = __bfloat162float(x[i]);
 }
+
+// Integer permutes (token ids, positions) move bits only.
+KERNEL copy_strided_i32(int* out, const int* x, long long n, CopyGeo g) { copy_strided_body<int>(out, x, n, g); }

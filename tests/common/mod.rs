@@ -104,7 +104,9 @@ impl Block {
     ) -> Result<Tensor> {
         let me = self.clone();
         let (pos, mask) = (pos.clone(), mask.clone());
-        checkpoint(std::slice::from_ref(x), move |xs| me.forward(&xs[0], &pos, &mask))
+        checkpoint(std::slice::from_ref(x), move |xs| {
+            me.forward(&xs[0], &pos, &mask)
+        })
     }
 }
 

@@ -91,6 +91,12 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor) -> Result<()> {
         }
         for (input, gi) in node.inputs.iter().zip(in_grads) {
             let Some(gi) = gi else { continue };
+            if gi.dtype() != input.dtype() || !gi.device().same(input.device()) {
+                return Err(EngineError::Autograd(format!(
+                    "{} produced a {gi:?} gradient for an input {input:?}",
+                    node.rule.name()
+                )));
+            }
             if gi.shape() != input.shape() {
                 return Err(EngineError::Autograd(format!(
                     "{} produced a gradient of shape {} for an input of shape {}",

@@ -120,6 +120,9 @@ impl CachingAllocator {
             alloc: self.clone(),
         };
         if self.poison.load(Ordering::Relaxed) {
+            self.ctx
+                .bind_to_thread()
+                .map_err(|e| EngineError::cuda("binding the context", e))?;
             // SAFETY: ptr is a live allocation of `class` bytes owned by this block.
             unsafe { result::memset_d8_async(ptr, 0xFF, class, self.stream.cu_stream()) }
                 .map_err(|e| EngineError::cuda("poisoning a new block", e))?;

@@ -32,6 +32,19 @@ pub fn gemm(dev: &CudaDevice, dtype: DType, g: &Gemm, a: u64, b: u64, c: u64) ->
             )
         })
     };
+    if g.batch * g.m * g.n == 0 {
+        return Ok(());
+    }
+    dev.bind()?;
+    if g.k == 0 {
+        // An empty inner dimension gives zeros (cuBLAS would reject ld = 0).
+        let bytes = g.batch * g.m * g.n * dtype.size_in_bytes();
+        // SAFETY: c holds batch·m·n elements of dtype.
+        return unsafe {
+            cudarc::driver::result::memset_d8_async(c, 0, bytes, dev.stream().cu_stream())
+        }
+        .map_err(|e| EngineError::cuda("matmul with k = 0", e));
+    }
     let (m, n, k) = (to_i32(g.m)?, to_i32(g.n)?, to_i32(g.k)?);
     // Column-major view: A_cm = B (ld = k if trans_b else n), B_cm = A (ld = m if trans_a else k).
     let (op_a, lda) = if g.trans_b {

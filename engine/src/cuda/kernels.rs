@@ -184,7 +184,14 @@ pub fn copy_strided(x: &CudaStorage, dims: &[usize], in_strides: &[usize]) -> Re
     launch!(
         dev,
         "elementwise",
-        format!("copy_strided_{}", float_only("permute", x.dtype)?),
+        format!(
+            "copy_strided_{}",
+            if x.dtype == DType::I32 {
+                "i32"
+            } else {
+                float_only("permute", x.dtype)?
+            }
+        ),
         grid(n),
         [o, i, nn, g]
     );
@@ -273,6 +280,12 @@ pub fn clip_coef(sumsq: &CudaStorage, coef: &CudaStorage, max_norm: f64) -> Resu
 /// x (f32) *= coef[0]
 pub fn scale_by(x: &CudaStorage, coef: &CudaStorage) -> Result<()> {
     let dev = &x.device;
+    if x.dtype != DType::F32 || coef.dtype != DType::F32 {
+        return Err(EngineError::invalid(
+            "clip_grad_norm",
+            "gradients and the coefficient must be f32",
+        ));
+    }
     let (p, c, n) = (x.ptr(), coef.ptr(), x.len as i64);
     launch!(dev, "reduce", "scale_by_f32", grid(x.len), [p, c, n]);
     Ok(())
@@ -425,11 +438,12 @@ pub fn rmsnorm_bwd(
     let blocks = rows.div_ceil(RMS_ROWS_PER_BLOCK).max(1);
     let dx = CudaStorage::alloc(dev, x.dtype, x.len)?;
     let dwp = CudaStorage::alloc(dev, DType::F32, blocks * dim)?;
+    // The dynamic dw accumulator plus block_sum's 128-byte static scratch must fit the default 48 KiB.
     let smem = dim * 4;
-    if smem > 48 * 1024 {
+    if smem + 128 > 48 * 1024 {
         return Err(EngineError::shape(
             "rms_norm backward",
-            format!("dim {dim} exceeds the 12288 supported"),
+            format!("dim {dim} exceeds the 12256 supported"),
         ));
     }
     let cfg = LaunchConfig {
@@ -579,6 +593,25 @@ pub fn adamw(
     a: AdamWArgs,
 ) -> Result<()> {
     let dev = &master.device;
+    let f32_same = |s: &CudaStorage| s.dtype == DType::F32 && s.len == master.len;
+    if !(master.dtype == DType::F32 && f32_same(m) && f32_same(v) && f32_same(grad)) {
+        return Err(EngineError::invalid(
+            "AdamW",
+            "master, moments and gradient must be f32 of one length",
+        ));
+    }
+    if working.is_some_and(|w| w.dtype != DType::BF16 || w.len != master.len) {
+        return Err(EngineError::invalid(
+            "AdamW",
+            "the working copy must be bf16 of the master's length",
+        ));
+    }
+    if grad_scale.is_some_and(|s| s.dtype != DType::F32) {
+        return Err(EngineError::invalid(
+            "AdamW",
+            "the gradient scale must be an f32 scalar",
+        ));
+    }
     let n = master.len as i64;
     let (p, pm, pv, g) = (master.ptr(), m.ptr(), v.ptr(), grad.ptr());
     let gs = grad_scale.map_or(0u64, |s| s.ptr());

@@ -148,6 +148,14 @@ impl CudaDevice {
         self.inner.debug_sync.store(on, Ordering::Relaxed)
     }
 
+    /// Make this device's context current on the calling thread (raw driver calls need it).
+    pub fn bind(&self) -> Result<()> {
+        self.inner
+            .ctx
+            .bind_to_thread()
+            .map_err(|e| EngineError::cuda("binding the context", e))
+    }
+
     /// Wait for all queued work; report asynchronous kernel faults and index errors raised by kernels.
     pub fn synchronize(&self) -> Result<()> {
         self.inner
@@ -169,6 +177,7 @@ impl CudaDevice {
     }
 
     fn clear_error_flag(&self) -> Result<()> {
+        self.bind()?;
         // SAFETY: err_flag is a live 4-byte block.
         unsafe {
             result::memset_d8_async(

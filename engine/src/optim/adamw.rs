@@ -86,6 +86,17 @@ impl AdamW {
         })
     }
 
+    /// Re-read the f32 master copies from the bf16 parameters (after loading weights into parameters
+    /// this optimizer already tracks; the next step would otherwise overwrite them with stale masters).
+    pub fn sync_masters(&mut self) -> Result<()> {
+        for s in &self.states {
+            if let Some(m) = &s.master {
+                m.copy_from(&s.param.to_dtype(DType::F32)?.detach())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Number of steps taken.
     pub fn steps(&self) -> u64 {
         self.step
@@ -107,6 +118,14 @@ impl AdamW {
             bc2: 1.0 - c.beta2.powi(t),
             grad_scale: 1.0,
         };
+        if let (Some(s), Some(first)) = (grad_scale, self.states.first()) {
+            if !s.device().same(first.param.device()) || s.dtype() != DType::F32 || s.numel() != 1 {
+                return Err(EngineError::invalid(
+                    "AdamW",
+                    "grad_scale must be an f32 scalar on the parameters' device",
+                ));
+            }
+        }
         let host_scale = match grad_scale {
             Some(s) if !s.device().is_cuda() => Some(s.to_scalar()?),
             _ => None,
