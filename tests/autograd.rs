@@ -186,3 +186,13 @@ fn reshape_shares_storage_and_routes_gradients() {
     );
     assert!(g.iter().zip(&xv).all(|(g, x)| (g - 2.0 * x).abs() < 1e-12));
 }
+
+/// The harness `entrl selftest` runs on the GPU, run on the CPU's f32 and bf16 paths against f64:
+/// checks the harness itself and the bf16 tolerances before any GPU sees them.
+#[test]
+fn cpu_f32_and_bf16_paths_match_the_f64_reference() {
+    let rows = entrl_engine::check::gpu::backend_checks(&Device::Cpu, 99);
+    assert!(rows.len() > 100, "{} rows", rows.len());
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).cloned().collect();
+    assert!(failed.is_empty(), "{}", format_table(&failed));
+}

@@ -9,13 +9,30 @@ use crate::error::{EngineError, Result};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::tensor::Tensor;
 
-/// All GPU rows: every op case in f32 and bf16, then optimizer, clipping, allocator and error-path checks.
+/// All GPU rows: every op case in f32 and bf16, optimizer and clipping (as [`backend_checks`]), then the
+/// allocator and error-path checks, with poisoned allocations and every launch synchronised.
 pub fn cuda_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     let Some(cuda) = dev.as_cuda() else {
         return vec![CheckRow::failed("cuda", "-", "-", "not a CUDA device")];
     };
     cuda.set_poison(true);
     cuda.set_debug_sync(true);
+    let mut rows = backend_checks(dev, seed);
+    rows.push(row_or_fail(
+        "allocator reuse",
+        "fwd+bwd x3",
+        DType::F32,
+        || allocator_check(dev, seed),
+    ));
+    rows.push(bad_index_row(dev));
+    cuda.set_debug_sync(false);
+    cuda.set_poison(false);
+    rows
+}
+
+/// Every op case in f32 and bf16 on `dev` against the f64 CPU reference, plus AdamW and clipping.
+/// On the CPU this checks the f32/bf16 paths (and this harness) against f64.
+pub fn backend_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     let mut rows = Vec::new();
     for (i, case) in all_cases().iter().enumerate() {
         for dtype in [DType::F32, DType::BF16] {
@@ -38,15 +55,6 @@ pub fn cuda_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
         DType::F32,
         || clip_check(dev, seed),
     ));
-    rows.push(row_or_fail(
-        "allocator reuse",
-        "fwd+bwd x3",
-        DType::F32,
-        || allocator_check(dev, seed),
-    ));
-    rows.push(bad_index_row(dev));
-    cuda.set_debug_sync(false);
-    cuda.set_poison(false);
     rows
 }
 

@@ -15,7 +15,7 @@ impl FloatKernel for RmsNormFwd {
         let mut y = Vec::with_capacity(xs.len());
         let mut rstd = Vec::with_capacity(rows);
         for row in xs.chunks(self.dim) {
-            let ms = row.iter().map(|&v| v * v).sum::<T>() / T::of(self.dim as f64);
+            let ms = T::of(row.iter().map(|&v| (v * v).f64()).sum::<f64>() / self.dim as f64);
             let r = T::one() / (ms + T::of(self.eps)).sqrt();
             rstd.push(r);
             y.extend(row.iter().zip(w).map(|(&v, &wc)| v * r * wc));
@@ -37,7 +37,7 @@ impl FloatKernel for RmsNormBwd {
         let mut dw = vec![T::zero(); d];
         for (r, (row, dyr)) in xs.chunks(d).zip(dy.chunks(d)).enumerate() {
             let rs = rstd[r];
-            let gx: T = (0..d).map(|c| dyr[c] * w[c] * row[c]).sum();
+            let gx = T::of((0..d).map(|c| (dyr[c] * w[c] * row[c]).f64()).sum::<f64>());
             let k = rs * rs * rs * gx / T::of(d as f64);
             for c in 0..d {
                 dx.push(rs * dyr[c] * w[c] - row[c] * k);

@@ -1,4 +1,5 @@
 //! Softmax and log-softmax over the last dimension (max-subtracted), and their backward passes.
+//! Row sums accumulate in f64 so the reference stays accurate for 152k-wide vocab rows.
 use super::storage::FloatKernel;
 use super::Real;
 use crate::error::Result;
@@ -12,7 +13,7 @@ impl FloatKernel for SoftmaxFwd {
         let mut y = Vec::with_capacity(x[0].len());
         for row in x[0].chunks(self.cols) {
             let m = row.iter().copied().fold(T::neg_infinity(), T::max);
-            let s: T = row.iter().map(|&v| (v - m).exp()).sum();
+            let s = T::of(row.iter().map(|&v| (v - m).exp().f64()).sum::<f64>());
             if self.log {
                 let ls = s.ln();
                 y.extend(row.iter().map(|&v| v - m - ls));
@@ -34,10 +35,10 @@ impl FloatKernel for SoftmaxBwd {
         let mut dx = Vec::with_capacity(x[0].len());
         for (dy, y) in x[0].chunks(self.cols).zip(x[1].chunks(self.cols)) {
             if self.log {
-                let s: T = dy.iter().copied().sum();
+                let s = T::of(dy.iter().map(|g| g.f64()).sum::<f64>());
                 dx.extend(dy.iter().zip(y).map(|(&g, &v)| g - v.exp() * s));
             } else {
-                let s: T = dy.iter().zip(y).map(|(&g, &v)| g * v).sum();
+                let s = T::of(dy.iter().zip(y).map(|(&g, &v)| (g * v).f64()).sum::<f64>());
                 dx.extend(dy.iter().zip(y).map(|(&g, &v)| v * (g - s)));
             }
         }
