@@ -31,26 +31,16 @@ struct Inner {
 pub trait Element: Copy + 'static {
     fn into_storage(v: Vec<Self>) -> CpuStorage;
 }
-impl Element for f32 {
-    fn into_storage(v: Vec<Self>) -> CpuStorage {
-        CpuStorage::F32(v)
-    }
+macro_rules! element {
+    ($($t:ty => $v:ident),*) => {$(
+        impl Element for $t {
+            fn into_storage(v: Vec<Self>) -> CpuStorage {
+                CpuStorage::$v(v)
+            }
+        }
+    )*};
 }
-impl Element for f64 {
-    fn into_storage(v: Vec<Self>) -> CpuStorage {
-        CpuStorage::F64(v)
-    }
-}
-impl Element for bf16 {
-    fn into_storage(v: Vec<Self>) -> CpuStorage {
-        CpuStorage::BF16(v)
-    }
-}
-impl Element for i32 {
-    fn into_storage(v: Vec<Self>) -> CpuStorage {
-        CpuStorage::I32(v)
-    }
-}
+element!(f32 => F32, f64 => F64, bf16 => BF16, i32 => I32);
 
 impl Tensor {
     // ---------------------------------------------------------------- construction

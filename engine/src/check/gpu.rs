@@ -2,7 +2,7 @@
 //! float input (through the recorded backward), on fresh random inputs, with the allocator poisoning
 //! every new block and every launch synchronised and checked.
 use super::cases::{all_cases, OpCase};
-use super::{max_rel_err, CheckRow};
+use super::{max_rel_err, trainable_floats, CheckRow};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
@@ -115,26 +115,8 @@ fn compare_case(
     seed: u64,
 ) -> Result<(f64, Vec<(usize, f64)>)> {
     let (test, reference) = case.make_inputs(dtype, dev, seed)?;
-    let test: Vec<Tensor> = test
-        .iter()
-        .map(|t| {
-            if t.dtype().is_float() {
-                t.param()
-            } else {
-                t.clone()
-            }
-        })
-        .collect();
-    let reference: Vec<Tensor> = reference
-        .iter()
-        .map(|t| {
-            if t.dtype().is_float() {
-                t.param()
-            } else {
-                t.clone()
-            }
-        })
-        .collect();
+    let test = trainable_floats(&test);
+    let reference = trainable_floats(&reference);
     let out = (case.f)(&test)?;
     let out_ref = (case.f)(&reference)?;
     dev.synchronize()?;

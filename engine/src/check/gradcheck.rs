@@ -1,7 +1,7 @@
 //! Finite-difference gradient checks on the CPU in f64: for loss = Σ R ∘ f(x) with a fixed random R,
 //! compare autograd's ∂loss/∂x with central differences (loss(x + εe_i) − loss(x − εe_i)) / 2ε.
 use super::cases::OpCase;
-use super::{max_rel_err, CheckRow};
+use super::{max_rel_err, trainable_floats, CheckRow};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::Result;
@@ -14,16 +14,7 @@ pub fn check_gradients(
     eps: f64,
     seed: u64,
 ) -> Result<f64> {
-    let params: Vec<Tensor> = inputs
-        .iter()
-        .map(|t| {
-            if t.dtype().is_float() {
-                t.param()
-            } else {
-                t.clone()
-            }
-        })
-        .collect();
+    let params = trainable_floats(inputs);
     let out = f(&params)?;
     let r = Tensor::randn(out.shape().clone(), 1.0, DType::F64, &Device::Cpu, seed)?;
     let rv = r.to_vec_f64()?;

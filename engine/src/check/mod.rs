@@ -59,6 +59,20 @@ pub fn max_rel_err(a: &[f64], r: &[f64]) -> f64 {
     worst / scale
 }
 
+/// Float inputs as trainable leaves (so their gradients can be read), index inputs unchanged.
+pub fn trainable_floats(inputs: &[crate::Tensor]) -> Vec<crate::Tensor> {
+    inputs
+        .iter()
+        .map(|t| {
+            if t.dtype().is_float() {
+                t.param()
+            } else {
+                t.clone()
+            }
+        })
+        .collect()
+}
+
 /// Render rows as a fixed-width table.
 pub fn format_table(rows: &[CheckRow]) -> String {
     let mut s = format!(
