@@ -9,30 +9,15 @@ fn ops(c: &mut Criterion) {
     let w = Tensor::randn([512, 512], 0.05, DType::F32, &dev, 2).unwrap();
     let g = Tensor::ones([512], DType::F32, &dev).unwrap();
     let pos = Tensor::from_vec((0..256).collect::<Vec<i32>>(), [256], &dev).unwrap();
-    c.bench_function("matmul 256x512x512 f32", |b| {
-        b.iter(|| black_box(x.linear(&w).unwrap()))
-    });
-    c.bench_function("rms_norm 256x512 f32", |b| {
-        b.iter(|| black_box(x.rms_norm(&g, 1e-6).unwrap()))
-    });
-    c.bench_function("softmax 256x512 f32", |b| {
-        b.iter(|| black_box(x.softmax().unwrap()))
-    });
+    c.bench_function("matmul 256x512x512 f32", |b| b.iter(|| black_box(x.linear(&w).unwrap())));
+    c.bench_function("rms_norm 256x512 f32", |b| b.iter(|| black_box(x.rms_norm(&g, 1e-6).unwrap())));
+    c.bench_function("softmax 256x512 f32", |b| b.iter(|| black_box(x.softmax().unwrap())));
     let xh = x.reshape([256, 4, 128]).unwrap();
-    c.bench_function("rope 256x4x128 f32", |b| {
-        b.iter(|| black_box(xh.rope(&pos, 1e6).unwrap()))
-    });
+    c.bench_function("rope 256x4x128 f32", |b| b.iter(|| black_box(xh.rope(&pos, 1e6).unwrap())));
     let wp = w.param();
     c.bench_function("linear+softmax fwd+bwd 256x512x512", |b| {
         b.iter(|| {
-            x.linear(&wp)
-                .unwrap()
-                .softmax()
-                .unwrap()
-                .sum()
-                .unwrap()
-                .backward()
-                .unwrap();
+            x.linear(&wp).unwrap().softmax().unwrap().sum().unwrap().backward().unwrap();
             wp.zero_grad();
         })
     });

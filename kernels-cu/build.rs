@@ -25,24 +25,13 @@ fn find_nvcc() -> Option<PathBuf> {
     if default.is_file() {
         return Some(default.to_path_buf());
     }
-    env::var_os("PATH").and_then(|paths| {
-        env::split_paths(&paths)
-            .map(|d| d.join("nvcc"))
-            .find(|p| p.is_file())
-    })
+    env::var_os("PATH").and_then(|paths| env::split_paths(&paths).map(|d| d.join("nvcc")).find(|p| p.is_file()))
 }
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(has_ptx)");
     println!("cargo::rerun-if-changed=cuda");
-    for var in [
-        "NVCC",
-        "CUDA_HOME",
-        "CUDA_PATH",
-        "CUDA_ROOT",
-        "CUDA_ARCH",
-        "ENTRL_REQUIRE_NVCC",
-    ] {
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "CUDA_ROOT", "CUDA_ARCH", "ENTRL_REQUIRE_NVCC"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -58,9 +47,7 @@ fn main() {
         if env::var("ENTRL_REQUIRE_NVCC").is_ok_and(|v| v == "1") {
             panic!("ENTRL_REQUIRE_NVCC=1 but nvcc was not found (set NVCC or CUDA_HOME)");
         }
-        println!(
-            "cargo::warning=nvcc not found: building entrl without PTX kernels (CPU backend only)"
-        );
+        println!("cargo::warning=nvcc not found: building entrl without PTX kernels (CPU backend only)");
         write_index(&out_dir, &[], false);
         return;
     };
@@ -96,10 +83,7 @@ fn main() {
 fn write_index(out_dir: &Path, built: &[(String, PathBuf)], _has: bool) {
     let mut s = String::from("pub const MODULES: &[(&str, &str)] = &[\n");
     for (stem, ptx) in built {
-        s.push_str(&format!(
-            "    ({stem:?}, include_str!({:?})),\n",
-            ptx.display().to_string()
-        ));
+        s.push_str(&format!("    ({stem:?}, include_str!({:?})),\n", ptx.display().to_string()));
     }
     s.push_str("];\n");
     fs::write(out_dir.join("ptx.rs"), s).expect("write ptx.rs");

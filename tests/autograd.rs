@@ -11,25 +11,15 @@ use std::sync::Arc;
 #[test]
 fn every_op_passes_finite_difference_gradient_check() {
     let rows = cpu_gradient_checks(12345);
-    assert!(
-        rows.len() >= 20,
-        "expected a row per op case, got {}",
-        rows.len()
-    );
+    assert!(rows.len() >= 20, "expected a row per op case, got {}", rows.len());
     let failed: Vec<_> = rows.iter().filter(|r| !r.pass).cloned().collect();
-    assert!(
-        failed.is_empty(),
-        "gradient checks failed:\n{}",
-        format_table(&failed)
-    );
+    assert!(failed.is_empty(), "gradient checks failed:\n{}", format_table(&failed));
 }
 
 #[test]
 fn gradients_accumulate_across_backward_calls() {
     let dev = Device::Cpu;
-    let w = Tensor::randn([3, 4], 1.0, DType::F32, &dev, 1)
-        .unwrap()
-        .param();
+    let w = Tensor::randn([3, 4], 1.0, DType::F32, &dev, 1).unwrap().param();
     let x = Tensor::randn([2, 4], 1.0, DType::F32, &dev, 2).unwrap();
     x.linear(&w).unwrap().sum().unwrap().backward().unwrap();
     let g1 = w.grad().unwrap().to_vec_f64().unwrap();
@@ -43,9 +33,7 @@ fn gradients_accumulate_across_backward_calls() {
 #[test]
 fn no_grad_records_nothing() {
     let dev = Device::Cpu;
-    let w = Tensor::randn([3, 4], 1.0, DType::F32, &dev, 1)
-        .unwrap()
-        .param();
+    let w = Tensor::randn([3, 4], 1.0, DType::F32, &dev, 1).unwrap().param();
     let y = {
         let _g = no_grad();
         w.scale(2.0).unwrap()
@@ -53,10 +41,7 @@ fn no_grad_records_nothing() {
     assert!(!y.requires_grad());
     let err = y.sum().unwrap().backward().unwrap_err().to_string();
     assert!(err.contains("does not require grad"), "{err}");
-    assert!(
-        w.scale(2.0).unwrap().requires_grad(),
-        "grad mode must be restored after the guard drops"
-    );
+    assert!(w.scale(2.0).unwrap().requires_grad(), "grad mode must be restored after the guard drops");
 }
 
 #[test]
@@ -64,25 +49,12 @@ fn checkpointed_block_matches_plain_block_exactly() {
     let dev = Device::Cpu;
     let (s, d) = (9, 16);
     let block = Arc::new(Block::new(d, 2, 24, 3, DType::F64, &dev).unwrap());
-    let x = Tensor::randn([s, d], 1.0, DType::F64, &dev, 5)
-        .unwrap()
-        .param();
-    let (pos, mask) = (
-        positions(s, &dev).unwrap(),
-        causal_mask(s, DType::F64, &dev).unwrap(),
-    );
+    let x = Tensor::randn([s, d], 1.0, DType::F64, &dev, 5).unwrap().param();
+    let (pos, mask) = (positions(s, &dev).unwrap(), causal_mask(s, DType::F64, &dev).unwrap());
     let seed = Tensor::randn([s, d], 1.0, DType::F64, &dev, 6).unwrap();
 
-    block
-        .forward(&x, &pos, &mask)
-        .unwrap()
-        .backward_with(seed.clone())
-        .unwrap();
-    let plain: Vec<Vec<f64>> = block
-        .params()
-        .iter()
-        .map(|p| p.grad().unwrap().to_vec_f64().unwrap())
-        .collect();
+    block.forward(&x, &pos, &mask).unwrap().backward_with(seed.clone()).unwrap();
+    let plain: Vec<Vec<f64>> = block.params().iter().map(|p| p.grad().unwrap().to_vec_f64().unwrap()).collect();
     let plain_x = x.grad().unwrap().to_vec_f64().unwrap();
     block.params().iter().for_each(|p| p.zero_grad());
     x.zero_grad();
@@ -101,55 +73,29 @@ fn adamw_matches_torch_formula() {
     // One step by hand: p=1, g=0.5, lr=0.1, wd=0.1, bc1=0.1, bc2=0.001.
     let dev = Device::Cpu;
     let p = Tensor::from_vec(vec![1.0f64], [1], &dev).unwrap().param();
-    p.set_grad(Some(Tensor::from_vec(vec![0.5f64], [1], &dev).unwrap()))
-        .unwrap();
-    let cfg = AdamWConfig {
-        lr: 0.1,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.1,
-    };
-    AdamW::new(std::slice::from_ref(&p), cfg)
-        .unwrap()
-        .step(0.1, None)
-        .unwrap();
+    p.set_grad(Some(Tensor::from_vec(vec![0.5f64], [1], &dev).unwrap())).unwrap();
+    let cfg = AdamWConfig { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+    AdamW::new(std::slice::from_ref(&p), cfg).unwrap().step(0.1, None).unwrap();
     let p1 = 1.0 - 0.1 * 0.1 * 1.0;
     let (m, v): (f64, f64) = (0.1 * 0.5, 0.001 * 0.25);
     let expect = p1 - (0.1 / 0.1) * m / (v.sqrt() / 0.001f64.sqrt() + 1e-8);
-    assert!(
-        (p.to_scalar().unwrap() - expect).abs() < 1e-12,
-        "{} vs {expect}",
-        p.to_scalar().unwrap()
-    );
+    assert!((p.to_scalar().unwrap() - expect).abs() < 1e-12, "{} vs {expect}", p.to_scalar().unwrap());
 }
 
 #[test]
 fn adamw_keeps_an_f32_master_for_bf16_params() {
     let dev = Device::Cpu;
-    let p = Tensor::from_vec(vec![entrl_engine::bf16::from_f32(1.0); 4], [4], &dev)
-        .unwrap()
-        .param();
-    let mut opt = AdamW::new(
-        std::slice::from_ref(&p),
-        AdamWConfig {
-            lr: 1e-4,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let p = Tensor::from_vec(vec![entrl_engine::bf16::from_f32(1.0); 4], [4], &dev).unwrap().param();
+    let mut opt =
+        AdamW::new(std::slice::from_ref(&p), AdamWConfig { lr: 1e-4, weight_decay: 0.0, ..Default::default() })
+            .unwrap();
     // 1e-4 steps are below bf16 resolution at 1.0 (2^-7): only an f32 master accumulates them.
     for _ in 0..200 {
-        p.set_grad(Some(Tensor::ones([4], DType::F32, &dev).unwrap()))
-            .unwrap();
+        p.set_grad(Some(Tensor::ones([4], DType::F32, &dev).unwrap())).unwrap();
         opt.step(1e-4, None).unwrap();
     }
     let v = p.to_vec_f64().unwrap()[0];
-    assert!(
-        v < 0.985 && v > 0.975,
-        "bf16 working copy should track the master (~0.98), got {v}"
-    );
+    assert!(v < 0.985 && v > 0.975, "bf16 working copy should track the master (~0.98), got {v}");
 }
 
 #[test]
@@ -157,12 +103,8 @@ fn clipping_scales_to_max_norm() {
     let dev = Device::Cpu;
     let a = Tensor::zeros([2], DType::F32, &dev).unwrap().param();
     let b = Tensor::zeros([1], DType::F32, &dev).unwrap().param();
-    a.set_grad(Some(
-        Tensor::from_vec(vec![3.0f32, 0.0], [2], &dev).unwrap(),
-    ))
-    .unwrap();
-    b.set_grad(Some(Tensor::from_vec(vec![4.0f32], [1], &dev).unwrap()))
-        .unwrap();
+    a.set_grad(Some(Tensor::from_vec(vec![3.0f32, 0.0], [2], &dev).unwrap())).unwrap();
+    b.set_grad(Some(Tensor::from_vec(vec![4.0f32], [1], &dev).unwrap())).unwrap();
     let params = [a.clone(), b.clone()];
     assert!((global_grad_norm(&params).unwrap() - 5.0).abs() < 1e-6);
     let pre = clip_grad_norm(&params, 1.0).unwrap();
@@ -174,16 +116,11 @@ fn clipping_scales_to_max_norm() {
 #[test]
 fn reshape_shares_storage_and_routes_gradients() {
     let dev = Device::Cpu;
-    let x = Tensor::randn([2, 6], 1.0, DType::F64, &dev, 1)
-        .unwrap()
-        .param();
+    let x = Tensor::randn([2, 6], 1.0, DType::F64, &dev, 1).unwrap().param();
     let y = x.reshape([3, 4]).unwrap();
     assert!(y.shares_storage(&x));
     y.mul(&y).unwrap().sum().unwrap().backward().unwrap();
-    let (g, xv) = (
-        x.grad().unwrap().to_vec_f64().unwrap(),
-        x.to_vec_f64().unwrap(),
-    );
+    let (g, xv) = (x.grad().unwrap().to_vec_f64().unwrap(), x.to_vec_f64().unwrap());
     assert!(g.iter().zip(&xv).all(|(g, x)| (g - 2.0 * x).abs() < 1e-12));
 }
 

@@ -11,11 +11,7 @@ fn matmul_inner_dimension_mismatch() {
     let b = Tensor::zeros([4, 5], DType::F32, &cpu()).unwrap();
     let e = a.matmul(&b).unwrap_err();
     assert!(matches!(e, EngineError::Shape { op: "matmul", .. }));
-    assert!(
-        e.to_string()
-            .contains("inner dimensions differ: [2, 3] · [4, 5] (3 vs 4)"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("inner dimensions differ: [2, 3] · [4, 5] (3 vs 4)"), "{e}");
 }
 
 #[test]
@@ -37,14 +33,8 @@ fn broadcast_failure_names_shapes() {
 #[test]
 fn reshape_and_from_vec_check_element_counts() {
     let a = Tensor::zeros([2, 3], DType::F32, &cpu()).unwrap();
-    assert!(a
-        .reshape([4, 2])
-        .unwrap_err()
-        .to_string()
-        .contains("reshape: shape mismatch: [2, 3] -> [4, 2]"));
-    let e = Tensor::from_vec(vec![1.0f32; 5], [2, 3], &cpu())
-        .unwrap_err()
-        .to_string();
+    assert!(a.reshape([4, 2]).unwrap_err().to_string().contains("reshape: shape mismatch: [2, 3] -> [4, 2]"));
+    let e = Tensor::from_vec(vec![1.0f32; 5], [2, 3], &cpu()).unwrap_err().to_string();
     assert!(e.contains("5 values do not fill shape [2, 3]"), "{e}");
 }
 
@@ -68,23 +58,12 @@ fn indices_must_be_i32() {
 fn norm_rope_and_swiglu_validate_shapes() {
     let x = Tensor::zeros([3, 8], DType::F32, &cpu()).unwrap();
     let w = Tensor::zeros([7], DType::F32, &cpu()).unwrap();
-    assert!(x
-        .rms_norm(&w, 1e-6)
-        .unwrap_err()
-        .to_string()
-        .contains("weight [7] for input [3, 8]"));
+    assert!(x.rms_norm(&w, 1e-6).unwrap_err().to_string().contains("weight [7] for input [3, 8]"));
     let pos = Tensor::from_vec(vec![0i32, 1, 2], [3], &cpu()).unwrap();
     let e = x.rope(&pos, 1e4).unwrap_err().to_string();
-    assert!(
-        e.contains("x must be [tokens, heads, even head_dim]"),
-        "{e}"
-    );
+    assert!(e.contains("x must be [tokens, heads, even head_dim]"), "{e}");
     let up = Tensor::zeros([3, 9], DType::F32, &cpu()).unwrap();
-    assert!(x
-        .swiglu(&up)
-        .unwrap_err()
-        .to_string()
-        .contains("gate [3, 8] vs up [3, 9]"));
+    assert!(x.swiglu(&up).unwrap_err().to_string().contains("gate [3, 8] vs up [3, 9]"));
 }
 
 #[test]
@@ -98,31 +77,20 @@ fn float_ops_reject_integer_tensors() {
 fn backward_seed_must_match_output() {
     let w = Tensor::zeros([2, 2], DType::F32, &cpu()).unwrap().param();
     let y = w.scale(2.0).unwrap();
-    let e = y
-        .backward_with(Tensor::zeros([3], DType::F32, &cpu()).unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("seed gradient [3] does not match output [2, 2]"),
-        "{e}"
-    );
+    let e = y.backward_with(Tensor::zeros([3], DType::F32, &cpu()).unwrap()).unwrap_err().to_string();
+    assert!(e.contains("seed gradient [3] does not match output [2, 2]"), "{e}");
 }
 
 #[test]
 fn optimizer_rejects_non_parameters() {
     let t = Tensor::zeros([2], DType::F32, &cpu()).unwrap();
-    let e = entrl_engine::optim::AdamW::new(&[t], Default::default())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = entrl_engine::optim::AdamW::new(&[t], Default::default()).err().unwrap().to_string();
     assert!(e.contains("is not a trainable leaf"), "{e}");
 }
 
 #[test]
 fn f64_is_cpu_only() {
-    let e = Tensor::zeros([2], DType::F64, &cpu())
-        .unwrap()
-        .to_dtype(DType::F64);
+    let e = Tensor::zeros([2], DType::F64, &cpu()).unwrap().to_dtype(DType::F64);
     assert!(e.is_ok());
 }
 
@@ -134,16 +102,10 @@ fn missing_cuda_is_a_clear_error() {
         Err(e) => {
             let s = e.to_string();
             assert!(
-                matches!(
-                    e,
-                    EngineError::CudaUnavailable(_) | EngineError::KernelsNotCompiled
-                ),
+                matches!(e, EngineError::CudaUnavailable(_) | EngineError::KernelsNotCompiled),
                 "unexpected error kind: {s}"
             );
-            assert!(
-                s.contains("CUDA is not available") || s.contains("no CUDA kernels"),
-                "{s}"
-            );
+            assert!(s.contains("CUDA is not available") || s.contains("no CUDA kernels"), "{s}");
         }
     }
     let (dev, why) = Device::best();
@@ -157,10 +119,7 @@ fn device_mismatch_is_an_error_when_a_gpu_exists() {
     let a = Tensor::zeros([2], DType::F32, &cpu()).unwrap();
     let b = Tensor::zeros([2], DType::F32, &gpu).unwrap();
     let e = a.add(&b).unwrap_err().to_string();
-    assert!(
-        e.contains("tensors live on different devices (cpu vs cuda:0)"),
-        "{e}"
-    );
+    assert!(e.contains("tensors live on different devices (cpu vs cuda:0)"), "{e}");
 }
 
 #[test]
@@ -169,21 +128,12 @@ fn gradients_must_match_their_parameter() {
     let bad = Tensor::zeros([2, 2], DType::BF16, &cpu()).unwrap();
     let e = p.set_grad(Some(bad)).unwrap_err().to_string();
     assert!(e.contains("gradients are f32"), "{e}");
-    assert!(p
-        .set_grad(Some(Tensor::zeros([2, 2], DType::F32, &cpu()).unwrap()))
-        .is_ok());
+    assert!(p.set_grad(Some(Tensor::zeros([2, 2], DType::F32, &cpu()).unwrap())).is_ok());
     let q = Tensor::zeros([2], DType::F32, &cpu()).unwrap().param();
     let e = q.set_grad(Some(q.detach())).unwrap_err().to_string();
     assert!(e.contains("cannot share the parameter's storage"), "{e}");
-    let y = Tensor::zeros([2], DType::F32, &cpu())
-        .unwrap()
-        .param()
-        .scale(2.0)
-        .unwrap();
-    let e = y
-        .backward_with(Tensor::zeros([2], DType::BF16, &cpu()).unwrap())
-        .unwrap_err()
-        .to_string();
+    let y = Tensor::zeros([2], DType::F32, &cpu()).unwrap().param().scale(2.0).unwrap();
+    let e = y.backward_with(Tensor::zeros([2], DType::BF16, &cpu()).unwrap()).unwrap_err().to_string();
     assert!(e.contains("must match dtype and device"), "{e}");
 }
 

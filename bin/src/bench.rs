@@ -26,14 +26,7 @@ pub enum Bench {
 
 pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match b {
-        Bench::Matmul {
-            m,
-            n,
-            k,
-            dtype,
-            reps,
-            json,
-        } => matmul(*m, *n, *k, dtype, *reps, json.as_deref()),
+        Bench::Matmul { m, n, k, dtype, reps, json } => matmul(*m, *n, *k, dtype, *reps, json.as_deref()),
     }
 }
 
@@ -57,10 +50,7 @@ fn matmul(
     let times = time_ms(&cuda, 3, reps.max(1), || a.matmul(&b).map(|_| ()))?;
     let ms = median(&times);
     let tflops = 2.0 * (m * n * k) as f64 / (ms * 1e-3) / 1e12;
-    println!(
-        "matmul {dtype} {m}x{n}x{k}: median {ms:.3} ms over {reps} reps, {tflops:.1} TFLOP/s ({})",
-        cuda.name()
-    );
+    println!("matmul {dtype} {m}x{n}x{k}: median {ms:.3} ms over {reps} reps, {tflops:.1} TFLOP/s ({})", cuda.name());
     if let Some(path) = json {
         let line = format!(
             "{{\"bench\":\"matmul\",\"dtype\":\"{dtype}\",\"m\":{m},\"n\":{n},\"k\":{k},\"ms\":{ms:.4},\"tflops\":{tflops:.2},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",

@@ -56,11 +56,7 @@ fn info() -> Result<ExitCode, Box<dyn std::error::Error>> {
     match entrl_engine::Device::cuda(0) {
         Ok(entrl_engine::Device::Cuda(d)) => {
             let (maj, min) = d.compute_capability()?;
-            println!(
-                "GPU 0: {} (sm_{maj}{min}), {} visible",
-                d.name(),
-                entrl_engine::Device::cuda_count()
-            );
+            println!("GPU 0: {} (sm_{maj}{min}), {} visible", d.name(), entrl_engine::Device::cuda_count());
         }
         Ok(_) => {}
         Err(e) => println!("GPU: none usable ({e})"),

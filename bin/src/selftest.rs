@@ -18,19 +18,13 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let seed = a.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-    });
+    let seed = a
+        .seed
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1));
     println!("entrl selftest — commit {}, seed {seed}", crate::COMMIT);
 
     let cpu_rows = check::gradcheck::cpu_gradient_checks(seed);
-    println!(
-        "\nCPU backend: finite-difference gradient checks (f64)\n{}",
-        format_table(&cpu_rows)
-    );
+    println!("\nCPU backend: finite-difference gradient checks (f64)\n{}", format_table(&cpu_rows));
     let mut all: Vec<CheckRow> = cpu_rows;
 
     if a.cpu_only {
@@ -42,7 +36,10 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let (maj, min) = cuda.compute_capability()?;
                 println!("GPU {}: {} (sm_{maj}{min})", a.gpu, cuda.name());
                 let rows = check::gpu::cuda_checks(&dev, seed);
-                println!("\nCUDA kernels vs CPU reference (f64), poisoned outputs, every launch checked\n{}", format_table(&rows));
+                println!(
+                    "\nCUDA kernels vs CPU reference (f64), poisoned outputs, every launch checked\n{}",
+                    format_table(&rows)
+                );
                 all.extend(rows);
             }
             Err(e) => println!("no GPU checks: {e}"),
@@ -50,9 +47,5 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let failed = all.iter().filter(|r| !r.pass).count();
     println!("{} passed, {failed} failed", all.len() - failed);
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

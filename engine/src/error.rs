@@ -10,19 +10,9 @@ pub enum EngineError {
     #[error("{op}: dtype mismatch: {msg}")]
     DType { op: &'static str, msg: String },
     #[error("{op}: {dtype} is not supported here ({msg})")]
-    UnsupportedDType {
-        op: &'static str,
-        dtype: DType,
-        msg: &'static str,
-    },
-    #[error(
-        "{op}: tensors live on different devices ({a} vs {b}); move them with .to_device() first"
-    )]
-    DeviceMismatch {
-        op: &'static str,
-        a: String,
-        b: String,
-    },
+    UnsupportedDType { op: &'static str, dtype: DType, msg: &'static str },
+    #[error("{op}: tensors live on different devices ({a} vs {b}); move them with .to_device() first")]
+    DeviceMismatch { op: &'static str, a: String, b: String },
     #[error("CUDA is not available: {0}")]
     CudaUnavailable(String),
     #[error(
@@ -40,21 +30,12 @@ pub enum EngineError {
 
 impl EngineError {
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Self::Shape {
-            op,
-            msg: msg.into(),
-        }
+        Self::Shape { op, msg: msg.into() }
     }
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Self::Invalid {
-            op,
-            msg: msg.into(),
-        }
+        Self::Invalid { op, msg: msg.into() }
     }
     pub fn cuda(context: impl Into<String>, err: impl std::fmt::Debug) -> Self {
-        Self::Cuda {
-            context: context.into(),
-            msg: format!("{err:?}"),
-        }
+        Self::Cuda { context: context.into(), msg: format!("{err:?}") }
     }
 }

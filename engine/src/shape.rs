@@ -26,10 +26,7 @@ impl Shape {
         let r = self.rank() as isize;
         let i = if d < 0 { r + d } else { d };
         if i < 0 || i >= r {
-            return Err(EngineError::shape(
-                "dim",
-                format!("dimension {d} out of range for {self}"),
-            ));
+            return Err(EngineError::shape("dim", format!("dimension {d} out of range for {self}")));
         }
         Ok(self.0[i as usize])
     }
@@ -58,25 +55,14 @@ impl Shape {
         let r = a.rank().max(b.rank());
         let mut out = vec![0; r];
         for (i, o) in out.iter_mut().enumerate() {
-            let da = if i + a.rank() >= r {
-                a.0[i + a.rank() - r]
-            } else {
-                1
-            };
-            let db = if i + b.rank() >= r {
-                b.0[i + b.rank() - r]
-            } else {
-                1
-            };
+            let da = if i + a.rank() >= r { a.0[i + a.rank() - r] } else { 1 };
+            let db = if i + b.rank() >= r { b.0[i + b.rank() - r] } else { 1 };
             *o = if da == db || db == 1 {
                 da
             } else if da == 1 {
                 db
             } else {
-                return Err(EngineError::shape(
-                    op,
-                    format!("cannot broadcast {a} with {b}"),
-                ));
+                return Err(EngineError::shape(op, format!("cannot broadcast {a} with {b}")));
             };
         }
         Ok(Shape(out))
@@ -85,15 +71,7 @@ impl Shape {
     pub fn broadcast_strides(&self, target: &Shape) -> Vec<usize> {
         let own = self.strides();
         let off = target.rank() - self.rank();
-        (0..target.rank())
-            .map(|i| {
-                if i < off || self.0[i - off] == 1 {
-                    0
-                } else {
-                    own[i - off]
-                }
-            })
-            .collect()
+        (0..target.rank()).map(|i| if i < off || self.0[i - off] == 1 { 0 } else { own[i - off] }).collect()
     }
 }
 
@@ -148,9 +126,6 @@ mod tests {
         assert_eq!(a.broadcast_strides(&o), vec![3, 0, 1]);
         assert_eq!(b.broadcast_strides(&o), vec![0, 1, 0]);
         let e = Shape::broadcast(&Shape::new([2, 3]), &Shape::new([4]), "add").unwrap_err();
-        assert!(
-            e.to_string().contains("cannot broadcast [2, 3] with [4]"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("cannot broadcast [2, 3] with [4]"), "{e}");
     }
 }

@@ -17,19 +17,10 @@ impl CudaStorage {
     /// Uninitialised storage for `len` elements (poisoned with NaN bytes in self-test mode).
     pub fn alloc(device: &CudaDevice, dtype: DType, len: usize) -> Result<Self> {
         if dtype == DType::F64 {
-            return Err(EngineError::UnsupportedDType {
-                op: "cuda alloc",
-                dtype,
-                msg: "f64 is CPU-only",
-            });
+            return Err(EngineError::UnsupportedDType { op: "cuda alloc", dtype, msg: "f64 is CPU-only" });
         }
         let block = device.alloc(len * dtype.size_in_bytes())?;
-        Ok(Self {
-            block,
-            dtype,
-            len,
-            device: device.clone(),
-        })
+        Ok(Self { block, dtype, len, device: device.clone() })
     }
     pub fn zeros(device: &CudaDevice, dtype: DType, len: usize) -> Result<Self> {
         let s = Self::alloc(device, dtype, len)?;
@@ -66,10 +57,7 @@ impl CudaStorage {
             }
         }
         .map_err(|e| EngineError::cuda("host-to-device copy", e))?;
-        device
-            .stream()
-            .synchronize()
-            .map_err(|e| EngineError::cuda("host-to-device copy", e))?;
+        device.stream().synchronize().map_err(|e| EngineError::cuda("host-to-device copy", e))?;
         Ok(out)
     }
 
@@ -101,15 +89,8 @@ impl CudaStorage {
         let out = Self::alloc(&self.device, self.dtype, self.len)?;
         self.device.bind()?;
         // SAFETY: both blocks hold `bytes()` bytes.
-        unsafe {
-            result::memcpy_dtod_async(
-                out.ptr(),
-                self.ptr(),
-                self.bytes(),
-                self.device.stream().cu_stream(),
-            )
-        }
-        .map_err(|e| EngineError::cuda("device-to-device copy", e))?;
+        unsafe { result::memcpy_dtod_async(out.ptr(), self.ptr(), self.bytes(), self.device.stream().cu_stream()) }
+            .map_err(|e| EngineError::cuda("device-to-device copy", e))?;
         Ok(out)
     }
 }

@@ -67,11 +67,7 @@ impl Tensor {
     }
 
     /// Attach a backward rule to an already computed (unrecorded) output.
-    pub(crate) fn from_op_output(
-        out: Tensor,
-        inputs: &[&Tensor],
-        rule: impl Backward + 'static,
-    ) -> Result<Tensor> {
+    pub(crate) fn from_op_output(out: Tensor, inputs: &[&Tensor], rule: impl Backward + 'static) -> Result<Tensor> {
         if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
             return Ok(out);
         }
@@ -106,38 +102,22 @@ impl Tensor {
         }))
     }
 
-    pub fn from_vec<T: Element>(
-        data: Vec<T>,
-        shape: impl Into<Shape>,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         if data.len() != shape.numel() {
             return Err(EngineError::shape(
                 "from_vec",
-                format!(
-                    "{} values do not fill shape {shape} ({} elements)",
-                    data.len(),
-                    shape.numel()
-                ),
+                format!("{} values do not fill shape {shape} ({} elements)", data.len(), shape.numel()),
             ));
         }
         Tensor::from_cpu(T::into_storage(data), shape, device)
     }
 
     /// Values given as f64, stored as `dtype` (rounded).
-    pub fn from_f64(
-        values: &[f64],
-        shape: impl Into<Shape>,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn from_f64(values: &[f64], shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         if values.len() != shape.numel() {
-            return Err(EngineError::shape(
-                "from_f64",
-                format!("{} values do not fill shape {shape}", values.len()),
-            ));
+            return Err(EngineError::shape("from_f64", format!("{} values do not fill shape {shape}", values.len())));
         }
         Tensor::from_cpu(CpuStorage::from_f64(dtype, values), shape, device)
     }
@@ -150,12 +130,7 @@ impl Tensor {
         Ok(Tensor::from_storage(storage, shape, device))
     }
 
-    pub fn full(
-        shape: impl Into<Shape>,
-        value: f64,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         let n = shape.numel();
         let storage = match device {
@@ -186,13 +161,7 @@ impl Tensor {
     }
 
     /// Standard normal samples · `std`, from a seeded generator (same seed = same values on any device).
-    pub fn randn(
-        shape: impl Into<Shape>,
-        std: f64,
-        dtype: DType,
-        device: &Device,
-        seed: u64,
-    ) -> Result<Tensor> {
+    pub fn randn(shape: impl Into<Shape>, std: f64, dtype: DType, device: &Device, seed: u64) -> Result<Tensor> {
         let shape = shape.into();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let v: Vec<f64> = (0..shape.numel())
@@ -215,9 +184,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let shape = shape.into();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let v: Vec<f64> = (0..shape.numel())
-            .map(|_| lo + (hi - lo) * rng.random::<f64>())
-            .collect();
+        let v: Vec<f64> = (0..shape.numel()).map(|_| lo + (hi - lo) * rng.random::<f64>()).collect();
         Tensor::from_f64(&v, shape, dtype, device)
     }
 
@@ -277,19 +244,13 @@ impl Tensor {
     pub fn to_vec_i32(&self) -> Result<Vec<i32>> {
         match self.to_cpu_storage()? {
             CpuStorage::I32(v) => Ok(v),
-            s => Err(EngineError::DType {
-                op: "to_vec_i32",
-                msg: format!("tensor is {}", s.dtype()),
-            }),
+            s => Err(EngineError::DType { op: "to_vec_i32", msg: format!("tensor is {}", s.dtype()) }),
         }
     }
     /// The single value of a one-element tensor.
     pub fn to_scalar(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return Err(EngineError::shape(
-                "to_scalar",
-                format!("tensor has shape {}", self.shape()),
-            ));
+            return Err(EngineError::shape("to_scalar", format!("tensor has shape {}", self.shape())));
         }
         Ok(self.to_vec_f64()?[0])
     }
@@ -300,13 +261,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = Tensor::from_cpu(self.to_cpu_storage()?, self.shape().clone(), device)?;
-        Tensor::from_op_output(
-            out,
-            &[self],
-            ToDeviceBackward {
-                src: self.device().clone(),
-            },
-        )
+        Tensor::from_op_output(out, &[self], ToDeviceBackward { src: self.device().clone() })
     }
 
     // ---------------------------------------------------------------- autograd
@@ -330,11 +285,7 @@ impl Tensor {
             Storage::Cpu(s) => Storage::Cpu(s.clone()),
             Storage::Cuda(s) => Storage::Cuda(s.try_clone()?),
         };
-        Ok(Tensor::from_storage(
-            storage,
-            self.shape().clone(),
-            self.device(),
-        ))
+        Ok(Tensor::from_storage(storage, self.shape().clone(), self.device()))
     }
     /// Accumulated gradient of a trainable leaf (f32; f64 for f64 leaves).
     pub fn grad(&self) -> Option<Tensor> {
@@ -355,10 +306,7 @@ impl Tensor {
                 ));
             }
             if g.shares_storage(self) {
-                return Err(EngineError::invalid(
-                    "set_grad",
-                    "a gradient cannot share the parameter's storage",
-                ));
+                return Err(EngineError::invalid("set_grad", "a gradient cannot share the parameter's storage"));
             }
         }
         match &self.0.link {
@@ -366,9 +314,7 @@ impl Tensor {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = g;
                 Ok(())
             }
-            _ => Err(EngineError::Autograd(
-                "set_grad on a tensor that is not a trainable leaf".into(),
-            )),
+            _ => Err(EngineError::Autograd("set_grad on a tensor that is not a trainable leaf".into())),
         }
     }
     pub fn zero_grad(&self) {
@@ -389,19 +335,13 @@ impl Tensor {
         if seed.shape() != self.shape() {
             return Err(EngineError::shape(
                 "backward",
-                format!(
-                    "seed gradient {} does not match output {}",
-                    seed.shape(),
-                    self.shape()
-                ),
+                format!("seed gradient {} does not match output {}", seed.shape(), self.shape()),
             ));
         }
         if seed.dtype() != self.dtype() || !seed.device().same(self.device()) {
             return Err(EngineError::DType {
                 op: "backward",
-                msg: format!(
-                    "seed gradient {seed:?} for output {self:?} (must match dtype and device)"
-                ),
+                msg: format!("seed gradient {seed:?} for output {self:?} (must match dtype and device)"),
             });
         }
         autograd::run_backward(self, seed)
@@ -411,10 +351,7 @@ impl Tensor {
     pub fn add_assign_scaled(&self, g: &Tensor, alpha: f64) -> Result<()> {
         crate::ops::check_same_device("add_assign", self, g)?;
         if self.shape() != g.shape() {
-            return Err(EngineError::shape(
-                "add_assign",
-                format!("{} += {}", self.shape(), g.shape()),
-            ));
+            return Err(EngineError::shape("add_assign", format!("{} += {}", self.shape(), g.shape())));
         }
         if self.shares_storage(g) {
             let copy = g.detach_copy()?;
@@ -451,20 +388,11 @@ impl Tensor {
         if self.shape() != src.shape() || self.dtype() != src.dtype() {
             return Err(EngineError::shape(
                 "copy_from",
-                format!(
-                    "{} {} <- {} {}",
-                    self.shape(),
-                    self.dtype(),
-                    src.shape(),
-                    src.dtype()
-                ),
+                format!("{} {} <- {} {}", self.shape(), self.dtype(), src.shape(), src.dtype()),
             ));
         }
         let data = src.to_device(self.device())?.detach_copy()?;
-        let new = std::mem::replace(
-            &mut *data.storage_mut(),
-            Storage::Cpu(CpuStorage::F32(Vec::new())),
-        );
+        let new = std::mem::replace(&mut *data.storage_mut(), Storage::Cpu(CpuStorage::F32(Vec::new())));
         *self.storage_mut() = new;
         Ok(())
     }
@@ -484,12 +412,6 @@ impl Backward for ToDeviceBackward {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Tensor({}, {}, {})",
-            self.shape(),
-            self.dtype(),
-            self.device()
-        )
+        write!(f, "Tensor({}, {}, {})", self.shape(), self.dtype(), self.device())
     }
 }

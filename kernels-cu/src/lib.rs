@@ -9,10 +9,7 @@ pub const COMPILED: bool = cfg!(has_ptx);
 
 /// The PTX text of one kernel family (`"elementwise"`, `"softmax"`, ...), if it was compiled in.
 pub fn ptx(family: &str) -> Option<&'static str> {
-    MODULES
-        .iter()
-        .find(|(name, _)| *name == family)
-        .map(|(_, ptx)| *ptx)
+    MODULES.iter().find(|(name, _)| *name == family).map(|(_, ptx)| *ptx)
 }
 
 /// Names of the kernel families compiled into this build.

@@ -17,14 +17,7 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn new(
-        d: usize,
-        heads: usize,
-        ffn: usize,
-        seed: u64,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<Self> {
+    pub fn new(d: usize, heads: usize, ffn: usize, seed: u64, dtype: DType, dev: &Device) -> Result<Self> {
         let w = |o: usize, i: usize, s: u64| -> Result<Tensor> {
             Ok(Tensor::randn([o, i], 1.0 / (i as f64).sqrt(), dtype, dev, seed * 100 + s)?.param())
         };
@@ -43,20 +36,10 @@ impl Block {
     }
 
     pub fn params(&self) -> Vec<Tensor> {
-        [
-            &self.norm1,
-            &self.wq,
-            &self.wk,
-            &self.wv,
-            &self.wo,
-            &self.norm2,
-            &self.w_gate,
-            &self.w_up,
-            &self.w_down,
-        ]
-        .into_iter()
-        .cloned()
-        .collect()
+        [&self.norm1, &self.wq, &self.wk, &self.wv, &self.wo, &self.norm2, &self.w_gate, &self.w_up, &self.w_down]
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// x [S, D] -> [S, D]; `pos` i32 [S]; `mask` [S, S] (0 or -1e9).
@@ -67,31 +50,15 @@ impl Block {
         let split = |t: Tensor| -> Result<Tensor> { t.reshape([s, h, hd])?.rope(pos, 10_000.0) };
         let q = split(n.linear(&self.wq)?)?.permute(&[1, 0, 2])?;
         let k = split(n.linear(&self.wk)?)?.permute(&[1, 0, 2])?;
-        let v = n
-            .linear(&self.wv)?
-            .reshape([s, h, hd])?
-            .permute(&[1, 0, 2])?;
+        let v = n.linear(&self.wv)?.reshape([s, h, hd])?.permute(&[1, 0, 2])?;
         let scores = q
-            .matmul_ex(
-                &k,
-                entrl_engine::MatmulSpec {
-                    trans_a: false,
-                    trans_b: true,
-                },
-            )?
+            .matmul_ex(&k, entrl_engine::MatmulSpec { trans_a: false, trans_b: true })?
             .scale(1.0 / (hd as f64).sqrt())?
             .add(mask)?;
-        let att = scores
-            .softmax()?
-            .matmul(&v)?
-            .permute(&[1, 0, 2])?
-            .reshape([s, d])?;
+        let att = scores.softmax()?.matmul(&v)?.permute(&[1, 0, 2])?.reshape([s, d])?;
         let x = x.add(&att.linear(&self.wo)?)?;
         let n2 = x.rms_norm(&self.norm2, 1e-6)?;
-        let mlp = n2
-            .linear(&self.w_gate)?
-            .swiglu(&n2.linear(&self.w_up)?)?
-            .linear(&self.w_down)?;
+        let mlp = n2.linear(&self.w_gate)?.swiglu(&n2.linear(&self.w_up)?)?.linear(&self.w_down)?;
         x.add(&mlp)
     }
 
@@ -104,16 +71,12 @@ impl Block {
     ) -> Result<Tensor> {
         let me = self.clone();
         let (pos, mask) = (pos.clone(), mask.clone());
-        checkpoint(std::slice::from_ref(x), move |xs| {
-            me.forward(&xs[0], &pos, &mask)
-        })
+        checkpoint(std::slice::from_ref(x), move |xs| me.forward(&xs[0], &pos, &mask))
     }
 }
 
 pub fn causal_mask(s: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
-    let v: Vec<f64> = (0..s * s)
-        .map(|i| if i % s > i / s { -1e9 } else { 0.0 })
-        .collect();
+    let v: Vec<f64> = (0..s * s).map(|i| if i % s > i / s { -1e9 } else { 0.0 }).collect();
     Tensor::from_f64(&v, [s, s], dtype, dev)
 }
 

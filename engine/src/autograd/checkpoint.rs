@@ -23,14 +23,7 @@ pub fn checkpoint(
         f(inputs)?
     };
     let refs: Vec<&Tensor> = inputs.iter().collect();
-    Tensor::from_op_output(
-        out,
-        &refs,
-        CheckpointBackward {
-            f,
-            inputs: inputs.to_vec(),
-        },
-    )
+    Tensor::from_op_output(out, &refs, CheckpointBackward { f, inputs: inputs.to_vec() })
 }
 
 struct CheckpointBackward {
@@ -44,17 +37,8 @@ impl Backward for CheckpointBackward {
     }
     fn backward(&self, grad_out: &Tensor) -> Result<Vec<Option<Tensor>>> {
         // 1. detached copies of the inputs become leaves, so their gradients can be read back
-        let leaves: Vec<Tensor> = self
-            .inputs
-            .iter()
-            .map(|t| {
-                if t.requires_grad() {
-                    t.detach().param()
-                } else {
-                    t.detach()
-                }
-            })
-            .collect();
+        let leaves: Vec<Tensor> =
+            self.inputs.iter().map(|t| if t.requires_grad() { t.detach().param() } else { t.detach() }).collect();
         // 2. recompute the region with recording on, then backpropagate through it
         let out = {
             let _g = enable_grad();

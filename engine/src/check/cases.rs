@@ -2,7 +2,8 @@
 //! over tensors, and the tolerances for f32 and bf16 against the f64 CPU reference.
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::MatmulSpec;
+use crate::ops::{attention, normalized_entropy, MatmulSpec};
+use crate::packing::Packing;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -26,6 +27,10 @@ pub struct OpCase {
     pub gradcheck: bool,
     pub tol_f32: f64,
     pub tol_bf16: f64,
+    /// Storage types the backend comparison runs (the attention kernel takes bf16 only).
+    pub dtypes: Vec<DType>,
+    /// Also compare the CPU's f32/bf16 path against f64 (off for cases only worth running on a GPU).
+    pub on_cpu: bool,
 }
 
 impl OpCase {
@@ -41,6 +46,8 @@ impl OpCase {
             gradcheck: true,
             tol_f32: 2e-5,
             tol_bf16: 2e-2,
+            dtypes: vec![DType::F32, DType::BF16],
+            on_cpu: true,
         }
     }
     fn big(mut self) -> Self {
@@ -49,6 +56,15 @@ impl OpCase {
     }
     /// Not differentiable by finite differences (piecewise constant, e.g. rounding).
     fn no_fd(mut self) -> Self {
+        self.gradcheck = false;
+        self
+    }
+    fn bf16_only(mut self) -> Self {
+        self.dtypes = vec![DType::BF16];
+        self
+    }
+    fn gpu_only(mut self) -> Self {
+        self.on_cpu = false;
         self.gradcheck = false;
         self
     }
@@ -72,12 +88,7 @@ impl OpCase {
 
     /// Inputs in `dtype` on `device`, plus the same values as f64 CPU tensors (the reference inputs).
     /// Float values are rounded to `dtype` first so both sides see identical numbers.
-    pub fn make_inputs(
-        &self,
-        dtype: DType,
-        device: &crate::Device,
-        seed: u64,
-    ) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+    pub fn make_inputs(&self, dtype: DType, device: &crate::Device, seed: u64) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let (mut test, mut reference) = (Vec::new(), Vec::new());
@@ -85,12 +96,7 @@ impl OpCase {
             match input {
                 Input::Float { shape, std } => {
                     let t = Tensor::randn(shape.clone(), *std, dtype, device, rng.random())?;
-                    let r = Tensor::from_f64(
-                        &t.to_vec_f64()?,
-                        shape.clone(),
-                        DType::F64,
-                        &crate::Device::Cpu,
-                    )?;
+                    let r = Tensor::from_f64(&t.to_vec_f64()?, shape.clone(), DType::F64, &crate::Device::Cpu)?;
                     test.push(t);
                     reference.push(r);
                 }
@@ -107,22 +113,13 @@ impl OpCase {
 }
 
 fn fl(shape: &[usize]) -> Input {
-    Input::Float {
-        shape: shape.to_vec(),
-        std: 1.0,
-    }
+    Input::Float { shape: shape.to_vec(), std: 1.0 }
 }
 fn fl_std(shape: &[usize], std: f64) -> Input {
-    Input::Float {
-        shape: shape.to_vec(),
-        std,
-    }
+    Input::Float { shape: shape.to_vec(), std }
 }
 fn ix(shape: &[usize], hi: i32) -> Input {
-    Input::Index {
-        shape: shape.to_vec(),
-        hi,
-    }
+    Input::Index { shape: shape.to_vec(), hi }
 }
 fn spec(trans_a: bool, trans_b: bool) -> MatmulSpec {
     MatmulSpec { trans_a, trans_b }
@@ -130,134 +127,97 @@ fn spec(trans_a: bool, trans_b: bool) -> MatmulSpec {
 
 /// Every op, several shapes each (the first of each op is small enough for finite differences).
 pub fn all_cases() -> Vec<OpCase> {
-    vec![
+    let mut cases = vec![
         OpCase::new("add", vec![fl(&[7, 33]), fl(&[7, 33])], |x| x[0].add(&x[1])),
-        OpCase::new("add (broadcast)", vec![fl(&[3, 1, 5]), fl(&[4, 1])], |x| {
-            x[0].add(&x[1])
-        }),
-        OpCase::new("add (broadcast)", vec![fl(&[129, 257]), fl(&[257])], |x| {
-            x[0].add(&x[1])
-        })
-        .big(),
+        OpCase::new("add (broadcast)", vec![fl(&[3, 1, 5]), fl(&[4, 1])], |x| x[0].add(&x[1])),
+        OpCase::new("add (broadcast)", vec![fl(&[129, 257]), fl(&[257])], |x| x[0].add(&x[1])).big(),
         OpCase::new("sub", vec![fl(&[5, 17]), fl(&[5, 1])], |x| x[0].sub(&x[1])),
         OpCase::new("mul", vec![fl(&[9, 31]), fl(&[9, 31])], |x| x[0].mul(&x[1])),
-        OpCase::new(
-            "mul (broadcast)",
-            vec![fl(&[2, 3, 1, 7]), fl(&[3, 5, 1])],
-            |x| x[0].mul(&x[1]),
-        ),
+        OpCase::new("mul (broadcast)", vec![fl(&[2, 3, 1, 7]), fl(&[3, 5, 1])], |x| x[0].mul(&x[1])),
         OpCase::new("mul", vec![fl(&[1001, 333])], |x| x[0].mul(&x[0])).big(),
         OpCase::new("scale", vec![fl(&[1000])], |x| x[0].scale(-0.37)),
-        OpCase::new("cast roundtrip", vec![fl(&[3, 333])], |x| {
-            x[0].to_dtype(DType::BF16)?.to_dtype(x[0].dtype())
-        })
-        .no_fd(),
+        OpCase::new("cast roundtrip", vec![fl(&[3, 333])], |x| x[0].to_dtype(DType::BF16)?.to_dtype(x[0].dtype()))
+            .no_fd(),
         OpCase::new("sum", vec![fl(&[13, 11])], |x| x[0].sum()).tol(1e-5, 1e-2),
-        OpCase::new("sum", vec![fl(&[1000, 999])], |x| x[0].sum())
-            .big()
-            .tol(1e-5, 1e-2),
-        OpCase::new("sum dims (0,2) keepdim", vec![fl(&[4, 9, 5])], |x| {
-            x[0].sum_dims(&[0, 2], true)
-        }),
-        OpCase::new("mean dim 1", vec![fl(&[65, 7])], |x| {
-            x[0].mean_dims(&[1], false)
-        }),
-        OpCase::new("mean", vec![fl(&[4097, 3])], |x| x[0].mean())
-            .big()
-            .tol(1e-5, 1e-2),
-        OpCase::new("matmul", vec![fl(&[5, 7]), fl(&[7, 3])], |x| {
-            x[0].matmul(&x[1])
-        })
-        .tol(1e-5, 2e-2),
-        OpCase::new("matmul", vec![fl(&[133, 257]), fl(&[257, 61])], |x| {
-            x[0].matmul(&x[1])
-        })
-        .big()
-        .tol(1e-5, 2e-2),
-        OpCase::new("matmul Aᵀ", vec![fl(&[6, 4]), fl(&[6, 5])], |x| {
-            x[0].matmul_ex(&x[1], spec(true, false))
-        }),
-        OpCase::new(
-            "matmul Bᵀ (linear)",
-            vec![fl(&[5, 6]), fl(&[3, 6])],
-            |x| x[0].linear(&x[1]),
-        ),
-        OpCase::new("matmul AᵀBᵀ", vec![fl(&[4, 3]), fl(&[5, 4])], |x| {
-            x[0].matmul_ex(&x[1], spec(true, true))
-        }),
-        OpCase::new(
-            "matmul batched",
-            vec![fl(&[3, 4, 5]), fl(&[3, 5, 2])],
-            |x| x[0].matmul(&x[1]),
-        ),
-        OpCase::new(
-            "matmul batched, B 2-D",
-            vec![fl(&[2, 3, 4]), fl(&[4, 5])],
-            |x| x[0].matmul(&x[1]),
-        ),
-        OpCase::new("linear", vec![fl(&[37, 3, 64]), fl(&[96, 64])], |x| {
-            x[0].linear(&x[1])
-        })
-        .big()
-        .tol(1e-5, 2e-2),
-        OpCase::new("permute", vec![fl(&[3, 5, 7])], |x| {
-            x[0].permute(&[2, 0, 1])
-        }),
+        OpCase::new("sum", vec![fl(&[1000, 999])], |x| x[0].sum()).big().tol(1e-5, 1e-2),
+        OpCase::new("sum dims (0,2) keepdim", vec![fl(&[4, 9, 5])], |x| x[0].sum_dims(&[0, 2], true)),
+        OpCase::new("mean dim 1", vec![fl(&[65, 7])], |x| x[0].mean_dims(&[1], false)),
+        OpCase::new("mean", vec![fl(&[4097, 3])], |x| x[0].mean()).big().tol(1e-5, 1e-2),
+        OpCase::new("matmul", vec![fl(&[5, 7]), fl(&[7, 3])], |x| x[0].matmul(&x[1])).tol(1e-5, 2e-2),
+        OpCase::new("matmul", vec![fl(&[133, 257]), fl(&[257, 61])], |x| x[0].matmul(&x[1])).big().tol(1e-5, 2e-2),
+        OpCase::new("matmul Aᵀ", vec![fl(&[6, 4]), fl(&[6, 5])], |x| x[0].matmul_ex(&x[1], spec(true, false))),
+        OpCase::new("matmul Bᵀ (linear)", vec![fl(&[5, 6]), fl(&[3, 6])], |x| x[0].linear(&x[1])),
+        OpCase::new("matmul AᵀBᵀ", vec![fl(&[4, 3]), fl(&[5, 4])], |x| x[0].matmul_ex(&x[1], spec(true, true))),
+        OpCase::new("matmul batched", vec![fl(&[3, 4, 5]), fl(&[3, 5, 2])], |x| x[0].matmul(&x[1])),
+        OpCase::new("matmul batched, B 2-D", vec![fl(&[2, 3, 4]), fl(&[4, 5])], |x| x[0].matmul(&x[1])),
+        OpCase::new("linear", vec![fl(&[37, 3, 64]), fl(&[96, 64])], |x| x[0].linear(&x[1])).big().tol(1e-5, 2e-2),
+        OpCase::new("permute", vec![fl(&[3, 5, 7])], |x| x[0].permute(&[2, 0, 1])),
         OpCase::new("transpose", vec![fl(&[33, 65])], |x| x[0].transpose(0, 1)).big(),
-        OpCase::new("embedding", vec![fl(&[11, 6]), ix(&[9], 11)], |x| {
-            x[0].embedding(&x[1])
-        }),
-        OpCase::new(
-            "embedding",
-            vec![fl(&[5003, 129]), ix(&[2, 777], 5003)],
-            |x| x[0].embedding(&x[1]),
-        )
-        .big(),
-        OpCase::new("gather_last", vec![fl(&[7, 13]), ix(&[7], 13)], |x| {
-            x[0].gather_last(&x[1])
-        }),
-        OpCase::new("rms_norm", vec![fl(&[5, 12]), fl(&[12])], |x| {
-            x[0].rms_norm(&x[1], 1e-6)
-        }),
-        OpCase::new("rms_norm", vec![fl(&[37, 3, 33]), fl(&[33])], |x| {
-            x[0].rms_norm(&x[1], 1e-6)
-        })
-        .big(),
-        OpCase::new("rms_norm", vec![fl(&[1025, 4096]), fl(&[4096])], |x| {
-            x[0].rms_norm(&x[1], 1e-6)
-        })
-        .big()
-        .tol(5e-5, 2e-2),
-        OpCase::new("rope", vec![fl(&[5, 2, 8]), ix(&[5], 40)], |x| {
-            x[0].rope(&x[1], 10_000.0)
-        }),
+        OpCase::new("embedding", vec![fl(&[11, 6]), ix(&[9], 11)], |x| x[0].embedding(&x[1])),
+        OpCase::new("embedding", vec![fl(&[5003, 129]), ix(&[2, 777], 5003)], |x| x[0].embedding(&x[1])).big(),
+        OpCase::new("gather_last", vec![fl(&[7, 13]), ix(&[7], 13)], |x| x[0].gather_last(&x[1])),
+        OpCase::new("rms_norm", vec![fl(&[5, 12]), fl(&[12])], |x| x[0].rms_norm(&x[1], 1e-6)),
+        OpCase::new("rms_norm", vec![fl(&[37, 3, 33]), fl(&[33])], |x| x[0].rms_norm(&x[1], 1e-6)).big(),
+        OpCase::new("rms_norm", vec![fl(&[1025, 4096]), fl(&[4096])], |x| x[0].rms_norm(&x[1], 1e-6))
+            .big()
+            .tol(5e-5, 2e-2),
+        OpCase::new("rope", vec![fl(&[5, 2, 8]), ix(&[5], 40)], |x| x[0].rope(&x[1], 10_000.0)),
         // Long positions: f32 angles, and 1-ulp powf differences between libm and CUDA scale with position.
-        OpCase::new(
-            "rope (pos < 8192)",
-            vec![fl(&[67, 3, 128]), ix(&[67], 8192)],
-            |x| x[0].rope(&x[1], 1_000_000.0),
-        )
-        .big()
-        .tol(2e-3, 2e-2),
-        OpCase::new("swiglu", vec![fl(&[4, 9]), fl(&[4, 9])], |x| {
-            x[0].swiglu(&x[1])
-        }),
-        OpCase::new(
-            "swiglu",
-            vec![fl_std(&[37, 3001], 3.0), fl(&[37, 3001])],
-            |x| x[0].swiglu(&x[1]),
-        )
-        .big(),
+        OpCase::new("rope (pos < 8192)", vec![fl(&[67, 3, 128]), ix(&[67], 8192)], |x| x[0].rope(&x[1], 1_000_000.0))
+            .big()
+            .tol(2e-3, 2e-2),
+        OpCase::new("swiglu", vec![fl(&[4, 9]), fl(&[4, 9])], |x| x[0].swiglu(&x[1])),
+        OpCase::new("swiglu", vec![fl_std(&[37, 3001], 3.0), fl(&[37, 3001])], |x| x[0].swiglu(&x[1])).big(),
         OpCase::new("softmax", vec![fl(&[6, 7])], |x| x[0].softmax()),
         OpCase::new("softmax", vec![fl_std(&[37, 1], 1.0)], |x| x[0].softmax()).big(),
         OpCase::new("log_softmax", vec![fl(&[3, 9])], |x| x[0].log_softmax()),
-        OpCase::new("log_softmax", vec![fl_std(&[3, 151_936], 4.0)], |x| {
-            x[0].log_softmax()
-        })
-        .big()
-        .tol(2e-5, 2e-2),
-        OpCase::new("cross_entropy", vec![fl(&[6, 10]), ix(&[6], 10)], |x| {
-            x[0].cross_entropy(&x[1])
-        }),
+        OpCase::new("log_softmax", vec![fl_std(&[3, 151_936], 4.0)], |x| x[0].log_softmax()).big().tol(2e-5, 2e-2),
+        OpCase::new("cross_entropy", vec![fl(&[6, 10]), ix(&[6], 10)], |x| x[0].cross_entropy(&x[1])),
+    ];
+    cases.extend(attention_cases());
+    cases
+}
+
+/// Attention over a packing of `lens`, GQA `hq`/`hkv`, head_dim `d`: the output, the entropy, or the
+/// head-mean normalised entropy.
+fn attn(name: &'static str, lens: &[usize], hq: usize, hkv: usize, d: usize, what: AttnOut) -> OpCase {
+    let packing = Arc::new(Packing::from_lengths(lens).expect("valid lengths"));
+    let t = packing.total();
+    let inputs = vec![fl(&[t, hq, d]), fl(&[t, hkv, d]), fl(&[t, hkv, d])];
+    let case = OpCase::new(name, inputs, move |x| {
+        let a = attention(&x[0], &x[1], &x[2], &packing, what != AttnOut::Out)?;
+        match what {
+            AttnOut::Out => Ok(a.out),
+            AttnOut::Entropy => Ok(a.entropy.expect("asked for")),
+            AttnOut::NormMean => Ok(normalized_entropy(&a.entropy.expect("asked for"), &packing)?.1),
+        }
+    });
+    let case = if what == AttnOut::Out { case } else { case.no_fd() };
+    case.tol(1e-5, 2e-2)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AttnOut {
+    Out,
+    Entropy,
+    NormMean,
+}
+
+/// Small packs (odd lengths, length 1, GQA ratios 1/4/6) for finite differences and the CPU paths; the
+/// kernel's head dims 64/128 in bf16 with long rows (S >= 4096) for the GPU.
+fn attention_cases() -> Vec<OpCase> {
+    use AttnOut::*;
+    vec![
+        attn("attention", &[3, 1, 4], 2, 2, 4, Out),
+        attn("attention gqa4", &[5, 2], 4, 1, 3, Out),
+        attn("attention gqa6", &[1, 6], 6, 1, 2, Out),
+        attn("attention entropy", &[3, 1, 4], 4, 2, 4, Entropy),
+        attn("attention Hnorm head-mean", &[5, 1, 2], 2, 1, 4, NormMean),
+        attn("attention d64", &[1, 37, 64, 129], 4, 1, 64, Out).bf16_only().big(),
+        attn("attention d128 gqa4", &[200, 17, 65], 8, 2, 128, Out).bf16_only().big(),
+        attn("attention entropy d128", &[200, 17, 65], 8, 2, 128, Entropy).bf16_only(),
+        attn("attention Hnorm d64", &[1, 37, 64, 129], 4, 1, 64, NormMean).bf16_only(),
+        attn("attention S=4096 d64", &[4096], 2, 1, 64, Out).bf16_only().gpu_only(),
+        attn("attention entropy S=4099 d128", &[4099], 2, 1, 128, Entropy).bf16_only().gpu_only(),
     ]
 }

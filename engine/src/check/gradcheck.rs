@@ -8,12 +8,7 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// Largest relative gradient error over the float inputs of `f` at `inputs` (f64 CPU tensors).
-pub fn check_gradients(
-    f: &dyn Fn(&[Tensor]) -> Result<Tensor>,
-    inputs: &[Tensor],
-    eps: f64,
-    seed: u64,
-) -> Result<f64> {
+pub fn check_gradients(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], eps: f64, seed: u64) -> Result<f64> {
     let params = trainable_floats(inputs);
     let out = f(&params)?;
     let r = Tensor::randn(out.shape().clone(), 1.0, DType::F64, &Device::Cpu, seed)?;
@@ -29,11 +24,7 @@ pub fn check_gradients(
         if !p.dtype().is_float() {
             continue;
         }
-        let analytic = p
-            .grad()
-            .map(|g| g.to_vec_f64())
-            .transpose()?
-            .unwrap_or_else(|| vec![0.0; p.numel()]);
+        let analytic = p.grad().map(|g| g.to_vec_f64()).transpose()?.unwrap_or_else(|| vec![0.0; p.numel()]);
         let base = inputs[i].to_vec_f64()?;
         let mut numeric = vec![0.0; base.len()];
         for (j, num) in numeric.iter_mut().enumerate() {
@@ -67,19 +58,8 @@ pub fn gradcheck_row(c: &OpCase, seed: u64) -> CheckRow {
         check_gradients(&*c.f, &reference, 1e-6, seed ^ 0x9e37)
     };
     match run() {
-        Ok(err) => CheckRow::new(
-            &format!("{} grad (fd)", c.name),
-            &c.label(),
-            "f64",
-            err,
-            1e-6,
-        ),
-        Err(e) => CheckRow::failed(
-            &format!("{} grad (fd)", c.name),
-            &c.label(),
-            "f64",
-            e.to_string(),
-        ),
+        Ok(err) => CheckRow::new(&format!("{} grad (fd)", c.name), &c.label(), "f64", err, 1e-6),
+        Err(e) => CheckRow::failed(&format!("{} grad (fd)", c.name), &c.label(), "f64", e.to_string()),
     }
 }
 

@@ -61,24 +61,12 @@ pub fn max_rel_err(a: &[f64], r: &[f64]) -> f64 {
 
 /// Float inputs as trainable leaves (so their gradients can be read), index inputs unchanged.
 pub fn trainable_floats(inputs: &[crate::Tensor]) -> Vec<crate::Tensor> {
-    inputs
-        .iter()
-        .map(|t| {
-            if t.dtype().is_float() {
-                t.param()
-            } else {
-                t.clone()
-            }
-        })
-        .collect()
+    inputs.iter().map(|t| if t.dtype().is_float() { t.param() } else { t.clone() }).collect()
 }
 
 /// Render rows as a fixed-width table.
 pub fn format_table(rows: &[CheckRow]) -> String {
-    let mut s = format!(
-        "{:<34} {:<22} {:<6} {:>12} {:>9}  {}\n",
-        "op", "shape", "dtype", "max rel err", "tol", "pass"
-    );
+    let mut s = format!("{:<34} {:<22} {:<6} {:>12} {:>9}  {}\n", "op", "shape", "dtype", "max rel err", "tol", "pass");
     for r in rows {
         s.push_str(&format!(
             "{:<34} {:<22} {:<6} {:>12.3e} {:>9.1e}  {}{}\n",
@@ -88,11 +76,7 @@ pub fn format_table(rows: &[CheckRow]) -> String {
             r.max_rel_err,
             r.tol,
             if r.pass { "ok" } else { "FAIL" },
-            if r.note.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", r.note)
-            }
+            if r.note.is_empty() { String::new() } else { format!("  ({})", r.note) }
         ));
     }
     s

@@ -50,10 +50,7 @@ impl FloatKernel for Binary<'_> {
         let (a, b) = (x[0], x[1]);
         let n: usize = self.out_dims.iter().product();
         let out = if a.len() == n && b.len() == n {
-            a.iter()
-                .zip(b)
-                .map(|(&p, &q)| self.op.apply(p, q))
-                .collect()
+            a.iter().zip(b).map(|(&p, &q)| self.op.apply(p, q)).collect()
         } else {
             (0..n)
                 .map(|i| {
@@ -88,20 +85,14 @@ impl FloatKernel for CopyStrided<'_> {
 }
 pub fn copy_strided<T: Copy>(x: &[T], dims: &[usize], strides: &[usize]) -> Vec<T> {
     let n: usize = dims.iter().product();
-    (0..n)
-        .map(|i| x[strided_offset(i, dims, strides)])
-        .collect()
+    (0..n).map(|i| x[strided_offset(i, dims, strides)]).collect()
 }
 
 /// SwiGLU forward: out = silu(g)·u, silu(g) = g·σ(g).
 pub struct SwigluFwd;
 impl FloatKernel for SwigluFwd {
     fn run<T: Real>(&self, x: &[&[T]]) -> Result<Vec<Vec<T>>> {
-        Ok(vec![x[0]
-            .iter()
-            .zip(x[1])
-            .map(|(&g, &u)| g * sigmoid(g) * u)
-            .collect()])
+        Ok(vec![x[0].iter().zip(x[1]).map(|(&g, &u)| g * sigmoid(g) * u).collect()])
     }
 }
 

@@ -5,10 +5,7 @@ use crate::error::{EngineError, Result};
 
 fn check_ids(op: &'static str, ids: &[i32], bound: usize) -> Result<()> {
     match ids.iter().find(|&&i| i < 0 || i as usize >= bound) {
-        Some(bad) => Err(EngineError::invalid(
-            op,
-            format!("index {bad} outside [0, {bound})"),
-        )),
+        Some(bad) => Err(EngineError::invalid(op, format!("index {bad} outside [0, {bound})"))),
         None => Ok(()),
     }
 }
@@ -59,12 +56,7 @@ pub struct GatherLast<'a> {
 impl FloatKernel for GatherLast<'_> {
     fn run<T: Real>(&self, x: &[&[T]]) -> Result<Vec<Vec<T>>> {
         check_ids("gather_last", self.idx, self.cols)?;
-        Ok(vec![self
-            .idx
-            .iter()
-            .enumerate()
-            .map(|(r, &c)| x[0][r * self.cols + c as usize])
-            .collect()])
+        Ok(vec![self.idx.iter().enumerate().map(|(r, &c)| x[0][r * self.cols + c as usize]).collect()])
     }
 }
 

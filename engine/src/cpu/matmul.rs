@@ -23,16 +23,8 @@ impl FloatKernel for Gemm {
         let (m, n, k) = (self.m, self.n, self.k);
         let mut c = vec![T::zero(); self.batch * m * n];
         // Row/column strides of op(A) [m, k] and op(B) [k, n] in the row-major buffers.
-        let (rsa, csa) = if self.trans_a {
-            (1, m as isize)
-        } else {
-            (k as isize, 1)
-        };
-        let (rsb, csb) = if self.trans_b {
-            (1, k as isize)
-        } else {
-            (n as isize, 1)
-        };
+        let (rsa, csa) = if self.trans_a { (1, m as isize) } else { (k as isize, 1) };
+        let (rsb, csb) = if self.trans_b { (1, k as isize) } else { (n as isize, 1) };
         for bi in 0..self.batch {
             let pa = &a[bi * self.stride_a..];
             let pb = &b[bi * self.stride_b..];

@@ -1,6 +1,7 @@
 //! The CPU reference backend: plain, readable loops over contiguous slices, generic over the compute type
 //! (`f32` for f32/bf16 tensors, `f64` for gradient checks). Every CUDA kernel is checked against these.
 pub mod adamw;
+pub mod attention;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
@@ -13,9 +14,7 @@ pub mod storage;
 pub use storage::CpuStorage;
 
 /// The float types the CPU kernels compute in.
-pub trait Real:
-    num_traits::Float + Default + Send + Sync + std::iter::Sum + std::fmt::Debug + 'static
-{
+pub trait Real: num_traits::Float + Default + Send + Sync + std::iter::Sum + std::fmt::Debug + 'static {
     fn of(x: f64) -> Self;
     fn f64(self) -> f64;
 }

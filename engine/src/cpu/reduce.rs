@@ -19,9 +19,8 @@ impl FloatKernel for ReduceSum<'_> {
         let out = (0..n_out)
             .map(|o| {
                 let base = strided_offset(o, self.out_dims, self.out_strides);
-                let s: f64 = (0..n_red)
-                    .map(|r| x[0][base + strided_offset(r, self.red_dims, self.red_strides)].f64())
-                    .sum();
+                let s: f64 =
+                    (0..n_red).map(|r| x[0][base + strided_offset(r, self.red_dims, self.red_strides)].f64()).sum();
                 T::of(s * self.scale)
             })
             .collect();

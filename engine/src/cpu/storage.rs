@@ -63,12 +63,8 @@ impl CpuStorage {
     }
     pub fn cast(&self, dtype: DType) -> CpuStorage {
         match (self, dtype) {
-            (CpuStorage::F32(v), DType::BF16) => {
-                CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect())
-            }
-            (CpuStorage::BF16(v), DType::F32) => {
-                CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect())
-            }
+            (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+            (CpuStorage::BF16(v), DType::F32) => CpuStorage::F32(v.iter().map(|x| x.to_f32()).collect()),
             (s, d) if s.dtype() == d => s.clone(),
             (s, d) => CpuStorage::from_f64(d, &s.to_f64_vec()),
         }
@@ -76,19 +72,13 @@ impl CpuStorage {
     pub fn as_i32(&self, op: &'static str) -> Result<&[i32]> {
         match self {
             CpuStorage::I32(v) => Ok(v),
-            s => Err(EngineError::DType {
-                op,
-                msg: format!("expected i32 indices, got {}", s.dtype()),
-            }),
+            s => Err(EngineError::DType { op, msg: format!("expected i32 indices, got {}", s.dtype()) }),
         }
     }
     pub fn as_f32(&self, op: &'static str) -> Result<&[f32]> {
         match self {
             CpuStorage::F32(v) => Ok(v),
-            s => Err(EngineError::DType {
-                op,
-                msg: format!("expected f32, got {}", s.dtype()),
-            }),
+            s => Err(EngineError::DType { op, msg: format!("expected f32, got {}", s.dtype()) }),
         }
     }
 }
@@ -110,11 +100,7 @@ pub fn compute_dtype(dtype: DType) -> DType {
 
 /// Run `k` on float inputs (all of one dtype; bf16 is widened to f32). Outputs come back in compute
 /// precision (f32 or f64); callers cast to the storage dtype where the op's output is a tensor.
-pub fn run_float(
-    op: &'static str,
-    k: &impl FloatKernel,
-    inputs: &[&CpuStorage],
-) -> Result<Vec<CpuStorage>> {
+pub fn run_float(op: &'static str, k: &impl FloatKernel, inputs: &[&CpuStorage]) -> Result<Vec<CpuStorage>> {
     let dt = inputs.first().map(|s| s.dtype()).unwrap_or(DType::F32);
     match dt {
         DType::F64 => {
@@ -125,39 +111,24 @@ pub fn run_float(
                     s => Err(mixed(op, dt, s.dtype())),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(k.run::<f64>(&xs)?
-                .into_iter()
-                .map(CpuStorage::F64)
-                .collect())
+            Ok(k.run::<f64>(&xs)?.into_iter().map(CpuStorage::F64).collect())
         }
         DType::F32 | DType::BF16 => {
             let owned: Vec<std::borrow::Cow<[f32]>> = inputs
                 .iter()
                 .map(|s| match s {
                     CpuStorage::F32(v) => Ok(std::borrow::Cow::Borrowed(v.as_slice())),
-                    CpuStorage::BF16(v) => Ok(std::borrow::Cow::Owned(
-                        v.iter().map(|x| x.to_f32()).collect(),
-                    )),
+                    CpuStorage::BF16(v) => Ok(std::borrow::Cow::Owned(v.iter().map(|x| x.to_f32()).collect())),
                     s => Err(mixed(op, dt, s.dtype())),
                 })
                 .collect::<Result<Vec<_>>>()?;
             let xs: Vec<&[f32]> = owned.iter().map(|c| c.as_ref()).collect();
-            Ok(k.run::<f32>(&xs)?
-                .into_iter()
-                .map(CpuStorage::F32)
-                .collect())
+            Ok(k.run::<f32>(&xs)?.into_iter().map(CpuStorage::F32).collect())
         }
-        DType::I32 => Err(EngineError::UnsupportedDType {
-            op,
-            dtype: dt,
-            msg: "needs a float tensor",
-        }),
+        DType::I32 => Err(EngineError::UnsupportedDType { op, dtype: dt, msg: "needs a float tensor" }),
     }
 }
 
 fn mixed(op: &'static str, a: DType, b: DType) -> EngineError {
-    EngineError::DType {
-        op,
-        msg: format!("inputs mix {a} and {b}"),
-    }
+    EngineError::DType { op, msg: format!("inputs mix {a} and {b}") }
 }

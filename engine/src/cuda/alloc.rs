@@ -73,12 +73,7 @@ impl Drop for DeviceBlock {
 
 impl CachingAllocator {
     pub fn new(ctx: Arc<CudaContext>, stream: Arc<CudaStream>) -> Arc<Self> {
-        Arc::new(Self {
-            ctx,
-            stream,
-            state: Mutex::new(Pool::default()),
-            poison: AtomicBool::new(false),
-        })
+        Arc::new(Self { ctx, stream, state: Mutex::new(Pool::default()), poison: AtomicBool::new(false) })
     }
 
     /// When on, every block handed out is first filled with 0xFF bytes (NaN for f32/bf16, −1 for i32),
@@ -114,15 +109,9 @@ impl CachingAllocator {
             Some(ptr) => ptr,
             None => self.driver_alloc(class)?,
         };
-        let block = DeviceBlock {
-            ptr,
-            class,
-            alloc: self.clone(),
-        };
+        let block = DeviceBlock { ptr, class, alloc: self.clone() };
         if self.poison.load(Ordering::Relaxed) {
-            self.ctx
-                .bind_to_thread()
-                .map_err(|e| EngineError::cuda("binding the context", e))?;
+            self.ctx.bind_to_thread().map_err(|e| EngineError::cuda("binding the context", e))?;
             // SAFETY: ptr is a live allocation of `class` bytes owned by this block.
             unsafe { result::memset_d8_async(ptr, 0xFF, class, self.stream.cu_stream()) }
                 .map_err(|e| EngineError::cuda("poisoning a new block", e))?;
@@ -131,9 +120,7 @@ impl CachingAllocator {
     }
 
     fn driver_alloc(&self, class: usize) -> Result<CUdeviceptr> {
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| EngineError::cuda("binding the context", e))?;
+        self.ctx.bind_to_thread().map_err(|e| EngineError::cuda("binding the context", e))?;
         // SAFETY: plain cuMemAlloc of `class` bytes on the bound context.
         let ptr = match unsafe { result::malloc_sync(class) } {
             Ok(p) => p,
@@ -164,26 +151,17 @@ impl CachingAllocator {
 
     /// Return every cached (unused) block to the driver.
     pub fn empty_cache(&self) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| EngineError::cuda("synchronizing before freeing", e))?;
+        self.stream.synchronize().map_err(|e| EngineError::cuda("synchronizing before freeing", e))?;
         let blocks: Vec<(usize, CUdeviceptr)> = {
             let mut p = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let v: Vec<_> = p
-                .free
-                .drain()
-                .flat_map(|(c, ptrs)| ptrs.into_iter().map(move |q| (c, q)))
-                .collect();
+            let v: Vec<_> = p.free.drain().flat_map(|(c, ptrs)| ptrs.into_iter().map(move |q| (c, q))).collect();
             p.stats.reserved -= v.iter().map(|(c, _)| c).sum::<usize>();
             v
         };
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| EngineError::cuda("binding the context", e))?;
+        self.ctx.bind_to_thread().map_err(|e| EngineError::cuda("binding the context", e))?;
         for (_, ptr) in blocks {
             // SAFETY: the block came from malloc_sync and no tensor refers to it any more.
-            unsafe { result::free_sync(ptr) }
-                .map_err(|e| EngineError::cuda("freeing a cached block", e))?;
+            unsafe { result::free_sync(ptr) }.map_err(|e| EngineError::cuda("freeing a cached block", e))?;
         }
         Ok(())
     }
@@ -207,10 +185,7 @@ mod tests {
         assert_eq!(size_class(1025), 1280);
         for b in [700usize, 4097, 1 << 20, (1 << 30) + 3, 123_456_789] {
             let c = size_class(b);
-            assert!(
-                c >= b && (c as f64) <= b as f64 * 1.25 + 512.0,
-                "{b} -> {c}"
-            );
+            assert!(c >= b && (c as f64) <= b as f64 * 1.25 + 512.0, "{b} -> {c}");
             assert_eq!(size_class(c), c, "classes are fixed points");
         }
     }

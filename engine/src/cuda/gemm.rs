@@ -6,9 +6,7 @@ use crate::cpu::matmul::Gemm;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use cudarc::cublas::result;
-use cudarc::cublas::sys::{
-    cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t as Op, cudaDataType_t,
-};
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t as Op, cudaDataType_t};
 use std::ffi::c_void;
 
 /// `c` must hold batch·m·n elements of `dtype`; `a`, `b` as described by `g` (batch stride 0 = broadcast).
@@ -17,20 +15,11 @@ pub fn gemm(dev: &CudaDevice, dtype: DType, g: &Gemm, a: u64, b: u64, c: u64) ->
         DType::BF16 => cudaDataType_t::CUDA_R_16BF,
         DType::F32 => cudaDataType_t::CUDA_R_32F,
         d => {
-            return Err(EngineError::UnsupportedDType {
-                op: "matmul",
-                dtype: d,
-                msg: "cuBLAS path takes f32 or bf16",
-            })
+            return Err(EngineError::UnsupportedDType { op: "matmul", dtype: d, msg: "cuBLAS path takes f32 or bf16" })
         }
     };
     let to_i32 = |x: usize| {
-        i32::try_from(x).map_err(|_| {
-            EngineError::shape(
-                "matmul",
-                format!("dimension {x} exceeds cuBLAS's i32 range"),
-            )
-        })
+        i32::try_from(x).map_err(|_| EngineError::shape("matmul", format!("dimension {x} exceeds cuBLAS's i32 range")))
     };
     if g.batch * g.m * g.n == 0 {
         return Ok(());
@@ -40,23 +29,13 @@ pub fn gemm(dev: &CudaDevice, dtype: DType, g: &Gemm, a: u64, b: u64, c: u64) ->
         // An empty inner dimension gives zeros (cuBLAS would reject ld = 0).
         let bytes = g.batch * g.m * g.n * dtype.size_in_bytes();
         // SAFETY: c holds batch·m·n elements of dtype.
-        return unsafe {
-            cudarc::driver::result::memset_d8_async(c, 0, bytes, dev.stream().cu_stream())
-        }
-        .map_err(|e| EngineError::cuda("matmul with k = 0", e));
+        return unsafe { cudarc::driver::result::memset_d8_async(c, 0, bytes, dev.stream().cu_stream()) }
+            .map_err(|e| EngineError::cuda("matmul with k = 0", e));
     }
     let (m, n, k) = (to_i32(g.m)?, to_i32(g.n)?, to_i32(g.k)?);
     // Column-major view: A_cm = B (ld = k if trans_b else n), B_cm = A (ld = m if trans_a else k).
-    let (op_a, lda) = if g.trans_b {
-        (Op::CUBLAS_OP_T, k)
-    } else {
-        (Op::CUBLAS_OP_N, n)
-    };
-    let (op_b, ldb) = if g.trans_a {
-        (Op::CUBLAS_OP_T, m)
-    } else {
-        (Op::CUBLAS_OP_N, k)
-    };
+    let (op_a, lda) = if g.trans_b { (Op::CUBLAS_OP_T, k) } else { (Op::CUBLAS_OP_N, n) };
+    let (op_b, ldb) = if g.trans_a { (Op::CUBLAS_OP_T, m) } else { (Op::CUBLAS_OP_N, k) };
     let (alpha, beta) = (1.0f32, 0.0f32);
     // SAFETY: pointers are live device buffers sized by the caller for this geometry; alpha/beta are host
     // scalars (the handle's default pointer mode).
@@ -88,13 +67,7 @@ pub fn gemm(dev: &CudaDevice, dtype: DType, g: &Gemm, a: u64, b: u64, c: u64) ->
         )
     }
     .map_err(|e| {
-        EngineError::cuda(
-            format!(
-                "cublasGemmStridedBatchedEx {}x{}x{} batch {}",
-                g.m, g.n, g.k, g.batch
-            ),
-            e,
-        )
+        EngineError::cuda(format!("cublasGemmStridedBatchedEx {}x{}x{} batch {}", g.m, g.n, g.k, g.batch), e)
     })?;
     dev.after_launch("gemm")
 }

@@ -40,10 +40,7 @@ unsafe impl DeviceRepr for ReduceGeo {}
 /// Copy `v` into a fixed array (left-aligned, as the kernels decompose dims `[0, ndim)`), padding with `pad`.
 pub fn pack(op: &'static str, v: &[usize], pad: i64) -> Result<[i64; MAX_DIMS]> {
     if v.len() > MAX_DIMS {
-        return Err(EngineError::shape(
-            op,
-            format!("rank {} exceeds the CUDA limit of {MAX_DIMS}", v.len()),
-        ));
+        return Err(EngineError::shape(op, format!("rank {} exceeds the CUDA limit of {MAX_DIMS}", v.len())));
     }
     let mut a = [pad; MAX_DIMS];
     for (dst, &x) in a.iter_mut().zip(v) {

@@ -6,73 +6,37 @@ use crate::cpu::elementwise::BinaryOp;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 const THREADS: u32 = 256;
 
-/// Launch `family::name` with the given arguments (each a variable: pointers as u64, scalars, geometry).
-macro_rules! launch {
-    ($dev:expr, $family:literal, $name:expr, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
-        let name: &str = &$name;
-        let f = $dev.function($family, name)?;
-        let stream = $dev.stream().clone();
-        let mut b = stream.launch_builder(&f);
-        $( b.arg(&$arg); )*
-        // SAFETY: argument lists follow kernels-cu/cuda/README.md; buffers are sized by the callers.
-        unsafe { b.launch($cfg) }.map_err(|e| EngineError::cuda(format!("launching {name}"), e))?;
-        $dev.after_launch(name)?;
-    }};
-}
-
-fn grid(n: usize) -> LaunchConfig {
+pub(crate) fn grid(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
-    LaunchConfig {
-        grid_dim: (blocks, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 fn rows_grid(rows: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.clamp(1, 1 << 20) as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    LaunchConfig { grid_dim: (rows.clamp(1, 1 << 20) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 fn float_only(op: &'static str, dtype: DType) -> Result<&'static str> {
     match dtype {
         DType::F32 | DType::BF16 => Ok(dtype.suffix()),
-        d => Err(EngineError::UnsupportedDType {
-            op,
-            dtype: d,
-            msg: "CUDA kernels take f32 or bf16",
-        }),
+        d => Err(EngineError::UnsupportedDType { op, dtype: d, msg: "CUDA kernels take f32 or bf16" }),
     }
 }
 fn i32_arg(op: &'static str, x: usize) -> Result<i32> {
-    i32::try_from(x)
-        .map_err(|_| EngineError::shape(op, format!("{x} exceeds the kernel's i32 range")))
+    i32::try_from(x).map_err(|_| EngineError::shape(op, format!("{x} exceeds the kernel's i32 range")))
 }
 
 pub fn fill(dev: &CudaDevice, dtype: DType, len: usize, v: f64) -> Result<CudaStorage> {
     if dtype == DType::I32 {
         if v != 0.0 {
-            return Err(EngineError::invalid(
-                "fill",
-                "i32 CUDA tensors can only be zero-filled",
-            ));
+            return Err(EngineError::invalid("fill", "i32 CUDA tensors can only be zero-filled"));
         }
         return CudaStorage::zeros(dev, dtype, len);
     }
     let out = CudaStorage::alloc(dev, dtype, len)?;
     let (o, v, n) = (out.ptr(), v as f32, len as i64);
-    launch!(
-        dev,
-        "elementwise",
-        format!("fill_{}", float_only("fill", dtype)?),
-        grid(len),
-        [o, v, n]
-    );
+    launch!(dev, "elementwise", format!("fill_{}", float_only("fill", dtype)?), grid(len), [o, v, n]);
     Ok(out)
 }
 
@@ -84,12 +48,7 @@ pub fn cast(x: &CudaStorage, to: DType) -> Result<CudaStorage> {
     let name = match (x.dtype, to) {
         (DType::F32, DType::BF16) => "cast_f32_to_bf16",
         (DType::BF16, DType::F32) => "cast_bf16_to_f32",
-        (a, b) => {
-            return Err(EngineError::invalid(
-                "cast",
-                format!("no CUDA cast from {a} to {b}"),
-            ))
-        }
+        (a, b) => return Err(EngineError::invalid("cast", format!("no CUDA cast from {a} to {b}"))),
     };
     let out = CudaStorage::alloc(dev, to, x.len)?;
     let (o, i, n) = (out.ptr(), x.ptr(), x.len as i64);
@@ -101,13 +60,7 @@ pub fn scale(x: &CudaStorage, s: f64) -> Result<CudaStorage> {
     let dev = &x.device;
     let out = CudaStorage::alloc(dev, x.dtype, x.len)?;
     let (o, i, s, n) = (out.ptr(), x.ptr(), s as f32, x.len as i64);
-    launch!(
-        dev,
-        "elementwise",
-        format!("scale_{}", float_only("scale", x.dtype)?),
-        grid(x.len),
-        [o, i, s, n]
-    );
+    launch!(dev, "elementwise", format!("scale_{}", float_only("scale", x.dtype)?), grid(x.len), [o, i, s, n]);
     Ok(out)
 }
 
@@ -125,13 +78,7 @@ pub fn binary(
     let out = CudaStorage::alloc(dev, a.dtype, n)?;
     let (o, pa, pb, nn) = (out.ptr(), a.ptr(), b.ptr(), n as i64);
     match strides {
-        None => launch!(
-            dev,
-            "elementwise",
-            format!("{}_{sfx}", op.name()),
-            grid(n),
-            [o, pa, pb, nn]
-        ),
+        None => launch!(dev, "elementwise", format!("{}_{sfx}", op.name()), grid(n), [o, pa, pb, nn]),
         Some((sa, sb)) => {
             let g = BcastGeo {
                 ndim: out_dims.len() as i32,
@@ -139,13 +86,7 @@ pub fn binary(
                 a_strides: pack(op.name(), sa, 0)?,
                 b_strides: pack(op.name(), sb, 0)?,
             };
-            launch!(
-                dev,
-                "elementwise",
-                format!("bcast_{}_{sfx}", op.name()),
-                grid(n),
-                [o, pa, pb, nn, g]
-            );
+            launch!(dev, "elementwise", format!("bcast_{}_{sfx}", op.name()), grid(n), [o, pa, pb, nn, g]);
         }
     }
     Ok(out)
@@ -155,19 +96,10 @@ pub fn binary(
 pub fn axpy(acc: &CudaStorage, x: &CudaStorage, alpha: f64) -> Result<()> {
     let dev = &x.device;
     if acc.dtype != DType::F32 || acc.len != x.len {
-        return Err(EngineError::invalid(
-            "axpy",
-            "accumulator must be f32 of the same length",
-        ));
+        return Err(EngineError::invalid("axpy", "accumulator must be f32 of the same length"));
     }
     let (y, p, a, n) = (acc.ptr(), x.ptr(), alpha as f32, x.len as i64);
-    launch!(
-        dev,
-        "elementwise",
-        format!("axpy_{}", float_only("axpy", x.dtype)?),
-        grid(x.len),
-        [y, p, a, n]
-    );
+    launch!(dev, "elementwise", format!("axpy_{}", float_only("axpy", x.dtype)?), grid(x.len), [y, p, a, n]);
     Ok(())
 }
 
@@ -184,14 +116,7 @@ pub fn copy_strided(x: &CudaStorage, dims: &[usize], in_strides: &[usize]) -> Re
     launch!(
         dev,
         "elementwise",
-        format!(
-            "copy_strided_{}",
-            if x.dtype == DType::I32 {
-                "i32"
-            } else {
-                float_only("permute", x.dtype)?
-            }
-        ),
+        format!("copy_strided_{}", if x.dtype == DType::I32 { "i32" } else { float_only("permute", x.dtype)? }),
         grid(n),
         [o, i, nn, g]
     );
@@ -231,35 +156,17 @@ pub const SUMSQ_BLOCKS: usize = 264;
 /// partials[0..SUMSQ_BLOCKS] = per-block Σx² of x (written at element offset `at` of `partials`).
 pub fn sumsq_partials(x: &CudaStorage, partials: &CudaStorage, at: usize) -> Result<()> {
     let dev = &x.device;
-    let cfg = LaunchConfig {
-        grid_dim: (SUMSQ_BLOCKS as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = LaunchConfig { grid_dim: (SUMSQ_BLOCKS as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
     let (p, i, n) = (partials.ptr() + (at * 4) as u64, x.ptr(), x.len as i64);
-    launch!(
-        dev,
-        "reduce",
-        format!("sumsq_partials_{}", float_only("grad norm", x.dtype)?),
-        cfg,
-        [p, i, n]
-    );
+    launch!(dev, "reduce", format!("sumsq_partials_{}", float_only("grad norm", x.dtype)?), cfg, [p, i, n]);
     Ok(())
 }
 
 /// out[0] = Σ partials
 pub fn sum_partials(partials: &CudaStorage, out: &CudaStorage) -> Result<()> {
     let dev = &partials.device;
-    let cfg = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (1024, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let (o, p, n) = (
-        out.ptr(),
-        partials.ptr(),
-        i32_arg("grad norm", partials.len)?,
-    );
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+    let (o, p, n) = (out.ptr(), partials.ptr(), i32_arg("grad norm", partials.len)?);
     launch!(dev, "reduce", "sum_partials_f32", cfg, [o, p, n]);
     Ok(())
 }
@@ -267,11 +174,7 @@ pub fn sum_partials(partials: &CudaStorage, out: &CudaStorage) -> Result<()> {
 /// coef = min(1, max_norm / (sqrt(sumsq) + 1e-6))
 pub fn clip_coef(sumsq: &CudaStorage, coef: &CudaStorage, max_norm: f64) -> Result<()> {
     let dev = &sumsq.device;
-    let cfg = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (1, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
     let (c, s, m) = (coef.ptr(), sumsq.ptr(), max_norm as f32);
     launch!(dev, "reduce", "clip_coef_f32", cfg, [c, s, m]);
     Ok(())
@@ -281,76 +184,35 @@ pub fn clip_coef(sumsq: &CudaStorage, coef: &CudaStorage, max_norm: f64) -> Resu
 pub fn scale_by(x: &CudaStorage, coef: &CudaStorage) -> Result<()> {
     let dev = &x.device;
     if x.dtype != DType::F32 || coef.dtype != DType::F32 {
-        return Err(EngineError::invalid(
-            "clip_grad_norm",
-            "gradients and the coefficient must be f32",
-        ));
+        return Err(EngineError::invalid("clip_grad_norm", "gradients and the coefficient must be f32"));
     }
     let (p, c, n) = (x.ptr(), coef.ptr(), x.len as i64);
     launch!(dev, "reduce", "scale_by_f32", grid(x.len), [p, c, n]);
     Ok(())
 }
 
-pub fn embedding_fwd(
-    table: &CudaStorage,
-    ids: &CudaStorage,
-    dim: usize,
-    vocab: usize,
-) -> Result<CudaStorage> {
+pub fn embedding_fwd(table: &CudaStorage, ids: &CudaStorage, dim: usize, vocab: usize) -> Result<CudaStorage> {
     let dev = &table.device;
     let n_ids = ids.len;
     let out = CudaStorage::alloc(dev, table.dtype, n_ids * dim)?;
-    let (o, t, i, ni, d, v, e) = (
-        out.ptr(),
-        table.ptr(),
-        ids.ptr(),
-        n_ids as i64,
-        dim as i64,
-        vocab as i64,
-        dev.error_flag_ptr(),
-    );
+    let (o, t, i, ni, d, v, e) =
+        (out.ptr(), table.ptr(), ids.ptr(), n_ids as i64, dim as i64, vocab as i64, dev.error_flag_ptr());
     let name = format!("embedding_fwd_{}", float_only("embedding", table.dtype)?);
-    launch!(
-        dev,
-        "index",
-        name,
-        grid(n_ids * dim),
-        [o, t, i, ni, d, v, e]
-    );
+    launch!(dev, "index", name, grid(n_ids * dim), [o, t, i, ni, d, v, e]);
     Ok(out)
 }
 
 /// dtable (f32, [vocab, dim]) with rows scatter-added from dout.
-pub fn embedding_bwd(
-    dout: &CudaStorage,
-    ids: &CudaStorage,
-    dim: usize,
-    vocab: usize,
-) -> Result<CudaStorage> {
+pub fn embedding_bwd(dout: &CudaStorage, ids: &CudaStorage, dim: usize, vocab: usize) -> Result<CudaStorage> {
     let dev = &dout.device;
     let dt = CudaStorage::zeros(dev, DType::F32, vocab * dim)?;
-    let (o, g, i, ni, d, v) = (
-        dt.ptr(),
-        dout.ptr(),
-        ids.ptr(),
-        ids.len as i64,
-        dim as i64,
-        vocab as i64,
-    );
-    let name = format!(
-        "embedding_bwd_{}",
-        float_only("embedding backward", dout.dtype)?
-    );
+    let (o, g, i, ni, d, v) = (dt.ptr(), dout.ptr(), ids.ptr(), ids.len as i64, dim as i64, vocab as i64);
+    let name = format!("embedding_bwd_{}", float_only("embedding backward", dout.dtype)?);
     launch!(dev, "index", name, grid(ids.len * dim), [o, g, i, ni, d, v]);
     Ok(dt)
 }
 
-pub fn gather_last(
-    x: &CudaStorage,
-    idx: &CudaStorage,
-    rows: usize,
-    cols: usize,
-) -> Result<CudaStorage> {
+pub fn gather_last(x: &CudaStorage, idx: &CudaStorage, rows: usize, cols: usize) -> Result<CudaStorage> {
     let dev = &x.device;
     let out = CudaStorage::alloc(dev, x.dtype, rows)?;
     let (o, p, i, r, c, e) = (
@@ -371,21 +233,11 @@ pub fn gather_last(
     Ok(out)
 }
 
-pub fn scatter_last(
-    dout: &CudaStorage,
-    idx: &CudaStorage,
-    rows: usize,
-    cols: usize,
-) -> Result<CudaStorage> {
+pub fn scatter_last(dout: &CudaStorage, idx: &CudaStorage, rows: usize, cols: usize) -> Result<CudaStorage> {
     let dev = &dout.device;
     let dx = CudaStorage::zeros(dev, dout.dtype, rows * cols)?;
-    let (o, g, i, r, c) = (
-        dx.ptr(),
-        dout.ptr(),
-        idx.ptr(),
-        i32_arg("gather_last", rows)?,
-        i32_arg("gather_last", cols)?,
-    );
+    let (o, g, i, r, c) =
+        (dx.ptr(), dout.ptr(), idx.ptr(), i32_arg("gather_last", rows)?, i32_arg("gather_last", cols)?);
     let name = format!("scatter_last_{}", float_only("gather_last", dout.dtype)?);
     launch!(dev, "index", name, grid(rows), [o, g, i, r, c]);
     Ok(dx)
@@ -402,23 +254,10 @@ pub fn rmsnorm_fwd(
     let dev = &x.device;
     let y = CudaStorage::alloc(dev, x.dtype, x.len)?;
     let rstd = CudaStorage::alloc(dev, DType::F32, rows)?;
-    let (o, r, px, pw, nr, d, e) = (
-        y.ptr(),
-        rstd.ptr(),
-        x.ptr(),
-        w.ptr(),
-        i32_arg("rms_norm", rows)?,
-        i32_arg("rms_norm", dim)?,
-        eps as f32,
-    );
+    let (o, r, px, pw, nr, d, e) =
+        (y.ptr(), rstd.ptr(), x.ptr(), w.ptr(), i32_arg("rms_norm", rows)?, i32_arg("rms_norm", dim)?, eps as f32);
     let name = format!("rmsnorm_fwd_{}", float_only("rms_norm", x.dtype)?);
-    launch!(
-        dev,
-        "rmsnorm",
-        name,
-        rows_grid(rows),
-        [o, r, px, pw, nr, d, e]
-    );
+    launch!(dev, "rmsnorm", name, rows_grid(rows), [o, r, px, pw, nr, d, e]);
     Ok((y, rstd))
 }
 
@@ -441,30 +280,14 @@ pub fn rmsnorm_bwd(
     // The dynamic dw accumulator plus block_sum's 128-byte static scratch must fit the default 48 KiB.
     let smem = dim * 4;
     if smem + 128 > 48 * 1024 {
-        return Err(EngineError::shape(
-            "rms_norm backward",
-            format!("dim {dim} exceeds the 12256 supported"),
-        ));
+        return Err(EngineError::shape("rms_norm backward", format!("dim {dim} exceeds the 12256 supported")));
     }
-    let cfg = LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: smem as u32,
-    };
+    let cfg =
+        LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: smem as u32 };
     let (pdx, pdw, pdy, px, pw, pr) = (dx.ptr(), dwp.ptr(), dy.ptr(), x.ptr(), w.ptr(), rstd.ptr());
-    let (nr, d, rpb) = (
-        i32_arg("rms_norm", rows)?,
-        i32_arg("rms_norm", dim)?,
-        RMS_ROWS_PER_BLOCK as i32,
-    );
+    let (nr, d, rpb) = (i32_arg("rms_norm", rows)?, i32_arg("rms_norm", dim)?, RMS_ROWS_PER_BLOCK as i32);
     let name = format!("rmsnorm_bwd_{}", float_only("rms_norm", x.dtype)?);
-    launch!(
-        dev,
-        "rmsnorm",
-        name,
-        cfg,
-        [pdx, pdw, pdy, px, pw, pr, nr, d, rpb]
-    );
+    launch!(dev, "rmsnorm", name, cfg, [pdx, pdw, pdy, px, pw, pr, nr, d, rpb]);
     Ok((dx, dwp, blocks))
 }
 
@@ -480,21 +303,10 @@ pub fn rope(
     let dev = &x.device;
     let out = CudaStorage::alloc(dev, x.dtype, x.len)?;
     let (o, px, pp) = (out.ptr(), x.ptr(), pos.ptr());
-    let (t, h, d, th, sg) = (
-        i32_arg("rope", tokens)?,
-        i32_arg("rope", heads)?,
-        i32_arg("rope", head_dim)?,
-        theta as f32,
-        sign as f32,
-    );
+    let (t, h, d, th, sg) =
+        (i32_arg("rope", tokens)?, i32_arg("rope", heads)?, i32_arg("rope", head_dim)?, theta as f32, sign as f32);
     let name = format!("rope_{}", float_only("rope", x.dtype)?);
-    launch!(
-        dev,
-        "rope",
-        name,
-        grid(tokens * heads * head_dim / 2),
-        [o, px, pp, t, h, d, th, sg]
-    );
+    launch!(dev, "rope", name, grid(tokens * heads * head_dim / 2), [o, px, pp, t, h, d, th, sg]);
     Ok(out)
 }
 
@@ -502,32 +314,15 @@ pub fn swiglu_fwd(gate: &CudaStorage, up: &CudaStorage) -> Result<CudaStorage> {
     let dev = &gate.device;
     let out = CudaStorage::alloc(dev, gate.dtype, gate.len)?;
     let (o, g, u, n) = (out.ptr(), gate.ptr(), up.ptr(), gate.len as i64);
-    launch!(
-        dev,
-        "swiglu",
-        format!("swiglu_fwd_{}", float_only("swiglu", gate.dtype)?),
-        grid(gate.len),
-        [o, g, u, n]
-    );
+    launch!(dev, "swiglu", format!("swiglu_fwd_{}", float_only("swiglu", gate.dtype)?), grid(gate.len), [o, g, u, n]);
     Ok(out)
 }
 
-pub fn swiglu_bwd(
-    dout: &CudaStorage,
-    gate: &CudaStorage,
-    up: &CudaStorage,
-) -> Result<(CudaStorage, CudaStorage)> {
+pub fn swiglu_bwd(dout: &CudaStorage, gate: &CudaStorage, up: &CudaStorage) -> Result<(CudaStorage, CudaStorage)> {
     let dev = &gate.device;
     let dg = CudaStorage::alloc(dev, gate.dtype, gate.len)?;
     let du = CudaStorage::alloc(dev, gate.dtype, gate.len)?;
-    let (pdg, pdu, pd, g, u, n) = (
-        dg.ptr(),
-        du.ptr(),
-        dout.ptr(),
-        gate.ptr(),
-        up.ptr(),
-        gate.len as i64,
-    );
+    let (pdg, pdu, pd, g, u, n) = (dg.ptr(), du.ptr(), dout.ptr(), gate.ptr(), up.ptr(), gate.len as i64);
     let name = format!("swiglu_bwd_{}", float_only("swiglu", gate.dtype)?);
     launch!(dev, "swiglu", name, grid(gate.len), [pdg, pdu, pd, g, u, n]);
     Ok((dg, du))
@@ -536,35 +331,17 @@ pub fn swiglu_bwd(
 pub fn softmax_fwd(x: &CudaStorage, rows: usize, cols: usize, log: bool) -> Result<CudaStorage> {
     let dev = &x.device;
     let y = CudaStorage::alloc(dev, x.dtype, x.len)?;
-    let (o, p, r, c, l) = (
-        y.ptr(),
-        x.ptr(),
-        i32_arg("softmax", rows)?,
-        i32_arg("softmax", cols)?,
-        log as i32,
-    );
+    let (o, p, r, c, l) = (y.ptr(), x.ptr(), i32_arg("softmax", rows)?, i32_arg("softmax", cols)?, log as i32);
     let name = format!("softmax_fwd_{}", float_only("softmax", x.dtype)?);
     launch!(dev, "softmax", name, rows_grid(rows), [o, p, r, c, l]);
     Ok(y)
 }
 
-pub fn softmax_bwd(
-    dy: &CudaStorage,
-    y: &CudaStorage,
-    rows: usize,
-    cols: usize,
-    log: bool,
-) -> Result<CudaStorage> {
+pub fn softmax_bwd(dy: &CudaStorage, y: &CudaStorage, rows: usize, cols: usize, log: bool) -> Result<CudaStorage> {
     let dev = &y.device;
     let dx = CudaStorage::alloc(dev, y.dtype, y.len)?;
-    let (o, g, p, r, c, l) = (
-        dx.ptr(),
-        dy.ptr(),
-        y.ptr(),
-        i32_arg("softmax", rows)?,
-        i32_arg("softmax", cols)?,
-        log as i32,
-    );
+    let (o, g, p, r, c, l) =
+        (dx.ptr(), dy.ptr(), y.ptr(), i32_arg("softmax", rows)?, i32_arg("softmax", cols)?, log as i32);
     let name = format!("softmax_bwd_{}", float_only("softmax", y.dtype)?);
     launch!(dev, "softmax", name, rows_grid(rows), [o, g, p, r, c, l]);
     Ok(dx)
@@ -595,36 +372,22 @@ pub fn adamw(
     let dev = &master.device;
     let f32_same = |s: &CudaStorage| s.dtype == DType::F32 && s.len == master.len;
     if !(master.dtype == DType::F32 && f32_same(m) && f32_same(v) && f32_same(grad)) {
-        return Err(EngineError::invalid(
-            "AdamW",
-            "master, moments and gradient must be f32 of one length",
-        ));
+        return Err(EngineError::invalid("AdamW", "master, moments and gradient must be f32 of one length"));
     }
     if working.is_some_and(|w| w.dtype != DType::BF16 || w.len != master.len) {
-        return Err(EngineError::invalid(
-            "AdamW",
-            "the working copy must be bf16 of the master's length",
-        ));
+        return Err(EngineError::invalid("AdamW", "the working copy must be bf16 of the master's length"));
     }
     if grad_scale.is_some_and(|s| s.dtype != DType::F32) {
-        return Err(EngineError::invalid(
-            "AdamW",
-            "the gradient scale must be an f32 scalar",
-        ));
+        return Err(EngineError::invalid("AdamW", "the gradient scale must be an f32 scalar"));
     }
     let n = master.len as i64;
     let (p, pm, pv, g) = (master.ptr(), m.ptr(), v.ptr(), grad.ptr());
     let gs = grad_scale.map_or(0u64, |s| s.ptr());
-    let (lr, b1, b2, eps, wd, bc1, bc2) =
-        (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.bc1, a.bc2);
+    let (lr, b1, b2, eps, wd, bc1, bc2) = (a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.bc1, a.bc2);
     match working {
-        None => launch!(
-            dev,
-            "adamw",
-            "adamw_f32",
-            grid(master.len),
-            [p, pm, pv, g, gs, n, lr, b1, b2, eps, wd, bc1, bc2]
-        ),
+        None => {
+            launch!(dev, "adamw", "adamw_f32", grid(master.len), [p, pm, pv, g, gs, n, lr, b1, b2, eps, wd, bc1, bc2])
+        }
         Some(w) => {
             let pw = w.ptr();
             launch!(

@@ -1,6 +1,23 @@
 //! The CUDA backend: one device = context + stream + cuBLAS handle + caching allocator + loaded PTX modules.
 //! Every launch and library call is checked; a missing driver or library is a typed error, not a panic.
+/// Launch `family::name` with the given arguments (each a variable: pointers as u64, scalars, geometry).
+/// Defined before the submodules so they can use it.
+macro_rules! launch {
+    ($dev:expr, $family:literal, $name:expr, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
+        use cudarc::driver::PushKernelArg;
+        let name: &str = &$name;
+        let f = $dev.function($family, name)?;
+        let stream = $dev.stream().clone();
+        let mut b = stream.launch_builder(&f);
+        $( b.arg(&$arg); )*
+        // SAFETY: argument lists follow kernels-cu/cuda/README.md; buffers are sized by the callers.
+        unsafe { b.launch($cfg) }.map_err(|e| EngineError::cuda(format!("launching {name}"), e))?;
+        $dev.after_launch(name)?;
+    }};
+}
+
 pub mod alloc;
+pub mod attention;
 pub mod gemm;
 pub mod geo;
 pub mod kernels;
@@ -21,17 +38,14 @@ pub fn device_count() -> Result<usize> {
     // SAFETY: is_culib_present only tries to dlopen the library.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
         return Err(EngineError::CudaUnavailable(
-            "no CUDA driver library (libcuda.so) was found: this machine has no NVIDIA driver"
-                .into(),
+            "no CUDA driver library (libcuda.so) was found: this machine has no NVIDIA driver".into(),
         ));
     }
     result::init().map_err(|e| EngineError::CudaUnavailable(format!("cuInit failed: {e:?}")))?;
     let n = result::device::get_count()
         .map_err(|e| EngineError::CudaUnavailable(format!("cuDeviceGetCount failed: {e:?}")))?;
     if n <= 0 {
-        return Err(EngineError::CudaUnavailable(
-            "the CUDA driver sees no GPU".into(),
-        ));
+        return Err(EngineError::CudaUnavailable("the CUDA driver sees no GPU".into()));
     }
     Ok(n as usize)
 }
@@ -60,9 +74,7 @@ impl CudaDevice {
     pub fn new(ordinal: usize) -> Result<Self> {
         let n = device_count()?;
         if ordinal >= n {
-            return Err(EngineError::CudaUnavailable(format!(
-                "asked for GPU {ordinal} but only {n} visible"
-            )));
+            return Err(EngineError::CudaUnavailable(format!("asked for GPU {ordinal} but only {n} visible")));
         }
         if !entrl_kernels::COMPILED {
             return Err(EngineError::KernelsNotCompiled);
@@ -73,14 +85,12 @@ impl CudaDevice {
                 "libcublas.so was not found (add the CUDA toolkit's lib directory to LD_LIBRARY_PATH)".into(),
             ));
         }
-        let ctx =
-            CudaContext::new(ordinal).map_err(|e| EngineError::cuda("creating the context", e))?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| EngineError::cuda("creating the context", e))?;
         // The engine orders all work on one stream and manages its own buffers: no per-slice events.
         // SAFETY: no CudaSlice crosses streams in this engine.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
-        let blas = CudaBlas::new(stream.clone())
-            .map_err(|e| EngineError::cuda("creating the cuBLAS handle", e))?;
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| EngineError::cuda("creating the cuBLAS handle", e))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let alloc = CachingAllocator::new(ctx.clone(), stream.clone());
         let err_flag = alloc.alloc(4)?;
@@ -109,10 +119,7 @@ impl CudaDevice {
         &self.inner.name
     }
     pub fn compute_capability(&self) -> Result<(i32, i32)> {
-        self.inner
-            .ctx
-            .compute_capability()
-            .map_err(|e| EngineError::cuda("compute capability", e))
+        self.inner.ctx.compute_capability().map_err(|e| EngineError::cuda("compute capability", e))
     }
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.inner.ctx
@@ -150,18 +157,12 @@ impl CudaDevice {
 
     /// Make this device's context current on the calling thread (raw driver calls need it).
     pub fn bind(&self) -> Result<()> {
-        self.inner
-            .ctx
-            .bind_to_thread()
-            .map_err(|e| EngineError::cuda("binding the context", e))
+        self.inner.ctx.bind_to_thread().map_err(|e| EngineError::cuda("binding the context", e))
     }
 
     /// Wait for all queued work; report asynchronous kernel faults and index errors raised by kernels.
     pub fn synchronize(&self) -> Result<()> {
-        self.inner
-            .stream
-            .synchronize()
-            .map_err(|e| EngineError::cuda("stream synchronize", e))?;
+        self.inner.stream.synchronize().map_err(|e| EngineError::cuda("stream synchronize", e))?;
         let mut flag = [0i32];
         // SAFETY: err_flag is a live 4-byte block; the stream is idle.
         unsafe { result::memcpy_dtoh_sync(&mut flag, self.inner.err_flag.ptr()) }
@@ -179,15 +180,8 @@ impl CudaDevice {
     fn clear_error_flag(&self) -> Result<()> {
         self.bind()?;
         // SAFETY: err_flag is a live 4-byte block.
-        unsafe {
-            result::memset_d8_async(
-                self.inner.err_flag.ptr(),
-                0,
-                4,
-                self.inner.stream.cu_stream(),
-            )
-        }
-        .map_err(|e| EngineError::cuda("clearing the kernel error flag", e))
+        unsafe { result::memset_d8_async(self.inner.err_flag.ptr(), 0, 4, self.inner.stream.cu_stream()) }
+            .map_err(|e| EngineError::cuda("clearing the kernel error flag", e))
     }
 
     pub(crate) fn error_flag_ptr(&self) -> u64 {
@@ -196,13 +190,7 @@ impl CudaDevice {
 
     /// A kernel from one of the embedded PTX families, loaded and cached on first use.
     pub(crate) fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
-        if let Some(f) = self
-            .inner
-            .functions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
+        if let Some(f) = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Ok(f.clone());
         }
         let module = {
@@ -215,9 +203,7 @@ impl CudaDevice {
                         .inner
                         .ctx
                         .load_module(Ptx::from_src(ptx))
-                        .map_err(|e| {
-                            EngineError::cuda(format!("loading PTX module {family}"), e)
-                        })?;
+                        .map_err(|e| EngineError::cuda(format!("loading PTX module {family}"), e))?;
                     mods.insert(family, m.clone());
                     m
                 }
@@ -226,21 +212,14 @@ impl CudaDevice {
         let f = module
             .load_function(name)
             .map_err(|e| EngineError::cuda(format!("looking up kernel {family}::{name}"), e))?;
-        self.inner
-            .functions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), f.clone());
+        self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), f.clone());
         Ok(f)
     }
 
     /// Called after each launch: in debug-sync mode, wait and surface the kernel's own fault.
     pub(crate) fn after_launch(&self, name: &str) -> Result<()> {
         if self.inner.debug_sync.load(Ordering::Relaxed) {
-            self.inner
-                .stream
-                .synchronize()
-                .map_err(|e| EngineError::cuda(format!("kernel {name}"), e))?;
+            self.inner.stream.synchronize().map_err(|e| EngineError::cuda(format!("kernel {name}"), e))?;
         }
         Ok(())
     }

@@ -4,12 +4,7 @@ use crate::error::{EngineError, Result};
 use cudarc::driver::sys::CUevent_flags;
 
 /// Per-repetition times in milliseconds (sorted ascending) of `f`, after `warmup` untimed runs.
-pub fn time_ms(
-    dev: &CudaDevice,
-    warmup: usize,
-    reps: usize,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<Vec<f64>> {
+pub fn time_ms(dev: &CudaDevice, warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     for _ in 0..warmup {
         f()?;
     }
@@ -24,9 +19,7 @@ pub fn time_ms(
         let start = ev("timing start event")?;
         f()?;
         let end = ev("timing end event")?;
-        let ms = start
-            .elapsed_ms(&end)
-            .map_err(|e| EngineError::cuda("event elapsed time", e))?;
+        let ms = start.elapsed_ms(&end).map_err(|e| EngineError::cuda("event elapsed time", e))?;
         times.push(ms as f64);
     }
     dev.synchronize()?;

@@ -30,13 +30,7 @@ impl Tensor {
             |x| Ok(run_float("scale", &Scale(s), x)?.remove(0).cast(dt)),
             |x| kernels::scale(x[0], s),
         )?;
-        Tensor::from_op(
-            st,
-            self.shape().clone(),
-            self.device(),
-            &[self],
-            ScaleBackward(s),
-        )
+        Tensor::from_op(st, self.shape().clone(), self.device(), &[self], ScaleBackward(s))
     }
     pub fn neg(&self) -> Result<Tensor> {
         self.scale(-1.0)
@@ -47,27 +41,12 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let st = dispatch1(
-            "to_dtype",
-            &[self],
-            |x| Ok(x[0].cast(dtype)),
-            |x| kernels::cast(x[0], dtype),
-        )?;
+        let st = dispatch1("to_dtype", &[self], |x| Ok(x[0].cast(dtype)), |x| kernels::cast(x[0], dtype))?;
         let src = self.dtype();
         if !(src.is_float() && dtype.is_float()) {
-            return Ok(Tensor::from_storage(
-                st,
-                self.shape().clone(),
-                self.device(),
-            ));
+            return Ok(Tensor::from_storage(st, self.shape().clone(), self.device()));
         }
-        Tensor::from_op(
-            st,
-            self.shape().clone(),
-            self.device(),
-            &[self],
-            CastBackward(src),
-        )
+        Tensor::from_op(st, self.shape().clone(), self.device(), &[self], CastBackward(src))
     }
 
     /// SwiGLU: silu(self) · up, self being the gate projection.
@@ -75,10 +54,7 @@ impl Tensor {
         check_float("swiglu", self)?;
         check_same_dtype("swiglu", self, up)?;
         if self.shape() != up.shape() {
-            return Err(EngineError::shape(
-                "swiglu",
-                format!("gate {} vs up {}", self.shape(), up.shape()),
-            ));
+            return Err(EngineError::shape("swiglu", format!("gate {} vs up {}", self.shape(), up.shape())));
         }
         let dt = self.dtype();
         let st = dispatch1(
@@ -87,10 +63,7 @@ impl Tensor {
             |x| Ok(run_float("swiglu", &SwigluFwd, x)?.remove(0).cast(dt)),
             |x| kernels::swiglu_fwd(x[0], x[1]),
         )?;
-        let rule = SwigluBackward {
-            gate: self.detach(),
-            up: up.detach(),
-        };
+        let rule = SwigluBackward { gate: self.detach(), up: up.detach() };
         Tensor::from_op(st, self.shape().clone(), self.device(), &[self, up], rule)
     }
 }
@@ -101,32 +74,16 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     check_same_dtype(name, a, b)?;
     let out_shape = Shape::broadcast(a.shape(), b.shape(), name)?;
     let same = a.shape() == b.shape();
-    let (sa, sb) = (
-        a.shape().broadcast_strides(&out_shape),
-        b.shape().broadcast_strides(&out_shape),
-    );
+    let (sa, sb) = (a.shape().broadcast_strides(&out_shape), b.shape().broadcast_strides(&out_shape));
     let dt = a.dtype();
     let st = dispatch1(
         name,
         &[a, b],
         |x| {
-            let k = Binary {
-                op,
-                out_dims: out_shape.dims(),
-                a_strides: &sa,
-                b_strides: &sb,
-            };
+            let k = Binary { op, out_dims: out_shape.dims(), a_strides: &sa, b_strides: &sb };
             Ok(run_float(name, &k, x)?.remove(0).cast(dt))
         },
-        |x| {
-            kernels::binary(
-                op,
-                x[0],
-                x[1],
-                out_shape.dims(),
-                (!same).then_some((&sa[..], &sb[..])),
-            )
-        },
+        |x| kernels::binary(op, x[0], x[1], out_shape.dims(), (!same).then_some((&sa[..], &sb[..]))),
     )?;
     let rule = BinaryBackward {
         op,
@@ -154,17 +111,11 @@ impl Backward for BinaryBackward {
             BinaryOp::Add => (g.clone(), g.clone()),
             BinaryOp::Sub => (g.clone(), g.neg()?),
             BinaryOp::Mul => {
-                let (a, b) = (
-                    self.a.as_ref().expect("saved"),
-                    self.b.as_ref().expect("saved"),
-                );
+                let (a, b) = (self.a.as_ref().expect("saved"), self.b.as_ref().expect("saved"));
                 (g.mul(b)?, g.mul(a)?)
             }
         };
-        Ok(vec![
-            Some(ga.sum_to(&self.a_shape)?),
-            Some(gb.sum_to(&self.b_shape)?),
-        ])
+        Ok(vec![Some(ga.sum_to(&self.a_shape)?), Some(gb.sum_to(&self.b_shape)?)])
     }
 }
 
@@ -201,12 +152,7 @@ impl Backward for SwigluBackward {
         let mut st = dispatch(
             "swiglu backward",
             &[g, &self.gate, &self.up],
-            |x| {
-                Ok(run_float("swiglu backward", &SwigluBwd, x)?
-                    .into_iter()
-                    .map(|s| s.cast(dt))
-                    .collect())
-            },
+            |x| Ok(run_float("swiglu backward", &SwigluBwd, x)?.into_iter().map(|s| s.cast(dt)).collect()),
             |x| {
                 let (dg, du) = kernels::swiglu_bwd(x[0], x[1], x[2])?;
                 Ok(vec![dg, du])
@@ -215,9 +161,6 @@ impl Backward for SwigluBackward {
         let du = st.pop().expect("two outputs");
         let dg = st.pop().expect("two outputs");
         let (shape, dev) = (self.gate.shape().clone(), self.gate.device());
-        Ok(vec![
-            Some(Tensor::from_storage(dg, shape.clone(), dev)),
-            Some(Tensor::from_storage(du, shape, dev)),
-        ])
+        Ok(vec![Some(Tensor::from_storage(dg, shape.clone(), dev)), Some(Tensor::from_storage(du, shape, dev))])
     }
 }

@@ -15,10 +15,7 @@ impl Tensor {
         check_float("embedding", self)?;
         check_i32("embedding", ids)?;
         if self.rank() != 2 {
-            return Err(EngineError::shape(
-                "embedding",
-                format!("table must be [vocab, dim], got {}", self.shape()),
-            ));
+            return Err(EngineError::shape("embedding", format!("table must be [vocab, dim], got {}", self.shape())));
         }
         let (vocab, dim) = (self.dims()[0], self.dims()[1]);
         let dt = self.dtype();
@@ -26,23 +23,14 @@ impl Tensor {
             "embedding",
             &[self, ids],
             |x| {
-                let k = EmbeddingFwd {
-                    ids: x[1].as_i32("embedding")?,
-                    dim,
-                    vocab,
-                };
+                let k = EmbeddingFwd { ids: x[1].as_i32("embedding")?, dim, vocab };
                 Ok(run_float("embedding", &k, &[x[0]])?.remove(0).cast(dt))
             },
             |x| kernels::embedding_fwd(x[0], x[1], dim, vocab),
         )?;
         let mut out = ids.dims().to_vec();
         out.push(dim);
-        let rule = EmbeddingBackward {
-            ids: ids.clone(),
-            vocab,
-            dim,
-            dtype: dt,
-        };
+        let rule = EmbeddingBackward { ids: ids.clone(), vocab, dim, dtype: dt };
         Tensor::from_op(st, Shape::new(out), self.device(), &[self, ids], rule)
     }
 
@@ -63,18 +51,12 @@ impl Tensor {
             "gather_last",
             &[self, idx],
             |x| {
-                let k = GatherLast {
-                    idx: x[1].as_i32("gather_last")?,
-                    cols,
-                };
+                let k = GatherLast { idx: x[1].as_i32("gather_last")?, cols };
                 Ok(run_float("gather_last", &k, &[x[0]])?.remove(0).cast(dt))
             },
             |x| kernels::gather_last(x[0], x[1], rows, cols),
         )?;
-        let rule = GatherBackward {
-            idx: idx.clone(),
-            shape: self.shape().clone(),
-        };
+        let rule = GatherBackward { idx: idx.clone(), shape: self.shape().clone() };
         Tensor::from_op(st, idx.shape().clone(), self.device(), &[self, idx], rule)
     }
 }
@@ -95,14 +77,8 @@ impl Backward for EmbeddingBackward {
             "embedding backward",
             &[g, &self.ids],
             |x| {
-                let k = EmbeddingBwd {
-                    ids: x[1].as_i32("embedding")?,
-                    dim,
-                    vocab,
-                };
-                Ok(run_float("embedding backward", &k, &[x[0]])?
-                    .remove(0)
-                    .cast(dt))
+                let k = EmbeddingBwd { ids: x[1].as_i32("embedding")?, dim, vocab };
+                Ok(run_float("embedding backward", &k, &[x[0]])?.remove(0).cast(dt))
             },
             |x| {
                 let d = kernels::embedding_bwd(x[0], x[1], dim, vocab)?;
@@ -133,19 +109,11 @@ impl Backward for GatherBackward {
             "gather_last backward",
             &[g, &self.idx],
             |x| {
-                let k = ScatterLast {
-                    idx: x[1].as_i32("gather_last")?,
-                    cols,
-                };
-                Ok(run_float("gather_last backward", &k, &[x[0]])?
-                    .remove(0)
-                    .cast(dt))
+                let k = ScatterLast { idx: x[1].as_i32("gather_last")?, cols };
+                Ok(run_float("gather_last backward", &k, &[x[0]])?.remove(0).cast(dt))
             },
             |x| kernels::scatter_last(x[0], x[1], rows, cols),
         )?;
-        Ok(vec![
-            Some(Tensor::from_storage(st, self.shape.clone(), g.device())),
-            None,
-        ])
+        Ok(vec![Some(Tensor::from_storage(st, self.shape.clone(), g.device())), None])
     }
 }

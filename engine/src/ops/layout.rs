@@ -14,10 +14,7 @@ impl Tensor {
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
         if shape.numel() != self.numel() {
-            return Err(EngineError::shape(
-                "reshape",
-                format!("{} -> {}", self.shape(), shape),
-            ));
+            return Err(EngineError::shape("reshape", format!("{} -> {}", self.shape(), shape)));
         }
         if &shape == self.shape() {
             return Ok(self.clone());
@@ -30,15 +27,8 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let r = self.rank();
         let mut seen = vec![false; r];
-        if perm.len() != r
-            || perm
-                .iter()
-                .any(|&p| p >= r || std::mem::replace(&mut seen[p], true))
-        {
-            return Err(EngineError::shape(
-                "permute",
-                format!("{perm:?} is not a permutation of {r} dims"),
-            ));
+        if perm.len() != r || perm.iter().any(|&p| p >= r || std::mem::replace(&mut seen[p], true)) {
+            return Err(EngineError::shape("permute", format!("{perm:?} is not a permutation of {r} dims")));
         }
         let strides = self.shape().strides();
         let dims: Vec<usize> = perm.iter().map(|&p| self.dims()[p]).collect();
@@ -49,10 +39,7 @@ impl Tensor {
             |x| match x[0] {
                 CpuStorage::I32(v) => Ok(CpuStorage::I32(copy_strided(v, &dims, &in_strides))),
                 s => {
-                    let k = CopyStrided {
-                        dims: &dims,
-                        strides: &in_strides,
-                    };
+                    let k = CopyStrided { dims: &dims, strides: &in_strides };
                     Ok(run_float("permute", &k, &[s])?.remove(0).cast(s.dtype()))
                 }
             },
@@ -62,23 +49,14 @@ impl Tensor {
         for (i, &p) in perm.iter().enumerate() {
             inv[p] = i;
         }
-        Tensor::from_op(
-            st,
-            Shape::new(dims),
-            self.device(),
-            &[self],
-            PermuteBackward(inv),
-        )
+        Tensor::from_op(st, Shape::new(dims), self.device(), &[self], PermuteBackward(inv))
     }
 
     /// Swap two dimensions.
     pub fn transpose(&self, d0: usize, d1: usize) -> Result<Tensor> {
         let mut perm: Vec<usize> = (0..self.rank()).collect();
         if d0 >= perm.len() || d1 >= perm.len() {
-            return Err(EngineError::shape(
-                "transpose",
-                format!("dims ({d0}, {d1}) for {}", self.shape()),
-            ));
+            return Err(EngineError::shape("transpose", format!("dims ({d0}, {d1}) for {}", self.shape())));
         }
         perm.swap(d0, d1);
         self.permute(&perm)

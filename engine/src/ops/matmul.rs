@@ -25,20 +25,11 @@ impl Tensor {
     /// Linear layer without bias: x[..., in] · w[out, in]ᵀ → [..., out].
     pub fn linear(&self, w: &Tensor) -> Result<Tensor> {
         if w.rank() != 2 {
-            return Err(EngineError::shape(
-                "linear",
-                format!("weight must be [out, in], got {}", w.shape()),
-            ));
+            return Err(EngineError::shape("linear", format!("weight must be [out, in], got {}", w.shape())));
         }
         let lead = &self.dims()[..self.rank().saturating_sub(1)];
         let x2 = self.reshape([self.shape().rows(), self.shape().last()])?;
-        let y = x2.matmul_ex(
-            w,
-            MatmulSpec {
-                trans_a: false,
-                trans_b: true,
-            },
-        )?;
+        let y = x2.matmul_ex(w, MatmulSpec { trans_a: false, trans_b: true })?;
         let mut out = lead.to_vec();
         out.push(w.dims()[0]);
         y.reshape(out)
@@ -60,11 +51,7 @@ impl Tensor {
                 Ok(c)
             },
         )?;
-        let rule = MatmulBackward {
-            a: self.detach(),
-            b: other.detach(),
-            spec,
-        };
+        let rule = MatmulBackward { a: self.detach(), b: other.detach(), spec };
         Tensor::from_op(st, plan.out, self.device(), &[self, other], rule)
     }
 }
@@ -76,10 +63,7 @@ struct Plan {
 
 fn plan(a: &Shape, b: &Shape, spec: MatmulSpec) -> Result<Plan> {
     if a.rank() < 2 || b.rank() < 2 {
-        return Err(EngineError::shape(
-            "matmul",
-            format!("operands need rank >= 2, got {a} and {b}"),
-        ));
+        return Err(EngineError::shape("matmul", format!("operands need rank >= 2, got {a} and {b}")));
     }
     let mat = |s: &Shape, t: bool| {
         let (r, c) = (s.dims()[s.rank() - 2], s.dims()[s.rank() - 1]);
@@ -94,11 +78,7 @@ fn plan(a: &Shape, b: &Shape, spec: MatmulSpec) -> Result<Plan> {
     if k != k2 {
         return Err(EngineError::shape(
             "matmul",
-            format!(
-                "inner dimensions differ: {a}{} · {b}{} ({k} vs {k2})",
-                t(spec.trans_a),
-                t(spec.trans_b)
-            ),
+            format!("inner dimensions differ: {a}{} · {b}{} ({k} vs {k2})", t(spec.trans_a), t(spec.trans_b)),
         ));
     }
     let (la, lb) = (&a.dims()[..a.rank() - 2], &b.dims()[..b.rank() - 2]);
@@ -107,12 +87,7 @@ fn plan(a: &Shape, b: &Shape, spec: MatmulSpec) -> Result<Plan> {
         (_, true) => la.to_vec(),
         (true, false) => lb.to_vec(),
         (false, false) if la == lb => la.to_vec(),
-        _ => {
-            return Err(EngineError::shape(
-                "matmul",
-                format!("batch dims differ: {a} vs {b}"),
-            ))
-        }
+        _ => return Err(EngineError::shape("matmul", format!("batch dims differ: {a} vs {b}"))),
     };
     let batch = ba.max(bb);
     let gemm = Gemm {
@@ -127,10 +102,7 @@ fn plan(a: &Shape, b: &Shape, spec: MatmulSpec) -> Result<Plan> {
     };
     let mut out = lead;
     out.extend([m, n]);
-    Ok(Plan {
-        gemm,
-        out: Shape::new(out),
-    })
+    Ok(Plan { gemm, out: Shape::new(out) })
 }
 
 fn t(x: bool) -> &'static str {
@@ -156,22 +128,10 @@ impl Backward for MatmulBackward {
         let s = |trans_a, trans_b| MatmulSpec { trans_a, trans_b };
         // C = op(A)·op(B); see the table in ARCHITECTURE.md ("matmul backward").
         let (da, db) = match (self.spec.trans_a, self.spec.trans_b) {
-            (false, false) => (
-                g.matmul_ex(b, s(false, true))?,
-                a.matmul_ex(g, s(true, false))?,
-            ),
-            (false, true) => (
-                g.matmul_ex(b, s(false, false))?,
-                g.matmul_ex(a, s(true, false))?,
-            ),
-            (true, false) => (
-                b.matmul_ex(g, s(false, true))?,
-                a.matmul_ex(g, s(false, false))?,
-            ),
-            (true, true) => (
-                b.matmul_ex(g, s(true, true))?,
-                g.matmul_ex(a, s(true, true))?,
-            ),
+            (false, false) => (g.matmul_ex(b, s(false, true))?, a.matmul_ex(g, s(true, false))?),
+            (false, true) => (g.matmul_ex(b, s(false, false))?, g.matmul_ex(a, s(true, false))?),
+            (true, false) => (b.matmul_ex(g, s(false, true))?, a.matmul_ex(g, s(false, false))?),
+            (true, true) => (b.matmul_ex(g, s(true, true))?, g.matmul_ex(a, s(true, true))?),
         };
         // An operand broadcast over the batch gets the sum of its per-batch gradients.
         let fold = |d: Tensor, shape: &Shape| -> Result<Tensor> {

@@ -1,6 +1,7 @@
 //! Differentiable ops. Each op checks its inputs (shape, dtype, device: typed errors), runs the CPU
 //! reference kernel or the CUDA kernel, and records a backward rule. Backward rules run under `no_grad`
 //! and are written with the same ops or with dedicated backward kernels.
+mod attention;
 mod elementwise;
 mod index;
 mod layout;
@@ -10,6 +11,7 @@ mod reduce;
 mod rope;
 mod softmax;
 
+pub use attention::{attention, normalized_entropy, AttentionOutput};
 pub use matmul::MatmulSpec;
 
 use crate::cpu::CpuStorage;
@@ -22,11 +24,7 @@ pub(crate) fn check_same_device(op: &'static str, a: &Tensor, b: &Tensor) -> Res
     if a.device().same(b.device()) {
         Ok(())
     } else {
-        Err(EngineError::DeviceMismatch {
-            op,
-            a: a.device().to_string(),
-            b: b.device().to_string(),
-        })
+        Err(EngineError::DeviceMismatch { op, a: a.device().to_string(), b: b.device().to_string() })
     }
 }
 
@@ -34,10 +32,7 @@ pub(crate) fn check_same_dtype(op: &'static str, a: &Tensor, b: &Tensor) -> Resu
     if a.dtype() == b.dtype() {
         Ok(())
     } else {
-        Err(EngineError::DType {
-            op,
-            msg: format!("{} vs {} (cast one with .to_dtype())", a.dtype(), b.dtype()),
-        })
+        Err(EngineError::DType { op, msg: format!("{} vs {} (cast one with .to_dtype())", a.dtype(), b.dtype()) })
     }
 }
 
@@ -45,11 +40,7 @@ pub(crate) fn check_float(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype().is_float() {
         Ok(())
     } else {
-        Err(EngineError::UnsupportedDType {
-            op,
-            dtype: t.dtype(),
-            msg: "needs a float tensor",
-        })
+        Err(EngineError::UnsupportedDType { op, dtype: t.dtype(), msg: "needs a float tensor" })
     }
 }
 
@@ -57,10 +48,7 @@ pub(crate) fn check_i32(op: &'static str, t: &Tensor) -> Result<()> {
     if t.dtype() == DType::I32 {
         Ok(())
     } else {
-        Err(EngineError::DType {
-            op,
-            msg: format!("indices must be i32, got {}", t.dtype()),
-        })
+        Err(EngineError::DType { op, msg: format!("indices must be i32, got {}", t.dtype()) })
     }
 }
 

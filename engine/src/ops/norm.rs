@@ -15,10 +15,7 @@ impl Tensor {
         check_same_dtype("rms_norm", self, w)?;
         let dim = self.shape().last();
         if w.dims() != [dim] || self.rank() == 0 {
-            return Err(EngineError::shape(
-                "rms_norm",
-                format!("weight {} for input {}", w.shape(), self.shape()),
-            ));
+            return Err(EngineError::shape("rms_norm", format!("weight {} for input {}", w.shape(), self.shape())));
         }
         let rows = self.shape().rows();
         let dt = self.dtype();
@@ -37,11 +34,7 @@ impl Tensor {
         )?;
         let rstd = Tensor::from_storage(st.pop().expect("rstd"), Shape::new([rows]), self.device());
         let y = st.pop().expect("y");
-        let rule = RmsNormBackward {
-            x: self.detach(),
-            w: w.detach(),
-            rstd,
-        };
+        let rule = RmsNormBackward { x: self.detach(), w: w.detach(), rstd };
         Tensor::from_op(y, self.shape().clone(), self.device(), &[self, w], rule)
     }
 }
@@ -74,11 +67,7 @@ impl Backward for RmsNormBackward {
                 let (dx, dwp, blocks) = kernels::rmsnorm_bwd(x[0], x[1], x[2], x[3], rows, dim)?;
                 // dw = Σ over blocks of the per-block partials (deterministic reduction).
                 let dw = kernels::reduce_sum(&dwp, &[dim], &[1], &[blocks], &[dim], 1.0)?;
-                let dw = if dt == crate::dtype::DType::F32 {
-                    dw
-                } else {
-                    kernels::cast(&dw, dt)?
-                };
+                let dw = if dt == crate::dtype::DType::F32 { dw } else { kernels::cast(&dw, dt)? };
                 Ok(vec![dx, dw])
             },
         )?;

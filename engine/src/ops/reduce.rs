@@ -24,10 +24,7 @@ impl Tensor {
         self.reduce(dims, keepdim, 1.0)
     }
     pub fn mean_dims(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
-        let n: usize = dims
-            .iter()
-            .map(|&d| self.dims().get(d).copied().unwrap_or(1))
-            .product();
+        let n: usize = dims.iter().map(|&d| self.dims().get(d).copied().unwrap_or(1)).product();
         self.reduce(dims, keepdim, 1.0 / n.max(1) as f64)
     }
 
@@ -38,15 +35,11 @@ impl Tensor {
         }
         let b = Shape::broadcast(shape, self.shape(), "sum_to")?;
         if &b != self.shape() {
-            return Err(EngineError::shape(
-                "sum_to",
-                format!("{} does not broadcast to {}", shape, self.shape()),
-            ));
+            return Err(EngineError::shape("sum_to", format!("{} does not broadcast to {}", shape, self.shape())));
         }
         let off = self.rank() - shape.rank();
-        let dims: Vec<usize> = (0..self.rank())
-            .filter(|&i| i < off || (shape.dims()[i - off] == 1 && self.dims()[i] != 1))
-            .collect();
+        let dims: Vec<usize> =
+            (0..self.rank()).filter(|&i| i < off || (shape.dims()[i - off] == 1 && self.dims()[i] != 1)).collect();
         self.reduce(&dims, true, 1.0)?.reshape(shape.clone())
     }
 
@@ -56,16 +49,12 @@ impl Tensor {
         let mut is_red = vec![false; r];
         for &d in dims {
             if d >= r {
-                return Err(EngineError::shape(
-                    "sum",
-                    format!("dimension {d} out of range for {}", self.shape()),
-                ));
+                return Err(EngineError::shape("sum", format!("dimension {d} out of range for {}", self.shape())));
             }
             is_red[d] = true;
         }
         let strides = self.shape().strides();
-        let (mut od, mut os, mut rd, mut rs, mut out_shape) =
-            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut od, mut os, mut rd, mut rs, mut out_shape) = (vec![], vec![], vec![], vec![], vec![]);
         for i in 0..r {
             if is_red[i] {
                 rd.push(self.dims()[i]);
@@ -84,26 +73,14 @@ impl Tensor {
             "sum",
             &[self],
             |x| {
-                let k = ReduceSum {
-                    out_dims: &od,
-                    out_strides: &os,
-                    red_dims: &rd,
-                    red_strides: &rs,
-                    scale,
-                };
+                let k = ReduceSum { out_dims: &od, out_strides: &os, red_dims: &rd, red_strides: &rs, scale };
                 Ok(run_float("sum", &k, x)?.remove(0).cast(dt))
             },
             |x| kernels::reduce_sum(x[0], &od, &os, &rd, &rs, scale),
         )?;
         // Backward: broadcast g (with reduced dims restored as 1) back to the input shape, times scale.
-        let kept: Vec<usize> = (0..r)
-            .map(|i| if is_red[i] { 1 } else { self.dims()[i] })
-            .collect();
-        let rule = ReduceBackward {
-            kept: Shape::new(kept),
-            input: self.shape().clone(),
-            scale,
-        };
+        let kept: Vec<usize> = (0..r).map(|i| if is_red[i] { 1 } else { self.dims()[i] }).collect();
+        let rule = ReduceBackward { kept: Shape::new(kept), input: self.shape().clone(), scale };
         Tensor::from_op(st, Shape::new(out_shape), self.device(), &[self], rule)
     }
 
@@ -125,10 +102,6 @@ impl Backward for ReduceBackward {
     }
     fn backward(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let g = g.reshape(self.kept.clone())?.broadcast_to(&self.input)?;
-        Ok(vec![Some(if self.scale == 1.0 {
-            g
-        } else {
-            g.scale(self.scale)?
-        })])
+        Ok(vec![Some(if self.scale == 1.0 { g } else { g.scale(self.scale)? })])
     }
 }

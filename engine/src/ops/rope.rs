@@ -33,22 +33,12 @@ fn rope(x: &Tensor, pos: &Tensor, theta: f64, sign: f64) -> Result<Tensor> {
         "rope",
         &[x, pos],
         |s| {
-            let k = Rope {
-                pos: s[1].as_i32("rope")?,
-                heads,
-                head_dim,
-                theta,
-                sign,
-            };
+            let k = Rope { pos: s[1].as_i32("rope")?, heads, head_dim, theta, sign };
             Ok(run_float("rope", &k, &[s[0]])?.remove(0).cast(dt))
         },
         |s| kernels::rope(s[0], s[1], tokens, heads, head_dim, theta, sign),
     )?;
-    let rule = RopeBackward {
-        pos: pos.clone(),
-        theta,
-        sign,
-    };
+    let rule = RopeBackward { pos: pos.clone(), theta, sign };
     Tensor::from_op(st, x.shape().clone(), x.device(), &[x, pos], rule)
 }
 
@@ -63,9 +53,6 @@ impl Backward for RopeBackward {
     }
     fn backward(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         // The rotation is orthogonal: its adjoint is the rotation by the opposite angle.
-        Ok(vec![
-            Some(rope(g, &self.pos, self.theta, -self.sign)?),
-            None,
-        ])
+        Ok(vec![Some(rope(g, &self.pos, self.theta, -self.sign)?), None])
     }
 }

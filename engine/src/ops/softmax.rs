@@ -31,11 +31,7 @@ fn softmax(x: &Tensor, log: bool) -> Result<Tensor> {
     let st = dispatch1(
         op,
         &[x],
-        |s| {
-            Ok(run_float(op, &SoftmaxFwd { cols, log }, s)?
-                .remove(0)
-                .cast(dt))
-        },
+        |s| Ok(run_float(op, &SoftmaxFwd { cols, log }, s)?.remove(0).cast(dt)),
         |s| kernels::softmax_fwd(s[0], rows, cols, log),
     )?;
     let y = Tensor::from_storage(st, x.shape().clone(), x.device());
@@ -56,26 +52,13 @@ impl Backward for SoftmaxBackward {
         }
     }
     fn backward(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (rows, cols, log, dt) = (
-            self.y.shape().rows(),
-            self.y.shape().last(),
-            self.log,
-            self.y.dtype(),
-        );
+        let (rows, cols, log, dt) = (self.y.shape().rows(), self.y.shape().last(), self.log, self.y.dtype());
         let st = dispatch1(
             "softmax backward",
             &[g, &self.y],
-            |s| {
-                Ok(run_float("softmax backward", &SoftmaxBwd { cols, log }, s)?
-                    .remove(0)
-                    .cast(dt))
-            },
+            |s| Ok(run_float("softmax backward", &SoftmaxBwd { cols, log }, s)?.remove(0).cast(dt)),
             |s| kernels::softmax_bwd(s[0], s[1], rows, cols, log),
         )?;
-        Ok(vec![Some(Tensor::from_storage(
-            st,
-            self.y.shape().clone(),
-            g.device(),
-        ))])
+        Ok(vec![Some(Tensor::from_storage(st, self.y.shape().clone(), g.device()))])
     }
 }

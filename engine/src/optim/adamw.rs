@@ -20,13 +20,7 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// DAPO's defaults (lr 1e-6, betas 0.9/0.999, weight decay 0.1).
     fn default() -> Self {
-        Self {
-            lr: 1e-6,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        }
+        Self { lr: 1e-6, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 }
     }
 }
 
@@ -50,10 +44,7 @@ impl AdamW {
             .iter()
             .map(|p| {
                 if !p.is_param() {
-                    return Err(EngineError::invalid(
-                        "AdamW",
-                        format!("{p:?} is not a trainable leaf (use .param())"),
-                    ));
+                    return Err(EngineError::invalid("AdamW", format!("{p:?} is not a trainable leaf (use .param())")));
                 }
                 let master = match p.dtype() {
                     DType::BF16 => Some(p.to_dtype(DType::F32)?.detach()),
@@ -66,11 +57,7 @@ impl AdamW {
                         })
                     }
                 };
-                let acc = if p.dtype() == DType::F64 {
-                    DType::F64
-                } else {
-                    DType::F32
-                };
+                let acc = if p.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
                 Ok(ParamState {
                     param: p.clone(),
                     master,
@@ -79,11 +66,7 @@ impl AdamW {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            config,
-            step: 0,
-            states,
-        })
+        Ok(Self { config, step: 0, states })
     }
 
     /// Re-read the f32 master copies from the bf16 parameters (after loading weights into parameters
@@ -133,24 +116,12 @@ impl AdamW {
         for s in &self.states {
             let Some(g) = s.param.grad() else { continue };
             let target = s.master.as_ref().unwrap_or(&s.param);
-            match (
-                &mut *target.storage_mut(),
-                &mut *s.m.storage_mut(),
-                &mut *s.v.storage_mut(),
-                &*g.storage(),
-            ) {
+            match (&mut *target.storage_mut(), &mut *s.m.storage_mut(), &mut *s.v.storage_mut(), &*g.storage()) {
                 (Storage::Cuda(p), Storage::Cuda(m), Storage::Cuda(v), Storage::Cuda(gs)) => {
-                    let working = if s.master.is_some() {
-                        Some(s.param.storage())
-                    } else {
-                        None
-                    };
+                    let working = if s.master.is_some() { Some(s.param.storage()) } else { None };
                     let working = working.as_ref().map(|w| match &**w {
                         Storage::Cuda(w) => Ok(w),
-                        _ => Err(EngineError::invalid(
-                            "AdamW",
-                            "parameter and master on different devices",
-                        )),
+                        _ => Err(EngineError::invalid("AdamW", "parameter and master on different devices")),
                     });
                     let working = working.transpose()?;
                     let scale_guard = grad_scale.map(|t| t.storage());
@@ -170,18 +141,10 @@ impl AdamW {
                     kernels::adamw(p, working, m, v, gs, scale, args)?;
                 }
                 (Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v), Storage::Cpu(gs)) => {
-                    let a = AdamWStep {
-                        grad_scale: host_scale.unwrap_or(1.0),
-                        ..a
-                    };
+                    let a = AdamWStep { grad_scale: host_scale.unwrap_or(1.0), ..a };
                     cpu_step(p, m, v, gs, &a)?;
                 }
-                _ => {
-                    return Err(EngineError::invalid(
-                        "AdamW",
-                        "parameter, gradient and state on different devices",
-                    ))
-                }
+                _ => return Err(EngineError::invalid("AdamW", "parameter, gradient and state on different devices")),
             }
             if let Some(master) = &s.master {
                 if !master.device().is_cuda() {
@@ -193,26 +156,11 @@ impl AdamW {
     }
 }
 
-fn cpu_step(
-    p: &mut CpuStorage,
-    m: &mut CpuStorage,
-    v: &mut CpuStorage,
-    g: &CpuStorage,
-    a: &AdamWStep,
-) -> Result<()> {
+fn cpu_step(p: &mut CpuStorage, m: &mut CpuStorage, v: &mut CpuStorage, g: &CpuStorage, a: &AdamWStep) -> Result<()> {
     match (p, m, v, g) {
-        (CpuStorage::F32(p), CpuStorage::F32(m), CpuStorage::F32(v), CpuStorage::F32(g)) => {
-            cpu_adamw(p, m, v, g, a)
-        }
-        (CpuStorage::F64(p), CpuStorage::F64(m), CpuStorage::F64(v), CpuStorage::F64(g)) => {
-            cpu_adamw(p, m, v, g, a)
-        }
-        _ => {
-            return Err(EngineError::invalid(
-                "AdamW",
-                "master, moments and gradient must share f32 (or f64)",
-            ))
-        }
+        (CpuStorage::F32(p), CpuStorage::F32(m), CpuStorage::F32(v), CpuStorage::F32(g)) => cpu_adamw(p, m, v, g, a),
+        (CpuStorage::F64(p), CpuStorage::F64(m), CpuStorage::F64(v), CpuStorage::F64(g)) => cpu_adamw(p, m, v, g, a),
+        _ => return Err(EngineError::invalid("AdamW", "master, moments and gradient must share f32 (or f64)")),
     }
     Ok(())
 }

@@ -38,9 +38,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
             if coef < 1.0 {
                 for g in &grads {
                     match &mut *g.storage_mut() {
-                        Storage::Cpu(CpuStorage::F32(v)) => {
-                            v.iter_mut().for_each(|x| *x *= coef as f32)
-                        }
+                        Storage::Cpu(CpuStorage::F32(v)) => v.iter_mut().for_each(|x| *x *= coef as f32),
                         Storage::Cpu(CpuStorage::F64(v)) => v.iter_mut().for_each(|x| *x *= coef),
                         _ => return Err(mixed()),
                     }
@@ -52,10 +50,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
 }
 
 fn mixed() -> EngineError {
-    EngineError::invalid(
-        "clip_grad_norm",
-        "gradients must all be on one device, in f32 (or f64 on CPU)",
-    )
+    EngineError::invalid("clip_grad_norm", "gradients must all be on one device, in f32 (or f64 on CPU)")
 }
 
 /// Σ g² (host value) and, on CUDA, the device scalar it was read from.

@@ -1,0 +1,140 @@
+//! Launchers for `kernels-cu/cuda/attention.cu`: the fused forward (with optional entropy), the backward
+//! (row dot preprocess, main kernel with f32 dQ accumulation, final cast) and entropy normalisation.
+use super::kernels::{self, grid};
+use super::CudaDevice;
+use crate::cpu::attention::AttnGeom;
+use crate::dtype::DType;
+use crate::error::{EngineError, Result};
+use crate::storage::CudaStorage;
+use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
+use cudarc::driver::LaunchConfig;
+
+const BLOCK: usize = 64;
+const THREADS: u32 = 128;
+
+/// Dynamic shared memory of the forward / backward kernels (mirrors `Layout<D>` in attention.cu).
+pub fn smem_bytes(d: usize, backward: bool) -> usize {
+    let (ldq, ldo, lds, ldp) = (d + 8, d + 4, BLOCK + 4, BLOCK + 8);
+    let (tile, scores, probs, acc) = (BLOCK * ldq * 2, BLOCK * lds * 4, BLOCK * ldp * 2, BLOCK * ldo * 4);
+    if backward {
+        4 * tile + 2 * scores + 2 * probs + 2 * acc + 2 * BLOCK * 4
+    } else {
+        3 * tile + scores + probs + acc + BLOCK * 4
+    }
+}
+
+fn prepare(dev: &CudaDevice, name: &str, smem: usize) -> Result<()> {
+    let f = dev.function("attention", name)?;
+    f.set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+        .map_err(|e| EngineError::cuda(format!("allowing {smem} bytes of shared memory for {name}"), e))
+}
+
+fn cfg(blocks_x: usize, heads: usize, seqs: usize, smem: usize) -> Result<LaunchConfig> {
+    if heads > 65_535 || seqs > 65_535 {
+        return Err(EngineError::shape("attention", format!("{heads} heads x {seqs} sequences exceed the grid")));
+    }
+    Ok(LaunchConfig {
+        grid_dim: (blocks_x.max(1) as u32, heads as u32, seqs as u32),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: smem as u32,
+    })
+}
+
+fn i32_of(x: usize) -> Result<i32> {
+    i32::try_from(x).map_err(|_| EngineError::shape("attention", format!("{x} exceeds i32")))
+}
+
+/// Returns (o bf16 [T, Hq, D], lse f32 [T, Hq], entropy f32 [T, Hq] when asked for).
+pub fn forward(
+    q: &CudaStorage,
+    k: &CudaStorage,
+    v: &CudaStorage,
+    cu: &CudaStorage,
+    g: &AttnGeom,
+    max_len: usize,
+    want_entropy: bool,
+) -> Result<(CudaStorage, CudaStorage, Option<CudaStorage>)> {
+    let dev = &q.device;
+    let o = CudaStorage::alloc(dev, DType::BF16, q.len)?;
+    let lse = CudaStorage::alloc(dev, DType::F32, g.total * g.hq)?;
+    let ent = if want_entropy { Some(CudaStorage::alloc(dev, DType::F32, g.total * g.hq)?) } else { None };
+    if g.total == 0 {
+        return Ok((o, lse, ent));
+    }
+    let name = format!("attn_fwd_d{}", g.d);
+    let smem = smem_bytes(g.d, false);
+    prepare(dev, &name, smem)?;
+    let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), smem)?;
+    let (po, pl, pe) = (o.ptr(), lse.ptr(), ent.as_ref().map_or(0u64, |e| e.ptr()));
+    let (pq, pk, pv, pc) = (q.ptr(), k.ptr(), v.ptr(), cu.ptr());
+    let (hq, hkv, scale, we) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32, want_entropy as i32);
+    launch!(dev, "attention", name, c, [po, pl, pe, pq, pk, pv, pc, hq, hkv, scale, we]);
+    Ok((o, lse, ent))
+}
+
+/// Returns (dq, dk, dv), all bf16.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    q: &CudaStorage,
+    k: &CudaStorage,
+    v: &CudaStorage,
+    o: &CudaStorage,
+    dout: &CudaStorage,
+    lse: &CudaStorage,
+    cu: &CudaStorage,
+    g: &AttnGeom,
+    max_len: usize,
+) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    let dev = &q.device;
+    if dout.dtype != DType::BF16 || lse.dtype != DType::F32 {
+        return Err(EngineError::invalid("attention backward", "dout must be bf16 and lse f32"));
+    }
+    let rows = g.total * g.hq;
+    let dk = CudaStorage::alloc(dev, DType::BF16, k.len)?;
+    let dv = CudaStorage::alloc(dev, DType::BF16, v.len)?;
+    if g.total == 0 {
+        return Ok((CudaStorage::alloc(dev, DType::BF16, q.len)?, dk, dv));
+    }
+    // 1. D_i = do_i · o_i
+    let dvec = CudaStorage::alloc(dev, DType::F32, rows)?;
+    let (pd, po, pdo, nrows, d) = (dvec.ptr(), o.ptr(), dout.ptr(), rows as i64, i32_of(g.d)?);
+    let dot_cfg = LaunchConfig {
+        grid_dim: (rows.div_ceil(4).clamp(1, 1 << 20) as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    launch!(dev, "attention", "attn_bwd_dot", dot_cfg, [pd, po, pdo, nrows, d]);
+    // 2. main kernel: dK, dV per key tile; dQ accumulated in f32
+    let dq_acc = CudaStorage::zeros(dev, DType::F32, q.len)?;
+    let name = format!("attn_bwd_d{}", g.d);
+    let smem = smem_bytes(g.d, true);
+    prepare(dev, &name, smem)?;
+    let c = cfg(max_len.div_ceil(BLOCK), g.hkv, g.spans.len(), smem)?;
+    let (pdq, pdk, pdv) = (dq_acc.ptr(), dk.ptr(), dv.ptr());
+    let (pq, pk, pv, pl, pc) = (q.ptr(), k.ptr(), v.ptr(), lse.ptr(), cu.ptr());
+    let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);
+    launch!(dev, "attention", name, c, [pdq, pdk, pdv, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
+    // 3. dQ to bf16
+    let dq = kernels::cast(&dq_acc, DType::BF16)?;
+    Ok((dq, dk, dv))
+}
+
+/// (Hnorm [T, Hq], head mean [T]) from the entropy [T, Hq] (f32).
+pub fn normalize_entropy(
+    ent: &CudaStorage,
+    cu: &CudaStorage,
+    total: usize,
+    hq: usize,
+    num_seqs: usize,
+) -> Result<(CudaStorage, CudaStorage)> {
+    let dev = &ent.device;
+    if ent.dtype != DType::F32 {
+        return Err(EngineError::invalid("normalized_entropy", "the CUDA entropy is f32"));
+    }
+    let norm = CudaStorage::alloc(dev, DType::F32, total * hq)?;
+    let mean = CudaStorage::alloc(dev, DType::F32, total)?;
+    let (pn, pm, pe, pc, ns, t, h) =
+        (norm.ptr(), mean.ptr(), ent.ptr(), cu.ptr(), i32_of(num_seqs)?, total as i64, i32_of(hq)?);
+    launch!(dev, "attention", "attn_entropy_norm", grid(total), [pn, pm, pe, pc, ns, t, h]);
+    Ok((norm, mean))
+}
