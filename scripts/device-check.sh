@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ONE prepared script for the lent GPU machine: self-test, benchmarks and the torch side-by-side in
-# one call. Details go under $OUT (selftest.txt, bench.jsonl, torch.jsonl, summary.txt); a short table
+# one call. Details go under $OUT (selftest.txt, bench.jsonl, torch.jsonl, attention.jsonl,
+# torch_attention.jsonl, summary.txt, ...); a short table
 # prints last.
 #
 # Build here first (pinned nvcc, see README), then call the device tool with:
@@ -25,6 +26,10 @@ echo "== bench matmul (entrl, then torch, same GPU, same call)"
 timeout 60 "$BIN" bench matmul --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.txt"
 timeout 60 python3 benches/torch_matmul.py > "$OUT/torch.jsonl" 2>&1; cat "$OUT/torch.jsonl"
 
+echo "== bench attention (entrl, then torch SDPA flash/cuDNN + eager entropy)"
+timeout 120 "$BIN" bench attention --json "$OUT/attention.jsonl" 2>&1 | tee "$OUT/attention.txt"
+timeout 180 python3 benches/torch_attention.py > "$OUT/torch_attention.jsonl" 2>&1; tail -n 3 "$OUT/torch_attention.jsonl"
+
 python3 - "$OUT" "$selftest_rc" <<'PY' | tee "$OUT/summary.txt"
 import json, sys, pathlib
 out, rc = pathlib.Path(sys.argv[1]), int(sys.argv[2])
@@ -43,5 +48,24 @@ if "tflops" in ours and "tflops" in torch:
     print(f"| ratio entrl / torch | {ours['tflops'] / torch['tflops']:.3f} |")
 else:
     print(f"| matmul | entrl: {ours} torch: {torch} |")
+
+def lines(p):
+    try:
+        return [json.loads(l) for l in (out / p).read_text().splitlines() if l.startswith("{")]
+    except Exception:
+        return []
+att = {(r["impl"], r["shape"], r["mode"]): r for r in lines("attention.jsonl") + lines("torch_attention.jsonl") if "ms" in r}
+print("\n| attention shape | entrl fwd | fwd+H (TF/s) | H overhead | vs FA2 fwd | vs eager H | fwd+bwd (TF/s) | vs FA2 fwd+bwd |")
+print("|---|---|---|---|---|---|---|---|")
+for shape in ["S=1024", "S=2048", "S=4096", "S=8192", "8x1024"]:
+    g = lambda i, m: att.get((i, shape, m))
+    f, fh, fb = g("entrl", "fwd"), g("entrl", "fwd_entropy"), g("entrl", "fwd_bwd")
+    fa, fab, eager = g("torch_flash", "fwd"), g("torch_flash", "fwd_bwd"), g("torch_eager_entropy", "fwd_entropy")
+    if not (f and fh and fb):
+        print(f"| {shape} | missing | | | | | | |"); continue
+    r = lambda a, b: f"{a['tflops'] / b['tflops']:.2f}x" if a and b else "-"
+    sp = lambda a, b: f"{b['ms'] / a['ms']:.1f}x faster" if a and b else "-"
+    print(f"| {shape} | {f['ms']:.3f} ms ({f['tflops']:.0f}) | {fh['ms']:.3f} ms ({fh['tflops']:.0f}) | {100 * (fh['ms'] / f['ms'] - 1):+.1f}% "
+          f"| {r(fh, fa)} | {sp(fh, eager)} | {fb['ms']:.3f} ms ({fb['tflops']:.0f}) | {r(fb, fab)} |")
 PY
 exit $selftest_rc

@@ -47,15 +47,7 @@ fn check(lens: &[usize], hq: usize, hkv: usize, d: usize, seed: u64) {
     let k = Tensor::randn([t, hkv, d], 1.0, DType::F64, &dev, seed + 1).unwrap();
     let v = Tensor::randn([t, hkv, d], 1.0, DType::F64, &dev, seed + 2).unwrap();
     let a = attention(&q, &k, &v, &packing, true).unwrap();
-    let n = naive(
-        &q.to_vec_f64().unwrap(),
-        &k.to_vec_f64().unwrap(),
-        &v.to_vec_f64().unwrap(),
-        lens,
-        hq,
-        hkv,
-        d,
-    );
+    let n = naive(&q.to_vec_f64().unwrap(), &k.to_vec_f64().unwrap(), &v.to_vec_f64().unwrap(), lens, hq, hkv, d);
     let eo = max_rel_err(&a.out.to_vec_f64().unwrap(), &n.o);
     let eh = max_rel_err(&a.entropy.as_ref().unwrap().to_vec_f64().unwrap(), &n.h);
     assert!(eo < 1e-12, "output differs from naive: {eo} ({lens:?}, {hq}/{hkv})");
