@@ -91,12 +91,22 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor) -> Result<()> {
         }
         for (input, gi) in node.inputs.iter().zip(in_grads) {
             let Some(gi) = gi else { continue };
-            if gi.dtype() != input.dtype() || !gi.device().same(input.device()) {
+            if !gi.device().same(input.device()) {
                 return Err(EngineError::Autograd(format!(
                     "{} produced a {gi:?} gradient for an input {input:?}",
                     node.rule.name()
                 )));
             }
+            // A rule may hand a leaf its gradient already in the accumulator dtype (f32 for bf16, e.g. the
+            // fused loss's dW); anything else is brought to the input's dtype before the next rule sees it.
+            let is_leaf = matches!(input.grad_link(), GradLink::Leaf(_));
+            let gi = if gi.dtype() == input.dtype()
+                || (is_leaf && gi.dtype() == crate::cpu::storage::compute_dtype(input.dtype()))
+            {
+                gi
+            } else {
+                gi.to_dtype(input.dtype())?
+            };
             if gi.shape() != input.shape() {
                 return Err(EngineError::Autograd(format!(
                     "{} produced a gradient of shape {} for an input of shape {}",

@@ -175,7 +175,62 @@ pub fn all_cases() -> Vec<OpCase> {
         OpCase::new("cross_entropy", vec![fl(&[6, 10]), ix(&[6], 10)], |x| x[0].cross_entropy(&x[1])),
     ];
     cases.extend(attention_cases());
+    cases.extend(loss_cases());
     cases
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LossOut {
+    Loss,
+    Logp,
+    Entropy,
+}
+
+/// The fused LM-head DAPO loss over `t` tokens, hidden `h`, vocab `v`, in chunks of `chunk` tokens, with
+/// per-token data that exercises every branch (A = 0, weight 0, masked, ratios far outside the clip range).
+fn loss_case(name: &'static str, t: usize, h: usize, v: usize, chunk: usize, what: LossOut) -> OpCase {
+    use crate::ops::{dapo_loss, DapoBatch, DapoLossConfig, LossNormalizer};
+    let targets: Vec<i32> = (0..t).map(|i| ((i * 7919 + 13) % v) as i32).collect();
+    let base = -(v as f64).ln();
+    let old: Vec<f64> = (0..t).map(|i| base + [0.0, 1.5, -1.5, -3.0, 0.2, -0.1, 0.05][i % 7]).collect();
+    let adv: Vec<f64> = (0..t).map(|i| [1.0, -1.0, 0.5, -2.0, 0.0, 1.5][i % 6]).collect();
+    let mask: Vec<f64> = (0..t).map(|i| (i % 9 != 8) as i32 as f64).collect();
+    let w: Vec<f64> = (0..t).map(|i| [1.0, 0.0, 0.5, 1.0][i % 4]).collect();
+    let normalizer = if t.is_multiple_of(2) { LossNormalizer::AllTokens } else { LossNormalizer::SelectedWeight };
+    let inputs = vec![fl_std(&[t, h], 1.0), fl_std(&[v, h], 1.0 / (h as f64).sqrt())];
+    let case = OpCase::new(name, inputs, move |x| {
+        let dev = x[0].device();
+        let f = |v: &[f64]| Tensor::from_f64(v, [t], DType::F32, dev);
+        let (tg, o, a, m, ww) = (Tensor::from_vec(targets.clone(), [t], dev)?, f(&old)?, f(&adv)?, f(&mask)?, f(&w)?);
+        let batch = DapoBatch { targets: &tg, old_logp: &o, advantages: &a, mask: &m, weights: &ww };
+        let cfg = DapoLossConfig {
+            normalizer,
+            chunk_tokens: chunk,
+            want_entropy: what == LossOut::Entropy,
+            ..Default::default()
+        };
+        let out = dapo_loss(&x[0], &x[1], &batch, &cfg)?;
+        Ok(match what {
+            LossOut::Loss => out.loss,
+            LossOut::Logp => out.logp,
+            LossOut::Entropy => out.entropy.expect("asked for"),
+        })
+    });
+    if what == LossOut::Loss {
+        case
+    } else {
+        case.no_fd()
+    }
+}
+
+fn loss_cases() -> Vec<OpCase> {
+    vec![
+        loss_case("dapo_loss (fused LM head)", 14, 5, 9, 4, LossOut::Loss),
+        loss_case("dapo_loss (fused LM head)", 37, 64, 1001, 16, LossOut::Loss).big().tol(1e-4, 3e-2),
+        loss_case("dapo_loss logp", 37, 64, 1001, 16, LossOut::Logp).tol(1e-5, 2e-2),
+        loss_case("dapo_loss entropy", 37, 64, 1001, 16, LossOut::Entropy).tol(1e-5, 2e-2),
+        loss_case("dapo_loss (fused LM head)", 300, 128, 32003, 128, LossOut::Loss).big().gpu_only().tol(1e-4, 3e-2),
+    ]
 }
 
 /// Attention over a packing of `lens`, GQA `hq`/`hkv`, head_dim `d`: the output, the entropy, or the

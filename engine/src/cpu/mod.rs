@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod index;
 pub mod matmul;
 pub mod norm;
+pub mod policy_loss;
 pub mod reduce;
 pub mod rope;
 pub mod softmax;

@@ -21,6 +21,7 @@ pub mod attention;
 pub mod gemm;
 pub mod geo;
 pub mod kernels;
+pub mod policy_loss;
 pub mod timing;
 
 use crate::error::{EngineError, Result};

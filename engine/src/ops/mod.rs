@@ -7,12 +7,14 @@ mod index;
 mod layout;
 mod matmul;
 mod norm;
+mod policy_loss;
 mod reduce;
 mod rope;
 mod softmax;
 
 pub use attention::{attention, normalized_entropy, AttentionOutput};
 pub use matmul::MatmulSpec;
+pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
 
 use crate::cpu::CpuStorage;
 use crate::dtype::DType;
