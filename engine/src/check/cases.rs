@@ -31,6 +31,8 @@ pub struct OpCase {
     pub dtypes: Vec<DType>,
     /// Also compare the CPU's f32/bf16 path against f64 (off for cases only worth running on a GPU).
     pub on_cpu: bool,
+    /// Run on a GPU (off for shapes the CUDA kernel does not take, e.g. attention head_dim 4).
+    pub on_gpu: bool,
 }
 
 impl OpCase {
@@ -48,6 +50,7 @@ impl OpCase {
             tol_bf16: 2e-2,
             dtypes: vec![DType::F32, DType::BF16],
             on_cpu: true,
+            on_gpu: true,
         }
     }
     fn big(mut self) -> Self {
@@ -61,6 +64,10 @@ impl OpCase {
     }
     fn bf16_only(mut self) -> Self {
         self.dtypes = vec![DType::BF16];
+        self
+    }
+    fn cpu_only(mut self) -> Self {
+        self.on_gpu = false;
         self
     }
     fn gpu_only(mut self) -> Self {
@@ -176,7 +183,30 @@ pub fn all_cases() -> Vec<OpCase> {
     ];
     cases.extend(attention_cases());
     cases.extend(loss_cases());
+    cases.extend(weight_cases());
     cases
+}
+
+/// Soft token weights (scores [N] f32; validity and pools fixed per case). A measurement: forward only.
+fn weight_case(name: &'static str, pools: &[usize]) -> OpCase {
+    use crate::ops::{soft_weights, SoftWeightSchedule};
+    let packing = Arc::new(Packing::from_lengths(pools).expect("valid lengths"));
+    let n = packing.total();
+    let valid: Vec<f32> = (0..n).map(|i| (i % 7 != 3) as i32 as f32).collect();
+    let sched =
+        SoftWeightSchedule { temperature: 0.7, direction_start: -1.0, direction_end: 1.0, ramp_steps: 10, floor: 0.1 };
+    let mut c = OpCase::new(name, vec![fl(&[n])], move |x| {
+        let v = Tensor::from_vec(valid.clone(), [n], x[0].device())?.to_dtype(x[0].dtype())?;
+        soft_weights(&x[0], &v, &packing, &sched, 3)
+    })
+    .no_fd()
+    .tol(1e-5, 1e-5);
+    c.dtypes = vec![DType::F32];
+    c
+}
+
+fn weight_cases() -> Vec<OpCase> {
+    vec![weight_case("soft_weights", &[5, 0, 1, 17, 300]), weight_case("soft_weights", &[100_003])]
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -258,16 +288,17 @@ enum AttnOut {
     NormMean,
 }
 
-/// Small packs (odd lengths, length 1, GQA ratios 1/4/6) for finite differences and the CPU paths; the
+/// Small packs (odd lengths, length 1, GQA ratios 1/4/6, head dims the CUDA kernel does not take) for finite
+/// differences and the CPU paths; the
 /// kernel's head dims 64/128 in bf16 with long rows (S >= 4096) for the GPU.
 fn attention_cases() -> Vec<OpCase> {
     use AttnOut::*;
     vec![
-        attn("attention", &[3, 1, 4], 2, 2, 4, Out),
-        attn("attention gqa4", &[5, 2], 4, 1, 3, Out),
-        attn("attention gqa6", &[1, 6], 6, 1, 2, Out),
-        attn("attention entropy", &[3, 1, 4], 4, 2, 4, Entropy),
-        attn("attention Hnorm head-mean", &[5, 1, 2], 2, 1, 4, NormMean),
+        attn("attention", &[3, 1, 4], 2, 2, 4, Out).cpu_only(),
+        attn("attention gqa4", &[5, 2], 4, 1, 3, Out).cpu_only(),
+        attn("attention gqa6", &[1, 6], 6, 1, 2, Out).cpu_only(),
+        attn("attention entropy", &[3, 1, 4], 4, 2, 4, Entropy).cpu_only(),
+        attn("attention Hnorm head-mean", &[5, 1, 2], 2, 1, 4, NormMean).cpu_only(),
         attn("attention d64", &[1, 37, 64, 129], 4, 1, 64, Out).bf16_only().big(),
         attn("attention d128 gqa4", &[200, 17, 65], 8, 2, 128, Out).bf16_only().big(),
         attn("attention entropy d128", &[200, 17, 65], 8, 2, 128, Entropy).bf16_only(),

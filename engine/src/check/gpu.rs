@@ -31,7 +31,7 @@ pub fn backend_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     let mut rows = Vec::new();
     let on_cpu = !dev.is_cuda();
     for (i, case) in all_cases().iter().enumerate() {
-        if on_cpu && !case.on_cpu {
+        if (on_cpu && !case.on_cpu) || (!on_cpu && !case.on_gpu) {
             continue;
         }
         for &dtype in &case.dtypes {

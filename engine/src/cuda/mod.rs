@@ -23,6 +23,7 @@ pub mod geo;
 pub mod kernels;
 pub mod policy_loss;
 pub mod timing;
+pub mod weights;
 
 use crate::error::{EngineError, Result};
 use alloc::{CachingAllocator, DeviceBlock, MemoryStats};

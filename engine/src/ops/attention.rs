@@ -90,7 +90,7 @@ fn validate(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing) -> Result<Att
     }
     let (t, hq, d) = (q.dims()[0], q.dims()[1], q.dims()[2]);
     let (tk, hkv, dk) = (k.dims()[0], k.dims()[1], k.dims()[2]);
-    if tk != t || dk != d || hkv == 0 || hq % hkv != 0 {
+    if tk != t || dk != d || hq == 0 || hkv == 0 || hq % hkv != 0 {
         return Err(bad(format!(
             "q {} vs k/v {}: tokens and head_dim must match, Hq a multiple of Hkv",
             q.shape(),

@@ -11,10 +11,12 @@ mod policy_loss;
 mod reduce;
 mod rope;
 mod softmax;
+mod weights;
 
 pub use attention::{attention, normalized_entropy, AttentionOutput};
 pub use matmul::MatmulSpec;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
+pub use weights::{soft_weights, SoftWeightSchedule};
 
 use crate::cpu::CpuStorage;
 use crate::dtype::DType;
