@@ -42,7 +42,7 @@ impl SoftWeightSchedule {
         self.direction_start + (self.direction_end - self.direction_start) * f
     }
     fn validate(&self) -> Result<()> {
-        if !(self.temperature > 0.0 && (0.0..1.0).contains(&self.floor)) || !self.direction(0).is_finite() {
+        if !(self.temperature > 0.0 && (0.0..1.0).contains(&self.floor) && self.direction(0).is_finite()) {
             return Err(EngineError::invalid(
                 "soft_weights",
                 format!("need temperature > 0 and 0 <= floor < 1; got {self:?}"),
