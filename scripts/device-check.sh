@@ -30,6 +30,10 @@ echo "== bench attention (entrl, then torch SDPA flash/cuDNN + eager entropy)"
 timeout 120 "$BIN" bench attention --json "$OUT/attention.jsonl" 2>&1 | tee "$OUT/attention.txt"
 timeout 180 python3 benches/torch_attention.py > "$OUT/torch_attention.jsonl" 2>&1; tail -n 3 "$OUT/torch_attention.jsonl"
 
+echo "== bench loss (entrl fused LM head + DAPO loss, then torch eager)"
+timeout 90 "$BIN" bench loss --json "$OUT/loss.jsonl" 2>&1 | tee "$OUT/loss.txt"
+timeout 90 python3 benches/torch_loss.py >> "$OUT/loss.jsonl" 2>&1; tail -n 1 "$OUT/loss.jsonl"
+
 python3 - "$OUT" "$selftest_rc" <<'PY' | tee "$OUT/summary.txt"
 import json, sys, pathlib
 out, rc = pathlib.Path(sys.argv[1]), int(sys.argv[2])
@@ -55,6 +59,11 @@ def lines(p):
     except Exception:
         return []
 att = {(r["impl"], r["shape"], r["mode"]): r for r in lines("attention.jsonl") + lines("torch_attention.jsonl") if "ms" in r}
+loss = {r.get("impl"): r for r in lines("loss.jsonl")}
+if "entrl" in loss and "torch_eager" in loss:
+    e, t = loss["entrl"], loss["torch_eager"]
+    print(f"\n| loss T=8192 H=4096 V=151936 | entrl {e['ms']:.1f} ms, +{e['extra_gib']:.2f} GiB (dW f32 {e['dw_gib']:.2f}) "
+          f"| torch eager {t['ms']:.1f} ms, +{t['extra_gib']:.2f} GiB | speed ratio {t['ms'] / e['ms']:.2f}x |")
 print("\n| attention shape | entrl fwd | fwd+H (TF/s) | H overhead | vs FA2 fwd | vs eager H | fwd+bwd (TF/s) | vs FA2 fwd+bwd |")
 print("|---|---|---|---|---|---|---|---|")
 for shape in ["S=1024", "S=2048", "S=4096", "S=8192", "8x1024"]:

@@ -22,6 +22,21 @@ pub enum Bench {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// The fused LM-head + DAPO token loss (bf16), forward+backward, time and extra memory.
+    Loss {
+        #[arg(long, default_value_t = 8192)]
+        tokens: usize,
+        #[arg(long, default_value_t = 4096)]
+        hidden: usize,
+        #[arg(long, default_value_t = 151_936)]
+        vocab: usize,
+        #[arg(long, default_value_t = 1024)]
+        chunk: usize,
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// The fused causal attention (bf16): forward, forward with entropy, forward+backward, for
     /// S = 1024..8192 (one sequence) and a varlen pack of 8 × 1024.
     Attention {
@@ -47,6 +62,9 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Bench::Matmul { m, n, k, dtype, reps, json } => matmul(*m, *n, *k, dtype, *reps, json.as_deref()),
         Bench::Attention { heads, kv_heads, head_dim, reps, json } => {
             attention(*heads, *kv_heads, *head_dim, *reps, json.as_deref())
+        }
+        Bench::Loss { tokens, hidden, vocab, chunk, reps, json } => {
+            loss(*tokens, *hidden, *vocab, *chunk, *reps, json.as_deref())
         }
     }
 }
@@ -156,6 +174,59 @@ fn attention(
     );
     if let Some(path) = json {
         write_atomic(path, &lines)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn loss(
+    t: usize,
+    h: usize,
+    v: usize,
+    chunk: usize,
+    reps: usize,
+    json: Option<&std::path::Path>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use entrl_engine::ops::{dapo_loss, DapoBatch, DapoLossConfig};
+    let dev = Device::cuda(0)?;
+    let cuda = dev.as_cuda().expect("cuda").clone();
+    let x = Tensor::randn([t, h], 1.0, DType::BF16, &dev, 1)?.param();
+    let w = Tensor::randn([v, h], 0.02, DType::BF16, &dev, 2)?.param();
+    let targets = Tensor::from_vec((0..t).map(|i| ((i * 7919) % v) as i32).collect::<Vec<_>>(), [t], &dev)?;
+    let old = Tensor::full([t], -(v as f64).ln(), DType::F32, &dev)?;
+    let adv = Tensor::rand_uniform([t], -1.0, 1.0, DType::F32, &dev, 3)?;
+    let ones = Tensor::ones([t], DType::F32, &dev)?;
+    let batch = DapoBatch { targets: &targets, old_logp: &old, advantages: &adv, mask: &ones, weights: &ones };
+    let cfg = DapoLossConfig { chunk_tokens: chunk, ..Default::default() };
+    let step = || -> entrl_engine::Result<()> {
+        dapo_loss(&x, &w, &batch, &cfg)?.loss.backward()?;
+        x.zero_grad();
+        w.zero_grad();
+        Ok(())
+    };
+    // Extra memory: peak over one step beyond the inputs (the LM-head gradient, f32 [V, H], included).
+    step()?;
+    dev.synchronize()?;
+    let base = cuda.memory_stats().in_use;
+    cuda.reset_peak_memory();
+    step()?;
+    dev.synchronize()?;
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let extra = gib(cuda.memory_stats().peak_in_use - base);
+    let dw = gib(v * h * 4);
+    let ms = median(&time_ms(&cuda, 2, reps.max(1), step)?);
+    let tflops = 6.0 * (t * h * v) as f64 / (ms * 1e-3) / 1e12;
+    println!(
+        "dapo_loss fused LM head, T={t} H={h} V={v} chunk={chunk}: fwd+bwd {ms:.2} ms ({tflops:.0} TF/s GEMM-equivalent), \
+         extra memory {extra:.2} GiB (of which {dw:.2} GiB is the f32 LM-head gradient) ({})",
+        cuda.name()
+    );
+    if let Some(path) = json {
+        let line = format!(
+            "{{\"bench\":\"loss\",\"impl\":\"entrl\",\"tokens\":{t},\"hidden\":{h},\"vocab\":{v},\"chunk\":{chunk},\"ms\":{ms:.3},\"tflops\":{tflops:.1},\"extra_gib\":{extra:.3},\"dw_gib\":{dw:.3},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+            cuda.name(),
+            crate::COMMIT
+        );
+        write_atomic(path, &line)?;
     }
     Ok(ExitCode::SUCCESS)
 }

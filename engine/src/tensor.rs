@@ -219,6 +219,10 @@ impl Tensor {
     pub(crate) fn grad_link(&self) -> &GradLink {
         &self.0.link
     }
+    /// True if no other handle refers to this tensor or its storage (its buffer can be taken over).
+    pub(crate) fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.0) == 1 && Arc::strong_count(&self.0.storage) == 1
+    }
     /// True if both handles share one storage buffer.
     pub fn shares_storage(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
@@ -381,6 +385,39 @@ impl Tensor {
             }
         }
         Ok(())
+    }
+
+    /// In place: self *= s for a one-element tensor `s` of the same float dtype and device (no host sync).
+    pub fn mul_assign_scalar(&self, s: &Tensor) -> Result<()> {
+        crate::ops::check_same_device("mul_assign_scalar", self, s)?;
+        if s.numel() != 1 || s.dtype() != self.dtype() {
+            return Err(EngineError::invalid(
+                "mul_assign_scalar",
+                format!("{s:?} is not a scalar of {}", self.dtype()),
+            ));
+        }
+        if self.shares_storage(s) {
+            return Err(EngineError::invalid("mul_assign_scalar", "the scale shares this tensor's storage"));
+        }
+        let src = s.storage();
+        match (&mut *self.storage_mut(), &*src) {
+            (Storage::Cuda(d), Storage::Cuda(c)) if d.dtype == DType::F32 => crate::cuda::kernels::scale_by(d, c),
+            (Storage::Cpu(CpuStorage::F32(d)), Storage::Cpu(c)) => {
+                let k = c.to_f64_vec()[0] as f32;
+                d.iter_mut().for_each(|x| *x *= k);
+                Ok(())
+            }
+            (Storage::Cpu(CpuStorage::F64(d)), Storage::Cpu(c)) => {
+                let k = c.to_f64_vec()[0];
+                d.iter_mut().for_each(|x| *x *= k);
+                Ok(())
+            }
+            (d, _) => Err(EngineError::UnsupportedDType {
+                op: "mul_assign_scalar",
+                dtype: d.dtype(),
+                msg: "f32 (or f64 on CPU) only",
+            }),
+        }
     }
 
     /// Overwrite this tensor's values with `src`'s (same shape and dtype; used by optimizers and loaders).

@@ -136,6 +136,8 @@ fn accumulate_leaf(slot: &Arc<Mutex<Option<Tensor>>>, leaf: &Tensor, g: &Tensor)
     let acc_dtype = crate::cpu::storage::compute_dtype(leaf.dtype());
     let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
     match guard.as_ref() {
+        // A gradient nobody else holds, already in the accumulator dtype, is adopted without a copy.
+        None if g.dtype() == acc_dtype && g.is_unique() => *guard = Some(g.detach()),
         None => *guard = Some(g.to_dtype(acc_dtype)?.detach_copy()?),
         Some(acc) => acc.add_assign_scaled(g, 1.0)?,
     }

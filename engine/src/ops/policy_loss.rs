@@ -12,6 +12,7 @@ use crate::error::{EngineError, Result};
 use crate::shape::Shape;
 use crate::storage::Storage;
 use crate::tensor::Tensor;
+use std::sync::Mutex;
 
 /// What the summed token losses are divided by.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -188,7 +189,7 @@ pub fn dapo_loss(hidden: &Tensor, lm_head: &Tensor, b: &DapoBatch, cfg: &DapoLos
         token_loss.sum()?
     };
     let loss = match grads {
-        Some((dx, dw)) => Tensor::from_op_output(loss_value, &[hidden, lm_head], FusedLossBackward { dx, dw })?,
+        Some(g) => Tensor::from_op_output(loss_value, &[hidden, lm_head], FusedLossBackward(Mutex::new(Some(g))))?,
         None => loss_value,
     };
     Ok(DapoLossOutput { loss, logp, entropy, token_loss, stats })
@@ -254,18 +255,23 @@ fn validate(x: &Tensor, w: &Tensor, b: &DapoBatch, cfg: &DapoLossConfig) -> Resu
     Ok((t, h, v))
 }
 
-/// The gradients were formed in the forward pass; backward scales them by the upstream scalar.
-struct FusedLossBackward {
-    dx: Tensor,
-    dw: Tensor,
-}
+/// The gradients were formed in the forward pass; backward hands them over, scaled by the upstream
+/// scalar (dW, the big one, in place). The tape runs a node's backward once, so they are moved, not copied.
+struct FusedLossBackward(Mutex<Option<(Tensor, Tensor)>>);
 
 impl Backward for FusedLossBackward {
     fn name(&self) -> &'static str {
         "dapo_loss"
     }
     fn backward(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let scale = |d: &Tensor| d.mul(&g.to_dtype(d.dtype())?);
-        Ok(vec![Some(scale(&self.dx)?), Some(scale(&self.dw)?)])
+        let (dx, dw) = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| EngineError::Autograd("dapo_loss: backward ran twice on one forward".into()))?;
+        let dx = dx.mul(&g.to_dtype(dx.dtype())?)?;
+        dw.mul_assign_scalar(&g.to_dtype(dw.dtype())?)?;
+        Ok(vec![Some(dx), Some(dw)])
     }
 }
