@@ -26,6 +26,9 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let cpu_rows = check::gradcheck::cpu_gradient_checks(seed);
     println!("\nCPU backend: finite-difference gradient checks (f64)\n{}", format_table(&cpu_rows));
     let mut all: Vec<CheckRow> = cpu_rows;
+    let backend_rows = check::gpu::backend_checks(&Device::Cpu, seed);
+    println!("CPU backend: f32 and bf16 paths vs the f64 reference\n{}", format_table(&backend_rows));
+    all.extend(backend_rows);
 
     if a.cpu_only {
         println!("GPU checks skipped (--cpu-only)");
