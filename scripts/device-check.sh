@@ -30,6 +30,10 @@ echo "== bench attention (entrl, then torch SDPA flash/cuDNN + eager entropy)"
 timeout 120 "$BIN" bench attention --json "$OUT/attention.jsonl" 2>&1 | tee "$OUT/attention.txt"
 timeout 180 python3 benches/torch_attention.py > "$OUT/torch_attention.jsonl" 2>&1; tail -n 3 "$OUT/torch_attention.jsonl"
 
+echo "== bench select (entrl radix select/sort, then torch topk/sort)"
+timeout 60 "$BIN" bench select --json "$OUT/select.jsonl" 2>&1 | tee "$OUT/select.txt"
+timeout 60 python3 benches/torch_select.py >> "$OUT/select.jsonl" 2>&1; tail -n 3 "$OUT/select.jsonl"
+
 echo "== bench loss (entrl fused LM head + DAPO loss, then torch eager)"
 timeout 90 "$BIN" bench loss --json "$OUT/loss.jsonl" 2>&1 | tee "$OUT/loss.txt"
 timeout 90 python3 benches/torch_loss.py >> "$OUT/loss.jsonl" 2>&1; tail -n 1 "$OUT/loss.jsonl"
@@ -59,6 +63,13 @@ def lines(p):
     except Exception:
         return []
 att = {(r["impl"], r["shape"], r["mode"]): r for r in lines("attention.jsonl") + lines("torch_attention.jsonl") if "ms" in r}
+sel = {r.get("impl"): r for r in lines("select.jsonl") if "ms" in r}
+if "entrl_select_tails" in sel:
+    ours = sel["entrl_select_tails"]["ms"]
+    both = sel.get("torch_topk_both", {}).get("ms")
+    srt = sel.get("torch_sort", {}).get("ms")
+    print(f"\n| select top+bottom 20% of 4,194,304 | entrl {ours * 1e3:.1f} us | torch 2x topk {both} ms | torch sort {srt} ms | "
+          f"speed-up vs 2x topk {both / ours if both else float('nan'):.1f}x |")
 loss = {r.get("impl"): r for r in lines("loss.jsonl")}
 if "entrl" in loss and "torch_eager" in loss:
     e, t = loss["entrl"], loss["torch_eager"]

@@ -22,6 +22,17 @@ pub enum Bench {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Top and bottom `frac` of `n` scores in one pool by device radix select (vs torch.topk twice).
+    Select {
+        #[arg(long, default_value_t = 4_194_304)]
+        n: usize,
+        #[arg(long, default_value_t = 0.2)]
+        frac: f64,
+        #[arg(long, default_value_t = 50)]
+        reps: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// The fused LM-head + DAPO token loss (bf16), forward+backward, time and extra memory.
     Loss {
         #[arg(long, default_value_t = 8192)]
@@ -63,6 +74,7 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Bench::Attention { heads, kv_heads, head_dim, reps, json } => {
             attention(*heads, *kv_heads, *head_dim, *reps, json.as_deref())
         }
+        Bench::Select { n, frac, reps, json } => select(*n, *frac, *reps, json.as_deref()),
         Bench::Loss { tokens, hidden, vocab, chunk, reps, json } => {
             loss(*tokens, *hidden, *vocab, *chunk, *reps, json.as_deref())
         }
@@ -227,6 +239,42 @@ fn loss(
             crate::COMMIT
         );
         write_atomic(path, &line)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn select(
+    n: usize,
+    frac: f64,
+    reps: usize,
+    json: Option<&std::path::Path>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use entrl_engine::ops::{radix_sort, select_tails};
+    use entrl_engine::Packing;
+    let dev = Device::cuda(0)?;
+    let cuda = dev.as_cuda().expect("cuda").clone();
+    let scores = Tensor::rand_uniform([n], 0.0, 1.0, DType::F32, &dev, 1)?;
+    let valid = Tensor::ones([n], DType::F32, &dev)?;
+    let pool = Packing::single(n)?;
+    let tails = median(&time_ms(&cuda, 3, reps.max(1), || select_tails(&scores, &valid, frac, &pool).map(|_| ()))?);
+    let sort = median(&time_ms(&cuda, 3, reps.max(1), || radix_sort(&scores).map(|_| ()))?);
+    println!(
+        "select top+bottom {:.0}% of {n} f32 scores: {:.1} us; radix sort (keys + indices): {:.1} us ({})",
+        frac * 100.0,
+        tails * 1e3,
+        sort * 1e3,
+        cuda.name()
+    );
+    if let Some(path) = json {
+        let mut lines = String::new();
+        for (imp, ms) in [("entrl_select_tails", tails), ("entrl_radix_sort", sort)] {
+            lines.push_str(&format!(
+                "{{\"bench\":\"select\",\"impl\":\"{imp}\",\"n\":{n},\"frac\":{frac},\"ms\":{ms:.4},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+                cuda.name(),
+                crate::COMMIT
+            ));
+        }
+        write_atomic(path, &lines)?;
     }
     Ok(ExitCode::SUCCESS)
 }

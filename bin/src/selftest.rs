@@ -38,7 +38,8 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let cuda = dev.as_cuda().expect("cuda device");
                 let (maj, min) = cuda.compute_capability()?;
                 println!("GPU {}: {} (sm_{maj}{min})", a.gpu, cuda.name());
-                let rows = check::gpu::cuda_checks(&dev, seed);
+                let mut rows = check::gpu::cuda_checks(&dev, seed);
+                rows.extend(check::select::select_checks(&dev, seed));
                 println!(
                     "\nCUDA kernels vs CPU reference (f64), poisoned outputs, every launch checked\n{}",
                     format_table(&rows)

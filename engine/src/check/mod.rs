@@ -4,6 +4,7 @@
 pub mod cases;
 pub mod gpu;
 pub mod gradcheck;
+pub mod select;
 
 /// One line of a check table.
 #[derive(Clone, Debug)]

@@ -10,12 +10,14 @@ mod norm;
 mod policy_loss;
 mod reduce;
 mod rope;
+mod select;
 mod softmax;
 mod weights;
 
 pub use attention::{attention, normalized_entropy, AttentionOutput};
 pub use matmul::MatmulSpec;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
+pub use select::{radix_sort, select_random, select_tails, tail_count, TailMasks, COUNT_SLACK};
 pub use weights::{soft_weights, SoftWeightSchedule};
 
 use crate::cpu::CpuStorage;

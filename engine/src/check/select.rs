@@ -1,0 +1,178 @@
+//! Token selection and radix sort on a device against the CPU reference, on the same random inputs:
+//! one pool of 1,000,003 tokens, 997 pools of mixed lengths (including 0 and 1) with heavy ties, and a
+//! single heavily tied pool. The error of a row is the number of mismatching mask entries (or sorted
+//! keys / indices), tolerance 0. On the CPU this compares the CPU path with itself (exercising the harness).
+use super::CheckRow;
+use crate::device::Device;
+use crate::error::Result;
+use crate::ops::{radix_sort, select_random, select_tails};
+use crate::packing::Packing;
+use crate::tensor::Tensor;
+use rand::{Rng, SeedableRng};
+
+/// Score distributions of the cases.
+#[derive(Clone, Copy)]
+enum Scores {
+    /// Continuous (almost no ties), both signs.
+    Normal,
+    /// Drawn from a handful of values including ±0.0 and ±inf (heavy ties).
+    Tied,
+}
+
+struct Case {
+    name: &'static str,
+    lengths: Vec<usize>,
+    scores: Scores,
+    valid_p: f64,
+    frac: f64,
+}
+
+fn cases(rng: &mut impl Rng) -> Vec<Case> {
+    let mixed: Vec<usize> = (0..997)
+        .map(|p| match p % 9 {
+            0 => 0,
+            1 => 1,
+            2 => 2,
+            3 => rng.random_range(3..40),
+            _ => rng.random_range(40..1500),
+        })
+        .collect();
+    vec![
+        Case { name: "1 pool", lengths: vec![1_000_003], scores: Scores::Normal, valid_p: 0.7, frac: 0.2 },
+        Case { name: "997 pools", lengths: mixed.clone(), scores: Scores::Tied, valid_p: 0.6, frac: 0.2 },
+        Case { name: "997 pools", lengths: mixed, scores: Scores::Normal, valid_p: 0.9, frac: 0.37 },
+        Case { name: "1 pool tied", lengths: vec![262_147], scores: Scores::Tied, valid_p: 0.5, frac: 0.2 },
+    ]
+}
+
+fn draw_scores(rng: &mut impl Rng, n: usize, kind: Scores) -> Vec<f32> {
+    const TIED: [f32; 8] = [f32::NEG_INFINITY, -1.5, -0.0, 0.0, 0.25, 1.0, 3.0, f32::INFINITY];
+    (0..n)
+        .map(|_| match kind {
+            Scores::Normal => {
+                let (a, b): (f32, f32) = (rng.random(), rng.random());
+                a - b + 0.01 * (a * 7.0).sin()
+            }
+            Scores::Tied => TIED[rng.random_range(0..TIED.len())],
+        })
+        .collect()
+}
+
+/// Number of positions where the two vectors differ bitwise (+ the length difference).
+fn mismatches<T: Copy + PartialEq>(a: &[T], b: &[T], same: impl Fn(T, T) -> bool) -> f64 {
+    let diff = a.iter().zip(b).filter(|(x, y)| !same(**x, **y)).count();
+    (diff + a.len().abs_diff(b.len())) as f64
+}
+
+fn f32_bits_eq(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits()
+}
+
+/// select_tails / select_random / radix_sort on `dev` vs the CPU, tolerance 0 (mismatch counts).
+pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
+    if let Some(c) = dev.as_cuda() {
+        c.set_poison(true);
+        c.set_debug_sync(true);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rows = Vec::new();
+    for case in cases(&mut rng) {
+        let n: usize = case.lengths.iter().sum();
+        let shape = format!("{} x{} n={n}", case.name, case.lengths.len());
+        let scores = draw_scores(&mut rng, n, case.scores);
+        let valid: Vec<f32> = (0..n).map(|_| if rng.random_bool(case.valid_p) { 1.0 } else { 0.0 }).collect();
+        let pools = match Packing::from_lengths(&case.lengths) {
+            Ok(p) => p,
+            Err(e) => {
+                rows.push(CheckRow::failed("select", &shape, "f32", e.to_string()));
+                continue;
+            }
+        };
+        let tails = || -> Result<f64> {
+            let on_dev = run_tails(dev, &scores, &valid, case.frac, &pools)?;
+            let on_cpu = run_tails(&Device::Cpu, &scores, &valid, case.frac, &pools)?;
+            Ok(mismatches(&on_dev, &on_cpu, f32_bits_eq))
+        };
+        rows.push(row(&format!("select_tails frac {}", case.frac), &shape, "f32", tails()));
+        let random = || -> Result<f64> {
+            let s = seed ^ 0x5eed;
+            let on_dev = run_random(dev, &valid, case.frac, s, &pools)?;
+            let on_cpu = run_random(&Device::Cpu, &valid, case.frac, s, &pools)?;
+            Ok(mismatches(&on_dev, &on_cpu, f32_bits_eq))
+        };
+        rows.push(row(&format!("select_random frac {}", case.frac), &shape, "f32", random()));
+        // The sort also gets a few NaNs of both signs (they sort last, in index order).
+        let mut keys = scores.clone();
+        for (j, i) in (7..n).step_by(4099).enumerate() {
+            keys[i] = if j % 2 == 0 { f32::NAN } else { -f32::NAN };
+        }
+        let sort = || -> Result<f64> {
+            let (k, i) = run_sort(dev, &keys)?;
+            let (kr, ir) = run_sort(&Device::Cpu, &keys)?;
+            Ok(mismatches(&k, &kr, f32_bits_eq) + mismatches(&i, &ir, |a, b| a == b))
+        };
+        rows.push(row("radix_sort", &format!("[{n}]"), "f32", sort()));
+    }
+    rows.push(nan_row(dev));
+    if let Some(c) = dev.as_cuda() {
+        c.set_debug_sync(false);
+        c.set_poison(false);
+    }
+    rows
+}
+
+fn row(op: &str, shape: &str, dtype: &str, r: Result<f64>) -> CheckRow {
+    match r {
+        Ok(err) => CheckRow::new(op, shape, dtype, err, 0.0),
+        Err(e) => CheckRow::failed(op, shape, dtype, e.to_string()),
+    }
+}
+
+/// Top mask followed by the bottom mask.
+fn run_tails(dev: &Device, scores: &[f32], valid: &[f32], frac: f64, pools: &Packing) -> Result<Vec<f32>> {
+    let n = scores.len();
+    let s = Tensor::from_vec(scores.to_vec(), [n], dev)?;
+    let v = Tensor::from_vec(valid.to_vec(), [n], dev)?;
+    let m = select_tails(&s, &v, frac, pools)?;
+    let mut out = m.top.to_vec_f32()?;
+    out.extend(m.bottom.to_vec_f32()?);
+    Ok(out)
+}
+
+fn run_random(dev: &Device, valid: &[f32], frac: f64, seed: u64, pools: &Packing) -> Result<Vec<f32>> {
+    let v = Tensor::from_vec(valid.to_vec(), [valid.len()], dev)?;
+    select_random(&v, frac, seed, pools)?.to_vec_f32()
+}
+
+fn run_sort(dev: &Device, keys: &[f32]) -> Result<(Vec<f32>, Vec<i32>)> {
+    let k = Tensor::from_vec(keys.to_vec(), [keys.len()], dev)?;
+    let (sorted, idx) = radix_sort(&k)?;
+    Ok((sorted.to_vec_f32()?, idx.to_vec_i32()?))
+}
+
+/// A NaN score on a valid token must be an error; on an invalid token it must be ignored (and the masks
+/// must match the CPU's). Error = 0 when both hold, 1 otherwise.
+fn nan_row(dev: &Device) -> CheckRow {
+    let (op, shape) = ("select_tails NaN -> error", "3 pools n=10");
+    let run = || -> Result<std::result::Result<(), String>> {
+        let pools = Packing::from_lengths(&[4, 0, 6])?;
+        let mut scores = vec![0.5f32, -1.0, 2.0, 0.0, 1.0, 1.0, -3.0, 7.0, 0.1, 0.2];
+        let mut valid = vec![1.0f32; 10];
+        scores[5] = f32::NAN;
+        if run_tails(dev, &scores, &valid, 0.2, &pools).is_ok() {
+            return Ok(Err("NaN on a valid token was accepted".into()));
+        }
+        valid[5] = 0.0;
+        let on_dev = run_tails(dev, &scores, &valid, 0.5, &pools)?;
+        let on_cpu = run_tails(&Device::Cpu, &scores, &valid, 0.5, &pools)?;
+        if mismatches(&on_dev, &on_cpu, f32_bits_eq) != 0.0 {
+            return Ok(Err("NaN on an invalid token changed the masks".into()));
+        }
+        Ok(Ok(()))
+    };
+    match run() {
+        Ok(Ok(())) => CheckRow::new(op, shape, "f32", 0.0, 0.0),
+        Ok(Err(why)) => CheckRow::failed(op, shape, "f32", why),
+        Err(e) => CheckRow::failed(op, shape, "f32", e.to_string()),
+    }
+}

@@ -1,0 +1,130 @@
+//! Launchers for `kernels-cu/cuda/select.cu`: per-pool top/bottom-k masks by radix select (scores or seeded
+//! random keys) and the stable LSD radix sort of (f32 key, i32 index) pairs. Algorithms: the header of
+//! `select.cu`.
+use super::kernels::grid;
+use crate::dtype::DType;
+use crate::error::{EngineError, Result};
+use crate::storage::CudaStorage;
+use cudarc::driver::LaunchConfig;
+
+/// Threads per block of every kernel in `select.cu` (the kernels require exactly this many).
+const THREADS: u32 = 256;
+/// Elements per block of the tiled kernels (`kTile` in `select.cu`).
+const TILE: usize = 4096;
+/// Histogram passes of the radix select: 4 key bytes, then 4 token-index bytes (skipped on the device
+/// when no pool has a partial tie at its threshold).
+const SELECT_PASSES: i32 = 8;
+
+fn blocks(op: &'static str, n: usize) -> Result<LaunchConfig> {
+    let b = u32::try_from(n.max(1))
+        .ok()
+        .filter(|&b| b < i32::MAX as u32)
+        .ok_or_else(|| EngineError::shape(op, format!("{n} blocks exceed the grid")))?;
+    Ok(LaunchConfig { grid_dim: (b, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
+}
+
+fn i32_of(op: &'static str, x: usize) -> Result<i32> {
+    i32::try_from(x).map_err(|_| EngineError::shape(op, format!("{x} exceeds the kernel's i32 range")))
+}
+
+/// Per-pool tail masks (f32 0/1, one per tail) over `valid.len` tokens. `scores` = None selects with the
+/// seeded hash keys instead (random selection). `ntails` = 1 gives the bottom tail only, 2 gives
+/// [bottom, top]. `cu` is the pools' cu_seqlens (i32, `num_pools + 1`); `slack` the host's count slack.
+/// Reads back a small flag buffer (one synchronisation) to report a NaN score on a valid token.
+#[allow(clippy::too_many_arguments)]
+pub fn select_masks(
+    op: &'static str,
+    scores: Option<&CudaStorage>,
+    valid: &CudaStorage,
+    cu: &CudaStorage,
+    num_pools: usize,
+    frac: f64,
+    slack: f64,
+    seed: u64,
+    ntails: usize,
+) -> Result<Vec<CudaStorage>> {
+    let dev = &valid.device;
+    let n = valid.len;
+    if !(1..=2).contains(&ntails) {
+        return Err(EngineError::invalid(op, format!("{ntails} tails (1 or 2)")));
+    }
+    if valid.dtype != DType::F32 || scores.is_some_and(|s| s.dtype != DType::F32 || s.len != n) {
+        return Err(EngineError::invalid(op, "scores and valid must be f32 of one length"));
+    }
+    if cu.dtype != DType::I32 || cu.len != num_pools + 1 {
+        return Err(EngineError::invalid(op, "cu_seqlens must be i32 with num_pools + 1 entries"));
+    }
+    let outs = (0..ntails).map(|_| CudaStorage::alloc(dev, DType::F32, n)).collect::<Result<Vec<_>>>()?;
+    if n == 0 {
+        return Ok(outs);
+    }
+    i32_of(op, n)?;
+    let nslots = num_pools * ntails;
+    // Per slot: a 256-bin histogram (zeroed here, re-zeroed by select_scan) and [kk, key, idx, mode].
+    let hist = CudaStorage::zeros(dev, DType::I32, nslots * 256)?;
+    let state = CudaStorage::zeros(dev, DType::I32, nslots * 4)?;
+    // [need index passes, NaN on a valid token]
+    let flags = CudaStorage::zeros(dev, DType::I32, 2)?;
+
+    let hist_cfg = blocks(op, n.div_ceil(TILE))?;
+    let scan_cfg = blocks(op, nslots.min(65_535))?;
+    let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
+    let ps = scores.map_or(0u64, |s| s.ptr());
+    let (np, nn, nt, ns) = (i32_of(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
+    for pass in 0..SELECT_PASSES {
+        launch!(dev, "select", "select_hist", hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
+        launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
+    }
+    let p0 = outs[0].ptr();
+    let p1 = outs.get(1).map_or(0u64, |o| o.ptr());
+    launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
+
+    let f = flags.to_cpu()?;
+    if f.as_i32(op)?[1] != 0 {
+        return Err(EngineError::invalid(
+            op,
+            "NaN score on a valid token (scores of valid tokens must not be NaN; mask the token out instead)",
+        ));
+    }
+    Ok(outs)
+}
+
+/// Stable ascending sort of f32 keys: (sorted keys with their original bits, i32 source indices).
+/// -0.0 sorts equal to +0.0 and NaNs sort last, each group in index order.
+pub fn radix_sort(x: &CudaStorage) -> Result<(CudaStorage, CudaStorage)> {
+    const OP: &str = "radix_sort";
+    let dev = &x.device;
+    let n = x.len;
+    if x.dtype != DType::F32 {
+        return Err(EngineError::invalid(OP, "keys must be f32"));
+    }
+    let out = CudaStorage::alloc(dev, DType::F32, n)?;
+    let idx_a = CudaStorage::alloc(dev, DType::I32, n)?;
+    if n == 0 {
+        return Ok((out, idx_a));
+    }
+    i32_of(OP, n)?;
+    let tiles = n.div_ceil(TILE);
+    // Ping-pong buffers: (keys_a, idx_a) -> (keys_b, idx_b) -> (keys_a, idx_a) ... (4 passes end in a).
+    let keys_a = CudaStorage::alloc(dev, DType::I32, n)?;
+    let keys_b = CudaStorage::alloc(dev, DType::I32, n)?;
+    let idx_b = CudaStorage::alloc(dev, DType::I32, n)?;
+    let counts = CudaStorage::alloc(dev, DType::I32, 256 * tiles)?;
+    let totals = CudaStorage::alloc(dev, DType::I32, 256)?;
+    let (px, nn, nt) = (x.ptr(), n as i64, tiles as i64);
+    let (ka, kb, ia, ib, pcount, ptot) =
+        (keys_a.ptr(), keys_b.ptr(), idx_a.ptr(), idx_b.ptr(), counts.ptr(), totals.ptr());
+    launch!(dev, "select", "radix_sort_init_f32", grid(n), [ka, ia, px, nn]);
+    let tile_cfg = blocks(OP, tiles)?;
+    let digit_cfg = blocks(OP, 256)?;
+    for pass in 0..4i32 {
+        let shift = 8 * pass;
+        let ((kin, iin), (kout, iout)) = if pass % 2 == 0 { ((ka, ia), (kb, ib)) } else { ((kb, ib), (ka, ia)) };
+        launch!(dev, "select", "radix_sort_hist", tile_cfg, [pcount, kin, nn, nt, shift]);
+        launch!(dev, "select", "radix_sort_scan", digit_cfg, [pcount, ptot, nt]);
+        launch!(dev, "select", "radix_sort_scatter", tile_cfg, [kout, iout, kin, iin, pcount, ptot, nn, nt, shift]);
+    }
+    let po = out.ptr();
+    launch!(dev, "select", "radix_sort_gather_f32", grid(n), [po, px, ia, nn]);
+    Ok((out, idx_a))
+}

@@ -1,0 +1,384 @@
+// select.cu: token selection by device radix select, and an LSD radix sort of (f32 key, i32 index) pairs.
+//
+// Keys. A float x becomes an order-preserving u32 as in PyTorch (aten/src/ATen/native/cuda/
+// SortingRadixSelect.cuh): bits ^ (sign ? 0xFFFFFFFF : 0x80000000). Before that, -0.0 is folded into +0.0
+// (so the two compare equal and tie by index) and every NaN into one positive quiet NaN (above +inf).
+// Random selection uses a splitmix64 hash of (seed, token index) as its u32 key instead.
+//
+// Radix select (MSD, 8-bit digits; kernels.md §4). Pools are the segments of cu_seqlens; every (pool, tail)
+// pair is a "slot" s = pool·ntails + tail. Tail 0 is the bottom tail; tail 1 (the top tail) runs the same
+// bottom-k machinery on the complemented key ~key, since "descending key, then ascending index" is
+// "ascending ~key, then ascending index". A slot selects the k smallest valid elements under the composite
+// order (key, token index), k = ceil(frac·n_valid) (tail_count), which is the tie rule "among equal keys the
+// lower index wins" and makes every composite key distinct, so exactly k elements are selected:
+//   passes 0..3: digit histograms of the key bytes (high to low) over the slot's still-candidate elements;
+//                select_scan finds the bucket holding the kk-th element and updates (prefix, kk).
+//                After pass 3 the threshold key Tk is exact and kk = r = how many Tk-equal elements to take.
+//   passes 4..7: only for slots where r < #(key == Tk) (a partial tie): the same over the token index bits
+//                of the Tk-equal elements, giving the threshold index Ti. Skipped (early exit) when no slot
+//                needs them.
+//   select_mask: selected iff key < Tk, or key == Tk and (all equals are taken, or index <= Ti).
+// Pass 0's histogram total is the pool's n_valid, from which select_scan derives k on the device.
+//
+// Radix sort (LSD, 8-bit digits, 4 passes; the classic per-tile histogram / digit-major scan / scatter
+// structure, e.g. Merrill & Grimshaw 2011, without decoupled look-back): per pass, radix_sort_hist counts each
+// tile's digits, radix_sort_scan turns the digit-major [256][tiles] counts into exclusive offsets, and
+// radix_sort_scatter writes each tile's elements in index order (warp __match_any_sync ranks + per-warp digit
+// counts), so every pass is stable and the sort is stable.
+//
+// All element indices are 64-bit; counts are u32 (a pool or a sort holds fewer than 2^31 elements).
+#include "common.cuh"
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define SEL_KERNEL extern "C" __global__ void __launch_bounds__(256)
+
+constexpr int kThreads = 256;           // every kernel here is launched with exactly 256 threads
+constexpr int kWarps = kThreads / 32;
+constexpr long long kTile = 4096;       // elements per block of the tiled kernels (= TILE in cuda/select.rs)
+constexpr int kShPools = 4;             // pools per block with a shared-memory histogram (then global atomics)
+
+// Per-slot state, 4 words: remaining rank kk (1-based), key prefix, index prefix, mode.
+constexpr int ST_KK = 0, ST_KEY = 1, ST_IDX = 2, ST_MODE = 3;
+constexpr u32 MODE_KEY = 0u;     // resolving key digits (the zero-initialised state)
+constexpr u32 MODE_IDX = 1u;     // resolving index digits of the threshold-equal elements
+constexpr u32 MODE_ALL_EQ = 2u;  // threshold key known, every element equal to it is taken
+constexpr u32 MODE_NONE = 3u;    // k = 0: nothing selected
+// flags[0] = some slot needs the index passes, flags[1] = NaN score on a valid token.
+
+// ------------------------------------------------------------------------------------------------
+// Keys and helpers.
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ u32 float_key(float x) {
+    u32 b = __float_as_uint(x);
+    if ((b & 0x7FFFFFFFu) == 0u) b = 0u;                   // -0.0 -> +0.0
+    if ((b & 0x7FFFFFFFu) > 0x7F800000u) b = 0x7FC00000u;  // any NaN -> +qNaN (largest key)
+    return b ^ ((b & 0x80000000u) ? 0xFFFFFFFFu : 0x80000000u);
+}
+
+__device__ __forceinline__ u64 mix64(u64 z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// splitmix64 of (seed, index): identical to random_key in engine/src/ops/select.rs.
+__device__ __forceinline__ u32 hash_key(u64 seed, long long i) {
+    const u64 z = mix64(seed) + ((u64)i + 1ull) * 0x9E3779B97F4A7C15ull;
+    return (u32)(mix64(z) >> 32);
+}
+
+__device__ __forceinline__ u32 token_key(const float* scores, u64 seed, long long i) {
+    return scores != nullptr ? float_key(scores[i]) : hash_key(seed, i);
+}
+
+// Largest q in [lo, hi] with cu[q] <= i (requires cu[lo] <= i). For i < cu[num_pools] and hi = num_pools-1
+// this is the pool that holds token i (empty pools are skipped because cu[q+1] > i).
+__device__ __forceinline__ int pool_of(const int* cu, int lo, int hi, long long i) {
+    while (lo < hi) {
+        const int mid = lo + ((hi - lo + 1) >> 1);
+        if ((long long)cu[mid] <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+// k = ceil(frac·n·slack), at most n; slack = 1 − 1e-12 absorbs the rounding of frac (0.2·15 -> 3, not 4).
+// Explicit _rn products (no FMA contraction) so the result is bit-identical to tail_count on the host.
+__device__ __forceinline__ u32 tail_count(double frac, double slack, u32 n) {
+    const double x = __dmul_rn(__dmul_rn(frac, (double)n), slack);
+    const u32 k = (u32)ceil(x);
+    return k < n ? k : n;
+}
+
+// Inclusive scan over the block (blockDim.x a multiple of 32, <= 1024); *total = the block's sum.
+// Every thread must call it; it starts and ends with the scratch free, so it can be called in a loop.
+__device__ __forceinline__ u32 block_inclusive_scan(u32 v, u32* warp_tot, u32* total) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    u32 c = v;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const u32 y = __shfl_up_sync(0xffffffffu, c, off);
+        if (lane >= off) c += y;
+    }
+    if (lane == 31) warp_tot[warp] = c;
+    __syncthreads();
+    u32 before = 0u, all = 0u;
+    for (int w = 0; w < nwarps; ++w) {
+        const u32 t = warp_tot[w];
+        if (w < warp) before += t;
+        all += t;
+    }
+    __syncthreads();
+    *total = all;
+    return c + before;
+}
+
+// ------------------------------------------------------------------------------------------------
+// select_hist: one radix-select histogram pass. Block b owns tokens [b·kTile, (b+1)·kTile).
+//   grid ceil(n / kTile), 256 threads. hist[slot][256] accumulates (pre-zeroed; select_scan re-zeroes).
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL select_hist(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,
+                       const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {
+    __shared__ u32 sh[kShPools * 2 * 256];
+    __shared__ int sh_pools[2];
+    // Stage 0: the index passes run only when some slot has a partial tie at its threshold key.
+    if (pass >= 4 && flags[0] == 0u) return;
+    const long long tile0 = (long long)blockIdx.x * kTile;
+    if (tile0 >= n) return;
+    const long long tile1 = min(tile0 + kTile, n);
+
+    // Stage 1: the pools this tile touches, and a zeroed shared histogram for the first kShPools of them.
+    if (threadIdx.x == 0) {
+        const int qf = pool_of(cu, 0, num_pools - 1, tile0);
+        sh_pools[0] = qf;
+        sh_pools[1] = pool_of(cu, qf, num_pools - 1, tile1 - 1);
+    }
+    for (int j = threadIdx.x; j < kShPools * 2 * 256; j += blockDim.x) sh[j] = 0u;
+    __syncthreads();
+    const int qf = sh_pools[0], ql = sh_pools[1];
+    const int digit_pass = pass & 3;
+    const int shift = 24 - 8 * digit_pass;
+    const u32 himask = digit_pass == 0 ? 0u : (0xFFFFFFFFu << (32 - 8 * digit_pass));
+
+    // Stage 2: count the digit of every candidate (valid, slot still resolving, prefix matches).
+    for (long long i = tile0 + threadIdx.x; i < tile1; i += blockDim.x) {
+        if (valid[i] == 0.0f) continue;
+        u32 key;
+        if (scores != nullptr) {
+            const float x = scores[i];
+            if (pass == 0 && isnan(x)) flags[1] = 1u;
+            key = float_key(x);
+        } else {
+            key = hash_key(seed, i);
+        }
+        const int q = pool_of(cu, qf, ql, i);
+        for (int t = 0; t < ntails; ++t) {
+            const long long s = (long long)q * ntails + t;
+            const u32* st = state + s * 4;
+            const u32 e = t ? ~key : key;
+            const u32 mode = st[ST_MODE];
+            bool cand;
+            u32 digit;
+            if (pass < 4) {
+                cand = mode == MODE_KEY && (e & himask) == st[ST_KEY];
+                digit = (e >> shift) & 255u;
+            } else {
+                cand = mode == MODE_IDX && e == st[ST_KEY] && ((u32)i & himask) == st[ST_IDX];
+                digit = ((u32)i >> shift) & 255u;
+            }
+            if (!cand) continue;
+            if (q - qf < kShPools) atomicAdd(&sh[((q - qf) * ntails + t) * 256 + digit], 1u);
+            else atomicAdd(&hist[s * 256 + digit], 1u);
+        }
+    }
+    __syncthreads();
+
+    // Stage 3: flush the shared histograms (layout (local pool, tail, digit) = the global one's tail).
+    const int per_pool = ntails * 256;
+    for (int j = threadIdx.x; j < kShPools * per_pool; j += blockDim.x) {
+        const int q = qf + j / per_pool;
+        const u32 c = sh[j];
+        if (q <= ql && c != 0u) atomicAdd(&hist[(long long)q * per_pool + (j % per_pool)], c);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// select_scan: after histogram pass `pass`, per slot: find the bucket holding the kk-th candidate, move the
+// slot's prefix and remaining rank into it, and zero the histogram for the next pass. On pass 0 the
+// histogram total is the pool's n_valid and k = tail_count(frac, n_valid) starts the search.
+//   one block per slot (block-stride over slots), exactly 256 threads (thread = digit bucket).
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL select_scan(u32* hist, u32* state, u32* flags, long long nslots, int pass, double frac,
+                       double slack) {
+    __shared__ u32 warp_tot[32];
+    if (pass >= 4 && flags[0] == 0u) return;
+    const int digit_pass = pass & 3;
+    const int shift = 24 - 8 * digit_pass;
+    const u32 d = threadIdx.x;
+    for (long long s = blockIdx.x; s < nslots; s += gridDim.x) {
+        u32* st = state + s * 4;
+        u32* h = hist + s * 256;
+        // Stage 1: skip slots that were not resolving in this pass (nothing was counted for them).
+        const u32 mode = st[ST_MODE];
+        const bool resolving = pass < 4 ? mode == MODE_KEY : mode == MODE_IDX;
+        if (!resolving) continue;  // uniform: every thread read the same word
+        u32 kk = st[ST_KK];
+        // Stage 2: inclusive scan of the 256 buckets (its barriers also order the reads above before the
+        // writes below), then clear them for the next pass.
+        const u32 v = h[d];
+        u32 total;
+        const u32 c = block_inclusive_scan(v, warp_tot, &total);
+        h[d] = 0u;
+        // Stage 3: on the first pass, k from the pool's valid count.
+        if (pass == 0) {
+            kk = tail_count(frac, slack, total);
+            if (kk == 0u) {
+                if (d == 0) st[ST_MODE] = MODE_NONE;
+                continue;  // uniform: every thread computed the same kk
+            }
+        }
+        // Stage 4: the one bucket whose running count crosses kk (kk <= total, so it exists; v > 0 there).
+        if (c >= kk && c - v < kk) {
+            const u32 rem = kk - (c - v);
+            st[ST_KK] = rem;
+            if (pass < 4) st[ST_KEY] |= d << shift;
+            else st[ST_IDX] |= d << shift;
+            if (pass == 3) {
+                // v = number of elements equal to the threshold key.
+                if (rem == v) {
+                    st[ST_MODE] = MODE_ALL_EQ;
+                } else {
+                    st[ST_MODE] = MODE_IDX;
+                    flags[0] = 1u;
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// select_mask: out_t[i] = 1 if valid token i is in its pool's tail t, else 0 (tail 0 -> out0, tail 1 -> out1).
+//   grid-stride over tokens.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL select_mask(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
+                       const int* cu, int num_pools, long long n, u64 seed, int ntails) {
+    for (long long i = global_tid(); i < n; i += grid_stride()) {
+        const bool ok = valid[i] != 0.0f;
+        u32 key = 0u;
+        int q = 0;
+        if (ok) {
+            key = token_key(scores, seed, i);
+            q = pool_of(cu, 0, num_pools - 1, i);
+        }
+        for (int t = 0; t < ntails; ++t) {
+            bool sel = false;
+            if (ok) {
+                const u32* st = state + ((long long)q * ntails + t) * 4;
+                const u32 e = t ? ~key : key;
+                const u32 mode = st[ST_MODE], tk = st[ST_KEY];
+                if (mode == MODE_ALL_EQ) sel = e <= tk;
+                else if (mode == MODE_IDX) sel = e < tk || (e == tk && (u32)i <= st[ST_IDX]);
+                // MODE_NONE selects nothing; MODE_KEY cannot survive the four key passes.
+            }
+            (t == 0 ? out0 : out1)[i] = sel ? 1.0f : 0.0f;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// radix_sort_init_f32: keys[i] = float_key(x[i]), idx[i] = i.   grid-stride.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL radix_sort_init_f32(u32* keys, int* idx, const float* x, long long n) {
+    for (long long i = global_tid(); i < n; i += grid_stride()) {
+        keys[i] = float_key(x[i]);
+        idx[i] = (int)i;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// radix_sort_hist: counts[d·tiles + b] = #{i in tile b : digit(keys[i]) = d}.   grid = tiles, 256 threads.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL radix_sort_hist(u32* counts, const u32* keys, long long n, long long tiles, int shift) {
+    __shared__ u32 sh[256];
+    const int d = threadIdx.x;
+    const long long b = blockIdx.x;
+    sh[d] = 0u;
+    __syncthreads();
+    const long long tile0 = b * kTile, tile1 = min(tile0 + kTile, n);
+    for (long long i = tile0 + threadIdx.x; i < tile1; i += blockDim.x) atomicAdd(&sh[(keys[i] >> shift) & 255u], 1u);
+    __syncthreads();
+    counts[(long long)d * tiles + b] = sh[d];
+}
+
+// ------------------------------------------------------------------------------------------------
+// radix_sort_scan: per digit d, counts[d][·] (over tiles) -> exclusive prefix; totals[d] = Σ.
+//   one block per digit (block-stride over the 256 digits), 256 threads.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL radix_sort_scan(u32* counts, u32* totals, long long tiles) {
+    __shared__ u32 warp_tot[32];
+    for (int d = blockIdx.x; d < 256; d += gridDim.x) {
+        u32* row = counts + (long long)d * tiles;
+        u32 carry = 0u;
+        for (long long base = 0; base < tiles; base += blockDim.x) {
+            const long long j = base + threadIdx.x;
+            const u32 v = j < tiles ? row[j] : 0u;
+            u32 chunk;
+            const u32 c = block_inclusive_scan(v, warp_tot, &chunk);
+            if (j < tiles) row[j] = carry + c - v;
+            carry += chunk;
+        }
+        if (threadIdx.x == 0) totals[d] = carry;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// radix_sort_scatter: stable scatter of tile b. Destination of element i with digit d:
+//   Σ_{d' < d} totals[d']  (elements with a smaller digit)
+// + counts[d][b]           (digit-d elements of earlier tiles, exclusive-scanned)
+// + running[d]             (digit-d elements of earlier 256-element chunks of this tile)
+// + Σ_{w' < w} wcount[w'][d] + popc(peers below this lane)   (earlier warps / lanes of this chunk).
+//   grid = tiles, exactly 256 threads.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL radix_sort_scatter(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
+                              const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
+    __shared__ u32 digit_base[256];
+    __shared__ u32 running[256];
+    __shared__ u32 wcount[kWarps][256];
+    __shared__ u32 warp_tot[32];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const long long b = blockIdx.x;
+
+    // Stage 1: base offset of every digit for this tile; clear the per-chunk counters (thread tid owns
+    // digit column tid of running / wcount).
+    const u32 tot = totals[tid];
+    u32 all;
+    const u32 incl = block_inclusive_scan(tot, warp_tot, &all);
+    digit_base[tid] = (incl - tot) + counts[(long long)tid * tiles + b];
+    running[tid] = 0u;
+    for (int w = 0; w < kWarps; ++w) wcount[w][tid] = 0u;
+    __syncthreads();
+
+    const long long tile0 = b * kTile, tile1 = min(tile0 + kTile, n);
+    const u32 lanes_below = (1u << lane) - 1u;
+    for (long long c0 = tile0; c0 < tile1; c0 += kThreads) {  // uniform trip count
+        // Stage 2: load one element per thread; rank it among same-digit lanes of its warp.
+        const long long i = c0 + tid;
+        const bool in = i < tile1;
+        u32 key = 0u, dgt = 256u;  // 256: out-of-range lanes match only each other
+        int id = 0;
+        if (in) {
+            key = keys_in[i];
+            id = idx_in[i];
+            dgt = (key >> shift) & 255u;
+        }
+        const u32 peers = __match_any_sync(0xffffffffu, dgt);
+        const u32 rank = __popc(peers & lanes_below);
+        if (in && rank == 0u) wcount[warp][dgt] = __popc(peers);
+        __syncthreads();
+        // Stage 3: scatter.
+        if (in) {
+            u32 pos = digit_base[dgt] + running[dgt] + rank;
+            for (int w = 0; w < warp; ++w) pos += wcount[w][dgt];
+            keys_out[pos] = key;
+            idx_out[pos] = id;
+        }
+        __syncthreads();
+        // Stage 4: advance the running digit counts and clear this chunk's per-warp counts.
+        u32 add = 0u;
+        for (int w = 0; w < kWarps; ++w) {
+            add += wcount[w][tid];
+            wcount[w][tid] = 0u;
+        }
+        running[tid] += add;
+        __syncthreads();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// radix_sort_gather_f32: out[j] = x[idx[j]] (the sorted keys with their original bits).   grid-stride.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL radix_sort_gather_f32(float* out, const float* x, const int* idx, long long n) {
+    for (long long j = global_tid(); j < n; j += grid_stride()) out[j] = x[idx[j]];
+}
