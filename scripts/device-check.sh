@@ -5,7 +5,8 @@
 # prints last.
 #
 # Build here first (pinned nvcc, see README), then call the device tool with:
-#   command: bash scripts/device-check.sh   carry: ["target/release/entrl"]   timeout_s: 420
+#   cp -r ../shared/fixtures .device-fixtures      (once; ../shared does not travel, .device-fixtures is ignored)
+#   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 420
 set -uo pipefail
 OUT="${OUT:-/tmp/entrl-out}"
 mkdir -p "$OUT"
@@ -21,6 +22,13 @@ echo "== selftest"
 timeout 240 "$BIN" selftest > "$OUT/selftest.txt" 2>&1
 selftest_rc=$?
 tail -n 3 "$OUT/selftest.txt"
+
+echo "== verify-reference on the GPU (bf16) against HF's float64 fixtures"
+for d in .device-fixtures/*/; do
+  [ -f "$d/config.json" ] || continue
+  timeout 60 "$BIN" verify-reference "$d" --device cuda > "$OUT/verify-$(basename "$d").txt" 2>&1
+  echo "$(basename "$d"): rc=$? $(tail -n 1 "$OUT/verify-$(basename "$d").txt")"
+done
 
 echo "== bench matmul (entrl, then torch, same GPU, same call)"
 timeout 60 "$BIN" bench matmul --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.txt"

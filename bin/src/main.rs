@@ -1,6 +1,7 @@
 //! `entrl`: one binary for the whole engine. Subcommands: selftest, bench, info.
 mod bench;
 mod selftest;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Command {
     /// Benchmarks on the GPU.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Run a model folder in the format of shared/fixtures/ and compare with its HF references.
+    VerifyReference(verify::Args),
     /// What this build and machine provide (kernels compiled in, CUDA devices).
     Info,
 }
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Selftest(a) => selftest::run(&a),
         Command::Bench(b) => bench::run(&b),
+        Command::VerifyReference(a) => verify::run(&a),
         Command::Info => info(),
     };
     match result {

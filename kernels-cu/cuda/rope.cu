@@ -11,7 +11,7 @@
 
 template <typename T>
 __device__ __forceinline__ void rope_body(T* out, const T* x, const int* pos, int tokens, int heads, int head_dim,
-                                          float theta, float sign) {
+                                          float theta, float sign, int bf16_freqs) {
     const int half = head_dim / 2;
     const long long n = (long long)tokens * heads * half;
     for (long long k = global_tid(); k < n; k += grid_stride()) {
@@ -21,7 +21,8 @@ __device__ __forceinline__ void rope_body(T* out, const T* x, const int* pos, in
         const long long t = th / heads;
         const long long base = th * head_dim;
         // 2. angle (precise powf / sincosf, no fast-math intrinsics)
-        const float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+        if (bf16_freqs) inv_freq = __bfloat162float(__float2bfloat16_rn(inv_freq));  // HF after module.to(bf16)
         const float angle = (float)pos[t] * inv_freq * sign;
         float sn, cs;
         sincosf(angle, &sn, &cs);  // precise (full range reduction), same as sinf/cosf
@@ -34,8 +35,8 @@ __device__ __forceinline__ void rope_body(T* out, const T* x, const int* pos, in
 
 #define DEFINE_ROPE(SFX, T)                                                                                      \
     KERNEL rope_##SFX(T* out, const T* x, const int* pos, int tokens, int heads, int head_dim, float theta,      \
-                      float sign) {                                                                              \
-        rope_body<T>(out, x, pos, tokens, heads, head_dim, theta, sign);                                         \
+                      float sign, int bf16_freqs) {                                                              \
+        rope_body<T>(out, x, pos, tokens, heads, head_dim, theta, sign, bf16_freqs);                             \
     }
 
 DEFINE_ROPE(f32, float)

@@ -18,6 +18,9 @@ pub struct Qwen3Config {
     pub rope_theta: f64,
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: usize,
+    /// Round RoPE's inv_freq to bf16, as HF does after casting the whole module with `.to(bfloat16)`
+    /// (the shared fixtures were made that way). Not read from config.json; default false (f32, as verl).
+    pub rope_bf16_inv_freq: bool,
 }
 
 #[derive(Deserialize)]
@@ -48,7 +51,8 @@ struct Raw {
 impl Qwen3Config {
     pub fn from_file(path: &Path) -> Result<Self> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Config { path: p.clone(), msg: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ModelError::Config { path: p.clone(), msg: e.to_string() })?;
         Self::from_json(&text).map_err(|e| match e {
             ModelError::Config { msg, .. } => ModelError::Config { path: p, msg },
             e => e,
@@ -90,11 +94,12 @@ impl Qwen3Config {
             num_hidden_layers: raw.num_hidden_layers,
             num_attention_heads: heads,
             num_key_value_heads: raw.num_key_value_heads.unwrap_or(heads),
-            head_dim: raw.head_dim.unwrap_or(if heads > 0 { raw.hidden_size / heads } else { 0 }),
+            head_dim: raw.head_dim.unwrap_or(raw.hidden_size.checked_div(heads).unwrap_or(0)),
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(40_960),
+            rope_bf16_inv_freq: false,
         };
         c.validate().map_err(bad)?;
         Ok(c)
@@ -113,13 +118,13 @@ impl Qwen3Config {
         if let Some((k, _)) = pos.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{k} must be positive"));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} must be even (RoPE rotates pairs)", self.head_dim));
         }
         Ok(())
@@ -150,6 +155,7 @@ impl Qwen3Config {
             rope_theta: 1_000_000.0,
             tie_word_embeddings: tie,
             max_position_embeddings: 40_960,
+            rope_bf16_inv_freq: false,
         })
     }
 

@@ -1,4 +1,13 @@
-//! Qwen3 on the entrl engine. Not built yet: checkpoint loading, the training forward/backward with
-//! per-layer attention entropy and KV-cache generation land with issue #5. This crate holds its place in
-//! the dependency chain rl -> model-qwen3 -> engine -> kernels-cu.
+//! Qwen3 for entrl: HF checkpoint loading (config.json, safetensors through memmap2), the training
+//! forward over packed sequences with per-layer attention entropy from the fused kernel, and the
+//! verification against HF references.
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod verify;
+
+pub use config::Qwen3Config;
 pub use entrl_engine as engine;
+pub use error::{ModelError, Result};
+pub use model::{ForwardOptions, ForwardOutput, Qwen3};

@@ -297,16 +297,16 @@ pub fn rope(
     tokens: usize,
     heads: usize,
     head_dim: usize,
-    theta: f64,
+    spec: crate::ops::RopeSpec,
     sign: f64,
 ) -> Result<CudaStorage> {
     let dev = &x.device;
     let out = CudaStorage::alloc(dev, x.dtype, x.len)?;
     let (o, px, pp) = (out.ptr(), x.ptr(), pos.ptr());
-    let (t, h, d, th, sg) =
-        (i32_arg("rope", tokens)?, i32_arg("rope", heads)?, i32_arg("rope", head_dim)?, theta as f32, sign as f32);
+    let (t, h, d) = (i32_arg("rope", tokens)?, i32_arg("rope", heads)?, i32_arg("rope", head_dim)?);
+    let (th, sg, bf) = (spec.theta as f32, sign as f32, spec.bf16_inv_freq as i32);
     let name = format!("rope_{}", float_only("rope", x.dtype)?);
-    launch!(dev, "rope", name, grid(tokens * heads * head_dim / 2), [o, px, pp, t, h, d, th, sg]);
+    launch!(dev, "rope", name, grid(tokens * heads * head_dim / 2), [o, px, pp, t, h, d, th, sg, bf]);
     Ok(out)
 }
 

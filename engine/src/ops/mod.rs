@@ -17,6 +17,7 @@ mod weights;
 pub use attention::{attention, normalized_entropy, AttentionOutput};
 pub use matmul::MatmulSpec;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
+pub use rope::RopeSpec;
 pub use select::{radix_sort, select_random, select_tails, tail_count, TailMasks, COUNT_SLACK};
 pub use weights::{soft_weights, SoftWeightSchedule};
 

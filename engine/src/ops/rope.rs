@@ -7,14 +7,32 @@ use crate::cuda::kernels;
 use crate::error::{EngineError, Result};
 use crate::tensor::Tensor;
 
-impl Tensor {
-    /// RoPE with base `theta`; `pos` (i32, [tokens]) restarts at 0 for each packed sequence.
-    pub fn rope(&self, pos: &Tensor, theta: f64) -> Result<Tensor> {
-        rope(self, pos, theta, 1.0)
+/// RoPE frequencies: base θ, inv_freq_i = θ^(−2i/D) in f32, optionally rounded to bf16 (what HF computes
+/// when the whole module, rotary buffer included, was cast with `.to(torch.bfloat16)`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeSpec {
+    pub theta: f64,
+    pub bf16_inv_freq: bool,
+}
+
+impl RopeSpec {
+    pub fn new(theta: f64) -> Self {
+        Self { theta, bf16_inv_freq: false }
     }
 }
 
-fn rope(x: &Tensor, pos: &Tensor, theta: f64, sign: f64) -> Result<Tensor> {
+impl Tensor {
+    /// RoPE with base `theta`; `pos` (i32, [tokens]) restarts at 0 for each packed sequence.
+    pub fn rope(&self, pos: &Tensor, theta: f64) -> Result<Tensor> {
+        rope(self, pos, RopeSpec::new(theta), 1.0)
+    }
+    /// RoPE with explicit frequency settings.
+    pub fn rope_with(&self, pos: &Tensor, spec: RopeSpec) -> Result<Tensor> {
+        rope(self, pos, spec, 1.0)
+    }
+}
+
+fn rope(x: &Tensor, pos: &Tensor, spec: RopeSpec, sign: f64) -> Result<Tensor> {
     check_float("rope", x)?;
     check_i32("rope", pos)?;
     if x.rank() != 3 || !x.dims()[2].is_multiple_of(2) || pos.dims() != [x.dims()[0]] {
@@ -33,18 +51,25 @@ fn rope(x: &Tensor, pos: &Tensor, theta: f64, sign: f64) -> Result<Tensor> {
         "rope",
         &[x, pos],
         |s| {
-            let k = Rope { pos: s[1].as_i32("rope")?, heads, head_dim, theta, sign };
+            let k = Rope {
+                pos: s[1].as_i32("rope")?,
+                heads,
+                head_dim,
+                theta: spec.theta,
+                sign,
+                bf16_freqs: spec.bf16_inv_freq,
+            };
             Ok(run_float("rope", &k, &[s[0]])?.remove(0).cast(dt))
         },
-        |s| kernels::rope(s[0], s[1], tokens, heads, head_dim, theta, sign),
+        |s| kernels::rope(s[0], s[1], tokens, heads, head_dim, spec, sign),
     )?;
-    let rule = RopeBackward { pos: pos.clone(), theta, sign };
+    let rule = RopeBackward { pos: pos.clone(), spec, sign };
     Tensor::from_op(st, x.shape().clone(), x.device(), &[x, pos], rule)
 }
 
 struct RopeBackward {
     pos: Tensor,
-    theta: f64,
+    spec: RopeSpec,
     sign: f64,
 }
 impl Backward for RopeBackward {
@@ -53,6 +78,6 @@ impl Backward for RopeBackward {
     }
     fn backward(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         // The rotation is orthogonal: its adjoint is the rotation by the opposite angle.
-        Ok(vec![Some(rope(g, &self.pos, self.theta, -self.sign)?), None])
+        Ok(vec![Some(rope(g, &self.pos, self.spec, -self.sign)?), None])
     }
 }
