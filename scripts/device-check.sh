@@ -1,52 +1,54 @@
 #!/usr/bin/env bash
 # The ONE prepared script for the lent GPU machine: self-test, benchmarks and the torch side-by-side in
-# one call. Details go under $OUT (selftest.txt, bench.jsonl, torch.jsonl, attention.jsonl,
-# torch_attention.jsonl, summary.txt, ...); a short table
+# one call. $OUT gets summary.txt, selftest.txt and details.tgz (every log and JSON line); a short table
 # prints last.
 #
 # Build here first (pinned nvcc, see README), then call the device tool with:
 #   cp -r ../shared/fixtures .device-fixtures      (once; ../shared does not travel, .device-fixtures is ignored)
-#   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 420
+#   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 480
 set -uo pipefail
 OUT="${OUT:-/tmp/entrl-out}"
 mkdir -p "$OUT"
+# Details are written to $D and come back as one archive (the device tool returns at most 8 files).
+D=/tmp/entrl-details
+rm -rf "$D" && mkdir -p "$D"
 BIN=target/release/entrl
 LIBDIR=/tmp/entrl-libs
 mkdir -p "$LIBDIR" && ln -sf /usr/lib/x86_64-linux-gnu/libnccl.so.2 "$LIBDIR/libnccl.so"
 export LD_LIBRARY_PATH="$LIBDIR:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-"$BIN" info | tee "$OUT/info.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$D/gpu.txt"
+"$BIN" info | tee "$D/info.txt"
 
 echo "== selftest"
-timeout 240 "$BIN" selftest > "$OUT/selftest.txt" 2>&1
+timeout 240 "$BIN" selftest > "$D/selftest.txt" 2>&1
 selftest_rc=$?
-tail -n 3 "$OUT/selftest.txt"
+tail -n 3 "$D/selftest.txt"
 
 echo "== verify-reference on the GPU (bf16) against HF's float64 fixtures"
 for d in .device-fixtures/*/; do
   [ -f "$d/config.json" ] || continue
-  timeout 60 "$BIN" verify-reference "$d" --device cuda > "$OUT/verify-$(basename "$d").txt" 2>&1
-  echo "$(basename "$d"): rc=$? $(tail -n 1 "$OUT/verify-$(basename "$d").txt")"
+  timeout 60 "$BIN" verify-reference "$d" --device cuda > "$D/verify-$(basename "$d").txt" 2>&1
+  echo "$(basename "$d"): rc=$? $(tail -n 1 "$D/verify-$(basename "$d").txt")"
 done
 
 echo "== bench matmul (entrl, then torch, same GPU, same call)"
-timeout 60 "$BIN" bench matmul --json "$OUT/bench.jsonl" 2>&1 | tee -a "$OUT/bench.txt"
-timeout 60 python3 benches/torch_matmul.py > "$OUT/torch.jsonl" 2>&1; cat "$OUT/torch.jsonl"
+timeout 60 "$BIN" bench matmul --json "$D/bench.jsonl" 2>&1 | tee -a "$D/bench.txt"
+timeout 60 python3 benches/torch_matmul.py > "$D/torch.jsonl" 2>&1; cat "$D/torch.jsonl"
 
 echo "== bench attention (entrl, then torch SDPA flash/cuDNN + eager entropy)"
-timeout 120 "$BIN" bench attention --json "$OUT/attention.jsonl" 2>&1 | tee "$OUT/attention.txt"
-timeout 180 python3 benches/torch_attention.py > "$OUT/torch_attention.jsonl" 2>&1; tail -n 3 "$OUT/torch_attention.jsonl"
+timeout 120 "$BIN" bench attention --json "$D/attention.jsonl" 2>&1 | tee "$D/attention.txt"
+timeout 180 python3 benches/torch_attention.py > "$D/torch_attention.jsonl" 2>&1; tail -n 3 "$D/torch_attention.jsonl"
 
 echo "== bench select (entrl radix select/sort, then torch topk/sort)"
-timeout 60 "$BIN" bench select --json "$OUT/select.jsonl" 2>&1 | tee "$OUT/select.txt"
-timeout 60 python3 benches/torch_select.py >> "$OUT/select.jsonl" 2>&1; tail -n 3 "$OUT/select.jsonl"
+timeout 60 "$BIN" bench select --json "$D/select.jsonl" 2>&1 | tee "$D/select.txt"
+timeout 60 python3 benches/torch_select.py >> "$D/select.jsonl" 2>&1; tail -n 3 "$D/select.jsonl"
 
 echo "== bench loss (entrl fused LM head + DAPO loss, then torch eager)"
-timeout 90 "$BIN" bench loss --json "$OUT/loss.jsonl" 2>&1 | tee "$OUT/loss.txt"
-timeout 90 python3 benches/torch_loss.py >> "$OUT/loss.jsonl" 2>&1; tail -n 1 "$OUT/loss.jsonl"
+timeout 90 "$BIN" bench loss --json "$D/loss.jsonl" 2>&1 | tee "$D/loss.txt"
+timeout 90 python3 benches/torch_loss.py >> "$D/loss.jsonl" 2>&1; tail -n 1 "$D/loss.jsonl"
 
-python3 - "$OUT" "$selftest_rc" <<'PY' | tee "$OUT/summary.txt"
+python3 - "$D" "$selftest_rc" <<'PY' | tee "$D/summary.txt"
 import json, sys, pathlib
 out, rc = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 def load(p):
@@ -96,4 +98,6 @@ for shape in ["S=1024", "S=2048", "S=4096", "S=8192", "8x1024"]:
     print(f"| {shape} | {f['ms']:.3f} ms ({f['tflops']:.0f}) | {fh['ms']:.3f} ms ({fh['tflops']:.0f}) | {100 * (fh['ms'] / f['ms'] - 1):+.1f}% "
           f"| {r(fh, fa)} | {sp(fh, eager)} | {fb['ms']:.3f} ms ({fb['tflops']:.0f}) | {r(fb, fab)} |")
 PY
+cp "$D/summary.txt" "$D/selftest.txt" "$OUT/" 2>/dev/null
+tar czf "$OUT/details.tgz" -C "$D" .
 exit $selftest_rc
