@@ -15,9 +15,10 @@ KERNEL soft_weights(float* w, const float* s, const float* valid, const int* cu_
         // 1. masked count, mean and variance of the scores (two passes: no cancellation)
         float n = 0.0f, sum = 0.0f;
         for (long long i = a + threadIdx.x; i < b; i += blockDim.x) {
-            const float v = valid[i] != 0.0f ? 1.0f : 0.0f;
-            n += v;
-            sum += v * s[i];
+            if (valid[i] != 0.0f) {  // select, never multiply: an invalid token's score may be NaN/inf
+                n += 1.0f;
+                sum += s[i];
+            }
         }
         n = block_sum(n);
         sum = block_sum(sum);

@@ -5,9 +5,11 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod tokenizer;
 pub mod verify;
 
 pub use config::Qwen3Config;
 pub use entrl_engine as engine;
 pub use error::{ModelError, Result};
 pub use model::{ForwardOptions, ForwardOutput, Qwen3};
+pub use tokenizer::{Message, Tokenizer};

@@ -1,0 +1,104 @@
+//! Qwen3 tokenizer (`tokenizer.json` through the tokenizers crate) and its chat template
+//! (`tokenizer_config.json`'s Jinja template, rendered by minijinja with Python string methods).
+use crate::error::{ModelError, Result};
+use serde::Serialize;
+use std::path::Path;
+
+/// One chat turn.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    template: Option<String>,
+    /// `<|im_end|>` and the configured EOS: generation stops on any of these ids.
+    stop_ids: Vec<u32>,
+}
+
+impl Tokenizer {
+    /// Load `dir/tokenizer.json` and, when present, the chat template of `dir/tokenizer_config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Checkpoint {
+            file: path.display().to_string(),
+            msg: format!("cannot load tokenizer: {e}"),
+        })?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let (template, eos) = if cfg_path.is_file() {
+            let text = std::fs::read_to_string(&cfg_path)
+                .map_err(|e| ModelError::Config { path: cfg_path.display().to_string(), msg: e.to_string() })?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+                path: cfg_path.display().to_string(),
+                msg: format!("malformed: {e}"),
+            })?;
+            (
+                v.get("chat_template").and_then(|t| t.as_str()).map(String::from),
+                v.get("eos_token").and_then(|t| t.as_str()).map(String::from),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self::from_parts(inner, template, eos.as_deref()))
+    }
+
+    /// A tokenizer built in code (the built-in task's), with an optional template and EOS token.
+    pub fn from_parts(inner: tokenizers::Tokenizer, template: Option<String>, eos: Option<&str>) -> Self {
+        let mut stop_ids: Vec<u32> =
+            ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|t| inner.token_to_id(t)).collect();
+        if let Some(id) = eos.and_then(|e| inner.token_to_id(e)) {
+            stop_ids.push(id);
+        }
+        stop_ids.sort();
+        stop_ids.dedup();
+        Self { inner, template, stop_ids }
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| ModelError::Invalid(format!("tokenizer: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| ModelError::Invalid(format!("tokenizer: {e}")))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Token ids that end a generated response.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// The chat template applied to `messages`; `add_generation_prompt` opens the assistant turn.
+    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let Some(t) = &self.template else {
+            return Err(ModelError::Invalid("this tokenizer has no chat_template (tokenizer_config.json)".into()));
+        };
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_template("chat", t).map_err(|e| ModelError::Invalid(format!("chat template does not parse: {e}")))?;
+        let tmpl = env.get_template("chat").map_err(|e| ModelError::Invalid(e.to_string()))?;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            tools => minijinja::Value::from(()),
+        })
+        .map_err(|e| ModelError::Invalid(format!("chat template failed: {e}")))
+    }
+}
