@@ -1,5 +1,6 @@
 //! `entrl`: one binary for the whole engine. Subcommands: selftest, bench, info.
 mod bench;
+mod generate;
 mod selftest;
 mod verify;
 
@@ -24,6 +25,8 @@ enum Command {
     /// Benchmarks on the GPU.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Generate text from a Qwen3 model folder with a KV cache, printing as it goes.
+    Generate(generate::Args),
     /// Run a model folder in the format of shared/fixtures/ and compare with its HF references.
     VerifyReference(verify::Args),
     /// What this build and machine provide (kernels compiled in, CUDA devices).
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Selftest(a) => selftest::run(&a),
         Command::Bench(b) => bench::run(&b),
         Command::VerifyReference(a) => verify::run(&a),
+        Command::Generate(a) => generate::run(&a),
         Command::Info => info(),
     };
     match result {

@@ -26,7 +26,8 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let cpu_rows = check::gradcheck::cpu_gradient_checks(seed);
     println!("\nCPU backend: finite-difference gradient checks (f64)\n{}", format_table(&cpu_rows));
     let mut all: Vec<CheckRow> = cpu_rows;
-    let backend_rows = check::gpu::backend_checks(&Device::Cpu, seed);
+    let mut backend_rows = check::gpu::backend_checks(&Device::Cpu, seed);
+    backend_rows.extend(check::decode::decode_checks(&Device::Cpu, seed));
     println!("CPU backend: f32 and bf16 paths vs the f64 reference\n{}", format_table(&backend_rows));
     all.extend(backend_rows);
 
@@ -40,6 +41,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 println!("GPU {}: {} (sm_{maj}{min})", a.gpu, cuda.name());
                 let mut rows = check::gpu::cuda_checks(&dev, seed);
                 rows.extend(check::select::select_checks(&dev, seed));
+                rows.extend(check::decode::decode_checks(&dev, seed));
                 println!(
                     "\nCUDA kernels vs CPU reference (f64), poisoned outputs, every launch checked\n{}",
                     format_table(&rows)

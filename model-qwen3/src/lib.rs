@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod model;
 pub mod tokenizer;
 pub mod verify;
@@ -11,5 +12,6 @@ pub mod verify;
 pub use config::Qwen3Config;
 pub use entrl_engine as engine;
 pub use error::{ModelError, Result};
+pub use generate::{generate, FinishReason, Generation, Request, SamplingParams};
 pub use model::{ForwardOptions, ForwardOutput, Qwen3};
 pub use tokenizer::{Message, Tokenizer};

@@ -226,6 +226,18 @@ fn layer_forward(
     packing: &Packing,
     want_entropy: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    let (q, k, v) = attention_inputs(l, c, x, pos)?;
+    let a = attention(&q, &k, &v, packing, want_entropy)?;
+    Ok((layer_output(l, c, x, &a.out)?, a.entropy))
+}
+
+/// Pre-attention half of a layer: q [T, Hq, D], k and v [T, Hkv, D] (q/k normed and rotated).
+pub(crate) fn attention_inputs(
+    l: &Layer,
+    c: &Qwen3Config,
+    x: &Tensor,
+    pos: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let t = x.dims()[0];
     let (nq, nkv, hd, eps) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
     let h = x.rms_norm(&l.input_norm, eps)?;
@@ -233,9 +245,14 @@ fn layer_forward(
     let q = h.linear(&l.q_proj)?.reshape([t, nq, hd])?.rms_norm(&l.q_norm, eps)?.rope_with(pos, rs)?;
     let k = h.linear(&l.k_proj)?.reshape([t, nkv, hd])?.rms_norm(&l.k_norm, eps)?.rope_with(pos, rs)?;
     let v = h.linear(&l.v_proj)?.reshape([t, nkv, hd])?;
-    let a = attention(&q, &k, &v, packing, want_entropy)?;
-    let x = x.add(&a.out.reshape([t, nq * hd])?.linear(&l.o_proj)?)?;
-    let h2 = x.rms_norm(&l.post_norm, eps)?;
+    Ok((q, k, v))
+}
+
+/// Post-attention half: o_proj, residual, MLP, residual.
+pub(crate) fn layer_output(l: &Layer, c: &Qwen3Config, x: &Tensor, attn: &Tensor) -> Result<Tensor> {
+    let t = x.dims()[0];
+    let x = x.add(&attn.reshape([t, c.num_attention_heads * c.head_dim])?.linear(&l.o_proj)?)?;
+    let h2 = x.rms_norm(&l.post_norm, c.rms_norm_eps)?;
     let mlp = h2.linear(&l.gate_proj)?.swiglu(&h2.linear(&l.up_proj)?)?.linear(&l.down_proj)?;
-    Ok((x.add(&mlp)?, a.entropy))
+    Ok(x.add(&mlp)?)
 }

@@ -2,6 +2,7 @@
 //! f64 CPU reference (forward and backward, fresh random inputs, odd sizes, poisoned outputs), and
 //! finite-difference gradient checks of the CPU backend.
 pub mod cases;
+pub mod decode;
 pub mod gpu;
 pub mod gradcheck;
 pub mod select;

@@ -2,6 +2,7 @@
 //! (`f32` for f32/bf16 tensors, `f64` for gradient checks). Every CUDA kernel is checked against these.
 pub mod adamw;
 pub mod attention;
+pub mod decode;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;

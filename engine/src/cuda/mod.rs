@@ -18,6 +18,7 @@ macro_rules! launch {
 
 pub mod alloc;
 pub mod attention;
+pub mod decode;
 pub mod gemm;
 pub mod geo;
 pub mod kernels;

@@ -2,6 +2,7 @@
 //! reference kernel or the CUDA kernel, and records a backward rule. Backward rules run under `no_grad`
 //! and are written with the same ops or with dedicated backward kernels.
 mod attention;
+mod decode;
 mod elementwise;
 mod index;
 mod layout;
@@ -15,6 +16,7 @@ mod softmax;
 mod weights;
 
 pub use attention::{attention, normalized_entropy, AttentionOutput};
+pub use decode::{CacheIndex, KvCache};
 pub use matmul::MatmulSpec;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
 pub use rope::RopeSpec;

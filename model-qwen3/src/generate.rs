@@ -1,0 +1,185 @@
+//! Generation with a KV cache: prefill the packed prompts with the fused attention (writing K/V into
+//! each request's cache slot), then decode one token per active request per step with decode attention.
+//! Sampling (temperature, top-k, top-p, per-request seeds) runs on the host over each request's logits.
+use crate::error::{ModelError, Result};
+use crate::model::{attention_inputs, layer_output, Qwen3};
+use entrl_engine::ops::{attention, CacheIndex, KvCache};
+use entrl_engine::{no_grad, Packing, Tensor};
+use rand::{Rng, SeedableRng};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy.
+    pub temperature: f64,
+    /// Nucleus mass in (0, 1]; 1 = off.
+    pub top_p: f64,
+    /// 0 = off.
+    pub top_k: usize,
+}
+
+impl Default for SamplingParams {
+    /// DAPO rollouts: temperature 1, top-p 1, no top-k.
+    fn default() -> Self {
+        Self { temperature: 1.0, top_p: 1.0, top_k: 0 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token was produced (it is included in `tokens`).
+    Stop,
+    /// `max_new_tokens` reached.
+    Length,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    /// log π(token) under the temperature-scaled full distribution (before top-k/top-p truncation).
+    pub logprobs: Vec<f64>,
+    pub finish: FinishReason,
+}
+
+/// Generate for every request (batched); `on_token(request, token)` is called as tokens are produced.
+pub fn generate(
+    model: &Qwen3,
+    reqs: &[Request],
+    params: &SamplingParams,
+    stop_ids: &[u32],
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Generation>> {
+    let _ng = no_grad();
+    let c = &model.config;
+    if !(params.temperature >= 0.0 && params.top_p > 0.0 && params.top_p <= 1.0) {
+        return Err(ModelError::Invalid(format!("sampling needs temperature >= 0 and 0 < top_p <= 1, got {params:?}")));
+    }
+    if let Some(r) = reqs.iter().find(|r| r.prompt.is_empty()) {
+        return Err(ModelError::Invalid(format!("empty prompt (seed {})", r.seed)));
+    }
+    if let Some(&bad) = reqs.iter().flat_map(|r| r.prompt.iter()).find(|&&t| t as usize >= c.vocab_size) {
+        return Err(ModelError::Invalid(format!("prompt token {bad} outside the vocabulary of {}", c.vocab_size)));
+    }
+    let dev = &model.device;
+    let n = reqs.len();
+    let max_len = reqs.iter().map(|r| r.prompt.len() + r.max_new_tokens).max().unwrap_or(1).max(1);
+    let caches: Vec<KvCache> = (0..c.num_hidden_layers)
+        .map(|_| KvCache::new(n, max_len, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut rngs: Vec<rand::rngs::StdRng> = reqs.iter().map(|r| rand::rngs::StdRng::seed_from_u64(r.seed)).collect();
+    let mut out: Vec<Generation> = reqs
+        .iter()
+        .map(|_| Generation { tokens: Vec::new(), logprobs: Vec::new(), finish: FinishReason::Length })
+        .collect();
+
+    // 1. prefill: packed prompts, K/V of every prompt token into its request's slot
+    let lens: Vec<usize> = reqs.iter().map(|r| r.prompt.len()).collect();
+    let packing = Packing::from_lengths(&lens)?;
+    let ids: Vec<i32> = reqs.iter().flat_map(|r| r.prompt.iter().map(|&t| t as i32)).collect();
+    let pos = packing.positions();
+    let slots: Vec<i32> = lens.iter().enumerate().flat_map(|(i, &l)| std::iter::repeat_n(i as i32, l)).collect();
+    let idx = CacheIndex::new(slots, pos.clone(), n, max_len, dev)?;
+    let pos_t = Tensor::from_vec(pos, [packing.total()], dev)?;
+    let mut x = model.embed.embedding(&Tensor::from_vec(ids, [packing.total()], dev)?)?;
+    for (layer, cache) in model.layers.iter().zip(&caches) {
+        let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
+        cache.write(&k, &v, &idx)?;
+        let a = attention(&q, &k, &v, &packing, false)?;
+        x = layer_output(layer, c, &x, &a.out)?;
+    }
+    let last: Vec<i32> = packing.spans().map(|(s, l)| (s + l - 1) as i32).collect();
+    let last_t = Tensor::from_vec(last, [n], dev)?;
+    let mut logits = x.embedding(&last_t)?.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?;
+
+    // 2. decode: sample, then feed the new token of every active request
+    let mut active: Vec<usize> = (0..n).filter(|&i| reqs[i].max_new_tokens > 0).collect();
+    let mut rows: Vec<usize> = (0..n).collect(); // row of `logits` for each request
+    while !active.is_empty() {
+        let host = logits.to_vec_f32()?;
+        let v = c.vocab_size;
+        let mut next = Vec::new();
+        for &r in &active {
+            let row = &host[rows[r] * v..(rows[r] + 1) * v];
+            let (tok, lp) = sample(row, params, &mut rngs[r]);
+            out[r].tokens.push(tok);
+            out[r].logprobs.push(lp);
+            on_token(r, tok);
+            if stop_ids.contains(&tok) {
+                out[r].finish = FinishReason::Stop;
+            } else if out[r].tokens.len() < reqs[r].max_new_tokens {
+                next.push(r);
+            }
+        }
+        active = next;
+        if active.is_empty() {
+            break;
+        }
+        let ids: Vec<i32> = active.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
+        let pos: Vec<i32> = active.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
+        let m = active.len();
+        let idx = CacheIndex::new(active.iter().map(|&r| r as i32).collect(), pos.clone(), n, max_len, dev)?;
+        let pos_t = Tensor::from_vec(pos, [m], dev)?;
+        let mut x = model.embed.embedding(&Tensor::from_vec(ids, [m], dev)?)?;
+        for (layer, cache) in model.layers.iter().zip(&caches) {
+            let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
+            cache.write(&k, &v, &idx)?;
+            let o = cache.attend(&q, &idx)?;
+            x = layer_output(layer, c, &x, &o)?;
+        }
+        logits = x.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?;
+        for (row, &r) in active.iter().enumerate() {
+            rows[r] = row;
+        }
+    }
+    Ok(out)
+}
+
+/// Sample one token from a row of logits; returns (token, log-prob under softmax(logits / T)).
+pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> (u32, f64) {
+    let t = if p.temperature > 0.0 { p.temperature } else { 1.0 };
+    let z: Vec<f64> = logits.iter().map(|&x| x as f64 / t).collect();
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+    let logp = |i: usize| z[i] - lse;
+    if p.temperature == 0.0 {
+        let best = (0..z.len()).fold(0, |b, i| if z[i] > z[b] { i } else { b });
+        return (best as u32, logp(best));
+    }
+    // Candidates by probability (ties by id), cut by top-k then by the nucleus mass.
+    let mut order: Vec<usize> = (0..z.len()).collect();
+    let truncate = p.top_k > 0 || p.top_p < 1.0;
+    if truncate {
+        order.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
+        if p.top_k > 0 {
+            order.truncate(p.top_k.min(order.len()));
+        }
+        if p.top_p < 1.0 {
+            let mut mass = 0.0;
+            let mut keep = 0;
+            for &i in &order {
+                mass += logp(i).exp();
+                keep += 1;
+                if mass >= p.top_p {
+                    break;
+                }
+            }
+            order.truncate(keep.max(1));
+        }
+    }
+    let total: f64 = order.iter().map(|&i| logp(i).exp()).sum();
+    let mut u = rng.random::<f64>() * total;
+    for &i in &order {
+        u -= logp(i).exp();
+        if u <= 0.0 {
+            return (i as u32, logp(i));
+        }
+    }
+    let i = *order.last().expect("non-empty vocabulary");
+    (i as u32, logp(i))
+}

@@ -1,0 +1,94 @@
+//! Generation with the KV cache against full recomputation on the fixture model (CPU, f32).
+use entrl_engine::{DType, Device, Packing, Tensor};
+use entrl_qwen3::{generate, FinishReason, ForwardOptions, Qwen3, Request, SamplingParams};
+use std::path::Path;
+use std::sync::Arc;
+
+fn model() -> Qwen3 {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen3-tiny");
+    Qwen3::load(&dir, DType::F32, &Device::Cpu).unwrap()
+}
+
+/// log-softmax of the last position's logits, by a full forward over the whole sequence.
+fn last_logp(m: &Qwen3, seq: &[u32]) -> Vec<f64> {
+    let p = Arc::new(Packing::single(seq.len()).unwrap());
+    let ids = Tensor::from_vec(seq.iter().map(|&t| t as i32).collect::<Vec<_>>(), [seq.len()], &Device::Cpu).unwrap();
+    let h = m.forward(&ids, &p, &ForwardOptions::default()).unwrap().hidden;
+    let lp = h.linear(m.lm_head()).unwrap().log_softmax().unwrap().to_vec_f64().unwrap();
+    let v = m.config.vocab_size;
+    lp[(seq.len() - 1) * v..].to_vec()
+}
+
+fn greedy() -> SamplingParams {
+    SamplingParams { temperature: 0.0, ..Default::default() }
+}
+
+#[test]
+fn cached_greedy_decoding_equals_full_recomputation() {
+    let m = model();
+    let reqs = vec![
+        Request { prompt: vec![5, 17, 300, 2, 99], max_new_tokens: 10, seed: 1 },
+        Request { prompt: vec![7], max_new_tokens: 10, seed: 2 },
+        Request { prompt: vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], max_new_tokens: 4, seed: 3 },
+    ];
+    let out = generate(&m, &reqs, &greedy(), &[], |_, _| {}).unwrap();
+    for (r, g) in reqs.iter().zip(&out) {
+        assert_eq!(g.tokens.len(), r.max_new_tokens);
+        assert_eq!(g.finish, FinishReason::Length);
+        let mut seq = r.prompt.clone();
+        for (step, (&tok, &lp)) in g.tokens.iter().zip(&g.logprobs).enumerate() {
+            let full = last_logp(&m, &seq);
+            let best = (0..full.len()).fold(0, |b, i| if full[i] > full[b] { i } else { b });
+            assert_eq!(tok as usize, best, "step {step} of prompt {:?}", r.prompt);
+            assert!((full[best] - lp).abs() < 1e-4, "logprob {lp} vs {}", full[best]);
+            seq.push(tok);
+        }
+    }
+}
+
+#[test]
+fn batching_does_not_change_sampled_outputs_and_seeds_are_deterministic() {
+    let m = model();
+    let p = SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 50 };
+    let reqs = vec![
+        Request { prompt: vec![3, 9, 27], max_new_tokens: 8, seed: 11 },
+        Request { prompt: vec![81, 243], max_new_tokens: 8, seed: 12 },
+    ];
+    let batched = generate(&m, &reqs, &p, &[], |_, _| {}).unwrap();
+    for (i, r) in reqs.iter().enumerate() {
+        let alone = generate(&m, std::slice::from_ref(r), &p, &[], |_, _| {}).unwrap();
+        assert_eq!(alone[0].tokens, batched[i].tokens);
+    }
+    let again = generate(&m, &reqs, &p, &[], |_, _| {}).unwrap();
+    assert_eq!(again[0].tokens, batched[0].tokens);
+    let other = generate(&m, &[Request { seed: 99, ..reqs[0].clone() }], &p, &[], |_, _| {}).unwrap();
+    assert_ne!(other[0].tokens, batched[0].tokens, "a different seed should sample differently");
+}
+
+#[test]
+fn top_k_one_is_greedy_and_stop_tokens_end_a_request() {
+    let m = model();
+    let r = Request { prompt: vec![5, 6, 7], max_new_tokens: 6, seed: 4 };
+    let g = generate(&m, std::slice::from_ref(&r), &greedy(), &[], |_, _| {}).unwrap();
+    let k1 = SamplingParams { temperature: 0.8, top_p: 1.0, top_k: 1 };
+    let s = generate(&m, std::slice::from_ref(&r), &k1, &[], |_, _| {}).unwrap();
+    assert_eq!(g[0].tokens, s[0].tokens);
+    let stop = g[0].tokens[2];
+    let mut streamed = Vec::new();
+    let st = generate(&m, std::slice::from_ref(&r), &greedy(), &[stop], |_, t| streamed.push(t)).unwrap();
+    assert_eq!(st[0].finish, FinishReason::Stop);
+    assert_eq!(st[0].tokens, g[0].tokens[..3].to_vec());
+    assert_eq!(streamed, st[0].tokens);
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let m = model();
+    let e = generate(&m, &[Request { prompt: vec![], max_new_tokens: 1, seed: 0 }], &greedy(), &[], |_, _| {});
+    assert!(e.err().unwrap().to_string().contains("empty prompt"));
+    let e = generate(&m, &[Request { prompt: vec![100_000], max_new_tokens: 1, seed: 0 }], &greedy(), &[], |_, _| {});
+    assert!(e.err().unwrap().to_string().contains("outside the vocabulary"));
+    let bad = SamplingParams { temperature: 1.0, top_p: 0.0, top_k: 0 };
+    let e = generate(&m, &[Request { prompt: vec![1], max_new_tokens: 1, seed: 0 }], &bad, &[], |_, _| {});
+    assert!(e.err().unwrap().to_string().contains("top_p"));
+}
