@@ -6,7 +6,9 @@
 # Build here first (pinned nvcc, see README), then call the device tool with:
 #   cp -r ../shared/fixtures .device-fixtures      (once; ../shared does not travel, .device-fixtures is ignored)
 #   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 480
+# Usage: bash scripts/device-check.sh [all|kernels]  ("kernels" skips the qwen3-8b model benches, ~4 min less)
 set -uo pipefail
+PART="${1:-all}"
 OUT="${OUT:-/tmp/entrl-out}"
 mkdir -p "$OUT"
 # Details are written to $D and come back as one archive (the device tool returns at most 8 files).
@@ -48,6 +50,13 @@ echo "== bench loss (entrl fused LM head + DAPO loss, then torch eager)"
 timeout 90 "$BIN" bench loss --json "$D/loss.jsonl" 2>&1 | tee "$D/loss.txt"
 timeout 90 python3 benches/torch_loss.py >> "$D/loss.jsonl" 2>&1; tail -n 1 "$D/loss.jsonl"
 
+if [ "$PART" != kernels ]; then
+  echo "== qwen3-8b shape: train step and generation (entrl, then HF transformers)"
+  timeout 150 "$BIN" bench train-step --json "$D/train.jsonl" 2>&1 | tee "$D/train.txt"
+  timeout 150 "$BIN" bench generate --json "$D/generate.jsonl" 2>&1 | tee "$D/generate.txt"
+  timeout 240 python3 benches/torch_model.py > "$D/torch_model.jsonl" 2>&1; tail -n 2 "$D/torch_model.jsonl"
+fi
+
 python3 - "$D" "$selftest_rc" <<'PY' | tee "$D/summary.txt"
 import json, sys, pathlib
 out, rc = pathlib.Path(sys.argv[1]), int(sys.argv[2])
@@ -85,6 +94,15 @@ if "entrl" in loss and "torch_eager" in loss:
     e, t = loss["entrl"], loss["torch_eager"]
     print(f"\n| loss T=8192 H=4096 V=151936 | entrl {e['ms']:.1f} ms, +{e['extra_gib']:.2f} GiB (dW f32 {e['dw_gib']:.2f}) "
           f"| torch eager {t['ms']:.1f} ms, +{t['extra_gib']:.2f} GiB | speed ratio {t['ms'] / e['ms']:.2f}x |")
+tr = {r.get("impl"): r for r in lines("train.jsonl") + lines("torch_model.jsonl") if r.get("bench") == "train_step"}
+if "entrl" in tr and "hf_sdpa_ckpt" in tr:
+    e, t = tr["entrl"], tr["hf_sdpa_ckpt"]
+    print(f"\n| qwen3-8b train step 8192 tok | entrl {e['tok_per_s']:.0f} tok/s, {e['peak_gib']:.1f} GiB | HF {t['tok_per_s']:.0f} tok/s, {t['peak_gib']:.1f} GiB | ratio {e['tok_per_s'] / t['tok_per_s']:.2f}x |")
+gen = [r for r in lines("generate.jsonl") if r.get("impl") == "entrl"]
+hf = [r for r in lines("torch_model.jsonl") if r.get("impl") == "hf_generate"]
+for r in gen:
+    ratio = f"{r['tok_per_s'] / hf[0]['tok_per_s']:.1f}x HF" if hf and r["batch"] == 16 else ""
+    print(f"| generate batch {r['batch']} | {r['tok_per_s']:.0f} tok/s overall, decode {r['decode_tok_per_s']:.0f}, prefill {r['prefill_tok_per_s']:.0f} | {ratio} |")
 print("\n| attention shape | entrl fwd | fwd+H (TF/s) | H overhead | vs FA2 fwd | vs eager H | fwd+bwd (TF/s) | vs FA2 fwd+bwd |")
 print("|---|---|---|---|---|---|---|---|")
 for shape in ["S=1024", "S=2048", "S=4096", "S=8192", "8x1024"]:

@@ -22,6 +22,30 @@ pub enum Bench {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Generation throughput of a named Qwen3 shape with random weights (prefill + KV-cache decode).
+    Generate {
+        #[arg(long, default_value = "qwen3-8b")]
+        shape: String,
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        batches: Vec<usize>,
+        #[arg(long, default_value_t = 256)]
+        prompt: usize,
+        #[arg(long, default_value_t = 128)]
+        new: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// One checkpointed forward+backward (fused loss) of a named Qwen3 shape: tokens/s and peak memory.
+    TrainStep {
+        #[arg(long, default_value = "qwen3-8b")]
+        shape: String,
+        #[arg(long, default_value_t = 8192)]
+        seq: usize,
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Top and bottom `frac` of `n` scores in one pool by device radix select (vs torch.topk twice).
     Select {
         #[arg(long, default_value_t = 4_194_304)]
@@ -73,6 +97,12 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Bench::Matmul { m, n, k, dtype, reps, json } => matmul(*m, *n, *k, dtype, *reps, json.as_deref()),
         Bench::Attention { heads, kv_heads, head_dim, reps, json } => {
             attention(*heads, *kv_heads, *head_dim, *reps, json.as_deref())
+        }
+        Bench::Generate { shape, batches, prompt, new, json } => {
+            crate::bench_model::generate_bench(shape, batches, *prompt, *new, json.as_deref())
+        }
+        Bench::TrainStep { shape, seq, reps, json } => {
+            crate::bench_model::train_step_bench(shape, *seq, *reps, json.as_deref())
         }
         Bench::Select { n, frac, reps, json } => select(*n, *frac, *reps, json.as_deref()),
         Bench::Loss { tokens, hidden, vocab, chunk, reps, json } => {

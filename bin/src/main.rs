@@ -1,5 +1,6 @@
 //! `entrl`: one binary for the whole engine. Subcommands: selftest, bench, info.
 mod bench;
+mod bench_model;
 mod generate;
 mod selftest;
 mod verify;

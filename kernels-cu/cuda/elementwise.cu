@@ -93,3 +93,31 @@ KERNEL cast_bf16_to_f32(float* out, const __nv_bfloat16* x, long long n) {
 
 // Integer permutes (token ids, positions) move bits only.
 KERNEL copy_strided_i32(int* out, const int* x, long long n, CopyGeo g) { copy_strided_body<int>(out, x, n, g); }
+
+// ------------------------------------------------------------------------------------------------
+// Counter-based normal samples (identical on the CPU: engine/src/cpu/random.rs): for element i,
+//   h1 = splitmix64(seed ^ (2i)), h2 = splitmix64(seed ^ (2i + 1)), u1 = (h1 >> 11 + 1) / 2^53, u2 = (h2 >> 11) / 2^53
+//   x = std · sqrt(−2 ln u1) · cos(2π u2)      (Box–Muller, f64 then rounded once)
+// Used to initialise large random models on the device without a host round trip.
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ unsigned long long splitmix64(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+template <typename T> __device__ void randn_body(T* out, long long n, unsigned long long seed, float stdv) {
+    for (long long i = global_tid(); i < n; i += grid_stride()) {
+        const unsigned long long h1 = splitmix64(seed ^ (2ull * (unsigned long long)i));
+        const unsigned long long h2 = splitmix64(seed ^ (2ull * (unsigned long long)i + 1ull));
+        const double u1 = ((double)(h1 >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+        const double u2 = (double)(h2 >> 11) * (1.0 / 9007199254740992.0);
+        const double x = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+        out[i] = from_f32<T>((float)((double)stdv * x));
+    }
+}
+KERNEL randn_f32(float* out, long long n, unsigned long long seed, float stdv) { randn_body<float>(out, n, seed, stdv); }
+KERNEL randn_bf16(__nv_bfloat16* out, long long n, unsigned long long seed, float stdv) {
+    randn_body<__nv_bfloat16>(out, n, seed, stdv);
+}

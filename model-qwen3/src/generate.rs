@@ -103,10 +103,30 @@ pub fn generate(
     while !active.is_empty() {
         let host = logits.to_vec_f32()?;
         let v = c.vocab_size;
+        // Sample every active request in parallel (each has its own generator, so results are independent
+        // of the thread split), then record the tokens in request order.
+        let picks: Vec<(u32, f64)> = {
+            let mut work: Vec<(&[f32], &mut rand::rngs::StdRng)> = Vec::new();
+            let mut rng_refs: Vec<Option<&mut rand::rngs::StdRng>> = rngs.iter_mut().map(Some).collect();
+            for &r in &active {
+                work.push((&host[rows[r] * v..(rows[r] + 1) * v], rng_refs[r].take().expect("one row per request")));
+            }
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(work.len()).max(1);
+            let chunk = work.len().div_ceil(threads);
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = work
+                    .chunks_mut(chunk)
+                    .map(|part| {
+                        sc.spawn(move || {
+                            part.iter_mut().map(|(row, rng)| sample(row, params, *rng)).collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().flat_map(|h| h.join().expect("sampling thread")).collect()
+            })
+        };
         let mut next = Vec::new();
-        for &r in &active {
-            let row = &host[rows[r] * v..(rows[r] + 1) * v];
-            let (tok, lp) = sample(row, params, &mut rngs[r]);
+        for (&r, (tok, lp)) in active.iter().zip(picks) {
             out[r].tokens.push(tok);
             out[r].logprobs.push(lp);
             on_token(r, tok);

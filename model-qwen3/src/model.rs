@@ -106,7 +106,7 @@ impl Qwen3 {
             Ok(if shape.len() == 1 || name.ends_with("norm.weight") {
                 Tensor::ones(shape.to_vec(), dtype, device)?
             } else {
-                Tensor::randn(shape.to_vec(), 0.02, dtype, device, k)?
+                Tensor::randn_hashed(shape.to_vec(), 0.02, dtype, device, k)?
             })
         })
     }

@@ -48,3 +48,23 @@ fn run(dev: &Device, dtype: DType, hq: usize, hkv: usize, d: usize, seed: u64) -
     dev.synchronize()?;
     Ok(max_rel_err(&o.to_vec_f64()?, &o_ref.to_vec_f64()?))
 }
+
+/// The counter-based generator on `dev` against the CPU formula, and its moments.
+pub fn randn_check(dev: &Device, seed: u64) -> CheckRow {
+    let run = || -> Result<(f64, f64)> {
+        let n = 100_003;
+        let t = Tensor::randn_hashed([n], 0.5, DType::F32, dev, seed)?.to_vec_f64()?;
+        let c = Tensor::randn_hashed([n], 0.5, DType::F32, &Device::Cpu, seed)?.to_vec_f64()?;
+        let mean = t.iter().sum::<f64>() / n as f64;
+        let var = t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        let moments = (mean.abs() / 0.5).max((var.sqrt() / 0.5 - 1.0).abs());
+        Ok((max_rel_err(&t, &c), moments))
+    };
+    match run() {
+        Ok((err, moments)) if moments < 0.02 => CheckRow::new("randn_hashed vs CPU", "[100003]", "f32", err, 1e-6),
+        Ok((_, moments)) => {
+            CheckRow::failed("randn_hashed vs CPU", "[100003]", "f32", format!("moments off by {moments:.3}"))
+        }
+        Err(e) => CheckRow::failed("randn_hashed vs CPU", "[100003]", "f32", e.to_string()),
+    }
+}

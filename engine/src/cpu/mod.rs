@@ -8,6 +8,7 @@ pub mod index;
 pub mod matmul;
 pub mod norm;
 pub mod policy_loss;
+pub mod random;
 pub mod reduce;
 pub mod rope;
 pub mod softmax;

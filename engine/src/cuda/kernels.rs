@@ -40,6 +40,14 @@ pub fn fill(dev: &CudaDevice, dtype: DType, len: usize, v: f64) -> Result<CudaSt
     Ok(out)
 }
 
+/// Counter-based normal samples (see `cpu::random`).
+pub fn randn(dev: &CudaDevice, dtype: DType, len: usize, seed: u64, std: f64) -> Result<CudaStorage> {
+    let out = CudaStorage::alloc(dev, dtype, len)?;
+    let (o, n, s, sd) = (out.ptr(), len as i64, seed, std as f32);
+    launch!(dev, "elementwise", format!("randn_{}", float_only("randn", dtype)?), grid(len), [o, n, s, sd]);
+    Ok(out)
+}
+
 pub fn cast(x: &CudaStorage, to: DType) -> Result<CudaStorage> {
     let dev = &x.device;
     if x.dtype == to {

@@ -1,0 +1,133 @@
+//! `entrl bench generate` and `entrl bench train-step`: whole-model benchmarks with random weights of a
+//! named Qwen3 shape (bf16 on the GPU), for comparison with HF in `benches/torch_model.py`.
+use entrl_engine::ops::{dapo_loss, DapoBatch, DapoLossConfig};
+use entrl_engine::{DType, Device, Packing, Tensor};
+use entrl_qwen3::{generate, ForwardOptions, Qwen3, Qwen3Config, Request, SamplingParams};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn gpu_model(shape: &str) -> Result<(Device, Qwen3), Box<dyn std::error::Error>> {
+    let dev = Device::cuda(0)?;
+    let t0 = Instant::now();
+    let m = Qwen3::random(Qwen3Config::named(shape)?, DType::BF16, &dev, 1)?;
+    dev.synchronize()?;
+    println!(
+        "{shape}: {:.3} B parameters, random bf16 init {:.1} s",
+        m.config.num_params() as f64 / 1e9,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok((dev, m))
+}
+
+fn json_line(path: Option<&std::path::Path>, lines: &str) -> std::io::Result<()> {
+    match path {
+        Some(p) => {
+            let tmp = p.with_extension("tmp");
+            std::fs::write(&tmp, lines)?;
+            std::fs::rename(tmp, p)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Prefill and decode throughput at several batch sizes (prompt `prompt` tokens, `new` sampled tokens).
+pub fn generate_bench(
+    shape: &str,
+    batches: &[usize],
+    prompt: usize,
+    new: usize,
+    json: Option<&std::path::Path>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (dev, m) = gpu_model(shape)?;
+    let cuda = dev.as_cuda().expect("cuda").clone();
+    let params = SamplingParams::default();
+    let mut lines = String::new();
+    for &b in batches {
+        let reqs = |n: usize| -> Vec<Request> {
+            (0..b)
+                .map(|i| Request {
+                    prompt: (0..prompt).map(|j| ((i * 7919 + j * 104_729) % 151_000) as u32).collect(),
+                    max_new_tokens: n,
+                    seed: i as u64,
+                })
+                .collect()
+        };
+        generate(&m, &reqs(2), &params, &[], |_, _| {})?; // warm-up
+        let t0 = Instant::now();
+        generate(&m, &reqs(1), &params, &[], |_, _| {})?;
+        let prefill = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        generate(&m, &reqs(new), &params, &[], |_, _| {})?;
+        let total = t0.elapsed().as_secs_f64();
+        let decode = (total - prefill).max(1e-9);
+        let (tps_total, tps_decode, tps_prefill) =
+            ((b * new) as f64 / total, (b * (new - 1)) as f64 / decode, (b * prompt) as f64 / prefill);
+        println!(
+            "batch {b:>3}: {tps_total:>8.0} tok/s overall ({prompt}+{new}), decode {tps_decode:>8.0} tok/s ({:.2} ms/step), prefill {tps_prefill:>9.0} tok/s",
+            decode * 1e3 / (new - 1) as f64
+        );
+        lines.push_str(&format!(
+            "{{\"bench\":\"generate\",\"impl\":\"entrl\",\"shape\":\"{shape}\",\"batch\":{b},\"prompt\":{prompt},\"new\":{new},\"tok_per_s\":{tps_total:.1},\"decode_tok_per_s\":{tps_decode:.1},\"prefill_tok_per_s\":{tps_prefill:.1},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+            cuda.name(),
+            crate::COMMIT
+        ));
+    }
+    json_line(json, &lines)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One forward+backward of a `seq`-token sequence with per-layer checkpointing and the fused loss.
+pub fn train_step_bench(
+    shape: &str,
+    seq: usize,
+    reps: usize,
+    json: Option<&std::path::Path>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (dev, m) = gpu_model(shape)?;
+    let cuda = dev.as_cuda().expect("cuda").clone();
+    let packing = Arc::new(Packing::single(seq)?);
+    let ids: Vec<i32> = (0..seq).map(|j| ((j * 104_729 + 17) % 151_000) as i32).collect();
+    let ids_t = Tensor::from_vec(ids.clone(), [seq], &dev)?;
+    let targets = Tensor::from_vec(ids[1..].iter().copied().chain([0]).collect::<Vec<_>>(), [seq], &dev)?;
+    let zeros = Tensor::zeros([seq], DType::F32, &dev)?;
+    let ones = Tensor::ones([seq], DType::F32, &dev)?;
+    let adv = Tensor::rand_uniform([seq], -1.0, 1.0, DType::F32, &dev, 3)?;
+    let opts = ForwardOptions { entropy_layers: vec![20.min(m.config.num_hidden_layers - 1)], checkpoint: true };
+    let step = || -> Result<(), Box<dyn std::error::Error>> {
+        let out = m.forward(&ids_t, &packing, &opts)?;
+        let batch = DapoBatch { targets: &targets, old_logp: &zeros, advantages: &adv, mask: &ones, weights: &ones };
+        dapo_loss(&out.hidden, m.lm_head(), &batch, &DapoLossConfig::default())?.loss.backward()?;
+        m.params().iter().for_each(|(_, p)| p.zero_grad());
+        Ok(())
+    };
+    step()?;
+    dev.synchronize()?;
+    cuda.reset_peak_memory();
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t0 = Instant::now();
+        step()?;
+        dev.synchronize()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let s = times[times.len() / 2];
+    let peak = cuda.memory_stats().peak_in_use as f64 / (1u64 << 30) as f64;
+    println!(
+        "train step {shape}, {seq} tokens, checkpointed: {:.1} ms, {:.0} tokens/s, peak {peak:.1} GiB",
+        s * 1e3,
+        seq as f64 / s
+    );
+    json_line(
+        json,
+        &format!(
+            "{{\"bench\":\"train_step\",\"impl\":\"entrl\",\"shape\":\"{shape}\",\"seq\":{seq},\"ms\":{:.1},\"tok_per_s\":{:.1},\"peak_gib\":{peak:.2},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+            s * 1e3,
+            seq as f64 / s,
+            cuda.name(),
+            crate::COMMIT
+        ),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
