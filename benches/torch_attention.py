@@ -7,28 +7,13 @@ no grad) with its extra memory. One JSON line per (shape, impl, mode). CUDA even
 """
 import argparse
 import json
-import statistics
 
 import torch
+from cuda_timing import timed
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 SHAPES = [[1024], [2048], [4096], [8192], [1024] * 8]
-
-
-def timed(fn, reps):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
 
 
 def eager_entropy(q, k, v):

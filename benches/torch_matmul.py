@@ -5,9 +5,9 @@ median of repetitions).
 """
 import argparse
 import json
-import statistics
 
 import torch
+from cuda_timing import timed
 
 
 def main() -> None:
@@ -19,18 +19,7 @@ def main() -> None:
     a = ap.parse_args()
     x = torch.randn(a.m, a.k, device="cuda", dtype=torch.bfloat16)
     y = torch.randn(a.k, a.n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        x @ y
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(a.reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        x @ y
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    ms = statistics.median(times)
+    ms = timed(lambda: x @ y, a.reps)
     tflops = 2 * a.m * a.n * a.k / (ms * 1e-3) / 1e12
     print(json.dumps({"bench": "matmul", "impl": "torch", "dtype": "bf16", "m": a.m, "n": a.n, "k": a.k,
                       "ms": round(ms, 4), "tflops": round(tflops, 2), "gpu": torch.cuda.get_device_name(),

@@ -7,24 +7,9 @@ entrl's radix_sort). One JSON line per op. CUDA events, warm-up, median of --rep
 import argparse
 import json
 import math
-import statistics
 
 import torch
-
-
-def timed(fn, reps):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
+from cuda_timing import timed
 
 
 def main() -> None:
@@ -49,8 +34,8 @@ def main() -> None:
 
     with torch.no_grad():
         rows = [
-            ("torch_topk_both", timed(both_tails, a.reps)),
-            ("torch_sort", timed(full_sort, a.reps)),
+            ("torch_topk_both", timed(both_tails, a.reps, warmup=5)),
+            ("torch_sort", timed(full_sort, a.reps, warmup=5)),
         ]
     for impl, ms in rows:
         print(json.dumps({"bench": "select", "impl": impl, "n": a.n, "frac": a.frac, "k": k, "ms": round(ms, 4),
