@@ -3,6 +3,7 @@
 //! reward verifiers; the rollout/update loop and `entrl train` come next.
 pub mod advantage;
 pub mod dynamic_sampling;
+pub mod reward;
 pub mod strategy;
 
 pub use entrl_qwen3 as model;
