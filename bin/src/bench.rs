@@ -144,7 +144,7 @@ fn matmul(
 }
 
 /// Write via a temporary file and rename, so a reader never sees a half-written file.
-fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, path)

@@ -21,14 +21,7 @@ fn gpu_model(shape: &str) -> Result<(Device, Qwen3), Box<dyn std::error::Error>>
 }
 
 fn json_line(path: Option<&std::path::Path>, lines: &str) -> std::io::Result<()> {
-    match path {
-        Some(p) => {
-            let tmp = p.with_extension("tmp");
-            std::fs::write(&tmp, lines)?;
-            std::fs::rename(tmp, p)
-        }
-        None => Ok(()),
-    }
+    path.map_or(Ok(()), |p| crate::bench::write_atomic(p, lines))
 }
 
 /// Prefill and decode throughput at several batch sizes (prompt `prompt` tokens, `new` sampled tokens).
