@@ -5,9 +5,9 @@ events, median) and extra memory (peak allocated during a step minus what the in
 """
 import argparse
 import json
-import statistics
 
 import torch
+from cuda_timing import timed
 
 
 def dapo(logp, old, adv, mask, w, eps_low=0.2, eps_high=0.28, c=10.0):
@@ -49,15 +49,7 @@ def main() -> None:
     step()
     torch.cuda.synchronize()
     extra = (torch.cuda.max_memory_allocated() - base) / 2**30
-    times = []
-    for _ in range(a.reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        step()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    ms = statistics.median(times)
+    ms = timed(step, a.reps, warmup=0)
     print(json.dumps({"bench": "loss", "impl": "torch_eager", "tokens": t, "hidden": h, "vocab": v, "ms": round(ms, 3),
                       "tflops": round(6 * t * h * v / (ms * 1e-3) / 1e12, 1), "extra_gib": round(extra, 3),
                       "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}))
