@@ -208,6 +208,7 @@ __device__ void attn_fwd_body(bf16* __restrict__ o, float* __restrict__ lse, flo
                       const int* cu_seqlens, int hq, int hkv, float scale, int want_entropy) {                 \
         attn_fwd_body<D>(o, lse, ent, q, k, v, cu_seqlens, hq, hkv, scale, want_entropy);                      \
     }
+DEFINE_ATTN_FWD(32)
 DEFINE_ATTN_FWD(64)
 DEFINE_ATTN_FWD(128)
 
@@ -350,6 +351,7 @@ __device__ void attn_bwd_body(float* __restrict__ dq_accum, bf16* __restrict__ d
                       int hkv, float scale) {                                                                  \
         attn_bwd_body<D>(dq_accum, dk, dv, q, k, v, dout, lse, dvec, cu_seqlens, hq, hkv, scale);              \
     }
+DEFINE_ATTN_BWD(32)
 DEFINE_ATTN_BWD(64)
 DEFINE_ATTN_BWD(128)
 

@@ -290,7 +290,7 @@ enum AttnOut {
 
 /// Small packs (odd lengths, length 1, GQA ratios 1/4/6, head dims the CUDA kernel does not take) for finite
 /// differences and the CPU paths; the
-/// kernel's head dims 64/128 in bf16 with long rows (S >= 4096) for the GPU.
+/// kernel's head dims 32/64/128 in bf16 with long rows (S >= 4096) for the GPU.
 fn attention_cases() -> Vec<OpCase> {
     use AttnOut::*;
     vec![
@@ -299,6 +299,7 @@ fn attention_cases() -> Vec<OpCase> {
         attn("attention gqa6", &[1, 6], 6, 1, 2, Out).cpu_only(),
         attn("attention entropy", &[3, 1, 4], 4, 2, 4, Entropy).cpu_only(),
         attn("attention Hnorm head-mean", &[5, 1, 2], 2, 1, 4, NormMean).cpu_only(),
+        attn("attention d32", &[3, 50, 1, 70], 4, 2, 32, Out).bf16_only().big(),
         attn("attention d64", &[1, 37, 64, 129], 4, 1, 64, Out).bf16_only().big(),
         attn("attention d128 gqa4", &[200, 17, 65], 8, 2, 128, Out).bf16_only().big(),
         attn("attention entropy d128", &[200, 17, 65], 8, 2, 128, Entropy).bf16_only(),

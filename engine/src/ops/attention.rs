@@ -108,8 +108,8 @@ fn validate(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing) -> Result<Att
                 msg: "the CUDA kernel takes bf16",
             });
         }
-        if d != 64 && d != 128 {
-            return Err(bad(format!("the CUDA kernel supports head_dim 64 and 128, not {d}")));
+        if ![32, 64, 128].contains(&d) {
+            return Err(bad(format!("the CUDA kernel supports head_dim 32, 64 and 128, not {d}")));
         }
     }
     Ok(AttnGeom { spans: packing.spans().collect(), total: t, hq, hkv, d, scale: 1.0 / (d as f64).sqrt() })
