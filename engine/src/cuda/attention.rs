@@ -1,12 +1,10 @@
 //! Launchers for `kernels-cu/cuda/attention.cu`: the fused forward (with optional entropy), the backward
 //! (row dot preprocess, main kernel with f32 dQ accumulation, final cast) and entropy normalisation.
 use super::kernels::{self, grid};
-use super::CudaDevice;
 use crate::cpu::attention::AttnGeom;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
-use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
 use cudarc::driver::LaunchConfig;
 
 const BLOCK: usize = 64;
@@ -23,12 +21,6 @@ pub fn smem_bytes(d: usize, backward: bool) -> usize {
     }
 }
 
-fn prepare(dev: &CudaDevice, name: &str, smem: usize) -> Result<()> {
-    let f = dev.function("attention", name)?;
-    f.set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-        .map_err(|e| EngineError::cuda(format!("allowing {smem} bytes of shared memory for {name}"), e))
-}
-
 fn cfg(blocks_x: usize, heads: usize, seqs: usize, smem: usize) -> Result<LaunchConfig> {
     if heads > 65_535 || seqs > 65_535 {
         return Err(EngineError::shape("attention", format!("{heads} heads x {seqs} sequences exceed the grid")));
@@ -41,7 +33,7 @@ fn cfg(blocks_x: usize, heads: usize, seqs: usize, smem: usize) -> Result<Launch
 }
 
 fn i32_of(x: usize) -> Result<i32> {
-    i32::try_from(x).map_err(|_| EngineError::shape("attention", format!("{x} exceeds i32")))
+    kernels::i32_arg("attention", x)
 }
 
 /// Returns (o bf16 [T, Hq, D], lse f32 [T, Hq], entropy f32 [T, Hq] when asked for).
@@ -63,7 +55,7 @@ pub fn forward(
     }
     let name = format!("attn_fwd_d{}", g.d);
     let smem = smem_bytes(g.d, false);
-    prepare(dev, &name, smem)?;
+    dev.allow_shared_memory("attention", &name, smem)?;
     let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), smem)?;
     let (po, pl, pe) = (o.ptr(), lse.ptr(), ent.as_ref().map_or(0u64, |e| e.ptr()));
     let (pq, pk, pv, pc) = (q.ptr(), k.ptr(), v.ptr(), cu.ptr());
@@ -108,7 +100,7 @@ pub fn backward(
     let dq_acc = CudaStorage::zeros(dev, DType::F32, q.len)?;
     let name = format!("attn_bwd_d{}", g.d);
     let smem = smem_bytes(g.d, true);
-    prepare(dev, &name, smem)?;
+    dev.allow_shared_memory("attention", &name, smem)?;
     let c = cfg(max_len.div_ceil(BLOCK), g.hkv, g.spans.len(), smem)?;
     let (pdq, pdk, pdv) = (dq_acc.ptr(), dk.ptr(), dv.ptr());
     let (pq, pk, pv, pl, pc) = (q.ptr(), k.ptr(), v.ptr(), lse.ptr(), cu.ptr());

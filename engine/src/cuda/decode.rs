@@ -2,11 +2,10 @@
 use crate::cpu::decode::DecodeGeom;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
-use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
 use cudarc::driver::LaunchConfig;
 
 fn i32_of(x: usize) -> Result<i32> {
-    i32::try_from(x).map_err(|_| EngineError::shape("decode", format!("{x} exceeds i32")))
+    super::kernels::i32_arg("decode", x)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -56,9 +55,7 @@ pub fn decode_attention(
         ));
     }
     let name = format!("decode_attention_{}", q.dtype.suffix());
-    let f = dev.function("decode", &name)?;
-    f.set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-        .map_err(|e| EngineError::cuda(format!("allowing {smem} bytes of shared memory for {name}"), e))?;
+    dev.allow_shared_memory("decode", &name, smem)?;
     let cfg = LaunchConfig {
         grid_dim: (batch as u32, g.hq as u32, 1),
         block_dim: (128, 1, 1),

@@ -23,7 +23,7 @@ fn float_only(op: &'static str, dtype: DType) -> Result<&'static str> {
         d => Err(EngineError::UnsupportedDType { op, dtype: d, msg: "CUDA kernels take f32 or bf16" }),
     }
 }
-fn i32_arg(op: &'static str, x: usize) -> Result<i32> {
+pub(crate) fn i32_arg(op: &'static str, x: usize) -> Result<i32> {
     i32::try_from(x).map_err(|_| EngineError::shape(op, format!("{x} exceeds the kernel's i32 range")))
 }
 

@@ -220,6 +220,14 @@ impl CudaDevice {
         Ok(f)
     }
 
+    /// Allow `family::name` up to `bytes` of dynamic shared memory (needed above the default 48 KiB).
+    pub(crate) fn allow_shared_memory(&self, family: &'static str, name: &str, bytes: usize) -> Result<()> {
+        use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
+        self.function(family, name)?
+            .set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+            .map_err(|e| EngineError::cuda(format!("allowing {bytes} bytes of shared memory for {name}"), e))
+    }
+
     /// Called after each launch: in debug-sync mode, wait and surface the kernel's own fault.
     pub(crate) fn after_launch(&self, name: &str) -> Result<()> {
         if self.inner.debug_sync.load(Ordering::Relaxed) {

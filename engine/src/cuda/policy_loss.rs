@@ -64,7 +64,7 @@ pub fn fused_dapo_loss(
     let logits = CudaStorage::alloc(dev, DType::F32, chunk * vocab)?;
     let dlogits = if want_grad { Some(CudaStorage::alloc(dev, dt, chunk * vocab)?) } else { None };
     let (esz, f4) = (dt.size_in_bytes() as u64, 4u64);
-    let i32_of = |v: usize| i32::try_from(v).map_err(|_| EngineError::shape("dapo_loss", format!("{v} exceeds i32")));
+    let i32_of = |v: usize| super::kernels::i32_arg("dapo_loss", v);
     let mut c0 = 0;
     while c0 < tokens {
         let rows_c = chunk.min(tokens - c0);

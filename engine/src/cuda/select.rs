@@ -1,7 +1,7 @@
 //! Launchers for `kernels-cu/cuda/select.cu`: per-pool top/bottom-k masks by radix select (scores or seeded
 //! random keys) and the stable LSD radix sort of (f32 key, i32 index) pairs. Algorithms: the header of
 //! `select.cu`.
-use super::kernels::grid;
+use super::kernels::{grid, i32_arg};
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
@@ -21,10 +21,6 @@ fn blocks(op: &'static str, n: usize) -> Result<LaunchConfig> {
         .filter(|&b| b < i32::MAX as u32)
         .ok_or_else(|| EngineError::shape(op, format!("{n} blocks exceed the grid")))?;
     Ok(LaunchConfig { grid_dim: (b, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 })
-}
-
-fn i32_of(op: &'static str, x: usize) -> Result<i32> {
-    i32::try_from(x).map_err(|_| EngineError::shape(op, format!("{x} exceeds the kernel's i32 range")))
 }
 
 /// Per-pool tail masks (f32 0/1, one per tail) over `valid.len` tokens. `scores` = None selects with the
@@ -58,7 +54,7 @@ pub fn select_masks(
     if n == 0 {
         return Ok(outs);
     }
-    i32_of(op, n)?;
+    i32_arg(op, n)?;
     let nslots = num_pools * ntails;
     // Per slot: a 256-bin histogram (zeroed here, re-zeroed by select_scan) and [kk, key, idx, mode].
     let hist = CudaStorage::zeros(dev, DType::I32, nslots * 256)?;
@@ -70,7 +66,7 @@ pub fn select_masks(
     let scan_cfg = blocks(op, nslots.min(65_535))?;
     let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
-    let (np, nn, nt, ns) = (i32_of(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
+    let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
     for pass in 0..SELECT_PASSES {
         launch!(dev, "select", "select_hist", hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
         launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
@@ -103,7 +99,7 @@ pub fn radix_sort(x: &CudaStorage) -> Result<(CudaStorage, CudaStorage)> {
     if n == 0 {
         return Ok((out, idx_a));
     }
-    i32_of(OP, n)?;
+    i32_arg(OP, n)?;
     let tiles = n.div_ceil(TILE);
     // Ping-pong buffers: (keys_a, idx_a) -> (keys_b, idx_b) -> (keys_a, idx_a) ... (4 passes end in a).
     let keys_a = CudaStorage::alloc(dev, DType::I32, n)?;
