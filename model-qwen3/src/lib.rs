@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod save;
 pub mod tokenizer;
 pub mod verify;
 

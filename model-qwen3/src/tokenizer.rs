@@ -22,6 +22,7 @@ pub struct Tokenizer {
     template: Option<String>,
     /// `<|im_end|>` and the configured EOS: generation stops on any of these ids.
     stop_ids: Vec<u32>,
+    eos: Option<String>,
 }
 
 impl Tokenizer {
@@ -59,7 +60,17 @@ impl Tokenizer {
         }
         stop_ids.sort();
         stop_ids.dedup();
-        Self { inner, template, stop_ids }
+        Self { inner, template, stop_ids, eos: eos.map(String::from) }
+    }
+
+    /// Write `dir/tokenizer.json` and `dir/tokenizer_config.json` (chat template, EOS) atomically, so
+    /// [`Tokenizer::from_dir`] reads the same tokenizer back.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let json = self.inner.to_string(false).map_err(|e| ModelError::Invalid(format!("tokenizer: {e}")))?;
+        crate::save::write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
+        let cfg = serde_json::json!({ "chat_template": self.template, "eos_token": self.eos });
+        let text = serde_json::to_string_pretty(&cfg).expect("a JSON object serializes");
+        crate::save::write_atomic(&dir.join("tokenizer_config.json"), text.as_bytes())
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

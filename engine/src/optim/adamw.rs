@@ -85,6 +85,64 @@ impl AdamW {
         self.step
     }
 
+    /// The optimizer state for a checkpoint: per parameter (in construction order, named by `names`)
+    /// `{name}.exp_avg`, `{name}.exp_avg_sq` and, for bf16 parameters, `{name}.master`; plus the step count.
+    pub fn state_tensors(&self, names: &[String]) -> Result<(Vec<(String, Tensor)>, u64)> {
+        if names.len() != self.states.len() {
+            return Err(EngineError::invalid(
+                "AdamW state",
+                format!("{} names for {} parameters", names.len(), self.states.len()),
+            ));
+        }
+        let mut out = Vec::with_capacity(3 * names.len());
+        for (n, s) in names.iter().zip(&self.states) {
+            out.push((format!("{n}.exp_avg"), s.m.clone()));
+            out.push((format!("{n}.exp_avg_sq"), s.v.clone()));
+            if let Some(m) = &s.master {
+                out.push((format!("{n}.master"), m.clone()));
+            }
+        }
+        Ok((out, self.step))
+    }
+
+    /// Restore what [`AdamW::state_tensors`] wrote; `lookup(key, shape)` returns the saved tensor (any
+    /// device), `shape` being the parameter's.
+    /// Masters are restored too, and the working bf16 copies are rewritten from them.
+    pub fn load_state(
+        &mut self,
+        names: &[String],
+        step: u64,
+        mut lookup: impl FnMut(&str, &[usize]) -> Option<Tensor>,
+    ) -> Result<()> {
+        if names.len() != self.states.len() {
+            return Err(EngineError::invalid(
+                "AdamW state",
+                format!("{} names for {} parameters", names.len(), self.states.len()),
+            ));
+        }
+        for (n, s) in names.iter().zip(&self.states) {
+            let mut restore = |key: String, dst: &Tensor| -> Result<()> {
+                let src = lookup(&key, dst.dims())
+                    .ok_or_else(|| EngineError::invalid("AdamW state", format!("missing tensor {key}")))?;
+                if src.dims() != dst.dims() {
+                    return Err(EngineError::shape(
+                        "AdamW state",
+                        format!("{key} is {}, the parameter needs {}", src.shape(), dst.shape()),
+                    ));
+                }
+                dst.copy_from(&src.to_dtype(dst.dtype())?.to_device(dst.device())?)
+            };
+            restore(format!("{n}.exp_avg"), &s.m)?;
+            restore(format!("{n}.exp_avg_sq"), &s.v)?;
+            if let Some(m) = &s.master {
+                restore(format!("{n}.master"), m)?;
+                s.param.copy_from(&m.to_dtype(s.param.dtype())?)?;
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// One update at learning rate `lr` of every parameter that has a gradient. `grad_scale` (a device
     /// scalar, e.g. the clipping coefficient) multiplies every gradient when given.
     pub fn step(&mut self, lr: f64, grad_scale: Option<&Tensor>) -> Result<()> {
