@@ -1,0 +1,448 @@
+//! SVG charts of a training run's per-step metrics.
+//!
+//! [`plot_run`] reads `RUN_DIR/metrics.jsonl` (one JSON object per step, each with a numeric `"step"`)
+//! and writes one SVG per chart in `CHARTS` into `RUN_DIR/plots/`, plus a 2×2 `summary.svg` (`SUMMARY_PANELS`).
+//! Metrics that are absent, null or non-numeric in a row are skipped; a chart with no data is not written.
+//! Every file is rendered in memory and written atomically (`name.svg.tmp`, then renamed).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde_json::{Map, Value};
+
+/// One set of series drawn on shared axes.
+struct Panel {
+    title: &'static str,
+    y_desc: &'static str,
+    keys: &'static [&'static str],
+}
+
+/// A chart written to its own file.
+struct Chart {
+    file: &'static str,
+    panel: Panel,
+}
+
+const fn chart(file: &'static str, title: &'static str, y_desc: &'static str, keys: &'static [&'static str]) -> Chart {
+    Chart { file, panel: Panel { title, y_desc, keys } }
+}
+
+/// Chart file → title → y-axis label → metric keys.
+const CHARTS: [Chart; 9] = [
+    chart("reward.svg", "Reward and accuracy", "value", &["reward_mean", "acc_generated", "acc_mean", "eval_acc"]),
+    chart("response_length.svg", "Response length", "tokens", &["response_len_mean", "response_len_max"]),
+    chart("fractions.svg", "Fractions", "fraction", &["kept_frac", "overlong_frac", "clip_frac", "clip_frac_lower"]),
+    chart("optim.svg", "Optimisation", "value", &["grad_norm", "loss", "approx_kl"]),
+    chart("lr.svg", "Learning rate", "lr", &["lr"]),
+    chart(
+        "timing.svg",
+        "Step timing",
+        "seconds",
+        &["time_rollout_s", "time_old_logprob_s", "time_update_s", "time_step_s"],
+    ),
+    chart("throughput.svg", "Throughput", "tokens/s", &["tokens_per_s"]),
+    chart(
+        "diagnostics.svg",
+        "Gradient diagnostics",
+        "value",
+        &["diag_grad_norm_selected", "diag_grad_norm_full", "diag_grad_cosine"],
+    ),
+    chart(
+        "entropy_groups.svg",
+        "Entropy groups",
+        "value",
+        &["diag_anchor_hnorm", "diag_explorer_hnorm", "diag_anchor_pred_entropy", "diag_explorer_pred_entropy"],
+    ),
+];
+
+const SUMMARY_FILE: &str = "summary.svg";
+
+/// Panels of the 2×2 `summary.svg`, row by row.
+const SUMMARY_PANELS: [Panel; 4] = [
+    Panel { title: "Reward / accuracy", y_desc: "value", keys: &["reward_mean", "acc_generated", "eval_acc"] },
+    Panel { title: "Response length", y_desc: "tokens", keys: &["response_len_mean", "response_len_max"] },
+    Panel { title: "Kept / clip fraction", y_desc: "fraction", keys: &["kept_frac", "clip_frac"] },
+    Panel { title: "Grad norm", y_desc: "norm", keys: &["grad_norm"] },
+];
+
+/// Distinct series colours (Tableau 10).
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+const CHART_SIZE: (u32, u32) = (900, 540);
+const SUMMARY_SIZE: (u32, u32) = (1400, 900);
+/// Series with fewer points than this get point markers.
+const MARKER_LIMIT: usize = 50;
+
+/// One parsed metrics row: its step and all its fields.
+struct Row {
+    step: f64,
+    fields: Map<String, Value>,
+}
+
+/// Write SVG charts of `run_dir/metrics.jsonl` into `run_dir/plots/`; returns the files written.
+pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let rows = read_metrics(run_dir)?;
+    let out_dir = run_dir.join("plots");
+    fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+
+    let mut written = Vec::new();
+    for chart in &CHARTS {
+        let series = collect_series(&rows, chart.panel.keys);
+        if series.is_empty() {
+            continue;
+        }
+        let svg = render(CHART_SIZE, |root| draw_panel(root, &chart.panel, &series))?;
+        written.push(write_atomic(&out_dir, chart.file, &svg)?);
+    }
+
+    let panels: Vec<_> = SUMMARY_PANELS.iter().map(|p| (p, collect_series(&rows, p.keys))).collect();
+    if panels.iter().any(|(_, s)| !s.is_empty()) {
+        let svg = render(SUMMARY_SIZE, |root| {
+            let root = root.titled("Run summary", ("sans-serif", 28)).map_err(|e| e.to_string())?;
+            for (area, (panel, series)) in root.split_evenly((2, 2)).iter().zip(&panels) {
+                draw_panel(area, panel, series)?;
+            }
+            Ok(())
+        })?;
+        written.push(write_atomic(&out_dir, SUMMARY_FILE, &svg)?);
+    }
+    Ok(written)
+}
+
+/// Parse `run_dir/metrics.jsonl`, skipping blank lines.
+fn read_metrics(run_dir: &Path) -> Result<Vec<Row>, String> {
+    let path = run_dir.join("metrics.jsonl");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("no metrics.jsonl in {}: has this run logged a step yet?", run_dir.display()))
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut rows = Vec::new();
+    for (idx, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("line {} of {}", idx + 1, path.display());
+        let fields = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => return Err(format!("{}: expected a JSON object", at())),
+            Err(e) => return Err(format!("{}: malformed JSON: {e}", at())),
+        };
+        let step = fields
+            .get("step")
+            .and_then(Value::as_f64)
+            .filter(|s| s.is_finite())
+            .ok_or_else(|| format!("{}: missing numeric \"step\"", at()))?;
+        rows.push(Row { step, fields });
+    }
+    if rows.is_empty() {
+        return Err(format!("{} has no rows", path.display()));
+    }
+    Ok(rows)
+}
+
+/// `(key, points)` for each key with at least one finite numeric value.
+fn collect_series(rows: &[Row], keys: &[&'static str]) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+    keys.iter()
+        .map(|&key| {
+            let points = rows
+                .iter()
+                .filter_map(|r| r.fields.get(key)?.as_f64().filter(|v| v.is_finite()).map(|v| (r.step, v)))
+                .collect::<Vec<_>>();
+            (key, points)
+        })
+        .filter(|(_, points)| !points.is_empty())
+        .collect()
+}
+
+/// Render an SVG of `size` into a string with `draw` on a white background.
+fn render(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(&root)?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+/// Draw one titled line chart of `series` into `area`; an empty `series` leaves just the title.
+fn draw_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    panel: &Panel,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<(), String> {
+    let all = || series.iter().flat_map(|(_, points)| points.iter());
+    let (Some((x_lo, x_hi)), Some((y_lo, y_hi))) = (bounds(all().map(|p| p.0)), bounds(all().map(|p| p.1))) else {
+        area.titled(panel.title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+        return Ok(());
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.title, ("sans-serif", 22))
+        .margin(12)
+        .margin_right(28)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_range(x_lo, x_hi), y_range(y_lo, y_hi))
+        .map_err(|e| e.to_string())?;
+    let x_label = |v: &f64| tick_label(*v, x_hi - x_lo);
+    let y_label = |v: &f64| tick_label(*v, y_hi - y_lo);
+    chart
+        .configure_mesh()
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .x_desc("step")
+        .y_desc(panel.y_desc)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(markers))
+            .map_err(|e| e.to_string())?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// `(min, max)` of `values`, or `None` when empty.
+fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |acc, v| match acc {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
+    })
+}
+
+/// The step axis: exactly `lo..hi`, or `lo - 1..hi + 1` for a single step.
+fn x_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
+    if hi > lo {
+        lo..hi
+    } else {
+        lo - 1.0..hi + 1.0
+    }
+}
+
+/// The value axis: `lo..hi` padded by 5% of the span; a constant gets ±10% of its value (±1 at zero).
+fn y_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else if lo != 0.0 {
+        lo.abs() * 0.1
+    } else {
+        1.0
+    };
+    lo - pad..hi + pad
+}
+
+/// A short tick label: trailing zeros trimmed, scientific notation for tiny or huge magnitudes, and float noise
+/// (relative to the axis `span`) shown as 0.
+fn tick_label(v: f64, span: f64) -> String {
+    fn trim(s: &str) -> &str {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            s
+        }
+    }
+    let a = v.abs();
+    if a <= span * 1e-9 {
+        "0".to_string()
+    } else if !(1e-3..1e6).contains(&a) {
+        let s = format!("{v:.3e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        format!("{}e{exp}", trim(mantissa))
+    } else {
+        trim(&format!("{v:.6}")).to_string()
+    }
+}
+
+/// Write `contents` to `dir/name` via `dir/name.tmp` and a rename.
+fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, String> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    fs::rename(&tmp, &path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh, unique directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            let dir = std::env::temp_dir().join(format!("entrl-plot-{tag}-{}-{nanos}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn write_metrics(&self, text: &str) {
+            fs::write(self.0.join("metrics.jsonl"), text).unwrap();
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn full_row(step: usize) -> String {
+        let s = step as f64;
+        let mut row = serde_json::json!({
+            "step": step,
+            "reward_mean": 0.1 + 0.02 * s,
+            "acc_mean": (0.05 * s).min(1.0),
+            "response_len_mean": 200.0 + 3.0 * s,
+            "response_len_max": 512,
+            "kept_frac": 0.8,
+            "overlong_frac": 0.01 * s,
+            "clip_frac": 0.002 * s,
+            "clip_frac_lower": 0.001,
+            "grad_norm": 1.0 / (1.0 + s),
+            "loss": -0.01 * s,
+            "approx_kl": 1e-4 * s,
+            "lr": 1e-6,
+            "time_rollout_s": 10.0 + s,
+            "time_old_logprob_s": 2.0,
+            "time_update_s": 5.0,
+            "time_step_s": 17.0 + s,
+            "tokens_per_s": 1234.5,
+        });
+        if matches!(step, 10 | 20 | 30) {
+            row["eval_acc"] = serde_json::json!(0.3 + 0.01 * s);
+        }
+        row.to_string()
+    }
+
+    #[test]
+    fn writes_charts_for_a_run() {
+        let dir = TempDir::new("run");
+        dir.write_metrics(&(1..=30).map(full_row).collect::<Vec<_>>().join("\n"));
+        let files = plot_run(&dir.0).unwrap();
+        let plots = dir.0.join("plots");
+        for name in [
+            "reward.svg",
+            "response_length.svg",
+            "fractions.svg",
+            "optim.svg",
+            "lr.svg",
+            "timing.svg",
+            "throughput.svg",
+            "summary.svg",
+        ] {
+            assert!(files.contains(&plots.join(name)), "{name} not in {files:?}");
+            assert!(plots.join(name).is_file(), "{name} missing");
+            assert!(!plots.join(format!("{name}.tmp")).exists(), "{name}.tmp left behind");
+        }
+        assert!(!plots.join("diagnostics.svg").exists());
+        assert!(!plots.join("entropy_groups.svg").exists());
+
+        let reward = fs::read_to_string(plots.join("reward.svg")).unwrap();
+        for text in ["reward_mean", "acc_mean", "eval_acc", "Reward and accuracy", "step"] {
+            assert!(reward.contains(text), "reward.svg lacks {text:?}");
+        }
+        assert!(reward.contains("<polyline") || reward.contains("<path"));
+        let summary = fs::read_to_string(plots.join("summary.svg")).unwrap();
+        assert!(summary.contains("grad_norm") && summary.contains("kept_frac"));
+    }
+
+    #[test]
+    fn diagnostics_written_when_present() {
+        let dir = TempDir::new("diag");
+        dir.write_metrics("{\"step\": 1, \"diag_grad_cosine\": 0.5}\n");
+        let files = plot_run(&dir.0).unwrap();
+        assert_eq!(files, vec![dir.0.join("plots").join("diagnostics.svg")]);
+    }
+
+    #[test]
+    fn malformed_line_names_line_number() {
+        let dir = TempDir::new("bad");
+        dir.write_metrics("{\"step\": 1, \"loss\": 0.5}\n{\"step\": 2, \"loss\": \n");
+        let err = plot_run(&dir.0).unwrap_err();
+        assert!(err.contains("line 2") && err.contains("metrics.jsonl"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let dir = TempDir::new("missing");
+        let err = plot_run(&dir.0).unwrap_err();
+        assert!(err.contains("no metrics.jsonl in") && err.contains("has this run logged a step yet?"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_an_error() {
+        let dir = TempDir::new("empty");
+        dir.write_metrics("\n\n");
+        assert!(plot_run(&dir.0).unwrap_err().contains("no rows"));
+    }
+
+    #[test]
+    fn null_values_are_skipped() {
+        let dir = TempDir::new("nulls");
+        dir.write_metrics(
+            "{\"step\": 1, \"reward_mean\": null, \"lr\": null}\n\n\
+             {\"step\": 2, \"reward_mean\": 0.5, \"lr\": null}\n\
+             {\"step\": 3, \"reward_mean\": 0.5, \"grad_norm\": null}\n",
+        );
+        let files = plot_run(&dir.0).unwrap();
+        let plots = dir.0.join("plots");
+        assert!(files.contains(&plots.join("reward.svg")));
+        assert!(files.contains(&plots.join("summary.svg")));
+        assert!(!plots.join("lr.svg").exists());
+        assert!(!plots.join("optim.svg").exists());
+    }
+
+    #[test]
+    fn ranges_are_never_empty() {
+        assert_eq!(bounds([3.0, -1.0, 2.0].into_iter()), Some((-1.0, 3.0)));
+        assert_eq!(bounds(std::iter::empty()), None);
+        assert_eq!(x_range(3.0, 3.0), 2.0..4.0);
+        assert_eq!(x_range(1.0, 5.0), 1.0..5.0);
+        assert_eq!(y_range(0.0, 0.0), -1.0..1.0);
+        assert_eq!(y_range(2.0, 2.0), 1.8..2.2);
+        assert_eq!(y_range(0.0, 10.0), -0.5..10.5);
+    }
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick_label(20.0, 100.0), "20");
+        assert_eq!(tick_label(0.30000000000000004, 1.0), "0.3");
+        assert_eq!(tick_label(1.5e-7, 1e-6), "1.5e-7");
+        assert_eq!(tick_label(2.0e6, 1e6), "2e6");
+        assert_eq!(tick_label(1e-17, 2.0), "0");
+        assert_eq!(tick_label(-0.25, 1.0), "-0.25");
+    }
+}
