@@ -1,10 +1,25 @@
-//! The DAPO loop with attention-entropy token strategies (issue #6). Landed so far: group advantages,
-//! dynamic sampling, the verl-layout JSONL reader, token strategies (masks and soft weights from the engine's selection ops) and the
-//! reward verifiers; the rollout/update loop and `entrl train` come next.
+//! The DAPO loop with attention-entropy token strategies (issue #6): rollouts with dynamic sampling,
+//! group advantages, old log-probs and token scores (attention entropy from the fused kernel, predictive
+//! entropy from the fused loss), strategy weights, mini-batch updates with the fused DAPO loss; the run
+//! loop with metrics, checkpoints, exact resume, evaluation and plots; and the built-in task.
 pub mod advantage;
+pub mod batch;
+pub mod config;
 pub mod data;
 pub mod dynamic_sampling;
+pub mod eval;
+pub mod metrics;
+pub mod plot;
+pub mod progress;
 pub mod reward;
+pub mod rollout;
+pub mod run;
+pub mod session;
 pub mod strategy;
+pub mod task;
+pub mod trainer;
 
+pub use config::TrainConfig;
 pub use entrl_qwen3 as model;
+pub use run::{train, RunSummary};
+pub use session::Session;

@@ -231,6 +231,9 @@ pub trait Verifier: Send + Sync {
     fn name(&self) -> &str;
 }
 
+/// Picks the verifier of a data source.
+pub type VerifierFor = dyn Fn(&str) -> Box<dyn Verifier>;
+
 /// verl's `math_dapo.compute_score` ("Answer:" line, or the strict last-100-characters box check).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MathDapo {

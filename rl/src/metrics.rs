@@ -1,0 +1,99 @@
+//! Per-step metrics, one JSON object per line in `RUN_DIR/metrics.jsonl` (the keys `entrl plot` draws).
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    /// Mean reward (score + overlong penalty) and accuracy of the trained batch.
+    pub reward_mean: f64,
+    pub acc_mean: f64,
+    /// Accuracy over every generated response of the step, before dynamic sampling filtered groups.
+    pub acc_generated: f64,
+    pub response_len_mean: f64,
+    pub response_len_max: usize,
+    /// Responses that hit max_response_len without a stop token.
+    pub overlong_frac: f64,
+    /// Σ weights over response tokens / response tokens: the realised kept fraction of the strategy.
+    pub kept_frac: f64,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub clip_frac: f64,
+    pub clip_frac_lower: f64,
+    pub approx_kl: f64,
+    pub lr: f64,
+    pub prompts: usize,
+    pub responses: usize,
+    pub response_tokens: usize,
+    pub gen_rounds: usize,
+    pub updates: usize,
+    /// Updates skipped for a non-finite loss or gradient (this step, and since the run began).
+    pub skipped_updates: usize,
+    pub skipped_total: u64,
+    pub time_rollout_s: f64,
+    pub time_old_logprob_s: f64,
+    pub time_update_s: f64,
+    pub time_step_s: f64,
+    /// (prompt + response tokens generated, scored and trained) / step time.
+    pub tokens_per_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_acc: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub diag: Option<Diagnostics>,
+}
+
+/// `--diagnose`: the paper's gradient geometry and what the anchor / explorer tails look like, averaged
+/// over the step's updates. Flattened into the JSON line with `diag_` keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    pub diag_grad_norm_selected: f64,
+    pub diag_grad_norm_full: f64,
+    pub diag_grad_cosine: f64,
+    pub diag_anchor_hnorm: f64,
+    pub diag_explorer_hnorm: f64,
+    pub diag_anchor_pred_entropy: f64,
+    pub diag_explorer_pred_entropy: f64,
+    /// Mean relative position (position / response length) of the tail's tokens.
+    pub diag_anchor_position: f64,
+    pub diag_explorer_position: f64,
+}
+
+impl StepMetrics {
+    /// The JSON line (diagnostics flattened to top-level `diag_*` keys).
+    pub fn to_json_line(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("metrics serialize");
+        if let Some(d) = v.as_object_mut().and_then(|o| o.remove("diag")) {
+            if let (Some(o), serde_json::Value::Object(d)) = (v.as_object_mut(), d) {
+                o.extend(d);
+            }
+        }
+        v.to_string()
+    }
+}
+
+/// Append one line to `path` (created if missing).
+pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    writeln!(f, "{line}")?;
+    f.flush()
+}
+
+/// Keep only the lines whose `step` is ≤ `last_step` (rewritten atomically), so a resumed run continues
+/// the file exactly where its checkpoint was taken.
+pub fn truncate_after(path: &Path, last_step: u64) -> std::io::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= last_step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept)?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,205 @@
+//! Rollouts: n responses per prompt from the policy's KV-cache generator, decoded and scored by the
+//! prompt's verifier (plus DAPO's soft overlong penalty), and the seeded prompt stream that feeds them.
+use crate::data::PromptRow;
+use crate::reward::overlong_penalty;
+use entrl_qwen3::{generate, FinishReason, Qwen3, Request, SamplingParams, Tokenizer};
+use std::sync::Arc;
+
+/// A prompt ready for generation.
+#[derive(Clone, Debug)]
+pub struct EncodedPrompt {
+    /// Index in the dataset.
+    pub index: usize,
+    pub ids: Arc<Vec<u32>>,
+    pub ground_truth: String,
+    pub data_source: String,
+}
+
+/// Render every row with the chat template (generation prompt open) and tokenize it. Rows longer than
+/// `max_prompt_len` are dropped, as verl's `filter_overlong_prompts`; returns (kept, dropped count).
+pub fn encode_prompts(
+    rows: &[PromptRow],
+    tok: &Tokenizer,
+    max_prompt_len: usize,
+) -> Result<(Vec<EncodedPrompt>, usize), String> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut dropped = 0;
+    for (i, r) in rows.iter().enumerate() {
+        let text = tok.apply_chat_template(&r.messages, true).map_err(|e| format!("prompt {}: {e}", i + 1))?;
+        let ids = tok.encode(&text).map_err(|e| format!("prompt {}: {e}", i + 1))?;
+        if ids.is_empty() || ids.len() > max_prompt_len {
+            dropped += 1;
+            continue;
+        }
+        out.push(EncodedPrompt {
+            index: i,
+            ids: Arc::new(ids),
+            ground_truth: r.ground_truth.clone(),
+            data_source: r.data_source.clone(),
+        });
+    }
+    if out.is_empty() {
+        return Err(format!("no prompt fits rollout.max_prompt_len = {max_prompt_len} tokens"));
+    }
+    Ok((out, dropped))
+}
+
+/// One sampled response and its judgement.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Unique id of the prompt group (all n responses of one prompt draw).
+    pub group: usize,
+    pub prompt: Arc<Vec<u32>>,
+    pub data_source: String,
+    /// Generated tokens, including the stop token when there is one.
+    pub response: Vec<u32>,
+    pub finish: FinishReason,
+    /// Verifier score plus the overlong penalty.
+    pub reward: f64,
+    pub correct: bool,
+    /// Group-relative advantage (set once the batch is final).
+    pub advantage: f64,
+}
+
+impl Sample {
+    pub fn len(&self) -> usize {
+        self.prompt.len() + self.response.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How rollouts are sampled and judged.
+pub struct RolloutSpec<'a> {
+    pub n: usize,
+    pub params: SamplingParams,
+    pub max_response_len: usize,
+    /// Requests per `generate` call (bounds the preallocated KV cache).
+    pub max_concurrent: usize,
+    /// (buffer, factor) of DAPO's soft overlong penalty, when on.
+    pub overlong: Option<(usize, f64)>,
+    pub verifier: &'a crate::reward::VerifierFor,
+}
+
+/// splitmix64 of a few words: independent, reproducible seeds for every request and selection.
+pub fn mix_seed(parts: &[u64]) -> u64 {
+    let mut h = 0x9E37_79B9_7F4A_7C15u64;
+    for &p in parts {
+        h ^= p.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_add(h << 6).wrapping_add(h >> 2);
+        let mut z = h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h = z ^ (z >> 31);
+    }
+    h
+}
+
+/// Generate `spec.n` responses for each prompt (groups numbered from `first_group`) and score them.
+/// `seed` makes every request's sampling reproducible; `on_token` counts generated tokens.
+pub fn rollout(
+    model: &Qwen3,
+    tok: &Tokenizer,
+    prompts: &[&EncodedPrompt],
+    first_group: usize,
+    spec: &RolloutSpec,
+    seed: u64,
+    mut on_token: impl FnMut(),
+) -> Result<Vec<Sample>, String> {
+    let mut reqs = Vec::with_capacity(prompts.len() * spec.n);
+    for (g, p) in prompts.iter().enumerate() {
+        for j in 0..spec.n {
+            reqs.push(Request {
+                prompt: p.ids.to_vec(),
+                max_new_tokens: spec.max_response_len,
+                seed: mix_seed(&[seed, g as u64, j as u64]),
+            });
+        }
+    }
+    let mut gens = Vec::with_capacity(reqs.len());
+    for chunk in reqs.chunks(spec.max_concurrent.max(1)) {
+        gens.extend(
+            generate(model, chunk, &spec.params, tok.stop_ids(), |_, _| on_token()).map_err(|e| e.to_string())?,
+        );
+    }
+    let mut out = Vec::with_capacity(gens.len());
+    for (i, g) in gens.into_iter().enumerate() {
+        let p = prompts[i / spec.n];
+        let text = tok.decode(&g.tokens, true).map_err(|e| e.to_string())?;
+        let score = (spec.verifier)(&p.data_source).score(&text, &p.ground_truth);
+        let penalty = spec
+            .overlong
+            .map_or(0.0, |(buffer, factor)| overlong_penalty(g.tokens.len(), spec.max_response_len, buffer, factor));
+        out.push(Sample {
+            group: first_group + i / spec.n,
+            prompt: p.ids.clone(),
+            data_source: p.data_source.clone(),
+            response: g.tokens,
+            finish: g.finish,
+            reward: score.score + penalty,
+            correct: score.acc,
+            advantage: 0.0,
+        });
+    }
+    Ok(out)
+}
+
+/// Prompts in a seeded order, reshuffled every epoch; its position is part of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PromptStream {
+    pub len: usize,
+    pub seed: u64,
+    pub shuffle: bool,
+    pub epoch: u64,
+    pub cursor: usize,
+}
+
+impl PromptStream {
+    pub fn new(len: usize, seed: u64, shuffle: bool) -> Self {
+        Self { len, seed, shuffle, epoch: 0, cursor: 0 }
+    }
+
+    fn order(&self) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let mut v: Vec<usize> = (0..self.len).collect();
+        if self.shuffle {
+            v.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix_seed(&[self.seed, self.epoch])));
+        }
+        v
+    }
+
+    /// The next `k` prompt indices (crossing epochs as needed).
+    pub fn take(&mut self, k: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(k);
+        let mut order = self.order();
+        while out.len() < k {
+            if self.cursor == self.len {
+                self.epoch += 1;
+                self.cursor = 0;
+                order = self.order();
+            }
+            out.push(order[self.cursor]);
+            self.cursor += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_covers_each_epoch_once_and_resumes() {
+        let mut s = PromptStream::new(7, 3, true);
+        let a = s.take(7);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..7).collect::<Vec<_>>());
+        let mut copy = s.clone();
+        assert_eq!(s.take(10), copy.take(10));
+        assert_eq!(s.epoch, 2);
+        assert_ne!(mix_seed(&[1, 2]), mix_seed(&[2, 1]));
+    }
+}

@@ -1,0 +1,213 @@
+//! A training session: the model, tokenizer, optimizer, prompt stream and loop state of one run, built
+//! from a [`TrainConfig`] (fresh) or from a checkpoint (resume), and saved atomically as
+//! `RUN_DIR/checkpoints/step_NNNNNN/` (HF model folder + optimizer state + loop state).
+use crate::config::TrainConfig;
+use crate::data::{read_jsonl, PromptRow};
+use crate::reward::Verifier;
+use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
+use crate::strategy::Strategy;
+use crate::task::{builtin_model_config, builtin_prompts, builtin_tokenizer, verifier_for_source};
+use entrl_engine::optim::{AdamW, AdamWConfig};
+use entrl_engine::{DType, Device, Tensor};
+use entrl_qwen3::checkpoint::Checkpoint;
+use entrl_qwen3::save::{write_atomic, write_safetensors};
+use entrl_qwen3::{Qwen3, Tokenizer};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub struct Session {
+    pub cfg: TrainConfig,
+    pub device: Device,
+    pub model: Qwen3,
+    pub tok: Tokenizer,
+    pub(crate) opt: AdamW,
+    pub(crate) params: Vec<Tensor>,
+    names: Vec<String>,
+    pub prompts: Vec<EncodedPrompt>,
+    pub eval_prompts: Vec<EncodedPrompt>,
+    pub(crate) stream: PromptStream,
+    pub(crate) strategy: Strategy,
+    /// Rollout steps completed.
+    pub step: u64,
+    pub(crate) next_group: usize,
+    pub(crate) skipped_total: u64,
+    /// Prompts dropped for exceeding max_prompt_len.
+    pub dropped_prompts: usize,
+}
+
+/// The loop state saved next to the weights.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LoopState {
+    pub step: u64,
+    pub stream: PromptStream,
+    pub next_group: usize,
+    pub skipped_total: u64,
+    pub optimizer_steps: u64,
+    pub dtype: String,
+}
+
+/// The device named by `model.device` (`auto`: the first GPU if one is usable).
+pub fn resolve_device(name: &str) -> Result<Device, String> {
+    match name {
+        "auto" => Ok(Device::best().0),
+        "cpu" => Ok(Device::Cpu),
+        d => {
+            let ordinal = match d.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("model.device {d:?}: expected cpu, cuda or cuda:N"))?,
+                None => return Err(format!("model.device {d:?}: expected auto, cpu, cuda or cuda:N")),
+            };
+            Device::cuda(ordinal).map_err(|e| format!("model.device {d:?}: {e}"))
+        }
+    }
+}
+
+fn load_rows(spec: &str, cfg: &TrainConfig) -> Result<Vec<PromptRow>, String> {
+    if spec == "builtin" {
+        Ok(builtin_prompts(cfg.data.builtin_max_sum))
+    } else {
+        read_jsonl(Path::new(spec))
+    }
+}
+
+impl Session {
+    /// A fresh run (random init for the built-in model).
+    pub fn new(cfg: TrainConfig) -> Result<Self, String> {
+        Self::build(cfg, None)
+    }
+
+    /// Continue from a checkpoint folder written by [`Session::save`].
+    pub fn resume(cfg: TrainConfig, ckpt: &Path) -> Result<Self, String> {
+        Self::build(cfg, Some(ckpt))
+    }
+
+    fn build(cfg: TrainConfig, ckpt: Option<&Path>) -> Result<Self, String> {
+        let device = resolve_device(&cfg.model.device)?;
+        let dtype = match (cfg.model.dtype.as_str(), device.is_cuda()) {
+            ("bf16", _) | ("auto", true) => DType::BF16,
+            _ => DType::F32,
+        };
+        let builtin = cfg.model.path == "builtin";
+        let tok = match (ckpt, builtin, cfg.model.tokenizer.as_str()) {
+            (Some(dir), _, _) => Tokenizer::from_dir(dir).map_err(|e| e.to_string())?,
+            (None, true, _) => builtin_tokenizer(),
+            (None, false, "") => Tokenizer::from_dir(Path::new(&cfg.model.path)).map_err(|e| e.to_string())?,
+            (None, false, t) => Tokenizer::from_dir(Path::new(t)).map_err(|e| e.to_string())?,
+        };
+        let model = match (ckpt, builtin) {
+            (Some(dir), _) => Qwen3::load(dir, dtype, &device),
+            (None, true) => Qwen3::random(builtin_model_config(tok.vocab_size()), dtype, &device, cfg.train.seed),
+            (None, false) => Qwen3::load(Path::new(&cfg.model.path), dtype, &device),
+        }
+        .map_err(|e| e.to_string())?;
+        let layers = model.config.num_hidden_layers;
+        if let Some(&l) = cfg.tokens.entropy_layers.iter().find(|&&l| l >= layers) {
+            return Err(format!(
+                "tokens.entropy_layers: layer {l} does not exist (the model has {layers} layers, 0-based)"
+            ));
+        }
+        let (prompts, dropped) = encode_prompts(&load_rows(&cfg.data.train, &cfg)?, &tok, cfg.rollout.max_prompt_len)
+            .map_err(|e| format!("{}: {e}", cfg.data.train))?;
+        let eval_prompts = if cfg.data.eval.is_empty() {
+            Vec::new()
+        } else {
+            encode_prompts(&load_rows(&cfg.data.eval, &cfg)?, &tok, cfg.rollout.max_prompt_len)
+                .map_err(|e| format!("{}: {e}", cfg.data.eval))?
+                .0
+        };
+        let (names, params): (Vec<String>, Vec<Tensor>) = model.params().iter().cloned().unzip();
+        let t = &cfg.train;
+        let opt_cfg = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: 1e-8, weight_decay: t.weight_decay };
+        let mut opt = AdamW::new(&params, opt_cfg).map_err(|e| e.to_string())?;
+        let strategy = cfg.strategy()?;
+        let mut stream = PromptStream::new(prompts.len(), cfg.train.seed, cfg.data.shuffle);
+        let (mut step, mut next_group, mut skipped_total) = (0, 0, 0);
+        if let Some(dir) = ckpt {
+            let text = std::fs::read_to_string(dir.join("state.json"))
+                .map_err(|e| format!("{}: {e}", dir.join("state.json").display()))?;
+            let st: LoopState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.display()))?;
+            if st.stream.len != prompts.len() {
+                return Err(format!(
+                    "checkpoint {} was taken over {} prompts, the data now has {}",
+                    dir.display(),
+                    st.stream.len,
+                    prompts.len()
+                ));
+            }
+            let ost = Checkpoint::open_file(&dir.join("optimizer.safetensors")).map_err(|e| e.to_string())?;
+            opt.load_state(&names, st.optimizer_steps, |k, shape| ost.load(k, shape, DType::F32, &device).ok())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            (step, next_group, skipped_total, stream) = (st.step, st.next_group, st.skipped_total, st.stream);
+        }
+        Ok(Self {
+            cfg,
+            device,
+            model,
+            tok,
+            opt,
+            params,
+            names,
+            prompts,
+            eval_prompts,
+            stream,
+            strategy,
+            step,
+            next_group,
+            skipped_total,
+            dropped_prompts: dropped,
+        })
+    }
+
+    /// The verifier for each data source (the built-in task's own, else verl's dispatch).
+    pub fn verifier(&self) -> fn(&str) -> Box<dyn Verifier> {
+        verifier_for_source
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        PathBuf::from(&self.cfg.run.out_dir)
+    }
+
+    /// Write `RUN_DIR/checkpoints/step_NNNNNN/` (into a temporary folder, renamed when complete) and point
+    /// `RUN_DIR/checkpoints/latest` at it. Returns the folder.
+    pub fn save(&self) -> Result<PathBuf, String> {
+        let root = self.run_dir().join("checkpoints");
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let name = format!("step_{:06}", self.step);
+        let (dir, tmp) = (root.join(&name), root.join(format!(".{name}.tmp")));
+        let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        }
+        self.model.save(&tmp).map_err(|e| e.to_string())?;
+        self.tok.save(&tmp).map_err(|e| e.to_string())?;
+        let (state, steps) = self.opt.state_tensors(&self.names).map_err(|e| e.to_string())?;
+        write_safetensors(&tmp.join("optimizer.safetensors"), &state).map_err(|e| e.to_string())?;
+        let st = LoopState {
+            step: self.step,
+            stream: self.stream.clone(),
+            next_group: self.next_group,
+            skipped_total: self.skipped_total,
+            optimizer_steps: steps,
+            dtype: format!("{}", self.model.dtype),
+        };
+        let json = serde_json::to_string_pretty(&st).expect("loop state serializes");
+        write_atomic(&tmp.join("state.json"), json.as_bytes()).map_err(|e| e.to_string())?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+        write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(dir)
+    }
+}
+
+/// The newest checkpoint of a run directory (`checkpoints/latest`), if any.
+pub fn latest_checkpoint(run_dir: &Path) -> Option<PathBuf> {
+    let root = run_dir.join("checkpoints");
+    let name = std::fs::read_to_string(root.join("latest")).ok()?;
+    let dir = root.join(name.trim());
+    dir.join("state.json").is_file().then_some(dir)
+}

@@ -1,0 +1,515 @@
+//! One DAPO rollout step, as verl's DAPO trainer does it (`shared/docs/dapo.md`):
+//! 1. rollouts: draw prompts, sample n responses each, score them; with dynamic sampling keep only groups
+//!    whose correctness varies and refill until the batch is full (surplus cut);
+//! 2. group-relative advantages;
+//! 3. old log-probs from a separate no-grad forward of the training model, which also yields the token
+//!    scores: head-mean normalised attention entropy of the chosen layers (fused kernel) and predictive
+//!    entropy (fused loss);
+//! 4. mini-batch updates in order: strategy weights over the pool, micro-batch forward/backward of the
+//!    fused DAPO loss with one normaliser per mini-batch, global-norm clipping, AdamW — a non-finite loss
+//!    or gradient skips the update.
+use crate::advantage::group_advantages;
+use crate::batch::{micro_batches, DeviceRows, Rows};
+use crate::dynamic_sampling::{DynamicSampler, Outcome, SamplerState};
+use crate::metrics::{Diagnostics, StepMetrics};
+use crate::progress::Progress;
+use crate::rollout::{mix_seed, rollout, EncodedPrompt, RolloutSpec, Sample};
+use crate::session::Session;
+use crate::strategy::{Strategy, TokenScores};
+use entrl_engine::ops::{dapo_loss, normalized_entropy, select_tails, DapoBatch, DapoLossConfig, LossNormalizer};
+use entrl_engine::optim::clip_grad_norm;
+use entrl_engine::{no_grad, DType, Packing, Tensor};
+use entrl_qwen3::{FinishReason, ForwardOptions, SamplingParams};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Instant;
+
+type Res<T> = Result<T, String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Scores and old log-probs of one micro-batch, from the old-log-prob pass.
+struct Scored {
+    rows: Rows,
+    old_logp: Vec<f32>,
+    attn: Vec<f32>,
+    pred: Vec<f32>,
+}
+
+/// One mini-batch: its micro-batches in order.
+struct MiniBatch {
+    micros: Vec<Scored>,
+}
+
+impl MiniBatch {
+    fn cat<T: Copy>(&self, f: impl Fn(&Scored) -> &[T]) -> Vec<T> {
+        self.micros.iter().flat_map(|m| f(m).iter().copied()).collect()
+    }
+}
+
+/// What phases 1–3 hand to the updates.
+struct Prepared {
+    batch: Vec<Sample>,
+    minis: Vec<MiniBatch>,
+    gen_tokens: usize,
+    gen_correct: Vec<bool>,
+    rounds: usize,
+    t_rollout: f64,
+    t_old: f64,
+}
+
+/// One mini-batch as a strategy sees it (host arrays over its rows), from [`Session::preview`].
+#[derive(Clone, Debug)]
+pub struct TokenView {
+    pub valid: Vec<f32>,
+    pub attn: Vec<f32>,
+    pub pred: Vec<f32>,
+    pub position: Vec<usize>,
+    pub response_len: Vec<usize>,
+    /// Lengths of the selection pools (contiguous, in row order).
+    pub pools: Vec<usize>,
+    pub weights: Vec<f32>,
+}
+
+/// Running sums over a step's updates.
+#[derive(Default)]
+struct UpdateSums {
+    loss: f64,
+    grad_norm: f64,
+    clip: f64,
+    clip_lower: f64,
+    kl: f64,
+    tokens: f64,
+    kept: f64,
+    valid: f64,
+    updates: usize,
+    skipped: usize,
+    diag: Vec<Diagnostics>,
+}
+
+impl Session {
+    fn loss_config(&self, normalizer: LossNormalizer, want_entropy: bool) -> DapoLossConfig {
+        let t = &self.cfg.train;
+        let mut c = DapoLossConfig::default();
+        c.clip.eps_low = t.eps_low;
+        c.clip.eps_high = t.eps_high;
+        c.clip.clip_ratio_c = t.clip_ratio_c;
+        c.normalizer = normalizer;
+        c.temperature = self.cfg.rollout.temperature;
+        c.want_entropy = want_entropy;
+        c
+    }
+
+    fn forward_options(&self, with_entropy: bool, longest: usize) -> ForwardOptions {
+        let checkpoint = match self.cfg.model.checkpoint_activations.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => longest >= 2048,
+        };
+        ForwardOptions {
+            entropy_layers: if with_entropy { self.cfg.tokens.entropy_layers.clone() } else { Vec::new() },
+            checkpoint,
+        }
+    }
+
+    /// The learning rate of rollout step `step` (0-based): linear warm-up from 0, then constant.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let w = self.cfg.train.warmup_steps;
+        self.cfg.train.lr * if w == 0 { 1.0 } else { (step as f64 / w as f64).min(1.0) }
+    }
+
+    pub fn rollout_spec<'a>(&self, verifier: &'a crate::reward::VerifierFor) -> RolloutSpec<'a> {
+        let r = &self.cfg.rollout;
+        RolloutSpec {
+            n: r.n,
+            params: SamplingParams { temperature: r.temperature, top_p: r.top_p, top_k: r.top_k },
+            max_response_len: r.max_response_len,
+            max_concurrent: r.max_concurrent,
+            overlong: self
+                .cfg
+                .reward
+                .overlong_penalty
+                .then_some((self.cfg.reward.overlong_buffer, self.cfg.reward.overlong_factor)),
+            verifier,
+        }
+    }
+
+    /// Phase 1: rollouts with dynamic sampling. Returns the batch (groups in order) and every sample
+    /// generated this step (for the pre-filter accuracy).
+    fn collect(&mut self, step: u64, progress: &Progress) -> Res<(Vec<Sample>, usize, Vec<bool>, usize)> {
+        let (n, batch) = (self.cfg.rollout.n, self.cfg.train.batch_size);
+        let dynamic = self.cfg.rollout.dynamic_sampling;
+        let per_round = if dynamic { self.cfg.rollout.gen_batch_size } else { batch };
+        let mut sampler = DynamicSampler::new(batch, if dynamic { self.cfg.rollout.max_gen_rounds } else { 1 });
+        let mut by_group: HashMap<usize, Vec<Sample>> = HashMap::new();
+        let (mut generated_correct, mut generated_tokens) = (Vec::new(), 0usize);
+        let verifier = self.verifier();
+        for round in 0.. {
+            let idx = self.stream.take(per_round);
+            let prompts: Vec<&EncodedPrompt> = idx.iter().map(|&i| &self.prompts[i]).collect();
+            let spec = self.rollout_spec(&verifier);
+            progress.phase("rollout", (prompts.len() * n * self.cfg.rollout.max_response_len) as u64);
+            let first = self.next_group;
+            let samples = rollout(
+                &self.model,
+                &self.tok,
+                &prompts,
+                first,
+                &spec,
+                mix_seed(&[self.cfg.train.seed, step, round]),
+                || progress.phase.inc(1),
+            )?;
+            self.next_group += prompts.len();
+            generated_correct.extend(samples.iter().map(|s| s.correct));
+            generated_tokens += samples.iter().map(Sample::len).sum::<usize>();
+            let outcomes: Vec<Outcome> =
+                samples.iter().map(|s| Outcome { group: s.group, correct: s.correct }).collect();
+            for s in samples {
+                by_group.entry(s.group).or_default().push(s);
+            }
+            let groups = if dynamic {
+                match sampler.add_round(&outcomes)? {
+                    SamplerState::Full(groups) => groups,
+                    SamplerState::NeedMore { .. } => continue,
+                }
+            } else {
+                (first..first + prompts.len()).collect()
+            };
+            let batch: Vec<Sample> = groups.iter().flat_map(|g| by_group.remove(g).unwrap_or_default()).collect();
+            return Ok((batch, generated_tokens, generated_correct, round as usize + 1));
+        }
+        unreachable!("the loop returns or fails")
+    }
+
+    /// Phase 3: old log-probs and token scores of one micro-batch (no gradient).
+    fn score(&self, rows: Rows) -> Res<Scored> {
+        let _ng = no_grad();
+        let dev = &self.device;
+        let d = DeviceRows::upload(&rows, dev).map_err(err)?;
+        let opts = self.forward_options(true, rows.seq_lens.iter().copied().max().unwrap_or(0));
+        let fwd = self.model.forward(&d.ids, &d.packing, &opts).map_err(err)?;
+        let zeros = Tensor::zeros([rows.len()], DType::F32, dev).map_err(err)?;
+        let b =
+            DapoBatch { targets: &d.targets, old_logp: &zeros, advantages: &zeros, mask: &d.mask, weights: &d.mask };
+        let out = dapo_loss(&fwd.hidden, self.model.lm_head(), &b, &self.loss_config(LossNormalizer::AllTokens, true))
+            .map_err(err)?;
+        let mut attn = vec![0f32; rows.len()];
+        for (_, h) in &fwd.entropy {
+            let (_, mean) = normalized_entropy(h, &d.packing).map_err(err)?;
+            for (a, v) in attn.iter_mut().zip(mean.to_vec_f32().map_err(err)?) {
+                *a += v / fwd.entropy.len() as f32;
+            }
+        }
+        let pred = out.entropy.as_ref().map(|e| e.to_vec_f32()).transpose().map_err(err)?.unwrap_or_default();
+        Ok(Scored { old_logp: out.logp.to_vec_f32().map_err(err)?, attn, pred, rows })
+    }
+
+    /// The selection pools of a mini-batch as contiguous row segments.
+    fn pools(&self, mb: &MiniBatch) -> Res<Packing> {
+        let lens: Vec<usize> = match self.cfg.tokens.pool.as_str() {
+            "mini-batch" => vec![mb.micros.iter().map(|m| m.rows.len()).sum()],
+            "sequence" => mb.micros.iter().flat_map(|m| m.rows.seq_lens.iter().copied()).collect(),
+            _ => mb.micros.iter().map(|m| m.rows.len()).collect(),
+        };
+        Packing::from_lengths(&lens).map_err(err)
+    }
+
+    /// Strategy weights (host, one per row of the mini-batch).
+    fn weights(&self, mb: &MiniBatch, step: u64, mb_index: usize) -> Res<Vec<f32>> {
+        let dev = &self.device;
+        let n = mb.micros.iter().map(|m| m.rows.len()).sum::<usize>();
+        let up = |v: Vec<f32>| Tensor::from_vec(v, [n], dev).map_err(err);
+        let valid = up(mb.cat(|m| &m.rows.mask))?;
+        let attn = up(mb.cat(|m| &m.attn))?;
+        let pred =
+            if mb.micros.iter().all(|m| m.pred.len() == m.rows.len()) { Some(up(mb.cat(|m| &m.pred))?) } else { None };
+        let (position, response_len) = (mb.cat(|m| &m.rows.position), mb.cat(|m| &m.rows.response_len));
+        let scores = TokenScores {
+            valid: &valid,
+            attn_entropy: Some(&attn),
+            pred_entropy: pred.as_ref(),
+            position: &position,
+            response_len: &response_len,
+        };
+        let pools = self.pools(mb)?;
+        let seed = mix_seed(&[self.cfg.train.seed, step, mb_index as u64, 0x5e1ec7]);
+        self.strategy.weights(&scores, &pools, step, seed).map_err(err)?.to_vec_f32().map_err(err)
+    }
+
+    /// Forward + fused loss + backward over every micro-batch of `mb` with the given weights and
+    /// normaliser. Returns (Σ loss, Σ clip·tokens, Σ clip_lower·tokens, Σ kl·tokens, tokens).
+    fn backward_pass(&self, mb: &MiniBatch, weights: &[f32], z: f64) -> Res<[f64; 5]> {
+        let dev = &self.device;
+        let cfg = self.loss_config(LossNormalizer::Fixed(z), false);
+        let mut acc = [0.0; 5];
+        let mut off = 0;
+        for m in &mb.micros {
+            let n = m.rows.len();
+            let d = DeviceRows::upload(&m.rows, dev).map_err(err)?;
+            let w = Tensor::from_vec(weights[off..off + n].to_vec(), [n], dev).map_err(err)?;
+            let old = Tensor::from_vec(m.old_logp.clone(), [n], dev).map_err(err)?;
+            off += n;
+            let opts = self.forward_options(false, m.rows.seq_lens.iter().copied().max().unwrap_or(0));
+            let fwd = self.model.forward(&d.ids, &d.packing, &opts).map_err(err)?;
+            let b = DapoBatch {
+                targets: &d.targets,
+                old_logp: &old,
+                advantages: &d.advantages,
+                mask: &d.mask,
+                weights: &w,
+            };
+            let out = dapo_loss(&fwd.hidden, self.model.lm_head(), &b, &cfg).map_err(err)?;
+            out.loss.backward().map_err(err)?;
+            let met = out.metrics().map_err(err)?;
+            acc[0] += out.loss.to_scalar().map_err(err)?;
+            acc[1] += met.clip_frac * met.response_tokens;
+            acc[2] += met.clip_frac_lower * met.response_tokens;
+            acc[3] += met.approx_kl * met.response_tokens;
+            acc[4] += met.response_tokens;
+        }
+        Ok(acc)
+    }
+
+    fn zero_grads(&self) {
+        self.params.iter().for_each(Tensor::zero_grad);
+    }
+
+    /// `--diagnose`: gradient of the full-token loss against the selected one (restoring the selected
+    /// gradients afterwards) and the anchor / explorer tails of the pool.
+    fn diagnose(&self, mb: &MiniBatch) -> Res<Diagnostics> {
+        let selected: Vec<Option<Tensor>> = self.params.iter().map(Tensor::grad).collect();
+        self.zero_grads();
+        let valid = mb.cat(|m| &m.rows.mask);
+        let z: f64 = valid.iter().map(|&v| v as f64).sum();
+        self.backward_pass(mb, &valid, z)?;
+        let (mut dot, mut ns, mut nf) = (0.0, 0.0, 0.0);
+        {
+            let _ng = no_grad();
+            let red = |a: &Tensor, b: &Tensor| a.mul(b).and_then(|p| p.sum()).and_then(|s| s.to_scalar()).map_err(err);
+            for (p, s) in self.params.iter().zip(&selected) {
+                let f = p.grad();
+                if let Some(s) = s {
+                    ns += red(s, s)?;
+                }
+                if let Some(f) = &f {
+                    nf += red(f, f)?;
+                }
+                if let (Some(s), Some(f)) = (s, &f) {
+                    dot += red(s, f)?;
+                }
+            }
+        }
+        for (p, s) in self.params.iter().zip(selected) {
+            p.set_grad(s).map_err(err)?;
+        }
+        // Tails by normalised attention entropy at the strategy's fraction (20% for the others).
+        let frac = match self.strategy {
+            Strategy::Random(k)
+            | Strategy::Anchors(k)
+            | Strategy::Explorers(k)
+            | Strategy::PredTop(k)
+            | Strategy::PredBottom(k)
+            | Strategy::PositionRandom(k) => k,
+            _ => 0.2,
+        };
+        let n = valid.len();
+        let dev = &self.device;
+        let attn = mb.cat(|m| &m.attn);
+        let tails = select_tails(
+            &Tensor::from_vec(attn.clone(), [n], dev).map_err(err)?,
+            &Tensor::from_vec(valid, [n], dev).map_err(err)?,
+            frac,
+            &self.pools(mb)?,
+        )
+        .map_err(err)?;
+        let (pred, pos, len) = (mb.cat(|m| &m.pred), mb.cat(|m| &m.rows.position), mb.cat(|m| &m.rows.response_len));
+        let stats = |mask: &Tensor| -> Res<[f64; 3]> {
+            let m = mask.to_vec_f32().map_err(err)?;
+            let (mut s, mut c) = ([0.0; 3], 0.0);
+            for i in (0..n).filter(|&i| m[i] != 0.0) {
+                s[0] += attn[i] as f64;
+                s[1] += pred.get(i).copied().unwrap_or(0.0) as f64;
+                s[2] += pos[i] as f64 / len[i].max(1) as f64;
+                c += 1.0;
+            }
+            Ok(s.map(|x| if c > 0.0 { x / c } else { 0.0 }))
+        };
+        let (a, e) = (stats(&tails.bottom)?, stats(&tails.top)?);
+        Ok(Diagnostics {
+            diag_grad_norm_selected: ns.sqrt(),
+            diag_grad_norm_full: nf.sqrt(),
+            diag_grad_cosine: dot / (ns.sqrt() * nf.sqrt()).max(1e-30),
+            diag_anchor_hnorm: a[0],
+            diag_explorer_hnorm: e[0],
+            diag_anchor_pred_entropy: a[1],
+            diag_explorer_pred_entropy: e[1],
+            diag_anchor_position: a[2],
+            diag_explorer_position: e[2],
+        })
+    }
+
+    /// Phase 4 for one mini-batch: weights, backward, clip, AdamW (or skip when non-finite).
+    fn update(&mut self, mb: &MiniBatch, step: u64, mb_index: usize, lr: f64, sums: &mut UpdateSums) -> Res<()> {
+        let weights = self.weights(mb, step, mb_index)?;
+        let valid = mb.cat(|m| &m.rows.mask);
+        let n_valid: f64 = valid.iter().map(|&v| v as f64).sum();
+        let kept: f64 = valid.iter().zip(&weights).map(|(&v, &w)| (v * w) as f64).sum();
+        sums.kept += kept;
+        sums.valid += n_valid;
+        let z = if self.cfg.tokens.normalizer == "selected" { kept } else { n_valid };
+        if z <= 0.0 {
+            return Ok(()); // nothing selected in this mini-batch: no update
+        }
+        let acc = self.backward_pass(mb, &weights, z)?;
+        if self.cfg.run.diagnose {
+            sums.diag.push(self.diagnose(mb)?);
+        }
+        let norm = clip_grad_norm(&self.params, self.cfg.train.grad_clip).map_err(err)?;
+        if !(norm.is_finite() && acc[0].is_finite()) {
+            sums.skipped += 1;
+            self.skipped_total += 1;
+        } else {
+            self.opt.step(lr, None).map_err(err)?;
+            sums.updates += 1;
+            sums.loss += acc[0];
+            sums.grad_norm += norm;
+            sums.clip += acc[1];
+            sums.clip_lower += acc[2];
+            sums.kl += acc[3];
+            sums.tokens += acc[4];
+        }
+        self.zero_grads();
+        Ok(())
+    }
+
+    /// Phases 1–3: rollouts, advantages, old log-probs and token scores, grouped into mini-batches.
+    fn prepare(&mut self, step: u64, progress: &Progress) -> Res<Prepared> {
+        let t0 = Instant::now();
+        let (mut batch, gen_tokens, gen_correct, rounds) = self.collect(step, progress)?;
+        let rewards: Vec<f64> = batch.iter().map(|s| s.reward).collect();
+        let groups: Vec<usize> = batch.iter().map(|s| s.group).collect();
+        for (s, a) in batch.iter_mut().zip(group_advantages(&rewards, &groups, self.cfg.train.norm_adv_by_std)) {
+            s.advantage = a;
+        }
+        let t_rollout = t0.elapsed().as_secs_f64();
+
+        // Old log-probs and token scores, micro-batch by micro-batch, grouped into mini-batches.
+        let t1 = Instant::now();
+        let per_mini = self.cfg.train.mini_batch_size * self.cfg.rollout.n;
+        let ranges: Vec<Range<usize>> =
+            (0..batch.len()).step_by(per_mini.max(1)).map(|s| s..(s + per_mini).min(batch.len())).collect();
+        let total_micros: usize =
+            ranges.iter().map(|r| micro_batches(&batch[r.clone()], self.cfg.train.micro_batch_tokens).len()).sum();
+        progress.phase("old-logprob", total_micros as u64);
+        let mut minis = Vec::with_capacity(ranges.len());
+        for r in &ranges {
+            let part = &batch[r.clone()];
+            let mut micros = Vec::new();
+            for m in micro_batches(part, self.cfg.train.micro_batch_tokens) {
+                micros.push(self.score(Rows::build(&part[m]))?);
+                progress.phase.inc(1);
+            }
+            minis.push(MiniBatch { micros });
+        }
+        let t_old = t1.elapsed().as_secs_f64();
+        Ok(Prepared { batch, minis, gen_tokens, gen_correct, rounds, t_rollout, t_old })
+    }
+
+    /// The token scores and strategy weights of the next step's mini-batches, without updating the model
+    /// (the prompt stream still advances). For tests and for inspecting what a strategy selects.
+    pub fn preview(&mut self) -> Res<Vec<TokenView>> {
+        let progress = Progress::new(0, 0, false, false);
+        let p = self.prepare(self.step, &progress)?;
+        let mut out = Vec::new();
+        for (i, mb) in p.minis.iter().enumerate() {
+            out.push(TokenView {
+                valid: mb.cat(|m| &m.rows.mask),
+                attn: mb.cat(|m| &m.attn),
+                pred: mb.cat(|m| &m.pred),
+                position: mb.cat(|m| &m.rows.position),
+                response_len: mb.cat(|m| &m.rows.response_len),
+                pools: self.pools(mb)?.spans().map(|(_, l)| l).collect(),
+                weights: self.weights(mb, self.step, i)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Run rollout step `self.step` and advance it.
+    pub fn step(&mut self, progress: &Progress) -> Res<StepMetrics> {
+        let t0 = Instant::now();
+        let step = self.step;
+        let lr = self.lr_at(step);
+        let Prepared { batch, minis, gen_tokens, gen_correct, rounds, t_rollout, t_old } =
+            self.prepare(step, progress)?;
+        let rewards: Vec<f64> = batch.iter().map(|s| s.reward).collect();
+
+        let t2 = Instant::now();
+        let mut sums = UpdateSums::default();
+        progress.phase("update", (minis.len() * self.cfg.train.epochs) as u64);
+        for _epoch in 0..self.cfg.train.epochs {
+            for (i, mb) in minis.iter().enumerate() {
+                self.update(mb, step, i, lr, &mut sums)?;
+                progress.phase.inc(1);
+            }
+        }
+        self.device.synchronize().map_err(err)?;
+        let t_update = t2.elapsed().as_secs_f64();
+        self.step += 1;
+
+        let nb = batch.len().max(1) as f64;
+        let lens: Vec<usize> = batch.iter().map(|s| s.response.len()).collect();
+        let upd = sums.updates.max(1) as f64;
+        let tok = sums.tokens.max(1.0);
+        let time_step = t0.elapsed().as_secs_f64();
+        let diag = (!sums.diag.is_empty()).then(|| mean_diagnostics(&sums.diag));
+        Ok(StepMetrics {
+            step: self.step,
+            reward_mean: rewards.iter().sum::<f64>() / nb,
+            acc_mean: batch.iter().filter(|s| s.correct).count() as f64 / nb,
+            acc_generated: gen_correct.iter().filter(|&&c| c).count() as f64 / gen_correct.len().max(1) as f64,
+            response_len_mean: lens.iter().sum::<usize>() as f64 / nb,
+            response_len_max: lens.iter().copied().max().unwrap_or(0),
+            overlong_frac: batch.iter().filter(|s| s.finish == FinishReason::Length).count() as f64 / nb,
+            kept_frac: sums.kept / sums.valid.max(1.0),
+            loss: sums.loss / upd,
+            grad_norm: sums.grad_norm / upd,
+            clip_frac: sums.clip / tok,
+            clip_frac_lower: sums.clip_lower / tok,
+            approx_kl: sums.kl / tok,
+            lr,
+            prompts: batch.len() / self.cfg.rollout.n.max(1),
+            responses: batch.len(),
+            response_tokens: lens.iter().sum(),
+            gen_rounds: rounds,
+            updates: sums.updates,
+            skipped_updates: sums.skipped,
+            skipped_total: self.skipped_total,
+            time_rollout_s: t_rollout,
+            time_old_logprob_s: t_old,
+            time_update_s: t_update,
+            time_step_s: time_step,
+            tokens_per_s: gen_tokens as f64 / time_step.max(1e-9),
+            eval_acc: None,
+            diag,
+        })
+    }
+}
+
+fn mean_diagnostics(d: &[Diagnostics]) -> Diagnostics {
+    let n = d.len() as f64;
+    let m = |f: fn(&Diagnostics) -> f64| d.iter().map(f).sum::<f64>() / n;
+    Diagnostics {
+        diag_grad_norm_selected: m(|x| x.diag_grad_norm_selected),
+        diag_grad_norm_full: m(|x| x.diag_grad_norm_full),
+        diag_grad_cosine: m(|x| x.diag_grad_cosine),
+        diag_anchor_hnorm: m(|x| x.diag_anchor_hnorm),
+        diag_explorer_hnorm: m(|x| x.diag_explorer_hnorm),
+        diag_anchor_pred_entropy: m(|x| x.diag_anchor_pred_entropy),
+        diag_explorer_pred_entropy: m(|x| x.diag_explorer_pred_entropy),
+        diag_anchor_position: m(|x| x.diag_anchor_position),
+        diag_explorer_position: m(|x| x.diag_explorer_position),
+    }
+}
