@@ -1,8 +1,10 @@
-//! `entrl`: one binary for the whole engine. Subcommands: selftest, bench, info.
+//! `entrl`: one binary for the whole engine. Subcommands: train, eval, plot, generate, selftest,
+//! verify-reference, bench, info.
 mod bench;
 mod bench_model;
 mod generate;
 mod selftest;
+mod train;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +23,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// DAPO training with attention-entropy token strategies (no arguments: the built-in demo).
+    Train(train::TrainArgs),
+    /// mean@k accuracy of a model folder on a dataset, per data source.
+    Eval(train::EvalArgs),
+    /// SVG charts of a run's metrics.jsonl into RUN_DIR/plots/.
+    Plot(train::PlotArgs),
     /// Check every CUDA kernel against the CPU reference (and the CPU backend by finite differences).
     Selftest(selftest::Args),
     /// Benchmarks on the GPU.
@@ -39,6 +47,9 @@ pub const COMMIT: &str = env!("ENTRL_COMMIT");
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(a) => train::train(&a),
+        Command::Eval(a) => train::eval(&a),
+        Command::Plot(a) => train::plot(&a),
         Command::Selftest(a) => selftest::run(&a),
         Command::Bench(b) => bench::run(&b),
         Command::VerifyReference(a) => verify::run(&a),

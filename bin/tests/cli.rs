@@ -32,3 +32,48 @@ fn bench_without_a_gpu_is_a_clear_error() {
         assert!(err.contains("error: CUDA is not available") || err.contains("no CUDA kernels"), "{err}");
     }
 }
+
+#[test]
+fn train_then_eval_and_plot_the_run() {
+    let dir = std::env::temp_dir().join(format!("entrl-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out_dir = format!("run.out_dir={:?}", dir.display().to_string());
+    let out = entrl(&[
+        "train",
+        "--strategy",
+        "anchors:0.2",
+        "train.steps=2",
+        "run.eval_every=1",
+        "model.device=cpu",
+        &out_dir,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("strategy = \"anchors:0.2\""), "the resolved config is printed first:\n{text}");
+    assert!(text.contains("step    2: acc"), "{text}");
+    let ckpt = dir.join("checkpoints/step_000002");
+    let out =
+        entrl(&["eval", "--model", ckpt.to_str().unwrap(), "--data", "builtin", "--k", "2", "--max-response-len", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("mean@2") && text.contains("entrl/add"), "{text}");
+    let out = entrl(&["plot", dir.to_str().unwrap()]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("summary.svg"));
+    // Resume with more steps continues from step 2.
+    let out = entrl(&["train", "--resume", dir.to_str().unwrap(), "train.steps=3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("step    3: acc") && !text.contains("step    1: acc"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn train_rejects_bad_configuration_clearly() {
+    let out = entrl(&["train", "--strategy", "middle:0.2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown token strategy \"middle\""));
+    let out = entrl(&["train", "train.lrr=1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown configuration key \"train.lrr\""));
+    let out = entrl(&["train", "--config", "/nonexistent/x.toml"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.toml"));
+}

@@ -1,0 +1,278 @@
+//! End-to-end DAPO on the built-in task, on CPU: the default run learns, every strategy selects what it
+//! claims, dynamic sampling refills, resume is exact, non-finite updates are skipped, bad input errors.
+use entrl_rl::metrics::StepMetrics;
+use entrl_rl::{train, Session, TrainConfig};
+use std::path::PathBuf;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("entrl-rl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// The built-in preset on CPU, quiet, writing into `dir`, plus `extra` overrides.
+fn config(dir: &std::path::Path, extra: &[&str]) -> TrainConfig {
+    let mut o: Vec<String> = vec![
+        format!("run.out_dir={:?}", dir.display().to_string()),
+        "model.device=cpu".into(),
+        "run.progress=false".into(),
+        "run.log_every=0".into(),
+        "run.plot=false".into(),
+    ];
+    o.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::resolve(None, &o).unwrap()
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = v.collect();
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn builtin_run_learns_and_writes_everything() {
+    let dir = tmp("learn");
+    let cfg = config(&dir, &["train.steps=60", "run.eval_every=30", "run.plot=true"]);
+    let s = train(cfg, None).unwrap();
+    assert_eq!(s.steps.len(), 60);
+    let first = mean(s.steps[..10].iter().map(|m| m.acc_generated));
+    let last = mean(s.steps[50..].iter().map(|m| m.acc_generated));
+    assert!(last > first + 0.1, "accuracy of generated responses did not rise: {first:.3} → {last:.3}");
+    let r0 = mean(s.steps[..10].iter().map(|m| m.reward_mean));
+    let r1 = mean(s.steps[50..].iter().map(|m| m.reward_mean));
+    assert!(r1 > r0, "reward did not rise: {r0:.3} → {r1:.3}");
+    let (e0, e1) = (s.evals.first().unwrap(), s.evals.last().unwrap());
+    assert_eq!((e0.0, e1.0), (0, 60));
+    assert!(e0.1 < 0.15, "chance accuracy should be about 1/19, got {}", e0.1);
+    assert!(e1.1 > e0.1 + 0.1, "held-out accuracy did not rise: {e0:?} → {e1:?}");
+    // Warm-up starts at lr 0 (verl) and reaches the configured lr.
+    assert_eq!(s.steps[0].lr, 0.0);
+    assert_eq!(s.steps[10].lr, 1e-3);
+    assert!(dir.join("metrics.jsonl").is_file() && dir.join("config.toml").is_file());
+    assert!(dir.join("plots/summary.svg").is_file() && dir.join("plots/reward.svg").is_file());
+    let ck = s.checkpoint.unwrap();
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json", "config.json", "tokenizer.json"] {
+        assert!(ck.join(f).is_file(), "checkpoint lacks {f}");
+    }
+    // The checkpoint is an HF model folder: it loads and generates with its own tokenizer.
+    let tok = entrl_qwen3::Tokenizer::from_dir(&ck).unwrap();
+    let m = entrl_qwen3::Qwen3::load(&ck, entrl_engine::DType::F32, &entrl_engine::Device::Cpu).unwrap();
+    assert_eq!(m.config.vocab_size, tok.vocab_size());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Timing and wall-clock fields differ between runs; everything else must match exactly.
+fn deterministic(m: &StepMetrics) -> StepMetrics {
+    StepMetrics {
+        time_rollout_s: 0.0,
+        time_old_logprob_s: 0.0,
+        time_update_s: 0.0,
+        time_step_s: 0.0,
+        tokens_per_s: 0.0,
+        ..m.clone()
+    }
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let (a, b) = (tmp("resume-a"), tmp("resume-b"));
+    let extra = ["train.steps=4", "run.eval_every=0", "tokens.strategy=soft", "run.diagnose=true"];
+    let full = train(config(&a, &extra), None).unwrap();
+    let mut first = extra.to_vec();
+    first[0] = "train.steps=2";
+    train(config(&b, &first), None).unwrap();
+    let resumed = train(config(&b, &extra), Some(&b)).unwrap();
+    assert_eq!(resumed.steps.len(), 2);
+    for (x, y) in full.steps[2..].iter().zip(&resumed.steps) {
+        assert_eq!(deterministic(x), deterministic(y), "step {} differs after resume", x.step);
+    }
+    // The metrics file continues where the checkpoint was taken: steps 1..=4, once each.
+    let text = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> =
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![1, 2, 3, 4]);
+    for d in [a, b] {
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
+
+#[test]
+fn dynamic_sampling_fills_every_batch_with_informative_groups() {
+    let dir = tmp("ds");
+    // One round draws exactly one batch of prompts, so any all-equal group forces a refill.
+    let s = train(config(&dir, &["train.steps=3", "run.eval_every=0", "rollout.gen_batch_size=16"]), None).unwrap();
+    for m in &s.steps {
+        assert_eq!((m.prompts, m.responses), (16, 256));
+        // An informative group has both outcomes, so the kept batch is never all right or all wrong.
+        assert!(m.acc_mean > 0.0 && m.acc_mean < 1.0);
+    }
+    // Chance accuracy is ~5%, so many groups are all-wrong and refills are needed.
+    assert!(s.steps.iter().all(|m| m.gen_rounds > 1), "{:?}", s.steps.iter().map(|m| m.gen_rounds).collect::<Vec<_>>());
+    assert!(s.steps.iter().all(|m| m.acc_mean > m.acc_generated));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A cap that cannot be met is a clear error.
+    let dir = tmp("ds-cap");
+    let e = train(config(&dir, &["train.steps=1", "rollout.max_gen_rounds=1", "rollout.gen_batch_size=2"]), None)
+        .unwrap_err();
+    assert!(e.contains("dynamic sampling") && e.contains("max_gen_rounds"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sorted (score, weight) pairs of valid tokens per pool.
+fn pools_of(v: &entrl_rl::trainer::TokenView, score: &[f32]) -> Vec<Vec<(f32, f32)>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &len in &v.pools {
+        let mut p: Vec<(f32, f32)> =
+            (start..start + len).filter(|&i| v.valid[i] != 0.0).map(|i| (score[i], v.weights[i])).collect();
+        p.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out.push(p);
+        start += len;
+    }
+    out
+}
+
+#[test]
+fn every_strategy_selects_what_it_claims() {
+    let dir = tmp("strategies");
+    for (name, pool) in [
+        ("full", "micro-batch"),
+        ("random:0.2", "sequence"),
+        ("anchors:0.2", "micro-batch"),
+        ("explorers:0.3", "mini-batch"),
+        ("pred-top:0.2", "sequence"),
+        ("pred-bottom:0.2", "micro-batch"),
+        ("position-random:0.2", "micro-batch"),
+        ("soft", "micro-batch"),
+    ] {
+        let strat = format!("tokens.strategy={name:?}");
+        let pool = format!("tokens.pool={pool:?}");
+        let mut s = Session::new(config(&dir, &[&strat, &pool, "rollout.max_response_len=6"])).unwrap();
+        let views = s.preview().unwrap();
+        assert_eq!(views.len(), 2, "{name}: 16 prompts in mini-batches of 8");
+        for v in &views {
+            assert!(
+                v.weights.iter().zip(&v.valid).all(|(&w, &m)| m != 0.0 || w == 0.0),
+                "{name}: weight off the response"
+            );
+            let kept = |p: &[(f32, f32)]| p.iter().filter(|x| x.1 != 0.0).count();
+            match name {
+                "full" => assert!(v.weights.iter().zip(&v.valid).all(|(w, m)| w == m)),
+                "soft" => {
+                    // Direction starts negative: lower entropy, higher weight; all weights in [floor, 1].
+                    for p in pools_of(v, &v.attn) {
+                        assert!(p.iter().all(|x| (0.1..=1.0).contains(&x.1)));
+                        assert!(p.windows(2).all(|w| w[0].0 == w[1].0 || w[0].1 >= w[1].1), "{name}: not monotone");
+                    }
+                }
+                _ => {
+                    let k: f64 = name.split(':').nth(1).unwrap().parse().unwrap();
+                    let score = if name.starts_with("pred") { &v.pred } else { &v.attn };
+                    for p in pools_of(v, score) {
+                        let want = (k * p.len() as f64).ceil() as usize;
+                        assert!(p.iter().all(|x| x.1 == 0.0 || x.1 == 1.0));
+                        assert_eq!(kept(&p), want, "{name}: exact-k per pool");
+                        let low = name.starts_with("anchors") || name == "pred-bottom:0.2";
+                        let high = name.starts_with("explorers") || name == "pred-top:0.2";
+                        if low {
+                            assert!(
+                                p[..want].iter().all(|x| x.1 == 1.0 || x.0 == p[want - 1].0),
+                                "{name}: not the lowest"
+                            );
+                        }
+                        if high {
+                            let n = p.len();
+                            assert!(
+                                p[n - want..].iter().all(|x| x.1 == 1.0 || x.0 == p[n - want].0),
+                                "{name}: not the highest"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // And a full training step runs with it (diagnostics on).
+        let m = s.step(&entrl_rl::progress::Progress::new(1, 0, false, false)).unwrap();
+        assert!(m.kept_frac > 0.0 && m.kept_frac <= 1.0, "{name}: kept {}", m.kept_frac);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn diagnostics_measure_gradient_geometry() {
+    let dir = tmp("diag");
+    let s = train(
+        config(&dir, &["train.steps=2", "run.eval_every=0", "tokens.strategy=anchors:0.2", "run.diagnose=true"]),
+        None,
+    )
+    .unwrap();
+    for m in &s.steps {
+        let d = m.diag.as_ref().expect("diagnostics on");
+        assert!(d.diag_grad_norm_selected > 0.0 && d.diag_grad_norm_full > 0.0);
+        assert!(d.diag_grad_cosine > -1.0 - 1e-9 && d.diag_grad_cosine < 1.0 + 1e-9);
+        assert!(d.diag_anchor_hnorm <= d.diag_explorer_hnorm, "{d:?}");
+        // kept fraction of anchors:0.2 is ⌈0.2·n⌉/n per pool: at least 0.2.
+        assert!(m.kept_frac >= 0.2 && m.kept_frac < 0.3, "{}", m.kept_frac);
+    }
+    // With the full strategy the selected loss is the full loss: cosine 1, equal norms.
+    let f = train(config(&dir, &["train.steps=1", "run.eval_every=0", "run.diagnose=true"]), None).unwrap();
+    let d = f.steps[0].diag.as_ref().unwrap();
+    assert!((d.diag_grad_cosine - 1.0).abs() < 1e-6, "{d:?}");
+    assert!((d.diag_grad_norm_selected - d.diag_grad_norm_full).abs() <= 1e-6 * d.diag_grad_norm_full);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn non_finite_updates_are_skipped_and_never_applied() {
+    let dir = tmp("nan");
+    // lr 1e30 makes the first update blow the weights up; every later loss is non-finite.
+    let cfg = config(
+        &dir,
+        &[
+            "train.steps=3",
+            "run.eval_every=0",
+            "train.lr=1e30",
+            "train.warmup_steps=0",
+            "rollout.dynamic_sampling=false",
+        ],
+    );
+    let mut s = Session::new(cfg).unwrap();
+    let p = entrl_rl::progress::Progress::new(3, 0, false, false);
+    let mut skipped = 0;
+    for _ in 0..3 {
+        skipped = s.step(&p).unwrap().skipped_total;
+    }
+    assert!(skipped > 0, "expected skipped updates");
+    for (name, t) in s.model.params() {
+        assert!(t.to_vec_f64().unwrap().iter().all(|x| x.is_finite()), "{name} received a non-finite update");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let dir = tmp("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": [{\"role\": \"user\", \"content\": \"1 + 1 =\"}], \"reward_model\": {\"ground_truth\": \"2\"}}\n{oops\n",
+    )
+    .unwrap();
+    let e = Session::new(config(&dir, &[&format!("data.train={:?}", data.display().to_string())])).err().unwrap();
+    assert!(e.contains("line 2"), "{e}");
+
+    let e = TrainConfig::resolve(None, &["tokens.strategy=middle:0.2".into()]).unwrap_err();
+    assert!(e.contains("unknown token strategy \"middle\""), "{e}");
+
+    let empty = dir.join("model");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("config.json"), entrl_rl::task::builtin_model_config(19).to_hf_json()).unwrap();
+    entrl_rl::task::builtin_tokenizer().save(&empty).unwrap();
+    let e = Session::new(config(&dir, &[&format!("model.path={:?}", empty.display().to_string())])).err().unwrap();
+    assert!(e.contains("model.safetensors"), "{e}");
+
+    let e = Session::new(config(&dir, &["tokens.entropy_layers=[5]"])).err().unwrap();
+    assert!(e.contains("layer 5 does not exist"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
