@@ -31,3 +31,20 @@ fn malformed_rows_name_the_line() {
     assert!(e.contains("ground_truth must be a string or number"), "{e}");
     assert_eq!(parse_jsonl("\n\n").unwrap_err(), "no prompt rows");
 }
+
+#[test]
+fn reads_verl_parquet() {
+    // tests/data/verl_sample.parquet: written by pyarrow (snappy) in DAPO-Math-17k's column layout.
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/verl_sample.parquet");
+    let rows = entrl_rl::data::read_prompts(&p).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].messages, vec![entrl_qwen3::Message::new("user", "What is 2 + 3? Answer: $Answer")]);
+    assert_eq!((rows[1].data_source.as_str(), rows[1].ground_truth.as_str()), ("aime2024", "1"));
+    assert_eq!(rows[2].ground_truth, "144");
+    // Not parquet at all: a clear error naming the file.
+    let bad = std::env::temp_dir().join(format!("entrl-bad-{}.parquet", std::process::id()));
+    std::fs::write(&bad, b"not parquet").unwrap();
+    let e = entrl_rl::data::read_prompts(&bad).unwrap_err();
+    assert!(e.contains("not a readable parquet file") && e.contains("entrl-bad-"), "{e}");
+    std::fs::remove_file(&bad).unwrap();
+}

@@ -94,7 +94,7 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let rows = if a.data == "builtin" {
         entrl_rl::task::builtin_prompts(9)
     } else {
-        entrl_rl::data::read_jsonl(std::path::Path::new(&a.data))?
+        entrl_rl::data::read_prompts(std::path::Path::new(&a.data))?
     };
     let (prompts, dropped) = encode_prompts(&rows, &tok, a.max_prompt_len)?;
     if dropped > 0 {

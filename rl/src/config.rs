@@ -26,7 +26,8 @@ pub struct TrainConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// An HF Qwen3 folder, or `builtin` (random-init tiny Qwen3 with the built-in tokenizer).
+    /// An HF Qwen3 folder, `builtin` (random-init tiny Qwen3 with the built-in tokenizer), or
+    /// `random:<shape>` (qwen3-0.6b … qwen3-8b with random weights, for benchmarks; needs `tokenizer`).
     pub path: String,
     /// Tokenizer folder when not the model folder ("" = the model folder).
     pub tokenizer: String,
@@ -41,7 +42,7 @@ pub struct ModelConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// verl-layout prompts (`.jsonl`), or `builtin` (the addition task).
+    /// verl-layout prompts (`.jsonl` or `.parquet`), or `builtin` (the addition task).
     pub train: String,
     /// Held-out prompts for `run.eval_every` ("" = none; `builtin` = the built-in task).
     pub eval: String,
@@ -132,8 +133,10 @@ pub struct TokenConfig {
 pub struct RunConfig {
     /// Run directory: config.toml, metrics.jsonl, checkpoints/, plots/.
     pub out_dir: String,
-    /// Save a checkpoint every N steps (0 = only at the end).
+    /// Save a checkpoint every N steps (0 = none along the way).
     pub save_every: u64,
+    /// Save a checkpoint when the run ends.
+    pub save_final: bool,
     /// Evaluate mean@k on `data.eval` every N steps (0 = never).
     pub eval_every: u64,
     pub eval_k: usize,
@@ -209,6 +212,7 @@ impl TrainConfig {
             run: RunConfig {
                 out_dir: "runs/dapo".into(),
                 save_every: 20,
+                save_final: true,
                 eval_every: 0,
                 eval_k: 8,
                 eval_temperature: 1.0,

@@ -1,6 +1,7 @@
 //! Prompt datasets in verl's layout (DAPO-Math-17k and friends): one row per prompt with
-//! `prompt` (chat messages), `reward_model.ground_truth` and `data_source`. JSONL is read here;
-//! every malformed row is reported with its line number and what is wrong.
+//! `prompt` (chat messages), `reward_model.ground_truth` and `data_source`, as JSONL or parquet (the
+//! format verl's data scripts write; snappy or uncompressed). Every malformed row is reported with its
+//! line (JSONL) or row (parquet) number and what is wrong.
 use entrl_qwen3::Message;
 use serde::Deserialize;
 use std::path::Path;
@@ -24,10 +25,37 @@ struct RawRow {
     data_source: Option<String>,
 }
 
+/// Read a dataset file: `.parquet` by the parquet reader, anything else as JSONL.
+pub fn read_prompts(path: &Path) -> Result<Vec<PromptRow>, String> {
+    if path.extension().is_some_and(|e| e == "parquet") {
+        read_parquet(path)
+    } else {
+        read_jsonl(path)
+    }
+}
+
 /// Read a `.jsonl` file of verl-layout rows.
 pub fn read_jsonl(path: &Path) -> Result<Vec<PromptRow>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     parse_jsonl(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Read a verl-layout parquet file (rows through the record API, each checked like a JSONL line).
+pub fn read_parquet(path: &Path) -> Result<Vec<PromptRow>, String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let at = |msg: String| format!("{}: {msg}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| at(e.to_string()))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| at(format!("not a readable parquet file ({e})")))?;
+    let iter = reader.get_row_iter(None).map_err(|e| at(e.to_string()))?;
+    let mut rows = Vec::new();
+    for (i, row) in iter.enumerate() {
+        let row = row.map_err(|e| at(format!("row {}: {e}", i + 1)))?;
+        rows.push(row_from_value(row.to_json_value()).map_err(|e| at(format!("row {}: {e}", i + 1)))?);
+    }
+    if rows.is_empty() {
+        return Err(at("no prompt rows".into()));
+    }
+    Ok(rows)
 }
 
 /// Parse verl-layout rows, one JSON object per non-empty line.
@@ -37,33 +65,34 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<PromptRow>, String> {
         if line.trim().is_empty() {
             continue;
         }
-        let at = |msg: String| format!("line {}: {msg}", i + 1);
-        let raw: RawRow = serde_json::from_str(line).map_err(|e| at(format!("not a verl prompt row ({e})")))?;
-        let messages = match raw.prompt {
-            serde_json::Value::String(s) => vec![Message::new("user", &s)],
-            v @ serde_json::Value::Array(_) => serde_json::from_value::<Vec<Message>>(v)
-                .map_err(|e| at(format!("prompt must be a list of {{role, content}} messages ({e})")))?,
-            _ => return Err(at("prompt must be a string or a list of chat messages".into())),
-        };
-        if messages.is_empty() {
-            return Err(at("prompt has no messages".into()));
-        }
-        if let Some(m) = messages.iter().find(|m| !["system", "user", "assistant"].contains(&m.role.as_str())) {
-            return Err(at(format!("unknown message role {:?}", m.role)));
-        }
-        let ground_truth = match raw.reward_model.ground_truth {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            v => return Err(at(format!("reward_model.ground_truth must be a string or number, got {v}"))),
-        };
-        rows.push(PromptRow {
-            messages,
-            ground_truth,
-            data_source: raw.data_source.unwrap_or_else(|| "math_dapo".into()),
-        });
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line {}: not JSON ({e})", i + 1))?;
+        rows.push(row_from_value(v).map_err(|e| format!("line {}: {e}", i + 1))?);
     }
     if rows.is_empty() {
         return Err("no prompt rows".into());
     }
     Ok(rows)
+}
+
+/// One verl-layout row from its JSON form.
+fn row_from_value(v: serde_json::Value) -> Result<PromptRow, String> {
+    let raw: RawRow = serde_json::from_value(v).map_err(|e| format!("not a verl prompt row ({e})"))?;
+    let messages = match raw.prompt {
+        serde_json::Value::String(s) => vec![Message::new("user", &s)],
+        v @ serde_json::Value::Array(_) => serde_json::from_value::<Vec<Message>>(v)
+            .map_err(|e| format!("prompt must be a list of {{role, content}} messages ({e})"))?,
+        _ => return Err("prompt must be a string or a list of chat messages".into()),
+    };
+    if messages.is_empty() {
+        return Err("prompt has no messages".into());
+    }
+    if let Some(m) = messages.iter().find(|m| !["system", "user", "assistant"].contains(&m.role.as_str())) {
+        return Err(format!("unknown message role {:?}", m.role));
+    }
+    let ground_truth = match raw.reward_model.ground_truth {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        v => return Err(format!("reward_model.ground_truth must be a string or number, got {v}")),
+    };
+    Ok(PromptRow { messages, ground_truth, data_source: raw.data_source.unwrap_or_else(|| "math_dapo".into()) })
 }
