@@ -5,6 +5,7 @@
 #
 # Build here first (pinned nvcc, see README), then call the device tool with:
 #   cp -r ../shared/fixtures .device-fixtures      (once; ../shared does not travel, .device-fixtures is ignored)
+#   cp -r ../shared/tokenizers/qwen3 .device-fixtures/tokenizer-qwen3
 #   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 480
 # Usage: bash scripts/device-check.sh [all|kernels]  ("kernels" skips the qwen3-8b model benches, ~4 min less)
 set -uo pipefail
@@ -49,6 +50,22 @@ timeout 60 python3 benches/torch_select.py >> "$D/select.jsonl" 2>&1; tail -n 3 
 echo "== bench loss (entrl fused LM head + DAPO loss, then torch eager)"
 timeout 90 "$BIN" bench loss --json "$D/loss.jsonl" 2>&1 | tee "$D/loss.txt"
 timeout 90 python3 benches/torch_loss.py >> "$D/loss.jsonl" 2>&1; tail -n 1 "$D/loss.jsonl"
+
+echo "== DAPO steps on the qwen3-0.6b shape (random weights, real Qwen3 tokenizer): timings per phase"
+python3 - > "$D/dapo_prompts.jsonl" <<'PY'
+import json
+for a in range(8):
+    for b in range(8):
+        msg = [{"role": "user", "content": f"What is {a} + {b}? Put the final answer in \\boxed{{}}."}]
+        print(json.dumps({"prompt": msg, "reward_model": {"ground_truth": str(a + b)}, "data_source": "math_dapo"}))
+PY
+timeout 200 "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
+  data.train="$D/dapo_prompts.jsonl" rollout.n=8 train.batch_size=16 train.mini_batch_size=4 rollout.max_response_len=512 \
+  rollout.dynamic_sampling=false reward.overlong_penalty=false train.steps=3 train.warmup_steps=0 \
+  tokens.strategy=anchors:0.2 run.diagnose=true run.out_dir=/tmp/entrl-dapo run.save_final=false run.plot=false \
+  run.progress=false > "$D/dapo.txt" 2>&1
+echo "dapo rc=$?"; tail -n 4 "$D/dapo.txt"
+cp /tmp/entrl-dapo/metrics.jsonl "$D/dapo_metrics.jsonl" 2>/dev/null
 
 if [ "$PART" != kernels ]; then
   echo "== qwen3-8b shape: train step and generation (entrl, then HF transformers)"
@@ -103,6 +120,13 @@ hf = [r for r in lines("torch_model.jsonl") if r.get("impl") == "hf_generate"]
 for r in gen:
     ratio = f"{r['tok_per_s'] / hf[0]['tok_per_s']:.1f}x HF" if hf and r["batch"] == 16 else ""
     print(f"| generate batch {r['batch']} | {r['tok_per_s']:.0f} tok/s overall, decode {r['decode_tok_per_s']:.0f}, prefill {r['prefill_tok_per_s']:.0f} | {ratio} |")
+dl = lines("dapo_metrics.jsonl")
+for m in dl:
+    print(f"| DAPO qwen3-0.6b step {m['step']} (16 prompts x 8, <=512 new) | rollout {m['time_rollout_s']:.2f} s, old-logprob "
+          f"{m['time_old_logprob_s']:.2f} s, update {m['time_update_s']:.2f} s, total {m['time_step_s']:.2f} s, "
+          f"{m['tokens_per_s']:.0f} tok/s, len {m['response_len_mean']:.0f} |")
+if not dl:
+    print("| DAPO qwen3-0.6b | no metrics (see dapo.txt) |")
 print("\n| attention shape | entrl fwd | fwd+H (TF/s) | H overhead | vs FA2 fwd | vs eager H | fwd+bwd (TF/s) | vs FA2 fwd+bwd |")
 print("|---|---|---|---|---|---|---|---|")
 for shape in ["S=1024", "S=2048", "S=4096", "S=8192", "8x1024"]:

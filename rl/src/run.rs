@@ -143,7 +143,7 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
         }
     }
     progress.finish();
-    if saved_at != Some(s.step) {
+    if cfg.run.save_final && saved_at != Some(s.step) {
         summary.checkpoint = Some(s.save()?);
     }
     if cfg.run.plot && metrics_path.exists() {

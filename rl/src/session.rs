@@ -2,7 +2,7 @@
 //! from a [`TrainConfig`] (fresh) or from a checkpoint (resume), and saved atomically as
 //! `RUN_DIR/checkpoints/step_NNNNNN/` (HF model folder + optimizer state + loop state).
 use crate::config::TrainConfig;
-use crate::data::{read_jsonl, PromptRow};
+use crate::data::{read_prompts, PromptRow};
 use crate::reward::Verifier;
 use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
 use crate::strategy::Strategy;
@@ -11,7 +11,7 @@ use entrl_engine::optim::{AdamW, AdamWConfig};
 use entrl_engine::{DType, Device, Tensor};
 use entrl_qwen3::checkpoint::Checkpoint;
 use entrl_qwen3::save::{write_atomic, write_safetensors};
-use entrl_qwen3::{Qwen3, Tokenizer};
+use entrl_qwen3::{Qwen3, Qwen3Config, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -65,11 +65,32 @@ pub fn resolve_device(name: &str) -> Result<Device, String> {
     }
 }
 
+/// What `model.path` names.
+enum ModelSource {
+    /// The built-in tiny Qwen3 with the built-in tokenizer.
+    Builtin,
+    /// `random:qwen3-0.6b` etc.: a named shape with random weights (benchmarks), tokenizer from model.tokenizer.
+    Random(String),
+    Folder(PathBuf),
+}
+
+impl ModelSource {
+    fn parse(path: &str) -> Self {
+        match path {
+            "builtin" => Self::Builtin,
+            p => match p.strip_prefix("random:") {
+                Some(shape) => Self::Random(shape.to_string()),
+                None => Self::Folder(PathBuf::from(p)),
+            },
+        }
+    }
+}
+
 fn load_rows(spec: &str, cfg: &TrainConfig) -> Result<Vec<PromptRow>, String> {
     if spec == "builtin" {
         Ok(builtin_prompts(cfg.data.builtin_max_sum))
     } else {
-        read_jsonl(Path::new(spec))
+        read_prompts(Path::new(spec))
     }
 }
 
@@ -90,25 +111,16 @@ impl Session {
             ("bf16", _) | ("auto", true) => DType::BF16,
             _ => DType::F32,
         };
-        let builtin = cfg.model.path == "builtin";
-        let tok = match (ckpt, builtin, cfg.model.tokenizer.as_str()) {
+        let source = ModelSource::parse(&cfg.model.path);
+        let tok = match (ckpt, &source, cfg.model.tokenizer.as_str()) {
             (Some(dir), _, _) => Tokenizer::from_dir(dir).map_err(|e| e.to_string())?,
-            (None, true, _) => builtin_tokenizer(),
-            (None, false, "") => Tokenizer::from_dir(Path::new(&cfg.model.path)).map_err(|e| e.to_string())?,
-            (None, false, t) => Tokenizer::from_dir(Path::new(t)).map_err(|e| e.to_string())?,
+            (None, ModelSource::Builtin, _) => builtin_tokenizer(),
+            (None, ModelSource::Random(shape), "") => {
+                return Err(format!("model.path \"random:{shape}\" needs model.tokenizer (a tokenizer folder)"))
+            }
+            (None, ModelSource::Folder(dir), "") => Tokenizer::from_dir(dir).map_err(|e| e.to_string())?,
+            (None, _, t) => Tokenizer::from_dir(Path::new(t)).map_err(|e| e.to_string())?,
         };
-        let model = match (ckpt, builtin) {
-            (Some(dir), _) => Qwen3::load(dir, dtype, &device),
-            (None, true) => Qwen3::random(builtin_model_config(tok.vocab_size()), dtype, &device, cfg.train.seed),
-            (None, false) => Qwen3::load(Path::new(&cfg.model.path), dtype, &device),
-        }
-        .map_err(|e| e.to_string())?;
-        let layers = model.config.num_hidden_layers;
-        if let Some(&l) = cfg.tokens.entropy_layers.iter().find(|&&l| l >= layers) {
-            return Err(format!(
-                "tokens.entropy_layers: layer {l} does not exist (the model has {layers} layers, 0-based)"
-            ));
-        }
         let (prompts, dropped) = encode_prompts(&load_rows(&cfg.data.train, &cfg)?, &tok, cfg.rollout.max_prompt_len)
             .map_err(|e| format!("{}: {e}", cfg.data.train))?;
         let eval_prompts = if cfg.data.eval.is_empty() {
@@ -118,6 +130,29 @@ impl Session {
                 .map_err(|e| format!("{}: {e}", cfg.data.eval))?
                 .0
         };
+        let seed = cfg.train.seed;
+        let model = match (ckpt, &source) {
+            (Some(dir), _) => Qwen3::load(dir, dtype, &device),
+            (None, ModelSource::Builtin) => Qwen3::random(builtin_model_config(tok.vocab_size()), dtype, &device, seed),
+            (None, ModelSource::Random(shape)) => {
+                Qwen3Config::named(shape).and_then(|c| Qwen3::random(c, dtype, &device, seed))
+            }
+            (None, ModelSource::Folder(dir)) => Qwen3::load(dir, dtype, &device),
+        }
+        .map_err(|e| e.to_string())?;
+        if model.config.vocab_size < tok.vocab_size() {
+            return Err(format!(
+                "the tokenizer has {} tokens but the model's vocabulary only {}",
+                tok.vocab_size(),
+                model.config.vocab_size
+            ));
+        }
+        let layers = model.config.num_hidden_layers;
+        if let Some(&l) = cfg.tokens.entropy_layers.iter().find(|&&l| l >= layers) {
+            return Err(format!(
+                "tokens.entropy_layers: layer {l} does not exist (the model has {layers} layers, 0-based)"
+            ));
+        }
         let (names, params): (Vec<String>, Vec<Tensor>) = model.params().iter().cloned().unzip();
         let t = &cfg.train;
         let opt_cfg = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: 1e-8, weight_decay: t.weight_decay };
