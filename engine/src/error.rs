@@ -26,6 +26,8 @@ pub enum EngineError {
     Invalid { op: &'static str, msg: String },
     #[error("autograd: {0}")]
     Autograd(String),
+    #[error("collective: {0}")]
+    Comm(String),
 }
 
 impl EngineError {

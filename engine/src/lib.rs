@@ -15,6 +15,7 @@ pub mod check;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
+pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod ops;

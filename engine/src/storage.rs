@@ -85,6 +85,28 @@ impl CudaStorage {
         r.map_err(|e| EngineError::cuda("device-to-host copy", e))
     }
 
+    /// Copy `len` elements from `src[src_off..]` into `self[dst_off..]` (same dtype, same device).
+    pub fn copy_range_from(&self, dst_off: usize, src: &CudaStorage, src_off: usize, len: usize) -> Result<()> {
+        if src.dtype != self.dtype || dst_off + len > self.len || src_off + len > src.len {
+            return Err(EngineError::invalid(
+                "copy_range_from",
+                format!("{len} {} elements from {}+{src_off} into {}+{dst_off}", src.dtype, src.len, self.len),
+            ));
+        }
+        let es = self.dtype.size_in_bytes();
+        self.device.bind()?;
+        // SAFETY: both ranges were checked against the blocks' lengths above.
+        unsafe {
+            result::memcpy_dtod_async(
+                self.ptr() + (dst_off * es) as u64,
+                src.ptr() + (src_off * es) as u64,
+                len * es,
+                self.device.stream().cu_stream(),
+            )
+        }
+        .map_err(|e| EngineError::cuda("device-to-device copy", e))
+    }
+
     pub fn try_clone(&self) -> Result<Self> {
         let out = Self::alloc(&self.device, self.dtype, self.len)?;
         self.device.bind()?;

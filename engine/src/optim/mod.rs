@@ -1,6 +1,8 @@
 //! Optimizers and gradient utilities.
 mod adamw;
 mod clip;
+mod sharded;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{clip_grad_norm, global_grad_norm};
+pub use sharded::{ShardedAdamW, ShardedStep};

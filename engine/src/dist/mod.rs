@@ -1,0 +1,42 @@
+//! Collectives for data-parallel training in one process (one worker thread per rank): the
+//! [`Communicator`] trait, its in-process implementation over threads and shared buffers
+//! ([`ThreadComm`], CPU tensors, used by CI) and NCCL ([`NcclComm`], GPU tensors), plus the flat
+//! parameter layout that ZeRO-2 sharding reduce-scatters and all-gathers.
+mod flat;
+mod nccl;
+mod thread;
+
+pub use flat::{slice as flat_slice, write_at as flat_write_at, FlatLayout};
+pub use nccl::NcclComm;
+pub use thread::ThreadComm;
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// One rank's handle on a group of `world_size` ranks. Every rank must call the same collectives in the
+/// same order; a failed rank calls [`Communicator::abort`] so the others stop with its reason instead of
+/// waiting forever.
+pub trait Communicator: Send + Sync {
+    fn rank(&self) -> usize;
+    fn world_size(&self) -> usize;
+    /// In place: t ← Σ_ranks t (f32 or bf16, same shape on every rank).
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<()>;
+    /// `input` [world·k] → `output` [k] = Σ_ranks input[rank·k .. (rank+1)·k].
+    fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<()>;
+    /// `input` [k] → `output` [world·k], rank r's input at r·k.
+    fn all_gather(&self, input: &Tensor, output: &Tensor) -> Result<()>;
+    /// Host bytes of every rank, in rank order (rollouts, counts, norms, barriers).
+    fn all_gather_host(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>>;
+    /// Fail every pending and future collective of the group with `reason`.
+    fn abort(&self, reason: &str);
+
+    /// Σ over ranks of a host value.
+    fn all_reduce_host(&self, x: f64) -> Result<f64> {
+        let all = self.all_gather_host(x.to_le_bytes().to_vec())?;
+        Ok(all.iter().map(|b| f64::from_le_bytes(b[..8].try_into().expect("8 bytes"))).sum())
+    }
+    /// Wait until every rank arrives.
+    fn barrier(&self) -> Result<()> {
+        self.all_gather_host(Vec::new()).map(|_| ())
+    }
+}
