@@ -23,6 +23,9 @@ pub struct TrainArgs {
     /// Gradient geometry and anchor/explorer statistics per update (run.diagnose=true).
     #[arg(long)]
     diagnose: bool,
+    /// Data-parallel GPUs, one worker thread each (run.world_size; default: every visible GPU).
+    #[arg(long)]
+    gpus: Option<usize>,
     /// Print the resolved configuration and exit.
     #[arg(long)]
     dry_run: bool,
@@ -38,6 +41,9 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     if a.diagnose {
         overrides.push("run.diagnose=true".into());
+    }
+    if let Some(n) = a.gpus {
+        overrides.push(format!("run.world_size={n}"));
     }
     let saved = a.resume.as_ref().and_then(|r| {
         let run_dir = if r.join("state.json").is_file() { r.parent()?.parent()?.to_path_buf() } else { r.clone() };

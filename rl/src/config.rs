@@ -152,6 +152,11 @@ pub struct RunConfig {
     pub stop_at_accuracy: f64,
     /// Write the plots at the end of the run.
     pub plot: bool,
+    /// Data-parallel ranks (one worker thread each): 0 = every visible GPU (1 on CPU). On a machine
+    /// without GPUs, or with model.device = "cpu", N > 1 runs N CPU ranks (the CI path).
+    pub world_size: usize,
+    /// Test hook: "RANK:STEP" makes that rank fail when it starts that step (1-based); "" = never.
+    pub debug_fail_at: String,
 }
 
 impl TrainConfig {
@@ -222,6 +227,8 @@ impl TrainConfig {
                 log_every: 1,
                 stop_at_accuracy: 0.0,
                 plot: true,
+                world_size: 0,
+                debug_fail_at: String::new(),
             },
         }
     }
@@ -375,7 +382,11 @@ impl TrainConfig {
         )?;
         check(["auto", "bf16", "f32"].contains(&self.model.dtype.as_str()), "model.dtype: auto, bf16 or f32".into())?;
         check(!self.tokens.entropy_layers.is_empty(), "tokens.entropy_layers must name at least one layer".into())?;
-        check(self.run.eval_k >= 1, "run.eval_k must be ≥ 1".into())
+        check(self.run.eval_k >= 1, "run.eval_k must be ≥ 1".into())?;
+        check(
+            !(self.run.diagnose && self.run.world_size > 1),
+            "run.diagnose compares full and selected gradients in one process: use run.world_size = 1".into(),
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 //! loop with metrics, checkpoints, exact resume, evaluation and plots; and the built-in task.
 pub mod advantage;
 pub mod batch;
+pub mod codec;
 pub mod config;
 pub mod data;
 pub mod dynamic_sampling;

@@ -1,5 +1,6 @@
 //! Rollouts: n responses per prompt from the policy's KV-cache generator, decoded and scored by the
 //! prompt's verifier (plus DAPO's soft overlong penalty), and the seeded prompt stream that feeds them.
+use crate::codec::{Reader, Writer};
 use crate::data::PromptRow;
 use crate::reward::overlong_penalty;
 use entrl_qwen3::{generate, FinishReason, Qwen3, Request, SamplingParams, Tokenizer};
@@ -70,6 +71,43 @@ impl Sample {
     }
 }
 
+/// Serialize samples for the host exchange between data-parallel ranks.
+pub fn encode_samples(samples: &[Sample]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u64(samples.len() as u64);
+    for s in samples {
+        w.u64(s.group as u64);
+        w.bytes(s.data_source.as_bytes());
+        w.u32s(&s.prompt);
+        w.u32s(&s.response);
+        w.u64((s.finish == FinishReason::Stop) as u64);
+        w.f64(s.reward);
+        w.u64(s.correct as u64);
+        w.f64(s.advantage);
+    }
+    w.0
+}
+
+/// Inverse of [`encode_samples`].
+pub fn decode_samples(buf: &[u8]) -> Result<Vec<Sample>, String> {
+    let mut r = Reader::new(buf);
+    let n = r.u64()? as usize;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(Sample {
+            group: r.u64()? as usize,
+            data_source: String::from_utf8_lossy(r.bytes()?).into_owned(),
+            prompt: Arc::new(r.u32s()?),
+            response: r.u32s()?,
+            finish: if r.u64()? == 1 { FinishReason::Stop } else { FinishReason::Length },
+            reward: r.f64()?,
+            correct: r.u64()? == 1,
+            advantage: r.f64()?,
+        });
+    }
+    Ok(out)
+}
+
 /// How rollouts are sampled and judged.
 pub struct RolloutSpec<'a> {
     pub n: usize,
@@ -109,10 +147,11 @@ pub fn rollout(
     let mut reqs = Vec::with_capacity(prompts.len() * spec.n);
     for (g, p) in prompts.iter().enumerate() {
         for j in 0..spec.n {
+            // Seeded by the group id, so a response does not depend on which rank generates it.
             reqs.push(Request {
                 prompt: p.ids.to_vec(),
                 max_new_tokens: spec.max_response_len,
-                seed: mix_seed(&[seed, g as u64, j as u64]),
+                seed: mix_seed(&[seed, (first_group + g) as u64, j as u64]),
             });
         }
     }

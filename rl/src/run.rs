@@ -6,10 +6,13 @@ use crate::metrics::{append_line, truncate_after, StepMetrics};
 use crate::plot::plot_run;
 use crate::progress::Progress;
 use crate::session::{latest_checkpoint, Session};
+use entrl_engine::dist::{Communicator, NcclComm, ThreadComm};
+use entrl_engine::Device;
 use entrl_qwen3::save::write_atomic;
 use entrl_qwen3::SamplingParams;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What a finished run reports.
 #[derive(Clone, Debug)]
@@ -54,47 +57,134 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
     )
 }
 
-/// Train as configured; `resume` continues a run exactly where its checkpoint left it.
+/// How many data-parallel ranks and on which devices: (world, GPU devices or empty for CPU ranks).
+fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
+    let want = cfg.run.world_size;
+    let gpus = if cfg.model.device == "cpu" { 0 } else { Device::cuda_count() };
+    if gpus == 0 || want == 1 || (want == 0 && gpus == 1) {
+        return Ok((want.max(1), Vec::new()));
+    }
+    let world = if want == 0 { gpus } else { want };
+    if world > gpus {
+        return Err(format!("run.world_size = {world} but only {gpus} GPU(s) are visible"));
+    }
+    let devices = (0..world).map(|i| Device::cuda(i).map_err(|e| format!("GPU {i}: {e}"))).collect::<Result<_, _>>()?;
+    Ok((world, devices))
+}
+
+/// Train as configured; `resume` continues a run exactly where its checkpoint left it. With
+/// `run.world_size` > 1 (or several GPUs), one worker thread per rank trains data-parallel (ZeRO-2).
 pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, String> {
+    let (world, devices) = resolve_world(&cfg)?;
+    if world == 1 {
+        return run_rank(cfg, resume, None);
+    }
+    if cfg.run.diagnose {
+        return Err("run.diagnose compares full and selected gradients in one process: use run.world_size = 1".into());
+    }
+    let timeout = Duration::from_secs(3600);
+    let comms: Vec<Arc<dyn Communicator>> = if devices.is_empty() {
+        ThreadComm::group(world, timeout).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect()
+    } else {
+        let cuda: Vec<_> = devices.iter().filter_map(|d| d.as_cuda().cloned()).collect();
+        NcclComm::group(&cuda, timeout)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|c| Arc::new(c) as Arc<dyn Communicator>)
+            .collect()
+    };
+    let results: Vec<Result<RunSummary, String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .enumerate()
+            .map(|(rank, comm)| {
+                let (cfg, dev) = (cfg.clone(), devices.get(rank).cloned().unwrap_or(Device::Cpu));
+                sc.spawn(move || {
+                    let r = run_rank(cfg, resume, Some((comm.clone(), dev)));
+                    if let Err(e) = &r {
+                        comm.abort(e);
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(rank, h)| h.join().unwrap_or_else(|_| Err(format!("rank {rank} panicked"))))
+            .collect()
+    });
+    // Report the failure that started it, not the other ranks' "aborted" echoes.
+    let mut first_err = None;
+    let mut lead = None;
+    for (rank, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(s) if rank == 0 => lead = Some(s),
+            Ok(_) => {}
+            Err(e) if !e.contains("the group was aborted") => return Err(format!("rank {rank}: {e}")),
+            Err(e) => first_err = first_err.or(Some(format!("rank {rank}: {e}"))),
+        }
+    }
+    match (first_err, lead) {
+        (Some(e), _) => Err(e),
+        (None, Some(s)) => Ok(s),
+        (None, None) => Err("rank 0 returned no summary".into()),
+    }
+}
+
+/// One rank's run (the only one without data parallelism). Rank 0 owns the run directory: metrics,
+/// evaluation, progress and plots; every rank steps and writes its share of each checkpoint.
+fn run_rank(
+    cfg: TrainConfig,
+    resume: Option<&Path>,
+    dist: Option<(Arc<dyn Communicator>, Device)>,
+) -> Result<RunSummary, String> {
     let t0 = Instant::now();
+    let comm = dist.as_ref().map(|(c, _)| c.clone());
+    let lead = comm.as_ref().is_none_or(|c| c.rank() == 0);
+    let barrier = || comm.as_ref().map_or(Ok(()), |c| c.barrier().map_err(|e| e.to_string()));
     let run_dir = PathBuf::from(&cfg.run.out_dir);
-    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let metrics_path = run_dir.join("metrics.jsonl");
-    let mut s = match resume {
-        Some(p) => {
-            let ckpt = find_checkpoint(p)?;
-            let s = Session::resume(cfg, &ckpt)?;
-            truncate_after(&metrics_path, s.step).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
-            eprintln!("resuming from {} (step {})", ckpt.display(), s.step);
-            s
+    let ckpt = resume.map(find_checkpoint).transpose()?;
+    if lead {
+        std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+        if ckpt.is_none() && metrics_path.exists() {
+            eprintln!("note: {} held an earlier run; starting its metrics afresh", run_dir.display());
+            std::fs::remove_file(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            let _ = std::fs::remove_file(run_dir.join("checkpoints").join("latest"));
         }
-        None => {
-            if metrics_path.exists() {
-                eprintln!("note: {} held an earlier run; starting its metrics afresh", run_dir.display());
-                std::fs::remove_file(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
-                let _ = std::fs::remove_file(run_dir.join("checkpoints").join("latest"));
-            }
-            Session::new(cfg)?
-        }
+    }
+    barrier()?;
+    let mut s = match (dist, &ckpt) {
+        (Some((c, d)), ck) => Session::new_rank(cfg, ck.as_deref(), c, d)?,
+        (None, Some(ck)) => Session::resume(cfg, ck)?,
+        (None, None) => Session::new(cfg)?,
     };
     let cfg = s.cfg.clone();
-    write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes()).map_err(|e| e.to_string())?;
-    let verbose = cfg.run.log_every > 0;
+    if lead {
+        if let Some(ck) = &ckpt {
+            truncate_after(&metrics_path, s.step).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            eprintln!("resuming from {} (step {})", ck.display(), s.step);
+        }
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let verbose = lead && cfg.run.log_every > 0;
     if verbose {
         println!("# entrl train: resolved configuration\n{}", cfg.to_toml());
         println!(
-            "# model: {} layers, hidden {}, {} parameters, {} on {}; {} training prompts ({} dropped as too long), {} eval prompts",
+            "# model: {} layers, hidden {}, {} parameters, {} on {} × {} rank(s); {} training prompts ({} dropped as too long), {} eval prompts",
             s.model.config.num_hidden_layers,
             s.model.config.hidden_size,
             s.model.config.num_params(),
             s.model.dtype,
             s.device,
+            s.world_size(),
             s.prompts.len(),
             s.dropped_prompts,
             s.eval_prompts.len()
         );
     }
-    let progress = Progress::new(cfg.train.steps, s.step, cfg.run.progress, verbose);
+    let progress = Progress::new(cfg.train.steps, s.step, lead && cfg.run.progress, verbose);
     let mut summary = RunSummary {
         run_dir: run_dir.clone(),
         steps: Vec::new(),
@@ -103,7 +193,7 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
         plots: Vec::new(),
         seconds: 0.0,
     };
-    let has_eval = cfg.run.eval_every > 0 && !s.eval_prompts.is_empty();
+    let has_eval = lead && cfg.run.eval_every > 0 && !s.eval_prompts.is_empty();
     if has_eval && s.step == 0 {
         let rep = evaluate_session(&s)?;
         progress.println(&format!("step 0: eval mean@{} = {:.3} (before training)", cfg.run.eval_k, rep.mean()));
@@ -111,27 +201,37 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
             .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
         summary.evals.push((0, rep.mean()));
     }
+    let fail_at = parse_fail_at(&cfg.run.debug_fail_at)?;
     let mut saved_at = None;
     while s.step < cfg.train.steps {
+        if fail_at == Some((s.rank(), s.step + 1)) {
+            return Err(format!("injected failure (run.debug_fail_at) at the start of step {}", s.step + 1));
+        }
         let mut m = s.step(&progress)?;
         if has_eval && m.step.is_multiple_of(cfg.run.eval_every) {
             let acc = evaluate_session(&s)?.mean();
             m.eval_acc = Some(acc);
             summary.evals.push((m.step, acc));
         }
-        append_line(&metrics_path, &m.to_json_line()).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
-        progress.steps.set_position(m.step);
-        progress.steps.set_message(format!("acc {:.2} reward {:+.2}", m.acc_generated, m.reward_mean));
-        if m.step.is_multiple_of(cfg.run.log_every.max(1)) {
-            progress.println(&step_line(&m));
+        let mut stop = cfg.run.stop_at_accuracy > 0.0 && m.eval_acc.is_some_and(|a| a >= cfg.run.stop_at_accuracy);
+        if let Some(c) = &comm {
+            // Rank 0 decides (it alone evaluates).
+            stop = c.all_gather_host(vec![stop as u8]).map_err(|e| e.to_string())?[0][0] == 1;
         }
-        if m.skipped_updates > 0 {
-            progress.println(&format!(
-                "step {}: skipped {} update(s) with a non-finite loss or gradient ({} in this run)",
-                m.step, m.skipped_updates, m.skipped_total
-            ));
+        if lead {
+            append_line(&metrics_path, &m.to_json_line()).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            progress.steps.set_position(m.step);
+            progress.steps.set_message(format!("acc {:.2} reward {:+.2}", m.acc_generated, m.reward_mean));
+            if m.step.is_multiple_of(cfg.run.log_every.max(1)) {
+                progress.println(&step_line(&m));
+            }
+            if m.skipped_updates > 0 {
+                progress.println(&format!(
+                    "step {}: skipped {} update(s) with a non-finite loss or gradient ({} in this run)",
+                    m.step, m.skipped_updates, m.skipped_total
+                ));
+            }
         }
-        let stop = cfg.run.stop_at_accuracy > 0.0 && m.eval_acc.is_some_and(|a| a >= cfg.run.stop_at_accuracy);
         summary.steps.push(m);
         if cfg.run.save_every > 0 && s.step.is_multiple_of(cfg.run.save_every) {
             summary.checkpoint = Some(s.save()?);
@@ -146,7 +246,7 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
     if cfg.run.save_final && saved_at != Some(s.step) {
         summary.checkpoint = Some(s.save()?);
     }
-    if cfg.run.plot && metrics_path.exists() {
+    if lead && cfg.run.plot && metrics_path.exists() {
         summary.plots = plot_run(&run_dir)?;
     }
     summary.seconds = t0.elapsed().as_secs_f64();
@@ -160,6 +260,16 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
         println!("metrics: {}  ({:.1} s)", metrics_path.display(), summary.seconds);
     }
     Ok(summary)
+}
+
+/// `run.debug_fail_at` = "RANK:STEP".
+fn parse_fail_at(s: &str) -> Result<Option<(usize, u64)>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = || format!("run.debug_fail_at {s:?}: expected RANK:STEP");
+    let (r, st) = s.split_once(':').ok_or_else(bad)?;
+    Ok(Some((r.trim().parse().map_err(|_| bad())?, st.trim().parse().map_err(|_| bad())?)))
 }
 
 fn step_line(m: &StepMetrics) -> String {

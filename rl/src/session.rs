@@ -7,20 +7,30 @@ use crate::reward::Verifier;
 use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
 use crate::strategy::Strategy;
 use crate::task::{builtin_model_config, builtin_prompts, builtin_tokenizer, verifier_for_source};
-use entrl_engine::optim::{AdamW, AdamWConfig};
+use entrl_engine::dist::Communicator;
+use entrl_engine::optim::{AdamW, AdamWConfig, ShardedAdamW};
 use entrl_engine::{DType, Device, Tensor};
 use entrl_qwen3::checkpoint::Checkpoint;
 use entrl_qwen3::save::{write_atomic, write_safetensors};
 use entrl_qwen3::{Qwen3, Qwen3Config, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The optimizer of a session: plain AdamW in one process, ZeRO-2 sharded AdamW across ranks.
+pub(crate) enum Optim {
+    Plain(AdamW),
+    Sharded(ShardedAdamW),
+}
 
 pub struct Session {
     pub cfg: TrainConfig,
     pub device: Device,
     pub model: Qwen3,
     pub tok: Tokenizer,
-    pub(crate) opt: AdamW,
+    pub(crate) opt: Optim,
+    /// The data-parallel group this session is one rank of (None: a single process).
+    pub(crate) comm: Option<Arc<dyn Communicator>>,
     pub(crate) params: Vec<Tensor>,
     names: Vec<String>,
     pub prompts: Vec<EncodedPrompt>,
@@ -44,6 +54,13 @@ pub struct LoopState {
     pub skipped_total: u64,
     pub optimizer_steps: u64,
     pub dtype: String,
+    /// Data-parallel ranks that wrote the checkpoint (optimizer shards must be read by as many).
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The device named by `model.device` (`auto`: the first GPU if one is usable).
@@ -97,16 +114,41 @@ fn load_rows(spec: &str, cfg: &TrainConfig) -> Result<Vec<PromptRow>, String> {
 impl Session {
     /// A fresh run (random init for the built-in model).
     pub fn new(cfg: TrainConfig) -> Result<Self, String> {
-        Self::build(cfg, None)
+        Self::build(cfg, None, None)
     }
 
     /// Continue from a checkpoint folder written by [`Session::save`].
     pub fn resume(cfg: TrainConfig, ckpt: &Path) -> Result<Self, String> {
-        Self::build(cfg, Some(ckpt))
+        Self::build(cfg, Some(ckpt), None)
     }
 
-    fn build(cfg: TrainConfig, ckpt: Option<&Path>) -> Result<Self, String> {
-        let device = resolve_device(&cfg.model.device)?;
+    /// One rank of a data-parallel group on `device` (fresh, or resumed from `ckpt`).
+    pub fn new_rank(
+        cfg: TrainConfig,
+        ckpt: Option<&Path>,
+        comm: Arc<dyn Communicator>,
+        device: Device,
+    ) -> Result<Self, String> {
+        Self::build(cfg, ckpt, Some((comm, device)))
+    }
+
+    pub fn rank(&self) -> usize {
+        self.comm.as_ref().map_or(0, |c| c.rank())
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.comm.as_ref().map_or(1, |c| c.world_size())
+    }
+
+    fn build(
+        cfg: TrainConfig,
+        ckpt: Option<&Path>,
+        dist: Option<(Arc<dyn Communicator>, Device)>,
+    ) -> Result<Self, String> {
+        let (comm, device) = match dist {
+            Some((c, d)) => (Some(c), d),
+            None => (None, resolve_device(&cfg.model.device)?),
+        };
         let dtype = match (cfg.model.dtype.as_str(), device.is_cuda()) {
             ("bf16", _) | ("auto", true) => DType::BF16,
             _ => DType::F32,
@@ -156,7 +198,12 @@ impl Session {
         let (names, params): (Vec<String>, Vec<Tensor>) = model.params().iter().cloned().unzip();
         let t = &cfg.train;
         let opt_cfg = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: 1e-8, weight_decay: t.weight_decay };
-        let mut opt = AdamW::new(&params, opt_cfg).map_err(|e| e.to_string())?;
+        let mut opt = match &comm {
+            Some(c) => Optim::Sharded(ShardedAdamW::new(&params, opt_cfg, c.clone()).map_err(|e| e.to_string())?),
+            None => Optim::Plain(AdamW::new(&params, opt_cfg).map_err(|e| e.to_string())?),
+        };
+        let world = comm.as_ref().map_or(1, |c| c.world_size());
+        let rank = comm.as_ref().map_or(0, |c| c.rank());
         let strategy = cfg.strategy()?;
         let mut stream = PromptStream::new(prompts.len(), cfg.train.seed, cfg.data.shuffle);
         let (mut step, mut next_group, mut skipped_total) = (0, 0, 0);
@@ -172,9 +219,21 @@ impl Session {
                     prompts.len()
                 ));
             }
-            let ost = Checkpoint::open_file(&dir.join("optimizer.safetensors")).map_err(|e| e.to_string())?;
-            opt.load_state(&names, st.optimizer_steps, |k, shape| ost.load(k, shape, DType::F32, &device).ok())
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            if st.world_size != world {
+                return Err(format!(
+                    "checkpoint {} holds optimizer state for {} rank(s); this run has {world}",
+                    dir.display(),
+                    st.world_size
+                ));
+            }
+            let file = dir.join(optimizer_file(rank, world));
+            let ost = Checkpoint::open_file(&file).map_err(|e| e.to_string())?;
+            let lookup = |k: &str, shape: &[usize]| ost.load(k, shape, DType::F32, &device).ok();
+            match &mut opt {
+                Optim::Plain(o) => o.load_state(&names, st.optimizer_steps, lookup),
+                Optim::Sharded(o) => o.load_state(st.optimizer_steps, lookup),
+            }
+            .map_err(|e| format!("{}: {e}", file.display()))?;
             (step, next_group, skipped_total, stream) = (st.step, st.next_group, st.skipped_total, st.stream);
         }
         Ok(Self {
@@ -183,6 +242,7 @@ impl Session {
             model,
             tok,
             opt,
+            comm,
             params,
             names,
             prompts,
@@ -206,36 +266,61 @@ impl Session {
     }
 
     /// Write `RUN_DIR/checkpoints/step_NNNNNN/` (into a temporary folder, renamed when complete) and point
-    /// `RUN_DIR/checkpoints/latest` at it. Returns the folder.
+    /// `RUN_DIR/checkpoints/latest` at it. Returns the folder. With data parallelism every rank calls it:
+    /// rank 0 writes the weights and loop state, each rank its optimizer shard, and the folder is renamed
+    /// only after every rank has written (a rank that fails first leaves no checkpoint behind).
     pub fn save(&self) -> Result<PathBuf, String> {
         let root = self.run_dir().join("checkpoints");
-        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let name = format!("step_{:06}", self.step);
         let (dir, tmp) = (root.join(&name), root.join(format!(".{name}.tmp")));
         let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        let (rank, world) = (self.rank(), self.world_size());
+        let barrier = || self.comm.as_ref().map_or(Ok(()), |c| c.barrier().map_err(|e| e.to_string()));
+        if rank == 0 {
+            std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+            }
+            self.model.save(&tmp).map_err(|e| e.to_string())?;
+            self.tok.save(&tmp).map_err(|e| e.to_string())?;
         }
-        self.model.save(&tmp).map_err(|e| e.to_string())?;
-        self.tok.save(&tmp).map_err(|e| e.to_string())?;
-        let (state, steps) = self.opt.state_tensors(&self.names).map_err(|e| e.to_string())?;
-        write_safetensors(&tmp.join("optimizer.safetensors"), &state).map_err(|e| e.to_string())?;
-        let st = LoopState {
-            step: self.step,
-            stream: self.stream.clone(),
-            next_group: self.next_group,
-            skipped_total: self.skipped_total,
-            optimizer_steps: steps,
-            dtype: format!("{}", self.model.dtype),
-        };
-        let json = serde_json::to_string_pretty(&st).expect("loop state serializes");
-        write_atomic(&tmp.join("state.json"), json.as_bytes()).map_err(|e| e.to_string())?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        barrier()?;
+        let (state, steps) = match &self.opt {
+            Optim::Plain(o) => o.state_tensors(&self.names),
+            Optim::Sharded(o) => o.state_tensors(),
         }
-        std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
-        write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
+        write_safetensors(&tmp.join(optimizer_file(rank, world)), &state).map_err(|e| e.to_string())?;
+        barrier()?;
+        if rank == 0 {
+            let st = LoopState {
+                step: self.step,
+                stream: self.stream.clone(),
+                next_group: self.next_group,
+                skipped_total: self.skipped_total,
+                optimizer_steps: steps,
+                dtype: format!("{}", self.model.dtype),
+                world_size: world,
+            };
+            let json = serde_json::to_string_pretty(&st).expect("loop state serializes");
+            write_atomic(&tmp.join("state.json"), json.as_bytes()).map_err(|e| e.to_string())?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            }
+            std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+            write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        barrier()?;
         Ok(dir)
+    }
+}
+
+/// The optimizer-state file of `rank` (one file without data parallelism).
+fn optimizer_file(rank: usize, world: usize) -> String {
+    if world == 1 {
+        "optimizer.safetensors".into()
+    } else {
+        format!("optimizer.rank{rank}.safetensors")
     }
 }
 

@@ -10,11 +10,12 @@
 //!    or gradient skips the update.
 use crate::advantage::group_advantages;
 use crate::batch::{micro_batches, DeviceRows, Rows};
+use crate::codec::{Reader, Writer};
 use crate::dynamic_sampling::{DynamicSampler, Outcome, SamplerState};
 use crate::metrics::{Diagnostics, StepMetrics};
 use crate::progress::Progress;
-use crate::rollout::{mix_seed, rollout, EncodedPrompt, RolloutSpec, Sample};
-use crate::session::Session;
+use crate::rollout::{decode_samples, encode_samples, mix_seed, rollout, EncodedPrompt, RolloutSpec, Sample};
+use crate::session::{Optim, Session};
 use crate::strategy::{Strategy, TokenScores};
 use entrl_engine::ops::{dapo_loss, normalized_entropy, select_tails, DapoBatch, DapoLossConfig, LossNormalizer};
 use entrl_engine::optim::clip_grad_norm;
@@ -38,9 +39,63 @@ struct Scored {
     pred: Vec<f32>,
 }
 
-/// One mini-batch: its micro-batches in order.
+/// One mini-batch: its micro-batches in order (every rank's, so selection can pool them all) and which of
+/// them this rank trains on.
 struct MiniBatch {
     micros: Vec<Scored>,
+    mine: Range<usize>,
+}
+
+impl Scored {
+    fn encode(&self, w: &mut Writer) {
+        let r = &self.rows;
+        w.i32s(&r.ids);
+        w.i32s(&r.targets);
+        w.f32s(&r.mask);
+        w.f32s(&r.advantages);
+        w.usizes(&r.position);
+        w.usizes(&r.response_len);
+        w.usizes(&r.seq_lens);
+        w.f32s(&self.old_logp);
+        w.f32s(&self.attn);
+        w.f32s(&self.pred);
+    }
+
+    fn decode(r: &mut Reader) -> Res<Self> {
+        let rows = Rows {
+            ids: r.i32s()?,
+            targets: r.i32s()?,
+            mask: r.f32s()?,
+            advantages: r.f32s()?,
+            position: r.usizes()?,
+            response_len: r.usizes()?,
+            seq_lens: r.usizes()?,
+        };
+        Ok(Self { rows, old_logp: r.f32s()?, attn: r.f32s()?, pred: r.f32s()? })
+    }
+}
+
+/// The `rank`-th of `world` contiguous, near-equal parts of 0..n.
+fn even_split(n: usize, world: usize, rank: usize) -> Range<usize> {
+    (n * rank / world)..(n * (rank + 1) / world)
+}
+
+/// Contiguous parts of `lens` with near-equal token sums, one per rank (data parallelism balanced by
+/// length): part r ends where the running sum first reaches (r+1)/world of the total.
+fn token_split(lens: &[usize], world: usize) -> Vec<Range<usize>> {
+    let total: usize = lens.iter().sum();
+    let mut out = Vec::with_capacity(world);
+    let (mut start, mut acc, mut i) = (0, 0, 0);
+    for r in 0..world {
+        let goal = total * (r + 1) / world;
+        while i < lens.len() && (acc + lens[i] <= goal || r + 1 == world) {
+            acc += lens[i];
+            i += 1;
+        }
+        out.push(start..i);
+        start = i;
+    }
+    out
 }
 
 impl MiniBatch {
@@ -150,17 +205,31 @@ impl Session {
             let idx = self.stream.take(per_round);
             let prompts: Vec<&EncodedPrompt> = idx.iter().map(|&i| &self.prompts[i]).collect();
             let spec = self.rollout_spec(&verifier);
-            progress.phase("rollout", (prompts.len() * n * self.cfg.rollout.max_response_len) as u64);
+            // Each rank generates a contiguous share of the round's prompts; the samples are then
+            // exchanged so every rank holds the whole round (and takes the same sampling decisions).
+            let mine = even_split(prompts.len(), self.world_size(), self.rank());
+            progress.phase("rollout", (mine.len() * n * self.cfg.rollout.max_response_len) as u64);
             let first = self.next_group;
-            let samples = rollout(
+            let local = rollout(
                 &self.model,
                 &self.tok,
-                &prompts,
-                first,
+                &prompts[mine.clone()],
+                first + mine.start,
                 &spec,
                 mix_seed(&[self.cfg.train.seed, step, round]),
                 || progress.phase.inc(1),
             )?;
+            let samples = match &self.comm {
+                None => local,
+                Some(c) => {
+                    let all = c.all_gather_host(encode_samples(&local)).map_err(err)?;
+                    let mut v = Vec::with_capacity(prompts.len() * n);
+                    for b in &all {
+                        v.extend(decode_samples(b)?);
+                    }
+                    v
+                }
+            };
             self.next_group += prompts.len();
             generated_correct.extend(samples.iter().map(|s| s.correct));
             generated_tokens += samples.iter().map(Sample::len).sum::<usize>();
@@ -238,14 +307,15 @@ impl Session {
         self.strategy.weights(&scores, &pools, step, seed).map_err(err)?.to_vec_f32().map_err(err)
     }
 
-    /// Forward + fused loss + backward over every micro-batch of `mb` with the given weights and
-    /// normaliser. Returns (Σ loss, Σ clip·tokens, Σ clip_lower·tokens, Σ kl·tokens, tokens).
+    /// Forward + fused loss + backward over this rank's micro-batches of `mb` with the given weights (one
+    /// per row of the whole mini-batch) and normaliser. Returns this rank's
+    /// (Σ loss, Σ clip·tokens, Σ clip_lower·tokens, Σ kl·tokens, tokens).
     fn backward_pass(&self, mb: &MiniBatch, weights: &[f32], z: f64) -> Res<[f64; 5]> {
         let dev = &self.device;
         let cfg = self.loss_config(LossNormalizer::Fixed(z), false);
         let mut acc = [0.0; 5];
-        let mut off = 0;
-        for m in &mb.micros {
+        let mut off: usize = mb.micros[..mb.mine.start].iter().map(|m| m.rows.len()).sum();
+        for m in &mb.micros[mb.mine.clone()] {
             let n = m.rows.len();
             let d = DeviceRows::upload(&m.rows, dev).map_err(err)?;
             let w = Tensor::from_vec(weights[off..off + n].to_vec(), [n], dev).map_err(err)?;
@@ -362,16 +432,36 @@ impl Session {
         if z <= 0.0 {
             return Ok(()); // nothing selected in this mini-batch: no update
         }
-        let acc = self.backward_pass(mb, &weights, z)?;
+        let mut acc = self.backward_pass(mb, &weights, z)?;
+        if let Some(c) = &self.comm {
+            for a in acc.iter_mut() {
+                *a = c.all_reduce_host(*a).map_err(err)?;
+            }
+        }
         if self.cfg.run.diagnose {
             sums.diag.push(self.diagnose(mb)?);
         }
-        let norm = clip_grad_norm(&self.params, self.cfg.train.grad_clip).map_err(err)?;
-        if !(norm.is_finite() && acc[0].is_finite()) {
+        let clip = self.cfg.train.grad_clip;
+        let (norm, applied) = match &mut self.opt {
+            Optim::Plain(o) => {
+                let norm = clip_grad_norm(&self.params, clip).map_err(err)?;
+                let ok = norm.is_finite() && acc[0].is_finite();
+                if ok {
+                    o.step(lr, None).map_err(err)?;
+                }
+                (norm, ok)
+            }
+            // The loss sum is global, so every rank takes the same decision.
+            Optim::Sharded(_) if !acc[0].is_finite() => (f64::NAN, false),
+            Optim::Sharded(o) => {
+                let r = o.step(lr, clip).map_err(err)?;
+                (r.norm, r.applied)
+            }
+        };
+        if !applied {
             sums.skipped += 1;
             self.skipped_total += 1;
         } else {
-            self.opt.step(lr, None).map_err(err)?;
             sums.updates += 1;
             sums.loss += acc[0];
             sums.grad_norm += norm;
@@ -406,12 +496,35 @@ impl Session {
         let mut minis = Vec::with_capacity(ranges.len());
         for r in &ranges {
             let part = &batch[r.clone()];
+            let lens: Vec<usize> = part.iter().map(Sample::len).collect();
+            let split = token_split(&lens, self.world_size());
+            let mine = &part[split[self.rank()].clone()];
             let mut micros = Vec::new();
-            for m in micro_batches(part, self.cfg.train.micro_batch_tokens) {
-                micros.push(self.score(Rows::build(&part[m]))?);
+            for m in micro_batches(mine, self.cfg.train.micro_batch_tokens) {
+                micros.push(self.score(Rows::build(&mine[m]))?);
                 progress.phase.inc(1);
             }
-            minis.push(MiniBatch { micros });
+            minis.push(match &self.comm {
+                None => MiniBatch { mine: 0..micros.len(), micros },
+                Some(c) => {
+                    let mut w = Writer::default();
+                    w.u64(micros.len() as u64);
+                    micros.iter().for_each(|m| m.encode(&mut w));
+                    let all = c.all_gather_host(w.0).map_err(err)?;
+                    let (mut every, mut mine) = (Vec::new(), 0..0);
+                    for (rank, b) in all.iter().enumerate() {
+                        let mut rd = Reader::new(b);
+                        let n = rd.u64()? as usize;
+                        if rank == self.rank() {
+                            mine = every.len()..every.len() + n;
+                        }
+                        for _ in 0..n {
+                            every.push(Scored::decode(&mut rd)?);
+                        }
+                    }
+                    MiniBatch { micros: every, mine }
+                }
+            });
         }
         let t_old = t1.elapsed().as_secs_f64();
         Ok(Prepared { batch, minis, gen_tokens, gen_correct, rounds, t_rollout, t_old })

@@ -1,0 +1,598 @@
+//! Capacity plan for DAPO on `g` H100s: data-parallel training with ZeRO-2 sharding (`entrl plan`). Pure
+//! arithmetic, no device; this module doc is the documentation of the model and its assumptions.
+//!
+//! Symbols: P parameters (`Qwen3Config::num_params`), N the parameters that multiply activations (P less the
+//! input embedding table when it is untied: a lookup costs no FLOPs and reads one row per token), g GPUs,
+//! b bytes per weight (2 for bf16), L layers, h hidden, i intermediate, H query heads, Hkv KV heads, d head
+//! dim, V vocabulary, T `micro_batch_tokens`, S sequence length.
+//!
+//! # Setting
+//! Every GPU holds a full bf16 copy of the weights, generates the rollouts of its 1/g share of the step's
+//! sequences, computes their old log-probs and trains on its share of every mini-batch. After a mini-batch's
+//! backward the f32 gradients are reduce-scattered; each GPU updates its 1/g shard of the f32 masters and
+//! moments (AdamW, `engine/src/optim/adamw.rs`) and the new bf16 weights are all-gathered (ZeRO-2).
+//!
+//! # Memory per GPU ([`MemoryPlan`])
+//! | item | bytes | why |
+//! |---|---|---|
+//! | weights | b·P | full working copy (bf16) |
+//! | gradients | 4·P | entrl accumulates f32 gradients of every parameter over the mini-batch's micro-batches (ARCHITECTURE.md, "gradients of trainable leaves accumulate in f32"), so the full f32 gradients exist before the reduce-scatter: ZeRO-2 shards what is kept after it, not this peak |
+//! | optimizer shard | (4 + 4 + 4)·P / g | f32 master + m + v (`adamw.rs`; no master when b = 4) |
+//! | activations | L·T·h·b + T·(10h + 3i + 4·H·d)·b | with per-layer checkpointing: one hidden state per layer per token kept, plus one layer's activations while it is recomputed. Without: L·T·(10h + 3i + 4·H·d)·b. The constant counts the tensors a layer saves per token: ~10 of width h (residual in and out, two RMSNorm outputs, o_proj and down_proj outputs, K/V before and after norm/RoPE ≈ 2h for Qwen3-8B's GQA, slack), 3 of width i (gate, up, silu(gate)·up) and 4 of width H·d (q before and after norm/RoPE, attention output, its gradient); an estimate to replace by the peak `entrl bench train-step` measures |
+//! | logits chunk | 1024·V·4 | the fused LM-head + loss works on 1024-row chunks of f32 logits (BENCHMARKS.md, `bench loss`) |
+//! | KV cache | L·2·class(c·S·Hkv·d·b) | rollout: `generate` preallocates K and V per layer for c = `max_concurrent` slots of S = `seq` positions (`model-qwen3/src/generate.rs`); class() is the caching allocator's size class (`engine/src/cuda/alloc.rs`, ≤ 25% rounding) |
+//! | workspace | 2 GiB | cuBLAS workspace, the allocator's rounding of other tensors, temporaries |
+//!
+//! The phases do not coexist: entrl drops the gradients after each update (`Tensor::zero_grad` sets them to
+//! `None`), `generate` frees its KV cache when it returns, and the caching allocator returns cached blocks
+//! to the driver before failing an allocation. So the peak is
+//! `weights + optimizer + workspace + max(gradients + activations + logits, KV cache)`.
+//! Capacity is `gpu_mem_gib × usable_fraction`: 80 GiB nominal (the H100 80GB reports 79.6 GiB) × 0.95
+//! leaves ~3.6 GiB for the CUDA context, NCCL buffers and fragmentation (the device machine's notes give
+//! "about 78 GiB" usable). A dense K/V slot per sequence is what bounds `max_concurrent`: Qwen3-8B stores
+//! 144 KiB of K/V per token (dapo.md §12), so 64 slots of 9216 tokens are 81 GiB, more than the card.
+//!
+//! # Time per DAPO step ([`TimePlan`]), no overlap between phases (entrl runs them in sequence)
+//! Tokens per step = prompts × n × (prompt_tokens + mean_response), spread evenly over the g GPUs.
+//! FLOPs per token of a sequence of S tokens (causal attention: query p sees p + 1 keys, S/2 on average):
+//! forward 2N + 2·S·L·H·d (QKᵀ and PV, 2 FLOPs per multiply-add); training = 3 × forward (backward = 2 ×
+//! forward), i.e. 6N + 6·S·L·H·d, plus one more forward when checkpointing recomputes each layer: 8N + 8·S·L·H·d.
+//! (verl's MFU counter uses the full S², dapo.md §12; the causal half is the work actually done.)
+//!
+//! * Rate: one effective FLOP/s per H100 derived from a measured tokens/s of Qwen3-8B fwd+bwd with
+//!   checkpointing at S = 8192: the torch anchor 6,578 tokens/s (HF + SDPA, `shared/docs/h100.md`, dapo.md
+//!   §12) until entrl's own `entrl bench train-step` number (same shape) is recorded in BENCHMARKS.md and
+//!   passed as [`PlanInput::train_tokens_per_s_8b`]. Other shapes are scaled by FLOPs at the same rate
+//!   (optimistic for small models, whose GEMMs run below peak).
+//! * Update: tokens per GPU × training FLOPs (S = prompt_tokens + mean_response) / rate.
+//! * Old log-probs: tokens per GPU × forward FLOPs / rate.
+//! * Rollout: decode is memory-bound. Each GPU decodes its sequences in waves of c = min(max_concurrent,
+//!   sequences per GPU) (static batching: a wave lasts as long as its longest response, taken as
+//!   1.5 × mean_response for the long tail of response lengths, capped at the maximum response
+//!   seq − prompt_tokens). Per decode step the GPU reads the weights (b·N bytes) and the K/V of the active
+//!   sequences (c × (prompt_tokens + mean_response / 2) × L·2·Hkv·d·b) at 3.35 TB/s (H100 SXM HBM3
+//!   datasheet) × 0.6: the measured device copy reaches 2.94 TB/s (88%, h100.md) and decode adds small
+//!   kernels, gathers and the host round trip of sampling. A step costs max(memory time, compute time) with
+//!   compute = c × (2N + 4·ctx·L·H·d) at the rate. Prefill of the prompts runs at the rate.
+//!   Dynamic sampling's extra generation rounds are not included (multiply the rollout by the rounds).
+//! * Communication per update (ZeRO-2): reduce-scatter of the f32 gradients (4P bytes) + all-gather of the
+//!   weights (b·P bytes); a ring moves bytes × (g − 1)/g per GPU at the bus bandwidth, assumed 400 GB/s
+//!   (NVLink 4 on H100 SXM is 900 GB/s bidirectional per GPU; NCCL's large all-reduce reaches ~370–450 GB/s
+//!   bus bandwidth on 8×H100). One GPU communicates nothing.
+use entrl_engine::cuda::alloc::size_class;
+use entrl_qwen3::Qwen3Config;
+
+const GIB: f64 = (1u64 << 30) as f64;
+/// Rows of the fused LM-head + loss chunk (BENCHMARKS.md `bench loss`: "chunk 1024").
+pub const LOSS_CHUNK_ROWS: u64 = 1024;
+/// cuBLAS workspace + allocator slack.
+pub const WORKSPACE_BYTES: u64 = 2 << 30;
+/// Torch anchor: Qwen3-8B fwd+bwd with checkpointing, 1 × 8192 tokens, one H100 (h100.md).
+pub const TORCH_TRAIN_TOKENS_PER_S_8B: f64 = 6578.0;
+/// Sequence length of that anchor (and of `entrl bench train-step`).
+pub const ANCHOR_SEQ: usize = 8192;
+/// Dense bf16 peak of an H100 SXM (dapo.md §12), for the utilisation printed next to the rate.
+pub const H100_BF16_PEAK_FLOPS: f64 = 989e12;
+/// HBM3 bandwidth of an H100 SXM (datasheet).
+pub const H100_HBM_BYTES_PER_S: f64 = 3.35e12;
+/// Share of the HBM bandwidth decode achieves (assumed; see the module doc).
+pub const DECODE_EFFICIENCY: f64 = 0.6;
+/// Longest response of a wave relative to the mean (assumed long tail).
+pub const TAIL_FACTOR: f64 = 1.5;
+/// NCCL bus bandwidth for large collectives on 8×H100 SXM (assumed, within the measured ~370–450 GB/s).
+pub const NCCL_BUS_BYTES_PER_S: f64 = 400e9;
+
+/// What is planned: the model, the cluster and the DAPO step's shape.
+#[derive(Clone, Debug)]
+pub struct PlanInput {
+    pub model: Qwen3Config,
+    pub gpus: usize,
+    /// Prompt + response tokens per sequence (max_prompt_len + max_response_len): the KV slot length.
+    pub seq: usize,
+    /// Token budget of one forward/backward (must hold one sequence).
+    pub micro_batch_tokens: usize,
+    /// Prompts per step, each with `n` responses.
+    pub prompts_per_step: usize,
+    pub n: usize,
+    /// Mean prompt and response lengths of the step's sequences.
+    pub prompt_tokens: usize,
+    pub mean_response: usize,
+    /// Sequences decoding at once per GPU (`rollout.max_concurrent`).
+    pub max_concurrent: usize,
+    /// Optimizer updates per step (prompts_per_step / mini-batch prompts × epochs).
+    pub updates_per_step: usize,
+    pub gpu_mem_gib: f64,
+    pub usable_fraction: f64,
+    pub checkpointing: bool,
+    /// Bytes per weight: 2 (bf16) or 4 (f32).
+    pub weight_bytes: usize,
+    /// entrl's measured `bench train-step` tokens/s (Qwen3-8B, 8192 tokens, checkpointed); None = torch anchor.
+    pub train_tokens_per_s_8b: Option<f64>,
+}
+
+impl PlanInput {
+    /// verl's DAPO recipe (dapo.md §8: 512 prompts × 16 responses, 16 updates per step) at 9216 tokens per
+    /// sequence on 8 H100s, with 3,000-token responses after 300-token prompts (dapo.md §12's example).
+    pub fn new(model: Qwen3Config) -> Self {
+        Self {
+            model,
+            gpus: 8,
+            seq: 9216,
+            micro_batch_tokens: 18_432,
+            prompts_per_step: 512,
+            n: 16,
+            prompt_tokens: 300,
+            mean_response: 3000,
+            max_concurrent: 32,
+            updates_per_step: 16,
+            gpu_mem_gib: 80.0,
+            usable_fraction: 0.95,
+            checkpointing: true,
+            weight_bytes: 2,
+            train_tokens_per_s_8b: None,
+        }
+    }
+
+    /// The plan of a training configuration on `gpus` GPUs (checkpointing `auto` = on from 2048 tokens, as
+    /// the trainer decides; dtype `f32` = 4-byte weights, otherwise bf16).
+    pub fn from_config(model: Qwen3Config, cfg: &crate::TrainConfig, gpus: usize) -> Self {
+        let (r, t) = (&cfg.rollout, &cfg.train);
+        let seq = r.max_prompt_len + r.max_response_len;
+        Self {
+            gpus,
+            seq,
+            micro_batch_tokens: t.micro_batch_tokens,
+            prompts_per_step: t.batch_size,
+            n: r.n,
+            prompt_tokens: r.max_prompt_len.min(300),
+            mean_response: r.max_response_len.min(3000),
+            max_concurrent: r.max_concurrent,
+            updates_per_step: (t.batch_size / t.mini_batch_size.max(1)).max(1) * t.epochs.max(1),
+            checkpointing: match cfg.model.checkpoint_activations.as_str() {
+                "on" => true,
+                "off" => false,
+                _ => seq >= 2048,
+            },
+            weight_bytes: if cfg.model.dtype == "f32" { 4 } else { 2 },
+            ..Self::new(model)
+        }
+    }
+
+    /// Why the input cannot be planned, if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("gpus", self.gpus),
+            ("seq", self.seq),
+            ("micro_batch_tokens", self.micro_batch_tokens),
+            ("prompts_per_step", self.prompts_per_step),
+            ("n", self.n),
+            ("mean_response", self.mean_response),
+            ("max_concurrent", self.max_concurrent),
+            ("updates_per_step", self.updates_per_step),
+        ];
+        if let Some((k, _)) = counts.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{k} must be at least 1"));
+        }
+        if self.prompt_tokens + self.mean_response > self.seq {
+            return Err(format!(
+                "prompt_tokens {} + mean_response {} exceed seq {}",
+                self.prompt_tokens, self.mean_response, self.seq
+            ));
+        }
+        if self.micro_batch_tokens < self.seq {
+            return Err(format!("micro_batch_tokens {} must hold one whole sequence ({})", self.micro_batch_tokens, self.seq));
+        }
+        if !(self.gpu_mem_gib > 0.0 && self.usable_fraction > 0.0 && self.usable_fraction <= 1.0) {
+            return Err("gpu_mem_gib must be positive and usable_fraction in (0, 1]".into());
+        }
+        if ![2, 4].contains(&self.weight_bytes) {
+            return Err(format!("weight_bytes {} must be 2 (bf16) or 4 (f32)", self.weight_bytes));
+        }
+        match self.train_tokens_per_s_8b {
+            Some(r) if !(r.is_finite() && r > 0.0) => Err(format!("train_tokens_per_s_8b {r} must be positive")),
+            _ => Ok(()),
+        }
+    }
+
+    fn seqs_per_gpu(&self) -> usize {
+        (self.prompts_per_step * self.n).div_ceil(self.gpus.max(1))
+    }
+}
+
+/// Per-GPU memory, in bytes. `total` is the peak: the update and rollout phases never coexist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    pub weights: u64,
+    pub grads: u64,
+    pub optimizer_shard: u64,
+    pub activations: u64,
+    pub logits_chunk: u64,
+    pub kv_cache: u64,
+    pub workspace: u64,
+    pub total: u64,
+    pub capacity: u64,
+    /// Whether `activations` assumes per-layer checkpointing (for the table's note).
+    pub checkpointing: bool,
+}
+
+impl MemoryPlan {
+    /// Bytes held in every phase: weights, optimizer shard, workspace.
+    pub fn persistent(&self) -> u64 {
+        self.weights + self.optimizer_shard + self.workspace
+    }
+    /// Bytes only the update needs: gradients, activations, logits chunk.
+    pub fn update_phase(&self) -> u64 {
+        self.grads + self.activations + self.logits_chunk
+    }
+
+    pub fn fits(&self) -> bool {
+        self.total <= self.capacity
+    }
+
+    /// Name, bytes, formula and phase of each item.
+    fn items(&self) -> [(&'static str, u64, &'static str, Phase); 7] {
+        let act = if self.checkpointing {
+            "L·T·h·b kept + T·(10h+3i+4Hd)·b for the layer being recomputed"
+        } else {
+            "L·T·(10h+3i+4Hd)·b, no checkpointing"
+        };
+        [
+            ("weights", self.weights, "b·P, a full copy", Phase::Both),
+            ("gradients", self.grads, "4·P: all f32 gradients exist before the reduce-scatter", Phase::Update),
+            ("optimizer shard", self.optimizer_shard, "(f32 master + m + v)·P/g = 12·P/g", Phase::Both),
+            ("activations", self.activations, act, Phase::Update),
+            ("logits chunk", self.logits_chunk, "1024·V·4 of the fused loss", Phase::Update),
+            ("KV cache", self.kv_cache, "L·2·class(c·S·Hkv·d·b), allocator size classes", Phase::Rollout),
+            ("workspace", self.workspace, "cuBLAS + allocator slack", Phase::Both),
+        ]
+    }
+
+    /// One line per item in GiB with its formula, then the peak and the capacity.
+    pub fn table(&self) -> String {
+        let line = |name: &str, bytes: u64, note: &str| format!("  {name:<16} {:>8.2} GiB  {note}\n", bytes as f64 / GIB);
+        let mut s = String::from("per-GPU memory\n");
+        for (name, bytes, note, phase) in self.items() {
+            let tag = match phase {
+                Phase::Both => "",
+                Phase::Update => "  [update]",
+                Phase::Rollout => "  [rollout]",
+            };
+            s += &line(name, bytes, &format!("{note}{tag}"));
+        }
+        let phases = format!(
+            "weights + optimizer + workspace + max(update {:.2}, rollout {:.2})",
+            self.update_phase() as f64 / GIB,
+            self.kv_cache as f64 / GIB
+        );
+        s += &line("peak", self.total, &phases);
+        s += &line("capacity", self.capacity, "usable share of the card");
+        s
+    }
+
+    /// Why this configuration cannot run, naming the biggest items of the peak phase; None when it fits.
+    pub fn refusal(&self) -> Option<String> {
+        if self.fits() {
+            return None;
+        }
+        let peak = if self.kv_cache > self.update_phase() { Phase::Rollout } else { Phase::Update };
+        let mut items: Vec<_> = self.items().into_iter().filter(|it| it.3 == Phase::Both || it.3 == peak).collect();
+        items.sort_by_key(|it| std::cmp::Reverse(it.1));
+        let biggest: Vec<String> =
+            items.iter().take(3).map(|(name, b, ..)| format!("{name} {:.1} GiB", *b as f64 / GIB)).collect();
+        let hint = match items[0].0 {
+            "optimizer shard" => "shard the optimizer over more GPUs (12·P/g)",
+            "gradients" => "the full f32 gradients (4·P) do not shrink with more GPUs",
+            "KV cache" => "lower rollout.max_concurrent",
+            "activations" => "turn checkpointing on or lower train.micro_batch_tokens",
+            _ => "the weights alone do not fit one GPU",
+        };
+        Some(format!(
+            "needs {:.1} GiB per GPU ({} peak) but {:.1} GiB are usable; biggest: {}; {hint}",
+            self.total as f64 / GIB,
+            if peak == Phase::Rollout { "rollout" } else { "update" },
+            self.capacity as f64 / GIB,
+            biggest.join(", "),
+        ))
+    }
+}
+
+/// When a memory item is held: always, during the update (backward), or during the rollout (generate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Both,
+    Update,
+    Rollout,
+}
+
+/// Estimated seconds of one DAPO step on `gpus` GPUs, and the numbers behind them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimePlan {
+    pub rollout_s: f64,
+    pub old_logprob_s: f64,
+    pub update_s: f64,
+    pub comm_s: f64,
+    pub total_s: f64,
+    /// Prompt + response tokens of the step (all GPUs).
+    pub tokens_per_step: f64,
+    pub gpus: usize,
+    /// Effective FLOP/s per GPU and whether it comes from entrl's own measurement.
+    pub flops: f64,
+    pub measured_by_entrl: bool,
+    /// Decode: waves per GPU, sequences per wave, steps per wave, seconds per step; prefill seconds.
+    pub waves: usize,
+    pub wave_size: usize,
+    pub decode_steps: usize,
+    pub decode_step_s: f64,
+    pub prefill_s: f64,
+    /// Generated tokens per second per GPU during the rollout.
+    pub generated_per_s_per_gpu: f64,
+    pub updates: usize,
+    pub checkpointing: bool,
+}
+
+impl TimePlan {
+    /// verl's throughput metric: tokens / (step time × GPUs).
+    pub fn tokens_per_s_per_gpu(&self) -> f64 {
+        self.tokens_per_step / (self.total_s * self.gpus as f64)
+    }
+
+    pub fn table(&self) -> String {
+        let line = |name: &str, t: f64, note: String| format!("  {name:<16} {t:>8.1} s    {note}\n");
+        let tf = self.flops / 1e12;
+        let train = if self.checkpointing { "8N + 8·S·L·H·d, checkpointed" } else { "6N + 6·S·L·H·d" };
+        let g = self.gpus;
+        let mut s = format!("DAPO step on {g} GPUs: {:.1} M tokens (no overlap between phases)\n", self.tokens_per_step / 1e6);
+        let rollout = format!(
+            "{} waves × {} seqs × {} decode steps × {:.1} ms + prefill {:.1} s; {:.0} generated tok/s/GPU",
+            self.waves,
+            self.wave_size,
+            self.decode_steps,
+            self.decode_step_s * 1e3,
+            self.prefill_s,
+            self.generated_per_s_per_gpu
+        );
+        s += &line("rollout", self.rollout_s, rollout);
+        s += &line("old log-probs", self.old_logprob_s, format!("2N + 2·S·L·H·d per token at {tf:.0} TF/s"));
+        s += &line("update", self.update_s, format!("{train} per token at {tf:.0} TF/s"));
+        let comm = format!("{} updates × (reduce-scatter 4P + all-gather b·P) × ({g}−1)/{g} at 400 GB/s", self.updates);
+        s += &line("communication", self.comm_s, comm);
+        s += &line("total", self.total_s, format!("{:.0} tok/s/GPU (verl's throughput)", self.tokens_per_s_per_gpu()));
+        s += &format!(
+            "  rate: {:.0} TF/s per GPU ({:.0}% of the 989 TF bf16 peak) from {}\n",
+            tf,
+            100.0 * self.flops / H100_BF16_PEAK_FLOPS,
+            if self.measured_by_entrl {
+                "entrl's `bench train-step` (qwen3-8b, 8192 tokens)"
+            } else {
+                "the torch anchor 6,578 tok/s (qwen3-8b, 8192 tokens, checkpointed; h100.md) until entrl's is recorded"
+            }
+        );
+        s
+    }
+}
+
+/// Parameters that multiply activations: P less an untied input embedding table.
+pub fn matmul_params(m: &Qwen3Config) -> f64 {
+    let embed = if m.tie_word_embeddings { 0 } else { m.vocab_size * m.hidden_size };
+    (m.num_params() - embed) as f64
+}
+
+fn attn_width(m: &Qwen3Config) -> f64 {
+    (m.num_hidden_layers * m.num_attention_heads * m.head_dim) as f64
+}
+
+/// Forward FLOPs per token of an S-token sequence: 2N + 2·S·L·H·d (causal: S/2 keys on average).
+pub fn forward_flops_per_token(m: &Qwen3Config, s: usize) -> f64 {
+    2.0 * matmul_params(m) + 2.0 * s as f64 * attn_width(m)
+}
+
+/// Training FLOPs per token: forward + backward (2 × forward), + the recomputed forward when checkpointing.
+pub fn train_flops_per_token(m: &Qwen3Config, s: usize, checkpointing: bool) -> f64 {
+    forward_flops_per_token(m, s) * if checkpointing { 4.0 } else { 3.0 }
+}
+
+/// Effective FLOP/s of one H100 from a Qwen3-8B training throughput at 8192 tokens with checkpointing.
+pub fn effective_flops(train_tokens_per_s_8b: Option<f64>) -> f64 {
+    let q8 = Qwen3Config::named("qwen3-8b").expect("qwen3-8b is a known shape");
+    train_tokens_per_s_8b.unwrap_or(TORCH_TRAIN_TOKENS_PER_S_8B) * train_flops_per_token(&q8, ANCHOR_SEQ, true)
+}
+
+/// K and V bytes per token over all layers: L·2·Hkv·d·b.
+pub fn kv_bytes_per_token(m: &Qwen3Config, weight_bytes: usize) -> u64 {
+    (m.num_hidden_layers * 2 * m.num_key_value_heads * m.head_dim * weight_bytes) as u64
+}
+
+fn memory(input: &PlanInput, max_concurrent: usize) -> MemoryPlan {
+    let m = &input.model;
+    let (p, g, b) = (m.num_params() as u64, input.gpus.max(1) as u64, input.weight_bytes as u64);
+    let (h, t, layers) = (m.hidden_size as u64, input.micro_batch_tokens as u64, m.num_hidden_layers as u64);
+    let heads_width = (m.num_attention_heads * m.head_dim) as u64;
+    let layer_act = t * (10 * h + 3 * m.intermediate_size as u64 + 4 * heads_width) * b;
+    let activations = if input.checkpointing { layers * t * h * b + layer_act } else { layers * layer_act };
+    let master = if b < 4 { 4 } else { 0 };
+    let kv_tensor = max_concurrent * input.seq * m.num_key_value_heads * m.head_dim * input.weight_bytes;
+    let mut plan = MemoryPlan {
+        weights: b * p,
+        grads: 4 * p,
+        optimizer_shard: ((master + 8) * p).div_ceil(g),
+        activations,
+        logits_chunk: LOSS_CHUNK_ROWS * m.vocab_size as u64 * 4,
+        kv_cache: layers * 2 * size_class(kv_tensor) as u64,
+        workspace: WORKSPACE_BYTES,
+        total: 0,
+        capacity: (input.gpu_mem_gib * input.usable_fraction * GIB) as u64,
+        checkpointing: input.checkpointing,
+    };
+    plan.total = plan.persistent() + plan.update_phase().max(plan.kv_cache);
+    plan
+}
+
+/// The largest `max_concurrent` (up to the sequences per GPU) whose plan fits; 0 when none does.
+pub fn max_concurrent_fitting(input: &PlanInput) -> usize {
+    let (mut lo, mut hi) = (0, input.seqs_per_gpu());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if memory(input, mid).fits() {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+fn time(input: &PlanInput) -> TimePlan {
+    let m = &input.model;
+    let g = input.gpus.max(1);
+    let flops = effective_flops(input.train_tokens_per_s_8b);
+    let seq_len = input.prompt_tokens + input.mean_response;
+    let tokens_per_step = (input.prompts_per_step * input.n * seq_len) as f64;
+    let tokens_per_gpu = tokens_per_step / g as f64;
+
+    let update_s = tokens_per_gpu * train_flops_per_token(m, seq_len, input.checkpointing) / flops;
+    let old_logprob_s = tokens_per_gpu * forward_flops_per_token(m, seq_len) / flops;
+
+    // Rollout: waves of c sequences, each lasting the tail length, memory-bound per step.
+    let seqs = input.seqs_per_gpu();
+    let wave_size = input.max_concurrent.min(seqs).max(1);
+    let waves = seqs.div_ceil(wave_size);
+    let max_response = input.seq - input.prompt_tokens.min(input.seq);
+    let decode_steps = ((input.mean_response as f64 * TAIL_FACTOR).ceil() as usize).min(max_response);
+    let ctx = input.prompt_tokens as f64 + input.mean_response as f64 / 2.0;
+    let step_bytes = input.weight_bytes as f64 * matmul_params(m)
+        + wave_size as f64 * ctx * kv_bytes_per_token(m, input.weight_bytes) as f64;
+    let step_flops = wave_size as f64 * (2.0 * matmul_params(m) + 4.0 * ctx * attn_width(m));
+    let decode_step_s = (step_bytes / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY)).max(step_flops / flops);
+    let prefill_s = (seqs * input.prompt_tokens) as f64 * forward_flops_per_token(m, input.prompt_tokens) / flops;
+    let rollout_s = (waves * decode_steps) as f64 * decode_step_s + prefill_s;
+
+    // ZeRO-2 per update: reduce-scatter f32 gradients + all-gather the weights, ring factor (g − 1)/g.
+    let p = m.num_params() as f64;
+    let ring = (g - 1) as f64 / g as f64;
+    let comm_s = input.updates_per_step as f64 * (4.0 + input.weight_bytes as f64) * p * ring / NCCL_BUS_BYTES_PER_S;
+
+    TimePlan {
+        rollout_s,
+        old_logprob_s,
+        update_s,
+        comm_s,
+        total_s: rollout_s + old_logprob_s + update_s + comm_s,
+        tokens_per_step,
+        gpus: g,
+        flops,
+        measured_by_entrl: input.train_tokens_per_s_8b.is_some(),
+        waves,
+        wave_size,
+        decode_steps,
+        decode_step_s,
+        prefill_s,
+        generated_per_s_per_gpu: (seqs * input.mean_response) as f64 / rollout_s,
+        updates: input.updates_per_step,
+        checkpointing: input.checkpointing,
+    }
+}
+
+/// Memory budget and step-time estimate of `input` (check [`PlanInput::validate`] first: zero counts are
+/// treated as one so nothing divides by zero).
+pub fn plan(input: &PlanInput) -> (MemoryPlan, TimePlan) {
+    (memory(input, input.max_concurrent), time(input))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q8(gpus: usize) -> PlanInput {
+        PlanInput { gpus, ..PlanInput::new(Qwen3Config::named("qwen3-8b").unwrap()) }
+    }
+
+    #[test]
+    fn qwen3_8b_fits_on_8_gpus_with_checkpointing() {
+        let (mem, _) = plan(&q8(8));
+        assert!(mem.fits(), "{}", mem.table());
+        assert!(mem.refusal().is_none());
+        assert!(mem.capacity <= 80 << 30);
+    }
+
+    #[test]
+    fn qwen3_8b_does_not_fit_on_1_gpu_and_names_the_optimizer() {
+        let (mem, _) = plan(&q8(1));
+        let p = Qwen3Config::named("qwen3-8b").unwrap().num_params() as u64;
+        assert_eq!(mem.optimizer_shard, 12 * p);
+        assert!(mem.optimizer_shard as f64 > 98e9, "12P is about 98 GB");
+        assert!(!mem.fits());
+        let msg = mem.refusal().unwrap();
+        assert!(msg.contains("optimizer"), "{msg}");
+    }
+
+    #[test]
+    fn weights_are_two_bytes_per_parameter() {
+        for name in ["qwen3-0.6b", "qwen3-8b"] {
+            let m = Qwen3Config::named(name).unwrap();
+            let (mem, _) = plan(&PlanInput::new(m.clone()));
+            assert_eq!(mem.weights, 2 * m.num_params() as u64);
+            assert_eq!(mem.grads, 4 * m.num_params() as u64);
+        }
+    }
+
+    #[test]
+    fn communication_grows_with_parameters_and_ring_factor() {
+        let comm = |name: &str, gpus: usize| {
+            plan(&PlanInput { gpus, ..PlanInput::new(Qwen3Config::named(name).unwrap()) }).1.comm_s
+        };
+        assert_eq!(comm("qwen3-8b", 1), 0.0);
+        assert!(comm("qwen3-8b", 8) > comm("qwen3-4b", 8));
+        assert!(comm("qwen3-4b", 8) > comm("qwen3-0.6b", 8));
+        let (c2, c8) = (comm("qwen3-8b", 2), comm("qwen3-8b", 8));
+        assert!((c8 / c2 - (7.0 / 8.0) / (1.0 / 2.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn total_is_the_sum_of_the_parts() {
+        for gpus in [1, 8, 64] {
+            let (mem, t) = plan(&q8(gpus));
+            assert_eq!(t.total_s, t.rollout_s + t.old_logprob_s + t.update_s + t.comm_s);
+            assert!(t.rollout_s > 0.0 && t.update_s > 0.0 && t.old_logprob_s > 0.0);
+            assert_eq!(mem.total, mem.persistent() + mem.update_phase().max(mem.kv_cache));
+        }
+    }
+
+    #[test]
+    fn the_anchor_reproduces_its_own_throughput() {
+        // At the anchor's shape the update runs at the anchor's tokens/s per GPU.
+        let m = Qwen3Config::named("qwen3-8b").unwrap();
+        let rate = effective_flops(None) / train_flops_per_token(&m, ANCHOR_SEQ, true);
+        assert!((rate - TORCH_TRAIN_TOKENS_PER_S_8B).abs() < 1e-9);
+        let faster = effective_flops(Some(2.0 * TORCH_TRAIN_TOKENS_PER_S_8B));
+        assert!((faster / effective_flops(None) - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn kv_cache_bounds_max_concurrent() {
+        // 64 dense slots of 9216 tokens at 144 KiB per token are 81 GiB: more than the card.
+        let m = Qwen3Config::named("qwen3-8b").unwrap();
+        assert_eq!(kv_bytes_per_token(&m, 2), 144 << 10);
+        let (mem, _) = plan(&PlanInput { max_concurrent: 64, ..q8(8) });
+        assert!(!mem.fits());
+        assert!(mem.refusal().unwrap().contains("KV cache"));
+        let c = max_concurrent_fitting(&q8(8));
+        assert!(c >= 32 && memory(&q8(8), c).fits() && !memory(&q8(8), c + 1).fits());
+    }
+
+    #[test]
+    fn without_checkpointing_activations_grow_by_layers() {
+        let (on, _) = plan(&q8(8));
+        let (off, t) = plan(&PlanInput { checkpointing: false, ..q8(8) });
+        assert!(off.activations > 10 * on.activations);
+        assert!(t.update_s < plan(&q8(8)).1.update_s);
+        assert!(off.refusal().unwrap().contains("activations"));
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert!(q8(0).validate().unwrap_err().contains("gpus"));
+        let short = PlanInput { micro_batch_tokens: 4096, ..q8(8) };
+        assert!(short.validate().unwrap_err().contains("micro_batch_tokens"));
+        assert!(q8(8).validate().is_ok());
+    }
+}
