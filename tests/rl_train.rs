@@ -110,11 +110,18 @@ fn dynamic_sampling_fills_every_batch_with_informative_groups() {
     assert!(s.steps.iter().all(|m| m.acc_mean > m.acc_generated));
     std::fs::remove_dir_all(&dir).unwrap();
 
-    // A cap that cannot be met is a clear error.
+    // A cap that cannot be met is a clear error (verl), or a short batch when asked for.
     let dir = tmp("ds-cap");
-    let e = train(config(&dir, &["train.steps=1", "rollout.max_gen_rounds=1", "rollout.gen_batch_size=2"]), None)
-        .unwrap_err();
+    let cap = ["train.steps=1", "rollout.max_gen_rounds=1", "rollout.gen_batch_size=2", "rollout.on_short_batch=error"];
+    let e = train(config(&dir, &cap), None).unwrap_err();
     assert!(e.contains("dynamic sampling") && e.contains("max_gen_rounds"), "{e}");
+    let short =
+        ["train.steps=2", "rollout.max_gen_rounds=1", "rollout.gen_batch_size=2", "rollout.on_short_batch=train"];
+    let s = train(config(&dir, &short), None).unwrap();
+    for m in &s.steps {
+        assert!(m.prompts <= 2 && m.responses == 16 * m.prompts, "{m:?}");
+        assert_eq!(m.updates, m.prompts.div_ceil(8), "one update per started mini-batch of 8 prompts");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -69,6 +69,8 @@ pub struct RolloutConfig {
     pub dynamic_sampling: bool,
     /// Cap on generation rounds per step (0 = unlimited).
     pub max_gen_rounds: usize,
+    /// At the cap: `error` (verl) or `train` on the informative groups found so far (none: no update).
+    pub on_short_batch: String,
     /// Requests per batched `generate` call (bounds the preallocated KV cache).
     pub max_concurrent: usize,
 }
@@ -182,6 +184,7 @@ impl TrainConfig {
                 gen_batch_size: 1536,
                 dynamic_sampling: true,
                 max_gen_rounds: 10,
+                on_short_batch: "error".into(),
                 max_concurrent: 256,
             },
             reward: RewardConfig { overlong_penalty: true, overlong_buffer: 4096, overlong_factor: 1.0 },
@@ -243,7 +246,8 @@ impl TrainConfig {
         c.rollout.max_prompt_len = 16;
         c.rollout.max_response_len = 3;
         c.rollout.gen_batch_size = 24;
-        c.rollout.max_gen_rounds = 50;
+        c.rollout.max_gen_rounds = 8;
+        c.rollout.on_short_batch = "train".into();
         c.rollout.max_concurrent = 1024;
         c.reward.overlong_penalty = false;
         c.train.steps = 400;
@@ -258,7 +262,7 @@ impl TrainConfig {
         c.run.save_every = 0;
         c.run.eval_every = 25;
         c.run.eval_k = 4;
-        c.run.stop_at_accuracy = 0.95;
+        c.run.stop_at_accuracy = 0.9;
         c
     }
 
@@ -345,6 +349,10 @@ impl TrainConfig {
             ),
         )?;
         check(r.gen_batch_size >= 1, "rollout.gen_batch_size must be ≥ 1".into())?;
+        check(
+            ["error", "train"].contains(&r.on_short_batch.as_str()),
+            format!("rollout.on_short_batch {:?}: error or train", r.on_short_batch),
+        )?;
         check(!r.dynamic_sampling || r.gen_batch_size > 0, "rollout.gen_batch_size must be positive".into())?;
         check(r.max_response_len >= 1 && r.max_prompt_len >= 1, "max prompt/response lengths must be ≥ 1".into())?;
         check(

@@ -56,6 +56,12 @@ impl DynamicSampler {
         self.rounds
     }
 
+    /// The groups kept so far (a short batch), clearing the sampler.
+    pub fn take_partial(&mut self) -> Vec<usize> {
+        self.rounds = 0;
+        std::mem::take(&mut self.kept)
+    }
+
     /// Add one generation round; `Err` when the round cap is hit with the batch still short.
     pub fn add_round(&mut self, outcomes: &[Outcome]) -> Result<SamplerState, String> {
         self.rounds += 1;

@@ -239,9 +239,11 @@ impl Session {
                 by_group.entry(s.group).or_default().push(s);
             }
             let groups = if dynamic {
-                match sampler.add_round(&outcomes)? {
-                    SamplerState::Full(groups) => groups,
-                    SamplerState::NeedMore { .. } => continue,
+                match sampler.add_round(&outcomes) {
+                    Ok(SamplerState::Full(groups)) => groups,
+                    Ok(SamplerState::NeedMore { .. }) => continue,
+                    Err(_) if self.cfg.rollout.on_short_batch == "train" => sampler.take_partial(),
+                    Err(e) => return Err(e),
                 }
             } else {
                 (first..first + prompts.len()).collect()
