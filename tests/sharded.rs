@@ -45,7 +45,8 @@ fn sharded(world: usize, steps: u64) -> Vec<Vec<Vec<f64>>> {
                 sc.spawn(move || {
                     let rank = c.rank();
                     let p = params();
-                    let mut opt = ShardedAdamW::new(&p, CFG, Arc::new(c)).unwrap();
+                    // Buckets of 8 flat elements: 18 parameters span several, some straddling two.
+                    let mut opt = ShardedAdamW::with_buckets(&p, CFG, Arc::new(c), 8).unwrap();
                     let per = N / world;
                     for s in 0..steps {
                         loss(&p, rank * per..(rank + 1) * per, s).backward().unwrap();
@@ -76,15 +77,19 @@ fn sharded_state_round_trips() {
     let comms = ThreadComm::group(1, Duration::from_secs(5));
     let c: Arc<dyn Communicator> = Arc::new(comms.into_iter().next().unwrap());
     let p = params();
-    let mut opt = ShardedAdamW::new(&p, CFG, c.clone()).unwrap();
+    let mut opt = ShardedAdamW::with_buckets(&p, CFG, c.clone(), 4).unwrap();
     loss(&p, 0..N, 0).backward().unwrap();
     opt.step(0.05, 1.0).unwrap();
     let (state, steps) = opt.state_tensors().unwrap();
     let q = params();
-    let mut opt2 = ShardedAdamW::new(&q, CFG, c).unwrap();
+    let mut opt2 = ShardedAdamW::with_buckets(&q, CFG, c.clone(), 4).unwrap();
     opt2.load_state(steps, |k, _| state.iter().find(|(n, _)| n == k).map(|(_, t)| t.clone())).unwrap();
     for (a, b) in p.iter().zip(&q) {
         assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
     }
     assert_eq!(opt2.steps(), 1);
+    // A different bucketing is a different layout: refused, not misread.
+    let mut opt3 = ShardedAdamW::with_buckets(&params(), CFG, c, 6).unwrap();
+    let e = opt3.load_state(steps, |k, s| state.iter().find(|(n, t)| n == k && t.dims() == s).map(|(_, t)| t.clone()));
+    assert!(e.unwrap_err().to_string().contains("does not match this layout"));
 }

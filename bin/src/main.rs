@@ -3,6 +3,7 @@
 mod bench;
 mod bench_model;
 mod generate;
+mod plan;
 mod selftest;
 mod train;
 mod verify;
@@ -29,6 +30,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// SVG charts of a run's metrics.jsonl into RUN_DIR/plots/.
     Plot(train::PlotArgs),
+    /// Per-GPU memory budget and estimated DAPO step time for data-parallel training on H100s.
+    Plan(plan::Args),
     /// Check every CUDA kernel against the CPU reference (and the CPU backend by finite differences).
     Selftest(selftest::Args),
     /// Benchmarks on the GPU.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::train(&a),
         Command::Eval(a) => train::eval(&a),
         Command::Plot(a) => train::plot(&a),
+        Command::Plan(a) => plan::run(&a),
         Command::Selftest(a) => selftest::run(&a),
         Command::Bench(b) => bench::run(&b),
         Command::VerifyReference(a) => verify::run(&a),

@@ -79,21 +79,26 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     input.validate()?;
     let (mem, time) = plan::plan(&input);
     println!(
-        "entrl plan: {} ({:.2} B parameters), {} × H100 {} GiB, data-parallel + ZeRO-2, seq {}, checkpointing {}",
+        "entrl plan: {} ({} parameters), {} × H100 {} GiB, data-parallel + bucketed ZeRO-2, seq {}, checkpointing {}",
         a.model,
-        input.model.num_params() as f64 / 1e9,
+        match input.model.num_params() as f64 {
+            p if p >= 1e9 => format!("{:.2} B", p / 1e9),
+            p => format!("{:.2} M", p / 1e6),
+        },
         input.gpus,
         input.gpu_mem_gib,
         input.seq,
         if input.checkpointing { "on" } else { "off" }
     );
     print!("{}", mem.table());
-    let largest = plan::max_concurrent_fitting(&input);
-    let verdict = match mem.refusal() {
-        None => "fits".to_string(),
-        Some(why) => format!("does NOT fit: {why}"),
-    };
-    println!("{verdict} (largest max_concurrent that fits: {largest})");
+    match mem.refusal() {
+        None => print!("fits"),
+        Some(why) => print!("does NOT fit: {why}"),
+    }
+    match plan::max_concurrent_fitting(&input) {
+        0 => println!(),
+        c => println!(" (largest max_concurrent that fits: {c})"),
+    }
     print!("{}", time.table());
     println!("assumptions: see `rl/src/plan.rs` and ARCHITECTURE.md");
     Ok(if mem.fits() { ExitCode::SUCCESS } else { ExitCode::from(1) })

@@ -77,3 +77,19 @@ fn train_rejects_bad_configuration_clearly() {
     let out = entrl(&["train", "--config", "/nonexistent/x.toml"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.toml"));
 }
+
+#[test]
+fn plan_budgets_memory_and_time_for_a_node() {
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--gpus", "8", "--seq", "9216"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for item in ["optimizer shard", "KV cache", "fits", "rollout", "old log-probs", "update", "communication"] {
+        assert!(text.contains(item), "{item} missing:\n{text}");
+    }
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--gpus", "1"]);
+    assert_eq!(out.status.code(), Some(1), "qwen3-8b does not fit one GPU");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("optimizer"));
+    let out = entrl(&["plan", "--model", "qwen3-99b"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model shape"));
+}

@@ -185,7 +185,7 @@ impl TrainConfig {
                 dynamic_sampling: true,
                 max_gen_rounds: 10,
                 on_short_batch: "error".into(),
-                max_concurrent: 256,
+                max_concurrent: 32,
             },
             reward: RewardConfig { overlong_penalty: true, overlong_buffer: 4096, overlong_factor: 1.0 },
             train: OptimConfig {

@@ -10,6 +10,7 @@ pub mod data;
 pub mod dynamic_sampling;
 pub mod eval;
 pub mod metrics;
+pub mod plan;
 pub mod plot;
 pub mod progress;
 pub mod reward;

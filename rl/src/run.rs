@@ -183,6 +183,9 @@ fn run_rank(
             s.dropped_prompts,
             s.eval_prompts.len()
         );
+        if s.device.is_cuda() {
+            print!("# per-GPU memory plan (H100 80 GiB)\n{}", s.memory_plan);
+        }
     }
     let progress = Progress::new(cfg.train.steps, s.step, lead && cfg.run.progress, verbose);
     let mut summary = RunSummary {

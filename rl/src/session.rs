@@ -3,6 +3,7 @@
 //! `RUN_DIR/checkpoints/step_NNNNNN/` (HF model folder + optimizer state + loop state).
 use crate::config::TrainConfig;
 use crate::data::{read_prompts, PromptRow};
+use crate::plan::{plan, PlanInput};
 use crate::reward::Verifier;
 use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
 use crate::strategy::Strategy;
@@ -43,6 +44,8 @@ pub struct Session {
     pub(crate) skipped_total: u64,
     /// Prompts dropped for exceeding max_prompt_len.
     pub dropped_prompts: usize,
+    /// The per-GPU memory plan of this configuration (`entrl plan`'s table).
+    pub memory_plan: String,
 }
 
 /// The loop state saved next to the weights.
@@ -172,14 +175,29 @@ impl Session {
                 .map_err(|e| format!("{}: {e}", cfg.data.eval))?
                 .0
         };
-        let seed = cfg.train.seed;
-        let model = match (ckpt, &source) {
-            (Some(dir), _) => Qwen3::load(dir, dtype, &device),
-            (None, ModelSource::Builtin) => Qwen3::random(builtin_model_config(tok.vocab_size()), dtype, &device, seed),
-            (None, ModelSource::Random(shape)) => {
-                Qwen3Config::named(shape).and_then(|c| Qwen3::random(c, dtype, &device, seed))
+        // The memory plan comes before any allocation: a configuration that cannot fit is refused here.
+        let weights_dir: Option<&Path> = match (ckpt, &source) {
+            (Some(dir), _) => Some(dir),
+            (None, ModelSource::Folder(dir)) => Some(dir.as_path()),
+            _ => None,
+        };
+        let model_cfg = match (weights_dir, &source) {
+            (Some(dir), _) => Qwen3Config::from_file(&dir.join("config.json")),
+            (None, ModelSource::Random(shape)) => Qwen3Config::named(shape),
+            (None, _) => Ok(builtin_model_config(tok.vocab_size())),
+        }
+        .map_err(|e| e.to_string())?;
+        let world = comm.as_ref().map_or(1, |c| c.world_size());
+        let (mem, _) = plan(&PlanInput::from_config(model_cfg.clone(), &cfg, world));
+        if device.is_cuda() {
+            if let Some(refusal) = mem.refusal() {
+                return Err(format!("{refusal}\n{}", mem.table()));
             }
-            (None, ModelSource::Folder(dir)) => Qwen3::load(dir, dtype, &device),
+        }
+        let seed = cfg.train.seed;
+        let model = match weights_dir {
+            Some(dir) => Qwen3::load(dir, dtype, &device),
+            None => Qwen3::random(model_cfg, dtype, &device, seed),
         }
         .map_err(|e| e.to_string())?;
         if model.config.vocab_size < tok.vocab_size() {
@@ -253,6 +271,7 @@ impl Session {
             next_group,
             skipped_total,
             dropped_prompts: dropped,
+            memory_plan: mem.table(),
         })
     }
 

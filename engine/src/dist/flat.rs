@@ -15,13 +15,18 @@ pub struct FlatLayout {
     /// (offset, numel) of every parameter, in order.
     pub spans: Vec<(usize, usize)>,
     pub total: usize,
-    /// total rounded up to a multiple of world.
-    pub padded: usize,
     pub world: usize,
+    /// Elements each rank owns per bucket (k); a bucket covers world·k flat elements.
+    pub bucket: usize,
+    pub buckets: usize,
 }
 
+/// Flat elements per bucket over all ranks (256 MB of f32 gradients in flight at a time).
+pub const BUCKET_ELEMENTS: usize = 64 << 20;
+
 impl FlatLayout {
-    pub fn new(params: &[Tensor], world: usize) -> Self {
+    /// The layout of `params` over `world` ranks in buckets of about `bucket_elements` flat elements.
+    pub fn new(params: &[Tensor], world: usize, bucket_elements: usize) -> Self {
         let mut spans = Vec::with_capacity(params.len());
         let mut off = 0;
         for p in params {
@@ -29,48 +34,74 @@ impl FlatLayout {
             off += p.numel();
         }
         let world = world.max(1);
-        Self { spans, total: off, padded: off.div_ceil(world) * world, world }
+        let bucket = bucket_elements.div_ceil(world).clamp(1, off.div_ceil(world).max(1));
+        Self { spans, total: off, world, bucket, buckets: off.div_ceil(world * bucket).max(1) }
     }
 
+    /// Elements of one rank's shard: its k-element piece of every bucket, concatenated.
     pub fn shard_len(&self) -> usize {
-        self.padded / self.world
+        self.buckets * self.bucket
     }
 
-    pub fn shard(&self, rank: usize) -> Range<usize> {
-        let k = self.shard_len();
-        rank * k..(rank + 1) * k
+    /// Flat index range of bucket `j` (may run past `total`: padding).
+    pub fn bucket_range(&self, j: usize) -> Range<usize> {
+        let w = self.world * self.bucket;
+        j * w..(j + 1) * w
     }
 
-    /// Concatenate `tensors` (None = zeros) into one flat [padded] tensor of `dtype` on `device`.
-    pub fn pack(&self, tensors: &[Option<Tensor>], dtype: DType, device: &Device) -> Result<Tensor> {
+    /// Parameters (index, own offset, flat range) overlapping `range`.
+    fn overlaps(&self, range: &Range<usize>) -> impl Iterator<Item = (usize, usize, Range<usize>)> + '_ {
+        let r = range.clone();
+        self.spans.iter().enumerate().filter_map(move |(i, &(off, n))| {
+            let (a, b) = (off.max(r.start), (off + n).min(r.end));
+            (a < b).then(|| (i, a - off, a..b))
+        })
+    }
+
+    /// The flat elements `range` of `tensors` (None = zeros) as one [range.len()] tensor of `dtype`.
+    pub fn pack_range(
+        &self,
+        tensors: &[Option<Tensor>],
+        range: Range<usize>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         if tensors.len() != self.spans.len() {
             return Err(EngineError::invalid(
                 "flat pack",
                 format!("{} tensors for {}", tensors.len(), self.spans.len()),
             ));
         }
-        let flat = Tensor::zeros([self.padded], dtype, device)?;
-        for (t, &(off, n)) in tensors.iter().zip(&self.spans) {
-            if let Some(t) = t {
-                if t.numel() != n {
+        let buf = Tensor::zeros([range.len()], dtype, device)?;
+        for (i, own, flat) in self.overlaps(&range) {
+            if let Some(t) = &tensors[i] {
+                if t.numel() != self.spans[i].1 {
                     return Err(EngineError::shape(
                         "flat pack",
-                        format!("{} where {n} elements were laid out", t.shape()),
+                        format!("{} where {} elements were laid out", t.shape(), self.spans[i].1),
                     ));
                 }
-                write_at(&flat, off, &t.to_dtype(dtype)?.to_device(device)?)?;
+                let part = slice(&t.to_device(device)?, own, flat.len())?.to_dtype(dtype)?;
+                write_at(&buf, flat.start - range.start, &part)?;
             }
         }
-        Ok(flat)
+        Ok(buf)
     }
 
-    /// Copy each parameter's span of `flat` into it (cast to the parameter's dtype).
-    pub fn unpack_into(&self, flat: &Tensor, params: &[Tensor]) -> Result<()> {
-        for (p, &(off, n)) in params.iter().zip(&self.spans) {
-            let part = slice(flat, off, n)?.reshape(p.shape().clone())?;
-            p.copy_from(&part.to_dtype(p.dtype())?.to_device(p.device())?)?;
+    /// Write `src` (the flat elements `range`, in the parameters' dtype) into the parameters, in place.
+    pub fn unpack_range(&self, src: &Tensor, range: Range<usize>, params: &[Tensor]) -> Result<()> {
+        for (i, own, flat) in self.overlaps(&range) {
+            let part = slice(src, flat.start - range.start, flat.len())?.to_dtype(params[i].dtype())?;
+            write_at(&params[i], own, &part.to_device(params[i].device())?)?;
         }
         Ok(())
+    }
+
+    /// Indices of the parameters whose last element lies in bucket `j` (their gradients are done with
+    /// once that bucket is packed).
+    pub fn ending_in(&self, j: usize) -> impl Iterator<Item = usize> + '_ {
+        let r = self.bucket_range(j);
+        self.spans.iter().enumerate().filter(move |(_, &(off, n))| r.contains(&((off + n).max(1) - 1))).map(|(i, _)| i)
     }
 }
 
@@ -122,25 +153,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pack_shard_unpack_round_trip() {
+    fn buckets_cover_the_flat_vector() {
         let dev = Device::Cpu;
         let a = Tensor::from_f64(&[1., 2., 3., 4., 5., 6.], [2, 3], DType::F32, &dev).unwrap();
         let b = Tensor::from_f64(&[7.], [1], DType::BF16, &dev).unwrap();
-        let l = FlatLayout::new(&[a.clone(), b.clone()], 4);
-        assert_eq!((l.total, l.padded, l.shard_len(), l.shard(3)), (7, 8, 2, 6..8));
-        let flat = l.pack(&[Some(a.clone()), None], DType::F32, &dev).unwrap();
-        assert_eq!(flat.to_vec_f64().unwrap(), vec![1., 2., 3., 4., 5., 6., 0., 0.]);
-        let flat = l.pack(&[Some(a.clone()), Some(b.clone())], DType::F32, &dev).unwrap();
-        let doubled = Tensor::from_f64(
-            &flat.to_vec_f64().unwrap().iter().map(|x| 2.0 * x).collect::<Vec<_>>(),
-            [8],
-            DType::F32,
-            &dev,
-        )
-        .unwrap();
-        l.unpack_into(&doubled, &[a.clone(), b.clone()]).unwrap();
-        assert_eq!(a.to_vec_f64().unwrap(), vec![2., 4., 6., 8., 10., 12.]);
+        // 7 elements, 2 ranks, buckets of 4 flat elements (2 per rank): 2 buckets, shard of 4.
+        let l = FlatLayout::new(&[a.clone(), b.clone()], 2, 4);
+        assert_eq!((l.bucket, l.buckets, l.shard_len(), l.bucket_range(1)), (2, 2, 4, 4..8));
+        let grads = [Some(a.clone()), Some(b.clone())];
+        let b0 = l.pack_range(&grads, l.bucket_range(0), DType::F32, &dev).unwrap();
+        let b1 = l.pack_range(&grads, l.bucket_range(1), DType::F32, &dev).unwrap();
+        assert_eq!(b0.to_vec_f64().unwrap(), vec![1., 2., 3., 4.]);
+        assert_eq!(b1.to_vec_f64().unwrap(), vec![5., 6., 7., 0.]);
+        assert_eq!(l.ending_in(0).collect::<Vec<_>>(), Vec::<usize>::new());
+        assert_eq!(l.ending_in(1).collect::<Vec<_>>(), vec![0, 1]);
+        let twice = Tensor::from_f64(&[10., 12., 14., 0.], [4], DType::F32, &dev).unwrap();
+        l.unpack_range(&twice, 4..8, &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(a.to_vec_f64().unwrap(), vec![1., 2., 3., 4., 10., 12.]);
         assert_eq!((b.dtype(), b.to_vec_f64().unwrap()), (DType::BF16, vec![14.]));
-        assert_eq!(slice(&doubled, 6, 2).unwrap().to_vec_f64().unwrap(), vec![14., 0.]);
+        assert_eq!(slice(&b1, 2, 2).unwrap().to_vec_f64().unwrap(), vec![7., 0.]);
     }
 }

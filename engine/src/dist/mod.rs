@@ -6,7 +6,7 @@ mod flat;
 mod nccl;
 mod thread;
 
-pub use flat::{slice as flat_slice, write_at as flat_write_at, FlatLayout};
+pub use flat::{slice as flat_slice, write_at as flat_write_at, FlatLayout, BUCKET_ELEMENTS};
 pub use nccl::NcclComm;
 pub use thread::ThreadComm;
 

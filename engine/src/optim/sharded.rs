@@ -4,7 +4,7 @@
 //! master weights and moments of its 1/world shard only, clips with the global norm (Σ of the shards'
 //! squared norms, all-reduced), updates its shard and all-gathers the new weights.
 use super::{global_grad_norm, AdamW, AdamWConfig};
-use crate::dist::{Communicator, FlatLayout};
+use crate::dist::{flat_slice, flat_write_at, Communicator, FlatLayout, BUCKET_ELEMENTS};
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::tensor::Tensor;
@@ -31,6 +31,16 @@ pub struct ShardedStep {
 
 impl ShardedAdamW {
     pub fn new(params: &[Tensor], config: AdamWConfig, comm: Arc<dyn Communicator>) -> Result<Self> {
+        Self::with_buckets(params, config, comm, BUCKET_ELEMENTS)
+    }
+
+    /// As [`ShardedAdamW::new`] with buckets of `bucket_elements` flat elements (tests use tiny ones).
+    pub fn with_buckets(
+        params: &[Tensor],
+        config: AdamWConfig,
+        comm: Arc<dyn Communicator>,
+        bucket_elements: usize,
+    ) -> Result<Self> {
         let first = params.first().ok_or_else(|| EngineError::invalid("ShardedAdamW", "no parameters"))?;
         let (dtype, dev) = (first.dtype(), first.device().clone());
         if let Some(p) = params.iter().find(|p| p.dtype() != dtype || !p.device().same(&dev) || !p.is_param()) {
@@ -39,11 +49,15 @@ impl ShardedAdamW {
                 format!("parameters must be trainable leaves of one dtype and device; {p:?} differs"),
             ));
         }
-        let layout = FlatLayout::new(params, comm.world_size());
+        let layout = FlatLayout::new(params, comm.world_size(), bucket_elements);
         let all: Vec<Option<Tensor>> = params.iter().map(|p| Some(p.detach())).collect();
-        let flat = layout.pack(&all, DType::F32, &dev)?;
-        let r = layout.shard(comm.rank());
-        let master = crate::dist::flat_slice(&flat, r.start, r.len())?.param();
+        let (k, rank) = (layout.bucket, comm.rank());
+        let master = Tensor::zeros([layout.shard_len()], DType::F32, &dev)?;
+        for j in 0..layout.buckets {
+            let bucket = layout.pack_range(&all, layout.bucket_range(j), DType::F32, &dev)?;
+            flat_write_at(&master, j * k, &flat_slice(&bucket, rank * k, k)?)?;
+        }
+        let master = master.param();
         let inner = AdamW::new(std::slice::from_ref(&master), config)?;
         Ok(Self { comm, layout, params: params.to_vec(), master, inner, dtype })
     }
@@ -57,10 +71,22 @@ impl ShardedAdamW {
     /// rank alike (the norm is global).
     pub fn step(&mut self, lr: f64, max_norm: f64) -> Result<ShardedStep> {
         let dev = self.master.device().clone();
-        let grads: Vec<Option<Tensor>> = self.params.iter().map(Tensor::grad).collect();
-        let flat = self.layout.pack(&grads, DType::F32, &dev)?;
-        let shard = Tensor::zeros([self.layout.shard_len()], DType::F32, &dev)?;
-        self.comm.reduce_scatter_sum(&flat, &shard)?;
+        let l = &self.layout;
+        let k = l.bucket;
+        // Bucket by bucket: pack, reduce-scatter into this rank's piece, and drop each parameter's
+        // gradient once its last bucket is packed, so only one bucket is in flight besides the gradients.
+        let mut grads: Vec<Option<Tensor>> = self.params.iter().map(Tensor::grad).collect();
+        let shard = Tensor::zeros([l.shard_len()], DType::F32, &dev)?;
+        for j in 0..l.buckets {
+            let bucket = l.pack_range(&grads, l.bucket_range(j), DType::F32, &dev)?;
+            for i in l.ending_in(j) {
+                grads[i] = None;
+                self.params[i].zero_grad();
+            }
+            let piece = Tensor::zeros([k], DType::F32, &dev)?;
+            self.comm.reduce_scatter_sum(&bucket, &piece)?;
+            flat_write_at(&shard, j * k, &piece)?;
+        }
         self.master.set_grad(Some(shard))?;
         let local = global_grad_norm(std::slice::from_ref(&self.master))?;
         let norm = self.comm.all_reduce_host(local * local)?.sqrt();
@@ -69,13 +95,24 @@ impl ShardedAdamW {
             // torch's clip_grad_norm_: scale by max_norm / (‖g‖ + 1e-6) when that is below 1.
             let coef = Tensor::scalar((max_norm / (norm + 1e-6)).min(1.0), DType::F32, &dev)?;
             self.inner.step(lr, Some(&coef))?;
-            let full = Tensor::zeros([self.layout.padded], self.dtype, &dev)?;
-            self.comm.all_gather(&self.master.detach().to_dtype(self.dtype)?, &full)?;
-            self.layout.unpack_into(&full, &self.params)?;
+            self.gather()?;
         }
         self.master.zero_grad();
         self.params.iter().for_each(Tensor::zero_grad);
         Ok(ShardedStep { norm, applied })
+    }
+
+    /// All-gather the shards' weights (in the parameters' dtype) bucket by bucket into the parameters.
+    fn gather(&self) -> Result<()> {
+        let l = &self.layout;
+        let k = l.bucket;
+        let cast = self.master.detach().to_dtype(self.dtype)?;
+        for j in 0..l.buckets {
+            let full = Tensor::zeros([l.world * k], self.dtype, cast.device())?;
+            self.comm.all_gather(&flat_slice(&cast, j * k, k)?, &full)?;
+            l.unpack_range(&full, l.bucket_range(j), &self.params)?;
+        }
+        Ok(())
     }
 
     /// This rank's optimizer state (shard of the f32 weights as `master`, moments) and the step count.
@@ -88,12 +125,16 @@ impl ShardedAdamW {
     /// Restore what [`ShardedAdamW::state_tensors`] wrote on this rank, then re-gather the weights.
     pub fn load_state(&mut self, step: u64, mut lookup: impl FnMut(&str, &[usize]) -> Option<Tensor>) -> Result<()> {
         let k = [self.layout.shard_len()];
+        if lookup("shard.exp_avg", &k).is_none() {
+            return Err(EngineError::invalid(
+                "ShardedAdamW",
+                "the saved shard does not match this layout (different world size or bucket size)",
+            ));
+        }
         let m =
             lookup("shard.master", &k).ok_or_else(|| EngineError::invalid("ShardedAdamW", "missing shard.master"))?;
         self.master.copy_from(&m.to_dtype(DType::F32)?.to_device(self.master.device())?)?;
         self.inner.load_state(&["shard".to_string()], step, lookup)?;
-        let full = Tensor::zeros([self.layout.padded], self.dtype, self.master.device())?;
-        self.comm.all_gather(&self.master.detach().to_dtype(self.dtype)?, &full)?;
-        self.layout.unpack_into(&full, &self.params)
+        self.gather()
     }
 }
