@@ -6,7 +6,8 @@
 # Build here first (pinned nvcc, see README), then call the device tool with:
 #   cp -r ../shared/fixtures .device-fixtures      (once; ../shared does not travel, .device-fixtures is ignored)
 #   cp -r ../shared/tokenizers/qwen3 .device-fixtures/tokenizer-qwen3
-#   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 480
+#   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 590
+#   (the DAPO runs add up to ~5 min; "kernels" skips the 8B model benches to stay inside one call)
 # Usage: bash scripts/device-check.sh [all|kernels]  ("kernels" skips the qwen3-8b model benches, ~4 min less)
 set -uo pipefail
 PART="${1:-all}"
@@ -66,6 +67,13 @@ timeout 200 "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenize
   run.progress=false > "$D/dapo.txt" 2>&1
 echo "dapo rc=$?"; tail -n 4 "$D/dapo.txt"
 cp /tmp/entrl-dapo/metrics.jsonl "$D/dapo_metrics.jsonl" 2>/dev/null
+echo "== the same, 1 step, world size 1 through NCCL (sharded optimizer path)"
+timeout 120 "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
+  data.train="$D/dapo_prompts.jsonl" rollout.n=4 train.batch_size=8 train.mini_batch_size=4 rollout.max_response_len=128 \
+  rollout.dynamic_sampling=false reward.overlong_penalty=false train.steps=1 run.world_size=1 run.comm=nccl \
+  run.out_dir=/tmp/entrl-dapo-nccl run.save_final=false run.plot=false run.progress=false > "$D/dapo_nccl.txt" 2>&1
+nccl_rc=$?; echo "dapo nccl rc=$nccl_rc"; tail -n 2 "$D/dapo_nccl.txt"
+echo "$nccl_rc" > "$D/dapo_nccl.rc"
 
 if [ "$PART" != kernels ]; then
   echo "== qwen3-8b shape: train step and generation (entrl, then HF transformers)"
@@ -127,6 +135,11 @@ for m in dl:
           f"{m['tokens_per_s']:.0f} tok/s, len {m['response_len_mean']:.0f} |")
 if not dl:
     print("| DAPO qwen3-0.6b | no metrics (see dapo.txt) |")
+try:
+    nrc = (out / "dapo_nccl.rc").read_text().strip()
+except Exception:
+    nrc = "not run"
+print(f"| DAPO qwen3-0.6b, world size 1 through NCCL (ZeRO-2 path) | rc={nrc} (dapo_nccl.txt) |")
 print("\n| attention shape | entrl fwd | fwd+H (TF/s) | H overhead | vs FA2 fwd | vs eager H | fwd+bwd (TF/s) | vs FA2 fwd+bwd |")
 print("|---|---|---|---|---|---|---|---|")
 for shape in ["S=1024", "S=2048", "S=4096", "S=8192", "8x1024"]:

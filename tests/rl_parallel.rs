@@ -32,26 +32,37 @@ fn weights(ckpt: &Path) -> Vec<(String, Vec<f64>)> {
 
 #[test]
 fn world_sizes_2_and_4_match_one_process() {
-    let base = tmp("w1");
+    let base = tmp("single");
     let one = train(
         config(&base, &["train.steps=3", "run.world_size=1", "tokens.strategy=anchors:0.3", "tokens.pool=mini-batch"]),
         None,
     )
     .unwrap();
     let want = weights(one.checkpoint.as_ref().unwrap());
-    for world in [2, 4] {
+    for world in [1, 2, 4] {
         let dir = tmp(&format!("w{world}"));
+        // World 1 through the communicator: the sharded path with a single rank.
         let ws = format!("run.world_size={world}");
-        let s =
-            train(config(&dir, &["train.steps=3", &ws, "tokens.strategy=anchors:0.3", "tokens.pool=mini-batch"]), None)
-                .unwrap();
+        let s = train(
+            config(
+                &dir,
+                &["train.steps=3", &ws, "run.comm=threads", "tokens.strategy=anchors:0.3", "tokens.pool=mini-batch"],
+            ),
+            None,
+        )
+        .unwrap();
         for (a, b) in one.steps.iter().zip(&s.steps) {
             assert_eq!((a.responses, a.response_tokens), (b.responses, b.response_tokens), "world {world}");
             assert_eq!(a.kept_frac, b.kept_frac, "world {world}: mini-batch pools are global, selection is too");
             assert!((a.loss - b.loss).abs() < 1e-6, "world {world}: loss {} vs {}", a.loss, b.loss);
         }
         let got = weights(s.checkpoint.as_ref().unwrap());
-        assert!(dir.join("checkpoints/step_000003").join(format!("optimizer.rank{}.safetensors", world - 1)).is_file());
+        let shard = if world == 1 {
+            "optimizer.safetensors".to_string()
+        } else {
+            format!("optimizer.rank{}.safetensors", world - 1)
+        };
+        assert!(dir.join("checkpoints/step_000003").join(shard).is_file());
         let mut worst = 0f64;
         for ((n, w), (_, g)) in want.iter().zip(&got) {
             for (x, y) in w.iter().zip(g) {

@@ -157,6 +157,9 @@ pub struct RunConfig {
     /// Data-parallel ranks (one worker thread each): 0 = every visible GPU (1 on CPU). On a machine
     /// without GPUs, or with model.device = "cpu", N > 1 runs N CPU ranks (the CI path).
     pub world_size: usize,
+    /// Collectives: `auto` (none for one rank, NCCL across GPUs, threads across CPU ranks), `nccl`, `threads`
+    /// (`nccl`/`threads` with one rank run the sharded path anyway, e.g. to check NCCL on one GPU).
+    pub comm: String,
     /// Test hook: "RANK:STEP" makes that rank fail when it starts that step (1-based); "" = never.
     pub debug_fail_at: String,
 }
@@ -231,6 +234,7 @@ impl TrainConfig {
                 stop_at_accuracy: 0.0,
                 plot: true,
                 world_size: 0,
+                comm: "auto".into(),
                 debug_fail_at: String::new(),
             },
         }
@@ -391,6 +395,10 @@ impl TrainConfig {
         check(["auto", "bf16", "f32"].contains(&self.model.dtype.as_str()), "model.dtype: auto, bf16 or f32".into())?;
         check(!self.tokens.entropy_layers.is_empty(), "tokens.entropy_layers must name at least one layer".into())?;
         check(self.run.eval_k >= 1, "run.eval_k must be ≥ 1".into())?;
+        check(
+            ["auto", "nccl", "threads"].contains(&self.run.comm.as_str()),
+            format!("run.comm {:?}: auto, nccl or threads", self.run.comm),
+        )?;
         check(
             !(self.run.diagnose && self.run.world_size > 1),
             "run.diagnose compares full and selected gradients in one process: use run.world_size = 1".into(),

@@ -60,8 +60,12 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
 /// How many data-parallel ranks and on which devices: (world, GPU devices or empty for CPU ranks).
 fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
     let want = cfg.run.world_size;
-    let gpus = if cfg.model.device == "cpu" { 0 } else { Device::cuda_count() };
-    if gpus == 0 || want == 1 || (want == 0 && gpus == 1) {
+    let gpus = if cfg.model.device == "cpu" || cfg.run.comm == "threads" { 0 } else { Device::cuda_count() };
+    if cfg.run.comm == "nccl" && gpus == 0 {
+        return Err("run.comm = \"nccl\" needs a GPU".into());
+    }
+    let single_gpu = want == 1 || (want == 0 && gpus == 1);
+    if gpus == 0 || (single_gpu && cfg.run.comm != "nccl") {
         return Ok((want.max(1), Vec::new()));
     }
     let world = if want == 0 { gpus } else { want };
@@ -76,7 +80,7 @@ fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
 /// `run.world_size` > 1 (or several GPUs), one worker thread per rank trains data-parallel (ZeRO-2).
 pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, String> {
     let (world, devices) = resolve_world(&cfg)?;
-    if world == 1 {
+    if world == 1 && cfg.run.comm == "auto" {
         return run_rank(cfg, resume, None);
     }
     if cfg.run.diagnose {
