@@ -4,25 +4,15 @@
 use entrl_engine::{DType, Device};
 use entrl_qwen3::Qwen3;
 use entrl_rl::{train, TrainConfig};
-use std::path::{Path, PathBuf};
+mod common;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("entrl-dp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use common::runs::tmp;
+use std::path::Path;
 
 fn config(dir: &Path, extra: &[&str]) -> TrainConfig {
-    let mut o: Vec<String> = vec![
-        format!("run.out_dir={:?}", dir.display().to_string()),
-        "model.device=cpu".into(),
-        "run.progress=false".into(),
-        "run.log_every=0".into(),
-        "run.plot=false".into(),
-        "run.eval_every=0".into(),
-    ];
-    o.extend(extra.iter().map(|s| s.to_string()));
-    TrainConfig::resolve(None, &o).unwrap()
+    let mut all = vec!["run.eval_every=0"];
+    all.extend_from_slice(extra);
+    common::runs::config(dir, &all)
 }
 
 fn weights(ckpt: &Path) -> Vec<(String, Vec<f64>)> {

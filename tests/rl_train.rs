@@ -1,27 +1,10 @@
 //! End-to-end DAPO on the built-in task, on CPU: the default run learns, every strategy selects what it
 //! claims, dynamic sampling refills, resume is exact, non-finite updates are skipped, bad input errors.
 use entrl_rl::metrics::StepMetrics;
+mod common;
+
+use common::runs::{config, tmp};
 use entrl_rl::{train, Session, TrainConfig};
-use std::path::PathBuf;
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("entrl-rl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-/// The built-in preset on CPU, quiet, writing into `dir`, plus `extra` overrides.
-fn config(dir: &std::path::Path, extra: &[&str]) -> TrainConfig {
-    let mut o: Vec<String> = vec![
-        format!("run.out_dir={:?}", dir.display().to_string()),
-        "model.device=cpu".into(),
-        "run.progress=false".into(),
-        "run.log_every=0".into(),
-        "run.plot=false".into(),
-    ];
-    o.extend(extra.iter().map(|s| s.to_string()));
-    TrainConfig::resolve(None, &o).unwrap()
-}
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let v: Vec<f64> = v.collect();

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 use entrl_engine::{checkpoint, DType, Device, Result, Tensor};
 
+pub mod runs;
+
 /// Parameters of one pre-norm transformer block (attention with RoPE and a causal mask, SwiGLU MLP).
 pub struct Block {
     pub norm1: Tensor,
