@@ -266,3 +266,14 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("layer 5 does not exist"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn shipped_configs_resolve() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let c = TrainConfig::resolve(Some(&p), &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(c.preset, "dapo", "{}", p.display());
+        c.strategy().unwrap();
+    }
+}
