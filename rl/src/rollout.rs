@@ -144,6 +144,9 @@ pub fn rollout(
     seed: u64,
     mut on_token: impl FnMut(),
 ) -> Result<Vec<Sample>, String> {
+    if prompts.is_empty() {
+        return Ok(Vec::new()); // a data-parallel rank whose share of the round is empty
+    }
     let mut reqs = Vec::with_capacity(prompts.len() * spec.n);
     for (g, p) in prompts.iter().enumerate() {
         for j in 0..spec.n {

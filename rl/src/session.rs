@@ -42,6 +42,9 @@ pub struct Session {
     pub step: u64,
     pub(crate) next_group: usize,
     pub(crate) skipped_total: u64,
+    /// Mean response length of the last step: balances the rollout shares of data-parallel ranks (it only
+    /// decides which rank samples a prompt, never what is sampled, so it needs no checkpoint).
+    pub(crate) expected_response: usize,
     /// Prompts dropped for exceeding max_prompt_len.
     pub dropped_prompts: usize,
     /// The per-GPU memory plan of this configuration (`entrl plan`'s table).
@@ -270,6 +273,7 @@ impl Session {
             step,
             next_group,
             skipped_total,
+            expected_response: 0,
             dropped_prompts: dropped,
             memory_plan: mem.table(),
         })

@@ -75,20 +75,15 @@ impl Scored {
     }
 }
 
-/// The `rank`-th of `world` contiguous, near-equal parts of 0..n.
-fn even_split(n: usize, world: usize, rank: usize) -> Range<usize> {
-    (n * rank / world)..(n * (rank + 1) / world)
-}
-
 /// Contiguous parts of `lens` with near-equal token sums, one per rank (data parallelism balanced by
-/// length): part r ends where the running sum first reaches (r+1)/world of the total.
+/// length): an item joins part r while its midpoint stays within (r+1)/world of the total.
 fn token_split(lens: &[usize], world: usize) -> Vec<Range<usize>> {
     let total: usize = lens.iter().sum();
     let mut out = Vec::with_capacity(world);
     let (mut start, mut acc, mut i) = (0, 0, 0);
     for r in 0..world {
         let goal = total * (r + 1) / world;
-        while i < lens.len() && (acc + lens[i] <= goal || r + 1 == world) {
+        while i < lens.len() && (2 * acc + lens[i] <= 2 * goal || r + 1 == world) {
             acc += lens[i];
             i += 1;
         }
@@ -207,7 +202,9 @@ impl Session {
             let spec = self.rollout_spec(&verifier);
             // Each rank generates a contiguous share of the round's prompts; the samples are then
             // exchanged so every rank holds the whole round (and takes the same sampling decisions).
-            let mine = even_split(prompts.len(), self.world_size(), self.rank());
+            // Balanced by expected length: prompt tokens + the last step's mean response length.
+            let expected: Vec<usize> = prompts.iter().map(|p| p.ids.len() + self.expected_response).collect();
+            let mine = token_split(&expected, self.world_size())[self.rank()].clone();
             progress.phase("rollout", (mine.len() * n * self.cfg.rollout.max_response_len) as u64);
             let first = self.next_group;
             let local = rollout(
@@ -576,6 +573,7 @@ impl Session {
 
         let nb = batch.len().max(1) as f64;
         let lens: Vec<usize> = batch.iter().map(|s| s.response.len()).collect();
+        self.expected_response = (lens.iter().sum::<usize>() as f64 / nb).round() as usize;
         let upd = sums.updates.max(1) as f64;
         let tok = sums.tokens.max(1.0);
         let time_step = t0.elapsed().as_secs_f64();
@@ -626,5 +624,21 @@ fn mean_diagnostics(d: &[Diagnostics]) -> Diagnostics {
         diag_explorer_pred_entropy: m(|x| x.diag_explorer_pred_entropy),
         diag_anchor_position: m(|x| x.diag_anchor_position),
         diag_explorer_position: m(|x| x.diag_explorer_position),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_split;
+
+    #[test]
+    fn token_split_balances_contiguous_parts() {
+        assert_eq!(token_split(&[5, 5, 5, 5], 2), vec![0..2, 2..4]);
+        assert_eq!(token_split(&[100, 1], 2), vec![0..1, 1..2]);
+        assert_eq!(token_split(&[1, 1, 1], 4), vec![0..0, 0..1, 1..2, 2..3]);
+        assert_eq!(token_split(&[], 2), vec![0..0, 0..0]);
+        let parts = token_split(&[3, 9, 2, 7, 4, 4, 8, 1], 3);
+        assert_eq!(parts.iter().map(|r| r.len()).sum::<usize>(), 8);
+        assert!(parts.windows(2).all(|w| w[0].end == w[1].start));
     }
 }
