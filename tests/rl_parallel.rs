@@ -24,7 +24,16 @@ fn weights(ckpt: &Path) -> Vec<(String, Vec<f64>)> {
 fn world_sizes_2_and_4_match_one_process() {
     let base = tmp("single");
     let one = train(
-        config(&base, &["train.steps=3", "run.world_size=1", "tokens.strategy=anchors:0.3", "tokens.pool=mini-batch"]),
+        config(
+            &base,
+            &[
+                "train.steps=3",
+                "run.world_size=1",
+                "tokens.strategy=anchors:0.3",
+                "tokens.pool=mini-batch",
+                "run.eval_every=3",
+            ],
+        ),
         None,
     )
     .unwrap();
@@ -36,11 +45,20 @@ fn world_sizes_2_and_4_match_one_process() {
         let s = train(
             config(
                 &dir,
-                &["train.steps=3", &ws, "run.comm=threads", "tokens.strategy=anchors:0.3", "tokens.pool=mini-batch"],
+                &[
+                    "train.steps=3",
+                    &ws,
+                    "run.comm=threads",
+                    "tokens.strategy=anchors:0.3",
+                    "tokens.pool=mini-batch",
+                    "run.eval_every=3",
+                ],
             ),
             None,
         )
         .unwrap();
+        // Evaluation is split across the ranks and gives the same mean@k.
+        assert_eq!(one.evals, s.evals, "world {world}");
         for (a, b) in one.steps.iter().zip(&s.steps) {
             assert_eq!((a.responses, a.response_tokens), (b.responses, b.response_tokens), "world {world}");
             assert_eq!(a.kept_frac, b.kept_frac, "world {world}: mini-batch pools are global, selection is too");
@@ -81,6 +99,14 @@ fn a_failing_rank_stops_all_ranks_without_a_partial_checkpoint() {
     names.sort();
     assert_eq!(names, vec!["latest".to_string(), "step_000001".to_string()], "only the complete step-1 checkpoint");
     assert_eq!(std::fs::read_to_string(ck.join("latest")).unwrap(), "step_000001");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A panicking rank aborts the group too: the others stop at once, not after the exchange timeout.
+    let t0 = std::time::Instant::now();
+    let panicky = ["train.steps=2", "run.world_size=2", "run.debug_fail_at=\"0:2:panic\"", "run.comm_timeout_s=600"];
+    let e = train(config(&dir, &panicky), None).unwrap_err();
+    assert!(e.contains("rank 0") && e.contains("panicked") && e.contains("injected failure"), "{e}");
+    assert!(t0.elapsed().as_secs() < 120, "took {:?}", t0.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

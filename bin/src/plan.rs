@@ -62,6 +62,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let model = load_model(&a.model)?;
     let input = PlanInput {
         gpus: a.gpus,
+        sharded: a.gpus > 1,
         seq: a.seq,
         micro_batch_tokens: a.micro_batch_tokens,
         prompts_per_step: a.prompts,

@@ -109,7 +109,8 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let params = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: 0 };
     let verifier = entrl_rl::task::verifier_for_source;
     let t0 = std::time::Instant::now();
-    let rep = evaluate(&model, &tok, &prompts, a.k, params, a.max_response_len, a.max_concurrent, &verifier, a.seed)?;
+    let rep =
+        evaluate(&model, &tok, &prompts, 0, a.k, params, a.max_response_len, a.max_concurrent, &verifier, a.seed)?;
     print!("{}", rep.table());
     eprintln!("[{} prompts × {} samples in {:.1} s on {device}]", prompts.len(), a.k, t0.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)

@@ -160,7 +160,10 @@ pub struct RunConfig {
     /// Collectives: `auto` (none for one rank, NCCL across GPUs, threads across CPU ranks), `nccl`, `threads`
     /// (`nccl`/`threads` with one rank run the sharded path anyway, e.g. to check NCCL on one GPU).
     pub comm: String,
-    /// Test hook: "RANK:STEP" makes that rank fail when it starts that step (1-based); "" = never.
+    /// A rank waiting longer than this for the others at a host exchange fails the run (seconds).
+    pub comm_timeout_s: u64,
+    /// Test hook: "RANK:STEP" makes that rank fail when it starts that step (1-based), "RANK:STEP:panic"
+    /// makes it panic; "" = never.
     pub debug_fail_at: String,
 }
 
@@ -235,6 +238,7 @@ impl TrainConfig {
                 plot: true,
                 world_size: 0,
                 comm: "auto".into(),
+                comm_timeout_s: 7200,
                 debug_fail_at: String::new(),
             },
         }

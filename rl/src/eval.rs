@@ -4,7 +4,7 @@ use crate::rollout::{mix_seed, rollout, EncodedPrompt, RolloutSpec};
 use entrl_qwen3::{Qwen3, SamplingParams, Tokenizer};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalReport {
     /// data_source → (correct responses, responses).
     pub per_source: BTreeMap<String, (usize, usize)>,
@@ -16,6 +16,15 @@ impl EvalReport {
     pub fn mean(&self) -> f64 {
         let (c, n) = self.per_source.values().fold((0, 0), |(c, n), &(a, b)| (c + a, n + b));
         c as f64 / n.max(1) as f64
+    }
+
+    /// Add another report's counts (the shares of data-parallel ranks).
+    pub fn merge(&mut self, other: &EvalReport) {
+        for (src, &(c, n)) in &other.per_source {
+            let e = self.per_source.entry(src.clone()).or_insert((0, 0));
+            e.0 += c;
+            e.1 += n;
+        }
     }
 
     /// A small table: source, prompts, mean@k.
@@ -33,12 +42,14 @@ impl EvalReport {
     }
 }
 
-/// Evaluate `prompts` with `k` samples each.
+/// Evaluate `prompts` with `k` samples each; `first_group` numbers the prompts for the sampling seeds (a
+/// data-parallel rank evaluating a share passes the share's start, so results do not depend on the split).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Qwen3,
     tok: &Tokenizer,
     prompts: &[EncodedPrompt],
+    first_group: usize,
     k: usize,
     params: SamplingParams,
     max_response_len: usize,
@@ -48,7 +59,7 @@ pub fn evaluate(
 ) -> Result<EvalReport, String> {
     let spec = RolloutSpec { n: k, params, max_response_len, max_concurrent, overlong: None, verifier };
     let refs: Vec<&EncodedPrompt> = prompts.iter().collect();
-    let samples = rollout(model, tok, &refs, 0, &spec, mix_seed(&[seed, 0xE7A1]), || {})?;
+    let samples = rollout(model, tok, &refs, first_group, &spec, mix_seed(&[seed, 0xE7A1]), || {})?;
     let mut report = EvalReport { per_source: BTreeMap::new(), k };
     for s in &samples {
         let e = report.per_source.entry(s.data_source.clone()).or_insert((0, 0));

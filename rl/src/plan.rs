@@ -98,6 +98,8 @@ pub const NCCL_BUS_BYTES_PER_S: f64 = 400e9;
 pub struct PlanInput {
     pub model: Qwen3Config,
     pub gpus: usize,
+    /// The ZeRO-2 sharded optimizer runs (any data parallelism, or `run.comm` forcing it at one rank).
+    pub sharded: bool,
     /// Prompt + response tokens per sequence (max_prompt_len + max_response_len): the KV slot length.
     pub seq: usize,
     /// Token budget of one forward/backward (must hold one sequence).
@@ -129,6 +131,7 @@ impl PlanInput {
         Self {
             model,
             gpus: 8,
+            sharded: true,
             seq: 9216,
             micro_batch_tokens: 18_432,
             prompts_per_step: 512,
@@ -152,6 +155,7 @@ impl PlanInput {
         let seq = r.max_prompt_len + r.max_response_len;
         Self {
             gpus,
+            sharded: gpus > 1 || cfg.run.comm != "auto",
             seq,
             micro_batch_tokens: t.micro_batch_tokens,
             prompts_per_step: t.batch_size,
@@ -465,7 +469,7 @@ fn memory(input: &PlanInput, max_concurrent: usize) -> MemoryPlan {
     let shard = p.div_ceil(g); // elements of one rank's shard of the flat layout (`dist/flat.rs`)
     let optimizer_shard = if g == 1 { states * 4 * p } else { states * class(4 * shard) };
     let bucket = class(4 * entrl_engine::dist::BUCKET_ELEMENTS as u64);
-    let step_buffers = if g == 1 { 0 } else { class(4 * shard) + class(b * shard) + 2 * bucket };
+    let step_buffers = if !input.sharded { 0 } else { class(4 * shard) + class(b * shard) + 2 * bucket };
     let kv_tensor = (max_concurrent * input.seq * m.num_key_value_heads * m.head_dim * input.weight_bytes) as u64;
     let mut plan = MemoryPlan {
         weights: b * p,
@@ -561,7 +565,7 @@ mod tests {
     use super::*;
 
     fn q8(gpus: usize) -> PlanInput {
-        PlanInput { gpus, ..PlanInput::new(Qwen3Config::named("qwen3-8b").unwrap()) }
+        PlanInput { gpus, sharded: gpus > 1, ..PlanInput::new(Qwen3Config::named("qwen3-8b").unwrap()) }
     }
 
     #[test]

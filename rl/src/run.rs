@@ -39,27 +39,43 @@ pub fn find_checkpoint(path: &Path) -> Result<PathBuf, String> {
     })
 }
 
-/// Evaluate the session's held-out prompts (mean@k with the eval sampling settings).
+/// Evaluate the session's held-out prompts (mean@k with the eval sampling settings). With data
+/// parallelism every rank evaluates its share and the counts are exchanged, so all ranks get the report.
 pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
     let r = &s.cfg.run;
     let params = SamplingParams { temperature: r.eval_temperature, top_p: r.eval_top_p, top_k: 0 };
     let verifier = s.verifier();
-    evaluate(
+    let (world, rank) = (s.world_size(), s.rank());
+    let n = s.eval_prompts.len();
+    let share = (n * rank / world)..(n * (rank + 1) / world);
+    let mut rep = evaluate(
         &s.model,
         &s.tok,
-        &s.eval_prompts,
+        &s.eval_prompts[share.clone()],
+        share.start,
         r.eval_k,
         params,
         s.cfg.rollout.max_response_len,
         s.cfg.rollout.max_concurrent,
         &verifier,
         s.cfg.train.seed ^ s.step,
-    )
+    )?;
+    if let Some(c) = &s.comm {
+        let all = c.all_gather_host(serde_json::to_vec(&rep).expect("report serializes")).map_err(|e| e.to_string())?;
+        rep = EvalReport { per_source: Default::default(), k: r.eval_k };
+        for b in &all {
+            rep.merge(&serde_json::from_slice(b).map_err(|e| format!("eval report from another rank: {e}"))?);
+        }
+    }
+    Ok(rep)
 }
 
 /// How many data-parallel ranks and on which devices: (world, GPU devices or empty for CPU ranks).
 fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
     let want = cfg.run.world_size;
+    if cfg.run.comm == "threads" && cfg.model.device.starts_with("cuda") {
+        return Err("run.comm = \"threads\" runs CPU ranks: set model.device = \"cpu\" (or use nccl on GPUs)".into());
+    }
     let gpus = if cfg.model.device == "cpu" || cfg.run.comm == "threads" { 0 } else { Device::cuda_count() };
     if cfg.run.comm == "nccl" && gpus == 0 {
         return Err("run.comm = \"nccl\" needs a GPU".into());
@@ -86,7 +102,7 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
     if cfg.run.diagnose {
         return Err("run.diagnose compares full and selected gradients in one process: use run.world_size = 1".into());
     }
-    let timeout = Duration::from_secs(3600);
+    let timeout = Duration::from_secs(cfg.run.comm_timeout_s);
     let comms: Vec<Arc<dyn Communicator>> = if devices.is_empty() {
         ThreadComm::group(world, timeout).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect()
     } else {
@@ -104,7 +120,15 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
             .map(|(rank, comm)| {
                 let (cfg, dev) = (cfg.clone(), devices.get(rank).cloned().unwrap_or(Device::Cpu));
                 sc.spawn(move || {
-                    let r = run_rank(cfg, resume, Some((comm.clone(), dev)));
+                    let run = std::panic::AssertUnwindSafe(|| run_rank(cfg, resume, Some((comm.clone(), dev))));
+                    let r = std::panic::catch_unwind(run).unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Err(format!("panicked: {msg}"))
+                    });
                     if let Err(e) = &r {
                         comm.abort(e);
                     }
@@ -200,19 +224,25 @@ fn run_rank(
         plots: Vec::new(),
         seconds: 0.0,
     };
-    let has_eval = lead && cfg.run.eval_every > 0 && !s.eval_prompts.is_empty();
+    let has_eval = cfg.run.eval_every > 0 && !s.eval_prompts.is_empty();
     if has_eval && s.step == 0 {
         let rep = evaluate_session(&s)?;
         progress.println(&format!("step 0: eval mean@{} = {:.3} (before training)", cfg.run.eval_k, rep.mean()));
-        append_line(&metrics_path, &serde_json::json!({"step": 0, "eval_acc": rep.mean()}).to_string())
-            .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+        if lead {
+            append_line(&metrics_path, &serde_json::json!({"step": 0, "eval_acc": rep.mean()}).to_string())
+                .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+        }
         summary.evals.push((0, rep.mean()));
     }
     let fail_at = parse_fail_at(&cfg.run.debug_fail_at)?;
     let mut saved_at = None;
     while s.step < cfg.train.steps {
-        if fail_at == Some((s.rank(), s.step + 1)) {
-            return Err(format!("injected failure (run.debug_fail_at) at the start of step {}", s.step + 1));
+        if let Some((_, _, panic)) = fail_at.filter(|&(r, st, _)| (r, st) == (s.rank(), s.step + 1)) {
+            let msg = format!("injected failure (run.debug_fail_at) at the start of step {}", s.step + 1);
+            if panic {
+                panic!("{msg}");
+            }
+            return Err(msg);
         }
         let mut m = s.step(&progress)?;
         if has_eval && m.step.is_multiple_of(cfg.run.eval_every) {
@@ -222,7 +252,7 @@ fn run_rank(
         }
         let mut stop = cfg.run.stop_at_accuracy > 0.0 && m.eval_acc.is_some_and(|a| a >= cfg.run.stop_at_accuracy);
         if let Some(c) = &comm {
-            // Rank 0 decides (it alone evaluates).
+            // Rank 0 decides (every rank holds the same report; this keeps the decision one value).
             stop = c.all_gather_host(vec![stop as u8]).map_err(|e| e.to_string())?[0][0] == 1;
         }
         if lead {
@@ -269,14 +299,22 @@ fn run_rank(
     Ok(summary)
 }
 
-/// `run.debug_fail_at` = "RANK:STEP".
-fn parse_fail_at(s: &str) -> Result<Option<(usize, u64)>, String> {
+/// `run.debug_fail_at` = "RANK:STEP" (an error) or "RANK:STEP:panic".
+fn parse_fail_at(s: &str) -> Result<Option<(usize, u64, bool)>, String> {
     if s.is_empty() {
         return Ok(None);
     }
-    let bad = || format!("run.debug_fail_at {s:?}: expected RANK:STEP");
-    let (r, st) = s.split_once(':').ok_or_else(bad)?;
-    Ok(Some((r.trim().parse().map_err(|_| bad())?, st.trim().parse().map_err(|_| bad())?)))
+    let bad = || format!("run.debug_fail_at {s:?}: expected RANK:STEP or RANK:STEP:panic");
+    let parts: Vec<&str> = s.split(':').map(str::trim).collect();
+    let panic = match parts.get(2) {
+        None => false,
+        Some(&"panic") => true,
+        Some(_) => return Err(bad()),
+    };
+    if parts.len() > 3 || parts.len() < 2 {
+        return Err(bad());
+    }
+    Ok(Some((parts[0].parse().map_err(|_| bad())?, parts[1].parse().map_err(|_| bad())?, panic)))
 }
 
 fn step_line(m: &StepMetrics) -> String {

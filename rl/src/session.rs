@@ -42,8 +42,8 @@ pub struct Session {
     pub step: u64,
     pub(crate) next_group: usize,
     pub(crate) skipped_total: u64,
-    /// Mean response length of the last step: balances the rollout shares of data-parallel ranks (it only
-    /// decides which rank samples a prompt, never what is sampled, so it needs no checkpoint).
+    /// Mean response length of the last step: balances the rollout shares of data-parallel ranks (saved,
+    /// since on a GPU the batch composition can change the last bits of the logits).
     pub(crate) expected_response: usize,
     /// Prompts dropped for exceeding max_prompt_len.
     pub dropped_prompts: usize,
@@ -63,6 +63,9 @@ pub struct LoopState {
     /// Data-parallel ranks that wrote the checkpoint (optimizer shards must be read by as many).
     #[serde(default = "one")]
     pub world_size: usize,
+    /// The last step's mean response length (balances the next rollout's shares).
+    #[serde(default)]
+    pub expected_response: usize,
 }
 
 fn one() -> usize {
@@ -191,7 +194,8 @@ impl Session {
         }
         .map_err(|e| e.to_string())?;
         let world = comm.as_ref().map_or(1, |c| c.world_size());
-        let (mem, _) = plan(&PlanInput::from_config(model_cfg.clone(), &cfg, world));
+        let sharded = comm.is_some();
+        let (mem, _) = plan(&PlanInput { sharded, ..PlanInput::from_config(model_cfg.clone(), &cfg, world) });
         if device.is_cuda() {
             if let Some(refusal) = mem.refusal() {
                 return Err(format!("{refusal}\n{}", mem.table()));
@@ -227,7 +231,7 @@ impl Session {
         let rank = comm.as_ref().map_or(0, |c| c.rank());
         let strategy = cfg.strategy()?;
         let mut stream = PromptStream::new(prompts.len(), cfg.train.seed, cfg.data.shuffle);
-        let (mut step, mut next_group, mut skipped_total) = (0, 0, 0);
+        let (mut step, mut next_group, mut skipped_total, mut expected_response) = (0, 0, 0, 0);
         if let Some(dir) = ckpt {
             let text = std::fs::read_to_string(dir.join("state.json"))
                 .map_err(|e| format!("{}: {e}", dir.join("state.json").display()))?;
@@ -256,6 +260,7 @@ impl Session {
             }
             .map_err(|e| format!("{}: {e}", file.display()))?;
             (step, next_group, skipped_total, stream) = (st.step, st.next_group, st.skipped_total, st.stream);
+            expected_response = st.expected_response;
         }
         Ok(Self {
             cfg,
@@ -273,7 +278,7 @@ impl Session {
             step,
             next_group,
             skipped_total,
-            expected_response: 0,
+            expected_response,
             dropped_prompts: dropped,
             memory_plan: mem.table(),
         })
@@ -324,6 +329,7 @@ impl Session {
                 optimizer_steps: steps,
                 dtype: format!("{}", self.model.dtype),
                 world_size: world,
+                expected_response: self.expected_response,
             };
             let json = serde_json::to_string_pretty(&st).expect("loop state serializes");
             write_atomic(&tmp.join("state.json"), json.as_bytes()).map_err(|e| e.to_string())?;

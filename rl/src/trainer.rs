@@ -561,9 +561,10 @@ impl Session {
         let t2 = Instant::now();
         let mut sums = UpdateSums::default();
         progress.phase("update", (minis.len() * self.cfg.train.epochs) as u64);
-        for _epoch in 0..self.cfg.train.epochs {
+        for epoch in 0..self.cfg.train.epochs {
             for (i, mb) in minis.iter().enumerate() {
-                self.update(mb, step, i, lr, &mut sums)?;
+                // Each epoch draws its own random selections.
+                self.update(mb, step, epoch * minis.len() + i, lr, &mut sums)?;
                 progress.phase.inc(1);
             }
         }

@@ -10,7 +10,7 @@ use crate::error::{EngineError, Result};
 use crate::storage::Storage;
 use crate::tensor::Tensor;
 use cudarc::nccl::{result, sys};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct NcclComm {
@@ -19,13 +19,21 @@ pub struct NcclComm {
     comm: sys::ncclComm_t,
     device: CudaDevice,
     host: ThreadComm,
-    aborted: AtomicBool,
+    group: Arc<Group>,
+}
+
+/// Every communicator of the group (as addresses), so that one rank's abort can abort them all: a rank
+/// blocked in a collective its peer will never join is only released by aborting its own communicator.
+struct Group {
+    /// Live communicators by rank; None once destroyed or aborted (the lock orders abort against drop).
+    live: Mutex<Vec<Option<usize>>>,
 }
 
 // SAFETY: an NCCL communicator may be used from any thread as long as one thread at a time issues its
 // operations; each NcclComm belongs to exactly one worker thread, which is the only one calling it.
 unsafe impl Send for NcclComm {}
-// SAFETY: see Send; `abort` (the one cross-thread call) is ncclCommAbort, which NCCL allows concurrently.
+// SAFETY: see Send; `abort` (the one cross-thread call) is ncclCommAbort, which NCCL allows from another
+// thread, serialised against destruction by the group's lock.
 unsafe impl Sync for NcclComm {}
 
 fn nccl_err(what: &str) -> impl Fn(result::NcclError) -> EngineError + '_ {
@@ -47,6 +55,7 @@ impl NcclComm {
         // SAFETY: `comms` has room for n communicators and `ordinals` lists n devices.
         unsafe { result::comm_init_all(comms.as_mut_ptr(), n as i32, ordinals.as_ptr()) }.map_err(nccl_err("init"))?;
         let hosts = ThreadComm::group(n, host_timeout);
+        let group = Arc::new(Group { live: Mutex::new(comms.iter().map(|&c| Some(c as usize)).collect()) });
         Ok(comms
             .into_iter()
             .zip(hosts)
@@ -58,7 +67,7 @@ impl NcclComm {
                 comm,
                 device: d.clone(),
                 host,
-                aborted: AtomicBool::new(false),
+                group: group.clone(),
             })
             .collect())
     }
@@ -151,17 +160,20 @@ impl Communicator for NcclComm {
 
     fn abort(&self, reason: &str) {
         self.host.abort(reason);
-        if !self.aborted.swap(true, Ordering::SeqCst) {
-            // SAFETY: the communicator is live (not yet destroyed: Drop checks `aborted`).
-            let _ = unsafe { result::comm_abort(self.comm) };
+        let mut live = self.group.live.lock().unwrap_or_else(|e| e.into_inner());
+        for c in live.iter_mut().filter_map(Option::take) {
+            // SAFETY: `c` was live (not yet destroyed or aborted) under the lock; taking it marks it gone.
+            let _ = unsafe { result::comm_abort(c as sys::ncclComm_t) };
         }
     }
 }
 
 impl Drop for NcclComm {
     fn drop(&mut self) {
-        if !self.aborted.load(Ordering::SeqCst) {
-            // SAFETY: this thread owns the communicator and no operation is issued after drop.
+        let mut live = self.group.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live[self.rank].take().is_some() {
+            // SAFETY: this thread owns the communicator, it was still live under the lock, and no operation
+            // is issued after drop.
             let _ = unsafe { result::comm_destroy(self.comm) };
         }
     }
