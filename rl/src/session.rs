@@ -75,7 +75,14 @@ fn one() -> usize {
 /// The device named by `model.device` (`auto`: the first GPU if one is usable).
 pub fn resolve_device(name: &str) -> Result<Device, String> {
     match name {
-        "auto" => Ok(Device::best().0),
+        "auto" => {
+            let (d, why) = Device::best();
+            if let Some(why) = why.filter(|_| Device::cuda_count() > 0) {
+                // A GPU is there but unusable (no kernels in this build, no cuBLAS, ...): say so, don't hide it.
+                eprintln!("note: training on the CPU: the GPU cannot be used ({why})");
+            }
+            Ok(d)
+        }
         "cpu" => Ok(Device::Cpu),
         d => {
             let ordinal = match d.strip_prefix("cuda") {
