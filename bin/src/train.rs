@@ -107,7 +107,7 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         eprintln!("note: {dropped} prompts longer than {} tokens were skipped", a.max_prompt_len);
     }
     let params = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: 0 };
-    let verifier = entrl_rl::task::verifier_for_source;
+    let verifier = entrl_rl::reward::verifier_for;
     let t0 = std::time::Instant::now();
     let rep =
         evaluate(&model, &tok, &prompts, 0, a.k, params, a.max_response_len, a.max_concurrent, &verifier, a.seed)?;

@@ -93,7 +93,5 @@ pub fn truncate_after(path: &Path, last_step: u64) -> std::io::Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, kept)?;
-    std::fs::rename(tmp, path)
+    entrl_qwen3::save::write_atomic(path, kept.as_bytes()).map_err(std::io::Error::other)
 }

@@ -284,12 +284,10 @@ fn tick_label(v: f64, span: f64) -> String {
     }
 }
 
-/// Write `contents` to `dir/name` via `dir/name.tmp` and a rename.
+/// Write `contents` to `dir/name` atomically (the model crate's writer: `name.tmp`, fsync, rename).
 fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, String> {
     let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    fs::write(&tmp, contents).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    fs::rename(&tmp, &path).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), path.display()))?;
+    entrl_qwen3::save::write_atomic(&path, contents.as_bytes()).map_err(|e| e.to_string())?;
     Ok(path)
 }
 

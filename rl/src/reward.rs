@@ -269,11 +269,14 @@ impl Verifier for BoxedMath {
 }
 
 /// The verifier for a data source, dispatching like verl's `default_compute_score`: `math_dapo`, `math`,
-/// `math_dapo_reasoning` and names starting with `aime` → [`MathDapo`] (non-strict); anything else (verl would
-/// use other scorers or raise) → [`BoxedMath`].
+/// `math_dapo_reasoning` and names starting with `aime` → [`MathDapo`] (non-strict); entrl's built-in task
+/// ([`crate::task::BUILTIN_SOURCE`]) → [`crate::task::FirstWord`]; anything else (verl would use other scorers
+/// or raise) → [`BoxedMath`].
 pub fn verifier_for(data_source: &str) -> Box<dyn Verifier> {
     if matches!(data_source, "math_dapo" | "math" | "math_dapo_reasoning") || data_source.starts_with("aime") {
         Box::new(MathDapo { strict: false })
+    } else if data_source == crate::task::BUILTIN_SOURCE {
+        Box::new(crate::task::FirstWord)
     } else {
         Box::new(BoxedMath)
     }

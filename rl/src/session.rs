@@ -4,10 +4,10 @@
 use crate::config::TrainConfig;
 use crate::data::{read_prompts, PromptRow};
 use crate::plan::{plan, PlanInput};
-use crate::reward::Verifier;
+use crate::reward::{verifier_for, Verifier};
 use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
 use crate::strategy::Strategy;
-use crate::task::{builtin_model_config, builtin_prompts, builtin_tokenizer, verifier_for_source};
+use crate::task::{builtin_model_config, builtin_prompts, builtin_tokenizer};
 use entrl_engine::dist::Communicator;
 use entrl_engine::optim::{AdamW, AdamWConfig, ShardedAdamW};
 use entrl_engine::{DType, Device, Tensor};
@@ -293,7 +293,7 @@ impl Session {
 
     /// The verifier for each data source (the built-in task's own, else verl's dispatch).
     pub fn verifier(&self) -> fn(&str) -> Box<dyn Verifier> {
-        verifier_for_source
+        verifier_for
     }
 
     pub fn run_dir(&self) -> PathBuf {

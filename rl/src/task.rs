@@ -83,15 +83,6 @@ impl Verifier for FirstWord {
     }
 }
 
-/// The verifier of a data source: [`FirstWord`] for the built-in task, verl's dispatch otherwise.
-pub fn verifier_for_source(source: &str) -> Box<dyn Verifier> {
-    if source == BUILTIN_SOURCE {
-        Box::new(FirstWord)
-    } else {
-        crate::reward::verifier_for(source)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
