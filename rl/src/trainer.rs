@@ -433,9 +433,8 @@ impl Session {
         }
         let mut acc = self.backward_pass(mb, &weights, z)?;
         if let Some(c) = &self.comm {
-            for a in acc.iter_mut() {
-                *a = c.all_reduce_host(*a).map_err(err)?;
-            }
+            let global = c.all_reduce_host_many(&acc).map_err(err)?;
+            acc.copy_from_slice(&global);
         }
         if self.cfg.run.diagnose {
             sums.diag.push(self.diagnose(mb)?);

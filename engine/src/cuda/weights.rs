@@ -20,7 +20,7 @@ pub fn soft_weights(
     }
     let cfg =
         LaunchConfig { grid_dim: (num_pools.min(1 << 20) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let np = i32::try_from(num_pools).map_err(|_| EngineError::shape("soft_weights", "too many pools"))?;
+    let np = super::kernels::i32_arg("soft_weights", num_pools)?;
     let (pw, ps, pv, pc) = (w.ptr(), s.ptr(), valid.ptr(), cu_pools.ptr());
     let (d, it, fl) = (direction as f32, (1.0 / temperature) as f32, floor as f32);
     launch!(dev, "weights", "soft_weights", cfg, [pw, ps, pv, pc, np, d, it, fl]);

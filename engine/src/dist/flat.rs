@@ -81,8 +81,12 @@ impl FlatLayout {
                         format!("{} where {} elements were laid out", t.shape(), self.spans[i].1),
                     ));
                 }
-                let part = slice(&t.to_device(device)?, own, flat.len())?.to_dtype(dtype)?;
-                write_at(&buf, flat.start - range.start, &part)?;
+                let at = flat.start - range.start;
+                if t.dtype() == dtype && t.device().same(device) {
+                    copy_range(&buf, at, t, own, flat.len())?; // the hot path (f32 gradients): one copy
+                } else {
+                    write_at(&buf, at, &slice(&t.to_device(device)?, own, flat.len())?.to_dtype(dtype)?)?;
+                }
             }
         }
         Ok(buf)
@@ -91,8 +95,12 @@ impl FlatLayout {
     /// Write `src` (the flat elements `range`, in the parameters' dtype) into the parameters, in place.
     pub fn unpack_range(&self, src: &Tensor, range: Range<usize>, params: &[Tensor]) -> Result<()> {
         for (i, own, flat) in self.overlaps(&range) {
-            let part = slice(src, flat.start - range.start, flat.len())?.to_dtype(params[i].dtype())?;
-            write_at(&params[i], own, &part.to_device(params[i].device())?)?;
+            let (p, at) = (&params[i], flat.start - range.start);
+            if src.dtype() == p.dtype() && src.device().same(p.device()) {
+                copy_range(p, own, src, at, flat.len())?;
+            } else {
+                write_at(p, own, &slice(src, at, flat.len())?.to_dtype(p.dtype())?.to_device(p.device())?)?;
+            }
         }
         Ok(())
     }
@@ -128,22 +136,31 @@ pub fn slice(t: &Tensor, start: usize, len: usize) -> Result<Tensor> {
 
 /// dst[off .. off+src.numel()] = src (same dtype and device).
 pub fn write_at(dst: &Tensor, off: usize, src: &Tensor) -> Result<()> {
-    let n = src.numel();
-    if src.dtype() != dst.dtype() || off + n > dst.numel() {
-        return Err(EngineError::invalid("flat write", format!("{src:?} at {off} into {dst:?}")));
+    copy_range(dst, off, src, 0, src.numel())
+}
+
+/// dst[dst_off .. dst_off+n] = src[src_off .. src_off+n], element ranges of the storages (any shapes; same
+/// dtype and device; two distinct tensors).
+pub fn copy_range(dst: &Tensor, dst_off: usize, src: &Tensor, src_off: usize, n: usize) -> Result<()> {
+    if src.dtype() != dst.dtype() || dst_off + n > dst.numel() || src_off + n > src.numel() || dst.shares_storage(src) {
+        return Err(EngineError::invalid(
+            "flat copy",
+            format!("{n} elements of {src:?}+{src_off} into {dst:?}+{dst_off}"),
+        ));
     }
     let src_guard = src.storage();
     let mut dst_guard = dst.storage_mut();
+    let (a, b) = (src_off, src_off + n);
     match (&mut *dst_guard, &*src_guard) {
         (Storage::Cpu(d), Storage::Cpu(s)) => match (d, s) {
-            (CpuStorage::F32(d), CpuStorage::F32(s)) => d[off..off + n].copy_from_slice(s),
-            (CpuStorage::F64(d), CpuStorage::F64(s)) => d[off..off + n].copy_from_slice(s),
-            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => d[off..off + n].copy_from_slice(s),
-            (CpuStorage::I32(d), CpuStorage::I32(s)) => d[off..off + n].copy_from_slice(s),
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => d[dst_off..dst_off + n].copy_from_slice(&s[a..b]),
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => d[dst_off..dst_off + n].copy_from_slice(&s[a..b]),
+            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => d[dst_off..dst_off + n].copy_from_slice(&s[a..b]),
+            (CpuStorage::I32(d), CpuStorage::I32(s)) => d[dst_off..dst_off + n].copy_from_slice(&s[a..b]),
             _ => unreachable!("dtypes checked above"),
         },
-        (Storage::Cuda(d), Storage::Cuda(s)) => d.copy_range_from(off, s, 0, n)?,
-        _ => return Err(EngineError::invalid("flat write", "source and destination on different devices")),
+        (Storage::Cuda(d), Storage::Cuda(s)) => d.copy_range_from(dst_off, s, src_off, n)?,
+        _ => return Err(EngineError::invalid("flat copy", "source and destination on different devices")),
     }
     Ok(())
 }

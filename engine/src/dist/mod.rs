@@ -30,10 +30,23 @@ pub trait Communicator: Send + Sync {
     /// Fail every pending and future collective of the group with `reason`.
     fn abort(&self, reason: &str);
 
+    /// Σ over ranks of host values, element by element, in one exchange.
+    fn all_reduce_host_many(&self, xs: &[f64]) -> Result<Vec<f64>> {
+        let all = self.all_gather_host(xs.iter().flat_map(|x| x.to_le_bytes()).collect())?;
+        let mut sum = vec![0.0; xs.len()];
+        for b in &all {
+            if b.len() != 8 * xs.len() {
+                return Err(crate::EngineError::Comm(format!("ranks reduced {} and {} values", xs.len(), b.len() / 8)));
+            }
+            for (s, c) in sum.iter_mut().zip(b.chunks_exact(8)) {
+                *s += f64::from_le_bytes(c.try_into().expect("8 bytes"));
+            }
+        }
+        Ok(sum)
+    }
     /// Σ over ranks of a host value.
     fn all_reduce_host(&self, x: f64) -> Result<f64> {
-        let all = self.all_gather_host(x.to_le_bytes().to_vec())?;
-        Ok(all.iter().map(|b| f64::from_le_bytes(b[..8].try_into().expect("8 bytes"))).sum())
+        Ok(self.all_reduce_host_many(&[x])?[0])
     }
     /// Wait until every rank arrives.
     fn barrier(&self) -> Result<()> {

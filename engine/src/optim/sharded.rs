@@ -125,14 +125,13 @@ impl ShardedAdamW {
     /// Restore what [`ShardedAdamW::state_tensors`] wrote on this rank, then re-gather the weights.
     pub fn load_state(&mut self, step: u64, mut lookup: impl FnMut(&str, &[usize]) -> Option<Tensor>) -> Result<()> {
         let k = [self.layout.shard_len()];
-        if lookup("shard.exp_avg", &k).is_none() {
-            return Err(EngineError::invalid(
+        let m = lookup("shard.master", &k).ok_or_else(|| {
+            EngineError::invalid(
                 "ShardedAdamW",
-                "the saved shard does not match this layout (different world size or bucket size)",
-            ));
-        }
-        let m =
-            lookup("shard.master", &k).ok_or_else(|| EngineError::invalid("ShardedAdamW", "missing shard.master"))?;
+                "no shard.master of this shard's size: the saved shard does not match this layout (different \
+                 world size or bucket size)",
+            )
+        })?;
         self.master.copy_from(&m.to_dtype(DType::F32)?.to_device(self.master.device())?)?;
         self.inner.load_state(&["shard".to_string()], step, lookup)?;
         self.gather()
