@@ -54,12 +54,5 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 pub fn parse_device(s: &str) -> Result<Device, Box<dyn std::error::Error>> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::cuda(0)?),
-        s => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => Ok(Device::cuda(n)?),
-            None => Err(format!("--device must be cpu, cuda or cuda:N, not {s}").into()),
-        },
-    }
+    Ok(Device::parse(s)?)
 }

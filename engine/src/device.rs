@@ -21,6 +21,20 @@ impl Device {
             Err(e) => (Device::Cpu, Some(e.to_string())),
         }
     }
+    /// The device a user named: `cpu`, `cuda` (GPU 0), `cuda:N`, or `auto` (the first usable GPU, else the CPU).
+    pub fn parse(name: &str) -> Result<Device> {
+        match name {
+            "auto" => Ok(Device::best().0),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Device::cuda(0),
+            s => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) => Device::cuda(n),
+                None => {
+                    Err(crate::EngineError::invalid("device", format!("expected auto, cpu, cuda or cuda:N, not {s:?}")))
+                }
+            },
+        }
+    }
     /// Number of usable GPUs (0 when there is no driver).
     pub fn cuda_count() -> usize {
         cuda::device_count().unwrap_or(0)

@@ -72,30 +72,16 @@ fn one() -> usize {
     1
 }
 
-/// The device named by `model.device` (`auto`: the first GPU if one is usable).
+/// The device named by `model.device` ([`Device::parse`]); `auto` says why a present GPU is not used.
 pub fn resolve_device(name: &str) -> Result<Device, String> {
-    match name {
-        "auto" => {
-            let (d, why) = Device::best();
-            if let Some(why) = why.filter(|_| Device::cuda_count() > 0) {
-                // A GPU is there but unusable (no kernels in this build, no cuBLAS, ...): say so, don't hide it.
-                eprintln!("note: training on the CPU: the GPU cannot be used ({why})");
-            }
-            Ok(d)
-        }
-        "cpu" => Ok(Device::Cpu),
-        d => {
-            let ordinal = match d.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| format!("model.device {d:?}: expected cpu, cuda or cuda:N"))?,
-                None => return Err(format!("model.device {d:?}: expected auto, cpu, cuda or cuda:N")),
-            };
-            Device::cuda(ordinal).map_err(|e| format!("model.device {d:?}: {e}"))
-        }
+    if name != "auto" {
+        return Device::parse(name).map_err(|e| format!("model.device {name:?}: {e}"));
     }
+    let (device, why) = Device::best();
+    if let Some(why) = why.filter(|_| Device::cuda_count() > 0) {
+        eprintln!("note: training on the CPU: the GPU cannot be used ({why})");
+    }
+    Ok(device)
 }
 
 /// What `model.path` names.
