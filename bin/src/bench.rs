@@ -143,11 +143,9 @@ fn matmul(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Write via a temporary file and rename, so a reader never sees a half-written file.
-pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(tmp, path)
+/// Write via a temporary file and rename (the model crate's writer), so a reader never sees half a file.
+pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> entrl_qwen3::Result<()> {
+    entrl_qwen3::save::write_atomic(path, text.as_bytes())
 }
 
 fn attention(

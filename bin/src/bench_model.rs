@@ -20,7 +20,7 @@ fn gpu_model(shape: &str) -> Result<(Device, Qwen3), Box<dyn std::error::Error>>
     Ok((dev, m))
 }
 
-fn json_line(path: Option<&std::path::Path>, lines: &str) -> std::io::Result<()> {
+fn json_line(path: Option<&std::path::Path>, lines: &str) -> entrl_qwen3::Result<()> {
     path.map_or(Ok(()), |p| crate::bench::write_atomic(p, lines))
 }
 
