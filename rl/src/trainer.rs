@@ -488,17 +488,22 @@ impl Session {
         let per_mini = self.cfg.train.mini_batch_size * self.cfg.rollout.n;
         let ranges: Vec<Range<usize>> =
             (0..batch.len()).step_by(per_mini.max(1)).map(|s| s..(s + per_mini).min(batch.len())).collect();
-        let total_micros: usize =
-            ranges.iter().map(|r| micro_batches(&batch[r.clone()], self.cfg.train.micro_batch_tokens).len()).sum();
-        progress.phase("old-logprob", total_micros as u64);
+        // This rank's token-balanced share of each mini-batch, cut into micro-batches (sample ranges).
+        let budget = self.cfg.train.micro_batch_tokens;
+        let plan: Vec<(&[Sample], Vec<Range<usize>>)> = ranges
+            .iter()
+            .map(|r| {
+                let part = &batch[r.clone()];
+                let lens: Vec<usize> = part.iter().map(Sample::len).collect();
+                let mine = &part[token_split(&lens, self.world_size())[self.rank()].clone()];
+                (mine, micro_batches(mine, budget))
+            })
+            .collect();
+        progress.phase("old-logprob", plan.iter().map(|p| p.1.len() as u64).sum());
         let mut minis = Vec::with_capacity(ranges.len());
-        for r in &ranges {
-            let part = &batch[r.clone()];
-            let lens: Vec<usize> = part.iter().map(Sample::len).collect();
-            let split = token_split(&lens, self.world_size());
-            let mine = &part[split[self.rank()].clone()];
+        for (mine, cuts) in plan {
             let mut micros = Vec::new();
-            for m in micro_batches(mine, self.cfg.train.micro_batch_tokens) {
+            for m in cuts {
                 micros.push(self.score(Rows::build(&mine[m]))?);
                 progress.phase.inc(1);
             }
