@@ -155,15 +155,27 @@ fn attention(
     reps: usize,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::ops::attention as attn;
+    use entrl_engine::ops::{attention_with as attn, AttnKernel};
     use entrl_engine::{no_grad, Packing};
     let dev = Device::cuda(0)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
+    let main = AttnKernel::from_env()?;
+    let other = if main == AttnKernel::Mma { AttnKernel::Wmma } else { AttnKernel::Mma };
     let mut lines = String::new();
-    println!("attention bf16, {hq} q heads / {hkv} kv heads, d={d}, causal ({})", cuda.name());
     println!(
-        "{:<14} {:>12} {:>10} {:>14} {:>10} {:>14} {:>10}",
-        "shape", "fwd ms", "TF/s", "fwd+H ms", "TF/s", "fwd+bwd ms", "TF/s"
+        "attention bf16, {hq} q heads / {hkv} kv heads, d={d}, causal ({}); forward kernel {}, second {}",
+        cuda.name(),
+        main.name(),
+        other.name()
+    );
+    println!(
+        "{:<10} {:>16} {:>16} {:>18} {:>16} {:>16}",
+        "shape",
+        "fwd ms (TF/s)",
+        "fwd+H ms (TF/s)",
+        "fwd+bwd ms (TF/s)",
+        format!("{} fwd", other.name()),
+        format!("{} fwd+H", other.name())
     );
     for lens in ATTN_SHAPES {
         let packing = Packing::from_lengths(lens)?;
@@ -174,32 +186,42 @@ fn attention(
         let dout = Tensor::randn([t, hq, d], 1.0, DType::BF16, &dev, 4)?;
         // FLOPs as flash-attention's benchmark counts them: 4·S²·H·d per sequence, halved for causal.
         let fwd_flops: f64 = lens.iter().map(|&s| 2.0 * (s * s * hq * d) as f64).sum();
-        let fwd = median(&time_ms(&cuda, 3, reps, || {
-            let _g = no_grad();
-            attn(&q, &k, &v, &packing, false).map(|_| ())
-        })?);
-        let fwd_h = median(&time_ms(&cuda, 3, reps, || {
-            let _g = no_grad();
-            attn(&q, &k, &v, &packing, true).map(|_| ())
-        })?);
+        let forward = |kernel: AttnKernel, entropy: bool| -> Result<f64, Box<dyn std::error::Error>> {
+            Ok(median(&time_ms(&cuda, 3, reps, || {
+                let _g = no_grad();
+                attn(&q, &k, &v, &packing, entropy, kernel).map(|_| ())
+            })?))
+        };
+        let (fwd, fwd_h) = (forward(main, false)?, forward(main, true)?);
+        let (alt, alt_h) = (forward(other, false)?, forward(other, true)?);
         let fwd_bwd = median(&time_ms(&cuda, 3, reps, || {
-            attn(&q, &k, &v, &packing, false)?.out.backward_with(dout.clone())?;
+            attn(&q, &k, &v, &packing, false, main)?.out.backward_with(dout.clone())?;
             [&q, &k, &v].iter().for_each(|p| p.zero_grad());
             Ok(())
         })?);
         let tf = |flops: f64, ms: f64| flops / (ms * 1e-3) / 1e12;
+        let cell = |ms: f64, flops: f64| format!("{ms:.3} ({:.0})", tf(flops, ms));
         let label = if lens.len() == 1 { format!("S={}", lens[0]) } else { format!("{}x{}", lens.len(), lens[0]) };
         println!(
-            "{label:<14} {fwd:>12.3} {:>10.1} {fwd_h:>14.3} {:>10.1} {fwd_bwd:>14.3} {:>10.1}",
-            tf(fwd_flops, fwd),
-            tf(fwd_flops, fwd_h),
-            tf(3.5 * fwd_flops, fwd_bwd)
+            "{label:<10} {:>16} {:>16} {:>18} {:>16} {:>16}",
+            cell(fwd, fwd_flops),
+            cell(fwd_h, fwd_flops),
+            cell(fwd_bwd, 3.5 * fwd_flops),
+            cell(alt, fwd_flops),
+            cell(alt_h, fwd_flops)
         );
-        for (mode, ms, flops) in
-            [("fwd", fwd, fwd_flops), ("fwd_entropy", fwd_h, fwd_flops), ("fwd_bwd", fwd_bwd, 3.5 * fwd_flops)]
-        {
+        // impl "entrl" is the default kernel (what training runs); "entrl_<kernel>" the second one.
+        let alt_impl = format!("entrl_{}", other.name());
+        for (imp, kernel, mode, ms, flops) in [
+            ("entrl", main, "fwd", fwd, fwd_flops),
+            ("entrl", main, "fwd_entropy", fwd_h, fwd_flops),
+            ("entrl", main, "fwd_bwd", fwd_bwd, 3.5 * fwd_flops),
+            (alt_impl.as_str(), other, "fwd", alt, fwd_flops),
+            (alt_impl.as_str(), other, "fwd_entropy", alt_h, fwd_flops),
+        ] {
             lines.push_str(&format!(
-                "{{\"bench\":\"attention\",\"impl\":\"entrl\",\"shape\":\"{label}\",\"mode\":\"{mode}\",\"ms\":{ms:.4},\"tflops\":{:.2},\"heads\":{hq},\"kv_heads\":{hkv},\"d\":{d},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+                "{{\"bench\":\"attention\",\"impl\":\"{imp}\",\"kernel\":\"{}\",\"shape\":\"{label}\",\"mode\":\"{mode}\",\"ms\":{ms:.4},\"tflops\":{:.2},\"heads\":{hq},\"kv_heads\":{hkv},\"d\":{d},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+                kernel.name(),
                 tf(flops, ms),
                 cuda.name(),
                 crate::COMMIT

@@ -1,14 +1,25 @@
-//! Launchers for `kernels-cu/cuda/attention.cu`: the fused forward (with optional entropy), the backward
-//! (row dot preprocess, main kernel with f32 dQ accumulation, final cast) and entropy normalisation.
+//! Launchers for `kernels-cu/cuda/attention.cu` and `attention_mma.cu`: the fused forward (with optional
+//! entropy; two kernels, see [`AttnKernel`]), the backward (row dot preprocess, main kernel with f32 dQ
+//! accumulation, final cast) and entropy normalisation.
 use super::kernels::{self, grid};
 use crate::cpu::attention::AttnGeom;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
+use crate::ops::AttnKernel;
 use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
 
 const BLOCK: usize = 64;
 const THREADS: u32 = 128;
+/// `attention_mma.cu`: 128 query rows per CTA, 8 warps.
+const MMA_BLOCK: usize = 128;
+const MMA_THREADS: u32 = 256;
+
+/// Dynamic shared memory of `attn_fwd_mma_d*` (mirrors `MmaSmem<D>`: a 128-row Q tile and two stages of
+/// 64-row K and V tiles, rows padded to D + 8 bf16).
+pub fn mma_smem_bytes(d: usize) -> usize {
+    (MMA_BLOCK + 4 * BLOCK) * (d + 8) * 2
+}
 
 /// Dynamic shared memory of the forward / backward kernels (mirrors `Layout<D>` in attention.cu).
 pub fn smem_bytes(d: usize, backward: bool) -> usize {
@@ -21,13 +32,13 @@ pub fn smem_bytes(d: usize, backward: bool) -> usize {
     }
 }
 
-fn cfg(blocks_x: usize, heads: usize, seqs: usize, smem: usize) -> Result<LaunchConfig> {
+fn cfg(blocks_x: usize, heads: usize, seqs: usize, threads: u32, smem: usize) -> Result<LaunchConfig> {
     if heads > 65_535 || seqs > 65_535 {
         return Err(EngineError::shape("attention", format!("{heads} heads x {seqs} sequences exceed the grid")));
     }
     Ok(LaunchConfig {
         grid_dim: (blocks_x.max(1) as u32, heads as u32, seqs as u32),
-        block_dim: (THREADS, 1, 1),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
     })
 }
@@ -36,7 +47,8 @@ fn i32_of(x: usize) -> Result<i32> {
     kernels::i32_arg("attention", x)
 }
 
-/// Returns (o bf16 [T, Hq, D], lse f32 [T, Hq], entropy f32 [T, Hq] when asked for).
+/// Returns (o bf16 [T, Hq, D], lse f32 [T, Hq], entropy f32 [T, Hq] when asked for), computed by `kernel`.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     q: &CudaStorage,
     k: &CudaStorage,
@@ -45,6 +57,7 @@ pub fn forward(
     g: &AttnGeom,
     max_len: usize,
     want_entropy: bool,
+    kernel: AttnKernel,
 ) -> Result<(CudaStorage, CudaStorage, Option<CudaStorage>)> {
     let dev = &q.device;
     let o = CudaStorage::alloc(dev, DType::BF16, q.len)?;
@@ -53,14 +66,25 @@ pub fn forward(
     if g.total == 0 {
         return Ok((o, lse, ent));
     }
-    let name = format!("attn_fwd_d{}", g.d);
-    let smem = smem_bytes(g.d, false);
-    dev.allow_shared_memory("attention", &name, smem)?;
-    let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), smem)?;
     let (po, pl, pe) = (o.ptr(), lse.ptr(), ent.as_ref().map_or(0u64, |e| e.ptr()));
     let (pq, pk, pv, pc) = (q.ptr(), k.ptr(), v.ptr(), cu.ptr());
     let (hq, hkv, scale, we) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32, want_entropy as i32);
-    launch!(dev, "attention", name, c, [po, pl, pe, pq, pk, pv, pc, hq, hkv, scale, we]);
+    match kernel {
+        AttnKernel::Wmma => {
+            let name = format!("attn_fwd_d{}", g.d);
+            let smem = smem_bytes(g.d, false);
+            dev.allow_shared_memory("attention", &name, smem)?;
+            let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), THREADS, smem)?;
+            launch!(dev, "attention", name, c, [po, pl, pe, pq, pk, pv, pc, hq, hkv, scale, we]);
+        }
+        AttnKernel::Mma => {
+            let name = format!("attn_fwd_mma_d{}", g.d);
+            let smem = mma_smem_bytes(g.d);
+            dev.allow_shared_memory("attention_mma", &name, smem)?;
+            let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;
+            launch!(dev, "attention_mma", name, c, [po, pl, pe, pq, pk, pv, pc, hq, hkv, scale, we]);
+        }
+    }
     Ok((o, lse, ent))
 }
 
@@ -101,7 +125,7 @@ pub fn backward(
     let name = format!("attn_bwd_d{}", g.d);
     let smem = smem_bytes(g.d, true);
     dev.allow_shared_memory("attention", &name, smem)?;
-    let c = cfg(max_len.div_ceil(BLOCK), g.hkv, g.spans.len(), smem)?;
+    let c = cfg(max_len.div_ceil(BLOCK), g.hkv, g.spans.len(), THREADS, smem)?;
     let (pdq, pdk, pdv) = (dq_acc.ptr(), dk.ptr(), dv.ptr());
     let (pq, pk, pv, pl, pc) = (q.ptr(), k.ptr(), v.ptr(), lse.ptr(), cu.ptr());
     let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);

@@ -25,9 +25,65 @@ pub struct AttentionOutput {
     pub entropy: Option<Tensor>,
 }
 
+/// Which CUDA kernel computes the attention forward (the CPU reference ignores it; the backward is shared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnKernel {
+    /// `attention_mma.cu`: FlashAttention-2 structure, Q/S/P/O in registers, mma.sync m16n8k16 + ldmatrix,
+    /// two-stage cp.async K/V pipeline, 128-row query tiles. The default.
+    Mma,
+    /// `attention.cu`: WMMA 16×16×16 with the score tile and the O accumulator staged in shared memory,
+    /// 64-row query tiles. Kept as the simpler second implementation to check and time against.
+    Wmma,
+}
+
+impl AttnKernel {
+    /// Environment variable that picks the process default (`mma` or `wmma`).
+    pub const ENV: &'static str = "ENTRL_ATTN_KERNEL";
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "mma" => Ok(Self::Mma),
+            "wmma" => Ok(Self::Wmma),
+            other => {
+                Err(EngineError::invalid("attention", format!("unknown attention kernel {other:?} (mma or wmma)")))
+            }
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mma => "mma",
+            Self::Wmma => "wmma",
+        }
+    }
+
+    /// `$ENTRL_ATTN_KERNEL` when set (read once per process), else [`AttnKernel::Mma`].
+    pub fn from_env() -> Result<Self> {
+        static CHOICE: std::sync::OnceLock<std::result::Result<AttnKernel, String>> = std::sync::OnceLock::new();
+        let choice = CHOICE.get_or_init(|| match std::env::var(Self::ENV) {
+            Ok(v) => Self::parse(&v).map_err(|e| format!("{}: {e}", Self::ENV)),
+            Err(_) => Ok(Self::Mma),
+        });
+        choice.clone().map_err(|msg| EngineError::invalid("attention", msg))
+    }
+}
+
 /// Causal self-attention of packed sequences: q [T, Hq, D], k and v [T, Hkv, D] (Hq a multiple of Hkv,
-/// GQA), scale 1/√D. Each sequence of `packing` attends only to itself.
+/// GQA), scale 1/√D. Each sequence of `packing` attends only to itself. On a GPU the forward runs the
+/// process default kernel ([`AttnKernel::from_env`]).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, want_entropy: bool) -> Result<AttentionOutput> {
+    attention_with(q, k, v, packing, want_entropy, AttnKernel::from_env()?)
+}
+
+/// [`attention`] with the CUDA forward kernel named (checks and benchmarks compare the two).
+pub fn attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    packing: &Packing,
+    want_entropy: bool,
+    kernel: AttnKernel,
+) -> Result<AttentionOutput> {
     let g = validate(q, k, v, packing)?;
     let dt = q.dtype();
     let cu = packing.on(q.device())?;
@@ -40,7 +96,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, want_ent
             Ok(vec![o.pop().expect("o").cast(dt), lse, ent])
         },
         |x| {
-            let (o, lse, ent) = cuda_attn::forward(x[0], x[1], x[2], x[3], &g, packing.max_len(), want_entropy)?;
+            let (o, lse, ent) =
+                cuda_attn::forward(x[0], x[1], x[2], x[3], &g, packing.max_len(), want_entropy, kernel)?;
             Ok(match ent {
                 Some(e) => vec![o, lse, e],
                 None => vec![o, lse],

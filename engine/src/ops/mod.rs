@@ -15,7 +15,7 @@ mod select;
 mod softmax;
 mod weights;
 
-pub use attention::{attention, normalized_entropy, AttentionOutput};
+pub use attention::{attention, attention_with, normalized_entropy, AttentionOutput, AttnKernel};
 pub use decode::{CacheIndex, KvCache};
 pub use matmul::MatmulSpec;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};

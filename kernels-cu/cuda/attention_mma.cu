@@ -1,0 +1,253 @@
+// attention_mma.cu: the register-resident forward of the fused causal varlen GQA attention with softmax
+// entropy (FlashAttention-2 structure, Dao 2023, Alg. 1 and §3.3 "work partitioning between warps").
+// Same ABI, math and outputs as `attn_fwd_d*` in attention.cu; what changes is where the data lives:
+//   * Q fragments, the S/P tile and the O accumulator stay in registers (no score or O round trip through
+//     shared memory); P is re-packed from the S accumulator layout straight into the A operand of P·V.
+//   * K/V tiles stream through a two-stage cp.async pipeline: tile j+1 loads while tile j is computed.
+//   * mma.sync m16n8k16 (bf16 → f32) with ldmatrix (plain for K, transposed for V) — see mma.cuh.
+//
+// Per query row, over key tiles (log2 units: x = scale·log2(e)·q·k, so e^s = 2^x):
+//   m' = max(m, max_j x_j)    α = 2^(m − m')    p_j = 2^(x_j − m')
+//   l ← α·l + Σ p_j           O ← α·O + Σ p_j v_j
+//   t ← α·(t + (m − m')·l) + Σ p_j (x_j − m')                          (kernels.md §3, cancellation-safe)
+// end: O /= l,  LSE = ln2·m + ln l,  H = ln l − ln2·t/l.  l and t are kept as per-thread partial sums over
+// the thread's own columns (the recurrence is linear in them and α is per row) and reduced once at the end.
+// Masked lanes (key past the row or the sequence end) get x = kMasked, a large finite negative: p = 0 and
+// p·(x − m') = −0, never 0·(−inf) = NaN. Every row sees key 0 in the first tile, so m is finite after it.
+//
+// Tiles: 128 query rows per CTA, 8 warps × 16 rows, 64 keys per step; query blocks run heaviest first
+// (reversed blockIdx.x) so the causal tail of the grid is short. A warp skips the MMAs of a key tile that
+// lies entirely above its 16 rows (it still joins the CTA barriers).
+//
+// Layouts and grid: q/o [T, Hq, D], k/v [T, Hkv, D], lse/ent [T, Hq], cu_seqlens [num_seqs + 1]; grid
+// (ceil(max_len/128), Hq, num_seqs), 256 threads, dynamic smem MmaSmem<D>::bytes = 384·(D+8)·2.
+#include "common.cuh"
+#include "mma.cuh"
+
+typedef __nv_bfloat16 bf16;
+
+namespace {
+
+constexpr int kBlockM = 128;  // query rows per CTA
+constexpr int kBlockN = 64;   // keys per main-loop step
+constexpr int kWarps = kBlockM / 16;
+constexpr int kThreads = kWarps * 32;
+constexpr int kNTiles = kBlockN / 8;  // n8 MMA tiles of the warp's 16×64 score tile
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kMasked = -1e30f;
+
+// Shared memory: sQ [128][LD] | sK [2][64][LD] | sV [2][64][LD], bf16. LD = D + 8: a 16-byte row pad puts
+// the 8 row addresses of every ldmatrix on distinct bank groups.
+template <int D> struct MmaSmem {
+    static constexpr int LD = D + 8;
+    static constexpr int q_elems = kBlockM * LD;
+    static constexpr int kv_elems = kBlockN * LD;
+    static constexpr int bytes = (q_elems + 4 * kv_elems) * 2;
+};
+
+// Asynchronous copy of rows row0.. (head h of a [T, heads, D] tensor) into a [ROWS][LD] tile; rows at or
+// beyond `rows` are zero-filled.
+template <int D, int ROWS>
+__device__ __forceinline__ void load_tile_async(bf16* dst, const bf16* src, long long row0, int rows, int heads,
+                                                int h) {
+    constexpr int kChunks = D / 8;  // 16-byte chunks per row
+    static_assert((ROWS * kChunks) % kThreads == 0, "the tile copies evenly over the CTA");
+#pragma unroll
+    for (int it = 0; it < ROWS * kChunks / kThreads; ++it) {
+        const int i = it * kThreads + threadIdx.x;
+        const int r = i / kChunks, c = (i % kChunks) * 8;
+        const bool ok = r < rows;
+        const bf16* g = src + ((row0 + (ok ? r : 0)) * heads + h) * (long long)D + c;
+        cp_async_16(dst + r * MmaSmem<D>::LD + c, g, ok);
+    }
+}
+
+}  // namespace
+
+template <int D, bool kEntropy>
+__device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* __restrict__ lse,
+                                                  float* __restrict__ ent, const bf16* __restrict__ q,
+                                                  const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                                  const int* __restrict__ cu_seqlens, int hq, int hkv, float scale) {
+    using S = MmaSmem<D>;
+    constexpr int LD = S::LD;
+    static_assert(D % 32 == 0, "K fragments load two k16 slices at a time");
+    static_assert(S::bytes <= 227 * 1024, "one CTA fits an SM's shared memory");
+    extern __shared__ __align__(128) unsigned char smem[];
+    bf16* sQ = reinterpret_cast<bf16*>(smem);
+    bf16* sK = sQ + S::q_elems;
+    bf16* sV = sK + 2 * S::kv_elems;
+
+    // 1. which tile: query block (heaviest first) of sequence z, head y; this thread's two rows
+    const int seq = blockIdx.z, h = blockIdx.y, kvh = h / (hq / hkv);
+    const long long start = cu_seqlens[seq];
+    const int len = cu_seqlens[seq + 1] - (int)start;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * kBlockM;
+    if (q0 >= len) return;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, c = lane % 4;
+    const int wq0 = q0 + warp * 16;
+    const int rows[2] = {wq0 + g, wq0 + g + 8};
+
+    // 2. prologue: Q and the first K/V tile in flight; zeroed O; softmax/entropy state
+    const int n_tiles = (min(len, q0 + kBlockM) + kBlockN - 1) / kBlockN;
+    load_tile_async<D, kBlockM>(sQ, q, start + q0, min(kBlockM, len - q0), hq, h);
+    load_tile_async<D, kBlockN>(sK, k, start, min(kBlockN, len), hkv, kvh);
+    load_tile_async<D, kBlockN>(sV, v, start, min(kBlockN, len), hkv, kvh);
+    cp_async_commit();
+
+    unsigned qf[D / 16][4];
+    float acc_o[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_o[dn][e] = 0.0f;
+    float m[2] = {kMasked, kMasked}, l[2] = {0.0f, 0.0f}, t[2] = {0.0f, 0.0f};
+    const float scale_log2 = scale * kLog2e;
+
+    // 3. key tiles up to the diagonal
+    for (int kb = 0; kb < n_tiles; ++kb) {
+        const int stage = kb & 1, k0 = kb * kBlockN;
+        // 3a. prefetch tile kb+1 into the other stage; wait for tile kb (and, the first time, Q)
+        if (kb + 1 < n_tiles) {
+            const int k1 = k0 + kBlockN;
+            load_tile_async<D, kBlockN>(sK + (stage ^ 1) * S::kv_elems, k, start + k1, min(kBlockN, len - k1), hkv, kvh);
+            load_tile_async<D, kBlockN>(sV + (stage ^ 1) * S::kv_elems, v, start + k1, min(kBlockN, len - k1), hkv, kvh);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (kb == 0) {
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk)
+                ldmatrix_x4(qf[kk], sQ + (warp * 16 + lane % 16) * LD + kk * 16 + (lane / 16) * 8);
+        }
+
+        if (k0 <= wq0 + 15) {
+            const bf16* tK = sK + stage * S::kv_elems;
+            const bf16* tV = sV + stage * S::kv_elems;
+
+            // 3b. S = Q Kᵀ for the warp's 16 rows × 64 keys (B fragments: K rows are keys, contiguous in d)
+            float s[kNTiles][4];
+#pragma unroll
+            for (int j = 0; j < kNTiles; ++j) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < D / 16; kk += 2) {
+                    unsigned kf[4];
+                    ldmatrix_x4(kf, tK + (j * 8 + lane % 8) * LD + kk * 16 + (lane / 8) * 8);
+                    mma_bf16_16816(s[j], qf[kk], kf[0], kf[1]);
+                    mma_bf16_16816(s[j], qf[kk + 1], kf[2], kf[3]);
+                }
+            }
+
+            // 3c. log2 units; mask keys past the row (causal) or past the sequence end
+            const bool edge = k0 + kBlockN - 1 > wq0 || k0 + kBlockN > len;
+#pragma unroll
+            for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    float x = s[j][e] * scale_log2;
+                    if (edge) {
+                        const int key = k0 + j * 8 + 2 * c + (e & 1);
+                        if (key > rows[e >> 1] || key >= len) x = kMasked;
+                    }
+                    s[j][e] = x;
+                }
+
+            // 3d. online softmax + entropy state; the row max is shared by the 4 threads of a group
+            float mx[2] = {m[0], m[1]};
+#pragma unroll
+            for (int j = 0; j < kNTiles; ++j) {
+                mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+                mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+            }
+            float alpha[2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                alpha[i] = fast_exp2(m[i] - mx[i]);
+                if (kEntropy) t[i] = alpha[i] * (t[i] + (m[i] - mx[i]) * l[i]);
+                l[i] *= alpha[i];
+                m[i] = mx[i];
+            }
+            unsigned pf[kBlockN / 16][4];  // P as the A operand of P·V (same per-thread layout as S)
+#pragma unroll
+            for (int j = 0; j < kNTiles; ++j) {
+                float p[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float x = s[j][e] - m[e >> 1];
+                    p[e] = fast_exp2(x);
+                    l[e >> 1] += p[e];
+                    if (kEntropy) t[e >> 1] = fmaf(p[e], x, t[e >> 1]);
+                }
+                pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);
+                pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+            }
+
+            // 3e. O ← α·O + P V (B fragments: V rows are keys, so ldmatrix transposes)
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn) {
+                acc_o[dn][0] *= alpha[0];
+                acc_o[dn][1] *= alpha[0];
+                acc_o[dn][2] *= alpha[1];
+                acc_o[dn][3] *= alpha[1];
+            }
+#pragma unroll
+            for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+                for (int dn = 0; dn < D / 16; ++dn) {
+                    unsigned vf[4];
+                    ldmatrix_x4_trans(vf, tV + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + dn * 16 + (lane / 16) * 8);
+                    mma_bf16_16816(acc_o[2 * dn], pf[kk], vf[0], vf[1]);
+                    mma_bf16_16816(acc_o[2 * dn + 1], pf[kk], vf[2], vf[3]);
+                }
+        }
+        __syncthreads();  // every warp is done with this stage before 3a refills it
+    }
+
+    // 4. epilogue: group-reduce l and t; O /= l, LSE, entropy (rows past the sequence end are not written)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+        if (kEntropy) {
+            t[i] += __shfl_xor_sync(0xffffffffu, t[i], 1);
+            t[i] += __shfl_xor_sync(0xffffffffu, t[i], 2);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        if (rows[i] >= len) continue;
+        const long long row = (start + rows[i]) * hq + h;
+        const float inv_l = 1.0f / l[i];  // l >= 1: the row max contributes 2^0
+        bf16* orow = o + row * D;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+            *reinterpret_cast<unsigned*>(orow + dn * 8 + 2 * c) =
+                pack_bf16x2(acc_o[dn][2 * i] * inv_l, acc_o[dn][2 * i + 1] * inv_l);
+        if (c == 0) {
+            lse[row] = kLn2 * m[i] + logf(l[i]);
+            if (kEntropy) ent[row] = logf(l[i]) - kLn2 * t[i] / l[i];
+        }
+    }
+}
+
+#define DEFINE_ATTN_FWD_MMA(D)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(kThreads, 1)                                                   \
+        attn_fwd_mma_d##D(bf16* o, float* lse, float* ent, const bf16* q, const bf16* k, const bf16* v,         \
+                          const int* cu_seqlens, int hq, int hkv, float scale, int want_entropy) {              \
+        if (want_entropy)                                                                                       \
+            attn_fwd_mma_body<D, true>(o, lse, ent, q, k, v, cu_seqlens, hq, hkv, scale);                       \
+        else                                                                                                    \
+            attn_fwd_mma_body<D, false>(o, lse, ent, q, k, v, cu_seqlens, hq, hkv, scale);                      \
+    }
+DEFINE_ATTN_FWD_MMA(32)
+DEFINE_ATTN_FWD_MMA(64)
+DEFINE_ATTN_FWD_MMA(128)

@@ -1,0 +1,152 @@
+// emu/common.cuh: host stand-in for kernels-cu/cuda/common.cuh, so a kernel file can be compiled by a C++
+// compiler and executed on the CPU, one CTA at a time, each CUDA thread a cooperative fiber (ucontext).
+// Only what the register-resident kernels use is provided: thread/block indices, __syncthreads, warp
+// shuffles, the CUDA qualifiers, bf16 storage and a few math functions. The warp-collective instructions
+// (ldmatrix, mma.sync) are in emu/mma.cuh and follow the PTX ISA fragment layouts documented in cuda/mma.cuh.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <ucontext.h>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __shared__
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+
+struct dim3 { unsigned x = 0, y = 0, z = 0; };
+struct __nv_bfloat16 { uint16_t bits; };
+
+namespace emu {
+
+constexpr int kMaxThreads = 1024;
+constexpr size_t kStackBytes = 256 * 1024;
+
+// One CTA's fibers and their scheduler. A fiber runs until it blocks on a barrier, then yields.
+struct Cta {
+    int threads = 0;
+    int current = 0;
+    ucontext_t scheduler;
+    std::vector<ucontext_t> ctx;
+    std::vector<std::vector<char>> stacks;
+    std::vector<bool> done;
+    // block barrier and one barrier per warp: arrival count + generation
+    int block_count = 0, block_gen = 0;
+    int warp_count[kMaxThreads / 32] = {}, warp_gen[kMaxThreads / 32] = {};
+};
+inline Cta cta;
+
+inline dim3 thread_idx_of(int tid) { return dim3{(unsigned)tid, 0, 0}; }
+
+}  // namespace emu
+
+inline dim3 threadIdx, blockIdx, gridDim, blockDim;
+
+namespace emu {
+
+inline void yield() {
+    Cta& c = cta;
+    swapcontext(&c.ctx[c.current], &c.scheduler);
+    threadIdx = thread_idx_of(c.current);
+}
+
+inline void block_barrier() {
+    Cta& c = cta;
+    const int gen = c.block_gen;
+    if (++c.block_count == c.threads) {
+        c.block_count = 0;
+        ++c.block_gen;
+    } else {
+        while (c.block_gen == gen) yield();
+    }
+}
+
+inline void warp_barrier() {
+    Cta& c = cta;
+    const int w = (int)threadIdx.x / 32;
+    const int gen = c.warp_gen[w];
+    if (++c.warp_count[w] == 32) {
+        c.warp_count[w] = 0;
+        ++c.warp_gen[w];
+    } else {
+        while (c.warp_gen[w] == gen) yield();
+    }
+}
+
+// Per-lane exchange slots for warp collectives.
+struct Slot {
+    float f;
+    const void* ptr;
+    uint32_t a[4], b[2];
+};
+inline Slot slots[kMaxThreads];
+
+// Run `body` once per thread of a CTA of `threads` threads (blockIdx / gridDim set by the caller).
+template <class F> void run_cta(int threads, F body) {
+    Cta& c = cta;
+    c.threads = threads;
+    c.ctx.assign(threads, ucontext_t{});
+    c.stacks.resize(threads);
+    c.done.assign(threads, false);
+    c.block_count = c.block_gen = 0;
+    for (int w = 0; w < kMaxThreads / 32; ++w) c.warp_count[w] = c.warp_gen[w] = 0;
+    static F* fn;
+    fn = &body;
+    struct Entry {
+        static void run() {
+            (*fn)();
+            cta.done[cta.current] = true;
+        }
+    };
+    for (int t = 0; t < threads; ++t) {
+        c.stacks[t].resize(kStackBytes);
+        getcontext(&c.ctx[t]);
+        c.ctx[t].uc_stack.ss_sp = c.stacks[t].data();
+        c.ctx[t].uc_stack.ss_size = kStackBytes;
+        c.ctx[t].uc_link = &c.scheduler;
+        makecontext(&c.ctx[t], Entry::run, 0);
+    }
+    for (bool any = true; any;) {
+        any = false;
+        for (int t = 0; t < threads; ++t) {
+            if (c.done[t]) continue;
+            any = true;
+            c.current = t;
+            threadIdx = thread_idx_of(t);
+            swapcontext(&c.scheduler, &c.ctx[t]);
+        }
+    }
+}
+
+}  // namespace emu
+
+inline void __syncthreads() { emu::block_barrier(); }
+
+inline float __shfl_xor_sync(unsigned, float v, int mask) {
+    const int me = (int)threadIdx.x, base = me & ~31;
+    emu::slots[me].f = v;
+    emu::warp_barrier();
+    const float r = emu::slots[base + ((me & 31) ^ mask)].f;
+    emu::warp_barrier();
+    return r;
+}
+
+inline int min(int a, int b) { return a < b ? a : b; }
+inline float bf16_to_f32(__nv_bfloat16 x) {
+    const uint32_t u = (uint32_t)x.bits << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+// Round to nearest even (NaN kept quiet), as __float2bfloat16_rn.
+inline uint16_t f32_to_bf16_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}

@@ -1,0 +1,71 @@
+//! Runs the register-resident CUDA kernels on the CPU: each kernel file is compiled unchanged by the host C++
+//! compiler against the `emu/` shims (CUDA threads as fibers, warp collectives following the PTX fragment
+//! layouts) and its harness compares the results with an f64 reference. This checks a kernel's indexing —
+//! fragment layouts, masking, the online softmax and entropy recurrences, the epilogue — on machines with
+//! no GPU; the timing-dependent parts (cp.async overlap, real tensor-core rounding) are left to `entrl
+//! selftest` on a GPU.
+//!
+//! Needs a C++20 compiler (`$CXX`, else `c++`). Without one the test says so and passes, unless
+//! `ENTRL_REQUIRE_CXX=1` (CI sets it), which turns a missing compiler into a failure.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh directory holding the shims, the harness and the kernel file (so `#include "common.cuh"` in the
+/// kernel resolves to the shim).
+fn stage(kernel: &str, harness: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("entrl-emu-{}-{}", std::process::id(), harness.replace('.', "-")));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the staging directory");
+    let emu = crate_dir().join("emu");
+    for entry in std::fs::read_dir(&emu).expect("kernels-cu/emu exists") {
+        let path = entry.expect("read kernels-cu/emu").path();
+        std::fs::copy(&path, dir.join(path.file_name().expect("file name"))).expect("copy a shim");
+    }
+    std::fs::copy(crate_dir().join("cuda").join(kernel), dir.join(kernel)).expect("copy the kernel file");
+    dir
+}
+
+fn compiler() -> Option<String> {
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
+    let found = Command::new(&cxx).arg("--version").output().is_ok_and(|o| o.status.success());
+    found.then_some(cxx)
+}
+
+fn compile_and_run(dir: &Path, cxx: &str, harness: &str) -> (bool, String) {
+    let exe = dir.join("check");
+    let build = Command::new(cxx)
+        .args(["-std=c++20", "-O2", "-o"])
+        .arg(&exe)
+        .arg(dir.join(harness))
+        .output()
+        .expect("run the C++ compiler");
+    assert!(
+        build.status.success(),
+        "compiling {harness} against the emu shims failed:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let run = Command::new(&exe).output().expect("run the emulated kernel check");
+    (run.status.success(), String::from_utf8_lossy(&run.stdout).into_owned())
+}
+
+#[test]
+fn attention_forward_mma_kernel_matches_the_f64_reference_when_emulated() {
+    let Some(cxx) = compiler() else {
+        assert!(
+            std::env::var("ENTRL_REQUIRE_CXX").map_or(true, |v| v != "1"),
+            "ENTRL_REQUIRE_CXX=1 but no C++ compiler ($CXX or c++) was found"
+        );
+        eprintln!("no C++ compiler: skipping the emulated run of attention_mma.cu");
+        return;
+    };
+    let dir = stage("attention_mma.cu", "attention_mma_check.cpp");
+    let (ok, report) = compile_and_run(&dir, &cxx, "attention_mma_check.cpp");
+    println!("{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "the emulated attention_mma kernel disagrees with the reference:\n{report}");
+    assert_eq!(report.lines().filter(|l| l.contains(" ok ")).count(), 5, "every case ran:\n{report}");
+}
