@@ -23,6 +23,7 @@
 // (ceil(max_len/128), Hq, num_seqs), 256 threads, dynamic smem MmaSmem<D>::bytes = 384·(D+8)·2.
 #include "common.cuh"
 #include "mma.cuh"
+#include "tile_async.cuh"
 
 typedef __nv_bfloat16 bf16;
 
@@ -46,21 +47,10 @@ template <int D> struct MmaSmem {
     static constexpr int bytes = (q_elems + 4 * kv_elems) * 2;
 };
 
-// Asynchronous copy of rows row0.. (head h of a [T, heads, D] tensor) into a [ROWS][LD] tile; rows at or
-// beyond `rows` are zero-filled.
 template <int D, int ROWS>
 __device__ __forceinline__ void load_tile_async(bf16* dst, const bf16* src, long long row0, int rows, int heads,
                                                 int h) {
-    constexpr int kChunks = D / 8;  // 16-byte chunks per row
-    static_assert((ROWS * kChunks) % kThreads == 0, "the tile copies evenly over the CTA");
-#pragma unroll
-    for (int it = 0; it < ROWS * kChunks / kThreads; ++it) {
-        const int i = it * kThreads + threadIdx.x;
-        const int r = i / kChunks, c = (i % kChunks) * 8;
-        const bool ok = r < rows;
-        const bf16* g = src + ((row0 + (ok ? r : 0)) * heads + h) * (long long)D + c;
-        cp_async_16(dst + r * MmaSmem<D>::LD + c, g, ok);
-    }
+    load_rows_async<D, ROWS, MmaSmem<D>::LD, kThreads>(dst, src, row0, rows, heads, h);
 }
 
 }  // namespace

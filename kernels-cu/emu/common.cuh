@@ -150,3 +150,16 @@ inline uint16_t f32_to_bf16_bits(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
+
+// Grid-stride kernels (common.cuh's KERNEL / global_tid / grid_stride) and the bits of cuda_bf16.h,
+// math_constants.h and the atomics they use. Fibers never interleave inside a call, so atomicAdd is a plain add.
+#define KERNEL extern "C" void
+#define CUDART_INF_F INFINITY
+inline long long global_tid() { return (long long)blockIdx.x * blockDim.x + threadIdx.x; }
+inline long long grid_stride() { return (long long)gridDim.x * blockDim.x; }
+inline float atomicAdd(float* p, float v) {
+    const float old = *p;
+    *p = old + v;
+    return old;
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{f32_to_bf16_bits(f)}; }

@@ -14,8 +14,11 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A fresh directory holding the shims, the harness and the kernel file (so `#include "common.cuh"` in the
-/// kernel resolves to the shim).
+/// Real headers from `cuda/` that the kernels include and that need no shim (they build on mma.cuh).
+const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh"];
+
+/// A fresh directory holding the shims, the portable headers, the harness and the kernel file (so
+/// `#include "common.cuh"` in the kernel resolves to the shim).
 fn stage(kernel: &str, harness: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("entrl-emu-{}-{}", std::process::id(), harness.replace('.', "-")));
     let _ = std::fs::remove_dir_all(&dir);
@@ -25,7 +28,9 @@ fn stage(kernel: &str, harness: &str) -> PathBuf {
         let path = entry.expect("read kernels-cu/emu").path();
         std::fs::copy(&path, dir.join(path.file_name().expect("file name"))).expect("copy a shim");
     }
-    std::fs::copy(crate_dir().join("cuda").join(kernel), dir.join(kernel)).expect("copy the kernel file");
+    for file in PORTABLE_HEADERS.iter().chain([&kernel]) {
+        std::fs::copy(crate_dir().join("cuda").join(file), dir.join(file)).expect("copy a kernel source");
+    }
     dir
 }
 
@@ -52,20 +57,30 @@ fn compile_and_run(dir: &Path, cxx: &str, harness: &str) -> (bool, String) {
     (run.status.success(), String::from_utf8_lossy(&run.stdout).into_owned())
 }
 
-#[test]
-fn attention_forward_mma_kernel_matches_the_f64_reference_when_emulated() {
+/// Compile `harness` with `kernel`, run it, and require `cases` lines reporting "ok" and a zero exit.
+fn emulate(kernel: &str, harness: &str, cases: usize) {
     let Some(cxx) = compiler() else {
         assert!(
             std::env::var("ENTRL_REQUIRE_CXX").map_or(true, |v| v != "1"),
             "ENTRL_REQUIRE_CXX=1 but no C++ compiler ($CXX or c++) was found"
         );
-        eprintln!("no C++ compiler: skipping the emulated run of attention_mma.cu");
+        eprintln!("no C++ compiler: skipping the emulated run of {kernel}");
         return;
     };
-    let dir = stage("attention_mma.cu", "attention_mma_check.cpp");
-    let (ok, report) = compile_and_run(&dir, &cxx, "attention_mma_check.cpp");
+    let dir = stage(kernel, harness);
+    let (ok, report) = compile_and_run(&dir, &cxx, harness);
     println!("{report}");
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(ok, "the emulated attention_mma kernel disagrees with the reference:\n{report}");
-    assert_eq!(report.lines().filter(|l| l.contains(" ok ")).count(), 5, "every case ran:\n{report}");
+    assert!(ok, "the emulated {kernel} disagrees with the reference:\n{report}");
+    assert_eq!(report.lines().filter(|l| l.contains(" ok ")).count(), cases, "every case ran:\n{report}");
+}
+
+#[test]
+fn attention_forward_mma_kernel_matches_the_f64_reference_when_emulated() {
+    emulate("attention_mma.cu", "attention_mma_check.cpp", 5);
+}
+
+#[test]
+fn attention_backward_mma_kernel_matches_the_f64_reference_when_emulated() {
+    emulate("attention_mma_bwd.cu", "attention_mma_bwd_check.cpp", 4);
 }

@@ -47,6 +47,12 @@ fn i32_of(x: usize) -> Result<i32> {
     kernels::i32_arg("attention", x)
 }
 
+/// Dynamic shared memory of `attn_bwd_mma_d*` (mirrors `BwdSmem<D>`: K, V and two stages of Q and dO as
+/// [64][D + 8] bf16 tiles, the dSᵀ tile [64][72] bf16, two stages of 64 LSE and 64 D values).
+pub fn bwd_mma_smem_bytes(d: usize) -> usize {
+    (6 * BLOCK * (d + 8) + BLOCK * (BLOCK + 8)) * 2 + 4 * BLOCK * 4
+}
+
 /// Returns (o bf16 [T, Hq, D], lse f32 [T, Hq], entropy f32 [T, Hq] when asked for), computed by `kernel`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -88,7 +94,7 @@ pub fn forward(
     Ok((o, lse, ent))
 }
 
-/// Returns (dq, dk, dv), all bf16.
+/// Returns (dq, dk, dv), all bf16, computed by `kernel`'s backward.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     q: &CudaStorage,
@@ -100,6 +106,7 @@ pub fn backward(
     cu: &CudaStorage,
     g: &AttnGeom,
     max_len: usize,
+    kernel: AttnKernel,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     let dev = &q.device;
     if dout.dtype != DType::BF16 || lse.dtype != DType::F32 {
@@ -120,16 +127,39 @@ pub fn backward(
         shared_mem_bytes: 0,
     };
     launch!(dev, "attention", "attn_bwd_dot", dot_cfg, [pd, po, pdo, nrows, d]);
-    // 2. main kernel: dK, dV per key tile; dQ accumulated in f32
     let dq_acc = CudaStorage::zeros(dev, DType::F32, q.len)?;
-    let name = format!("attn_bwd_d{}", g.d);
-    let smem = smem_bytes(g.d, true);
-    dev.allow_shared_memory("attention", &name, smem)?;
-    let c = cfg(max_len.div_ceil(BLOCK), g.hkv, g.spans.len(), THREADS, smem)?;
-    let (pdq, pdk, pdv) = (dq_acc.ptr(), dk.ptr(), dv.ptr());
     let (pq, pk, pv, pl, pc) = (q.ptr(), k.ptr(), v.ptr(), lse.ptr(), cu.ptr());
     let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);
-    launch!(dev, "attention", name, c, [pdq, pdk, pdv, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
+    match kernel {
+        // 2. main kernel: dK, dV per key tile (each CTA sums its KV head's query group); dQ in f32
+        AttnKernel::Wmma => {
+            let name = format!("attn_bwd_d{}", g.d);
+            let smem = smem_bytes(g.d, true);
+            dev.allow_shared_memory("attention", &name, smem)?;
+            let c = cfg(max_len.div_ceil(BLOCK), g.hkv, g.spans.len(), THREADS, smem)?;
+            let (pdq, pdk, pdv) = (dq_acc.ptr(), dk.ptr(), dv.ptr());
+            launch!(dev, "attention", name, c, [pdq, pdk, pdv, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
+        }
+        // 2. main kernel per (key tile, query head) into f32 per-head dK/dV, then the GQA group sum
+        AttnKernel::Mma => {
+            let dk_head = CudaStorage::alloc(dev, DType::F32, q.len)?;
+            let dv_head = CudaStorage::alloc(dev, DType::F32, q.len)?;
+            let name = format!("attn_bwd_mma_d{}", g.d);
+            let smem = bwd_mma_smem_bytes(g.d);
+            dev.allow_shared_memory("attention_mma_bwd", &name, smem)?;
+            let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), THREADS, smem)?;
+            let (pdq, pdkh, pdvh) = (dq_acc.ptr(), dk_head.ptr(), dv_head.ptr());
+            launch!(dev, "attention_mma_bwd", name, c, [pdq, pdkh, pdvh, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
+            let (pdk, pdv, n) = (dk.ptr(), dv.ptr(), k.len as i64);
+            launch!(
+                dev,
+                "attention_mma_bwd",
+                "attn_bwd_mma_reduce",
+                grid(k.len),
+                [pdk, pdv, pdkh, pdvh, n, hq, hkv, d]
+            );
+        }
+    }
     // 3. dQ to bf16
     let dq = kernels::cast(&dq_acc, DType::BF16)?;
     Ok((dq, dk, dv))

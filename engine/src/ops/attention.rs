@@ -25,14 +25,15 @@ pub struct AttentionOutput {
     pub entropy: Option<Tensor>,
 }
 
-/// Which CUDA kernel computes the attention forward (the CPU reference ignores it; the backward is shared).
+/// Which CUDA kernels compute the attention forward and backward (the CPU reference ignores it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttnKernel {
-    /// `attention_mma.cu`: FlashAttention-2 structure, Q/S/P/O in registers, mma.sync m16n8k16 + ldmatrix,
-    /// two-stage cp.async K/V pipeline, 128-row query tiles. The default.
+    /// `attention_mma.cu` / `attention_mma_bwd.cu`: FlashAttention-2 structure with the tiles and
+    /// accumulators in registers, mma.sync m16n8k16 + ldmatrix, two-stage cp.async pipelines; the forward
+    /// takes 128 query rows per CTA, the backward 64 keys of one query head. The default.
     Mma,
-    /// `attention.cu`: WMMA 16×16×16 with the score tile and the O accumulator staged in shared memory,
-    /// 64-row query tiles. Kept as the simpler second implementation to check and time against.
+    /// `attention.cu`: WMMA 16×16×16 with the score tiles and the accumulators staged in shared memory,
+    /// 64×64 tiles. Kept as the simpler second implementation to check and time against.
     Wmma,
 }
 
@@ -75,7 +76,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, want_ent
     attention_with(q, k, v, packing, want_entropy, AttnKernel::from_env()?)
 }
 
-/// [`attention`] with the CUDA forward kernel named (checks and benchmarks compare the two).
+/// [`attention`] with the CUDA kernels named (checks and benchmarks compare the two).
 pub fn attention_with(
     q: &Tensor,
     k: &Tensor,
@@ -125,6 +126,7 @@ pub fn attention_with(
         cu,
         g,
         max_len: packing.max_len(),
+        kernel,
     };
     let out = Tensor::from_op_output(out, &[q, k, v], rule)?;
     Ok(AttentionOutput { out, lse, entropy })
@@ -181,6 +183,7 @@ struct AttentionBackward {
     cu: Tensor,
     g: AttnGeom,
     max_len: usize,
+    kernel: AttnKernel,
 }
 
 impl Backward for AttentionBackward {
@@ -201,7 +204,8 @@ impl Backward for AttentionBackward {
                 Ok(out.into_iter().map(|s| s.cast(dt)).collect())
             },
             |x| {
-                let (dq, dk, dv) = cuda_attn::backward(x[0], x[1], x[2], x[3], x[4], x[5], x[6], g, self.max_len)?;
+                let (dq, dk, dv) =
+                    cuda_attn::backward(x[0], x[1], x[2], x[3], x[4], x[5], x[6], g, self.max_len, self.kernel)?;
                 Ok(vec![dq, dk, dv])
             },
         )?;
