@@ -29,6 +29,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut backend_rows = check::gpu::backend_checks(&Device::Cpu, seed);
     backend_rows.extend(check::decode::decode_checks(&Device::Cpu, seed));
     backend_rows.push(check::decode::randn_check(&Device::Cpu, seed));
+    backend_rows.extend(check::sampling::sampling_checks(&Device::Cpu, seed));
     println!("CPU backend: f32 and bf16 paths vs the f64 reference\n{}", format_table(&backend_rows));
     all.extend(backend_rows);
 
@@ -44,6 +45,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 rows.extend(check::select::select_checks(&dev, seed));
                 rows.extend(check::decode::decode_checks(&dev, seed));
                 rows.push(check::decode::randn_check(&dev, seed));
+                rows.extend(check::sampling::sampling_checks(&dev, seed));
                 println!(
                     "\nCUDA kernels vs CPU reference (f64), poisoned outputs, every launch checked\n{}",
                     format_table(&rows)

@@ -163,3 +163,32 @@ inline float atomicAdd(float* p, float v) {
     return old;
 }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{f32_to_bf16_bits(f)}; }
+
+// common.cuh's storage conversions and reductions. Block reductions are emulated collectives: every thread
+// publishes, meets the others, and reduces all values in thread order (the real butterfly order differs,
+// which changes only rounding).
+inline float to_f32(float x) { return x; }
+inline float to_f32(__nv_bfloat16 x) { return bf16_to_f32(x); }
+inline float warp_sum(float v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+inline float warp_max(float v) {
+    for (int off = 16; off > 0; off >>= 1) v = std::fmax(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+namespace emu {
+template <class F> float block_reduce(float v, float init, F op) {
+    const int me = (int)threadIdx.x;
+    slots[me].f = v;
+    block_barrier();
+    float r = init;
+    for (int t = 0; t < cta.threads; ++t) r = op(r, slots[t].f);
+    block_barrier();
+    return r;
+}
+}  // namespace emu
+inline float block_sum(float v) { return emu::block_reduce(v, 0.0f, [](float a, float b) { return a + b; }); }
+inline float block_max(float v) {
+    return emu::block_reduce(v, -INFINITY, [](float a, float b) { return std::fmax(a, b); });
+}

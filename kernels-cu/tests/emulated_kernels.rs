@@ -84,3 +84,8 @@ fn attention_forward_mma_kernel_matches_the_f64_reference_when_emulated() {
 fn attention_backward_mma_kernel_matches_the_f64_reference_when_emulated() {
     emulate("attention_mma_bwd.cu", "attention_mma_bwd_check.cpp", 4);
 }
+
+#[test]
+fn device_sampler_picks_inside_the_cdf_interval_when_emulated() {
+    emulate("sample.cu", "sample_check.cpp", 7);
+}

@@ -1,9 +1,10 @@
 //! Generation with a KV cache: prefill the packed prompts with the fused attention (writing K/V into
 //! each request's cache slot), then decode one token per active request per step with decode attention.
-//! Sampling (temperature, top-k, top-p, per-request seeds) runs on the host over each request's logits.
+//! Sampling (temperature, top-k, top-p, per-request seeds): plain temperature / greedy sampling on a GPU
+//! runs on the device (only the picks cross to the host); truncated sampling and CPU runs sample on the host.
 use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs, layer_output, Qwen3};
-use entrl_engine::ops::{attention, CacheIndex, KvCache};
+use entrl_engine::ops::{attention, sample_rows, CacheIndex, KvCache};
 use entrl_engine::{no_grad, Packing, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -101,30 +102,7 @@ pub fn generate(
     let mut active: Vec<usize> = (0..n).filter(|&i| reqs[i].max_new_tokens > 0).collect();
     let mut rows: Vec<usize> = (0..n).collect(); // row of `logits` for each request
     while !active.is_empty() {
-        let host = logits.to_vec_f32()?;
-        let v = c.vocab_size;
-        // Sample every active request in parallel (each has its own generator, so results are independent
-        // of the thread split), then record the tokens in request order.
-        let picks: Vec<(u32, f64)> = {
-            let mut work: Vec<(&[f32], &mut rand::rngs::StdRng)> = Vec::new();
-            let mut rng_refs: Vec<Option<&mut rand::rngs::StdRng>> = rngs.iter_mut().map(Some).collect();
-            for &r in &active {
-                work.push((&host[rows[r] * v..(rows[r] + 1) * v], rng_refs[r].take().expect("one row per request")));
-            }
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(work.len()).max(1);
-            let chunk = work.len().div_ceil(threads);
-            std::thread::scope(|sc| {
-                let handles: Vec<_> = work
-                    .chunks_mut(chunk)
-                    .map(|part| {
-                        sc.spawn(move || {
-                            part.iter_mut().map(|(row, rng)| sample(row, params, *rng)).collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles.into_iter().flat_map(|h| h.join().expect("sampling thread")).collect()
-            })
-        };
+        let picks = sample_active(&logits, &active, &rows, &mut rngs, params, c.vocab_size)?;
         let mut next = Vec::new();
         for (&r, (tok, lp)) in active.iter().zip(picks) {
             out[r].tokens.push(tok);
@@ -158,6 +136,45 @@ pub fn generate(
         }
     }
     Ok(out)
+}
+
+/// One (token, log-prob) per active request, in `active` order, from its row `rows[r]` of `logits`.
+/// Temperature / greedy sampling on a GPU runs on the device (`ops::sample_rows`: only the picks are
+/// copied back), drawing the same one uniform per request from its generator as [`sample`] does; top-k /
+/// top-p truncation, and every CPU run, sample on the host with [`sample`].
+fn sample_active(
+    logits: &Tensor,
+    active: &[usize],
+    rows: &[usize],
+    rngs: &mut [rand::rngs::StdRng],
+    params: &SamplingParams,
+    vocab: usize,
+) -> Result<Vec<(u32, f64)>> {
+    if logits.device().is_cuda() && params.top_k == 0 && params.top_p >= 1.0 {
+        let u: Vec<f64> =
+            active.iter().map(|&r| if params.temperature > 0.0 { rngs[r].random::<f64>() } else { 0.0 }).collect();
+        let at: Vec<usize> = active.iter().map(|&r| rows[r]).collect();
+        return Ok(sample_rows(logits, &at, &u, params.temperature)?);
+    }
+    let host = logits.to_vec_f32()?;
+    // Sample every active request in parallel (each has its own generator, so results are independent of
+    // the thread split), then return the tokens in request order.
+    let mut work: Vec<(&[f32], &mut rand::rngs::StdRng)> = Vec::new();
+    let mut rng_refs: Vec<Option<&mut rand::rngs::StdRng>> = rngs.iter_mut().map(Some).collect();
+    for &r in active {
+        work.push((&host[rows[r] * vocab..(rows[r] + 1) * vocab], rng_refs[r].take().expect("one row per request")));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(work.len()).max(1);
+    let chunk = work.len().div_ceil(threads);
+    Ok(std::thread::scope(|sc| {
+        let handles: Vec<_> = work
+            .chunks_mut(chunk)
+            .map(|part| {
+                sc.spawn(move || part.iter_mut().map(|(row, rng)| sample(row, params, *rng)).collect::<Vec<_>>())
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("sampling thread")).collect()
+    }))
 }
 
 /// Sample one token from a row of logits; returns (token, log-prob under softmax(logits / T)).
@@ -202,4 +219,34 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> (u32, f
     }
     let i = *order.last().expect("non-empty vocabulary");
     (i as u32, logp(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entrl_engine::Device;
+
+    /// The device sampler's rule (`ops::sample_rows`, here its CPU reference) and the host sampler draw the
+    /// same tokens from the same generators when nothing is truncated, so switching a run to the GPU path
+    /// changes only rounding.
+    #[test]
+    fn device_rule_and_host_sampler_agree_without_truncation() {
+        let (rows, vocab) = (64, 301);
+        let mut g = rand::rngs::StdRng::seed_from_u64(7);
+        let host: Vec<f32> = (0..rows * vocab).map(|_| (g.random::<f32>() - 0.5) * 8.0).collect();
+        let logits = Tensor::from_vec(host.clone(), [rows, vocab], &Device::Cpu).unwrap();
+        for temperature in [0.0, 0.7, 1.0] {
+            let params = SamplingParams { temperature, top_p: 1.0, top_k: 0 };
+            let mut a: Vec<_> = (0..rows).map(|r| rand::rngs::StdRng::seed_from_u64(r as u64)).collect();
+            let mut b = a.clone();
+            let u: Vec<f64> =
+                a.iter_mut().map(|rng| if temperature > 0.0 { rng.random::<f64>() } else { 0.0 }).collect();
+            let rule = sample_rows(&logits, &(0..rows).collect::<Vec<_>>(), &u, temperature).unwrap();
+            for (r, (tok, lp)) in rule.into_iter().enumerate() {
+                let (t2, lp2) = sample(&host[r * vocab..(r + 1) * vocab], &params, &mut b[r]);
+                assert_eq!(tok, t2, "row {r}, T={temperature}");
+                assert!((lp - lp2).abs() < 1e-9);
+            }
+        }
+    }
 }

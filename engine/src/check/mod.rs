@@ -5,6 +5,7 @@ pub mod cases;
 pub mod decode;
 pub mod gpu;
 pub mod gradcheck;
+pub mod sampling;
 pub mod select;
 
 /// One line of a check table.

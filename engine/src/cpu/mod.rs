@@ -11,6 +11,7 @@ pub mod policy_loss;
 pub mod random;
 pub mod reduce;
 pub mod rope;
+pub mod sampling;
 pub mod softmax;
 pub mod storage;
 

@@ -23,6 +23,7 @@ pub mod gemm;
 pub mod geo;
 pub mod kernels;
 pub mod policy_loss;
+pub mod sampling;
 pub mod select;
 pub mod timing;
 pub mod weights;

@@ -11,6 +11,7 @@ mod norm;
 mod policy_loss;
 mod reduce;
 mod rope;
+mod sampling;
 mod select;
 mod softmax;
 mod weights;
@@ -20,6 +21,7 @@ pub use decode::{CacheIndex, KvCache};
 pub use matmul::MatmulSpec;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
 pub use rope::RopeSpec;
+pub use sampling::sample_rows;
 pub use select::{radix_sort, select_random, select_tails, tail_count, TailMasks, COUNT_SLACK};
 pub use weights::{soft_weights, SoftWeightSchedule};
 
