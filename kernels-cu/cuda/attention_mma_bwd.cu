@@ -5,7 +5,7 @@
 // or below the diagonal, 64 queries at a time. Everything is computed transposed (rows = keys), so the
 // products that accumulate over queries take their A operand straight from registers:
 //   Sᵀ = K Qᵀ,  dPᵀ = V dOᵀ                     (A: K / V rows of the warp; B: Q / dO rows, plain ldmatrix)
-//   Pᵀ = 2^(Sᵀ·scale·log2e − LSE·log2e)         (0 on masked lanes: key past the query or the sequence end)
+//   Pᵀ = 2^(Sᵀ·scale·log2e − LSE·log2e)         (0 on masked lanes: key past the query or either past the end)
 //   dSᵀ = Pᵀ ∘ (dPᵀ − D_query),  D_i = do_i·o_i (attn_bwd_dot in attention.cu)
 //   dV += Pᵀ dO,  dK += dSᵀ Q                   (A: Pᵀ / dSᵀ re-packed from the accumulators; B: transposed ldmatrix)
 //   dQ += dS K                                  (dSᵀ goes through shared memory once; A by transposed ldmatrix;
@@ -32,7 +32,7 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kQTiles = kBlockM / 8;  // n8 MMA tiles of the warp's 16×64 Sᵀ tile
 constexpr float kLog2e = 1.4426950408889634f;
 
-// sK | sV | sQ[2] | sdO[2] (bf16 [64][D+8]) | sdS (bf16 [64 keys][72]) | lse2[2][64] | dvec[2][64] (f32)
+// sK | sV | sQ[2] | sdO[2] (bf16 [64][D+8]) | sdS (bf16 [64 keys][72]) | lse[2][64] | dvec[2][64] (f32)
 template <int D> struct BwdSmem {
     static constexpr int LD = D + 8;
     static constexpr int LDS = kBlockM + 8;
@@ -46,13 +46,15 @@ __device__ __forceinline__ void load_rows(bf16* dst, const bf16* src, long long 
     load_rows_async<D, kBlockM, BwdSmem<D>::LD, kThreads>(dst, src, row0, rows, heads, h);
 }
 
-// Row statistics of the query tile q0..: LSE in log2 units (+inf past the end: P = 0) and D.
-__device__ __forceinline__ void load_stats(float* lse2, float* dv, const float* lse, const float* dvec, long long row0,
+// Row statistics of the query tile (LSE, natural log, and D) into shared memory, asynchronously in the
+// tile's cp.async group; rows past the end read as 0 (their lanes are masked: `edge` covers them).
+__device__ __forceinline__ void load_stats(float* sl, float* sd, const float* lse, const float* dvec, long long row0,
                                            int rows, int hq, int h) {
     for (int i = threadIdx.x; i < kBlockM; i += kThreads) {
         const bool ok = i < rows;
-        lse2[i] = ok ? lse[(row0 + i) * hq + h] * kLog2e : CUDART_INF_F;
-        dv[i] = ok ? dvec[(row0 + i) * hq + h] : 0.0f;
+        const long long src = (row0 + (ok ? i : 0)) * hq + h;
+        cp_async_4(sl + i, lse + src, ok);
+        cp_async_4(sd + i, dvec + src, ok);
     }
 }
 
@@ -74,7 +76,7 @@ __device__ __forceinline__ void attn_bwd_mma_body(float* __restrict__ dq_accum, 
     bf16* sQ = sV + S::tile;        // two stages
     bf16* sdO = sQ + 2 * S::tile;   // two stages
     bf16* sdS = sdO + 2 * S::tile;
-    float* sL = reinterpret_cast<float*>(sdS + S::ds);  // two stages of 64
+    float* sL = reinterpret_cast<float*>(sdS + S::ds);  // two stages of 64 (16-byte aligned: ds·2 % 16 == 0)
     float* sD = sL + 2 * kBlockM;                        // two stages of 64
 
     // 1. which tile: key block x of sequence z, query head y; this thread's two key rows
@@ -157,7 +159,7 @@ __device__ __forceinline__ void attn_bwd_mma_body(float* __restrict__ dq_accum, 
             for (int e = 0; e < 4; ++e) {
                 const int qi = j * 8 + 2 * c + (e & 1);
                 const int key = keys[e >> 1], query = q0 + qi;
-                p[e] = fast_exp2(st[j][e] * scale_log2 - tL[qi]);
+                p[e] = fast_exp2(fmaf(st[j][e], scale_log2, -tL[qi] * kLog2e));
                 if (edge && (key > query || query >= len || key >= len)) p[e] = 0.0f;
                 ds[e] = p[e] * (dpt[j][e] - tD[qi]);
             }
@@ -217,10 +219,9 @@ __device__ __forceinline__ void attn_bwd_mma_body(float* __restrict__ dq_accum, 
             if (query >= len) continue;
             float* row = dq_accum + ((start + query) * hq + h) * (long long)D;
 #pragma unroll
-            for (int dn = 0; dn < D / 8; ++dn) {
-                atomicAdd(row + dn * 8 + 2 * c, scale * acc_dq[dn][2 * i]);
-                atomicAdd(row + dn * 8 + 2 * c + 1, scale * acc_dq[dn][2 * i + 1]);
-            }
+            for (int dn = 0; dn < D / 8; ++dn)  // sm_90 vector atomic: one 8-byte add per pair
+                atomicAdd(reinterpret_cast<float2*>(row + dn * 8 + 2 * c),
+                          make_float2(scale * acc_dq[dn][2 * i], scale * acc_dq[dn][2 * i + 1]));
         }
         __syncthreads();  // sdS and this stage are free before 3a / 3e of the next tile refill them
     }
@@ -231,12 +232,11 @@ __device__ __forceinline__ void attn_bwd_mma_body(float* __restrict__ dq_accum, 
         if (keys[i] >= len) continue;
         const long long row = ((start + keys[i]) * hq + h) * (long long)D;
 #pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                dk_head[row + dn * 8 + 2 * c + e] = scale * acc_dk[dn][2 * i + e];
-                dv_head[row + dn * 8 + 2 * c + e] = acc_dv[dn][2 * i + e];
-            }
+        for (int dn = 0; dn < D / 8; ++dn) {
+            *reinterpret_cast<float2*>(dk_head + row + dn * 8 + 2 * c) =
+                make_float2(scale * acc_dk[dn][2 * i], scale * acc_dk[dn][2 * i + 1]);
+            *reinterpret_cast<float2*>(dv_head + row + dn * 8 + 2 * c) = make_float2(acc_dv[dn][2 * i], acc_dv[dn][2 * i + 1]);
+        }
     }
 }
 

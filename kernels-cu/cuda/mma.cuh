@@ -23,10 +23,16 @@ __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool val
     const int bytes = valid ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
 }
+// 4 bytes global -> shared, asynchronously (cached at all levels); `valid == false` writes 4 zero bytes.
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool valid) {
+    const int bytes = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-// Wait until at most N committed groups are still in flight.
+// Wait until at most N committed groups are still in flight. The memory clobber keeps the compiler from
+// moving shared-memory accesses across the wait even where no __syncthreads follows.
 template <int N> __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* p) {

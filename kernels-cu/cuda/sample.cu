@@ -52,7 +52,8 @@ __device__ __forceinline__ void sample_row(int* __restrict__ tokens, float* __re
         int first = vocab;
         for (int i = lo; i < hi && first == vocab; ++i)
             if (to_f32(z[i]) * inv_t == m) first = i;
-        const int best = (int)(-block_max(-(float)first));
+        int best = (int)(-block_max(-(float)first));
+        if (best >= vocab) best = row_last >= 0 ? row_last : vocab - 1;  // an all-NaN row: stay in bounds
         if (tid == 0) {
             tokens[out] = best;
             logps[out] = to_f32(z[best]) * inv_t - lse;

@@ -162,6 +162,13 @@ inline float atomicAdd(float* p, float v) {
     *p = old + v;
     return old;
 }
+struct float2 { float x, y; };
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
+inline float2 atomicAdd(float2* p, float2 v) {
+    const float2 old = *p;
+    *p = float2{old.x + v.x, old.y + v.y};
+    return old;
+}
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{f32_to_bf16_bits(f)}; }
 
 // common.cuh's storage conversions and reductions. Block reductions are emulated collectives: every thread

@@ -23,7 +23,7 @@ pub fn sample_rows(
     if m == 0 {
         return Ok((tokens, logps));
     }
-    if m > 1 << 31 {
+    if m >= 1 << 31 {
         return Err(EngineError::invalid("sample_rows", format!("{m} rows exceed the grid")));
     }
     let name = match logits.dtype {
