@@ -136,6 +136,7 @@ inline float __shfl_xor_sync(unsigned, float v, int mask) {
 }
 
 inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 inline float bf16_to_f32(__nv_bfloat16 x) {
     const uint32_t u = (uint32_t)x.bits << 16;
     float f;
@@ -199,3 +200,14 @@ inline float block_sum(float v) { return emu::block_reduce(v, 0.0f, [](float a, 
 inline float block_max(float v) {
     return emu::block_reduce(v, -INFINITY, [](float a, float b) { return std::fmax(a, b); });
 }
+
+// Vector type, integer atomics and the store conversion used by the decode kernels.
+struct uint4 { unsigned x, y, z, w; };
+inline int atomicExch(int* p, int v) {
+    const int old = *p;
+    *p = v;
+    return old;
+}
+template <typename T> inline T from_f32(float x);
+template <> inline float from_f32<float>(float x) { return x; }
+template <> inline __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }

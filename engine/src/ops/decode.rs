@@ -147,7 +147,8 @@ impl KvCache {
                     idx.device.as_ref().ok_or_else(|| EngineError::invalid("kv cache", "index built for the CPU"))?;
                 let (s, l) = (slot.storage(), len.storage());
                 let (Storage::Cuda(s), Storage::Cuda(l)) = (&*s, &*l) else { unreachable!("uploaded") };
-                Storage::Cuda(cuda_decode::decode_attention(qs, kc, vc, s, l, idx.len(), &g)?)
+                let max_keys = idx.pos.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
+                Storage::Cuda(cuda_decode::decode_attention(qs, kc, vc, s, l, idx.len(), max_keys, &g)?)
             }
             (Storage::Cpu(qs), Storage::Cpu(kc), Storage::Cpu(vc)) => {
                 let len: Vec<i32> = idx.pos.iter().map(|p| p + 1).collect();
