@@ -1,6 +1,6 @@
 //! Generation with the KV cache against full recomputation on the fixture model (CPU, f32).
 use entrl_engine::{DType, Device, Packing, Tensor};
-use entrl_qwen3::{generate, FinishReason, ForwardOptions, Qwen3, Request, SamplingParams};
+use entrl_qwen3::{generate, generate_batched, FinishReason, ForwardOptions, Qwen3, Request, SamplingParams};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -91,4 +91,35 @@ fn bad_requests_are_errors() {
     let bad = SamplingParams { temperature: 1.0, top_p: 0.0, top_k: 0 };
     let e = generate(&m, &[Request { prompt: vec![1], max_new_tokens: 1, seed: 0 }], &bad, &[], |_, _| {});
     assert!(e.err().unwrap().to_string().contains("top_p"));
+}
+
+#[test]
+fn continuous_batching_with_few_slots_gives_the_same_generations() {
+    let m = model();
+    let p = SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0 };
+    let reqs: Vec<Request> = (0..7)
+        .map(|i| Request {
+            prompt: (0..(1 + i % 3)).map(|t| (5 + 7 * i + t) as u32).collect(),
+            max_new_tokens: [1, 9, 3, 12, 0, 5, 7][i],
+            seed: 100 + i as u64,
+        })
+        .collect();
+    // a stop id that some sampled responses hit, so slots also free early
+    let all = generate(&m, &reqs, &p, &[], |_, _| {}).unwrap();
+    let stop = all[3].tokens[2];
+    let reference = generate(&m, &reqs, &p, &[stop], |_, _| {}).unwrap();
+    for slots in [1, 2, 3] {
+        let mut seen = 0;
+        let got = generate_batched(&m, &reqs, &p, &[stop], slots, |_, _| seen += 1).unwrap();
+        assert_eq!(seen, got.iter().map(|g| g.tokens.len()).sum::<usize>());
+        for (i, (a, b)) in got.iter().zip(&reference).enumerate() {
+            assert_eq!(a.tokens, b.tokens, "request {i} with {slots} slots");
+            assert_eq!(a.finish, b.finish, "request {i} with {slots} slots");
+            for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                assert!((x - y).abs() < 1e-9, "request {i}: log-prob {x} vs {y}");
+            }
+        }
+    }
+    assert!(reference[3].finish == FinishReason::Stop && reference[3].tokens.len() == 3);
+    assert!(reference[4].tokens.is_empty());
 }

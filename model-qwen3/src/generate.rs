@@ -48,12 +48,28 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// Generate for every request (batched); `on_token(request, token)` is called as tokens are produced.
+/// Generate for every request (all decoding together); `on_token(request, token)` is called as tokens are
+/// produced.
 pub fn generate(
     model: &Qwen3,
     reqs: &[Request],
     params: &SamplingParams,
     stop_ids: &[u32],
+    on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Generation>> {
+    generate_batched(model, reqs, params, stop_ids, reqs.len(), on_token)
+}
+
+/// Generate with at most `slots` requests decoding at once (continuous batching): a request that stops
+/// frees its KV-cache slot and the next waiting request is prefilled into it, so a long response does not
+/// hold a whole wave of finished ones. Each request samples with its own generator from logits that depend
+/// on its own tokens only, so the outputs equal those of [`generate`] for any `slots` (up to GPU rounding).
+pub fn generate_batched(
+    model: &Qwen3,
+    reqs: &[Request],
+    params: &SamplingParams,
+    stop_ids: &[u32],
+    slots: usize,
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Generation>> {
     let _ng = no_grad();
@@ -69,83 +85,144 @@ pub fn generate(
     }
     let dev = &model.device;
     let n = reqs.len();
+    let slots = slots.clamp(1, n.max(1));
     let max_len = reqs.iter().map(|r| r.prompt.len() + r.max_new_tokens).max().unwrap_or(1).max(1);
     let caches: Vec<KvCache> = (0..c.num_hidden_layers)
-        .map(|_| KvCache::new(n, max_len, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev))
+        .map(|_| {
+            KvCache::new(slots, max_len, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev)
+        })
         .collect::<std::result::Result<_, _>>()?;
     let mut rngs: Vec<rand::rngs::StdRng> = reqs.iter().map(|r| rand::rngs::StdRng::seed_from_u64(r.seed)).collect();
     let mut out: Vec<Generation> = reqs
         .iter()
         .map(|_| Generation { tokens: Vec::new(), logprobs: Vec::new(), finish: FinishReason::Length })
         .collect();
+    let mut waiting = (0..n).filter(|&i| reqs[i].max_new_tokens > 0).collect::<std::collections::VecDeque<_>>();
+    let mut free: Vec<usize> = (0..slots).rev().collect();
+    let mut slot_of = vec![usize::MAX; n];
+    let mut decoding: Vec<usize> = Vec::new(); // requests whose next token comes from a decode step
 
-    // 1. prefill: packed prompts, K/V of every prompt token into its request's slot
-    let lens: Vec<usize> = reqs.iter().map(|r| r.prompt.len()).collect();
+    loop {
+        // 1. admit waiting requests into free slots: packed prefill, then their first token
+        let admit: Vec<usize> = (0..free.len().min(waiting.len())).filter_map(|_| waiting.pop_front()).collect();
+        if !admit.is_empty() {
+            for &r in &admit {
+                slot_of[r] = free.pop().expect("a free slot per admitted request");
+            }
+            let logits = prefill(model, reqs, &admit, &slot_of, slots, max_len, &caches)?;
+            let picks = sample_active(&logits, &admit, &mut rngs, params, c.vocab_size)?;
+            record(&admit, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &slot_of);
+        }
+        if decoding.is_empty() {
+            if waiting.is_empty() {
+                break;
+            }
+            continue;
+        }
+        // 2. one decode step for every request past its prefill
+        let step = std::mem::take(&mut decoding);
+        let logits = decode_step(model, reqs, &step, &out, &slot_of, slots, max_len, &caches)?;
+        let picks = sample_active(&logits, &step, &mut rngs, params, c.vocab_size)?;
+        record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &slot_of);
+    }
+    Ok(out)
+}
+
+/// Prefill the prompts of `admit` (packed) into their cache slots; logits [admit.len(), vocab] of each
+/// prompt's last position.
+fn prefill(
+    model: &Qwen3,
+    reqs: &[Request],
+    admit: &[usize],
+    slot_of: &[usize],
+    slots: usize,
+    max_len: usize,
+    caches: &[KvCache],
+) -> Result<Tensor> {
+    let (c, dev) = (&model.config, &model.device);
+    let lens: Vec<usize> = admit.iter().map(|&r| reqs[r].prompt.len()).collect();
     let packing = Packing::from_lengths(&lens)?;
-    let ids: Vec<i32> = reqs.iter().flat_map(|r| r.prompt.iter().map(|&t| t as i32)).collect();
+    let ids: Vec<i32> = admit.iter().flat_map(|&r| reqs[r].prompt.iter().map(|&t| t as i32)).collect();
     let pos = packing.positions();
-    let slots: Vec<i32> = lens.iter().enumerate().flat_map(|(i, &l)| std::iter::repeat_n(i as i32, l)).collect();
-    let idx = CacheIndex::new(slots, pos.clone(), n, max_len, dev)?;
+    let slot_ids: Vec<i32> =
+        admit.iter().zip(&lens).flat_map(|(&r, &l)| std::iter::repeat_n(slot_of[r] as i32, l)).collect();
+    let idx = CacheIndex::new(slot_ids, pos.clone(), slots, max_len, dev)?;
     let pos_t = Tensor::from_vec(pos, [packing.total()], dev)?;
     let mut x = model.embed.embedding(&Tensor::from_vec(ids, [packing.total()], dev)?)?;
-    for (layer, cache) in model.layers.iter().zip(&caches) {
+    for (layer, cache) in model.layers.iter().zip(caches) {
         let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
         cache.write(&k, &v, &idx)?;
         let a = attention(&q, &k, &v, &packing, false)?;
         x = layer_output(layer, c, &x, &a.out)?;
     }
     let last: Vec<i32> = packing.spans().map(|(s, l)| (s + l - 1) as i32).collect();
-    let last_t = Tensor::from_vec(last, [n], dev)?;
-    let mut logits = x.embedding(&last_t)?.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?;
-
-    // 2. decode: sample, then feed the new token of every active request
-    let mut active: Vec<usize> = (0..n).filter(|&i| reqs[i].max_new_tokens > 0).collect();
-    let mut rows: Vec<usize> = (0..n).collect(); // row of `logits` for each request
-    while !active.is_empty() {
-        let picks = sample_active(&logits, &active, &rows, &mut rngs, params, c.vocab_size)?;
-        let mut next = Vec::new();
-        for (&r, (tok, lp)) in active.iter().zip(picks) {
-            out[r].tokens.push(tok);
-            out[r].logprobs.push(lp);
-            on_token(r, tok);
-            if stop_ids.contains(&tok) {
-                out[r].finish = FinishReason::Stop;
-            } else if out[r].tokens.len() < reqs[r].max_new_tokens {
-                next.push(r);
-            }
-        }
-        active = next;
-        if active.is_empty() {
-            break;
-        }
-        let ids: Vec<i32> = active.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
-        let pos: Vec<i32> = active.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
-        let m = active.len();
-        let idx = CacheIndex::new(active.iter().map(|&r| r as i32).collect(), pos.clone(), n, max_len, dev)?;
-        let pos_t = Tensor::from_vec(pos, [m], dev)?;
-        let mut x = model.embed.embedding(&Tensor::from_vec(ids, [m], dev)?)?;
-        for (layer, cache) in model.layers.iter().zip(&caches) {
-            let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
-            cache.write(&k, &v, &idx)?;
-            let o = cache.attend(&q, &idx)?;
-            x = layer_output(layer, c, &x, &o)?;
-        }
-        logits = x.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?;
-        for (row, &r) in active.iter().enumerate() {
-            rows[r] = row;
-        }
-    }
-    Ok(out)
+    let last_t = Tensor::from_vec(last, [admit.len()], dev)?;
+    Ok(x.embedding(&last_t)?.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?)
 }
 
-/// One (token, log-prob) per active request, in `active` order, from its row `rows[r]` of `logits`.
+/// Feed each request of `step` its last sampled token; logits [step.len(), vocab].
+#[allow(clippy::too_many_arguments)]
+fn decode_step(
+    model: &Qwen3,
+    reqs: &[Request],
+    step: &[usize],
+    out: &[Generation],
+    slot_of: &[usize],
+    slots: usize,
+    max_len: usize,
+    caches: &[KvCache],
+) -> Result<Tensor> {
+    let (c, dev) = (&model.config, &model.device);
+    let ids: Vec<i32> = step.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
+    let pos: Vec<i32> = step.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
+    let idx = CacheIndex::new(step.iter().map(|&r| slot_of[r] as i32).collect(), pos.clone(), slots, max_len, dev)?;
+    let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
+    let mut x = model.embed.embedding(&Tensor::from_vec(ids, [step.len()], dev)?)?;
+    for (layer, cache) in model.layers.iter().zip(caches) {
+        let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
+        cache.write(&k, &v, &idx)?;
+        let o = cache.attend(&q, &idx)?;
+        x = layer_output(layer, c, &x, &o)?;
+    }
+    Ok(x.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?)
+}
+
+/// Append each request's pick; a request that stops or reaches its length frees its slot, the others
+/// go back to `decoding`.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    reqs_now: &[usize],
+    picks: Vec<(u32, f64)>,
+    reqs: &[Request],
+    stop_ids: &[u32],
+    out: &mut [Generation],
+    on_token: &mut impl FnMut(usize, u32),
+    decoding: &mut Vec<usize>,
+    free: &mut Vec<usize>,
+    slot_of: &[usize],
+) {
+    for (&r, (tok, lp)) in reqs_now.iter().zip(picks) {
+        out[r].tokens.push(tok);
+        out[r].logprobs.push(lp);
+        on_token(r, tok);
+        if stop_ids.contains(&tok) {
+            out[r].finish = FinishReason::Stop;
+            free.push(slot_of[r]);
+        } else if out[r].tokens.len() < reqs[r].max_new_tokens {
+            decoding.push(r);
+        } else {
+            free.push(slot_of[r]);
+        }
+    }
+}
+
+/// One (token, log-prob) per active request, in `active` order; request `active[i]` is row i of `logits`.
 /// Temperature / greedy sampling on a GPU runs on the device (`ops::sample_rows`: only the picks are
 /// copied back), drawing the same one uniform per request from its generator as [`sample`] does; top-k /
 /// top-p truncation, and every CPU run, sample on the host with [`sample`].
 fn sample_active(
     logits: &Tensor,
     active: &[usize],
-    rows: &[usize],
     rngs: &mut [rand::rngs::StdRng],
     params: &SamplingParams,
     vocab: usize,
@@ -153,7 +230,7 @@ fn sample_active(
     if logits.device().is_cuda() && params.top_k == 0 && params.top_p >= 1.0 {
         let u: Vec<f64> =
             active.iter().map(|&r| if params.temperature > 0.0 { rngs[r].random::<f64>() } else { 0.0 }).collect();
-        let at: Vec<usize> = active.iter().map(|&r| rows[r]).collect();
+        let at: Vec<usize> = (0..active.len()).collect();
         return Ok(sample_rows(logits, &at, &u, params.temperature)?);
     }
     let host = logits.to_vec_f32()?;
@@ -161,8 +238,8 @@ fn sample_active(
     // the thread split), then return the tokens in request order.
     let mut work: Vec<(&[f32], &mut rand::rngs::StdRng)> = Vec::new();
     let mut rng_refs: Vec<Option<&mut rand::rngs::StdRng>> = rngs.iter_mut().map(Some).collect();
-    for &r in active {
-        work.push((&host[rows[r] * vocab..(rows[r] + 1) * vocab], rng_refs[r].take().expect("one row per request")));
+    for (row, &r) in active.iter().enumerate() {
+        work.push((&host[row * vocab..(row + 1) * vocab], rng_refs[r].take().expect("one row per request")));
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(work.len()).max(1);
     let chunk = work.len().div_ceil(threads);

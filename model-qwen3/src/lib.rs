@@ -13,6 +13,6 @@ pub mod verify;
 pub use config::Qwen3Config;
 pub use entrl_engine as engine;
 pub use error::{ModelError, Result};
-pub use generate::{generate, FinishReason, Generation, Request, SamplingParams};
+pub use generate::{generate, generate_batched, FinishReason, Generation, Request, SamplingParams};
 pub use model::{ForwardOptions, ForwardOutput, Qwen3};
 pub use tokenizer::{Message, Tokenizer};

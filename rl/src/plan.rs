@@ -57,10 +57,12 @@
 //!   (optimistic for small models, whose GEMMs run below peak).
 //! * Update: tokens per GPU × training FLOPs (S = prompt_tokens + mean_response) / rate.
 //! * Old log-probs: tokens per GPU × forward FLOPs / rate.
-//! * Rollout: decode is memory-bound. Each GPU decodes its sequences in waves of c = min(max_concurrent,
-//!   sequences per GPU) (static batching: a wave lasts as long as its longest response, taken as
-//!   1.5 × mean_response for the long tail of response lengths, capped at the maximum response
-//!   seq − prompt_tokens). Per decode step the GPU reads the weights (b·N bytes) and the K/V of the active
+//! * Rollout: decode is memory-bound. Each GPU keeps c = min(max_concurrent, sequences per GPU) sequences
+//!   decoding (continuous batching: a finished sequence's slot takes the next waiting one), so its
+//!   sequences × mean_response tokens take that many / c full steps, plus a drain at the end while the
+//!   last ones finish: the longest response, taken as 1.5 × mean_response for the long tail of response
+//!   lengths (capped at seq − prompt_tokens), minus one mean response. Per decode step the GPU reads the
+//!   weights (b·N bytes) and the K/V of the active
 //!   sequences (c × (prompt_tokens + mean_response / 2) × L·2·Hkv·d·b) at 3.35 TB/s (H100 SXM HBM3
 //!   datasheet) × 0.6: the measured device copy reaches 2.94 TB/s (88%, h100.md) and decode adds small
 //!   kernels, gathers and the host round trip of sampling. A step costs max(memory time, compute time) with
@@ -367,9 +369,10 @@ pub struct TimePlan {
     /// Effective FLOP/s per GPU and whether it comes from entrl's own measurement.
     pub flops: f64,
     pub measured_by_entrl: bool,
-    /// Decode: waves per GPU, sequences per wave, steps per wave, seconds per step; prefill seconds.
-    pub waves: usize,
-    pub wave_size: usize,
+    /// Decode: sequences per GPU, KV-cache slots (sequences decoding at once), decode steps per GPU,
+    /// seconds per step; prefill seconds.
+    pub seqs: usize,
+    pub slots: usize,
     pub decode_steps: usize,
     pub decode_step_s: f64,
     pub prefill_s: f64,
@@ -393,9 +396,9 @@ impl TimePlan {
         let gpus = if g == 1 { "1 GPU".to_string() } else { format!("{g} GPUs") };
         let mut s = format!("DAPO step on {gpus}: {:.1} M tokens, phases in sequence\n", self.tokens_per_step / 1e6);
         let rollout = format!(
-            "{} waves × {} seqs × {} decode steps × {:.1} ms + prefill {:.1} s; {:.0} generated tok/s/GPU",
-            self.waves,
-            self.wave_size,
+            "{} seqs through {} slots: {} decode steps × {:.1} ms + prefill {:.1} s; {:.0} generated tok/s/GPU",
+            self.seqs,
+            self.slots,
             self.decode_steps,
             self.decode_step_s * 1e3,
             self.prefill_s,
@@ -513,12 +516,13 @@ fn time(input: &PlanInput) -> TimePlan {
     let update_s = tokens_per_gpu * train_flops_per_token(m, seq_len, input.checkpointing) / flops;
     let old_logprob_s = tokens_per_gpu * forward_flops_per_token(m, seq_len) / flops;
 
-    // Rollout: waves of c sequences, each lasting the tail length; a step costs max(memory, compute).
+    // Rollout: c slots kept full (continuous batching), then the drain of the longest responses; a step
+    // costs max(memory, compute).
     let seqs = input.seqs_per_gpu();
     let wave_size = input.max_concurrent.min(seqs).max(1);
-    let waves = seqs.div_ceil(wave_size);
     let max_response = input.seq.saturating_sub(input.prompt_tokens);
-    let decode_steps = ((input.mean_response as f64 * TAIL_FACTOR).ceil() as usize).min(max_response);
+    let longest = ((input.mean_response as f64 * TAIL_FACTOR).ceil() as usize).min(max_response);
+    let decode_steps = (seqs * input.mean_response).div_ceil(wave_size) + longest.saturating_sub(input.mean_response);
     let ctx = input.prompt_tokens as f64 + input.mean_response as f64 / 2.0;
     let step_bytes = input.weight_bytes as f64 * matmul_params(m)
         + wave_size as f64 * ctx * kv_bytes_per_token(m, input.weight_bytes) as f64;
@@ -526,7 +530,7 @@ fn time(input: &PlanInput) -> TimePlan {
     let step_flops = wave_size as f64 * (2.0 * matmul_params(m) + 4.0 * ctx * attn_width(m));
     let decode_step_s = (step_bytes / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY)).max(step_flops / flops);
     let prefill_s = (seqs * input.prompt_tokens) as f64 * forward_flops_per_token(m, input.prompt_tokens) / flops;
-    let rollout_s = (waves * decode_steps) as f64 * decode_step_s + prefill_s;
+    let rollout_s = decode_steps as f64 * decode_step_s + prefill_s;
 
     // ZeRO-2 per update: reduce-scatter the f32 gradients + all-gather the weights, ring factor (g − 1)/g.
     let p = m.num_params() as f64;
@@ -543,8 +547,8 @@ fn time(input: &PlanInput) -> TimePlan {
         gpus: g,
         flops,
         measured_by_entrl: input.train_tokens_per_s_8b.is_some(),
-        waves,
-        wave_size,
+        seqs,
+        slots: wave_size,
         decode_steps,
         decode_step_s,
         prefill_s,

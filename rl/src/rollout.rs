@@ -3,7 +3,7 @@
 use crate::codec::{Reader, Writer};
 use crate::data::PromptRow;
 use crate::reward::overlong_penalty;
-use entrl_qwen3::{generate, FinishReason, Qwen3, Request, SamplingParams, Tokenizer};
+use entrl_qwen3::{generate_batched, FinishReason, Qwen3, Request, SamplingParams, Tokenizer};
 use std::sync::Arc;
 
 /// A prompt ready for generation.
@@ -113,7 +113,7 @@ pub struct RolloutSpec<'a> {
     pub n: usize,
     pub params: SamplingParams,
     pub max_response_len: usize,
-    /// Requests per `generate` call (bounds the preallocated KV cache).
+    /// Sequences decoding at once (KV-cache slots; continuous batching refills a slot when one finishes).
     pub max_concurrent: usize,
     /// (buffer, factor) of DAPO's soft overlong penalty, when on.
     pub overlong: Option<(usize, f64)>,
@@ -158,12 +158,10 @@ pub fn rollout(
             });
         }
     }
-    let mut gens = Vec::with_capacity(reqs.len());
-    for chunk in reqs.chunks(spec.max_concurrent.max(1)) {
-        gens.extend(
-            generate(model, chunk, &spec.params, tok.stop_ids(), |_, _| on_token()).map_err(|e| e.to_string())?,
-        );
-    }
+    // Continuous batching: at most max_concurrent sequences hold a KV-cache slot; a finished one hands its
+    // slot to the next waiting request.
+    let gens = generate_batched(model, &reqs, &spec.params, tok.stop_ids(), spec.max_concurrent, |_, _| on_token())
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(gens.len());
     for (i, g) in gens.into_iter().enumerate() {
         let p = prompts[i / spec.n];
