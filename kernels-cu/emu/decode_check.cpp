@@ -17,10 +17,6 @@ struct Case {
     bool bf16;
 };
 
-template <typename T> static T store(float x);
-template <> float store<float>(float x) { return x; }
-template <> __nv_bfloat16 store<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
 template <typename T>
 static bool run_case(const Case& cs, std::mt19937_64& rng,
                      void (*chunk)(float*, float*, float*, const T*, const T*, const T*, const int*, const int*, int,
@@ -30,9 +26,9 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
     const int batch = (int)lens.size(), slots = batch + 1, max_len = 768, d = cs.d, hq = cs.hq, hkv = cs.hkv;
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<T> kc((size_t)slots * max_len * hkv * d), vc(kc.size()), q((size_t)batch * hq * d);
-    for (auto& x : kc) x = store<T>(normal(rng));
-    for (auto& x : vc) x = store<T>(normal(rng));
-    for (auto& x : q) x = store<T>(normal(rng));
+    for (auto& x : kc) x = from_f32<T>(normal(rng));
+    for (auto& x : vc) x = from_f32<T>(normal(rng));
+    for (auto& x : q) x = from_f32<T>(normal(rng));
     std::vector<int> slot(batch);
     for (int b = 0; b < batch; ++b) slot[b] = (b + 2) % slots;  // requests do not sit in slot order
 
@@ -43,7 +39,7 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
     const int chunks = (max_keys + kChunk - 1) / kChunk;
     std::vector<float> ws_o((size_t)batch * hq * chunks * d, NAN), ws_m((size_t)batch * hq * chunks, NAN),
         ws_l(ws_m.size(), NAN);
-    std::vector<T> o((size_t)batch * hq * d, store<T>(NAN));
+    std::vector<T> o((size_t)batch * hq * d, from_f32<T>(NAN));
     const float scale = 1.0f / std::sqrt((float)d);
     gridDim = dim3{(unsigned)batch, (unsigned)(hq / heads), (unsigned)chunks};
     blockDim = dim3{(unsigned)kDecodeThreads, 1, 1};

@@ -19,10 +19,6 @@ struct Case {
     float temperature;
 };
 
-template <typename T> static T store(float x);
-template <> float store<float>(float x) { return x; }
-template <> __nv_bfloat16 store<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
 template <typename T>
 static bool run_case(const Case& cs, std::mt19937_64& rng,
                      void (*kern)(int*, float*, const T*, const int*, const float*, int, float, int)) {
@@ -34,7 +30,7 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
         for (int i = 0; i < cs.vocab; ++i) {
             const bool off = cs.masked && (i % 7 == 3 || i > cs.vocab - cs.vocab / 5);
             const float x = cs.ties ? std::round(normal(rng) / 3.0f) : normal(rng);
-            logits[(size_t)r * cs.vocab + i] = store<T>(off ? -INFINITY : x);
+            logits[(size_t)r * cs.vocab + i] = from_f32<T>(off ? -INFINITY : x);
         }
     std::vector<int> rows(cs.rows);
     std::vector<float> u(cs.rows);

@@ -87,11 +87,12 @@ pub fn generate_batched(
     let n = reqs.len();
     let slots = slots.clamp(1, n.max(1));
     let max_len = reqs.iter().map(|r| r.prompt.len() + r.max_new_tokens).max().unwrap_or(1).max(1);
-    let caches: Vec<KvCache> = (0..c.num_hidden_layers)
+    let layers: Vec<KvCache> = (0..c.num_hidden_layers)
         .map(|_| {
             KvCache::new(slots, max_len, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev)
         })
         .collect::<std::result::Result<_, _>>()?;
+    let mut cache = SlotCache { layers, slots, max_len, slot_of: vec![usize::MAX; n] };
     let mut rngs: Vec<rand::rngs::StdRng> = reqs.iter().map(|r| rand::rngs::StdRng::seed_from_u64(r.seed)).collect();
     let mut out: Vec<Generation> = reqs
         .iter()
@@ -99,7 +100,6 @@ pub fn generate_batched(
         .collect();
     let mut waiting = (0..n).filter(|&i| reqs[i].max_new_tokens > 0).collect::<std::collections::VecDeque<_>>();
     let mut free: Vec<usize> = (0..slots).rev().collect();
-    let mut slot_of = vec![usize::MAX; n];
     let mut decoding: Vec<usize> = Vec::new(); // requests whose next token comes from a decode step
 
     loop {
@@ -107,11 +107,11 @@ pub fn generate_batched(
         let admit: Vec<usize> = (0..free.len().min(waiting.len())).filter_map(|_| waiting.pop_front()).collect();
         if !admit.is_empty() {
             for &r in &admit {
-                slot_of[r] = free.pop().expect("a free slot per admitted request");
+                cache.slot_of[r] = free.pop().expect("a free slot per admitted request");
             }
-            let logits = prefill(model, reqs, &admit, &slot_of, slots, max_len, &caches)?;
+            let logits = prefill(model, reqs, &admit, &cache)?;
             let picks = sample_active(&logits, &admit, &mut rngs, params, c.vocab_size)?;
-            record(&admit, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &slot_of);
+            record(&admit, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
         }
         if decoding.is_empty() {
             if waiting.is_empty() {
@@ -121,35 +121,43 @@ pub fn generate_batched(
         }
         // 2. one decode step for every request past its prefill
         let step = std::mem::take(&mut decoding);
-        let logits = decode_step(model, reqs, &step, &out, &slot_of, slots, max_len, &caches)?;
+        let logits = decode_step(model, reqs, &step, &out, &cache)?;
         let picks = sample_active(&logits, &step, &mut rngs, params, c.vocab_size)?;
-        record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &slot_of);
+        record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
     }
     Ok(out)
 }
 
-/// Prefill the prompts of `admit` (packed) into their cache slots; logits [admit.len(), vocab] of each
-/// prompt's last position.
-fn prefill(
-    model: &Qwen3,
-    reqs: &[Request],
-    admit: &[usize],
-    slot_of: &[usize],
+/// The per-layer KV caches of a generation and which slot each request holds.
+struct SlotCache {
+    layers: Vec<KvCache>,
     slots: usize,
     max_len: usize,
-    caches: &[KvCache],
-) -> Result<Tensor> {
+    /// Slot of each request while it is being generated.
+    slot_of: Vec<usize>,
+}
+
+impl SlotCache {
+    /// Cache rows for tokens of `reqs` (request, position) pairs.
+    fn index(&self, rows: impl Iterator<Item = (usize, i32)>, dev: &entrl_engine::Device) -> Result<CacheIndex> {
+        let (slot, pos): (Vec<i32>, Vec<i32>) = rows.map(|(r, p)| (self.slot_of[r] as i32, p)).unzip();
+        Ok(CacheIndex::new(slot, pos, self.slots, self.max_len, dev)?)
+    }
+}
+
+/// Prefill the prompts of `admit` (packed) into their cache slots; logits [admit.len(), vocab] of each
+/// prompt's last position.
+fn prefill(model: &Qwen3, reqs: &[Request], admit: &[usize], cache: &SlotCache) -> Result<Tensor> {
     let (c, dev) = (&model.config, &model.device);
     let lens: Vec<usize> = admit.iter().map(|&r| reqs[r].prompt.len()).collect();
     let packing = Packing::from_lengths(&lens)?;
     let ids: Vec<i32> = admit.iter().flat_map(|&r| reqs[r].prompt.iter().map(|&t| t as i32)).collect();
     let pos = packing.positions();
-    let slot_ids: Vec<i32> =
-        admit.iter().zip(&lens).flat_map(|(&r, &l)| std::iter::repeat_n(slot_of[r] as i32, l)).collect();
-    let idx = CacheIndex::new(slot_ids, pos.clone(), slots, max_len, dev)?;
+    let owners = admit.iter().zip(&lens).flat_map(|(&r, &l)| std::iter::repeat_n(r, l));
+    let idx = cache.index(owners.zip(pos.iter().copied()), dev)?;
     let pos_t = Tensor::from_vec(pos, [packing.total()], dev)?;
     let mut x = model.embed.embedding(&Tensor::from_vec(ids, [packing.total()], dev)?)?;
-    for (layer, cache) in model.layers.iter().zip(caches) {
+    for (layer, cache) in model.layers.iter().zip(&cache.layers) {
         let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
         cache.write(&k, &v, &idx)?;
         let a = attention(&q, &k, &v, &packing, false)?;
@@ -161,24 +169,20 @@ fn prefill(
 }
 
 /// Feed each request of `step` its last sampled token; logits [step.len(), vocab].
-#[allow(clippy::too_many_arguments)]
 fn decode_step(
     model: &Qwen3,
     reqs: &[Request],
     step: &[usize],
     out: &[Generation],
-    slot_of: &[usize],
-    slots: usize,
-    max_len: usize,
-    caches: &[KvCache],
+    cache: &SlotCache,
 ) -> Result<Tensor> {
     let (c, dev) = (&model.config, &model.device);
     let ids: Vec<i32> = step.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
     let pos: Vec<i32> = step.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
-    let idx = CacheIndex::new(step.iter().map(|&r| slot_of[r] as i32).collect(), pos.clone(), slots, max_len, dev)?;
+    let idx = cache.index(step.iter().copied().zip(pos.iter().copied()), dev)?;
     let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
     let mut x = model.embed.embedding(&Tensor::from_vec(ids, [step.len()], dev)?)?;
-    for (layer, cache) in model.layers.iter().zip(caches) {
+    for (layer, cache) in model.layers.iter().zip(&cache.layers) {
         let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
         cache.write(&k, &v, &idx)?;
         let o = cache.attend(&q, &idx)?;
