@@ -97,7 +97,7 @@ __device__ void attn_fwd_body(bf16* __restrict__ o, float* __restrict__ lse, flo
                               const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                               const int* __restrict__ cu_seqlens, int hq, int hkv, float scale, int want_entropy) {
     using L = Layout<D>;
-    extern __shared__ __align__(128) unsigned char smem[];
+    DYNAMIC_SMEM(smem, 128);
     bf16* sQ = reinterpret_cast<bf16*>(smem);
     bf16* sK = sQ + kBlockM * L::LDQ;
     bf16* sV = sK + kBlockN * L::LDQ;
@@ -235,7 +235,7 @@ __device__ void attn_bwd_body(float* __restrict__ dq_accum, bf16* __restrict__ d
                               const float* __restrict__ dvec, const int* __restrict__ cu_seqlens, int hq, int hkv,
                               float scale) {
     using L = Layout<D>;
-    extern __shared__ __align__(128) unsigned char smem[];
+    DYNAMIC_SMEM(smem, 128);
     bf16* sK = reinterpret_cast<bf16*>(smem);
     bf16* sV = sK + kBlockN * L::LDQ;
     bf16* sQ = sV + kBlockN * L::LDQ;

@@ -64,7 +64,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* _
     constexpr int LD = S::LD;
     static_assert(D % 32 == 0, "K fragments load two k16 slices at a time");
     static_assert(S::bytes <= 227 * 1024, "one CTA fits an SM's shared memory");
-    extern __shared__ __align__(128) unsigned char smem[];
+    DYNAMIC_SMEM(smem, 128);
     bf16* sQ = reinterpret_cast<bf16*>(smem);
     bf16* sK = sQ + S::q_elems;
     bf16* sV = sK + 2 * S::kv_elems;

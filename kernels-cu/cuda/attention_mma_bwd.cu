@@ -70,7 +70,7 @@ __device__ __forceinline__ void attn_bwd_mma_body(float* __restrict__ dq_accum, 
     using S = BwdSmem<D>;
     constexpr int LD = S::LD, LDS = S::LDS;
     static_assert(S::bytes <= 113 * 1024, "two CTAs fit an SM's shared memory");
-    extern __shared__ __align__(128) unsigned char smem[];
+    DYNAMIC_SMEM(smem, 128);
     bf16* sK = reinterpret_cast<bf16*>(smem);
     bf16* sV = sK + S::tile;
     bf16* sQ = sV + S::tile;        // two stages

@@ -12,6 +12,10 @@
 
 #define MAX_DIMS 6
 
+// The launch's dynamic shared memory as `unsigned char name[]`, aligned (a macro so the CPU emulation in
+// kernels-cu/emu can map it to one host buffer).
+#define DYNAMIC_SMEM(name, align) extern __shared__ __align__(align) unsigned char name[]
+
 // Every kernel is launchable with up to 1024 threads per block: cap registers accordingly (<= 64/thread).
 #define KERNEL extern "C" __global__ void __launch_bounds__(1024)
 

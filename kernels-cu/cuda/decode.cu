@@ -53,7 +53,7 @@ __device__ void decode_chunk_body(float* __restrict__ ws_o, float* __restrict__ 
     constexpr int VECS = D / EPV;             // vectors per row (<= 32)
     constexpr int KPI = kDecodeThreads / VECS;  // keys handled per pass of the CTA
     static_assert(VECS <= 32 && kDecodeThreads % VECS == 0, "a row's vectors sit in one warp");
-    extern __shared__ __align__(16) unsigned char smem[];
+    DYNAMIC_SMEM(smem, 16);
     const int G = group_heads;
     float* sq = reinterpret_cast<float*>(smem);
     float* sp = sq + G * D;

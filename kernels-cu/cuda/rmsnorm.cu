@@ -34,7 +34,8 @@ __device__ __forceinline__ void rmsnorm_fwd_body(T* out, float* rstd, const T* x
 template <typename T>
 __device__ __forceinline__ void rmsnorm_bwd_body(T* dx, float* dw_partial, const T* dy, const T* x, const T* w,
                                                  const float* rstd, int rows, int dim, int rows_per_block) {
-    extern __shared__ float dw_acc[];  // [dim]
+    DYNAMIC_SMEM(dw_smem, 16);  // [dim] floats
+    float* dw_acc = reinterpret_cast<float*>(dw_smem);
     // 0. this block's row range; zero the dw accumulator
     const long long b = blockIdx.x;
     const long long r0 = b * rows_per_block;

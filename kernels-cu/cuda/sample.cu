@@ -24,7 +24,7 @@ template <typename T>
 __device__ __forceinline__ void sample_row(int* __restrict__ tokens, float* __restrict__ logps,
                                            const T* __restrict__ logits, const int* __restrict__ rows,
                                            const float* __restrict__ u, int vocab, float inv_t, int greedy) {
-    extern __shared__ __align__(16) unsigned char smem[];  // chunk sums [kSampleThreads], then one int flag
+    DYNAMIC_SMEM(smem, 16);  // chunk sums [kSampleThreads], then one int flag
     float* chunk_sum = reinterpret_cast<float*>(smem);
     int* found = reinterpret_cast<int*>(chunk_sum + kSampleThreads);
     const int out = blockIdx.x, tid = threadIdx.x;

@@ -14,8 +14,11 @@
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __shared__
+// Static __shared__ variables become function statics: CTAs run one at a time, so one instance per kernel
+// is the CTA's shared copy. Dynamic shared memory is the harness's buffer of that name.
+#define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
+#define DYNAMIC_SMEM(name, align) extern unsigned char name[]
 #define __launch_bounds__(...)
 
 struct dim3 { unsigned x = 0, y = 0, z = 0; };
@@ -80,6 +83,7 @@ inline void warp_barrier() {
 // Per-lane exchange slots for warp collectives.
 struct Slot {
     float f;
+    unsigned u;
     const void* ptr;
     uint32_t a[4], b[2];
 };
@@ -211,3 +215,37 @@ inline int atomicExch(int* p, int v) {
 template <typename T> inline T from_f32(float x);
 template <> inline float from_f32<float>(float x) { return x; }
 template <> inline __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+// The integer warp collectives, bit intrinsics and atomics of the selection kernels.
+inline unsigned __shfl_up_sync(unsigned, unsigned v, int delta) {
+    const int me = (int)threadIdx.x, lane = me & 31;
+    emu::slots[me].u = v;
+    emu::warp_barrier();
+    const unsigned r = lane >= delta ? emu::slots[me - delta].u : v;
+    emu::warp_barrier();
+    return r;
+}
+// Mask of the lanes of the warp holding the same value.
+inline unsigned __match_any_sync(unsigned, unsigned v) {
+    const int me = (int)threadIdx.x, base = me & ~31;
+    emu::slots[me].u = v;
+    emu::warp_barrier();
+    unsigned mask = 0;
+    for (int l = 0; l < 32; ++l)
+        if (emu::slots[base + l].u == v) mask |= 1u << l;
+    emu::warp_barrier();
+    return mask;
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline unsigned __float_as_uint(float x) {
+    unsigned u;
+    std::memcpy(&u, &x, 4);
+    return u;
+}
+inline double __dmul_rn(double a, double b) { return a * b; }  // C++ mode: no FMA contraction
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    const unsigned old = *p;
+    *p = old + v;
+    return old;
+}
+using std::isnan;

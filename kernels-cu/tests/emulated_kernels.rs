@@ -1,9 +1,9 @@
-//! Runs the register-resident CUDA kernels on the CPU: each kernel file is compiled unchanged by the host C++
-//! compiler against the `emu/` shims (CUDA threads as fibers, warp collectives following the PTX fragment
-//! layouts) and its harness compares the results with an f64 reference. This checks a kernel's indexing —
-//! fragment layouts, masking, the online softmax and entropy recurrences, the epilogue — on machines with
-//! no GPU; the timing-dependent parts (cp.async overlap, real tensor-core rounding) are left to `entrl
-//! selftest` on a GPU.
+//! Runs CUDA kernel files on the CPU: each is compiled unchanged by the host C++ compiler against the
+//! `emu/` shims (CUDA threads as fibers, one CTA at a time; warp collectives — shuffles, match_any, ldmatrix,
+//! mma.sync — following the PTX definitions) and its harness compares the results with an f64 reference or a
+//! host sort. This checks a kernel's indexing, masking, recurrences, multi-pass protocols and epilogues on
+//! machines with no GPU; the timing-dependent parts (cp.async overlap, races between CTAs, real tensor-core
+//! rounding) are left to `entrl selftest` on a GPU.
 //!
 //! Needs a C++20 compiler (`$CXX`, else `c++`). Without one the test says so and passes, unless
 //! `ENTRL_REQUIRE_CXX=1` (CI sets it), which turns a missing compiler into a failure.
@@ -94,4 +94,9 @@ fn device_sampler_picks_inside_the_cdf_interval_when_emulated() {
 #[test]
 fn split_k_decode_attention_matches_the_f64_reference_when_emulated() {
     emulate("decode.cu", "decode_check.cpp", 4);
+}
+
+#[test]
+fn radix_select_and_sort_match_a_host_sort_when_emulated() {
+    emulate("select.cu", "select_check.cpp", 5);
 }

@@ -1,0 +1,149 @@
+// Executes the radix select (select_hist / select_scan / select_mask, 8 passes as engine/src/cuda/select.rs
+// launches them) and the LSD radix sort (init / 4 × hist, scan, scatter / gather) of cuda/select.cu, compiled
+// unchanged against the emu/ shims, and compares them with a sort on the host: top and bottom tails of every
+// pool (empty, one-token, invalid-only and multi-tile pools, more pools per tile than the shared histograms
+// hold, ties, ±0, ±inf), seeded random selection, and a stable sort with NaNs and −0. One line per case;
+// exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
+#include "select.cu"
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+
+// Run `body` over a grid of `blocks` CTAs of kThreads threads.
+template <class F> static void launch(unsigned blocks, F body) {
+    gridDim = dim3{blocks, 1, 1};
+    blockDim = dim3{(unsigned)kThreads, 1, 1};
+    for (unsigned b = 0; b < blocks; ++b) {
+        blockIdx = dim3{b, 0, 0};
+        emu::run_cta(kThreads, body);
+    }
+}
+
+static u32 host_float_key(float x) {
+    u32 b;
+    std::memcpy(&b, &x, 4);
+    if ((b & 0x7FFFFFFFu) == 0u) b = 0u;
+    if ((b & 0x7FFFFFFFu) > 0x7F800000u) b = 0x7FC00000u;
+    return b ^ ((b & 0x80000000u) ? 0xFFFFFFFFu : 0x80000000u);
+}
+static u32 host_hash(u64 seed, long long i) {
+    auto mix = [](u64 z) {
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    };
+    return (u32)(mix(mix(seed) + ((u64)i + 1ull) * 0x9E3779B97F4A7C15ull) >> 32);
+}
+
+static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng) {
+    const double frac = 0.2, slack = 1.0 - 1e-12;
+    const int ntails = 2, num_pools = (int)pool_lens.size();
+    std::vector<int> cu{0};
+    for (int l : pool_lens) cu.push_back(cu.back() + l);
+    const long long n = cu.back();
+    std::uniform_int_distribution<int> small(-3, 3);
+    std::vector<float> scores(n), valid(n);
+    for (long long i = 0; i < n; ++i) {
+        const int r = small(rng);
+        scores[i] = r == 3 ? INFINITY : r == -3 ? -0.0f : r == 2 ? 0.0f : (float)r * 0.5f + (float)(i % 5) * 1e-3f;
+        valid[i] = (i % 11 == 4) ? 0.0f : 1.0f;
+    }
+    // a pool with no valid token
+    if (num_pools > 3)
+        for (int i = cu[3]; i < cu[4]; ++i) valid[i] = 0.0f;
+    const u64 seed = 0x5eed;
+    const int nslots = num_pools * ntails;
+    std::vector<u32> hist(nslots * 256, 0u), state(nslots * 4, 0u), flags(2, 0u);
+    std::vector<float> out0(n, NAN), out1(n, NAN);
+    const float* sc = random ? nullptr : scores.data();
+    const unsigned tiles = (unsigned)((n + kTile - 1) / kTile);
+    for (int pass = 0; pass < 8; ++pass) {
+        launch(tiles, [&] {
+            select_hist(hist.data(), state.data(), flags.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
+                        ntails, pass);
+        });
+        launch((unsigned)std::min(nslots, 65535), [&] {
+            select_scan(hist.data(), state.data(), flags.data(), nslots, pass, frac, slack);
+        });
+    }
+    launch(3, [&] {
+        select_mask(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails);
+    });
+
+    // reference: per pool, the k smallest valid (key, index) — key complemented for the top tail
+    long long wrong = 0;
+    for (int q = 0; q < num_pools; ++q) {
+        std::vector<long long> ids;
+        for (long long i = cu[q]; i < cu[q + 1]; ++i)
+            if (valid[i] != 0.0f) ids.push_back(i);
+        const double x = frac * (double)ids.size() * slack;
+        const size_t k = std::min((size_t)std::ceil(x), ids.size());
+        for (int t = 0; t < ntails; ++t) {
+            auto key = [&](long long i) {
+                const u32 e = random ? host_hash(seed, i) : host_float_key(scores[i]);
+                return t ? ~e : e;
+            };
+            std::vector<long long> order = ids;
+            std::sort(order.begin(), order.end(), [&](long long a, long long b) {
+                return key(a) != key(b) ? key(a) < key(b) : a < b;
+            });
+            std::vector<float> want(cu[q + 1] - cu[q], 0.0f);
+            for (size_t j = 0; j < k; ++j) want[order[j] - cu[q]] = 1.0f;
+            const std::vector<float>& got = t ? out1 : out0;
+            for (long long i = cu[q]; i < cu[q + 1]; ++i) wrong += got[i] != want[i - cu[q]];
+        }
+    }
+    const bool ok = wrong == 0 && flags[1] == 0u;
+    std::printf("%-40s %-4s %lld wrong mask entries (%d pools, %lld tokens)\n", name, ok ? "ok" : "FAIL", wrong,
+                num_pools, n);
+    return ok;
+}
+
+static bool sort_case(const char* name, long long n, std::mt19937_64& rng) {
+    std::uniform_int_distribution<int> small(-50, 50);
+    std::vector<float> x(n);
+    for (long long i = 0; i < n; ++i) {
+        const int r = small(rng);
+        x[i] = r == 50 ? NAN : r == -50 ? -0.0f : r == 49 ? -INFINITY : (float)r * 0.25f;
+    }
+    const long long tiles = (n + kTile - 1) / kTile;
+    std::vector<u32> ka(n), kb(n), counts(256 * tiles), totals(256);
+    std::vector<int> ia(n), ib(n);
+    std::vector<float> out(n, 1234.5f);
+    launch(4, [&] { radix_sort_init_f32(ka.data(), ia.data(), x.data(), n); });
+    for (int pass = 0; pass < 4; ++pass) {
+        const int shift = 8 * pass;
+        u32 *kin = pass % 2 ? kb.data() : ka.data(), *kout = pass % 2 ? ka.data() : kb.data();
+        int *iin = pass % 2 ? ib.data() : ia.data(), *iout = pass % 2 ? ia.data() : ib.data();
+        launch((unsigned)tiles, [&] { radix_sort_hist(counts.data(), kin, n, tiles, shift); });
+        launch(256, [&] { radix_sort_scan(counts.data(), totals.data(), tiles); });
+        launch((unsigned)tiles,
+               [&] { radix_sort_scatter(kout, iout, kin, iin, counts.data(), totals.data(), n, tiles, shift); });
+    }
+    launch(4, [&] { radix_sort_gather_f32(out.data(), x.data(), ia.data(), n); });
+    std::vector<int> want(n);
+    for (long long i = 0; i < n; ++i) want[i] = (int)i;
+    std::stable_sort(want.begin(), want.end(), [&](int a, int b) { return host_float_key(x[a]) < host_float_key(x[b]); });
+    long long wrong = 0;
+    for (long long j = 0; j < n; ++j) {
+        u32 a, b;
+        std::memcpy(&a, &out[j], 4);
+        std::memcpy(&b, &x[want[j]], 4);
+        wrong += ia[j] != want[j] || a != b;
+    }
+    const bool ok = wrong == 0;
+    std::printf("%-40s %-4s %lld misplaced of %lld\n", name, ok ? "ok" : "FAIL", wrong, n);
+    return ok;
+}
+
+int main() {
+    std::mt19937_64 rng(20261130);
+    bool ok = true;
+    ok &= select_case("tails, 1 pool over 3 tiles", {9001}, false, rng);
+    ok &= select_case("tails, 9 pools incl. empty / 1 / invalid", {0, 1, 15, 40, 3000, 2, 0, 5100, 77}, false, rng);
+    ok &= select_case("random, 6 pools", {4200, 13, 1, 60, 900, 333}, true, rng);
+    ok &= sort_case("radix sort 9000 (NaN, -0, -inf, ties)", 9000, rng);
+    ok &= sort_case("radix sort 255", 255, rng);
+    return ok ? 0 : 1;
+}
