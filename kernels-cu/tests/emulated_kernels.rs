@@ -100,3 +100,8 @@ fn split_k_decode_attention_matches_the_f64_reference_when_emulated() {
 fn radix_select_and_sort_match_a_host_sort_when_emulated() {
     emulate("select.cu", "select_check.cpp", 5);
 }
+
+#[test]
+fn fused_dapo_loss_rows_match_the_f64_formulas_when_emulated() {
+    emulate("policy_loss.cu", "policy_loss_check.cpp", 2);
+}
