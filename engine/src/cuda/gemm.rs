@@ -52,7 +52,10 @@ pub fn gemm_into(
             .map_err(|e| EngineError::cuda("matmul with k = 0", e));
     }
     if g.k == 0 {
-        return Ok(()); // C = 0 + beta·C, already in place for beta = 1
+        if beta != 1.0 {
+            return Err(EngineError::invalid("matmul", format!("k = 0 with beta {beta} (0 or 1 only)")));
+        }
+        return Ok(()); // C = 0 + 1·C, already in place
     }
     let (m, n, k) = (to_i32(g.m)?, to_i32(g.n)?, to_i32(g.k)?);
     // Column-major view: A_cm = B (ld = k if trans_b else n), B_cm = A (ld = m if trans_a else k).

@@ -69,10 +69,20 @@ struct Inner {
     blas: CudaBlas,
     alloc: Arc<CachingAllocator>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<String, CudaFunction>>,
+    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
     /// Device-side error word written by kernels that validate indices (1 = index out of range).
     err_flag: DeviceBlock,
     debug_sync: AtomicBool,
+}
+
+impl Drop for Inner {
+    /// Runs before the fields drop: finish in-flight work and make this device's context current, so the
+    /// cuBLAS handle, modules and buffers are released in their own context (the last clone may drop on a
+    /// thread that last drove another GPU).
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        let _ = self.stream.synchronize();
+    }
 }
 
 impl CudaDevice {
@@ -195,7 +205,8 @@ impl CudaDevice {
 
     /// A kernel from one of the embedded PTX families, loaded and cached on first use.
     pub(crate) fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
-        if let Some(f) = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        let key = (family, name.to_string());
+        if let Some(f) = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(f.clone());
         }
         let module = {
@@ -217,13 +228,14 @@ impl CudaDevice {
         let f = module
             .load_function(name)
             .map_err(|e| EngineError::cuda(format!("looking up kernel {family}::{name}"), e))?;
-        self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), f.clone());
+        self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
         Ok(f)
     }
 
     /// Allow `family::name` up to `bytes` of dynamic shared memory (needed above the default 48 KiB).
     pub(crate) fn allow_shared_memory(&self, family: &'static str, name: &str, bytes: usize) -> Result<()> {
         use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
+        self.bind()?;
         self.function(family, name)?
             .set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
             .map_err(|e| EngineError::cuda(format!("allowing {bytes} bytes of shared memory for {name}"), e))

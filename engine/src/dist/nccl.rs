@@ -10,30 +10,47 @@ use crate::error::{EngineError, Result};
 use crate::storage::Storage;
 use crate::tensor::Tensor;
 use cudarc::nccl::{result, sys};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct NcclComm {
     rank: usize,
     world: usize,
-    comm: sys::ncclComm_t,
     device: CudaDevice,
     host: ThreadComm,
     group: Arc<Group>,
 }
 
-/// Every communicator of the group (as addresses), so that one rank's abort can abort them all: a rank
-/// blocked in a collective its peer will never join is only released by aborting its own communicator.
+/// Every communicator of the group, so that one rank's abort can abort them all: a rank blocked in a
+/// collective its peer will never join is only released by aborting its own communicator.
 struct Group {
-    /// Live communicators by rank; None once destroyed or aborted (the lock orders abort against drop).
-    live: Mutex<Vec<Option<usize>>>,
+    slots: Vec<Slot>,
 }
+
+/// One rank's communicator and the flags that keep it from being used after it is freed.
+struct Slot {
+    /// The communicator (its address; fixed at init).
+    comm: usize,
+    /// Held by the owner from the `aborted` check to the end of each enqueue, so an abort waits for an
+    /// enqueue in progress (with connections made at init, NCCL_RUNTIME_CONNECT=0, an enqueue does not
+    /// wait for peers).
+    in_use: Mutex<()>,
+    /// No new operation once set: the owner gets an error instead of touching a freed communicator.
+    aborted: AtomicBool,
+    /// Destroyed or aborted already (exactly one of drop / abort frees it).
+    freed: AtomicBool,
+}
+
+/// How long an abort waits for a rank's enqueue in progress before aborting its communicator anyway.
+const ABORT_WAIT: Duration = Duration::from_secs(2);
 
 // SAFETY: an NCCL communicator may be used from any thread as long as one thread at a time issues its
 // operations; each NcclComm belongs to exactly one worker thread, which is the only one calling it.
 unsafe impl Send for NcclComm {}
 // SAFETY: see Send; `abort` (the one cross-thread call) is ncclCommAbort, which NCCL allows from another
-// thread, serialised against destruction by the group's lock.
+// thread; each slot's `freed` flag makes abort and drop free a communicator exactly once, and `aborted`
+// stops its owner from issuing anything on it afterwards.
 unsafe impl Sync for NcclComm {}
 
 fn nccl_err(what: &str) -> impl Fn(result::NcclError) -> EngineError + '_ {
@@ -49,26 +66,32 @@ impl NcclComm {
                 "libnccl could not be loaded (symlink libnccl.so -> libnccl.so.2 on LD_LIBRARY_PATH)".into(),
             ));
         }
+        // Connect every pair at init rather than in the first collective, so that issuing a collective never
+        // blocks on a peer (see Slot::in_use). Respect a value the user set.
+        if std::env::var_os("NCCL_RUNTIME_CONNECT").is_none() {
+            std::env::set_var("NCCL_RUNTIME_CONNECT", "0");
+        }
         let n = devices.len();
         let ordinals: Vec<i32> = devices.iter().map(|d| d.ordinal() as i32).collect();
         let mut comms: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); n];
         // SAFETY: `comms` has room for n communicators and `ordinals` lists n devices.
         unsafe { result::comm_init_all(comms.as_mut_ptr(), n as i32, ordinals.as_ptr()) }.map_err(nccl_err("init"))?;
         let hosts = ThreadComm::group(n, host_timeout);
-        let group = Arc::new(Group { live: Mutex::new(comms.iter().map(|&c| Some(c as usize)).collect()) });
-        Ok(comms
+        let slots = comms
+            .iter()
+            .map(|&c| Slot {
+                comm: c as usize,
+                in_use: Mutex::new(()),
+                aborted: AtomicBool::new(false),
+                freed: AtomicBool::new(false),
+            })
+            .collect();
+        let group = Arc::new(Group { slots });
+        Ok(hosts
             .into_iter()
-            .zip(hosts)
             .zip(devices)
             .enumerate()
-            .map(|(rank, ((comm, host), d))| NcclComm {
-                rank,
-                world: n,
-                comm,
-                device: d.clone(),
-                host,
-                group: group.clone(),
-            })
+            .map(|(rank, (host, d))| NcclComm { rank, world: n, device: d.clone(), host, group: group.clone() })
             .collect())
     }
 
@@ -82,6 +105,22 @@ impl NcclComm {
 
     fn stream(&self) -> sys::cudaStream_t {
         self.device.stream().cu_stream() as sys::cudaStream_t
+    }
+
+    /// Run one enqueue on this rank's communicator unless the group was aborted (then an error, never a call
+    /// on a freed communicator).
+    fn with_comm(
+        &self,
+        what: &str,
+        f: impl FnOnce(sys::ncclComm_t) -> std::result::Result<(), result::NcclError>,
+    ) -> Result<()> {
+        let slot = &self.group.slots[self.rank];
+        let _g = slot.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.aborted.load(Ordering::SeqCst) {
+            return Err(EngineError::Comm(format!("NCCL {what}: the group was aborted")));
+        }
+        self.device.bind()?;
+        f(slot.comm as sys::ncclComm_t).map_err(nccl_err(what))
     }
 
     /// (device pointer, elements) of a CUDA tensor on this rank's device.
@@ -102,56 +141,35 @@ impl Communicator for NcclComm {
     }
 
     fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
-        let (p, dt) = (self.ptr(t)?, Self::dtype(t)?);
-        self.device.bind()?;
+        let (p, dt, n, stream) = (self.ptr(t)?, Self::dtype(t)?, t.numel(), self.stream());
         // SAFETY: in-place all-reduce over t's numel elements of its device buffer.
-        unsafe {
-            result::all_reduce(
-                p as *const _,
-                p as *mut _,
-                t.numel(),
-                dt,
-                sys::ncclRedOp_t::ncclSum,
-                self.comm,
-                self.stream(),
-            )
-        }
-        .map(|_| ())
-        .map_err(nccl_err("all_reduce"))
+        self.with_comm("all_reduce", |c| unsafe {
+            result::all_reduce(p as *const _, p as *mut _, n, dt, sys::ncclRedOp_t::ncclSum, c, stream).map(|_| ())
+        })
     }
 
     fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<()> {
         if input.numel() != output.numel() * self.world || input.dtype() != output.dtype() {
             return Err(EngineError::shape("reduce_scatter", format!("{input:?} -> {output:?} over {}", self.world)));
         }
-        let (i, o, dt) = (self.ptr(input)?, self.ptr(output)?, Self::dtype(input)?);
-        self.device.bind()?;
+        let (i, o, dt, n, stream) =
+            (self.ptr(input)?, self.ptr(output)?, Self::dtype(input)?, output.numel(), self.stream());
         // SAFETY: input holds world·k elements and output k, checked above.
-        unsafe {
-            result::reduce_scatter(
-                i as *const _,
-                o as *mut _,
-                output.numel(),
-                dt,
-                sys::ncclRedOp_t::ncclSum,
-                self.comm,
-                self.stream(),
-            )
-        }
-        .map(|_| ())
-        .map_err(nccl_err("reduce_scatter"))
+        self.with_comm("reduce_scatter", |c| unsafe {
+            result::reduce_scatter(i as *const _, o as *mut _, n, dt, sys::ncclRedOp_t::ncclSum, c, stream).map(|_| ())
+        })
     }
 
     fn all_gather(&self, input: &Tensor, output: &Tensor) -> Result<()> {
         if output.numel() != input.numel() * self.world || input.dtype() != output.dtype() {
             return Err(EngineError::shape("all_gather", format!("{input:?} -> {output:?} over {}", self.world)));
         }
-        let (i, o, dt) = (self.ptr(input)?, self.ptr(output)?, Self::dtype(input)?);
-        self.device.bind()?;
+        let (i, o, dt, n, stream) =
+            (self.ptr(input)?, self.ptr(output)?, Self::dtype(input)?, input.numel(), self.stream());
         // SAFETY: output holds world·k elements and input k, checked above.
-        unsafe { result::all_gather(i as *const _, o as *mut _, input.numel(), dt, self.comm, self.stream()) }
-            .map(|_| ())
-            .map_err(nccl_err("all_gather"))
+        self.with_comm("all_gather", |c| unsafe {
+            result::all_gather(i as *const _, o as *mut _, n, dt, c, stream).map(|_| ())
+        })
     }
 
     fn all_gather_host(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
@@ -160,21 +178,50 @@ impl Communicator for NcclComm {
 
     fn abort(&self, reason: &str) {
         self.host.abort(reason);
-        let mut live = self.group.live.lock().unwrap_or_else(|e| e.into_inner());
-        for c in live.iter_mut().filter_map(Option::take) {
-            // SAFETY: `c` was live (not yet destroyed or aborted) under the lock; taking it marks it gone.
-            let _ = unsafe { result::comm_abort(c as sys::ncclComm_t) };
+        // 1. no rank starts a new operation
+        for slot in &self.group.slots {
+            slot.aborted.store(true, Ordering::SeqCst);
+        }
+        // 2. free every communicator once, after an enqueue in progress has returned (bounded wait: a rank
+        //    blocked inside NCCL is exactly what ncclCommAbort from another thread releases)
+        for slot in &self.group.slots {
+            let deadline = Instant::now() + ABORT_WAIT;
+            let _g = loop {
+                match slot.in_use.try_lock() {
+                    Ok(g) => break Some(g),
+                    Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(std::sync::TryLockError::WouldBlock) => break None,
+                }
+            };
+            if !slot.freed.swap(true, Ordering::SeqCst) {
+                // SAFETY: the communicator was not freed yet (the swap makes this the only free) and no new
+                // operation can start on it (`aborted` is set).
+                let _ = unsafe { result::comm_abort(slot.comm as sys::ncclComm_t) };
+            }
         }
     }
 }
 
 impl Drop for NcclComm {
     fn drop(&mut self) {
-        let mut live = self.group.live.lock().unwrap_or_else(|e| e.into_inner());
-        if live[self.rank].take().is_some() {
-            // SAFETY: this thread owns the communicator, it was still live under the lock, and no operation
-            // is issued after drop.
-            let _ = unsafe { result::comm_destroy(self.comm) };
+        let slot = &self.group.slots[self.rank];
+        let _g = slot.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        if !slot.freed.swap(true, Ordering::SeqCst) {
+            // After an abort or during a panic peers may still have collectives queued that this rank will not
+            // join: abort rather than destroy (which waits for them).
+            let abort = slot.aborted.load(Ordering::SeqCst) || std::thread::panicking();
+            // SAFETY: this rank owns the communicator, it was not freed yet (the swap makes this the only free)
+            // and no operation is issued after drop.
+            let _ = unsafe {
+                if abort {
+                    result::comm_abort(slot.comm as sys::ncclComm_t)
+                } else {
+                    result::comm_destroy(slot.comm as sys::ncclComm_t)
+                }
+            };
         }
     }
 }
