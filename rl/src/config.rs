@@ -71,7 +71,7 @@ pub struct RolloutConfig {
     pub max_gen_rounds: usize,
     /// At the cap: `error` (verl) or `train` on the informative groups found so far (none: no update).
     pub on_short_batch: String,
-    /// Requests per batched `generate` call (bounds the preallocated KV cache).
+    /// Sequences decoding at once: KV-cache slots of continuous batching (bounds the preallocated cache).
     pub max_concurrent: usize,
 }
 
