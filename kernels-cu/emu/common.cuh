@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <ucontext.h>
 #include <vector>
 
@@ -249,3 +250,8 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
     return old;
 }
 using std::isnan;
+
+// What the WMMA kernels (attention.cu) use besides emu/mma.h.
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier(); }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
+inline float __bfloat162float(__nv_bfloat16 x) { return bf16_to_f32(x); }

@@ -44,7 +44,9 @@ fn compile_and_run(dir: &Path, cxx: &str, harness: &str) -> (bool, String) {
     let exe = dir.join("check");
     let build = Command::new(cxx)
         // CUDA code type-puns through vector loads (uint4 -> bf16 lanes), which nvcc allows and ISO C++ does not.
-        .args(["-std=c++20", "-O2", "-fno-strict-aliasing", "-o"])
+        .args(["-std=c++20", "-O2", "-fno-strict-aliasing"])
+        .arg(format!("-I{}", dir.display())) // <mma.h> resolves to the emu/ stand-in
+        .arg("-o")
         .arg(&exe)
         .arg(dir.join(harness))
         .output()
@@ -104,4 +106,9 @@ fn radix_select_and_sort_match_a_host_sort_when_emulated() {
 #[test]
 fn fused_dapo_loss_rows_match_the_f64_formulas_when_emulated() {
     emulate("policy_loss.cu", "policy_loss_check.cpp", 2);
+}
+
+#[test]
+fn wmma_attention_kernels_match_the_f64_reference_when_emulated() {
+    emulate("attention.cu", "attention_wmma_check.cpp", 3);
 }
