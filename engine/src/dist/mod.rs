@@ -3,6 +3,7 @@
 //! ([`ThreadComm`], CPU tensors, used by CI) and NCCL ([`NcclComm`], GPU tensors), plus the flat
 //! parameter layout that ZeRO-2 sharding reduce-scatters and all-gathers.
 mod flat;
+mod guarded;
 mod nccl;
 mod thread;
 

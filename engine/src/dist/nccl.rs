@@ -3,6 +3,7 @@
 //! exchanges (rollouts, counts, norms) and abort propagation go through an in-process [`ThreadComm`].
 //! Unverified on hardware so far (no multi-GPU machine lent; NCCL with one rank ran on the H100 in
 //! toolchain.md's probe).
+use super::guarded::Guarded;
 use super::{Communicator, ThreadComm};
 use crate::cuda::CudaDevice;
 use crate::dtype::DType;
@@ -10,9 +11,8 @@ use crate::error::{EngineError, Result};
 use crate::storage::Storage;
 use crate::tensor::Tensor;
 use cudarc::nccl::{result, sys};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub struct NcclComm {
     rank: usize,
@@ -28,18 +28,13 @@ struct Group {
     slots: Vec<Slot>,
 }
 
-/// One rank's communicator and the flags that keep it from being used after it is freed.
+/// One rank's communicator and its use / abort / free state machine ([`Guarded`]): an abort waits for an
+/// enqueue in progress (with connections made at init, NCCL_RUNTIME_CONNECT=0, an enqueue does not wait for
+/// peers), the owner then gets errors instead of touching a freed communicator, and it is freed once.
 struct Slot {
     /// The communicator (its address; fixed at init).
     comm: usize,
-    /// Held by the owner from the `aborted` check to the end of each enqueue, so an abort waits for an
-    /// enqueue in progress (with connections made at init, NCCL_RUNTIME_CONNECT=0, an enqueue does not
-    /// wait for peers).
-    in_use: Mutex<()>,
-    /// No new operation once set: the owner gets an error instead of touching a freed communicator.
-    aborted: AtomicBool,
-    /// Destroyed or aborted already (exactly one of drop / abort frees it).
-    freed: AtomicBool,
+    guard: Guarded,
 }
 
 /// How long an abort waits for a rank's enqueue in progress before aborting its communicator anyway.
@@ -77,15 +72,7 @@ impl NcclComm {
         // SAFETY: `comms` has room for n communicators and `ordinals` lists n devices.
         unsafe { result::comm_init_all(comms.as_mut_ptr(), n as i32, ordinals.as_ptr()) }.map_err(nccl_err("init"))?;
         let hosts = ThreadComm::group(n, host_timeout);
-        let slots = comms
-            .iter()
-            .map(|&c| Slot {
-                comm: c as usize,
-                in_use: Mutex::new(()),
-                aborted: AtomicBool::new(false),
-                freed: AtomicBool::new(false),
-            })
-            .collect();
+        let slots = comms.iter().map(|&c| Slot { comm: c as usize, guard: Guarded::default() }).collect();
         let group = Arc::new(Group { slots });
         Ok(hosts
             .into_iter()
@@ -115,12 +102,12 @@ impl NcclComm {
         f: impl FnOnce(sys::ncclComm_t) -> std::result::Result<(), result::NcclError>,
     ) -> Result<()> {
         let slot = &self.group.slots[self.rank];
-        let _g = slot.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.aborted.load(Ordering::SeqCst) {
-            return Err(EngineError::Comm(format!("NCCL {what}: the group was aborted")));
-        }
-        self.device.bind()?;
-        f(slot.comm as sys::ncclComm_t).map_err(nccl_err(what))
+        slot.guard
+            .run(|| {
+                self.device.bind()?;
+                f(slot.comm as sys::ncclComm_t).map_err(nccl_err(what))
+            })
+            .unwrap_or_else(|| Err(EngineError::Comm(format!("NCCL {what}: the group was aborted"))))
     }
 
     /// (device pointer, elements) of a CUDA tensor on this rank's device.
@@ -178,29 +165,16 @@ impl Communicator for NcclComm {
 
     fn abort(&self, reason: &str) {
         self.host.abort(reason);
-        // 1. no rank starts a new operation
+        // 1. no rank starts a new operation; 2. free every communicator once, after an enqueue in progress
+        //    has returned (bounded wait: a rank blocked inside NCCL is what ncclCommAbort releases)
         for slot in &self.group.slots {
-            slot.aborted.store(true, Ordering::SeqCst);
+            slot.guard.mark_aborted();
         }
-        // 2. free every communicator once, after an enqueue in progress has returned (bounded wait: a rank
-        //    blocked inside NCCL is exactly what ncclCommAbort from another thread releases)
         for slot in &self.group.slots {
-            let deadline = Instant::now() + ABORT_WAIT;
-            let _g = loop {
-                match slot.in_use.try_lock() {
-                    Ok(g) => break Some(g),
-                    Err(std::sync::TryLockError::Poisoned(p)) => break Some(p.into_inner()),
-                    Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(std::sync::TryLockError::WouldBlock) => break None,
-                }
-            };
-            if !slot.freed.swap(true, Ordering::SeqCst) {
-                // SAFETY: the communicator was not freed yet (the swap makes this the only free) and no new
-                // operation can start on it (`aborted` is set).
+            // SAFETY: Guarded calls this at most once per communicator, with no operation able to start on it.
+            slot.guard.abort(ABORT_WAIT, || {
                 let _ = unsafe { result::comm_abort(slot.comm as sys::ncclComm_t) };
-            }
+            });
         }
     }
 }
@@ -208,13 +182,10 @@ impl Communicator for NcclComm {
 impl Drop for NcclComm {
     fn drop(&mut self) {
         let slot = &self.group.slots[self.rank];
-        let _g = slot.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        if !slot.freed.swap(true, Ordering::SeqCst) {
-            // After an abort or during a panic peers may still have collectives queued that this rank will not
-            // join: abort rather than destroy (which waits for them).
-            let abort = slot.aborted.load(Ordering::SeqCst) || std::thread::panicking();
-            // SAFETY: this rank owns the communicator, it was not freed yet (the swap makes this the only free)
-            // and no operation is issued after drop.
+        // After an abort or during a panic peers may still have collectives queued that this rank will not
+        // join: abort rather than destroy (which waits for them).
+        slot.guard.release(|abort| {
+            // SAFETY: this rank owns the communicator, Guarded frees it once, and nothing is issued after drop.
             let _ = unsafe {
                 if abort {
                     result::comm_abort(slot.comm as sys::ncclComm_t)
@@ -222,6 +193,6 @@ impl Drop for NcclComm {
                     result::comm_destroy(slot.comm as sys::ncclComm_t)
                 }
             };
-        }
+        });
     }
 }
