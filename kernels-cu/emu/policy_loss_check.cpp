@@ -2,8 +2,8 @@
 // compares every output with an f64 evaluation of the same formulas (the kernel header's): log-prob,
 // predictive entropy, the DAPO clip-higher + dual-clip token loss with its weight and normaliser, the clip
 // flags and the logit gradient, over rows with A = 0, A < 0 far beyond clip_ratio_c, ratios beyond the ±20
-// log-ratio clamp, zero weights and masks, temperature ≠ 1, and an out-of-range target (error flag, zeroed
-// row). One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
+// log-ratio clamp (also with the dual clip off, where the clamp alone zeroes the gradient), zero weights and
+// masks, temperature ≠ 1, and an out-of-range target (error flag, zeroed row). One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "policy_loss.cu"
 
 #include <algorithm>
@@ -16,12 +16,12 @@ struct Row {
 };
 
 template <typename OUT>
-static bool run_case(const char* name, int vocab, float temperature,
+static bool run_case(const char* name, int vocab, float temperature, float clip_c,
                      void (*kern)(const float*, OUT*, float*, float*, float*, float*, const int*, const float*,
                                   const float*, const float*, const float*, const float*, int, int, float, float,
                                   float, float, int, int, int*),
                      std::mt19937_64& rng) {
-    const float eps_low = 0.2f, eps_high = 0.28f, clip_c = 10.0f, zn = 7.5f;
+    const float eps_low = 0.2f, eps_high = 0.28f, zn = 7.5f;
     const std::vector<Row> spec = {
         {1.0f, -7.0f, 1, 1, 3},        {-1.0f, -7.0f, 1, 1, 5},   {0.0f, -7.0f, 1, 1, 9},
         {-2.0f, -40.0f, 1, 0.5f, 11},  {2.0f, 30.0f, 1, 1, 0},    {-1.5f, 5.0f, 1, 1, vocab - 1},
@@ -113,7 +113,9 @@ static bool run_case(const char* name, int vocab, float temperature,
 int main() {
     std::mt19937_64 rng(20261131);
     bool ok = true;
-    ok &= run_case<float>("f32 dZ, vocab 1001, T=1", 1001, 1.0f, dapo_rows_f32, rng);
-    ok &= run_case<__nv_bfloat16>("bf16 dZ, vocab 4099, T=0.7", 4099, 0.7f, dapo_rows_bf16, rng);
+    ok &= run_case<float>("f32 dZ, vocab 1001, T=1", 1001, 1.0f, 10.0f, dapo_rows_f32, rng);
+    ok &= run_case<__nv_bfloat16>("bf16 dZ, vocab 4099, T=0.7", 4099, 0.7f, 10.0f, dapo_rows_bf16, rng);
+    // no dual clip: a negative advantage far past the ±20 log-ratio clamp reaches the unclipped branch
+    ok &= run_case<float>("f32 dZ, clip_ratio_c 1e30", 1001, 1.0f, 1e30f, dapo_rows_f32, rng);
     return ok ? 0 : 1;
 }
