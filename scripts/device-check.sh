@@ -167,6 +167,35 @@ for shape in ["S=1024", "S=2048", "S=4096", "S=8192", "8x1024"]:
     sp = lambda a, b: f"{b['ms'] / a['ms']:.1f}x faster" if a and b else "-"
     print(f"| {shape} | {f['ms']:.3f} ms ({f['tflops']:.0f}) | {fh['ms']:.3f} ms ({fh['tflops']:.0f}) | {100 * (fh['ms'] / f['ms'] - 1):+.1f}% "
           f"| {r(fh, fa)} | {sp(fh, eager)} | {fb['ms']:.3f} ms ({fb['tflops']:.0f}) | {r(fb, fab)} | {alt_cell} |")
+
+# The issues' first targets, checked against what this call measured (PASS / MISS / not measured).
+def verdict(ok):
+    return "not measured" if ok is None else ("PASS" if ok else "MISS")
+def get(d, *keys):
+    try:
+        for k in keys:
+            d = d[k]
+        return d
+    except Exception:
+        return None
+fh8, f8, fa8, eager8 = att.get(("entrl", "S=8192", "fwd_entropy")), att.get(("entrl", "S=8192", "fwd")), \
+    att.get(("torch_flash", "S=8192", "fwd")), att.get(("torch_eager_entropy", "S=8192", "fwd_entropy"))
+t = []
+t.append(("3: fwd+H at S=8192 >= 0.6x torch FA2 fwd", None if not (fh8 and fa8) else fh8["tflops"] >= 0.6 * fa8["tflops"]))
+t.append(("3: fwd+H at S=8192 >= 30x faster than eager entropy", None if not (fh8 and eager8) else eager8["ms"] >= 30 * fh8["ms"]))
+t.append(("3: entropy adds <= 5% to the forward (S=8192)", None if not (fh8 and f8) else fh8["ms"] <= 1.05 * f8["ms"]))
+sel_ours, sel_both = get(sel, "entrl_select_tails", "ms"), get(sel, "torch_topk_both", "ms")
+t.append(("4: select top+bottom 20% of 4M >= 4x faster than 2x topk", None if sel_ours is None or sel_both is None else sel_both >= 4 * sel_ours))
+le, lt = loss.get("entrl"), loss.get("torch_eager")
+t.append(("4: fused loss no slower than torch eager", None if not (le and lt) else le["ms"] <= lt["ms"]))
+t.append(("4: fused loss <= 2 GiB extra (besides the f32 LM-head gradient)", None if not le else le["extra_gib"] - le["dw_gib"] <= 2.0))
+g16 = next((r for r in gen if r.get("batch") == 16), None)
+t.append(("5: decode at batch 16 >= 5x HF generate", None if not (g16 and hf) else g16["tok_per_s"] >= 5 * hf[0]["tok_per_s"]))
+t.append(("6: DAPO steps on qwen3-0.6b ran", None if not dl else True))
+t.append(("7: world size 1 through NCCL ran DAPO steps", None if nrc == "not run" else nrc == "0"))
+print("\n| issue target | verdict |\n|---|---|")
+for name, ok in t:
+    print(f"| {name} | {verdict(ok)} |")
 PY
 cp "$D/summary.txt" "$D/selftest.txt" "$OUT/" 2>/dev/null
 tar czf "$OUT/details.tgz" -C "$D" .
