@@ -255,3 +255,8 @@ using std::isnan;
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier(); }
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 inline float __bfloat162float(__nv_bfloat16 x) { return bf16_to_f32(x); }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline void sincosf(float x, float* s, float* c) {
+    *s = std::sin(x);
+    *c = std::cos(x);
+}

@@ -19,7 +19,7 @@ const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh"];
 
 /// A fresh directory holding the shims, the portable headers, the harness and the kernel file (so
 /// `#include "common.cuh"` in the kernel resolves to the shim).
-fn stage(kernel: &str, harness: &str) -> PathBuf {
+fn stage(kernels: &[&str], harness: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("entrl-emu-{}-{}", std::process::id(), harness.replace('.', "-")));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the staging directory");
@@ -28,7 +28,7 @@ fn stage(kernel: &str, harness: &str) -> PathBuf {
         let path = entry.expect("read kernels-cu/emu").path();
         std::fs::copy(&path, dir.join(path.file_name().expect("file name"))).expect("copy a shim");
     }
-    for file in PORTABLE_HEADERS.iter().chain([&kernel]) {
+    for file in PORTABLE_HEADERS.iter().chain(kernels) {
         std::fs::copy(crate_dir().join("cuda").join(file), dir.join(file)).expect("copy a kernel source");
     }
     dir
@@ -62,6 +62,12 @@ fn compile_and_run(dir: &Path, cxx: &str, harness: &str) -> (bool, String) {
 
 /// Compile `harness` with `kernel`, run it, and require `cases` lines reporting "ok" and a zero exit.
 fn emulate(kernel: &str, harness: &str, cases: usize) {
+    emulate_files(&[kernel], harness, cases)
+}
+
+/// [`emulate`] for a harness that includes several kernel files.
+fn emulate_files(kernels: &[&str], harness: &str, cases: usize) {
+    let kernel = kernels.join(", ");
     let Some(cxx) = compiler() else {
         assert!(
             std::env::var("ENTRL_REQUIRE_CXX").map_or(true, |v| v != "1"),
@@ -70,7 +76,7 @@ fn emulate(kernel: &str, harness: &str, cases: usize) {
         eprintln!("no C++ compiler: skipping the emulated run of {kernel}");
         return;
     };
-    let dir = stage(kernel, harness);
+    let dir = stage(kernels, harness);
     let (ok, report) = compile_and_run(&dir, &cxx, harness);
     println!("{report}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -111,4 +117,10 @@ fn fused_dapo_loss_rows_match_the_f64_formulas_when_emulated() {
 #[test]
 fn wmma_attention_kernels_match_the_f64_reference_when_emulated() {
     emulate("attention.cu", "attention_wmma_check.cpp", 3);
+}
+
+#[test]
+fn layer_optimizer_and_index_kernels_match_their_formulas_when_emulated() {
+    let files = ["adamw.cu", "index.cu", "rmsnorm.cu", "rope.cu", "softmax.cu", "swiglu.cu", "weights.cu"];
+    emulate_files(&files, "layer_kernels_check.cpp", 12);
 }
