@@ -260,3 +260,6 @@ inline void sincosf(float x, float* s, float* c) {
     *s = std::sin(x);
     *c = std::cos(x);
 }
+
+// The strided kernels' geometry (the real header: plain C++ under the qualifier macros above).
+#include "geometry.cuh"

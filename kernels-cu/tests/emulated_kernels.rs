@@ -14,8 +14,9 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Real headers from `cuda/` that the kernels include and that need no shim (they build on mma.cuh).
-const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh"];
+/// Real headers from `cuda/` that the kernels include and that need no shim (plain C++ under the shims'
+/// qualifier macros, or built on mma.cuh).
+const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh", "geometry.cuh"];
 
 /// A fresh directory holding the shims, the portable headers, the harness and the kernel file (so
 /// `#include "common.cuh"` in the kernel resolves to the shim).
@@ -123,4 +124,25 @@ fn wmma_attention_kernels_match_the_f64_reference_when_emulated() {
 fn layer_optimizer_and_index_kernels_match_their_formulas_when_emulated() {
     let files = ["adamw.cu", "index.cu", "rmsnorm.cu", "rope.cu", "softmax.cu", "swiglu.cu", "weights.cu"];
     emulate_files(&files, "layer_kernels_check.cpp", 12);
+}
+
+#[test]
+fn strided_elementwise_and_reduction_kernels_match_their_formulas_when_emulated() {
+    emulate_files(&["elementwise.cu", "reduce.cu"], "strided_kernels_check.cpp", 6);
+}
+
+/// Every kernel file is executed by one of the tests above.
+#[test]
+fn every_kernel_file_has_an_emulated_check() {
+    let emu = std::fs::read_dir(crate_dir().join("emu")).expect("emu").map(|e| e.expect("entry").path());
+    let harnesses: String = emu
+        .filter(|p| p.extension().is_some_and(|x| x == "cpp"))
+        .map(|p| std::fs::read_to_string(p).expect("harness"))
+        .collect();
+    for entry in std::fs::read_dir(crate_dir().join("cuda")).expect("cuda") {
+        let name = entry.expect("entry").file_name().to_string_lossy().to_string();
+        if name.ends_with(".cu") {
+            assert!(harnesses.contains(&format!("#include \"{name}\"")), "no emulated check includes {name}");
+        }
+    }
 }
