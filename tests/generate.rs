@@ -109,9 +109,9 @@ fn continuous_batching_with_few_slots_gives_the_same_generations() {
     let stop = all[3].tokens[2];
     let reference = generate(&m, &reqs, &p, &[stop], |_, _| {}).unwrap();
     for slots in [1, 2, 3] {
-        let mut seen = 0;
-        let got = generate_batched(&m, &reqs, &p, &[stop], slots, |_, _| seen += 1).unwrap();
-        assert_eq!(seen, got.iter().map(|g| g.tokens.len()).sum::<usize>());
+        let mut stream = Vec::new(); // request of every produced token, in production order
+        let got = generate_batched(&m, &reqs, &p, &[stop], slots, |r, _| stream.push(r)).unwrap();
+        assert_eq!(stream.len(), got.iter().map(|g| g.tokens.len()).sum::<usize>());
         for (i, (a, b)) in got.iter().zip(&reference).enumerate() {
             assert_eq!(a.tokens, b.tokens, "request {i} with {slots} slots");
             assert_eq!(a.finish, b.finish, "request {i} with {slots} slots");
@@ -119,6 +119,31 @@ fn continuous_batching_with_few_slots_gives_the_same_generations() {
                 assert!((x - y).abs() < 1e-9, "request {i}: log-prob {x} vs {y}");
             }
         }
+        // the slot bound: at no point of the stream are more than `slots` requests between their first and
+        // last token (with one slot, each request's tokens form one run, in request order)
+        let span = |r: usize| {
+            let first = stream.iter().position(|&x| x == r);
+            first.map(|f| (f, stream.iter().rposition(|&x| x == r).expect("seen")))
+        };
+        let spans: Vec<(usize, usize)> = (0..reqs.len()).filter_map(span).collect();
+        for t in 0..stream.len() {
+            let live = spans.iter().filter(|&&(f, l)| f <= t && t <= l).count();
+            assert!(live <= slots, "{live} requests decoding at once with {slots} slots");
+        }
+        if slots == 1 {
+            assert!(spans.windows(2).all(|w| w[0].1 < w[1].0), "one slot: requests one after another");
+        }
+    }
+    // greedy, with a stop id that is one request's first token: it stops at admission and frees its slot
+    let greedy = SamplingParams { temperature: 0.0, top_p: 1.0, top_k: 0 };
+    let plain = generate(&m, &reqs, &greedy, &[], |_, _| {}).unwrap();
+    let first = plain[2].tokens[0];
+    let with_stop = generate(&m, &reqs, &greedy, &[first], |_, _| {}).unwrap();
+    let slotted = generate_batched(&m, &reqs, &greedy, &[first], 2, |_, _| {}).unwrap();
+    assert_eq!(with_stop[2].tokens, vec![first]);
+    assert_eq!(with_stop[2].finish, FinishReason::Stop);
+    for (a, b) in slotted.iter().zip(&with_stop) {
+        assert_eq!((&a.tokens, a.finish), (&b.tokens, b.finish));
     }
     assert!(reference[3].finish == FinishReason::Stop && reference[3].tokens.len() == 3);
     assert!(reference[4].tokens.is_empty());

@@ -48,6 +48,12 @@ enum Command {
 pub const COMMIT: &str = env!("ENTRL_COMMIT");
 
 fn main() -> ExitCode {
+    // NCCL connects every pair of ranks at init rather than in the first collective, so issuing a collective
+    // never blocks on a peer (what the communicators' abort relies on; engine/src/dist/nccl.rs). Set here,
+    // before any thread exists (setenv races with getenv on other threads); a user's value is kept.
+    if std::env::var_os("NCCL_RUNTIME_CONNECT").is_none() {
+        std::env::set_var("NCCL_RUNTIME_CONNECT", "0");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => train::train(&a),

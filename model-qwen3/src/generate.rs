@@ -61,8 +61,9 @@ pub fn generate(
 }
 
 /// Generate with at most `slots` requests decoding at once (continuous batching): a request that stops
-/// frees its KV-cache slot and the next waiting request is prefilled into it, so a long response does not
-/// hold a whole wave of finished ones. Each request samples with its own generator from logits that depend
+/// frees its KV-cache slot and waiting requests are prefilled into freed slots (in batches of
+/// [`refill_batch`] slots, each prefill being a pass over the weights), so a long response does not hold a
+/// whole wave of finished ones. Each request samples with its own generator from logits that depend
 /// on its own tokens only, so the outputs equal those of [`generate`] for any `slots` (up to GPU rounding).
 pub fn generate_batched(
     model: &Qwen3,
@@ -74,8 +75,10 @@ pub fn generate_batched(
 ) -> Result<Vec<Generation>> {
     let _ng = no_grad();
     let c = &model.config;
-    if !(params.temperature >= 0.0 && params.top_p > 0.0 && params.top_p <= 1.0) {
-        return Err(ModelError::Invalid(format!("sampling needs temperature >= 0 and 0 < top_p <= 1, got {params:?}")));
+    if !(params.temperature >= 0.0 && params.temperature.is_finite() && params.top_p > 0.0 && params.top_p <= 1.0) {
+        return Err(ModelError::Invalid(format!(
+            "sampling needs a finite temperature >= 0 and 0 < top_p <= 1, got {params:?}"
+        )));
     }
     if let Some(r) = reqs.iter().find(|r| r.prompt.is_empty()) {
         return Err(ModelError::Invalid(format!("empty prompt (seed {})", r.seed)));
@@ -102,9 +105,14 @@ pub fn generate_batched(
     let mut free: Vec<usize> = (0..slots).rev().collect();
     let mut decoding: Vec<usize> = Vec::new(); // requests whose next token comes from a decode step
 
+    // Each admission is a prefill pass (one more read of every weight), so freed slots are refilled in
+    // batches of at least `refill` (or whenever nothing is decoding): at most refill − 1 slots idle.
+    let refill = refill_batch(slots);
     loop {
         // 1. admit waiting requests into free slots: packed prefill, then their first token
-        let admit: Vec<usize> = (0..free.len().min(waiting.len())).filter_map(|_| waiting.pop_front()).collect();
+        let ready = decoding.is_empty() || free.len() >= refill;
+        let take = if ready { free.len().min(waiting.len()) } else { 0 };
+        let admit: Vec<usize> = (0..take).filter_map(|_| waiting.pop_front()).collect();
         if !admit.is_empty() {
             for &r in &admit {
                 cache.slot_of[r] = free.pop().expect("a free slot per admitted request");
@@ -126,6 +134,11 @@ pub fn generate_batched(
         record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
     }
     Ok(out)
+}
+
+/// Freed slots refilled per prefill pass in continuous batching: an eighth of the slots (at least one).
+pub fn refill_batch(slots: usize) -> usize {
+    (slots / 8).max(1)
 }
 
 /// The per-layer KV caches of a generation and which slot each request holds.

@@ -66,7 +66,8 @@
 //!   sequences (c × (prompt_tokens + mean_response / 2) × L·2·Hkv·d·b) at 3.35 TB/s (H100 SXM HBM3
 //!   datasheet) × 0.6: the measured device copy reaches 2.94 TB/s (88%, h100.md) and decode adds small
 //!   kernels, gathers and the host round trip of sampling. A step costs max(memory time, compute time) with
-//!   compute = c × (2N + 4·ctx·L·H·d) at the rate. Prefill of the prompts runs at the rate.
+//!   compute = c × (2N + 4·ctx·L·H·d) at the rate. Prefill of the prompts runs at the rate, plus one weight
+//!   read per admission pass (freed slots are refilled c/8 at a time, `generate::refill_batch`).
 //!   Dynamic sampling's extra generation rounds are not included (multiply the rollout by the rounds).
 //! * Communication per update (ZeRO-2): reduce-scatter of the f32 gradients (4P bytes) + all-gather of the
 //!   weights (b·P bytes); a ring moves bytes × (g − 1)/g per GPU at the bus bandwidth, assumed 400 GB/s
@@ -521,15 +522,21 @@ fn time(input: &PlanInput) -> TimePlan {
     let seqs = input.seqs_per_gpu();
     let wave_size = input.max_concurrent.min(seqs).max(1);
     let max_response = input.seq.saturating_sub(input.prompt_tokens);
-    let longest = ((input.mean_response as f64 * TAIL_FACTOR).ceil() as usize).min(max_response);
-    let decode_steps = (seqs * input.mean_response).div_ceil(wave_size) + longest.saturating_sub(input.mean_response);
-    let ctx = input.prompt_tokens as f64 + input.mean_response as f64 / 2.0;
+    let mean = input.mean_response.min(max_response);
+    let longest = ((mean as f64 * TAIL_FACTOR).ceil() as usize).min(max_response);
+    let decode_steps = (seqs * mean).div_ceil(wave_size) + longest.saturating_sub(mean);
+    let ctx = input.prompt_tokens as f64 + mean as f64 / 2.0;
     let step_bytes = input.weight_bytes as f64 * matmul_params(m)
         + wave_size as f64 * ctx * kv_bytes_per_token(m, input.weight_bytes) as f64;
     // A decode query sees all ctx keys: 4·ctx·L·H·d (QKᵀ and PV), no causal half.
     let step_flops = wave_size as f64 * (2.0 * matmul_params(m) + 4.0 * ctx * attn_width(m));
     let decode_step_s = (step_bytes / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY)).max(step_flops / flops);
-    let prefill_s = (seqs * input.prompt_tokens) as f64 * forward_flops_per_token(m, input.prompt_tokens) / flops;
+    // Prefill: the prompts' FLOPs at the rate, plus one weight read per admission pass (freed slots are
+    // refilled in batches of refill_batch(c); the first pass fills all c).
+    let passes = 1 + seqs.saturating_sub(wave_size).div_ceil(entrl_qwen3::generate::refill_batch(wave_size));
+    let weight_read_s = input.weight_bytes as f64 * matmul_params(m) / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY);
+    let prefill_s = (seqs * input.prompt_tokens) as f64 * forward_flops_per_token(m, input.prompt_tokens) / flops
+        + passes as f64 * weight_read_s;
     let rollout_s = decode_steps as f64 * decode_step_s + prefill_s;
 
     // ZeRO-2 per update: reduce-scatter the f32 gradients + all-gather the weights, ring factor (g − 1)/g.
@@ -552,7 +559,7 @@ fn time(input: &PlanInput) -> TimePlan {
         decode_steps,
         decode_step_s,
         prefill_s,
-        generated_per_s_per_gpu: (seqs * input.mean_response) as f64 / rollout_s,
+        generated_per_s_per_gpu: (seqs * mean) as f64 / rollout_s,
         updates: input.updates_per_step,
         checkpointing: input.checkpointing,
     }

@@ -29,8 +29,11 @@ struct Group {
 }
 
 /// One rank's communicator and its use / abort / free state machine ([`Guarded`]): an abort waits for an
-/// enqueue in progress (with connections made at init, NCCL_RUNTIME_CONNECT=0, an enqueue does not wait for
-/// peers), the owner then gets errors instead of touching a freed communicator, and it is freed once.
+/// enqueue in progress (with connections made at init — NCCL_RUNTIME_CONNECT=0, which the `entrl` binary
+/// sets at start-up before any thread exists — an enqueue does not wait for peers), the owner then gets
+/// errors instead of touching a freed communicator, and it is freed once. If an enqueue is still blocked
+/// after ABORT_WAIT, the communicator is aborted under it (NCCL's documented way to release a hang; whether
+/// that call then returns cleanly is unverified on hardware).
 struct Slot {
     /// The communicator (its address; fixed at init).
     comm: usize,
@@ -60,11 +63,6 @@ impl NcclComm {
             return Err(EngineError::CudaUnavailable(
                 "libnccl could not be loaded (symlink libnccl.so -> libnccl.so.2 on LD_LIBRARY_PATH)".into(),
             ));
-        }
-        // Connect every pair at init rather than in the first collective, so that issuing a collective never
-        // blocks on a peer (see Slot::in_use). Respect a value the user set.
-        if std::env::var_os("NCCL_RUNTIME_CONNECT").is_none() {
-            std::env::set_var("NCCL_RUNTIME_CONNECT", "0");
         }
         let n = devices.len();
         let ordinals: Vec<i32> = devices.iter().map(|d| d.ordinal() as i32).collect();

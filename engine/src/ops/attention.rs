@@ -73,7 +73,9 @@ impl AttnKernel {
 /// GQA), scale 1/√D. Each sequence of `packing` attends only to itself. On a GPU the forward runs the
 /// process default kernel ([`AttnKernel::from_env`]).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, want_entropy: bool) -> Result<AttentionOutput> {
-    attention_with(q, k, v, packing, want_entropy, AttnKernel::from_env()?)
+    // The CPU reference ignores the kernel choice, so a bad $ENTRL_ATTN_KERNEL only matters on a GPU.
+    let kernel = if q.device().is_cuda() { AttnKernel::from_env()? } else { AttnKernel::Mma };
+    attention_with(q, k, v, packing, want_entropy, kernel)
 }
 
 /// [`attention`] with the CUDA kernels named (checks and benchmarks compare the two).
