@@ -55,6 +55,105 @@ __device__ __forceinline__ void load_tile_async(bf16* dst, const bf16* src, long
 
 }  // namespace
 
+// ------------------------------------------------------------------------------------------------
+// Main-loop stages for one warp's 16 query rows and one 64-key tile. The two tensor-core stages (qk_tile,
+// pv_tile) are what a Hopper version replaces with wgmma on shared-memory descriptors; softmax_tile works
+// on the accumulator layout, which wgmma's m64nNk16 keeps per 16-row slab.
+// ------------------------------------------------------------------------------------------------
+
+// S = Q Kᵀ (B fragments: K rows are keys, contiguous in d).
+template <int D>
+__device__ __forceinline__ void qk_tile(float (&s)[kNTiles][4], const unsigned (&qf)[D / 16][4], const bf16* tK,
+                                        int lane) {
+    constexpr int LD = MmaSmem<D>::LD;
+#pragma unroll
+    for (int j = 0; j < kNTiles; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk += 2) {
+            unsigned kf[4];
+            ldmatrix_x4(kf, tK + (j * 8 + lane % 8) * LD + kk * 16 + (lane / 8) * 8);
+            mma_bf16_16816(s[j], qf[kk], kf[0], kf[1]);
+            mma_bf16_16816(s[j], qf[kk + 1], kf[2], kf[3]);
+        }
+    }
+}
+
+// Scores to log2 units with the causal / sequence-end mask, the online softmax and entropy update of the
+// thread's two rows (state m, l, t; α returned for the O rescale), and P packed as the A operand of P·V
+// (the S accumulator layout is the A layout, so no data moves between threads).
+template <bool kEntropy>
+__device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[2], float (&l)[2], float (&t)[2],
+                                             float (&alpha)[2], unsigned (&pf)[kBlockN / 16][4], float scale_log2,
+                                             bool edge, int k0, const int (&rows)[2], int len, int c) {
+    // log2 units; masked keys (past the row or the sequence end) take kMasked
+#pragma unroll
+    for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            float x = s[j][e] * scale_log2;
+            if (edge) {
+                const int key = k0 + j * 8 + 2 * c + (e & 1);
+                if (key > rows[e >> 1] || key >= len) x = kMasked;
+            }
+            s[j][e] = x;
+        }
+    // row max over the tile, shared by the 4 threads of a group; rescale the running state
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int j = 0; j < kNTiles; ++j) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+        alpha[i] = fast_exp2(m[i] - mx[i]);
+        if (kEntropy) t[i] = alpha[i] * (t[i] + (m[i] - mx[i]) * l[i]);
+        l[i] *= alpha[i];
+        m[i] = mx[i];
+    }
+    // p = 2^(x − m'), the row sums and the entropy sum, P packed to bf16
+#pragma unroll
+    for (int j = 0; j < kNTiles; ++j) {
+        float p[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float x = s[j][e] - m[e >> 1];
+            p[e] = fast_exp2(x);
+            l[e >> 1] += p[e];
+            if (kEntropy) t[e >> 1] = fmaf(p[e], x, t[e >> 1]);
+        }
+        pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);
+        pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+    }
+}
+
+// O ← α·O + P V (B fragments: V rows are keys, so ldmatrix transposes).
+template <int D>
+__device__ __forceinline__ void pv_tile(float (&acc_o)[D / 8][4], const unsigned (&pf)[kBlockN / 16][4],
+                                        const float (&alpha)[2], const bf16* tV, int lane) {
+    constexpr int LD = MmaSmem<D>::LD;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+        acc_o[dn][0] *= alpha[0];
+        acc_o[dn][1] *= alpha[0];
+        acc_o[dn][2] *= alpha[1];
+        acc_o[dn][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+#pragma unroll
+        for (int dn = 0; dn < D / 16; ++dn) {
+            unsigned vf[4];
+            ldmatrix_x4_trans(vf, tV + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + dn * 16 + (lane / 16) * 8);
+            mma_bf16_16816(acc_o[2 * dn], pf[kk], vf[0], vf[1]);
+            mma_bf16_16816(acc_o[2 * dn + 1], pf[kk], vf[2], vf[3]);
+        }
+}
+
 template <int D, bool kEntropy>
 __device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* __restrict__ lse,
                                                   float* __restrict__ ent, const bf16* __restrict__ q,
@@ -120,84 +219,13 @@ __device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* _
             const bf16* tK = sK + stage * S::kv_elems;
             const bf16* tV = sV + stage * S::kv_elems;
 
-            // 3b. S = Q Kᵀ for the warp's 16 rows × 64 keys (B fragments: K rows are keys, contiguous in d)
-            float s[kNTiles][4];
-#pragma unroll
-            for (int j = 0; j < kNTiles; ++j) {
-#pragma unroll
-                for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
-#pragma unroll
-                for (int kk = 0; kk < D / 16; kk += 2) {
-                    unsigned kf[4];
-                    ldmatrix_x4(kf, tK + (j * 8 + lane % 8) * LD + kk * 16 + (lane / 8) * 8);
-                    mma_bf16_16816(s[j], qf[kk], kf[0], kf[1]);
-                    mma_bf16_16816(s[j], qf[kk + 1], kf[2], kf[3]);
-                }
-            }
-
-            // 3c. log2 units; mask keys past the row (causal) or past the sequence end
+            // 3b. S = Q Kᵀ; 3c. masked online softmax + entropy, P; 3d. O ← α·O + P V
+            float s[kNTiles][4], alpha[2];
+            unsigned pf[kBlockN / 16][4];
+            qk_tile<D>(s, qf, tK, lane);
             const bool edge = k0 + kBlockN - 1 > wq0 || k0 + kBlockN > len;
-#pragma unroll
-            for (int j = 0; j < kNTiles; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    float x = s[j][e] * scale_log2;
-                    if (edge) {
-                        const int key = k0 + j * 8 + 2 * c + (e & 1);
-                        if (key > rows[e >> 1] || key >= len) x = kMasked;
-                    }
-                    s[j][e] = x;
-                }
-
-            // 3d. online softmax + entropy state; the row max is shared by the 4 threads of a group
-            float mx[2] = {m[0], m[1]};
-#pragma unroll
-            for (int j = 0; j < kNTiles; ++j) {
-                mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-                mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-            }
-            float alpha[2];
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-                alpha[i] = fast_exp2(m[i] - mx[i]);
-                if (kEntropy) t[i] = alpha[i] * (t[i] + (m[i] - mx[i]) * l[i]);
-                l[i] *= alpha[i];
-                m[i] = mx[i];
-            }
-            unsigned pf[kBlockN / 16][4];  // P as the A operand of P·V (same per-thread layout as S)
-#pragma unroll
-            for (int j = 0; j < kNTiles; ++j) {
-                float p[4];
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const float x = s[j][e] - m[e >> 1];
-                    p[e] = fast_exp2(x);
-                    l[e >> 1] += p[e];
-                    if (kEntropy) t[e >> 1] = fmaf(p[e], x, t[e >> 1]);
-                }
-                pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);
-                pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);
-            }
-
-            // 3e. O ← α·O + P V (B fragments: V rows are keys, so ldmatrix transposes)
-#pragma unroll
-            for (int dn = 0; dn < D / 8; ++dn) {
-                acc_o[dn][0] *= alpha[0];
-                acc_o[dn][1] *= alpha[0];
-                acc_o[dn][2] *= alpha[1];
-                acc_o[dn][3] *= alpha[1];
-            }
-#pragma unroll
-            for (int kk = 0; kk < kBlockN / 16; ++kk)
-#pragma unroll
-                for (int dn = 0; dn < D / 16; ++dn) {
-                    unsigned vf[4];
-                    ldmatrix_x4_trans(vf, tV + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * LD + dn * 16 + (lane / 16) * 8);
-                    mma_bf16_16816(acc_o[2 * dn], pf[kk], vf[0], vf[1]);
-                    mma_bf16_16816(acc_o[2 * dn + 1], pf[kk], vf[2], vf[3]);
-                }
+            softmax_tile<kEntropy>(s, m, l, t, alpha, pf, scale_log2, edge, k0, rows, len, c);
+            pv_tile<D>(acc_o, pf, alpha, tV, lane);
         }
         __syncthreads();  // every warp is done with this stage before 3a refills it
     }
