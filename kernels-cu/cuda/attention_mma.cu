@@ -15,7 +15,9 @@
 // Masked lanes (key past the row or the sequence end) get x = kMasked, a large finite negative: p = 0 and
 // p·(x − m') = −0, never 0·(−inf) = NaN. Every row sees key 0 in the first tile, so m is finite after it.
 //
-// Tiles: 128 query rows per CTA, 8 warps × 16 rows, 64 keys per step; query blocks run heaviest first
+// Stages: 1 which tile; 2 prologue (Q and the first K/V tile in flight); 3 key tiles: 3a prefetch the next
+// tile, then qk_tile (S = QKᵀ), softmax_tile (mask, online softmax + entropy, P) and pv_tile (O ← αO + PV);
+// 4 epilogue. Tiles: 128 query rows per CTA, 8 warps × 16 rows, 64 keys per step; query blocks run heaviest first
 // (reversed blockIdx.x) so the causal tail of the grid is short. A warp skips the MMAs of a key tile that
 // lies entirely above its 16 rows (it still joins the CTA barriers).
 //
