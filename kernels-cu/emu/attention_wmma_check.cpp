@@ -5,6 +5,7 @@
 // on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "attention.cu"
 #include "attention_ref.h"
+#include "harness.h"
 
 #include <cstdio>
 
@@ -14,16 +15,7 @@ using Fwd = void (*)(bf16*, float*, float*, const bf16*, const bf16*, const bf16
 using Bwd = void (*)(float*, bf16*, bf16*, const bf16*, const bf16*, const bf16*, const bf16*, const float*,
                      const float*, const int*, int, int, float);
 
-template <class F> static void grid(dim3 g, unsigned threads, F body) {
-    gridDim = g;
-    blockDim = dim3{threads, 1, 1};
-    for (unsigned z = 0; z < g.z; ++z)
-        for (unsigned y = 0; y < g.y; ++y)
-            for (unsigned x = 0; x < g.x; ++x) {
-                blockIdx = dim3{x, y, z};
-                emu::run_cta((int)threads, body);
-            }
-}
+template <class F> static void grid(dim3 g, unsigned threads, F body) { run_grid(g, threads, body); }
 
 static bool run_case(const char* name, const std::vector<int>& lens, int hq, int hkv, int d, std::mt19937_64& rng) {
     const AttnProblem p = make_problem(lens, hq, hkv, d, 1.0f, rng);

@@ -13,33 +13,16 @@
 #include "swiglu.cu"
 #include "weights.cu"
 
+#include "harness.h"
+
 #include <algorithm>
-#include <cstdio>
-#include <random>
 
 unsigned char dw_smem[64 * 1024];
 
-template <class F> static void grid(unsigned blocks, unsigned threads, F body) {
-    gridDim = dim3{blocks, 1, 1};
-    blockDim = dim3{threads, 1, 1};
-    for (unsigned b = 0; b < blocks; ++b) {
-        blockIdx = dim3{b, 0, 0};
-        emu::run_cta((int)threads, body);
-    }
-}
-
 static std::mt19937_64 rng(20261133);
-static std::vector<float> randn(size_t n, float sd = 1.0f) {
-    std::normal_distribution<float> d(0.0f, sd);
-    std::vector<float> x(n);
-    for (auto& e : x) e = d(rng);
-    return x;
-}
-static bool report(const char* name, double err, double tol) {
-    const bool ok = err < tol;
-    std::printf("%-36s %-4s max rel err %.2e (tol %.0e)\n", name, ok ? "ok" : "FAIL", err, tol);
-    return ok;
-}
+static std::vector<float> randn(size_t n, float sd = 1.0f) { return randn_vec(rng, n, sd); }
+template <class F> static void grid(unsigned blocks, unsigned threads, F body) { run_grid(blocks, threads, body); }
+
 // max |got − want| / (1 + |want|), inf on NaN
 static double err_of(const std::vector<float>& got, const std::vector<double>& want) {
     double e = 0;

@@ -6,19 +6,12 @@
 // exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "select.cu"
 
+#include "harness.h"
+
 #include <algorithm>
-#include <cstdio>
-#include <random>
 
 // Run `body` over a grid of `blocks` CTAs of kThreads threads.
-template <class F> static void launch(unsigned blocks, F body) {
-    gridDim = dim3{blocks, 1, 1};
-    blockDim = dim3{(unsigned)kThreads, 1, 1};
-    for (unsigned b = 0; b < blocks; ++b) {
-        blockIdx = dim3{b, 0, 0};
-        emu::run_cta(kThreads, body);
-    }
-}
+template <class F> static void launch(unsigned blocks, F body) { run_grid(blocks, kThreads, body); }
 
 static u32 host_float_key(float x) {
     u32 b;

@@ -7,31 +7,14 @@
 #include "elementwise.cu"
 #include "reduce.cu"
 
-#include <algorithm>
-#include <cstdio>
-#include <random>
+#include "harness.h"
 
-template <class F> static void grid(unsigned blocks, unsigned threads, F body) {
-    gridDim = dim3{blocks, 1, 1};
-    blockDim = dim3{threads, 1, 1};
-    for (unsigned b = 0; b < blocks; ++b) {
-        blockIdx = dim3{b, 0, 0};
-        emu::run_cta((int)threads, body);
-    }
-}
+#include <algorithm>
 
 static std::mt19937_64 rng(20261134);
-static std::vector<float> randn(size_t n) {
-    std::normal_distribution<float> d(0.0f, 1.0f);
-    std::vector<float> x(n);
-    for (auto& e : x) e = d(rng);
-    return x;
-}
-static bool report(const char* name, double err, double tol) {
-    const bool ok = err < tol;
-    std::printf("%-36s %-4s max err %.2e (tol %.0e)\n", name, ok ? "ok" : "FAIL", err, tol);
-    return ok;
-}
+static std::vector<float> randn(size_t n, float sd = 1.0f) { return randn_vec(rng, n, sd); }
+template <class F> static void grid(unsigned blocks, unsigned threads, F body) { run_grid(blocks, threads, body); }
+
 static double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
     double e = 0;
     for (size_t i = 0; i < b.size(); ++i) e = std::max(e, std::isnan(a[i]) ? INFINITY : std::abs(a[i] - b[i]));
