@@ -6,6 +6,7 @@
 // kernels-cu/tests/emulated_kernels.rs.
 #include "attention_mma_bwd.cu"
 #include "attention_ref.h"
+#include "harness.h"
 
 #include <cstdio>
 
@@ -22,25 +23,14 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
     std::vector<float> dq_acc(nq, 0.0f), dk_head(nq, NAN), dv_head(nq, NAN);
     std::vector<bf16> dk_out(nk, bf16{0x7fc0}), dv_out(nk, bf16{0x7fc0});
     const float scale = 1.0f / std::sqrt((float)d);
-    gridDim = dim3{(unsigned)((p.max_len() + kBlockN - 1) / kBlockN), (unsigned)hq, (unsigned)lens.size()};
-    blockDim = dim3{(unsigned)kThreads, 1, 1};
-    for (unsigned z = 0; z < gridDim.z; ++z)
-        for (unsigned y = 0; y < gridDim.y; ++y)
-            for (unsigned x = 0; x < gridDim.x; ++x) {
-                blockIdx = dim3{x, y, z};
-                emu::run_cta(kThreads, [&] {
-                    kern(dq_acc.data(), dk_head.data(), dv_head.data(), p.q.data(), p.k.data(), p.v.data(),
-                         p.dout.data(), r.lse_f.data(), r.dvec_f.data(), p.cu.data(), hq, hkv, scale);
-                });
-            }
-    gridDim = dim3{3, 1, 1};
-    blockDim = dim3{64, 1, 1};
-    for (unsigned x = 0; x < gridDim.x; ++x) {
-        blockIdx = dim3{x, 0, 0};
-        emu::run_cta(64, [&] {
-            attn_bwd_mma_reduce(dk_out.data(), dv_out.data(), dk_head.data(), dv_head.data(), (long long)nk, hq, hkv, d);
-        });
-    }
+    const dim3 g{(unsigned)((p.max_len() + kBlockN - 1) / kBlockN), (unsigned)hq, (unsigned)lens.size()};
+    run_grid(g, kThreads, [&] {
+        kern(dq_acc.data(), dk_head.data(), dv_head.data(), p.q.data(), p.k.data(), p.v.data(), p.dout.data(),
+             r.lse_f.data(), r.dvec_f.data(), p.cu.data(), hq, hkv, scale);
+    });
+    run_grid(3, 64, [&] {
+        attn_bwd_mma_reduce(dk_out.data(), dv_out.data(), dk_head.data(), dv_head.data(), (long long)nk, hq, hkv, d);
+    });
     const double e_dq = normwise_err(r.dq, [&](size_t i) { return (double)dq_acc[i]; });
     const double e_dk = normwise_err(r.dk, [&](size_t i) { return (double)bf16_to_f32(dk_out[i]); });
     const double e_dv = normwise_err(r.dv, [&](size_t i) { return (double)bf16_to_f32(dv_out[i]); });

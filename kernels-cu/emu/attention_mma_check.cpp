@@ -6,6 +6,7 @@
 // Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "attention_mma.cu"
 #include "attention_ref.h"
+#include "harness.h"
 
 #include <cstdio>
 
@@ -22,18 +23,12 @@ struct Outputs {
 static Outputs launch(Kernel f, const AttnProblem& p, int want_entropy) {
     Outputs out{std::vector<bf16>((size_t)p.total * p.hq * p.d, bf16{0x7fc0}),
                 std::vector<float>((size_t)p.total * p.hq, NAN), std::vector<float>((size_t)p.total * p.hq, NAN)};
-    gridDim = dim3{(unsigned)((p.max_len() + kBlockM - 1) / kBlockM), (unsigned)p.hq, (unsigned)p.lens.size()};
-    blockDim = dim3{(unsigned)kThreads, 1, 1};
+    const dim3 g{(unsigned)((p.max_len() + kBlockM - 1) / kBlockM), (unsigned)p.hq, (unsigned)p.lens.size()};
     const float scale = 1.0f / std::sqrt((float)p.d);
-    for (unsigned z = 0; z < gridDim.z; ++z)
-        for (unsigned y = 0; y < gridDim.y; ++y)
-            for (unsigned x = 0; x < gridDim.x; ++x) {
-                blockIdx = dim3{x, y, z};
-                emu::run_cta(kThreads, [&] {
-                    f(out.o.data(), out.lse.data(), want_entropy ? out.ent.data() : nullptr, p.q.data(), p.k.data(),
-                      p.v.data(), p.cu.data(), p.hq, p.hkv, scale, want_entropy);
-                });
-            }
+    run_grid(g, kThreads, [&] {
+        f(out.o.data(), out.lse.data(), want_entropy ? out.ent.data() : nullptr, p.q.data(), p.k.data(), p.v.data(),
+          p.cu.data(), p.hq, p.hkv, scale, want_entropy);
+    });
     return out;
 }
 

@@ -15,7 +15,6 @@ using Fwd = void (*)(bf16*, float*, float*, const bf16*, const bf16*, const bf16
 using Bwd = void (*)(float*, bf16*, bf16*, const bf16*, const bf16*, const bf16*, const bf16*, const float*,
                      const float*, const int*, int, int, float);
 
-template <class F> static void grid(dim3 g, unsigned threads, F body) { run_grid(g, threads, body); }
 
 static bool run_case(const char* name, const std::vector<int>& lens, int hq, int hkv, int d, std::mt19937_64& rng) {
     const AttnProblem p = make_problem(lens, hq, hkv, d, 1.0f, rng);
@@ -29,7 +28,7 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
     // forward
     std::vector<bf16> o(nq, bf16{0x7fc0});
     std::vector<float> lse(rows, NAN), ent(rows, NAN);
-    grid(dim3{blocks, (unsigned)hq, nseq}, kThreads, [&] {
+    run_grid(dim3{blocks, (unsigned)hq, nseq}, kThreads, [&] {
         fwd(o.data(), lse.data(), ent.data(), p.q.data(), p.k.data(), p.v.data(), p.cu.data(), hq, hkv, scale, 1);
     });
     const double e_o = rel1_err(r.o, [&](size_t i) { return (double)bf16_to_f32(o[i]); });
@@ -38,7 +37,7 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
 
     // normalised entropy and its head mean
     std::vector<float> norm(rows, NAN), mean(p.total, NAN);
-    grid(dim3{2, 1, 1}, 64, [&] {
+    run_grid(dim3{2, 1, 1}, 64, [&] {
         attn_entropy_norm(norm.data(), mean.data(), ent.data(), p.cu.data(), (int)nseq, p.total, hq);
     });
     std::vector<double> want_norm(rows), want_mean(p.total, 0.0);
@@ -56,10 +55,10 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
     // backward: D from the kernel's own O, then the main kernel
     std::vector<float> dvec(rows, NAN), dq_acc(nq, 0.0f);
     std::vector<bf16> dk(nk, bf16{0x7fc0}), dv(nk, bf16{0x7fc0});
-    grid(dim3{3, 1, 1}, kThreads, [&] { attn_bwd_dot(dvec.data(), o.data(), p.dout.data(), (long long)rows, d); });
+    run_grid(dim3{3, 1, 1}, kThreads, [&] { attn_bwd_dot(dvec.data(), o.data(), p.dout.data(), (long long)rows, d); });
     std::vector<double> want_dvec(r.dvec_f.begin(), r.dvec_f.end());
     const double e_dvec = normwise_err(want_dvec, [&](size_t i) { return (double)dvec[i]; });
-    grid(dim3{blocks, (unsigned)hkv, nseq}, kThreads, [&] {
+    run_grid(dim3{blocks, (unsigned)hkv, nseq}, kThreads, [&] {
         bwd(dq_acc.data(), dk.data(), dv.data(), p.q.data(), p.k.data(), p.v.data(), p.dout.data(), lse.data(),
             dvec.data(), p.cu.data(), hq, hkv, scale);
     });

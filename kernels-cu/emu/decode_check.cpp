@@ -4,6 +4,7 @@
 // (12 is split into CTAs of 6 heads), bf16 and f32. Outputs start poisoned. One line per case; exit 1 on
 // failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "decode.cu"
+#include "harness.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -41,23 +42,12 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
         ws_l(ws_m.size(), NAN);
     std::vector<T> o((size_t)batch * hq * d, from_f32<T>(NAN));
     const float scale = 1.0f / std::sqrt((float)d);
-    gridDim = dim3{(unsigned)batch, (unsigned)(hq / heads), (unsigned)chunks};
-    blockDim = dim3{(unsigned)kDecodeThreads, 1, 1};
-    for (unsigned z = 0; z < gridDim.z; ++z)
-        for (unsigned y = 0; y < gridDim.y; ++y)
-            for (unsigned x = 0; x < gridDim.x; ++x) {
-                blockIdx = dim3{x, y, z};
-                emu::run_cta(kDecodeThreads, [&] {
-                    chunk(ws_o.data(), ws_m.data(), ws_l.data(), q.data(), kc.data(), vc.data(), slot.data(),
-                          lens.data(), hq, hkv, heads, max_len, scale);
-                });
-            }
-    gridDim = dim3{(unsigned)batch, (unsigned)hq, 1};
-    for (unsigned y = 0; y < gridDim.y; ++y)
-        for (unsigned x = 0; x < gridDim.x; ++x) {
-            blockIdx = dim3{x, y, 0};
-            emu::run_cta(kDecodeThreads, [&] { combine(o.data(), ws_o.data(), ws_m.data(), ws_l.data(), hq, d, chunks); });
-        }
+    run_grid(dim3{(unsigned)batch, (unsigned)(hq / heads), (unsigned)chunks}, kDecodeThreads, [&] {
+        chunk(ws_o.data(), ws_m.data(), ws_l.data(), q.data(), kc.data(), vc.data(), slot.data(), lens.data(), hq, hkv,
+              heads, max_len, scale);
+    });
+    run_grid(dim3{(unsigned)batch, (unsigned)hq, 1}, kDecodeThreads,
+             [&] { combine(o.data(), ws_o.data(), ws_m.data(), ws_l.data(), hq, d, chunks); });
 
     double err = 0;
     const size_t row = (size_t)hkv * d;

@@ -21,7 +21,6 @@ unsigned char dw_smem[64 * 1024];
 
 static std::mt19937_64 rng(20261133);
 static std::vector<float> randn(size_t n, float sd = 1.0f) { return randn_vec(rng, n, sd); }
-template <class F> static void grid(unsigned blocks, unsigned threads, F body) { run_grid(blocks, threads, body); }
 
 // max |got − want| / (1 + |want|), inf on NaN
 static double err_of(const std::vector<float>& got, const std::vector<double>& want) {
@@ -38,8 +37,8 @@ static bool check_rmsnorm() {
     std::vector<float> out(rows * dim, NAN), rstd(rows, NAN), dx(rows * dim, NAN);
     const int blocks_bwd = (rows + rpb - 1) / rpb;
     std::vector<float> dwp(blocks_bwd * dim, NAN);
-    grid(8, 128, [&] { rmsnorm_fwd_f32(out.data(), rstd.data(), x.data(), w.data(), rows, dim, eps); });
-    grid(blocks_bwd, 128, [&] {
+    run_grid(8, 128, [&] { rmsnorm_fwd_f32(out.data(), rstd.data(), x.data(), w.data(), rows, dim, eps); });
+    run_grid(blocks_bwd, 128, [&] {
         rmsnorm_bwd_f32(dx.data(), dwp.data(), dy.data(), x.data(), w.data(), rstd.data(), rows, dim, rpb);
     });
     std::vector<double> want_out(rows * dim), want_dx(rows * dim), want_dw(dim, 0.0);
@@ -67,8 +66,8 @@ static bool check_softmax() {
     bool ok = true;
     for (int log = 0; log < 2; ++log) {
         std::vector<float> y(rows * cols, NAN), dx(rows * cols, NAN);
-        grid(4, 128, [&] { softmax_fwd_f32(y.data(), x.data(), rows, cols, log); });
-        grid(4, 128, [&] { softmax_bwd_f32(dx.data(), dy.data(), y.data(), rows, cols, log); });
+        run_grid(4, 128, [&] { softmax_fwd_f32(y.data(), x.data(), rows, cols, log); });
+        run_grid(4, 128, [&] { softmax_bwd_f32(dx.data(), dy.data(), y.data(), rows, cols, log); });
         std::vector<double> wy(rows * cols), wdx(rows * cols);
         for (int r = 0; r < rows; ++r) {
             double m = -INFINITY, s = 0, dot = 0, sdy = 0;
@@ -99,7 +98,7 @@ static bool check_rope() {
     for (int bf = 0; bf < 2; ++bf)
         for (float sign : {1.0f, -1.0f}) {
             std::vector<float> out(x.size(), NAN);
-            grid(2, 64, [&] { rope_f32(out.data(), x.data(), pos.data(), tokens, heads, hd, theta, sign, bf); });
+            run_grid(2, 64, [&] { rope_f32(out.data(), x.data(), pos.data(), tokens, heads, hd, theta, sign, bf); });
             std::vector<double> want(x.size());
             for (int t = 0; t < tokens; ++t)
                 for (int h = 0; h < heads; ++h)
@@ -123,8 +122,8 @@ static bool check_swiglu() {
     const long long n = 1003;
     auto g = randn(n, 3.0f), u = randn(n), d = randn(n);
     std::vector<float> out(n, NAN), dg(n, NAN), du(n, NAN);
-    grid(2, 128, [&] { swiglu_fwd_f32(out.data(), g.data(), u.data(), n); });
-    grid(2, 128, [&] { swiglu_bwd_f32(dg.data(), du.data(), d.data(), g.data(), u.data(), n); });
+    run_grid(2, 128, [&] { swiglu_fwd_f32(out.data(), g.data(), u.data(), n); });
+    run_grid(2, 128, [&] { swiglu_bwd_f32(dg.data(), du.data(), d.data(), g.data(), u.data(), n); });
     std::vector<double> wo(n), wg(n), wu(n);
     for (long long i = 0; i < n; ++i) {
         const double s = 1.0 / (1.0 + std::exp(-(double)g[i]));
@@ -143,7 +142,7 @@ static bool check_adamw() {
     std::vector<double> wp(p.begin(), p.end()), wm(n, 0.0), wv(n, 0.0);
     for (int t = 1; t <= 3; ++t) {
         const float bc1 = 1.0f - std::pow(b1, (float)t), bc2 = 1.0f - std::pow(b2, (float)t);
-        grid(2, 128, [&] { adamw_f32(p.data(), m.data(), v.data(), g.data(), &gs, n, lr, b1, b2, eps, wd, bc1, bc2); });
+        run_grid(2, 128, [&] { adamw_f32(p.data(), m.data(), v.data(), g.data(), &gs, n, lr, b1, b2, eps, wd, bc1, bc2); });
         for (long long i = 0; i < n; ++i) {
             const double gi = (double)g[i] * gs;
             wp[i] -= lr * wd * wp[i];
@@ -166,7 +165,7 @@ static bool check_soft_weights() {
     }
     const float dir = -1.3f, temp = 0.7f, fl = 0.1f;
     std::vector<float> w(n, NAN);
-    grid(2, 128, [&] { soft_weights(w.data(), s.data(), valid.data(), cu.data(), np, dir, 1.0f / temp, fl); });
+    run_grid(2, 128, [&] { soft_weights(w.data(), s.data(), valid.data(), cu.data(), np, dir, 1.0f / temp, fl); });
     std::vector<double> want(n, 0.0);
     for (int p = 0; p < np; ++p) {
         double cnt = 0, sum = 0, sq = 0;
@@ -188,8 +187,8 @@ static bool check_index() {
     std::vector<int> ids = {3, 0, 49, 3, 7, 50, 12, 3, -1, 0, 48};  // two out of range
     std::vector<float> out(n_ids * dim, NAN), dtable(vocab * dim, 0.0f);
     int err = 0;
-    grid(3, 64, [&] { embedding_fwd_f32(out.data(), table.data(), ids.data(), n_ids, dim, vocab, &err); });
-    grid(3, 64, [&] { embedding_bwd_f32(dtable.data(), dout.data(), ids.data(), n_ids, dim, vocab); });
+    run_grid(3, 64, [&] { embedding_fwd_f32(out.data(), table.data(), ids.data(), n_ids, dim, vocab, &err); });
+    run_grid(3, 64, [&] { embedding_bwd_f32(dtable.data(), dout.data(), ids.data(), n_ids, dim, vocab); });
     std::vector<double> wout(n_ids * dim, 0.0), wdt(vocab * dim, 0.0);
     for (long long i = 0; i < n_ids; ++i)
         if (ids[i] >= 0 && ids[i] < vocab)
@@ -204,8 +203,8 @@ static bool check_index() {
     std::vector<int> idx = {0, 8, 4, 4, 1, 7};
     std::vector<float> gathered(rows, NAN), dx(rows * cols, 0.0f);
     int err2 = 0;
-    grid(1, 32, [&] { gather_last_f32(gathered.data(), x.data(), idx.data(), rows, cols, &err2); });
-    grid(1, 32, [&] { scatter_last_f32(dx.data(), dg.data(), idx.data(), rows, cols); });
+    run_grid(1, 32, [&] { gather_last_f32(gathered.data(), x.data(), idx.data(), rows, cols, &err2); });
+    run_grid(1, 32, [&] { scatter_last_f32(dx.data(), dg.data(), idx.data(), rows, cols); });
     std::vector<double> wg(rows), wdx(rows * cols, 0.0);
     for (int r = 0; r < rows; ++r) {
         wg[r] = x[r * cols + idx[r]];

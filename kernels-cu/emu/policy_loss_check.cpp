@@ -5,6 +5,7 @@
 // log-ratio clamp (also with the dual clip off, where the clamp alone zeroes the gradient), zero weights and
 // masks, temperature ≠ 1, and an out-of-range target (error flag, zeroed row). One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "policy_loss.cu"
+#include "harness.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -44,16 +45,10 @@ static bool run_case(const char* name, int vocab, float temperature, float clip_
     std::vector<OUT> dz((size_t)rows * vocab, from_f32<OUT>(NAN));
     std::vector<float> loss(rows, NAN), logp(rows, NAN), ent(rows, NAN), flags(4 * rows, NAN);
     int err = 0;
-    gridDim = dim3{3, 1, 1};  // fewer blocks than rows: the row loop strides
-    blockDim = dim3{256, 1, 1};
-    for (unsigned b = 0; b < gridDim.x; ++b) {
-        blockIdx = dim3{b, 0, 0};
-        emu::run_cta(256, [&] {
-            kern(logits.data(), dz.data(), loss.data(), logp.data(), ent.data(), flags.data(), targets.data(),
-                 old.data(), adv.data(), mask.data(), w.data(), &zn, rows, vocab, temperature, eps_low, eps_high,
-                 clip_c, 1, 1, &err);
-        });
-    }
+    run_grid(3, 256, [&] {  // fewer blocks than rows: the row loop strides
+        kern(logits.data(), dz.data(), loss.data(), logp.data(), ent.data(), flags.data(), targets.data(), old.data(),
+             adv.data(), mask.data(), w.data(), &zn, rows, vocab, temperature, eps_low, eps_high, clip_c, 1, 1, &err);
+    });
 
     double worst = 0;
     auto cmp = [&](double got, double want, double scale) {

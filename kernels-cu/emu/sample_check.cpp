@@ -5,6 +5,7 @@
 // masked (−inf) stretches, u = 0 and u → 1. One line per case; exit 1 on failure.
 // Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "sample.cu"
+#include "harness.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -41,14 +42,9 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
     std::vector<int> tokens(cs.rows, -1);
     std::vector<float> logps(cs.rows, NAN);
     const float inv_t = cs.greedy ? 1.0f : 1.0f / cs.temperature;
-    gridDim = dim3{(unsigned)cs.rows, 1, 1};
-    blockDim = dim3{(unsigned)kSampleThreads, 1, 1};
-    for (int b = 0; b < cs.rows; ++b) {
-        blockIdx = dim3{(unsigned)b, 0, 0};
-        emu::run_cta(kSampleThreads, [&] {
-            kern(tokens.data(), logps.data(), logits.data(), rows.data(), u.data(), cs.vocab, inv_t, cs.greedy);
-        });
-    }
+    run_grid((unsigned)cs.rows, kSampleThreads, [&] {
+        kern(tokens.data(), logps.data(), logits.data(), rows.data(), u.data(), cs.vocab, inv_t, cs.greedy);
+    });
     bool ok = true;
     double worst_cdf = 0, worst_logp = 0;
     for (int i = 0; i < cs.rows; ++i) {

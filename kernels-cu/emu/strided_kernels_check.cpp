@@ -13,7 +13,6 @@
 
 static std::mt19937_64 rng(20261134);
 static std::vector<float> randn(size_t n, float sd = 1.0f) { return randn_vec(rng, n, sd); }
-template <class F> static void grid(unsigned blocks, unsigned threads, F body) { run_grid(blocks, threads, body); }
 
 static double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
     double e = 0;
@@ -31,7 +30,7 @@ int main() {
         double err = 0;
         for (int op = 0; op < 3; ++op) {
             std::vector<float> out(n, NAN);
-            grid(2, 64, [&] {
+            run_grid(2, 64, [&] {
                 if (op == 0) bcast_add_f32(out.data(), a.data(), b.data(), n, g);
                 if (op == 1) bcast_sub_f32(out.data(), a.data(), b.data(), n, g);
                 if (op == 2) bcast_mul_f32(out.data(), a.data(), b.data(), n, g);
@@ -52,7 +51,7 @@ int main() {
         auto x = randn(21);
         CopyGeo g{2, {7, 3, 1, 1, 1, 1}, {1, 7, 0, 0, 0, 0}};
         std::vector<float> out(21, NAN);
-        grid(1, 32, [&] { copy_strided_f32(out.data(), x.data(), 21, g); });
+        run_grid(1, 32, [&] { copy_strided_f32(out.data(), x.data(), 21, g); });
         std::vector<double> want(21);
         for (int i = 0; i < 7; ++i)
             for (int j = 0; j < 3; ++j) want[i * 3 + j] = x[j * 7 + i];
@@ -64,11 +63,11 @@ int main() {
         auto x = randn(n);
         std::vector<__nv_bfloat16> h(n);
         std::vector<float> back(n, NAN), filled(n, NAN), scaled(n, NAN), y(n, 1.0f);
-        grid(2, 128, [&] { cast_f32_to_bf16(h.data(), x.data(), n); });
-        grid(2, 128, [&] { cast_bf16_to_f32(back.data(), h.data(), n); });
-        grid(2, 128, [&] { fill_f32(filled.data(), 2.5f, n); });
-        grid(2, 128, [&] { scale_f32(scaled.data(), x.data(), -3.0f, n); });
-        grid(2, 128, [&] { axpy_f32(y.data(), x.data(), 0.5f, n); });
+        run_grid(2, 128, [&] { cast_f32_to_bf16(h.data(), x.data(), n); });
+        run_grid(2, 128, [&] { cast_bf16_to_f32(back.data(), h.data(), n); });
+        run_grid(2, 128, [&] { fill_f32(filled.data(), 2.5f, n); });
+        run_grid(2, 128, [&] { scale_f32(scaled.data(), x.data(), -3.0f, n); });
+        run_grid(2, 128, [&] { axpy_f32(y.data(), x.data(), 0.5f, n); });
         double e = 0;
         for (long long i = 0; i < n; ++i) {
             e = std::max(e, (double)std::abs(back[i] - bf16_to_f32(__nv_bfloat16{f32_to_bf16_bits(x[i])})));
@@ -85,8 +84,8 @@ int main() {
         std::vector<float> inner(R, NAN), outer(C, NAN);
         ReduceGeo gi{1, {R, 1, 1, 1, 1, 1}, {C, 0, 0, 0, 0, 0}, 1, {C, 1, 1, 1, 1, 1}, {1, 0, 0, 0, 0, 0}};
         ReduceGeo go{1, {C, 1, 1, 1, 1, 1}, {1, 0, 0, 0, 0, 0}, 1, {R, 1, 1, 1, 1, 1}, {C, 0, 0, 0, 0, 0}};
-        grid(4, 64, [&] { reduce_sum_f32(inner.data(), x.data(), R, C, 0.5f, gi); });
-        grid(4, 64, [&] { reduce_sum_f32(outer.data(), x.data(), C, R, 0.5f, go); });
+        run_grid(4, 64, [&] { reduce_sum_f32(inner.data(), x.data(), R, C, 0.5f, gi); });
+        run_grid(4, 64, [&] { reduce_sum_f32(outer.data(), x.data(), C, R, 0.5f, go); });
         std::vector<double> wi(R, 0.0), wo(C, 0.0);
         for (int r = 0; r < R; ++r)
             for (int c = 0; c < C; ++c) {
@@ -101,10 +100,10 @@ int main() {
         auto x = randn(n);
         const unsigned blocks = 7;
         std::vector<float> partials(blocks, NAN), sumsq(1, NAN), coef(1, NAN), y = x;
-        grid(blocks, 128, [&] { sumsq_partials_f32(partials.data(), x.data(), n); });
-        grid(1, 64, [&] { sum_partials_f32(sumsq.data(), partials.data(), (int)blocks); });
-        grid(1, 32, [&] { clip_coef_f32(coef.data(), sumsq.data(), 10.0f); });
-        grid(3, 128, [&] { scale_by_f32(y.data(), coef.data(), n); });
+        run_grid(blocks, 128, [&] { sumsq_partials_f32(partials.data(), x.data(), n); });
+        run_grid(1, 64, [&] { sum_partials_f32(sumsq.data(), partials.data(), (int)blocks); });
+        run_grid(1, 32, [&] { clip_coef_f32(coef.data(), sumsq.data(), 10.0f); });
+        run_grid(3, 128, [&] { scale_by_f32(y.data(), coef.data(), n); });
         double ss = 0;
         for (float v : x) ss += (double)v * v;
         const double c = std::min(1.0, 10.0 / (std::sqrt(ss) + 1e-6));
@@ -117,7 +116,7 @@ int main() {
     {
         const long long n = 100003;
         std::vector<float> r(n, NAN);
-        grid(8, 256, [&] { randn_f32(r.data(), n, 0x1234ull, 0.5f); });
+        run_grid(8, 256, [&] { randn_f32(r.data(), n, 0x1234ull, 0.5f); });
         double m = 0, v = 0;
         for (float e : r) m += e / n;
         for (float e : r) v += (e - m) * (e - m) / n;
