@@ -4,6 +4,7 @@
 //! runs on the device (only the picks cross to the host); truncated sampling and CPU runs sample on the host.
 use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs, layer_output, Qwen3};
+use entrl_engine::cpu::sampling::pick_by_cdf;
 use entrl_engine::ops::{attention, sample_rows, CacheIndex, KvCache};
 use entrl_engine::{no_grad, Packing, Tensor};
 use rand::{Rng, SeedableRng};
@@ -303,15 +304,8 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> (u32, f
             order.truncate(keep.max(1));
         }
     }
-    let total: f64 = order.iter().map(|&i| logp(i).exp()).sum();
-    let mut u = rng.random::<f64>() * total;
-    for &i in &order {
-        u -= logp(i).exp();
-        if u <= 0.0 {
-            return (i as u32, logp(i));
-        }
-    }
-    let i = *order.last().expect("non-empty vocabulary");
+    let weights: Vec<f64> = order.iter().map(|&i| logp(i).exp()).collect();
+    let i = order[pick_by_cdf(&weights, rng.random::<f64>())];
     (i as u32, logp(i))
 }
 
