@@ -63,7 +63,7 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
     if let Some(c) = &s.comm {
         let all = c.all_gather_host(serde_json::to_vec(&rep).expect("report serializes")).map_err(|e| e.to_string())?;
         rep = EvalReport { per_source: Default::default(), k: r.eval_k };
-        for b in &all {
+        for b in all.iter() {
             rep.merge(&serde_json::from_slice(b).map_err(|e| format!("eval report from another rank: {e}"))?);
         }
     }
@@ -250,11 +250,8 @@ fn run_rank(
             m.eval_acc = Some(acc);
             summary.evals.push((m.step, acc));
         }
-        let mut stop = cfg.run.stop_at_accuracy > 0.0 && m.eval_acc.is_some_and(|a| a >= cfg.run.stop_at_accuracy);
-        if let Some(c) = &comm {
-            // Rank 0 decides (every rank holds the same report; this keeps the decision one value).
-            stop = c.all_gather_host(vec![stop as u8]).map_err(|e| e.to_string())?[0][0] == 1;
-        }
+        // Every rank merged the same eval reports in the same order, so every rank takes the same decision.
+        let stop = cfg.run.stop_at_accuracy > 0.0 && m.eval_acc.is_some_and(|a| a >= cfg.run.stop_at_accuracy);
         if lead {
             append_line(&metrics_path, &m.to_json_line()).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
             progress.steps.set_position(m.step);

@@ -153,11 +153,7 @@ impl Session {
     }
 
     fn forward_options(&self, with_entropy: bool, longest: usize) -> ForwardOptions {
-        let checkpoint = match self.cfg.model.checkpoint_activations.as_str() {
-            "on" => true,
-            "off" => false,
-            _ => longest >= 2048,
-        };
+        let checkpoint = self.cfg.model.checkpoint_for(longest);
         ForwardOptions {
             entropy_layers: if with_entropy { self.cfg.tokens.entropy_layers.clone() } else { Vec::new() },
             checkpoint,
@@ -221,7 +217,7 @@ impl Session {
                 Some(c) => {
                     let all = c.all_gather_host(encode_samples(&local)).map_err(err)?;
                     let mut v = Vec::with_capacity(prompts.len() * n);
-                    for b in &all {
+                    for b in all.iter() {
                         v.extend(decode_samples(b)?);
                     }
                     v

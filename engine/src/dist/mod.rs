@@ -14,6 +14,14 @@ pub use thread::ThreadComm;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
+/// f64 values as little-endian bytes (the host exchanges' encoding) and back.
+pub(crate) fn f64_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+pub(crate) fn bytes_f64(b: &[u8]) -> impl Iterator<Item = f64> + '_ {
+    b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+}
+
 /// One rank's handle on a group of `world_size` ranks. Every rank must call the same collectives in the
 /// same order; a failed rank calls [`Communicator::abort`] so the others stop with its reason instead of
 /// waiting forever.
@@ -26,22 +34,21 @@ pub trait Communicator: Send + Sync {
     fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<()>;
     /// `input` [k] → `output` [world·k], rank r's input at r·k.
     fn all_gather(&self, input: &Tensor, output: &Tensor) -> Result<()>;
-    /// Host bytes of every rank, in rank order (rollouts, counts, norms, barriers).
-    fn all_gather_host(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>>;
+    /// Host bytes of every rank, in rank order (rollouts, counts, norms, barriers), shared by all ranks
+    /// rather than copied to each.
+    fn all_gather_host(&self, bytes: Vec<u8>) -> Result<std::sync::Arc<Vec<Vec<u8>>>>;
     /// Fail every pending and future collective of the group with `reason`.
     fn abort(&self, reason: &str);
 
     /// Σ over ranks of host values, element by element, in one exchange.
     fn all_reduce_host_many(&self, xs: &[f64]) -> Result<Vec<f64>> {
-        let all = self.all_gather_host(xs.iter().flat_map(|x| x.to_le_bytes()).collect())?;
+        let all = self.all_gather_host(f64_bytes(xs))?;
         let mut sum = vec![0.0; xs.len()];
-        for b in &all {
+        for b in all.iter() {
             if b.len() != 8 * xs.len() {
                 return Err(crate::EngineError::Comm(format!("ranks reduced {} and {} values", xs.len(), b.len() / 8)));
             }
-            for (s, c) in sum.iter_mut().zip(b.chunks_exact(8)) {
-                *s += f64::from_le_bytes(c.try_into().expect("8 bytes"));
-            }
+            sum.iter_mut().zip(bytes_f64(b)).for_each(|(s, x)| *s += x);
         }
         Ok(sum)
     }

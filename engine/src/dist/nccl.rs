@@ -157,7 +157,7 @@ impl Communicator for NcclComm {
         })
     }
 
-    fn all_gather_host(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+    fn all_gather_host(&self, bytes: Vec<u8>) -> Result<Arc<Vec<Vec<u8>>>> {
         self.host.all_gather_host(bytes)
     }
 

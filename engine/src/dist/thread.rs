@@ -2,7 +2,7 @@
 //! through a mutex + condition variable (generation-counted, so a fast rank cannot overwrite a round a
 //! slow rank has not read). Tensors are staged through the host, which keeps it exact and simple: it is
 //! the reference implementation CI runs at world sizes 2 and 4, not a fast path.
-use super::Communicator;
+use super::{bytes_f64, f64_bytes, Communicator};
 use crate::error::{EngineError, Result};
 use crate::tensor::Tensor;
 use std::sync::{Arc, Condvar, Mutex};
@@ -88,14 +88,6 @@ fn aborted(reason: &str) -> EngineError {
     EngineError::Comm(format!("the group was aborted: {reason}"))
 }
 
-fn f64_bytes(v: &[f64]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn bytes_f64(b: &[u8]) -> impl Iterator<Item = f64> + '_ {
-    b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-}
-
 fn check_len(op: &'static str, t: &Tensor, want: usize) -> Result<()> {
     if t.numel() != want {
         return Err(EngineError::shape(op, format!("expected {want} elements, got {}", t.shape())));
@@ -141,8 +133,8 @@ impl Communicator for ThreadComm {
         output.copy_from(&Tensor::from_f64(&v, output.shape().clone(), output.dtype(), output.device())?)
     }
 
-    fn all_gather_host(&self, bytes: Vec<u8>) -> Result<Vec<Vec<u8>>> {
-        Ok(self.exchange(bytes)?.as_ref().clone())
+    fn all_gather_host(&self, bytes: Vec<u8>) -> Result<Arc<Vec<Vec<u8>>>> {
+        self.exchange(bytes)
     }
 
     fn abort(&self, reason: &str) {

@@ -10,7 +10,17 @@ use crate::tensor::Tensor;
 
 /// ‖g‖₂ over the gradients of `params` (parameters without a gradient count as zero).
 pub fn global_grad_norm(params: &[Tensor]) -> Result<f64> {
-    Ok(sumsq(params)?.0.sqrt())
+    Ok(grad_sumsq(params)?.sqrt())
+}
+
+/// Σ g² over the gradients of `params` (what ranks all-reduce for a global norm).
+pub fn grad_sumsq(params: &[Tensor]) -> Result<f64> {
+    Ok(sumsq(params)?.0)
+}
+
+/// torch's clip_grad_norm_ coefficient: min(1, max_norm / (‖g‖ + 1e-6)).
+pub fn clip_coef(norm: f64, max_norm: f64) -> f64 {
+    (max_norm / (norm + 1e-6)).min(1.0)
 }
 
 /// Clip gradients in place so their global norm is at most `max_norm`. Returns the norm before clipping.
@@ -34,7 +44,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
             }
         }
         None => {
-            let coef = (max_norm / (norm + 1e-6)).min(1.0);
+            let coef = clip_coef(norm, max_norm);
             if coef < 1.0 {
                 for g in &grads {
                     match &mut *g.storage_mut() {

@@ -4,5 +4,5 @@ mod clip;
 mod sharded;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use clip::{clip_grad_norm, global_grad_norm};
+pub use clip::{clip_coef, clip_grad_norm, global_grad_norm, grad_sumsq};
 pub use sharded::{ShardedAdamW, ShardedStep};

@@ -3,7 +3,7 @@
 //! ranks, so each rank's loss must already be divided by the global token count), each rank keeps the f32
 //! master weights and moments of its 1/world shard only, clips with the global norm (Σ of the shards'
 //! squared norms, all-reduced), updates its shard and all-gathers the new weights.
-use super::{global_grad_norm, AdamW, AdamWConfig};
+use super::{clip_coef, grad_sumsq, AdamW, AdamWConfig};
 use crate::dist::{flat_slice, flat_write_at, Communicator, FlatLayout, BUCKET_ELEMENTS};
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
@@ -88,12 +88,10 @@ impl ShardedAdamW {
             flat_write_at(&shard, j * k, &piece)?;
         }
         self.master.set_grad(Some(shard))?;
-        let local = global_grad_norm(std::slice::from_ref(&self.master))?;
-        let norm = self.comm.all_reduce_host(local * local)?.sqrt();
+        let norm = self.comm.all_reduce_host(grad_sumsq(std::slice::from_ref(&self.master))?)?.sqrt();
         let applied = norm.is_finite();
         if applied {
-            // torch's clip_grad_norm_: scale by max_norm / (‖g‖ + 1e-6) when that is below 1.
-            let coef = Tensor::scalar((max_norm / (norm + 1e-6)).min(1.0), DType::F32, &dev)?;
+            let coef = Tensor::scalar(clip_coef(norm, max_norm), DType::F32, &dev)?;
             self.inner.step(lr, Some(&coef))?;
             self.gather()?;
         }
