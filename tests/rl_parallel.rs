@@ -6,7 +6,7 @@ use entrl_qwen3::Qwen3;
 use entrl_rl::{train, TrainConfig};
 mod common;
 
-use common::runs::tmp;
+use common::runs::{deterministic, tmp};
 use std::path::Path;
 
 fn config(dir: &Path, extra: &[&str]) -> TrainConfig {
@@ -118,6 +118,7 @@ fn sharded_run_resumes_exactly() {
     let resumed = train(config(&b, &["train.steps=4", "run.world_size=2"]), Some(&b)).unwrap();
     for (x, y) in full.steps[2..].iter().zip(&resumed.steps) {
         assert_eq!((x.step, x.loss, x.grad_norm, x.reward_mean), (y.step, y.loss, y.grad_norm, y.reward_mean));
+        assert_eq!(deterministic(x), deterministic(y), "step {} differs after a sharded resume", x.step);
     }
     assert_eq!(weights(full.checkpoint.as_ref().unwrap()), weights(resumed.checkpoint.as_ref().unwrap()));
     // A checkpoint of 2 ranks cannot be resumed by 1.

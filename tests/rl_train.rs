@@ -1,9 +1,8 @@
 //! End-to-end DAPO on the built-in task, on CPU: the default run learns, every strategy selects what it
 //! claims, dynamic sampling refills, resume is exact, non-finite updates are skipped, bad input errors.
-use entrl_rl::metrics::StepMetrics;
 mod common;
 
-use common::runs::{config, tmp};
+use common::runs::{config, deterministic, tmp};
 use entrl_rl::{train, Session, TrainConfig};
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -41,18 +40,6 @@ fn builtin_run_learns_and_writes_everything() {
     let m = entrl_qwen3::Qwen3::load(&ck, entrl_engine::DType::F32, &entrl_engine::Device::Cpu).unwrap();
     assert_eq!(m.config.vocab_size, tok.vocab_size());
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// Timing and wall-clock fields differ between runs; everything else must match exactly.
-fn deterministic(m: &StepMetrics) -> StepMetrics {
-    StepMetrics {
-        time_rollout_s: 0.0,
-        time_old_logprob_s: 0.0,
-        time_update_s: 0.0,
-        time_step_s: 0.0,
-        tokens_per_s: 0.0,
-        ..m.clone()
-    }
 }
 
 #[test]

@@ -39,6 +39,17 @@ pub struct ModelConfig {
     pub checkpoint_activations: String,
 }
 
+impl ModelConfig {
+    /// Whether a forward over sequences up to `longest` tokens checkpoints its layers (`auto`: from 2048).
+    pub fn checkpoint_for(&self, longest: usize) -> bool {
+        match self.checkpoint_activations.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => longest >= 2048,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {

@@ -167,11 +167,7 @@ impl PlanInput {
             mean_response: r.max_response_len.min(3000),
             max_concurrent: r.max_concurrent,
             updates_per_step: (t.batch_size / t.mini_batch_size.max(1)).max(1) * t.epochs.max(1),
-            checkpointing: match cfg.model.checkpoint_activations.as_str() {
-                "on" => true,
-                "off" => false,
-                _ => seq >= 2048,
-            },
+            checkpointing: cfg.model.checkpoint_for(seq),
             weight_bytes: if cfg.model.dtype == "f32" { 4 } else { 2 },
             ..Self::new(model)
         }

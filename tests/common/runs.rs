@@ -1,4 +1,5 @@
 //! Training runs in tests: a fresh temporary run directory and the built-in preset made quiet on CPU.
+use entrl_rl::metrics::StepMetrics;
 use entrl_rl::TrainConfig;
 use std::path::{Path, PathBuf};
 
@@ -20,4 +21,18 @@ pub fn config(dir: &Path, extra: &[&str]) -> TrainConfig {
     ];
     o.extend(extra.iter().map(|s| s.to_string()));
     TrainConfig::resolve(None, &o).unwrap()
+}
+
+/// A step's metrics without the timing fields, which differ between runs; everything else must match
+/// exactly between a run and its resumed twin.
+#[allow(dead_code)] // not every test binary that includes `common` compares steps
+pub fn deterministic(m: &StepMetrics) -> StepMetrics {
+    StepMetrics {
+        time_rollout_s: 0.0,
+        time_old_logprob_s: 0.0,
+        time_update_s: 0.0,
+        time_step_s: 0.0,
+        tokens_per_s: 0.0,
+        ..m.clone()
+    }
 }
