@@ -1,6 +1,5 @@
 //! `entrl generate --model DIR --prompt "..."`: chat-templated prompt, KV-cache generation, text printed
 //! as it is produced.
-use entrl_engine::DType;
 use entrl_qwen3::{generate, Message, Qwen3, Request, SamplingParams, Tokenizer};
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,7 +38,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Some(d) => crate::verify::parse_device(d)?,
         None => entrl_engine::Device::best().0,
     };
-    let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+    let dtype = device.default_dtype();
     let tok = Tokenizer::from_dir(a.tokenizer.as_ref().unwrap_or(&a.model))?;
     let model = Qwen3::load(&a.model, dtype, &device)?;
     let text =

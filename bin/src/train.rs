@@ -91,10 +91,9 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::DType;
     use entrl_qwen3::{Qwen3, SamplingParams, Tokenizer};
     let device = resolve_device(&a.device)?;
-    let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+    let dtype = device.default_dtype();
     let tok = Tokenizer::from_dir(&a.model)?;
     let model = Qwen3::load(&a.model, dtype, &device)?;
     let rows = if a.data == "builtin" {

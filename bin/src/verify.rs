@@ -30,8 +30,7 @@ pub struct Args {
 pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let device = parse_device(&a.device)?;
     let dtype = match a.dtype.as_deref() {
-        None if device.is_cuda() => DType::BF16,
-        None => DType::F32,
+        None => device.default_dtype(),
         Some("f32") => DType::F32,
         Some("f64") => DType::F64,
         Some("bf16") => DType::BF16,

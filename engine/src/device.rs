@@ -42,6 +42,14 @@ impl Device {
     pub fn is_cuda(&self) -> bool {
         matches!(self, Device::Cuda(_))
     }
+    /// The model storage type when none is asked for: bf16 on a GPU (the kernels' type), f32 on the CPU.
+    pub fn default_dtype(&self) -> crate::DType {
+        if self.is_cuda() {
+            crate::DType::BF16
+        } else {
+            crate::DType::F32
+        }
+    }
     pub fn as_cuda(&self) -> Option<&CudaDevice> {
         match self {
             Device::Cuda(d) => Some(d),

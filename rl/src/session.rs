@@ -151,8 +151,9 @@ impl Session {
             Some((c, d)) => (Some(c), d),
             None => (None, resolve_device(&cfg.model.device)?),
         };
-        let dtype = match (cfg.model.dtype.as_str(), device.is_cuda()) {
-            ("bf16", _) | ("auto", true) => DType::BF16,
+        let dtype = match cfg.model.dtype.as_str() {
+            "bf16" => DType::BF16,
+            "auto" => device.default_dtype(),
             _ => DType::F32,
         };
         let source = ModelSource::parse(&cfg.model.path);
