@@ -54,8 +54,9 @@ impl ShardedAdamW {
         let (k, rank) = (layout.bucket, comm.rank());
         let master = Tensor::zeros([layout.shard_len()], DType::F32, &dev)?;
         for j in 0..layout.buckets {
-            let bucket = layout.pack_range(&all, layout.bucket_range(j), DType::F32, &dev)?;
-            flat_write_at(&master, j * k, &flat_slice(&bucket, rank * k, k)?)?;
+            // only this rank's k elements of bucket j (not the whole world·k bucket)
+            let own = layout.bucket_range(j).start + rank * k;
+            flat_write_at(&master, j * k, &layout.pack_range(&all, own..own + k, DType::F32, &dev)?)?;
         }
         let master = master.param();
         let inner = AdamW::new(std::slice::from_ref(&master), config)?;
