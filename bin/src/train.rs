@@ -45,9 +45,10 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(n) = a.gpus {
         overrides.push(format!("run.world_size={n}"));
     }
+    // The resumed run's own config (run_dir/config.toml, beside checkpoints/step_N) unless --config is given.
     let saved = a.resume.as_ref().and_then(|r| {
-        let run_dir = if r.join("state.json").is_file() { r.parent()?.parent()?.to_path_buf() } else { r.clone() };
-        Some(run_dir.join("config.toml")).filter(|p| p.is_file())
+        let ck = entrl_rl::run::find_checkpoint(r).ok()?;
+        Some(ck.parent()?.parent()?.join("config.toml")).filter(|p| p.is_file())
     });
     let file = a.config.clone().or(saved);
     let cfg = TrainConfig::resolve(file.as_deref(), &overrides)?;
