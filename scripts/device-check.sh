@@ -12,6 +12,16 @@
 #   kernels with ENTRL_DEADLINE=270/timeout_s 290, then model on the still-warm machine)
 set -uo pipefail
 PART="${1:-all}"
+# Sections: selftest verify attention select loss matmul model8b dapo_nccl dapo profile ncu.
+# Parts: kernels = selftest..matmul (issues 3, 4); model = model8b dapo_nccl dapo (issues 5, 7, 6);
+# all = both; or a comma-separated list of sections.
+case "$PART" in
+  all) SECTIONS="selftest verify attention select loss matmul model8b dapo_nccl dapo" ;;
+  kernels) SECTIONS="selftest verify attention select loss matmul" ;;
+  model) SECTIONS="model8b dapo_nccl dapo" ;;
+  *) SECTIONS="${PART//,/ }" ;;
+esac
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # A whole-call deadline (seconds; set it ~20 s under the device call's timeout_s): each section's timeout
 # is cut to what is left, sections that cannot start are skipped and named, and the summary and archive
 # are always written.
@@ -34,10 +44,8 @@ export LD_LIBRARY_PATH="$LIBDIR:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$D/gpu.txt"
 "$BIN" info | tee "$D/info.txt"
 
-# Parts: "kernels" = selftest, verify-reference and the kernel benches (issues 3, 4); "model" = the qwen3-8b
-# benches, then DAPO through NCCL and DAPO on qwen3-0.6b (issues 5, 7, 6); "all" = both.
 selftest_rc=0
-if [ "$PART" != model ]; then
+if want selftest; then
 echo "== selftest"
 timeout $(t 240) "$BIN" selftest > "$D/selftest.txt" 2>&1
 selftest_rc=$?
@@ -54,32 +62,60 @@ else
   echo "attention kernels: ${ENTRL_ATTN_KERNEL:-mma} (default)" > "$D/attn_kernel.txt"
 fi
 
-if [ "$PART" != model ]; then
+if want verify; then
 echo "== verify-reference on the GPU (bf16) against HF's float64 fixtures"
 for d in .device-fixtures/*/; do
   [ -f "$d/config.json" ] || continue
   timeout $(t 60) "$BIN" verify-reference "$d" --device cuda > "$D/verify-$(basename "$d").txt" 2>&1
-  echo "$(basename "$d"): rc=$? $(tail -n 1 "$D/verify-$(basename "$d").txt")"
+  rc=$?; echo "$(basename "$d"): rc=$rc $(tail -n 1 "$D/verify-$(basename "$d").txt")"
 done
+echo "== HF transformers' own bf16 error against the same fixtures (what bf16 alone costs)"
+args=(); for d in .device-fixtures/*/; do [ -f "$d/config.json" ] && args+=("$d" "$D/verify-$(basename "$d").txt"); done
+timeout $(t 90) python3 benches/hf_bf16_fixture_error.py "${args[@]}" > "$D/hf_bf16.jsonl" 2> "$D/hf_bf16.txt"
+grep "error ratio" "$D/hf_bf16.txt"
+fi
 
+if want attention; then
 echo "== bench attention (entrl, then torch SDPA flash/cuDNN + eager entropy)"
 if room 40 "bench attention"; then
 timeout $(t 120) "$BIN" bench attention --json "$D/attention.jsonl" 2>&1 | tee "$D/attention.txt"
 timeout $(t 180) python3 benches/torch_attention.py > "$D/torch_attention.jsonl" 2>&1; tail -n 3 "$D/torch_attention.jsonl"
 fi
 
+fi
+if want select; then
 echo "== bench select (entrl radix select/sort, then torch topk/sort)"
 if room 30 "bench select"; then
 timeout $(t 60) "$BIN" bench select --json "$D/select.jsonl" 2>&1 | tee "$D/select.txt"
 timeout $(t 60) python3 benches/torch_select.py >> "$D/select.jsonl" 2>&1; tail -n 3 "$D/select.jsonl"
 fi
 
+fi
+if want ncu; then
+echo "== ncu: per-kernel times of one select_tails call and one radix sort (bench select, 1 rep)"
+timeout $(t 90) ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw -c 60 \
+  -k regex:"select_|radix_sort" "$BIN" bench select --reps 1 > "$D/ncu_select.csv" 2> "$D/ncu_select.err"
+echo "ncu rc=$?"
+python3 - "$D/ncu_select.csv" <<'PY'
+import csv, sys
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+if len(rows) > 2:
+    h = rows[0]
+    k, g, t = h.index("Kernel Name"), h.index("Grid Size"), h.index("gpu__time_duration.sum")
+    print(f"unit: {rows[1][t]}")
+    for r in rows[2:]:
+        print(f"{r[k][:28]:<28} grid {r[g]:<16} {r[t]}")
+PY
+fi
+if want loss; then
 echo "== bench loss (entrl fused LM head + DAPO loss, then torch eager)"
 if room 40 "bench loss"; then
 timeout $(t 90) "$BIN" bench loss --json "$D/loss.jsonl" 2>&1 | tee "$D/loss.txt"
 timeout $(t 90) python3 benches/torch_loss.py >> "$D/loss.jsonl" 2>&1; tail -n 1 "$D/loss.jsonl"
 fi
 
+fi
+if want matmul; then
 echo "== bench matmul (entrl, then torch, same GPU, same call)"
 if room 30 "bench matmul"; then
 timeout $(t 60) "$BIN" bench matmul --json "$D/bench.jsonl" 2>&1 | tee -a "$D/bench.txt"
@@ -87,9 +123,8 @@ timeout $(t 60) python3 benches/torch_matmul.py > "$D/torch.jsonl" 2>&1; cat "$D
 fi
 fi
 
-if [ "$PART" != kernels ]; then
+if want model8b && room 60 "qwen3-8b benches"; then
 echo "== qwen3-8b shape: train step and generation (entrl, then HF transformers)"
-if room 60 "qwen3-8b benches"; then
   timeout $(t 150) "$BIN" bench train-step --json "$D/train.jsonl" 2>&1 | tee "$D/train.txt"
   timeout $(t 150) "$BIN" bench generate --json "$D/generate.jsonl" 2>&1 | tee "$D/generate.txt"
   timeout $(t 240) python3 benches/torch_model.py > "$D/torch_model.jsonl" 2>&1; tail -n 2 "$D/torch_model.jsonl"
@@ -102,8 +137,8 @@ for a in range(8):
         msg = [{"role": "user", "content": f"What is {a} + {b}? Put the final answer in \\boxed{{}}."}]
         print(json.dumps({"prompt": msg, "reward_model": {"ground_truth": str(a + b)}, "data_source": "math_dapo"}))
 PY
+if want dapo_nccl && room 30 "DAPO through NCCL"; then
 echo "== DAPO, 1 step on the qwen3-0.6b shape, world size 1 through NCCL (sharded optimizer path)"
-if room 30 "DAPO through NCCL"; then
 timeout $(t 120) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
   data.train="$D/dapo_prompts.jsonl" rollout.n=4 train.batch_size=8 train.mini_batch_size=4 rollout.max_response_len=128 \
   rollout.dynamic_sampling=false reward.overlong_penalty=false train.steps=1 run.world_size=1 run.comm=nccl \
@@ -112,8 +147,8 @@ nccl_rc=$?; echo "dapo nccl rc=$nccl_rc"; tail -n 2 "$D/dapo_nccl.txt"
 echo "$nccl_rc" > "$D/dapo_nccl.rc"
 fi
 
+if want dapo && room 40 "DAPO qwen3-0.6b"; then
 echo "== DAPO steps on the qwen3-0.6b shape (random weights, real Qwen3 tokenizer): timings per phase"
-if room 40 "DAPO qwen3-0.6b"; then
 timeout $(t 200) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
   data.train="$D/dapo_prompts.jsonl" rollout.n=8 train.batch_size=16 train.mini_batch_size=4 rollout.max_response_len=512 \
   rollout.dynamic_sampling=false reward.overlong_penalty=false train.steps=3 train.warmup_steps=0 \
@@ -122,6 +157,14 @@ timeout $(t 200) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tok
 echo "dapo rc=$?"; tail -n 4 "$D/dapo.txt"
 cp /tmp/entrl-dapo/metrics.jsonl "$D/dapo_metrics.jsonl" 2>/dev/null
 fi
+if want profile && room 40 "DAPO profile"; then
+echo "== ENTRL_PROFILE=1: where one DAPO step on qwen3-0.6b spends its time (synchronised regions)"
+ENTRL_PROFILE=1 timeout $(t 120) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
+  data.train="$D/dapo_prompts.jsonl" rollout.n=8 train.batch_size=16 train.mini_batch_size=4 rollout.max_response_len=512 \
+  rollout.dynamic_sampling=false reward.overlong_penalty=false train.steps=1 train.warmup_steps=0 \
+  tokens.strategy=anchors:0.2 run.diagnose=true run.out_dir=/tmp/entrl-dapo-prof run.save_final=false run.plot=false \
+  run.progress=false > "$D/dapo_profile.txt" 2>&1
+echo "dapo profile rc=$?"; grep -A 24 "ENTRL_PROFILE" "$D/dapo_profile.txt" | head -26
 fi
 
 python3 - "$D" "$selftest_rc" <<'PY' | tee "$D/summary.txt"

@@ -21,6 +21,7 @@ pub mod error;
 pub mod ops;
 pub mod optim;
 pub mod packing;
+pub mod profile;
 pub mod shape;
 pub mod storage;
 pub mod tensor;

@@ -142,35 +142,48 @@ SEL_KERNEL select_hist(u32* hist, const u32* state, u32* flags, const float* sco
     const int shift = 24 - 8 * digit_pass;
     const u32 himask = digit_pass == 0 ? 0u : (0xFFFFFFFFu << (32 - 8 * digit_pass));
 
-    // Stage 2: count the digit of every candidate (valid, slot still resolving, prefix matches).
-    for (long long i = tile0 + threadIdx.x; i < tile1; i += blockDim.x) {
-        if (valid[i] == 0.0f) continue;
-        u32 key;
-        if (scores != nullptr) {
-            const float x = scores[i];
-            if (pass == 0 && isnan(x)) flags[1] = 1u;
-            key = float_key(x);
-        } else {
-            key = hash_key(seed, i);
+    // Stage 2: count the digit of every candidate (valid, slot still resolving, prefix matches). The loop is
+    // warp-uniform (every lane runs every iteration) so the lanes can aggregate their increments: float keys
+    // crowd into a few top-byte buckets, and 32 lanes hitting one shared counter serialise, so the lanes
+    // with one bucket elect a leader (__match_any_sync) that adds their count in one atomic.
+    const int lane = threadIdx.x & 31;
+    for (long long base = tile0 + (threadIdx.x & ~31); base < tile1; base += blockDim.x) {
+        const long long i = base + lane;
+        bool ok = i < tile1 && valid[i] != 0.0f;
+        u32 key = 0u;
+        if (ok) {
+            if (scores != nullptr) {
+                const float x = scores[i];
+                if (pass == 0 && isnan(x)) flags[1] = 1u;
+                key = float_key(x);
+            } else {
+                key = hash_key(seed, i);
+            }
         }
-        const int q = pool_of(cu, qf, ql, i);
+        const int q = ok ? pool_of(cu, qf, ql, i) : qf;
         for (int t = 0; t < ntails; ++t) {
             const long long s = (long long)q * ntails + t;
-            const u32* st = state + s * 4;
-            const u32 e = t ? ~key : key;
-            const u32 mode = st[ST_MODE];
-            bool cand;
-            u32 digit;
-            if (pass < 4) {
-                cand = mode == MODE_KEY && (e & himask) == st[ST_KEY];
-                digit = (e >> shift) & 255u;
-            } else {
-                cand = mode == MODE_IDX && e == st[ST_KEY] && ((u32)i & himask) == st[ST_IDX];
-                digit = ((u32)i >> shift) & 255u;
+            bool cand = false;
+            u32 digit = 0u;
+            if (ok) {
+                const u32* st = state + s * 4;
+                const u32 e = t ? ~key : key;
+                const u32 mode = st[ST_MODE];
+                if (pass < 4) {
+                    cand = mode == MODE_KEY && (e & himask) == st[ST_KEY];
+                    digit = (e >> shift) & 255u;
+                } else {
+                    cand = mode == MODE_IDX && e == st[ST_KEY] && ((u32)i & himask) == st[ST_IDX];
+                    digit = ((u32)i >> shift) & 255u;
+                }
             }
-            if (!cand) continue;
-            if (q - qf < kShPools) atomicAdd(&sh[((q - qf) * ntails + t) * 256 + digit], 1u);
-            else atomicAdd(&hist[s * 256 + digit], 1u);
+            // Shared-histogram increments are aggregated per bucket; the rest (not a candidate, or a pool
+            // past the first kShPools of the tile) get an id no other lane has.
+            const bool in_sh = cand && q - qf < kShPools;
+            const u32 bin = (u32)(((q - qf) * ntails + t) * 256) + digit;
+            const u32 peers = __match_any_sync(0xffffffffu, in_sh ? bin : 0x80000000u | (u32)lane);
+            if (in_sh && lane == __ffs(peers) - 1) atomicAdd(&sh[bin], (u32)__popc(peers));
+            else if (cand && !in_sh) atomicAdd(&hist[s * 256 + digit], 1u);
         }
     }
     __syncthreads();

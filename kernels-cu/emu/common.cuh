@@ -238,6 +238,7 @@ inline unsigned __match_any_sync(unsigned, unsigned v) {
     return mask;
 }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
 inline unsigned __float_as_uint(float x) {
     unsigned u;
     std::memcpy(&u, &x, 4);

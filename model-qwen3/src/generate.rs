@@ -6,7 +6,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs, layer_output, Qwen3};
 use entrl_engine::cpu::sampling::pick_by_cdf;
 use entrl_engine::ops::{attention, sample_rows, CacheIndex, KvCache};
-use entrl_engine::{no_grad, Packing, Tensor};
+use entrl_engine::{no_grad, profile, Packing, Tensor};
 use rand::{Rng, SeedableRng};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -118,8 +118,11 @@ pub fn generate_batched(
             for &r in &admit {
                 cache.slot_of[r] = free.pop().expect("a free slot per admitted request");
             }
-            let logits = prefill(model, reqs, &admit, &cache)?;
-            let picks = sample_active(&logits, &admit, &mut rngs, params, c.vocab_size)?;
+            let dev = &model.device;
+            let logits = profile::region("generate: prefill", dev, || prefill(model, reqs, &admit, &cache))?;
+            let picks = profile::region("generate: sample", dev, || {
+                sample_active(&logits, &admit, &mut rngs, params, c.vocab_size)
+            })?;
             record(&admit, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
         }
         if decoding.is_empty() {
@@ -130,8 +133,11 @@ pub fn generate_batched(
         }
         // 2. one decode step for every request past its prefill
         let step = std::mem::take(&mut decoding);
-        let logits = decode_step(model, reqs, &step, &out, &cache)?;
-        let picks = sample_active(&logits, &step, &mut rngs, params, c.vocab_size)?;
+        let dev = &model.device;
+        let logits = profile::region("generate: decode step", dev, || decode_step(model, reqs, &step, &out, &cache))?;
+        let picks = profile::region("generate: sample", dev, || {
+            sample_active(&logits, &step, &mut rngs, params, c.vocab_size)
+        })?;
         record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
     }
     Ok(out)

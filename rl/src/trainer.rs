@@ -19,7 +19,7 @@ use crate::session::{Optim, Session};
 use crate::strategy::{Strategy, TokenScores};
 use entrl_engine::ops::{dapo_loss, normalized_entropy, select_tails, DapoBatch, DapoLossConfig, LossNormalizer};
 use entrl_engine::optim::clip_grad_norm;
-use entrl_engine::{no_grad, DType, Packing, Tensor};
+use entrl_engine::{no_grad, profile, DType, Packing, Tensor};
 use entrl_qwen3::{FinishReason, ForwardOptions, SamplingParams};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -317,7 +317,8 @@ impl Session {
             let old = Tensor::from_vec(m.old_logp.clone(), [n], dev).map_err(err)?;
             off += n;
             let opts = self.forward_options(false, m.rows.seq_lens.iter().copied().max().unwrap_or(0));
-            let fwd = self.model.forward(&d.ids, &d.packing, &opts).map_err(err)?;
+            let fwd = profile::region("update: model forward", dev, || self.model.forward(&d.ids, &d.packing, &opts))
+                .map_err(err)?;
             let b = DapoBatch {
                 targets: &d.targets,
                 old_logp: &old,
@@ -325,8 +326,11 @@ impl Session {
                 mask: &d.mask,
                 weights: &w,
             };
-            let out = dapo_loss(&fwd.hidden, self.model.lm_head(), &b, &cfg).map_err(err)?;
-            out.loss.backward().map_err(err)?;
+            let out = profile::region("update: dapo_loss forward", dev, || {
+                dapo_loss(&fwd.hidden, self.model.lm_head(), &b, &cfg)
+            })
+            .map_err(err)?;
+            profile::region("update: backward", dev, || out.loss.backward()).map_err(err)?;
             let met = out.metrics().map_err(err)?;
             acc[0] += out.loss.to_scalar().map_err(err)?;
             acc[1] += met.clip_frac * met.response_tokens;
@@ -417,7 +421,7 @@ impl Session {
 
     /// Phase 4 for one mini-batch: weights, backward, clip, AdamW (or skip when non-finite).
     fn update(&mut self, mb: &MiniBatch, step: u64, mb_index: usize, lr: f64, sums: &mut UpdateSums) -> Res<()> {
-        let weights = self.weights(mb, step, mb_index)?;
+        let weights = profile::region("update: token weights", &self.device, || self.weights(mb, step, mb_index))?;
         let valid = mb.cat(|m| &m.rows.mask);
         let n_valid: f64 = valid.iter().map(|&v| v as f64).sum();
         let kept: f64 = valid.iter().zip(&weights).map(|(&v, &w)| (v * w) as f64).sum();
@@ -433,25 +437,28 @@ impl Session {
             acc.copy_from_slice(&global);
         }
         if self.cfg.run.diagnose {
-            sums.diag.push(self.diagnose(mb)?);
+            sums.diag.push(profile::region("update: diagnose", &self.device, || self.diagnose(mb))?);
         }
         let clip = self.cfg.train.grad_clip;
-        let (norm, applied) = match &mut self.opt {
-            Optim::Plain(o) => {
-                let norm = clip_grad_norm(&self.params, clip).map_err(err)?;
-                let ok = norm.is_finite() && acc[0].is_finite();
-                if ok {
-                    o.step(lr, None).map_err(err)?;
+        let (params, opt) = (&self.params, &mut self.opt);
+        let (norm, applied) = profile::region("update: clip + optimizer", &self.device, || -> Res<(f64, bool)> {
+            Ok(match opt {
+                Optim::Plain(o) => {
+                    let norm = clip_grad_norm(params, clip).map_err(err)?;
+                    let ok = norm.is_finite() && acc[0].is_finite();
+                    if ok {
+                        o.step(lr, None).map_err(err)?;
+                    }
+                    (norm, ok)
                 }
-                (norm, ok)
-            }
-            // The loss sum is global, so every rank takes the same decision.
-            Optim::Sharded(_) if !acc[0].is_finite() => (f64::NAN, false),
-            Optim::Sharded(o) => {
-                let r = o.step(lr, clip).map_err(err)?;
-                (r.norm, r.applied)
-            }
-        };
+                // The loss sum is global, so every rank takes the same decision.
+                Optim::Sharded(_) if !acc[0].is_finite() => (f64::NAN, false),
+                Optim::Sharded(o) => {
+                    let r = o.step(lr, clip).map_err(err)?;
+                    (r.norm, r.applied)
+                }
+            })
+        })?;
         if !applied {
             sums.skipped += 1;
             self.skipped_total += 1;
@@ -570,6 +577,9 @@ impl Session {
         }
         self.device.synchronize().map_err(err)?;
         let t_update = t2.elapsed().as_secs_f64();
+        if let Some(report) = profile::take_report() {
+            eprintln!("ENTRL_PROFILE step {}:\n{report}", step + 1);
+        }
         self.step += 1;
 
         let nb = batch.len().max(1) as f64;

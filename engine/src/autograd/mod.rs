@@ -80,7 +80,7 @@ pub(crate) fn run_backward(root: &Tensor, seed: Tensor) -> Result<()> {
         let Some(g) = grads.remove(&node.position) else {
             continue;
         };
-        let in_grads = node.rule.backward(&g)?;
+        let in_grads = crate::profile::region(node.rule.name(), g.device(), || node.rule.backward(&g))?;
         if in_grads.len() != node.inputs.len() {
             return Err(EngineError::Autograd(format!(
                 "{} returned {} gradients for {} inputs",
