@@ -2,6 +2,10 @@
 //
 //   reduce_sum:      out[o] = scale * sum_{r < n_red} x[off_out(o) + off_red(r)]
 //                    (o and r decomposed row-major, last dim fastest, over out_dims / red_dims)
+//   reduce_split +   the same in two stages when there are few outputs and long reductions (a full sum
+//   reduce_partials: of a 155M-element gradient would otherwise run on one block): block (o, s) sums chunk s
+//                    of output o's reduced range into an f32 partial, then one block per output folds its
+//                    `splits` partials. Fixed shapes, so still deterministic.
 //   sumsq_partials:  partials[b] = sum_{i in block b's grid-stride share} x_i^2
 //   sum_partials:    out[0] = sum_j partials[j]                         (single block)
 //   clip_coef:       coef = min(1, max_norm / (sqrt(sumsq) + 1e-6))     (torch clip_grad_norm_)
@@ -46,9 +50,52 @@ template <typename T> __device__ __forceinline__ void sumsq_partials_body(float*
     if (threadIdx.x == 0) partials[blockIdx.x] = acc;
 }
 
+// ------------------------------------------------------------------------------------------------
+// reduce_split: stage 1. Block b = o·splits + s (block-stride) sums r in [s·chunk, min((s+1)·chunk, n_red))
+// of output o into partials[b], chunk = ceil(n_red / splits).
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ void reduce_split_body(float* partials, const T* x, long long n_out, long long n_red,
+                                                  int splits, const ReduceGeo& g) {
+    const long long chunk = (n_red + splits - 1) / splits;
+    for (long long b = blockIdx.x; b < n_out * splits; b += gridDim.x) {
+        const long long o = b / splits, r0 = (b % splits) * chunk;
+        const long long r1 = min(r0 + chunk, n_red);
+        // 1. base offset of this output element, per-thread partial over the chunk
+        const long long base = strided_offset(o, g.out_ndim, g.out_dims, g.out_strides);
+        float acc = 0.0f;
+        for (long long r = r0 + threadIdx.x; r < r1; r += blockDim.x)
+            acc += to_f32(x[base + strided_offset(r, g.red_ndim, g.red_dims, g.red_strides)]);
+        // 2. block tree, thread 0 writes
+        acc = block_sum(acc);
+        if (threadIdx.x == 0) partials[b] = acc;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// reduce_partials: stage 2. out[o] = scale · Σ_s partials[o·splits + s], one block per output (block-stride).
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ void reduce_partials_body(T* out, const float* partials, long long n_out, int splits,
+                                                     float scale) {
+    for (long long o = blockIdx.x; o < n_out; o += gridDim.x) {
+        float acc = 0.0f;
+        for (int s = threadIdx.x; s < splits; s += blockDim.x) acc += partials[o * splits + s];
+        acc = block_sum(acc);
+        if (threadIdx.x == 0) out[o] = from_f32<T>(scale * acc);
+    }
+}
+
 #define DEFINE_REDUCE(SFX, T)                                                                                  \
     KERNEL reduce_sum_##SFX(T* out, const T* x, long long n_out, long long n_red, float scale, ReduceGeo g) { \
         reduce_sum_body<T>(out, x, n_out, n_red, scale, g);                                                    \
+    }                                                                                                          \
+    KERNEL reduce_split_##SFX(float* partials, const T* x, long long n_out, long long n_red, int splits,         \
+                              ReduceGeo g) {                                                                   \
+        reduce_split_body<T>(partials, x, n_out, n_red, splits, g);                                            \
+    }                                                                                                          \
+    KERNEL reduce_partials_##SFX(T* out, const float* partials, long long n_out, int splits, float scale) {     \
+        reduce_partials_body<T>(out, partials, n_out, splits, scale);                                          \
     }                                                                                                          \
     KERNEL sumsq_partials_##SFX(float* partials, const T* x, long long n) { sumsq_partials_body<T>(partials, x, n); }
 

@@ -143,47 +143,64 @@ SEL_KERNEL select_hist(u32* hist, const u32* state, u32* flags, const float* sco
     const u32 himask = digit_pass == 0 ? 0u : (0xFFFFFFFFu << (32 - 8 * digit_pass));
 
     // Stage 2: count the digit of every candidate (valid, slot still resolving, prefix matches). The loop is
-    // warp-uniform (every lane runs every iteration) so the lanes can aggregate their increments: float keys
-    // crowd into a few top-byte buckets, and 32 lanes hitting one shared counter serialise, so the lanes
-    // with one bucket elect a leader (__match_any_sync) that adds their count in one atomic.
+    // warp-uniform (every lane runs every iteration) and loads kUnroll elements per lane before counting
+    // them, so each warp keeps several loads in flight. On pass 0 the float keys crowd into a few top-byte
+    // buckets and 32 lanes hitting one shared counter serialise, so there the lanes with one bucket elect
+    // a leader (__match_any_sync) that adds their count in one atomic; later passes spread over the
+    // buckets (and most lanes are not candidates), where plain atomics are cheaper than the match.
+    constexpr int kUnroll = 4;
     const int lane = threadIdx.x & 31;
-    for (long long base = tile0 + (threadIdx.x & ~31); base < tile1; base += blockDim.x) {
-        const long long i = base + lane;
-        bool ok = i < tile1 && valid[i] != 0.0f;
-        u32 key = 0u;
-        if (ok) {
-            if (scores != nullptr) {
-                const float x = scores[i];
-                if (pass == 0 && isnan(x)) flags[1] = 1u;
-                key = float_key(x);
-            } else {
-                key = hash_key(seed, i);
-            }
-        }
-        const int q = ok ? pool_of(cu, qf, ql, i) : qf;
-        for (int t = 0; t < ntails; ++t) {
-            const long long s = (long long)q * ntails + t;
-            bool cand = false;
-            u32 digit = 0u;
-            if (ok) {
-                const u32* st = state + s * 4;
-                const u32 e = t ? ~key : key;
-                const u32 mode = st[ST_MODE];
-                if (pass < 4) {
-                    cand = mode == MODE_KEY && (e & himask) == st[ST_KEY];
-                    digit = (e >> shift) & 255u;
+    for (long long base = tile0 + (threadIdx.x & ~31); base < tile1; base += (long long)blockDim.x * kUnroll) {
+        u32 keys[kUnroll];
+        bool oks[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const long long i = base + (long long)u * blockDim.x + lane;
+            oks[u] = i < tile1 && valid[i] != 0.0f;
+            keys[u] = 0u;
+            if (oks[u]) {
+                if (scores != nullptr) {
+                    const float x = scores[i];
+                    if (pass == 0 && isnan(x)) flags[1] = 1u;
+                    keys[u] = float_key(x);
                 } else {
-                    cand = mode == MODE_IDX && e == st[ST_KEY] && ((u32)i & himask) == st[ST_IDX];
-                    digit = ((u32)i >> shift) & 255u;
+                    keys[u] = hash_key(seed, i);
                 }
             }
-            // Shared-histogram increments are aggregated per bucket; the rest (not a candidate, or a pool
-            // past the first kShPools of the tile) get an id no other lane has.
-            const bool in_sh = cand && q - qf < kShPools;
-            const u32 bin = (u32)(((q - qf) * ntails + t) * 256) + digit;
-            const u32 peers = __match_any_sync(0xffffffffu, in_sh ? bin : 0x80000000u | (u32)lane);
-            if (in_sh && lane == __ffs(peers) - 1) atomicAdd(&sh[bin], (u32)__popc(peers));
-            else if (cand && !in_sh) atomicAdd(&hist[s * 256 + digit], 1u);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const long long i = base + (long long)u * blockDim.x + lane;
+            const bool ok = oks[u];
+            const u32 key = keys[u];
+            const int q = ok ? pool_of(cu, qf, ql, i) : qf;
+            for (int t = 0; t < ntails; ++t) {
+                const long long s = (long long)q * ntails + t;
+                bool cand = false;
+                u32 digit = 0u;
+                if (ok) {
+                    const u32* st = state + s * 4;
+                    const u32 e = t ? ~key : key;
+                    const u32 mode = st[ST_MODE];
+                    if (pass < 4) {
+                        cand = mode == MODE_KEY && (e & himask) == st[ST_KEY];
+                        digit = (e >> shift) & 255u;
+                    } else {
+                        cand = mode == MODE_IDX && e == st[ST_KEY] && ((u32)i & himask) == st[ST_IDX];
+                        digit = ((u32)i >> shift) & 255u;
+                    }
+                }
+                const bool in_sh = cand && q - qf < kShPools;
+                const u32 bin = (u32)(((q - qf) * ntails + t) * 256) + digit;
+                if (pass == 0) {
+                    // Non-candidates get an id no other lane has (bins are < 2^11).
+                    const u32 peers = __match_any_sync(0xffffffffu, in_sh ? bin : 0x80000000u | (u32)lane);
+                    if (in_sh && lane == __ffs(peers) - 1) atomicAdd(&sh[bin], (u32)__popc(peers));
+                } else if (in_sh) {
+                    atomicAdd(&sh[bin], 1u);
+                }
+                if (cand && !in_sh) atomicAdd(&hist[s * 256 + digit], 1u);
+            }
         }
     }
     __syncthreads();

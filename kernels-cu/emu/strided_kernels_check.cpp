@@ -93,6 +93,14 @@ int main() {
                 wo[c] += 0.5 * x[r * C + c];
             }
         ok &= report("reduce_sum inner / outer axis", std::max(max_abs_diff(inner, wi), max_abs_diff(outer, wo)), 1e-5);
+        // the two-stage form (few outputs, long rows): 7 chunks per output, chunk = ceil(130 / 7) = 19,
+        // and 4 chunks of ceil(9 / 4) = 3 over the outer axis (the last one empty)
+        std::vector<float> pi(R * 7, NAN), po(C * 4, NAN), si(R, NAN), so(C, NAN);
+        run_grid(5, 64, [&] { reduce_split_f32(pi.data(), x.data(), R, C, 7, gi); });
+        run_grid(3, 64, [&] { reduce_partials_f32(si.data(), pi.data(), R, 7, 0.5f); });
+        run_grid(5, 64, [&] { reduce_split_f32(po.data(), x.data(), C, R, 4, go); });
+        run_grid(3, 64, [&] { reduce_partials_f32(so.data(), po.data(), C, 4, 0.5f); });
+        ok &= report("reduce_split + reduce_partials", std::max(max_abs_diff(si, wi), max_abs_diff(so, wo)), 1e-5);
     }
     // clipping pipeline: ||x|| = sqrt(Σ x²), coef = min(1, max / (||x|| + 1e-6)), x *= coef
     {

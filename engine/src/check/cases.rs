@@ -147,6 +147,13 @@ pub fn all_cases() -> Vec<OpCase> {
             .no_fd(),
         OpCase::new("sum", vec![fl(&[13, 11])], |x| x[0].sum()).tol(1e-5, 1e-2),
         OpCase::new("sum", vec![fl(&[1000, 999])], |x| x[0].sum()).big().tol(1e-5, 1e-2),
+        // few outputs over long rows: the two-stage (split) reduction on the GPU
+        OpCase::new("sum dim 1, 3 rows x 70001", vec![fl(&[3, 70001])], |x| x[0].sum_dims(&[1], false))
+            .big()
+            .tol(1e-5, 1e-2),
+        OpCase::new("sum dim 0, 70001 x 2", vec![fl(&[70001, 2])], |x| x[0].sum_dims(&[0], false))
+            .big()
+            .tol(1e-5, 1e-2),
         OpCase::new("sum dims (0,2) keepdim", vec![fl(&[4, 9, 5])], |x| x[0].sum_dims(&[0, 2], true)),
         OpCase::new("mean dim 1", vec![fl(&[65, 7])], |x| x[0].mean_dims(&[1], false)),
         OpCase::new("mean", vec![fl(&[4097, 3])], |x| x[0].mean()).big().tol(1e-5, 1e-2),

@@ -153,9 +153,28 @@ pub fn reduce_sum(
         red_strides: pack("sum", red_strides, 0)?,
     };
     let (o, i, no, nr, s) = (out.ptr(), x.ptr(), n_out as i64, n_red as i64, scale as f32);
-    let name = format!("reduce_sum_{}", float_only("sum", x.dtype)?);
-    launch!(dev, "reduce", name, rows_grid(n_out), [o, i, no, nr, s, g]);
+    let sfx = float_only("sum", x.dtype)?;
+    let splits = reduce_splits(n_out, n_red);
+    if splits == 1 {
+        launch!(dev, "reduce", format!("reduce_sum_{sfx}"), rows_grid(n_out), [o, i, no, nr, s, g]);
+    } else {
+        let partials = CudaStorage::alloc(dev, DType::F32, n_out * splits)?;
+        let (p, k) = (partials.ptr(), splits as i32);
+        launch!(dev, "reduce", format!("reduce_split_{sfx}"), rows_grid(n_out * splits), [p, i, no, nr, k, g]);
+        launch!(dev, "reduce", format!("reduce_partials_{sfx}"), rows_grid(n_out), [o, p, no, k, s]);
+    }
     Ok(out)
+}
+
+/// Blocks per output for `reduce_sum`: 1 (one block per output) unless there are too few outputs to fill
+/// the GPU and each is a long reduction; then enough chunks of at least 4096 elements for ~2048 blocks.
+pub fn reduce_splits(n_out: usize, n_red: usize) -> usize {
+    const MIN_RED: usize = 1 << 16;
+    const TARGET_BLOCKS: usize = 2048;
+    if n_red < MIN_RED || n_out >= TARGET_BLOCKS / 2 {
+        return 1;
+    }
+    (TARGET_BLOCKS / n_out.max(1)).clamp(2, 1024).min(n_red.div_ceil(4096))
 }
 
 /// Number of partial sums each `sumsq_partials` launch writes.
@@ -408,4 +427,18 @@ pub fn adamw(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reduce_splits;
+
+    #[test]
+    fn long_reductions_with_few_outputs_split_and_others_do_not() {
+        assert_eq!(reduce_splits(1, 1000), 1, "short rows stay one block per output");
+        assert_eq!(reduce_splits(4096, 1 << 20), 1, "enough outputs to fill the GPU");
+        assert_eq!(reduce_splits(1, 155_000_000), 1024, "a full sum of a big gradient: 1024 chunks");
+        assert_eq!(reduce_splits(3, 70_001), 18, "chunks of at least 4096 elements");
+        assert_eq!(reduce_splits(100, 1 << 20), 20);
+    }
 }

@@ -11,9 +11,10 @@ use cudarc::driver::LaunchConfig;
 const THREADS: u32 = 256;
 /// Elements per block of the tiled kernels (`kTile` in `select.cu`).
 const TILE: usize = 4096;
-/// Histogram passes of the radix select: 4 key bytes, then 4 token-index bytes (skipped on the device
-/// when no pool has a partial tie at its threshold).
+/// Histogram passes of the radix select: 4 key bytes, then 4 token-index bytes (launched only when some
+/// pool has a partial tie at its threshold).
 const SELECT_PASSES: i32 = 8;
+const KEY_PASSES: i32 = 4;
 
 fn blocks(op: &'static str, n: usize) -> Result<LaunchConfig> {
     let b = u32::try_from(n.max(1))
@@ -26,7 +27,7 @@ fn blocks(op: &'static str, n: usize) -> Result<LaunchConfig> {
 /// Per-pool tail masks (f32 0/1, one per tail) over `valid.len` tokens. `scores` = None selects with the
 /// seeded hash keys instead (random selection). `ntails` = 1 gives the bottom tail only, 2 gives
 /// [bottom, top]. `cu` is the pools' cu_seqlens (i32, `num_pools + 1`); `slack` the host's count slack.
-/// Reads back a small flag buffer (one synchronisation) to report a NaN score on a valid token.
+/// Reads back a small flag buffer after the key passes (one synchronisation): NaN scores, partial ties.
 #[allow(clippy::too_many_arguments)]
 pub fn select_masks(
     op: &'static str,
@@ -67,21 +68,32 @@ pub fn select_masks(
     let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
-    for pass in 0..SELECT_PASSES {
+    let run_pass = |pass: i32| -> Result<()> {
         launch!(dev, "select", "select_hist", hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
         launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
+        Ok(())
+    };
+    for p in 0..KEY_PASSES {
+        run_pass(p)?;
     }
-    let p0 = outs[0].ptr();
-    let p1 = outs.get(1).map_or(0u64, |o| o.ptr());
-    launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
-
+    // One synchronisation: a NaN score on a valid token is an error, and the index passes run only when
+    // some pool has a partial tie at its threshold key (saving their 8 launches otherwise).
     let f = flags.to_cpu()?;
-    if f.as_i32(op)?[1] != 0 {
+    let f = f.as_i32(op)?;
+    if f[1] != 0 {
         return Err(EngineError::invalid(
             op,
             "NaN score on a valid token (scores of valid tokens must not be NaN; mask the token out instead)",
         ));
     }
+    if f[0] != 0 {
+        for p in KEY_PASSES..SELECT_PASSES {
+            run_pass(p)?;
+        }
+    }
+    let p0 = outs[0].ptr();
+    let p1 = outs.get(1).map_or(0u64, |o| o.ptr());
+    launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
     Ok(outs)
 }
 
