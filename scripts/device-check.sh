@@ -12,7 +12,8 @@
 #   kernels with ENTRL_DEADLINE=270/timeout_s 290, then model on the still-warm machine)
 set -uo pipefail
 PART="${1:-all}"
-# Sections: selftest verify attention select loss matmul model8b dapo_nccl dapo profile ncu.
+# Sections: selftest verify attention select loss matmul model8b dapo_nccl dapo; diagnostics: ncu (select
+# kernels), decode (launch overhead), profile (ENTRL_PROFILE regions of one DAPO step).
 # Parts: kernels = selftest..matmul (issues 3, 4); model = model8b dapo_nccl dapo (issues 5, 7, 6);
 # all = both; or a comma-separated list of sections.
 case "$PART" in
@@ -156,6 +157,14 @@ timeout $(t 200) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tok
   run.progress=false > "$D/dapo.txt" 2>&1
 echo "dapo rc=$?"; tail -n 4 "$D/dapo.txt"
 cp /tmp/entrl-dapo/metrics.jsonl "$D/dapo_metrics.jsonl" 2>/dev/null
+fi
+if want decode && room 30 "decode profile"; then
+echo "== decode on qwen3-0.6b, batch 32: host-only vs synchronised region times (launch-bound when they match)"
+for mode in host 1; do
+  ENTRL_PROFILE=$mode timeout $(t 60) "$BIN" bench generate --shape qwen3-0.6b --batches 32 --prompt 128 --new 128 \
+    > "$D/decode_profile_$mode.txt" 2>&1
+  echo "ENTRL_PROFILE=$mode rc=$?"; grep -E "^batch|generate:|region" "$D/decode_profile_$mode.txt"
+done
 fi
 if want profile && room 40 "DAPO profile"; then
 echo "== ENTRL_PROFILE=1: where one DAPO step on qwen3-0.6b spends its time (synchronised regions)"

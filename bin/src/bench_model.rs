@@ -47,6 +47,7 @@ pub fn generate_bench(
                 .collect()
         };
         generate(&m, &reqs(2), &params, &[], |_, _| {})?; // warm-up
+        let _ = entrl_engine::profile::take_report(); // ENTRL_PROFILE: report the measured runs only
         let t0 = Instant::now();
         generate(&m, &reqs(1), &params, &[], |_, _| {})?;
         let prefill = t0.elapsed().as_secs_f64();
@@ -60,6 +61,9 @@ pub fn generate_bench(
             "batch {b:>3}: {tps_total:>8.0} tok/s overall ({prompt}+{new}), decode {tps_decode:>8.0} tok/s ({:.2} ms/step), prefill {tps_prefill:>9.0} tok/s",
             decode * 1e3 / (new - 1) as f64
         );
+        if let Some(report) = entrl_engine::profile::take_report() {
+            println!("ENTRL_PROFILE batch {b}:\n{report}");
+        }
         lines.push_str(&format!(
             "{{\"bench\":\"generate\",\"impl\":\"entrl\",\"shape\":\"{shape}\",\"batch\":{b},\"prompt\":{prompt},\"new\":{new},\"tok_per_s\":{tps_total:.1},\"decode_tok_per_s\":{tps_decode:.1},\"prefill_tok_per_s\":{tps_prefill:.1},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
             cuda.name(),

@@ -1,6 +1,9 @@
 //! `ENTRL_PROFILE=1`: wall time per named region, with the device synchronised at both ends so queued
 //! kernels are charged to the region that launched them. Off by default (one relaxed load per region);
 //! when on it serialises the GPU, so use it to find where time goes, not to measure throughput.
+//! `ENTRL_PROFILE=host`: the same regions without the synchronisation, i.e. the host's time to enqueue
+//! the region's work (plus any wait the region itself does, such as reading results back): a region whose
+//! host time matches its synchronised time is bound by launch overhead, not by the GPU.
 //! Regions nest (an autograd rule inside "backward", a checkpointed layer's recompute inside its rule):
 //! each row is inclusive of what ran inside it.
 use crate::device::Device;
@@ -19,21 +22,41 @@ fn table() -> &'static Mutex<HashMap<&'static str, Row>> {
     T.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Off,
+    Synchronised,
+    HostOnly,
+}
+
+fn mode() -> Mode {
+    static M: OnceLock<Mode> = OnceLock::new();
+    *M.get_or_init(|| match std::env::var("ENTRL_PROFILE").as_deref() {
+        Err(_) | Ok("") | Ok("0") => Mode::Off,
+        Ok("host") => Mode::HostOnly,
+        Ok(_) => Mode::Synchronised,
+    })
+}
+
 /// True when `ENTRL_PROFILE` is set to anything but "" or "0" (read once).
 pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("ENTRL_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0"))
+    mode() != Mode::Off
 }
 
 /// Runs `f`, charging its synchronised wall time to `name` when profiling is on.
 pub fn region<T>(name: &'static str, dev: &Device, f: impl FnOnce() -> T) -> T {
-    if !enabled() {
+    let m = mode();
+    if m == Mode::Off {
         return f();
     }
-    let _ = dev.synchronize();
+    if m == Mode::Synchronised {
+        let _ = dev.synchronize();
+    }
     let t0 = Instant::now();
     let out = f();
-    let _ = dev.synchronize();
+    if m == Mode::Synchronised {
+        let _ = dev.synchronize();
+    }
     record(name, t0.elapsed().as_secs_f64());
     out
 }
@@ -60,7 +83,8 @@ pub fn take_report() -> Option<String> {
 
 fn format_rows(mut rows: Vec<(&'static str, Row)>) -> String {
     rows.sort_by(|a, b| b.1.secs.total_cmp(&a.1.secs).then(a.0.cmp(b.0)));
-    let mut s = format!("{:<40} {:>8} {:>11} {:>11}\n", "region (inclusive)", "calls", "total ms", "ms/call");
+    let what = if mode() == Mode::HostOnly { "region (inclusive, host time)" } else { "region (inclusive)" };
+    let mut s = format!("{what:<40} {:>8} {:>11} {:>11}\n", "calls", "total ms", "ms/call");
     for (name, r) in rows {
         s.push_str(&format!(
             "{name:<40} {:>8} {:>11.2} {:>11.3}\n",
