@@ -306,18 +306,35 @@ fn select(
     let scores = Tensor::rand_uniform([n], 0.0, 1.0, DType::F32, &dev, 1)?;
     let valid = Tensor::ones([n], DType::F32, &dev)?;
     let pool = Packing::single(n)?;
-    let tails = median(&time_ms(&cuda, 3, reps.max(1), || select_tails(&scores, &valid, frac, &pool).map(|_| ()))?);
+    // Every version of the histogram pass (the process default first; it is "entrl_select_tails").
+    use entrl_engine::cuda::select::{hist_version, set_hist_version, HistVersion};
+    let default = hist_version()?;
+    let mut versions = vec![default];
+    versions.extend(HistVersion::ALL.into_iter().filter(|&v| v != default));
+    let mut times = Vec::new();
+    for &v in &versions {
+        set_hist_version(v);
+        times.push(median(&time_ms(&cuda, 3, reps.max(1), || select_tails(&scores, &valid, frac, &pool).map(|_| ()))?));
+    }
+    set_hist_version(default);
+    let tails = times[0];
     let sort = median(&time_ms(&cuda, 3, reps.max(1), || radix_sort(&scores).map(|_| ()))?);
     println!(
-        "select top+bottom {:.0}% of {n} f32 scores: {:.1} us; radix sort (keys + indices): {:.1} us ({})",
+        "select top+bottom {:.0}% of {n} f32 scores: {:.1} us (histogram version {}); radix sort (keys + indices): {:.1} us ({})",
         frac * 100.0,
         tails * 1e3,
+        default.name(),
         sort * 1e3,
         cuda.name()
     );
+    for (v, t) in versions.iter().zip(&times).skip(1) {
+        println!("  histogram version {:<13} {:.1} us", v.name(), t * 1e3);
+    }
     if let Some(path) = json {
         let mut lines = String::new();
-        for (imp, ms) in [("entrl_select_tails", tails), ("entrl_radix_sort", sort)] {
+        let mut rows = vec![("entrl_select_tails".to_string(), tails), ("entrl_radix_sort".to_string(), sort)];
+        rows.extend(versions.iter().zip(&times).skip(1).map(|(v, &t)| (format!("entrl_select_tails_{}", v.name()), t)));
+        for (imp, ms) in rows {
             lines.push_str(&format!(
                 "{{\"bench\":\"select\",\"impl\":\"{imp}\",\"n\":{n},\"frac\":{frac},\"ms\":{ms:.4},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
                 cuda.name(),

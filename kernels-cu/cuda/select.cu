@@ -119,8 +119,15 @@ __device__ __forceinline__ u32 block_inclusive_scan(u32 v, u32* warp_tot, u32* t
 // select_hist: one radix-select histogram pass. Block b owns tokens [b·kTile, (b+1)·kTile).
 //   grid ceil(n / kTile), 256 threads. hist[slot][256] accumulates (pre-zeroed; select_scan re-zeroes).
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_hist(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,
-                       const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {
+// Versions (llm.c style; all exact, chosen at run time by ENTRL_SELECT_HIST, timed by `entrl bench select`):
+//   plain:        one element per lane per iteration, every increment a shared atomic
+//   match:        as plain, but on pass 0 the lanes of a warp with one bucket add their count in one atomic
+//   unroll:       as plain, with kUnroll = 4 elements loaded per lane before counting
+//   match_unroll: both
+template <bool kMatchTop, int kUnroll>
+__device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u32* flags, const float* scores,
+                                                 const float* valid, const int* cu, int num_pools, long long n,
+                                                 u64 seed, int ntails, int pass) {
     __shared__ u32 sh[kShPools * 2 * 256];
     __shared__ int sh_pools[2];
     // Stage 0: the index passes run only when some slot has a partial tie at its threshold key.
@@ -144,11 +151,10 @@ SEL_KERNEL select_hist(u32* hist, const u32* state, u32* flags, const float* sco
 
     // Stage 2: count the digit of every candidate (valid, slot still resolving, prefix matches). The loop is
     // warp-uniform (every lane runs every iteration) and loads kUnroll elements per lane before counting
-    // them, so each warp keeps several loads in flight. On pass 0 the float keys crowd into a few top-byte
-    // buckets and 32 lanes hitting one shared counter serialise, so there the lanes with one bucket elect
-    // a leader (__match_any_sync) that adds their count in one atomic; later passes spread over the
-    // buckets (and most lanes are not candidates), where plain atomics are cheaper than the match.
-    constexpr int kUnroll = 4;
+    // them. With kMatchTop, pass 0 (where float keys crowd into a few top-byte buckets) aggregates per
+    // bucket: the lanes with one bucket elect a leader (__match_any_sync) that adds their count. Later
+    // passes spread over the buckets, where the match (whose cost grows with the number of distinct
+    // values in the warp) costs more than it saves.
     const int lane = threadIdx.x & 31;
     for (long long base = tile0 + (threadIdx.x & ~31); base < tile1; base += (long long)blockDim.x * kUnroll) {
         u32 keys[kUnroll];
@@ -192,7 +198,7 @@ SEL_KERNEL select_hist(u32* hist, const u32* state, u32* flags, const float* sco
                 }
                 const bool in_sh = cand && q - qf < kShPools;
                 const u32 bin = (u32)(((q - qf) * ntails + t) * 256) + digit;
-                if (pass == 0) {
+                if (kMatchTop && pass == 0) {
                     // Non-candidates get an id no other lane has (bins are < 2^11).
                     const u32 peers = __match_any_sync(0xffffffffu, in_sh ? bin : 0x80000000u | (u32)lane);
                     if (in_sh && lane == __ffs(peers) - 1) atomicAdd(&sh[bin], (u32)__popc(peers));
@@ -213,6 +219,16 @@ SEL_KERNEL select_hist(u32* hist, const u32* state, u32* flags, const float* sco
         if (q <= ql && c != 0u) atomicAdd(&hist[(long long)q * per_pool + (j % per_pool)], c);
     }
 }
+
+#define SELECT_HIST_VERSION(NAME, MATCH, UNROLL)                                                            \
+    SEL_KERNEL NAME(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,          \
+                    const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {               \
+        select_hist_body<MATCH, UNROLL>(hist, state, flags, scores, valid, cu, num_pools, n, seed, ntails, pass); \
+    }
+SELECT_HIST_VERSION(select_hist_plain, false, 1)
+SELECT_HIST_VERSION(select_hist_match, true, 1)
+SELECT_HIST_VERSION(select_hist_unroll, false, 4)
+SELECT_HIST_VERSION(select_hist_match_unroll, true, 4)
 
 // ------------------------------------------------------------------------------------------------
 // select_scan: after histogram pass `pass`, per slot: find the bucket holding the kk-th candidate, move the

@@ -29,7 +29,18 @@ static u32 host_hash(u64 seed, long long i) {
     return (u32)(mix(mix(seed) + ((u64)i + 1ull) * 0x9E3779B97F4A7C15ull) >> 32);
 }
 
-static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng) {
+using HistFn = void (*)(u32*, const u32*, u32*, const float*, const float*, const int*, int, long long, u64, int, int);
+struct HistVersion {
+    const char* name;
+    HistFn fn;
+};
+static const HistVersion kHistVersions[] = {{"plain", select_hist_plain},
+                                            {"match", select_hist_match},
+                                            {"unroll", select_hist_unroll},
+                                            {"match_unroll", select_hist_match_unroll}};
+
+static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng,
+                        const HistVersion& hv) {
     const double frac = 0.2, slack = 1.0 - 1e-12;
     const int ntails = 2, num_pools = (int)pool_lens.size();
     std::vector<int> cu{0};
@@ -53,8 +64,8 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
     const unsigned tiles = (unsigned)((n + kTile - 1) / kTile);
     for (int pass = 0; pass < 8; ++pass) {
         launch(tiles, [&] {
-            select_hist(hist.data(), state.data(), flags.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
-                        ntails, pass);
+            hv.fn(hist.data(), state.data(), flags.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails,
+                  pass);
         });
         launch((unsigned)std::min(nslots, 65535), [&] {
             select_scan(hist.data(), state.data(), flags.data(), nslots, pass, frac, slack);
@@ -133,9 +144,13 @@ static bool sort_case(const char* name, long long n, std::mt19937_64& rng) {
 int main() {
     std::mt19937_64 rng(20261130);
     bool ok = true;
-    ok &= select_case("tails, 1 pool over 3 tiles", {9001}, false, rng);
-    ok &= select_case("tails, 9 pools incl. empty / 1 / invalid", {0, 1, 15, 40, 3000, 2, 0, 5100, 77}, false, rng);
-    ok &= select_case("random, 6 pools", {4200, 13, 1, 60, 900, 333}, true, rng);
+    for (const HistVersion& hv : kHistVersions) {
+        std::printf("select_hist_%s:\n", hv.name);
+        ok &= select_case("tails, 1 pool over 3 tiles", {9001}, false, rng, hv);
+        ok &= select_case("tails, 9 pools incl. empty / 1 / invalid", {0, 1, 15, 40, 3000, 2, 0, 5100, 77}, false, rng,
+                          hv);
+        ok &= select_case("random, 6 pools", {4200, 13, 1, 60, 900, 333}, true, rng, hv);
+    }
     ok &= sort_case("radix sort 9000 (NaN, -0, -inf, ties)", 9000, rng);
     ok &= sort_case("radix sort 255", 255, rng);
     return ok ? 0 : 1;

@@ -88,12 +88,26 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
                 continue;
             }
         };
-        let tails = || -> Result<f64> {
-            let on_dev = run_tails(dev, &scores, &valid, case.frac, &pools)?;
-            let on_cpu = run_tails(&Device::Cpu, &scores, &valid, case.frac, &pools)?;
-            Ok(mismatches(&on_dev, &on_cpu, f32_bits_eq))
-        };
-        rows.push(row(&format!("select_tails frac {}", case.frac), &shape, "f32", tails()));
+        let on_cpu = run_tails(&Device::Cpu, &scores, &valid, case.frac, &pools);
+        // On a GPU every version of the histogram pass (cuda/select.rs: HistVersion), the default first.
+        for (i, version) in hist_versions(dev).into_iter().enumerate() {
+            let tails = || -> Result<f64> {
+                if let Some(v) = version {
+                    crate::cuda::select::set_hist_version(v);
+                }
+                let on_dev = run_tails(dev, &scores, &valid, case.frac, &pools)?;
+                let on_cpu = on_cpu.as_ref().map_err(|e| crate::EngineError::invalid("select_tails", e.to_string()))?;
+                Ok(mismatches(&on_dev, on_cpu, f32_bits_eq))
+            };
+            let label = match version {
+                Some(v) if i > 0 => format!("select_tails frac {} [{}]", case.frac, v.name()),
+                _ => format!("select_tails frac {}", case.frac),
+            };
+            rows.push(row(&label, &shape, "f32", tails()));
+        }
+        if let Some(&Some(default)) = hist_versions(dev).first() {
+            crate::cuda::select::set_hist_version(default);
+        }
         let random = || -> Result<f64> {
             let s = seed ^ 0x5eed;
             let on_dev = run_random(dev, &valid, case.frac, s, &pools)?;
@@ -119,6 +133,16 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
         c.set_poison(false);
     }
     rows
+}
+
+/// [None] on the CPU; on a GPU the process default histogram version, then the others.
+fn hist_versions(dev: &Device) -> Vec<Option<crate::cuda::select::HistVersion>> {
+    use crate::cuda::select::{hist_version, HistVersion};
+    if !dev.is_cuda() {
+        return vec![None];
+    }
+    let default = hist_version().unwrap_or(HistVersion::Plain);
+    std::iter::once(default).chain(HistVersion::ALL.into_iter().filter(|&v| v != default)).map(Some).collect()
 }
 
 fn row(op: &str, shape: &str, dtype: &str, r: Result<f64>) -> CheckRow {

@@ -6,6 +6,66 @@ use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The versions of the radix-select histogram pass in `select.cu` (all exact; they differ in speed only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistVersion {
+    /// One element per lane per iteration, every increment a shared atomic.
+    Plain,
+    /// Plain, but the top-byte pass aggregates a warp's increments per bucket (`__match_any_sync`).
+    Match,
+    /// Plain with four elements loaded per lane before counting.
+    Unroll,
+    /// Both.
+    MatchUnroll,
+}
+
+impl HistVersion {
+    pub const ALL: [HistVersion; 4] = [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Match => "match",
+            Self::Unroll => "unroll",
+            Self::MatchUnroll => "match_unroll",
+        }
+    }
+    fn kernel(self) -> &'static str {
+        match self {
+            Self::Plain => "select_hist_plain",
+            Self::Match => "select_hist_match",
+            Self::Unroll => "select_hist_unroll",
+            Self::MatchUnroll => "select_hist_match_unroll",
+        }
+    }
+}
+
+/// u8::MAX: not chosen yet (read `$ENTRL_SELECT_HIST` on first use).
+static HIST_VERSION: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// The histogram version select_tails / select_random use: [`set_hist_version`]'s, else
+/// `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll), else plain (fastest measured on an H100).
+pub fn hist_version() -> Result<HistVersion> {
+    let v = HIST_VERSION.load(Ordering::Relaxed);
+    if let Some(&h) = HistVersion::ALL.get(v as usize) {
+        return Ok(h);
+    }
+    let h = match std::env::var("ENTRL_SELECT_HIST").as_deref() {
+        Err(_) | Ok("") => HistVersion::Plain,
+        Ok(s) => *HistVersion::ALL.iter().find(|h| h.name() == s).ok_or_else(|| {
+            EngineError::invalid("select", format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll or match_unroll"))
+        })?,
+    };
+    set_hist_version(h);
+    Ok(h)
+}
+
+/// Use `v` from now on in this process (benchmarks and the self-test run every version).
+pub fn set_hist_version(v: HistVersion) {
+    let i = HistVersion::ALL.iter().position(|&h| h == v).expect("listed") as u8;
+    HIST_VERSION.store(i, Ordering::Relaxed);
+}
 
 /// Threads per block of every kernel in `select.cu` (the kernels require exactly this many).
 const THREADS: u32 = 256;
@@ -68,8 +128,9 @@ pub fn select_masks(
     let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
+    let hist_kernel = hist_version()?.kernel();
     let run_pass = |pass: i32| -> Result<()> {
-        launch!(dev, "select", "select_hist", hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
+        launch!(dev, "select", hist_kernel, hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
         launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
         Ok(())
     };
