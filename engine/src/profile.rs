@@ -61,6 +61,18 @@ pub fn region<T>(name: &'static str, dev: &Device, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Runs `f`, charging its host wall time to `name` under `ENTRL_PROFILE=host` only (never synchronises):
+/// for calls too fine to synchronise around, such as one kernel launch.
+pub fn host_region<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    if mode() != Mode::HostOnly {
+        return f();
+    }
+    let t0 = Instant::now();
+    let out = f();
+    record(name, t0.elapsed().as_secs_f64());
+    out
+}
+
 fn record(name: &'static str, secs: f64) {
     let mut t = table().lock().unwrap_or_else(|e| e.into_inner());
     let r = t.entry(name).or_default();

@@ -203,12 +203,15 @@ fn decode_step(
     let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
     let mut x = model.embed.embedding(&Tensor::from_vec(ids, [step.len()], dev)?)?;
     for (layer, cache) in model.layers.iter().zip(&cache.layers) {
-        let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
-        cache.write(&k, &v, &idx)?;
-        let o = cache.attend(&q, &idx)?;
-        x = layer_output(layer, c, &x, &o)?;
+        let (q, k, v) =
+            profile::region("decode: norm, q/k/v, q/k norm, rope", dev, || attention_inputs(layer, c, &x, &pos_t))?;
+        profile::region("decode: kv-cache write", dev, || cache.write(&k, &v, &idx))?;
+        let o = profile::region("decode: attention (split-K)", dev, || cache.attend(&q, &idx))?;
+        x = profile::region("decode: o_proj, residual, norm, MLP", dev, || layer_output(layer, c, &x, &o))?;
     }
-    Ok(x.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?)
+    profile::region("decode: final norm + LM head", dev, || {
+        Ok(x.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?)
+    })
 }
 
 /// Append each request's pick; a request that stops or reaches its length frees its slot, the others

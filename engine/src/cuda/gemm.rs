@@ -62,9 +62,10 @@ pub fn gemm_into(
     let (op_a, lda) = if g.trans_b { (Op::CUBLAS_OP_T, k) } else { (Op::CUBLAS_OP_N, n) };
     let (op_b, ldb) = if g.trans_a { (Op::CUBLAS_OP_T, m) } else { (Op::CUBLAS_OP_N, k) };
     let alpha = 1.0f32;
+    let batch = to_i32(g.batch)?;
     // SAFETY: pointers are live device buffers sized by the caller for this geometry; alpha/beta are host
     // scalars (the handle's default pointer mode).
-    unsafe {
+    crate::profile::host_region("cuda: cublasGemmStridedBatchedEx", || unsafe {
         result::gemm_strided_batched_ex(
             *dev.blas().handle(),
             op_a,
@@ -86,11 +87,11 @@ pub fn gemm_into(
             cty,
             n,
             (g.m * g.n) as i64,
-            to_i32(g.batch)?,
+            batch,
             cublasComputeType_t::CUBLAS_COMPUTE_32F,
             cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )
-    }
+    })
     .map_err(|e| {
         EngineError::cuda(format!("cublasGemmStridedBatchedEx {}x{}x{} batch {}", g.m, g.n, g.k, g.batch), e)
     })?;

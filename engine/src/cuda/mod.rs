@@ -11,7 +11,8 @@ macro_rules! launch {
         let mut b = stream.launch_builder(&f);
         $( b.arg(&$arg); )*
         // SAFETY: argument lists follow kernels-cu/cuda/README.md; buffers are sized by the callers.
-        unsafe { b.launch($cfg) }.map_err(|e| EngineError::cuda(format!("launching {name}"), e))?;
+        crate::profile::host_region("cuda: cuLaunchKernel", || unsafe { b.launch($cfg) })
+            .map_err(|e| EngineError::cuda(format!("launching {name}"), e))?;
         $dev.after_launch(name)?;
     }};
 }
@@ -150,7 +151,7 @@ impl CudaDevice {
     }
 
     pub fn alloc(&self, bytes: usize) -> Result<DeviceBlock> {
-        self.inner.alloc.alloc(bytes)
+        crate::profile::host_region("cuda: allocate (caching allocator)", || self.inner.alloc.alloc(bytes))
     }
     pub fn memory_stats(&self) -> MemoryStats {
         self.inner.alloc.stats()
