@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 fn verify(name: &str, checkpoint: bool) {
     let dir = fixture(name);
     assert!(dir.is_dir(), "fixtures missing at {} (CI lays shared/ beside the checkout)", dir.display());
-    let opts = VerifyOptions { dtype: DType::F32, checkpoint, tol: None, hf_bf16_rope: true };
+    let opts = VerifyOptions { dtype: DType::F32, checkpoint, tol: None, hf_bf16_rope: true, bf16_floor: false };
     let rows = verify_reference(&dir, &Device::Cpu, &opts).unwrap();
     let bad: Vec<_> =
         rows.iter().filter(|r| !r.pass).map(|r| format!("{}: {:.3e} > {:.1e}", r.what, r.rel_err, r.tol)).collect();
@@ -36,10 +36,33 @@ fn qwen3_tiny_mha_matches_hf_with_checkpointing() {
 fn f32_rope_frequencies_differ_measurably_from_the_fixture() {
     // The fixture's rotary buffer was rounded to bf16; computing f32 frequencies must be visible in the
     // comparison (so the switch is real, not a no-op).
-    let opts = VerifyOptions { dtype: DType::F32, checkpoint: false, tol: None, hf_bf16_rope: false };
+    let opts =
+        VerifyOptions { dtype: DType::F32, checkpoint: false, tol: None, hf_bf16_rope: false, bf16_floor: false };
     let rows = verify_reference(&fixture("qwen3-tiny"), &Device::Cpu, &opts).unwrap();
     let logits = rows.iter().find(|r| r.what == "logits").unwrap();
     assert!(logits.rel_err > 1e-3, "{}", logits.rel_err);
+}
+
+#[test]
+fn bf16_bounds_rise_to_the_measured_bf16_floor_and_no_further() {
+    // bf16 rounding alone moves the sharpened fixtures past a fixed 3e-2 / 6e-2 (HF's own bf16 too);
+    // with bf16_floor each bound is max(default, 2 x the CPU bf16 path's error of that same row).
+    let dir = fixture("qwen3-tiny");
+    let fixed =
+        VerifyOptions { dtype: DType::BF16, checkpoint: false, tol: None, hf_bf16_rope: true, bf16_floor: false };
+    let rows = verify_reference(&dir, &Device::Cpu, &fixed).unwrap();
+    assert!(rows.iter().any(|r| !r.pass), "bf16 against fixed bounds was expected to miss somewhere");
+    assert!(rows.iter().all(|r| r.bf16_floor.is_none()));
+    let floor = VerifyOptions { bf16_floor: true, ..fixed };
+    let rows = verify_reference(&dir, &Device::Cpu, &floor).unwrap();
+    for r in &rows {
+        // the CPU path measured against itself: same rows, same errors (deterministic)
+        let f = r.bf16_floor.unwrap_or_else(|| panic!("{}: no floor", r.what));
+        assert_eq!(f, r.rel_err, "{}", r.what);
+        let base = if r.what.starts_with("grad ") { 6e-2 } else { 3e-2 };
+        assert_eq!(r.tol, f64::max(base, 2.0 * f), "{}", r.what);
+        assert!(r.pass, "{}", r.what);
+    }
 }
 
 fn scratch(name: &str) -> PathBuf {

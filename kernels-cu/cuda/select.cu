@@ -124,10 +124,13 @@ __device__ __forceinline__ u32 block_inclusive_scan(u32 v, u32* warp_tot, u32* t
 //   match:        as plain, but on pass 0 the lanes of a warp with one bucket add their count in one atomic
 //   unroll:       as plain, with kUnroll = 4 elements loaded per lane before counting
 //   match_unroll: both
-template <bool kMatchTop, int kUnroll>
+//   keys:         match_unroll whose pass 0 also stores every token's key (u32) and a validity bitmask
+//                 (one bit per token), so passes 1..7 and select_mask_keys read 4.1 bytes per token
+//                 instead of 8 (and skip the key transform)
+template <bool kMatchTop, int kUnroll, bool kKeys>
 __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u32* flags, const float* scores,
                                                  const float* valid, const int* cu, int num_pools, long long n,
-                                                 u64 seed, int ntails, int pass) {
+                                                 u64 seed, int ntails, int pass, u32* keys_buf, u32* bits) {
     __shared__ u32 sh[kShPools * 2 * 256];
     __shared__ int sh_pools[2];
     // Stage 0: the index passes run only when some slot has a partial tie at its threshold key.
@@ -162,8 +165,14 @@ __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u3
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             const long long i = base + (long long)u * blockDim.x + lane;
-            oks[u] = i < tile1 && valid[i] != 0.0f;
             keys[u] = 0u;
+            if (kKeys && pass > 0) {
+                // Stored by pass 0: bit (i mod 32) of word i / 32, and the key.
+                oks[u] = i < tile1 && ((bits[i >> 5] >> (i & 31)) & 1u);
+                if (oks[u]) keys[u] = keys_buf[i];
+                continue;
+            }
+            oks[u] = i < tile1 && valid[i] != 0.0f;
             if (oks[u]) {
                 if (scores != nullptr) {
                     const float x = scores[i];
@@ -172,6 +181,13 @@ __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u3
                 } else {
                     keys[u] = hash_key(seed, i);
                 }
+            }
+            if (kKeys) {
+                // Pass 0 stores them. A warp covers 32 consecutive, 32-aligned tokens (tiles and the
+                // per-lane stride are multiples of 32), so its ballot is one whole word of the bitmask.
+                const unsigned word = __ballot_sync(0xffffffffu, oks[u]);
+                if (i < tile1) keys_buf[i] = keys[u];
+                if (lane == 0 && i < tile1) bits[i >> 5] = word;
             }
         }
 #pragma unroll
@@ -223,12 +239,20 @@ __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u3
 #define SELECT_HIST_VERSION(NAME, MATCH, UNROLL)                                                            \
     SEL_KERNEL NAME(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,          \
                     const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {               \
-        select_hist_body<MATCH, UNROLL>(hist, state, flags, scores, valid, cu, num_pools, n, seed, ntails, pass); \
+        select_hist_body<MATCH, UNROLL, false>(hist, state, flags, scores, valid, cu, num_pools, n, seed,      \
+                                               ntails, pass, nullptr, nullptr);                                \
     }
 SELECT_HIST_VERSION(select_hist_plain, false, 1)
 SELECT_HIST_VERSION(select_hist_match, true, 1)
 SELECT_HIST_VERSION(select_hist_unroll, false, 4)
 SELECT_HIST_VERSION(select_hist_match_unroll, true, 4)
+// keys_buf holds n u32, bits ceil(n / 32) u32; written by pass 0, read by the later passes.
+SEL_KERNEL select_hist_keys(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,
+                            const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass,
+                            u32* keys_buf, u32* bits) {
+    select_hist_body<true, 4, true>(hist, state, flags, scores, valid, cu, num_pools, n, seed, ntails, pass,
+                                    keys_buf, bits);
+}
 
 // ------------------------------------------------------------------------------------------------
 // select_scan: after histogram pass `pass`, per slot: find the bucket holding the kk-th candidate, move the
@@ -288,14 +312,16 @@ SEL_KERNEL select_scan(u32* hist, u32* state, u32* flags, long long nslots, int 
 // select_mask: out_t[i] = 1 if valid token i is in its pool's tail t, else 0 (tail 0 -> out0, tail 1 -> out1).
 //   grid-stride over tokens.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_mask(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
-                       const int* cu, int num_pools, long long n, u64 seed, int ntails) {
+template <bool kKeys>
+__device__ __forceinline__ void select_mask_body(float* out0, float* out1, const u32* state, const float* scores,
+                                                 const float* valid, const int* cu, int num_pools, long long n,
+                                                 u64 seed, int ntails, const u32* keys_buf, const u32* bits) {
     for (long long i = global_tid(); i < n; i += grid_stride()) {
-        const bool ok = valid[i] != 0.0f;
+        const bool ok = kKeys ? ((bits[i >> 5] >> (i & 31)) & 1u) != 0u : valid[i] != 0.0f;
         u32 key = 0u;
         int q = 0;
         if (ok) {
-            key = token_key(scores, seed, i);
+            key = kKeys ? keys_buf[i] : token_key(scores, seed, i);
             q = pool_of(cu, 0, num_pools - 1, i);
         }
         for (int t = 0; t < ntails; ++t) {
@@ -311,6 +337,16 @@ SEL_KERNEL select_mask(float* out0, float* out1, const u32* state, const float* 
             (t == 0 ? out0 : out1)[i] = sel ? 1.0f : 0.0f;
         }
     }
+}
+
+SEL_KERNEL select_mask(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
+                       const int* cu, int num_pools, long long n, u64 seed, int ntails) {
+    select_mask_body<false>(out0, out1, state, scores, valid, cu, num_pools, n, seed, ntails, nullptr, nullptr);
+}
+// The keys version's mask: keys and validity as select_hist_keys stored them on pass 0.
+SEL_KERNEL select_mask_keys(float* out0, float* out1, const u32* state, const int* cu, int num_pools, long long n,
+                            int ntails, const u32* keys_buf, const u32* bits) {
+    select_mask_body<true>(out0, out1, state, nullptr, nullptr, cu, num_pools, n, 0ull, ntails, keys_buf, bits);
 }
 
 // ------------------------------------------------------------------------------------------------

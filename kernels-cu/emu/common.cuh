@@ -237,6 +237,17 @@ inline unsigned __match_any_sync(unsigned, unsigned v) {
     emu::warp_barrier();
     return mask;
 }
+// Bit l set when lane l's predicate is true.
+inline unsigned __ballot_sync(unsigned, int pred) {
+    const int me = (int)threadIdx.x, base = me & ~31;
+    emu::slots[me].u = pred ? 1u : 0u;
+    emu::warp_barrier();
+    unsigned mask = 0;
+    for (int l = 0; l < 32; ++l)
+        if (emu::slots[base + l].u) mask |= 1u << l;
+    emu::warp_barrier();
+    return mask;
+}
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
 inline unsigned __float_as_uint(float x) {

@@ -32,12 +32,13 @@ static u32 host_hash(u64 seed, long long i) {
 using HistFn = void (*)(u32*, const u32*, u32*, const float*, const float*, const int*, int, long long, u64, int, int);
 struct HistVersion {
     const char* name;
-    HistFn fn;
+    HistFn fn;  // nullptr: the keys version (select_hist_keys + select_mask_keys)
 };
 static const HistVersion kHistVersions[] = {{"plain", select_hist_plain},
                                             {"match", select_hist_match},
                                             {"unroll", select_hist_unroll},
-                                            {"match_unroll", select_hist_match_unroll}};
+                                            {"match_unroll", select_hist_match_unroll},
+                                            {"keys", nullptr}};
 
 static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng,
                         const HistVersion& hv) {
@@ -60,19 +61,30 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
     const int nslots = num_pools * ntails;
     std::vector<u32> hist(nslots * 256, 0u), state(nslots * 4, 0u), flags(2, 0u);
     std::vector<float> out0(n, NAN), out1(n, NAN);
+    // the keys version's buffers, poisoned (pass 0 must write every word it later reads)
+    std::vector<u32> keys_buf(n, 0xDEADBEEFu), bits((n + 31) / 32, 0xA5A5A5A5u);
     const float* sc = random ? nullptr : scores.data();
     const unsigned tiles = (unsigned)((n + kTile - 1) / kTile);
     for (int pass = 0; pass < 8; ++pass) {
         launch(tiles, [&] {
-            hv.fn(hist.data(), state.data(), flags.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails,
-                  pass);
+            if (hv.fn)
+                hv.fn(hist.data(), state.data(), flags.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails,
+                      pass);
+            else
+                select_hist_keys(hist.data(), state.data(), flags.data(), sc, valid.data(), cu.data(), num_pools, n,
+                                 seed, ntails, pass, keys_buf.data(), bits.data());
         });
         launch((unsigned)std::min(nslots, 65535), [&] {
             select_scan(hist.data(), state.data(), flags.data(), nslots, pass, frac, slack);
         });
     }
     launch(3, [&] {
-        select_mask(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails);
+        if (hv.fn)
+            select_mask(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
+                        ntails);
+        else
+            select_mask_keys(out0.data(), out1.data(), state.data(), cu.data(), num_pools, n, ntails, keys_buf.data(),
+                             bits.data());
     });
 
     // reference: per pool, the k smallest valid (key, index) — key complemented for the top tail

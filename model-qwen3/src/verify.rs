@@ -14,9 +14,21 @@ use std::sync::Arc;
 pub struct VerifyRow {
     pub what: String,
     pub rel_err: f64,
+    /// The bound applied: the dtype's default (or --tol), raised for bf16 on a GPU to
+    /// [`BF16_FLOOR_FACTOR`] × `bf16_floor` when that is larger.
     pub tol: f64,
+    /// With `bf16_floor`: the same quantity's error from the CPU's bf16 path (what bf16 rounding alone costs).
+    pub bf16_floor: Option<f64>,
     pub pass: bool,
 }
+
+/// bf16 on a GPU may be this many times as far from the reference as the CPU's bf16 path. The fixtures'
+/// sharpened random models amplify rounding layer by layer: HF transformers' own bf16 lands 1.6e-2 to
+/// 1.7e-1 from the float64 logits / entropies and up to 0.66 on gradients (H100, 2026-11-27,
+/// BENCHMARKS.md), so no fixed bf16 bound near 1e-2 holds for any bf16 implementation. The CPU's bf16
+/// path rounds at the same points as the GPU kernels (which the selftest checks op by op against it),
+/// so it measures that floor on the very fixture being verified.
+pub const BF16_FLOOR_FACTOR: f64 = 2.0;
 
 /// Tolerances by compute dtype: f64 and f32 against a float64 reference are tight; bf16 is loose.
 pub fn default_tolerance(dtype: DType) -> (f64, f64) {
@@ -44,10 +56,36 @@ pub struct VerifyOptions {
     pub tol: Option<(f64, f64)>,
     /// Reproduce HF's bf16-rounded RoPE inv_freq (the fixtures' model was cast with `.to(bfloat16)`).
     pub hf_bf16_rope: bool,
+    /// With bf16: also run the CPU's bf16 path and raise each bound to [`BF16_FLOOR_FACTOR`] × its error
+    /// (`entrl verify-reference` does this for bf16 on a GPU unless --tol is given).
+    pub bf16_floor: bool,
 }
 
 pub fn verify_reference(dir: &Path, device: &Device, o: &VerifyOptions) -> Result<Vec<VerifyRow>> {
     let (tol_act, tol_grad) = o.tol.unwrap_or_else(|| default_tolerance(o.dtype));
+    let ours = measure(dir, device, o)?;
+    let floor = if o.dtype == DType::BF16 && o.bf16_floor { Some(measure(dir, &Device::Cpu, o)?) } else { None };
+    Ok(ours
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let base = if m.gradient { tol_grad } else { tol_act };
+            let bf16_floor = floor.as_ref().and_then(|f| f.get(i)).filter(|f| f.what == m.what).map(|f| f.rel_err);
+            let tol = bf16_floor.map_or(base, |f| base.max(BF16_FLOOR_FACTOR * f));
+            let pass = m.rel_err.is_finite() && m.rel_err <= tol;
+            VerifyRow { what: m.what, rel_err: m.rel_err, tol, bf16_floor, pass }
+        })
+        .collect())
+}
+
+/// One measured quantity: its relative error, and whether it is a gradient (looser default bound).
+struct Measured {
+    what: String,
+    rel_err: f64,
+    gradient: bool,
+}
+
+fn measure(dir: &Path, device: &Device, o: &VerifyOptions) -> Result<Vec<Measured>> {
     let mut model = Qwen3::load(dir, o.dtype, device)?;
     model.config.rope_bf16_inv_freq = o.hf_bf16_rope;
     let c = model.config.clone();
@@ -75,9 +113,7 @@ pub fn verify_reference(dir: &Path, device: &Device, o: &VerifyOptions) -> Resul
     let out =
         model.forward(&ids_t, &packing, &ForwardOptions { entropy_layers: all_layers, checkpoint: o.checkpoint })?;
     let mut rows = Vec::new();
-    let mut push = |what: String, err: f64, tol: f64| {
-        rows.push(VerifyRow { what, rel_err: err, tol, pass: err.is_finite() && err <= tol })
-    };
+    let mut push = |what: String, rel_err: f64, gradient: bool| rows.push(Measured { what, rel_err, gradient });
 
     // 2. logits and next-token log-probs
     let logits = out.hidden.linear(model.lm_head())?;
@@ -86,7 +122,7 @@ pub fn verify_reference(dir: &Path, device: &Device, o: &VerifyOptions) -> Resul
     for i in 0..lens.len() {
         reference.extend(host(&refs, &format!("logits.{i}"))?);
     }
-    push("logits".into(), rel_l2(&ours, &reference), tol_act);
+    push("logits".into(), rel_l2(&ours, &reference), false);
     let logp_all = logits.log_softmax()?.to_vec_f64()?;
     let (mut ours_lp, mut ref_lp, mut rows_sel) = (Vec::new(), Vec::new(), Vec::new());
     for (i, (start, len)) in packing.spans().enumerate() {
@@ -97,7 +133,7 @@ pub fn verify_reference(dir: &Path, device: &Device, o: &VerifyOptions) -> Resul
         }
         ref_lp.extend(host(&refs, &format!("next_logprob.{i}"))?);
     }
-    push("next-token log-probs".into(), rel_l2(&ours_lp, &ref_lp), tol_act);
+    push("next-token log-probs".into(), rel_l2(&ours_lp, &ref_lp), false);
 
     // 3. attention entropy, raw and normalised, per layer (all heads)
     let hq = c.num_attention_heads;
@@ -121,7 +157,7 @@ pub fn verify_reference(dir: &Path, device: &Device, o: &VerifyOptions) -> Resul
                     }
                 }
             }
-            push(format!("{label}, layer {layer}"), rel_l2(&a, &b), tol_act);
+            push(format!("{label}, layer {layer}"), rel_l2(&a, &b), false);
         }
     }
 
@@ -145,11 +181,11 @@ pub fn verify_reference(dir: &Path, device: &Device, o: &VerifyOptions) -> Resul
     let mut cfg = DapoLossConfig { normalizer: LossNormalizer::AllTokens, ..Default::default() };
     cfg.clip.clip_ratio_c = f64::INFINITY;
     let loss = dapo_loss(&hidden_rows, model.lm_head(), &batch, &cfg)?;
-    push("dapo loss".into(), rel_l2(&[loss.loss.to_scalar()?], &host(&refs, "dapo_loss")?), tol_act);
+    push("dapo loss".into(), rel_l2(&[loss.loss.to_scalar()?], &host(&refs, "dapo_loss")?), false);
     loss.loss.backward()?;
     for (name, p) in model.params() {
         let g = p.grad().map(|g| g.to_vec_f64()).transpose()?.unwrap_or_else(|| vec![0.0; p.numel()]);
-        push(format!("grad {name}"), rel_l2(&g, &host(&grads, &format!("grad.{name}"))?), tol_grad);
+        push(format!("grad {name}"), rel_l2(&g, &host(&grads, &format!("grad.{name}"))?), true);
     }
     Ok(rows)
 }

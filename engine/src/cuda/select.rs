@@ -19,16 +19,20 @@ pub enum HistVersion {
     Unroll,
     /// Both.
     MatchUnroll,
+    /// MatchUnroll whose first pass also stores each token's u32 key and a validity bitmask, which the
+    /// later passes and the mask read instead of the f32 scores and mask (4.1 instead of 8 bytes a token).
+    Keys,
 }
 
 impl HistVersion {
-    pub const ALL: [HistVersion; 4] = [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll];
+    pub const ALL: [HistVersion; 5] = [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll, Self::Keys];
     pub fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
             Self::Match => "match",
             Self::Unroll => "unroll",
             Self::MatchUnroll => "match_unroll",
+            Self::Keys => "keys",
         }
     }
     fn kernel(self) -> &'static str {
@@ -37,6 +41,7 @@ impl HistVersion {
             Self::Match => "select_hist_match",
             Self::Unroll => "select_hist_unroll",
             Self::MatchUnroll => "select_hist_match_unroll",
+            Self::Keys => "select_hist_keys",
         }
     }
 }
@@ -45,7 +50,7 @@ impl HistVersion {
 static HIST_VERSION: AtomicU8 = AtomicU8::new(u8::MAX);
 
 /// The histogram version select_tails / select_random use: [`set_hist_version`]'s, else
-/// `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll), else plain (fastest measured on an H100).
+/// `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll | keys), else plain.
 pub fn hist_version() -> Result<HistVersion> {
     let v = HIST_VERSION.load(Ordering::Relaxed);
     if let Some(&h) = HistVersion::ALL.get(v as usize) {
@@ -54,7 +59,10 @@ pub fn hist_version() -> Result<HistVersion> {
     let h = match std::env::var("ENTRL_SELECT_HIST").as_deref() {
         Err(_) | Ok("") => HistVersion::Plain,
         Ok(s) => *HistVersion::ALL.iter().find(|h| h.name() == s).ok_or_else(|| {
-            EngineError::invalid("select", format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll or match_unroll"))
+            EngineError::invalid(
+                "select",
+                format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll, match_unroll or keys"),
+            )
         })?,
     };
     set_hist_version(h);
@@ -128,9 +136,21 @@ pub fn select_masks(
     let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
-    let hist_kernel = hist_version()?.kernel();
+    let version = hist_version()?;
+    let hist_kernel = version.kernel();
+    // The keys version's per-token keys and validity bits (written by pass 0, read afterwards).
+    let stored = if version == HistVersion::Keys {
+        Some((CudaStorage::alloc(dev, DType::I32, n)?, CudaStorage::alloc(dev, DType::I32, n.div_ceil(32))?))
+    } else {
+        None
+    };
+    let (pk, pb) = stored.as_ref().map_or((0u64, 0u64), |(k, b)| (k.ptr(), b.ptr()));
     let run_pass = |pass: i32| -> Result<()> {
-        launch!(dev, "select", hist_kernel, hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
+        if stored.is_some() {
+            launch!(dev, "select", hist_kernel, hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass, pk, pb]);
+        } else {
+            launch!(dev, "select", hist_kernel, hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
+        }
         launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
         Ok(())
     };
@@ -154,7 +174,11 @@ pub fn select_masks(
     }
     let p0 = outs[0].ptr();
     let p1 = outs.get(1).map_or(0u64, |o| o.ptr());
-    launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
+    if stored.is_some() {
+        launch!(dev, "select", "select_mask_keys", grid(n), [p0, p1, pst, pc, np, nn, nt, pk, pb]);
+    } else {
+        launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
+    }
     Ok(outs)
 }
 
