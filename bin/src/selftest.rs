@@ -15,6 +15,10 @@ pub struct Args {
     /// Skip the GPU checks even when a GPU is present.
     #[arg(long)]
     cpu_only: bool,
+    /// Also run `verify-reference` on every model folder under DIR (the format of shared/fixtures/): f32
+    /// on the CPU, and bf16 on the GPU; one row per folder and device with the worst error / bound.
+    #[arg(long, value_name = "DIR")]
+    fixtures: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -55,7 +59,71 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Err(e) => println!("no GPU checks: {e}"),
         }
     }
+    if let Some(root) = &a.fixtures {
+        let mut devices = vec![Device::Cpu];
+        if !a.cpu_only {
+            devices.extend(Device::cuda(a.gpu).ok());
+        }
+        let rows = fixture_rows(root, &devices)?;
+        println!(
+            "\nverify-reference against {} (worst rel err / bound per folder)\n{}",
+            root.display(),
+            format_table(&rows)
+        );
+        all.extend(rows);
+    }
     let failed = all.iter().filter(|r| !r.pass).count();
     println!("{} passed, {failed} failed", all.len() - failed);
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// One row per (model folder under `root`, device): the largest rel err / bound over every quantity that
+/// `verify-reference` checks (f32 on the CPU; bf16 with its measured bf16 floor on a GPU).
+fn fixture_rows(root: &std::path::Path, devices: &[Device]) -> Result<Vec<CheckRow>, Box<dyn std::error::Error>> {
+    use entrl_qwen3::verify::{verify_reference, VerifyOptions};
+    let mut dirs: Vec<_> = std::fs::read_dir(root)
+        .map_err(|e| format!("--fixtures {}: {e}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("config.json").is_file() && p.join("reference.safetensors").is_file())
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        return Err(format!(
+            "--fixtures {}: no model folder with config.json and reference.safetensors",
+            root.display()
+        )
+        .into());
+    }
+    let mut rows = Vec::new();
+    for dir in &dirs {
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for dev in devices {
+            let dtype = dev.default_dtype();
+            let opts = VerifyOptions {
+                dtype,
+                checkpoint: false,
+                tol: None,
+                hf_bf16_rope: true,
+                bf16_floor: dtype == entrl_engine::DType::BF16,
+            };
+            let label = format!("verify-reference {name} ({dev})");
+            rows.push(match verify_reference(dir, dev, &opts) {
+                Ok(r) => {
+                    let worst = r.iter().max_by(|a, b| (a.rel_err / a.tol).total_cmp(&(b.rel_err / b.tol)));
+                    match worst {
+                        Some(w) => CheckRow::new(
+                            &label,
+                            &format!("{} quantities, worst: {}", r.len(), w.what),
+                            &dtype.to_string(),
+                            w.rel_err / w.tol,
+                            1.0,
+                        ),
+                        None => CheckRow::failed(&label, "-", &dtype.to_string(), "no quantities"),
+                    }
+                }
+                Err(e) => CheckRow::failed(&label, "-", &dtype.to_string(), e.to_string()),
+            });
+        }
+    }
+    Ok(rows)
 }

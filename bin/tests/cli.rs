@@ -15,6 +15,25 @@ fn selftest_runs_the_cpu_checks_and_passes() {
 }
 
 #[test]
+fn selftest_verifies_the_fixtures_when_asked() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures");
+    let out = entrl(&["selftest", "--seed", "9", "--cpu-only", "--fixtures", fixtures]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("verify-reference qwen3-tiny (cpu)") && text.contains("verify-reference qwen3-tiny-mha (cpu)")
+    );
+    // a folder without models is a clear error, not a silent pass
+    let out = entrl(&["selftest", "--cpu-only", "--fixtures", env!("CARGO_MANIFEST_DIR")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no model folder"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn selftest_without_a_gpu_says_so() {
     let out = entrl(&["selftest", "--seed", "8"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -51,9 +51,9 @@
 //! (verl's MFU counter uses the full S², dapo.md §12; the causal half is the work actually done.)
 //!
 //! * Rate: one effective FLOP/s per H100 derived from a measured tokens/s of Qwen3-8B fwd+bwd with
-//!   checkpointing at S = 8192: the torch anchor 6,578 tokens/s (HF + SDPA, `shared/docs/h100.md`, dapo.md
-//!   §12) until entrl's own `entrl bench train-step` number (same shape) is recorded in BENCHMARKS.md and
-//!   passed as [`PlanInput::train_tokens_per_s_8b`]. Other shapes are scaled by FLOPs at the same rate
+//!   checkpointing at S = 8192: entrl's own `entrl bench train-step`, 6,077 tokens/s (H100 80GB HBM3,
+//!   2026-11-27, BENCHMARKS.md; HF + SDPA measured 6,631 in the same call), or
+//!   [`PlanInput::train_tokens_per_s_8b`] when given. Other shapes are scaled by FLOPs at the same rate
 //!   (optimistic for small models, whose GEMMs run below peak).
 //! * Update: tokens per GPU × training FLOPs (S = prompt_tokens + mean_response) / rate.
 //! * Old log-probs: tokens per GPU × forward FLOPs / rate.
@@ -64,9 +64,12 @@
 //!   lengths (capped at seq − prompt_tokens), minus one mean response. Per decode step the GPU reads the
 //!   weights (b·N bytes) and the K/V of the active
 //!   sequences (c × (prompt_tokens + mean_response / 2) × L·2·Hkv·d·b) at 3.35 TB/s (H100 SXM HBM3
-//!   datasheet) × 0.6: the measured device copy reaches 2.94 TB/s (88%, h100.md) and decode adds small
-//!   kernels, gathers and the host round trip of sampling. A step costs max(memory time, compute time) with
-//!   compute = c × (2N + 4·ctx·L·H·d) at the rate. Prefill of the prompts runs at the rate, plus one weight
+//!   datasheet) × 0.43, measured: qwen3-8b at batch 16 takes 10.57 ms a step (H100, 2026-11-27,
+//!   BENCHMARKS.md) for 15.1 GB of matmul weights, 1.43 TB/s (skinny cuBLAS GEMMs, ~18 small kernels a
+//!   layer and the sampling round trip, against 2.94 TB/s for a plain device copy, h100.md). A step costs max(memory time, compute time, host time) with compute =
+//!   c × (2N + 4·ctx·L·H·d) at the rate and host time = L × 0.187 ms, the measured cost of enqueueing one
+//!   layer's ~18 launches (`ENTRL_PROFILE=host`, qwen3-0.6b at batch 32: 5.24 ms of a 5.60 ms step, so
+//!   small models decode launch-bound: raise `rollout.max_concurrent` for them, each step costs the same). Prefill of the prompts runs at the rate, plus one weight
 //!   read per admission pass (freed slots are refilled c/8 at a time, `generate::refill_batch`).
 //!   Dynamic sampling's extra generation rounds are not included (multiply the rollout by the rounds).
 //! * Communication per update (ZeRO-2): reduce-scatter of the f32 gradients (4P bytes) + all-gather of the
@@ -83,14 +86,19 @@ pub const LOSS_CHUNK_ROWS: u64 = 1024;
 pub const WORKSPACE_BYTES: u64 = 2 << 30;
 /// Torch anchor: Qwen3-8B fwd+bwd with checkpointing, 1 × 8192 tokens, one H100 (h100.md).
 pub const TORCH_TRAIN_TOKENS_PER_S_8B: f64 = 6578.0;
+/// entrl's `bench train-step` at that shape: 6,077 tokens/s (H100 80GB HBM3, 2026-11-27, BENCHMARKS.md).
+pub const ENTRL_TRAIN_TOKENS_PER_S_8B: f64 = 6077.0;
+/// Host time to enqueue one layer of a decode step (`ENTRL_PROFILE=host`: 5.24 ms per 28-layer qwen3-0.6b
+/// step at batch 32, H100 host, 2026-11-27): the floor of a decode step however small the model.
+pub const HOST_DECODE_S_PER_LAYER: f64 = 0.187e-3;
 /// Sequence length of that anchor (and of `entrl bench train-step`).
 pub const ANCHOR_SEQ: usize = 8192;
 /// Dense bf16 peak of an H100 SXM (dapo.md §12), for the utilisation printed next to the rate.
 pub const H100_BF16_PEAK_FLOPS: f64 = 989e12;
 /// HBM3 bandwidth of an H100 SXM (datasheet).
 pub const H100_HBM_BYTES_PER_S: f64 = 3.35e12;
-/// Share of the HBM bandwidth decode achieves (assumed; see the module doc).
-pub const DECODE_EFFICIENCY: f64 = 0.6;
+/// Share of the HBM bandwidth decode achieves (measured on qwen3-8b at batch 16; see the module doc).
+pub const DECODE_EFFICIENCY: f64 = 0.43;
 /// Longest response of a wave relative to the mean (assumed long tail).
 pub const TAIL_FACTOR: f64 = 1.5;
 /// NCCL bus bandwidth for large collectives on 8×H100 SXM (assumed, within the measured ~370–450 GB/s).
@@ -411,9 +419,9 @@ impl TimePlan {
             "  rate: {tf:.0} TF/s per GPU ({:.0}% of the 989 TF bf16 peak) from {}\n",
             100.0 * self.flops / H100_BF16_PEAK_FLOPS,
             if self.measured_by_entrl {
-                "entrl's `bench train-step` (qwen3-8b, 8192 tokens)"
+                "the given train-step rate (qwen3-8b, 8192 tokens)"
             } else {
-                "the torch anchor 6,578 tok/s (qwen3-8b, 8192 tokens, checkpointed; h100.md) until entrl's is recorded"
+                "entrl's `bench train-step`, 6,077 tok/s (qwen3-8b, 8192 tokens, checkpointed; H100, BENCHMARKS.md)"
             }
         );
         s
@@ -444,7 +452,7 @@ pub fn train_flops_per_token(m: &Qwen3Config, s: usize, checkpointing: bool) -> 
 /// Effective FLOP/s of one H100 from a Qwen3-8B training throughput at 8192 tokens with checkpointing.
 pub fn effective_flops(train_tokens_per_s_8b: Option<f64>) -> f64 {
     let q8 = Qwen3Config::named("qwen3-8b").expect("qwen3-8b is a known shape");
-    train_tokens_per_s_8b.unwrap_or(TORCH_TRAIN_TOKENS_PER_S_8B) * train_flops_per_token(&q8, ANCHOR_SEQ, true)
+    train_tokens_per_s_8b.unwrap_or(ENTRL_TRAIN_TOKENS_PER_S_8B) * train_flops_per_token(&q8, ANCHOR_SEQ, true)
 }
 
 /// K and V bytes per token over all layers: L·2·Hkv·d·b.
@@ -526,7 +534,8 @@ fn time(input: &PlanInput) -> TimePlan {
         + wave_size as f64 * ctx * kv_bytes_per_token(m, input.weight_bytes) as f64;
     // A decode query sees all ctx keys: 4·ctx·L·H·d (QKᵀ and PV), no causal half.
     let step_flops = wave_size as f64 * (2.0 * matmul_params(m) + 4.0 * ctx * attn_width(m));
-    let decode_step_s = (step_bytes / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY)).max(step_flops / flops);
+    let host_s = m.num_hidden_layers as f64 * HOST_DECODE_S_PER_LAYER;
+    let decode_step_s = (step_bytes / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY)).max(step_flops / flops).max(host_s);
     // Prefill: the prompts' FLOPs at the rate, plus one weight read per admission pass (freed slots are
     // refilled in batches of refill_batch(c); the first pass fills all c).
     let passes = 1 + seqs.saturating_sub(wave_size).div_ceil(entrl_qwen3::generate::refill_batch(wave_size));
@@ -640,9 +649,30 @@ mod tests {
         // At the anchor's shape the update runs at the anchor's tokens/s per GPU.
         let m = Qwen3Config::named("qwen3-8b").unwrap();
         let rate = effective_flops(None) / train_flops_per_token(&m, ANCHOR_SEQ, true);
-        assert!((rate - TORCH_TRAIN_TOKENS_PER_S_8B).abs() < 1e-9);
-        let faster = effective_flops(Some(2.0 * TORCH_TRAIN_TOKENS_PER_S_8B));
+        assert!((rate - ENTRL_TRAIN_TOKENS_PER_S_8B).abs() < 1e-9);
+        let faster = effective_flops(Some(2.0 * ENTRL_TRAIN_TOKENS_PER_S_8B));
         assert!((faster / effective_flops(None) - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn decode_steps_cost_at_least_the_host_time_of_their_layers() {
+        // qwen3-0.6b decodes launch-bound: its step is the measured host floor, not its tiny weight read.
+        // (the measured shape: 32 sequences, 128 prompt + 128 new tokens)
+        let mut input = PlanInput::new(Qwen3Config::named("qwen3-0.6b").unwrap());
+        input.gpus = 1;
+        input.prompt_tokens = 128;
+        input.mean_response = 128;
+        let (_, t) = plan(&input);
+        assert!((t.decode_step_s - 28.0 * HOST_DECODE_S_PER_LAYER).abs() < 1e-12, "{}", t.decode_step_s);
+        // qwen3-8b at batch 16 is memory-bound: measured 10.57 ms a step; the model stays within 15%.
+        let mut input = PlanInput::new(Qwen3Config::named("qwen3-8b").unwrap());
+        input.gpus = 1;
+        input.max_concurrent = 16;
+        input.prompt_tokens = 256;
+        input.mean_response = 128;
+        let (_, t) = plan(&input);
+        assert!(t.decode_step_s > 36.0 * HOST_DECODE_S_PER_LAYER);
+        assert!((t.decode_step_s / 10.57e-3 - 1.0).abs() < 0.15, "{}", t.decode_step_s);
     }
 
     #[test]
