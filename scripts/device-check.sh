@@ -107,6 +107,13 @@ if len(rows) > 2:
     for r in rows[2:]:
         print(f"{r[k][:28]:<28} grid {r[g]:<16} {r[t]}")
 PY
+# Why a histogram pass runs at a third of the bytes' speed: throughput and stall reasons of pass 1 of the
+# plain and lean versions.
+for k in select_hist_plain select_hist_lean; do
+  timeout $(t 60) ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \
+    -k "$k" --launch-skip 1 -c 1 "$BIN" bench select --reps 1 > "$D/ncu_$k.txt" 2>&1
+  grep -E "Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Stall|stall" "$D/ncu_$k.txt" | head -12
+done
 fi
 if want loss; then
 echo "== bench loss (entrl fused LM head + DAPO loss, then torch eager)"

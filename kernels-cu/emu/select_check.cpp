@@ -38,6 +38,7 @@ static const HistVersion kHistVersions[] = {{"plain", select_hist_plain},
                                             {"match", select_hist_match},
                                             {"unroll", select_hist_unroll},
                                             {"match_unroll", select_hist_match_unroll},
+                                            {"lean", select_hist_lean},
                                             {"keys", nullptr}};
 
 static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng,

@@ -22,10 +22,13 @@ pub enum HistVersion {
     /// MatchUnroll whose first pass also stores each token's u32 key and a validity bitmask, which the
     /// later passes and the mask read instead of the f32 scores and mask (4.1 instead of 8 bytes a token).
     Keys,
+    /// A tile inside one pool hoists its slot states and runs a short loop; other tiles run Plain.
+    Lean,
 }
 
 impl HistVersion {
-    pub const ALL: [HistVersion; 5] = [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll, Self::Keys];
+    pub const ALL: [HistVersion; 6] =
+        [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll, Self::Keys, Self::Lean];
     pub fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
@@ -33,6 +36,7 @@ impl HistVersion {
             Self::Unroll => "unroll",
             Self::MatchUnroll => "match_unroll",
             Self::Keys => "keys",
+            Self::Lean => "lean",
         }
     }
     fn kernel(self) -> &'static str {
@@ -42,6 +46,7 @@ impl HistVersion {
             Self::Unroll => "select_hist_unroll",
             Self::MatchUnroll => "select_hist_match_unroll",
             Self::Keys => "select_hist_keys",
+            Self::Lean => "select_hist_lean",
         }
     }
 }
@@ -50,7 +55,7 @@ impl HistVersion {
 static HIST_VERSION: AtomicU8 = AtomicU8::new(u8::MAX);
 
 /// The histogram version select_tails / select_random use: [`set_hist_version`]'s, else
-/// `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll | keys), else plain.
+/// `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll | keys | lean), else plain.
 pub fn hist_version() -> Result<HistVersion> {
     let v = HIST_VERSION.load(Ordering::Relaxed);
     if let Some(&h) = HistVersion::ALL.get(v as usize) {
@@ -61,7 +66,7 @@ pub fn hist_version() -> Result<HistVersion> {
         Ok(s) => *HistVersion::ALL.iter().find(|h| h.name() == s).ok_or_else(|| {
             EngineError::invalid(
                 "select",
-                format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll, match_unroll or keys"),
+                format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll, match_unroll, keys or lean"),
             )
         })?,
     };
