@@ -32,7 +32,10 @@
 typedef unsigned int u32;
 typedef unsigned long long u64;
 
-#define SEL_KERNEL extern "C" __global__ void __launch_bounds__(256)
+// (256, 1): with no minimum of blocks per SM given, CUDA 13's ptxas capped the histogram versions at 32
+// registers and spilled 8-32 bytes (measured that way on 2026-11-27); this lets them take 40-54 registers
+// (4-6 blocks of 256 per SM) without spills. plain and lean use 29 either way.
+#define SEL_KERNEL extern "C" __global__ void __launch_bounds__(256, 1)
 
 constexpr int kThreads = 256;           // every kernel here is launched with exactly 256 threads
 constexpr int kWarps = kThreads / 32;
@@ -82,6 +85,40 @@ __device__ __forceinline__ int pool_of(const int* cu, int lo, int hi, long long 
         else hi = mid - 1;
     }
     return lo;
+}
+
+// The histogram tile of this block, [tile0, tile1); false when it has nothing to do: past n, or an index pass
+// (pass >= 4) while no slot has a partial tie at its threshold key (flags[0]). Uniform over the block.
+__device__ __forceinline__ bool hist_tile(const u32* flags, long long n, int pass, long long* tile0, long long* tile1) {
+    if (pass >= 4 && flags[0] == 0u) return false;
+    *tile0 = (long long)blockIdx.x * kTile;
+    *tile1 = min(*tile0 + kTile, n);
+    return *tile0 < n;
+}
+
+// Token i's validity and u32 key (0 when invalid or i >= tile1); pass 0 flags a NaN score on a valid token.
+__device__ __forceinline__ void load_key(const float* scores, const float* valid, u64 seed, long long i,
+                                         long long tile1, int pass, u32* flags, bool* ok, u32* key) {
+    *ok = i < tile1 && valid[i] != 0.0f;
+    *key = 0u;
+    if (!*ok) return;
+    if (scores != nullptr) {
+        const float x = scores[i];
+        if (pass == 0 && isnan(x)) flags[1] = 1u;
+        *key = float_key(x);
+    } else {
+        *key = hash_key(seed, i);
+    }
+}
+
+// Thread 0 writes the first and the last pool of the tile [tile0, tile1) to out[0], out[1] (the caller
+// synchronises before reading them).
+__device__ __forceinline__ void tile_pools(const int* cu, int num_pools, long long tile0, long long tile1, int* out) {
+    if (threadIdx.x == 0) {
+        const int qf = pool_of(cu, 0, num_pools - 1, tile0);
+        out[0] = qf;
+        out[1] = pool_of(cu, qf, num_pools - 1, tile1 - 1);
+    }
 }
 
 // k = ceil(frac·n·slack), at most n; slack = 1 − 1e-12 absorbs the rounding of frac (0.2·15 -> 3, not 4).
@@ -137,18 +174,12 @@ __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u3
                                                  u64 seed, int ntails, int pass, u32* keys_buf, u32* bits) {
     __shared__ u32 sh[kShPools * 2 * 256];
     __shared__ int sh_pools[2];
-    // Stage 0: the index passes run only when some slot has a partial tie at its threshold key.
-    if (pass >= 4 && flags[0] == 0u) return;
-    const long long tile0 = (long long)blockIdx.x * kTile;
-    if (tile0 >= n) return;
-    const long long tile1 = min(tile0 + kTile, n);
+    // Stage 0: this block's tile (none past n, or on an index pass without a partial tie).
+    long long tile0, tile1;
+    if (!hist_tile(flags, n, pass, &tile0, &tile1)) return;
 
     // Stage 1: the pools this tile touches, and a zeroed shared histogram for the first kShPools of them.
-    if (threadIdx.x == 0) {
-        const int qf = pool_of(cu, 0, num_pools - 1, tile0);
-        sh_pools[0] = qf;
-        sh_pools[1] = pool_of(cu, qf, num_pools - 1, tile1 - 1);
-    }
+    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
     for (int j = threadIdx.x; j < kShPools * 2 * 256; j += blockDim.x) sh[j] = 0u;
     __syncthreads();
     const int qf = sh_pools[0], ql = sh_pools[1];
@@ -174,24 +205,15 @@ __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u3
                 // Stored by pass 0: bit (i mod 32) of word i / 32, and the key.
                 oks[u] = i < tile1 && ((bits[i >> 5] >> (i & 31)) & 1u);
                 if (oks[u]) keys[u] = keys_buf[i];
-                continue;
-            }
-            oks[u] = i < tile1 && valid[i] != 0.0f;
-            if (oks[u]) {
-                if (scores != nullptr) {
-                    const float x = scores[i];
-                    if (pass == 0 && isnan(x)) flags[1] = 1u;
-                    keys[u] = float_key(x);
-                } else {
-                    keys[u] = hash_key(seed, i);
+            } else {
+                load_key(scores, valid, seed, i, tile1, pass, flags, &oks[u], &keys[u]);
+                if (kKeys) {
+                    // Pass 0 stores them. A warp covers 32 consecutive, 32-aligned tokens (tiles and the
+                    // per-lane stride are multiples of 32), so its ballot is one whole word of the bitmask.
+                    const unsigned word = __ballot_sync(0xffffffffu, oks[u]);
+                    if (i < tile1) keys_buf[i] = keys[u];
+                    if (lane == 0 && i < tile1) bits[i >> 5] = word;
                 }
-            }
-            if (kKeys) {
-                // Pass 0 stores them. A warp covers 32 consecutive, 32-aligned tokens (tiles and the
-                // per-lane stride are multiples of 32), so its ballot is one whole word of the bitmask.
-                const unsigned word = __ballot_sync(0xffffffffu, oks[u]);
-                if (i < tile1) keys_buf[i] = keys[u];
-                if (lane == 0 && i < tile1) bits[i >> 5] = word;
             }
         }
 #pragma unroll
@@ -247,16 +269,10 @@ SEL_KERNEL select_hist_lean(u32* hist, const u32* state, u32* flags, const float
                             const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {
     __shared__ u32 sh[2 * 256];
     __shared__ int sh_pools[2];
-    // Stage 0: as select_hist_body (index passes only on a partial tie; tiles past n do nothing).
-    if (pass >= 4 && flags[0] == 0u) return;
-    const long long tile0 = (long long)blockIdx.x * kTile;
-    if (tile0 >= n) return;
-    const long long tile1 = min(tile0 + kTile, n);
-    if (threadIdx.x == 0) {
-        const int qf = pool_of(cu, 0, num_pools - 1, tile0);
-        sh_pools[0] = qf;
-        sh_pools[1] = pool_of(cu, qf, num_pools - 1, tile1 - 1);
-    }
+    // Stage 0: as select_hist_body.
+    long long tile0, tile1;
+    if (!hist_tile(flags, n, pass, &tile0, &tile1)) return;
+    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
     __syncthreads();
     const int q = sh_pools[0];
     if (sh_pools[1] != q) {  // block-uniform: a tile across pools takes the general path
@@ -282,15 +298,10 @@ SEL_KERNEL select_hist_lean(u32* hist, const u32* state, u32* flags, const float
         const int len = (int)(tile1 - tile0);
         for (int j = threadIdx.x; j < len; j += blockDim.x) {
             const long long i = tile0 + j;
-            if (valid[i] == 0.0f) continue;
+            bool ok;
             u32 key;
-            if (scores != nullptr) {
-                const float x = scores[i];
-                if (pass == 0 && isnan(x)) flags[1] = 1u;
-                key = float_key(x);
-            } else {
-                key = hash_key(seed, i);
-            }
+            load_key(scores, valid, seed, i, tile1, pass, flags, &ok, &key);
+            if (!ok) continue;
             if (pass < 4) {
                 if (res0 && (key & himask) == key0) atomicAdd(&sh[(key >> shift) & 255u], 1u);
                 const u32 k1 = ~key;
