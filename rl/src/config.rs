@@ -83,6 +83,7 @@ pub struct RolloutConfig {
     /// At the cap: `error` (verl) or `train` on the informative groups found so far (none: no update).
     pub on_short_batch: String,
     /// Sequences decoding at once: KV-cache slots of continuous batching (bounds the preallocated cache).
+    /// 0 = auto: on a GPU 90% of what the memory plan fits (`entrl plan` prints it), on the CPU 32.
     pub max_concurrent: usize,
 }
 
@@ -202,7 +203,7 @@ impl TrainConfig {
                 dynamic_sampling: true,
                 max_gen_rounds: 10,
                 on_short_batch: "error".into(),
-                max_concurrent: 32,
+                max_concurrent: 0,
             },
             reward: RewardConfig { overlong_penalty: true, overlong_buffer: 4096, overlong_factor: 1.0 },
             train: OptimConfig {

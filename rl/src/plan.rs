@@ -220,7 +220,7 @@ impl PlanInput {
         }
     }
 
-    fn seqs_per_gpu(&self) -> usize {
+    pub fn seqs_per_gpu(&self) -> usize {
         (self.prompts_per_step * self.n).div_ceil(self.gpus.max(1))
     }
 }

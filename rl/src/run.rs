@@ -211,8 +211,14 @@ fn run_rank(
             s.dropped_prompts,
             s.eval_prompts.len()
         );
+        if cfg.rollout.max_concurrent == 0 {
+            println!(
+                "# rollout: {} KV-cache slots per rank (rollout.max_concurrent = 0: auto)",
+                s.cfg.rollout.max_concurrent
+            );
+        }
         if s.device.is_cuda() {
-            print!("# per-GPU memory plan (H100 80 GiB)\n{}", s.memory_plan);
+            print!("# per-GPU memory plan (this GPU)\n{}", s.memory_plan);
         }
     }
     let progress = Progress::new(cfg.train.steps, s.step, lead && cfg.run.progress, verbose);

@@ -134,6 +134,11 @@ impl CudaDevice {
     pub fn name(&self) -> &str {
         &self.inner.name
     }
+    /// Bytes of memory on this GPU (cuMemGetInfo's total).
+    pub fn total_memory(&self) -> Result<usize> {
+        self.bind()?;
+        cudarc::driver::result::mem_get_info().map(|(_, total)| total).map_err(|e| EngineError::cuda("cuMemGetInfo", e))
+    }
     pub fn compute_capability(&self) -> Result<(i32, i32)> {
         self.inner.ctx.compute_capability().map_err(|e| EngineError::cuda("compute capability", e))
     }
