@@ -54,6 +54,13 @@ fn main() -> ExitCode {
     if std::env::var_os("NCCL_RUNTIME_CONNECT").is_none() {
         std::env::set_var("NCCL_RUNTIME_CONNECT", "0");
     }
+    // `entrl ... | head` closes stdout early: end quietly on SIGPIPE, as command-line tools do, instead of
+    // panicking in println! (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => train::train(&a),

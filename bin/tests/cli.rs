@@ -34,6 +34,17 @@ fn selftest_verifies_the_fixtures_when_asked() {
 }
 
 #[test]
+#[cfg(unix)]
+fn a_closed_pipe_ends_the_output_quietly() {
+    // `entrl ... | head` must not panic with "failed printing to stdout: Broken pipe".
+    let cmd = format!("{} selftest --seed 3 --cpu-only | head -n 1", env!("CARGO_BIN_EXE_entrl"));
+    let out = Command::new("sh").args(["-c", &cmd]).output().expect("run sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("entrl selftest"));
+}
+
+#[test]
 fn selftest_without_a_gpu_says_so() {
     let out = entrl(&["selftest", "--seed", "8"]);
     let text = String::from_utf8_lossy(&out.stdout);
