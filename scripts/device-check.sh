@@ -127,6 +127,7 @@ if want matmul; then
 echo "== bench matmul (entrl, then torch, same GPU, same call)"
 if room 30 "bench matmul"; then
 timeout $(t 60) "$BIN" bench matmul --json "$D/bench.jsonl" 2>&1 | tee -a "$D/bench.txt"
+ENTRL_GEMM=lt timeout $(t 60) "$BIN" bench matmul 2>&1 | sed 's/^/[cuBLASLt] /' | tee -a "$D/bench.txt"
 timeout $(t 60) python3 benches/torch_matmul.py > "$D/torch.jsonl" 2>&1; cat "$D/torch.jsonl"
 fi
 fi
@@ -170,8 +171,12 @@ echo "== decode on qwen3-0.6b, batch 32: host-only vs synchronised region times 
 for mode in host 1; do
   ENTRL_PROFILE=$mode timeout $(t 60) "$BIN" bench generate --shape qwen3-0.6b --batches 32 --prompt 128 --new 128 \
     > "$D/decode_profile_$mode.txt" 2>&1
-  echo "ENTRL_PROFILE=$mode rc=$?"; grep -E "^batch|generate:|region" "$D/decode_profile_$mode.txt"
+  echo "ENTRL_PROFILE=$mode rc=$?"; grep -E "^batch|generate:|decode:|cuda:|region" "$D/decode_profile_$mode.txt"
 done
+echo "-- the same through cuBLASLt with cached plans (ENTRL_GEMM=lt; the selftest's [lt] rows check it)"
+ENTRL_GEMM=lt ENTRL_PROFILE=host timeout $(t 60) "$BIN" bench generate --shape qwen3-0.6b --batches 32 --prompt 128 \
+  --new 128 > "$D/decode_profile_lt.txt" 2>&1
+echo "ENTRL_GEMM=lt rc=$?"; grep -E "^batch|generate: decode|cuda:" "$D/decode_profile_lt.txt"
 fi
 if want profile && room 40 "DAPO profile"; then
 echo "== ENTRL_PROFILE=1: where one DAPO step on qwen3-0.6b spends its time (synchronised regions)"

@@ -18,6 +18,7 @@ pub fn cuda_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     cuda.set_poison(true);
     cuda.set_debug_sync(true);
     let mut rows = backend_checks(dev, seed);
+    rows.extend(other_gemm_backend_rows(dev, seed));
     rows.push(row_or_fail("allocator reuse", "fwd+bwd x3", DType::F32, || allocator_check(dev, seed)));
     rows.push(bad_index_row(dev));
     cuda.set_debug_sync(false);
@@ -42,6 +43,29 @@ pub fn backend_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
         rows.push(row_or_fail("adamw x3 steps", "[333, 65]", dtype, || adamw_check(dev, dtype, seed)));
     }
     rows.push(row_or_fail("clip_grad_norm", "3 tensors", DType::F32, || clip_check(dev, seed)));
+    rows
+}
+
+/// The cases that run GEMMs (matmul, linear, the fused loss, cross entropy) once more through the GEMM
+/// backend the process does not use (`cuda/gemm_lt.rs`: cuBLAS or cuBLASLt), rows marked with its name.
+fn other_gemm_backend_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
+    use crate::cuda::gemm_lt::{gemm_backend, set_gemm_backend, GemmBackend};
+    let Ok(current) = gemm_backend() else {
+        return vec![CheckRow::failed("matmul", "-", "-", "ENTRL_GEMM is not cublas or lt")];
+    };
+    let other = if current == GemmBackend::Lt { GemmBackend::Cublas } else { GemmBackend::Lt };
+    set_gemm_backend(other);
+    let mut rows = Vec::new();
+    let gemm_case = |name: &str| ["matmul", "linear", "dapo_loss", "cross_entropy"].iter().any(|p| name.starts_with(p));
+    for (i, case) in all_cases().iter().enumerate().filter(|(_, c)| c.on_gpu && gemm_case(c.name)) {
+        for &dtype in &case.dtypes {
+            for mut r in case_rows(case, dtype, dev, seed.wrapping_add(i as u64 * 7919)) {
+                r.op = format!("{} [{}]", r.op, other.name());
+                rows.push(r);
+            }
+        }
+    }
+    set_gemm_backend(current);
     rows
 }
 

@@ -21,6 +21,7 @@ pub mod alloc;
 pub mod attention;
 pub mod decode;
 pub mod gemm;
+pub mod gemm_lt;
 pub mod geo;
 pub mod kernels;
 pub mod policy_loss;
@@ -63,6 +64,9 @@ pub struct CudaDevice {
 }
 
 struct Inner {
+    /// cuBLASLt handle, workspace and plans, created on first use (`ENTRL_GEMM=lt`). First field: fields drop
+    /// in order, so its handle goes while the context is surely alive.
+    lt: std::sync::OnceLock<std::result::Result<gemm_lt::LtState, String>>,
     ordinal: usize,
     name: String,
     ctx: Arc<CudaContext>,
@@ -112,6 +116,7 @@ impl CudaDevice {
         let err_flag = alloc.alloc(4)?;
         let dev = CudaDevice {
             inner: Arc::new(Inner {
+                lt: std::sync::OnceLock::new(),
                 ordinal,
                 name,
                 ctx,
@@ -138,6 +143,14 @@ impl CudaDevice {
     pub fn total_memory(&self) -> Result<usize> {
         self.bind()?;
         cudarc::driver::result::mem_get_info().map(|(_, total)| total).map_err(|e| EngineError::cuda("cuMemGetInfo", e))
+    }
+    /// This device's cuBLASLt state, created on first use.
+    pub(crate) fn lt(&self) -> Result<&gemm_lt::LtState> {
+        self.inner
+            .lt
+            .get_or_init(|| gemm_lt::LtState::new(self).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| EngineError::invalid("matmul", e.clone()))
     }
     pub fn compute_capability(&self) -> Result<(i32, i32)> {
         self.inner.ctx.compute_capability().map_err(|e| EngineError::cuda("compute capability", e))
