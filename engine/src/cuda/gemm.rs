@@ -60,7 +60,7 @@ pub fn gemm_into(
     let (m, n, k) = (to_i32(g.m)?, to_i32(g.n)?, to_i32(g.k)?);
     if super::gemm_lt::gemm_backend()? == super::gemm_lt::GemmBackend::Lt {
         to_i32(g.batch)?;
-        return super::gemm_lt::gemm_into_lt(dev, in_dtype, out_dtype, g, a, b, c, beta);
+        return super::gemm_lt::gemm_into_lt(dev, (in_dtype, out_dtype), g, [a, b, c], beta);
     }
     // Column-major view: A_cm = B (ld = k if trans_b else n), B_cm = A (ld = m if trans_a else k).
     let (op_a, lda) = if g.trans_b { (Op::CUBLAS_OP_T, k) } else { (Op::CUBLAS_OP_N, n) };

@@ -8,11 +8,11 @@
 //!
 //! Same operand mapping as `gemm.rs`: row-major C = op(A)·op(B) is the column-major product
 //! Cᵀ = op(B)ᵀ·op(A)ᵀ, so Lt's "A" is our B and Lt's "B" is our A; D = C (in place, beta·C accumulates).
+use super::alloc::DeviceBlock;
 use super::CudaDevice;
 use crate::cpu::matmul::Gemm;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
-use crate::storage::CudaStorage;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys;
 use std::collections::HashMap;
@@ -112,7 +112,8 @@ impl Drop for Plan {
 /// One device's cuBLASLt handle, workspace and plans.
 pub(crate) struct LtState {
     handle: sys::cublasLtHandle_t,
-    workspace: CudaStorage,
+    /// A raw block (not a `CudaStorage`, which holds the device: the device holds this state).
+    workspace: DeviceBlock,
     plans: Mutex<HashMap<PlanKey, Arc<Plan>>>,
 }
 
@@ -137,7 +138,7 @@ impl LtState {
         }
         dev.bind()?;
         let handle = lt::create_handle().map_err(|e| EngineError::cuda("cublasLtCreate", e))?;
-        let workspace = CudaStorage::alloc(dev, DType::F32, WORKSPACE_BYTES / 4)?;
+        let workspace = dev.alloc(WORKSPACE_BYTES)?;
         Ok(Self { handle, workspace, plans: Mutex::new(HashMap::new()) })
     }
 
@@ -241,19 +242,17 @@ fn lt_type(dtype: DType) -> Result<sys::cudaDataType> {
     }
 }
 
-/// C = op(A)·op(B) + beta·C through cuBLASLt (what `gemm::gemm_into` does through cuBLAS); `g` has k ≥ 1 and
-/// batch·m·n ≥ 1 (the caller handles the empty cases).
-#[allow(clippy::too_many_arguments)]
+/// C = op(A)·op(B) + beta·C through cuBLASLt (what `gemm::gemm_into` does through cuBLAS) for inputs of
+/// `dtypes.0` into C of `dtypes.1`, with `[a, b, c]` the device pointers; `g` has k ≥ 1 and batch·m·n ≥ 1
+/// (the caller handles the empty cases).
 pub(crate) fn gemm_into_lt(
     dev: &CudaDevice,
-    in_dtype: DType,
-    out_dtype: DType,
+    dtypes: (DType, DType),
     g: &Gemm,
-    a: u64,
-    b: u64,
-    c: u64,
+    [a, b, c]: [u64; 3],
     beta: f32,
 ) -> Result<()> {
+    let (in_dtype, out_dtype) = dtypes;
     let st = dev.lt()?;
     let key = PlanKey {
         in_dtype,
