@@ -166,7 +166,7 @@ __device__ __forceinline__ u32 block_inclusive_scan(u32 v, u32* warp_tot, u32* t
 //                 instead of 8 (and skip the key transform)
 //   lean:         a tile inside one pool (every tile of a long pool) loads the slot states once and runs
 //                 a short loop (no pool search, no per-element state reads, 32-bit offsets); other tiles
-//                 run plain. On the H100 every version above took 36-54 us a pass for ~11 us of bytes,
+//                 run plain. Its mask, select_mask_lean, is tiled the same way. On the H100 every version above took 36-54 us a pass for ~11 us of bytes,
 //                 which points at the per-element instructions.
 template <bool kMatchTop, int kUnroll, bool kKeys>
 __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u32* flags, const float* scores,
@@ -398,6 +398,14 @@ SEL_KERNEL select_scan(u32* hist, u32* state, u32* flags, long long nslots, int 
 // select_mask: out_t[i] = 1 if valid token i is in its pool's tail t, else 0 (tail 0 -> out0, tail 1 -> out1).
 //   grid-stride over tokens.
 // ------------------------------------------------------------------------------------------------
+// Whether a valid token with (tail-oriented) key e and index i is in a slot's tail, from the slot's mode and
+// threshold key / index. MODE_NONE selects nothing; MODE_KEY cannot survive the four key passes.
+__device__ __forceinline__ bool in_tail(u32 mode, u32 e, u32 tk, u32 ti, long long i) {
+    if (mode == MODE_ALL_EQ) return e <= tk;
+    if (mode == MODE_IDX) return e < tk || (e == tk && (u32)i <= ti);
+    return false;
+}
+
 template <bool kKeys>
 __device__ __forceinline__ void select_mask_body(float* out0, float* out1, const u32* state, const float* scores,
                                                  const float* valid, const int* cu, int num_pools, long long n,
@@ -414,11 +422,7 @@ __device__ __forceinline__ void select_mask_body(float* out0, float* out1, const
             bool sel = false;
             if (ok) {
                 const u32* st = state + ((long long)q * ntails + t) * 4;
-                const u32 e = t ? ~key : key;
-                const u32 mode = st[ST_MODE], tk = st[ST_KEY];
-                if (mode == MODE_ALL_EQ) sel = e <= tk;
-                else if (mode == MODE_IDX) sel = e < tk || (e == tk && (u32)i <= st[ST_IDX]);
-                // MODE_NONE selects nothing; MODE_KEY cannot survive the four key passes.
+                sel = in_tail(st[ST_MODE], t ? ~key : key, st[ST_KEY], st[ST_IDX], i);
             }
             (t == 0 ? out0 : out1)[i] = sel ? 1.0f : 0.0f;
         }
@@ -428,6 +432,51 @@ __device__ __forceinline__ void select_mask_body(float* out0, float* out1, const
 SEL_KERNEL select_mask(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
                        const int* cu, int num_pools, long long n, u64 seed, int ntails) {
     select_mask_body<false>(out0, out1, state, scores, valid, cu, num_pools, n, seed, ntails, nullptr, nullptr);
+}
+// The lean version's mask: block b owns tile b (grid ceil(n / kTile), 256 threads); a tile inside one pool
+// reads its slots' states once instead of per token.
+SEL_KERNEL select_mask_lean(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
+                            const int* cu, int num_pools, long long n, u64 seed, int ntails) {
+    __shared__ int sh_pools[2];
+    const long long tile0 = (long long)blockIdx.x * kTile;
+    if (tile0 >= n) return;
+    const long long tile1 = min(tile0 + kTile, n);
+    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
+    __syncthreads();
+    const int qf = sh_pools[0], ql = sh_pools[1];
+    const bool one_pool = qf == ql;
+    // Stage 1: the one pool's slot states (mode, threshold key, threshold index) per tail.
+    u32 mode[2] = {MODE_NONE, MODE_NONE}, tk[2] = {0u, 0u}, ti[2] = {0u, 0u};
+    if (one_pool) {
+        for (int t = 0; t < ntails && t < 2; ++t) {
+            const u32* st = state + ((long long)qf * ntails + t) * 4;
+            mode[t] = st[ST_MODE];
+            tk[t] = st[ST_KEY];
+            ti[t] = st[ST_IDX];
+        }
+    }
+    // Stage 2: one mask entry per tail and token.
+    for (long long i = tile0 + threadIdx.x; i < tile1; i += blockDim.x) {
+        bool ok;
+        u32 key;
+        load_key(scores, valid, seed, i, tile1, 1, nullptr, &ok, &key);  // pass 1: no NaN flag to raise
+        const int q = one_pool || !ok ? qf : pool_of(cu, qf, ql, i);
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+            if (t >= ntails) break;
+            bool sel = false;
+            if (ok) {
+                const u32 e = t ? ~key : key;
+                if (one_pool) {
+                    sel = in_tail(mode[t], e, tk[t], ti[t], i);
+                } else {
+                    const u32* st = state + ((long long)q * ntails + t) * 4;
+                    sel = in_tail(st[ST_MODE], e, st[ST_KEY], st[ST_IDX], i);
+                }
+            }
+            (t == 0 ? out0 : out1)[i] = sel ? 1.0f : 0.0f;
+        }
+    }
 }
 // The keys version's mask: keys and validity as select_hist_keys stored them on pass 0.
 SEL_KERNEL select_mask_keys(float* out0, float* out1, const u32* state, const int* cu, int num_pools, long long n,

@@ -33,12 +33,13 @@ using HistFn = void (*)(u32*, const u32*, u32*, const float*, const float*, cons
 struct HistVersion {
     const char* name;
     HistFn fn;  // nullptr: the keys version (select_hist_keys + select_mask_keys)
+    bool lean_mask = false;  // the lean version's tiled mask (select_mask_lean)
 };
 static const HistVersion kHistVersions[] = {{"plain", select_hist_plain},
                                             {"match", select_hist_match},
                                             {"unroll", select_hist_unroll},
                                             {"match_unroll", select_hist_match_unroll},
-                                            {"lean", select_hist_lean},
+                                            {"lean", select_hist_lean, true},
                                             {"keys", nullptr}};
 
 static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng,
@@ -79,14 +80,21 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
             select_scan(hist.data(), state.data(), flags.data(), nslots, pass, frac, slack);
         });
     }
-    launch(3, [&] {
-        if (hv.fn)
-            select_mask(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
-                        ntails);
-        else
-            select_mask_keys(out0.data(), out1.data(), state.data(), cu.data(), num_pools, n, ntails, keys_buf.data(),
-                             bits.data());
-    });
+    if (hv.lean_mask) {
+        launch(tiles, [&] {
+            select_mask_lean(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
+                             ntails);
+        });
+    } else {
+        launch(3, [&] {
+            if (hv.fn)
+                select_mask(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
+                            ntails);
+            else
+                select_mask_keys(out0.data(), out1.data(), state.data(), cu.data(), num_pools, n, ntails,
+                                 keys_buf.data(), bits.data());
+        });
+    }
 
     // reference: per pool, the k smallest valid (key, index) — key complemented for the top tail
     long long wrong = 0;

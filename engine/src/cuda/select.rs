@@ -22,7 +22,8 @@ pub enum HistVersion {
     /// MatchUnroll whose first pass also stores each token's u32 key and a validity bitmask, which the
     /// later passes and the mask read instead of the f32 scores and mask (4.1 instead of 8 bytes a token).
     Keys,
-    /// A tile inside one pool hoists its slot states and runs a short loop; other tiles run Plain.
+    /// A tile inside one pool hoists its slot states and runs a short loop, in the histogram passes and
+    /// in the mask (tiled, `select_mask_lean`); other tiles take the general path.
     Lean,
 }
 
@@ -181,6 +182,8 @@ pub fn select_masks(
     let p1 = outs.get(1).map_or(0u64, |o| o.ptr());
     if stored.is_some() {
         launch!(dev, "select", "select_mask_keys", grid(n), [p0, p1, pst, pc, np, nn, nt, pk, pb]);
+    } else if version == HistVersion::Lean {
+        launch!(dev, "select", "select_mask_lean", hist_cfg, [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
     } else {
         launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
     }
