@@ -56,7 +56,7 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
         r.eval_k,
         params,
         s.cfg.rollout.max_response_len,
-        s.cfg.rollout.max_concurrent,
+        s.rollout_slots,
         &verifier,
         s.cfg.train.seed ^ s.step,
     )?;
@@ -214,7 +214,7 @@ fn run_rank(
         if cfg.rollout.max_concurrent == 0 {
             println!(
                 "# rollout: {} KV-cache slots per rank (rollout.max_concurrent = 0: auto)",
-                s.cfg.rollout.max_concurrent
+                s.rollout_slots
             );
         }
         if s.device.is_cuda() {

@@ -66,6 +66,9 @@ pub struct Session {
     pub dropped_prompts: usize,
     /// The per-GPU memory plan of this configuration (`entrl plan`'s table).
     pub memory_plan: String,
+    /// KV-cache slots of the rollouts: `rollout.max_concurrent`, or what auto (0) resolved to here (the
+    /// config keeps 0, so a resumed run resolves it again for its own GPU).
+    pub rollout_slots: usize,
 }
 
 /// The loop state saved next to the weights.
@@ -207,20 +210,15 @@ impl Session {
         let world = comm.as_ref().map_or(1, |c| c.world_size());
         let sharded = comm.is_some();
         // The plan sizes this GPU (its total memory), not the 80 GiB H100 `entrl plan` assumes.
-        let gpu_mem_gib = match device.as_cuda() {
-            Some(c) => c.total_memory().map_err(|e| e.to_string())? as f64 / (1u64 << 30) as f64,
-            None => PlanInput::new(model_cfg.clone()).gpu_mem_gib,
-        };
-        let plan_input = |cfg: &TrainConfig| PlanInput {
-            sharded,
-            gpu_mem_gib,
-            ..PlanInput::from_config(model_cfg.clone(), cfg, world)
-        };
-        let mut cfg = cfg;
-        if cfg.rollout.max_concurrent == 0 {
-            cfg.rollout.max_concurrent = auto_max_concurrent(&plan_input(&cfg), device.is_cuda());
+        let mut input = PlanInput { sharded, ..PlanInput::from_config(model_cfg.clone(), &cfg, world) };
+        if let Some(c) = device.as_cuda() {
+            input.gpu_mem_gib = c.total_memory().map_err(|e| e.to_string())? as f64 / (1u64 << 30) as f64;
         }
-        let (mem, _) = plan(&plan_input(&cfg));
+        if input.max_concurrent == 0 {
+            input.max_concurrent = auto_max_concurrent(&input, device.is_cuda());
+        }
+        let rollout_slots = input.max_concurrent;
+        let (mem, _) = plan(&input);
         if device.is_cuda() {
             if let Some(refusal) = mem.refusal() {
                 return Err(format!("{refusal}\n{}", mem.table()));
@@ -306,6 +304,7 @@ impl Session {
             expected_response,
             dropped_prompts: dropped,
             memory_plan: mem.table(),
+            rollout_slots,
         })
     }
 
