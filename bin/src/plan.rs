@@ -32,7 +32,8 @@ pub struct Args {
     #[arg(long, default_value_t = 300)]
     prompt_tokens: usize,
     /// Sequences decoding at once per GPU (rollout.max_concurrent); each holds a KV slot of --seq tokens.
-    #[arg(long, default_value_t = 32)]
+    /// 0 = auto, as training resolves it on a GPU.
+    #[arg(long, default_value_t = 0)]
     max_concurrent: usize,
     /// Optimizer updates per step (train.batch_size / train.mini_batch_size).
     #[arg(long, default_value_t = 16)]
@@ -60,7 +61,7 @@ fn load_model(spec: &str) -> Result<Qwen3Config, String> {
 
 pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let model = load_model(&a.model)?;
-    let input = PlanInput {
+    let mut input = PlanInput {
         gpus: a.gpus,
         sharded: a.gpus > 1,
         seq: a.seq,
@@ -77,6 +78,9 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         train_tokens_per_s_8b: a.train_tokens_per_s_8b,
         ..PlanInput::new(model)
     };
+    if input.max_concurrent == 0 {
+        input.max_concurrent = plan::auto_max_concurrent(&input, true);
+    }
     input.validate()?;
     let (mem, time) = plan::plan(&input);
     println!(

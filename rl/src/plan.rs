@@ -84,8 +84,6 @@ const GIB: f64 = (1u64 << 30) as f64;
 pub const LOSS_CHUNK_ROWS: u64 = 1024;
 /// cuBLAS workspace + allocator slack.
 pub const WORKSPACE_BYTES: u64 = 2 << 30;
-/// Torch anchor: Qwen3-8B fwd+bwd with checkpointing, 1 × 8192 tokens, one H100 (h100.md).
-pub const TORCH_TRAIN_TOKENS_PER_S_8B: f64 = 6578.0;
 /// entrl's `bench train-step` at that shape: 6,077 tokens/s (H100 80GB HBM3, 2026-11-27, BENCHMARKS.md).
 pub const ENTRL_TRAIN_TOKENS_PER_S_8B: f64 = 6077.0;
 /// Host time to enqueue one layer of a decode step (`ENTRL_PROFILE=host`: 5.24 ms per 28-layer qwen3-0.6b
@@ -371,9 +369,9 @@ pub struct TimePlan {
     /// Prompt + response tokens of the step (all GPUs).
     pub tokens_per_step: f64,
     pub gpus: usize,
-    /// Effective FLOP/s per GPU and whether it comes from entrl's own measurement.
+    /// Effective FLOP/s per GPU, and whether its train-step rate was given (else entrl's measured one).
     pub flops: f64,
-    pub measured_by_entrl: bool,
+    pub rate_given: bool,
     /// Decode: sequences per GPU, KV-cache slots (sequences decoding at once), decode steps per GPU,
     /// seconds per step; prefill seconds.
     pub seqs: usize,
@@ -418,7 +416,7 @@ impl TimePlan {
         s += &format!(
             "  rate: {tf:.0} TF/s per GPU ({:.0}% of the 989 TF bf16 peak) from {}\n",
             100.0 * self.flops / H100_BF16_PEAK_FLOPS,
-            if self.measured_by_entrl {
+            if self.rate_given {
                 "the given train-step rate (qwen3-8b, 8192 tokens)"
             } else {
                 "entrl's `bench train-step`, 6,077 tok/s (qwen3-8b, 8192 tokens, checkpointed; H100, BENCHMARKS.md)"
@@ -510,6 +508,23 @@ pub fn max_concurrent_fitting(input: &PlanInput) -> usize {
     lo
 }
 
+/// KV-cache slots for `rollout.max_concurrent = 0` (auto). On a GPU: every sequence of the step when the
+/// memory plan fits them all, else 90% of the most it fits (headroom for the allocator's rounding and
+/// fragmentation), at least 1. Decode steps cost about the same
+/// at any batch for small models (launch-bound: 5.24 of 5.60 ms a step is host time for qwen3-0.6b on an
+/// H100, BENCHMARKS.md), so more slots mean proportionally fewer steps. On the CPU: 32.
+pub fn auto_max_concurrent(input: &PlanInput, on_gpu: bool) -> usize {
+    if !on_gpu {
+        return 32;
+    }
+    let fit = max_concurrent_fitting(input);
+    if fit >= input.seqs_per_gpu() {
+        fit // every sequence of the step at once: not memory-bound, no headroom needed
+    } else {
+        (fit * 9 / 10).max(1)
+    }
+}
+
 fn time(input: &PlanInput) -> TimePlan {
     let m = &input.model;
     let g = input.gpus.max(1);
@@ -558,7 +573,7 @@ fn time(input: &PlanInput) -> TimePlan {
         tokens_per_step,
         gpus: g,
         flops,
-        measured_by_entrl: input.train_tokens_per_s_8b.is_some(),
+        rate_given: input.train_tokens_per_s_8b.is_some(),
         seqs,
         slots: wave_size,
         decode_steps,
@@ -652,6 +667,30 @@ mod tests {
         assert!((rate - ENTRL_TRAIN_TOKENS_PER_S_8B).abs() < 1e-9);
         let faster = effective_flops(Some(2.0 * ENTRL_TRAIN_TOKENS_PER_S_8B));
         assert!((faster / effective_flops(None) - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auto_slots_are_ninety_percent_of_what_fits_and_fit() {
+        // verl's recipe on 8 H100s for Qwen3-8B: 35 slots of 9216 tokens fit, auto takes 31.
+        let input = PlanInput::new(Qwen3Config::named("qwen3-8b").unwrap());
+        let fit = max_concurrent_fitting(&input);
+        let auto = auto_max_concurrent(&input, true);
+        assert_eq!(auto, fit * 9 / 10);
+        assert!(plan(&PlanInput { max_concurrent: auto, ..input.clone() }).0.fits());
+        // a small model at short sequences gets far more than the old default of 32 (capped by the step's
+        // sequences per GPU)
+        let mut small = PlanInput::new(Qwen3Config::named("qwen3-0.6b").unwrap());
+        small.seq = 1536;
+        small.prompt_tokens = 256;
+        small.mean_response = 512;
+        let auto_small = auto_max_concurrent(&small, true);
+        assert!(auto_small > 32 * 8, "{auto_small}");
+        assert!(plan(&PlanInput { max_concurrent: auto_small, ..small.clone() }).0.fits());
+        // when every sequence of the step fits, auto takes them all (no headroom needed)
+        small.prompts_per_step = 16;
+        assert_eq!(auto_max_concurrent(&small, true), small.seqs_per_gpu());
+        // the CPU keeps 32
+        assert_eq!(auto_max_concurrent(&small, false), 32);
     }
 
     #[test]

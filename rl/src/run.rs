@@ -212,10 +212,7 @@ fn run_rank(
             s.eval_prompts.len()
         );
         if cfg.rollout.max_concurrent == 0 {
-            println!(
-                "# rollout: {} KV-cache slots per rank (rollout.max_concurrent = 0: auto)",
-                s.rollout_slots
-            );
+            println!("# rollout: {} KV-cache slots per rank (rollout.max_concurrent = 0: auto)", s.rollout_slots);
         }
         if s.device.is_cuda() {
             print!("# per-GPU memory plan (this GPU)\n{}", s.memory_plan);

@@ -3,7 +3,7 @@
 //! `RUN_DIR/checkpoints/step_NNNNNN/` (HF model folder + optimizer state + loop state).
 use crate::config::TrainConfig;
 use crate::data::{read_prompts, PromptRow};
-use crate::plan::{plan, PlanInput};
+use crate::plan::{auto_max_concurrent, plan, PlanInput};
 use crate::reward::{verifier_for, Verifier};
 use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
 use crate::strategy::Strategy;
@@ -17,23 +17,6 @@ use entrl_qwen3::{Qwen3, Qwen3Config, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// KV-cache slots for `rollout.max_concurrent = 0` (auto). On a GPU: every sequence of the step when the
-/// memory plan fits them all, else 90% of the most it fits (headroom for the allocator's rounding and
-/// fragmentation), at least 1. Decode steps cost about the same
-/// at any batch for small models (launch-bound: 5.24 of 5.60 ms a step is host time for qwen3-0.6b on an
-/// H100, BENCHMARKS.md), so more slots mean proportionally fewer steps. On the CPU: 32.
-pub fn auto_max_concurrent(input: &PlanInput, on_gpu: bool) -> usize {
-    if !on_gpu {
-        return 32;
-    }
-    let fit = crate::plan::max_concurrent_fitting(input);
-    if fit >= input.seqs_per_gpu() {
-        fit // every sequence of the step at once: not memory-bound, no headroom needed
-    } else {
-        (fit * 9 / 10).max(1)
-    }
-}
 
 /// The optimizer of a session: plain AdamW in one process, ZeRO-2 sharded AdamW across ranks.
 pub(crate) enum Optim {
@@ -383,35 +366,4 @@ pub fn latest_checkpoint(run_dir: &Path) -> Option<PathBuf> {
     let name = std::fs::read_to_string(root.join("latest")).ok()?;
     let dir = root.join(name.trim());
     dir.join("state.json").is_file().then_some(dir)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::auto_max_concurrent;
-    use crate::plan::{max_concurrent_fitting, plan, PlanInput};
-    use entrl_qwen3::Qwen3Config;
-
-    #[test]
-    fn auto_slots_are_ninety_percent_of_what_fits_and_fit() {
-        // verl's recipe on 8 H100s for Qwen3-8B: 35 slots of 9216 tokens fit, auto takes 31.
-        let input = PlanInput::new(Qwen3Config::named("qwen3-8b").unwrap());
-        let fit = max_concurrent_fitting(&input);
-        let auto = auto_max_concurrent(&input, true);
-        assert_eq!(auto, fit * 9 / 10);
-        assert!(plan(&PlanInput { max_concurrent: auto, ..input.clone() }).0.fits());
-        // a small model at short sequences gets far more than the old default of 32 (capped by the step's
-        // sequences per GPU)
-        let mut small = PlanInput::new(Qwen3Config::named("qwen3-0.6b").unwrap());
-        small.seq = 1536;
-        small.prompt_tokens = 256;
-        small.mean_response = 512;
-        let auto_small = auto_max_concurrent(&small, true);
-        assert!(auto_small > 32 * 8, "{auto_small}");
-        assert!(plan(&PlanInput { max_concurrent: auto_small, ..small.clone() }).0.fits());
-        // when every sequence of the step fits, auto takes them all (no headroom needed)
-        small.prompts_per_step = 16;
-        assert_eq!(auto_max_concurrent(&small, true), small.seqs_per_gpu());
-        // the CPU keeps 32
-        assert_eq!(auto_max_concurrent(&small, false), 32);
-    }
 }
