@@ -109,15 +109,23 @@ fn fixture_rows(root: &std::path::Path, devices: &[Device]) -> Result<Vec<CheckR
             let label = format!("verify-reference {name} ({dev})");
             rows.push(match verify_reference(dir, dev, &opts) {
                 Ok(r) => {
-                    let worst = r.iter().max_by(|a, b| (a.rel_err / a.tol).total_cmp(&(b.rel_err / b.tol)));
-                    match worst {
-                        Some(w) => CheckRow::new(
-                            &label,
-                            &format!("{} quantities, worst: {}", r.len(), w.what),
-                            &dtype.to_string(),
-                            w.rel_err / w.tol,
-                            1.0,
-                        ),
+                    // Shown: the largest err / bound (a non-finite ratio counts as the largest). Verdict:
+                    // every quantity's own, so a NaN row cannot hide behind the ordering.
+                    let ratio = |v: &entrl_qwen3::verify::VerifyRow| {
+                        let x = v.rel_err / v.tol;
+                        if x.is_finite() {
+                            x
+                        } else {
+                            f64::INFINITY
+                        }
+                    };
+                    match r.iter().max_by(|a, b| ratio(a).total_cmp(&ratio(b))) {
+                        Some(w) => {
+                            let shape = format!("{} quantities, worst: {}", r.len(), w.what);
+                            let mut row = CheckRow::new(&label, &shape, &dtype.to_string(), ratio(w), 1.0);
+                            row.pass = r.iter().all(|v| v.pass);
+                            row
+                        }
                         None => CheckRow::failed(&label, "-", &dtype.to_string(), "no quantities"),
                     }
                 }
