@@ -299,7 +299,7 @@ fn select(
     reps: usize,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::ops::{radix_sort, select_tails};
+    use entrl_engine::ops::{radix_sort, select_tails_with};
     use entrl_engine::Packing;
     let dev = Device::cuda(0)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
@@ -307,16 +307,13 @@ fn select(
     let valid = Tensor::ones([n], DType::F32, &dev)?;
     let pool = Packing::single(n)?;
     // Every version of the histogram pass (the process default first; it is "entrl_select_tails").
-    use entrl_engine::cuda::select::{hist_version, set_hist_version, HistVersion};
-    let default = hist_version()?;
-    let mut versions = vec![default];
-    versions.extend(HistVersion::ALL.into_iter().filter(|&v| v != default));
+    let versions = entrl_engine::cuda::select::versions_default_first()?;
     let mut times = Vec::new();
     for &v in &versions {
-        set_hist_version(v);
-        times.push(median(&time_ms(&cuda, 3, reps.max(1), || select_tails(&scores, &valid, frac, &pool).map(|_| ()))?));
+        let run = || select_tails_with(&scores, &valid, frac, &pool, Some(v)).map(|_| ());
+        times.push(median(&time_ms(&cuda, 3, reps.max(1), run)?));
     }
-    set_hist_version(default);
+    let default = versions[0];
     let tails = times[0];
     let sort = median(&time_ms(&cuda, 3, reps.max(1), || radix_sort(&scores).map(|_| ()))?);
     println!(

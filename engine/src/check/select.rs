@@ -3,9 +3,10 @@
 //! single heavily tied pool. The error of a row is the number of mismatching mask entries (or sorted
 //! keys / indices), tolerance 0. On the CPU this compares the CPU path with itself (exercising the harness).
 use super::CheckRow;
+use crate::cuda::select::{versions_default_first, HistVersion};
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::{radix_sort, select_random, select_tails};
+use crate::ops::{radix_sort, select_random, select_tails_with};
 use crate::packing::Packing;
 use crate::tensor::Tensor;
 use rand::{Rng, SeedableRng};
@@ -76,6 +77,12 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut rows = Vec::new();
+    // [None] on the CPU; on a GPU every histogram version, the process default first.
+    let versions: Vec<Option<HistVersion>> = match (dev.is_cuda(), versions_default_first()) {
+        (false, _) => vec![None],
+        (true, Ok(v)) => v.into_iter().map(Some).collect(),
+        (true, Err(e)) => return vec![CheckRow::failed("select_tails", "-", "f32", e.to_string())],
+    };
     for case in cases(&mut rng) {
         let n: usize = case.lengths.iter().sum();
         let shape = format!("{} x{} n={n}", case.name, case.lengths.len());
@@ -88,14 +95,11 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
                 continue;
             }
         };
-        let on_cpu = run_tails(&Device::Cpu, &scores, &valid, case.frac, &pools);
+        let on_cpu = run_tails(&Device::Cpu, &scores, &valid, case.frac, &pools, None);
         // On a GPU every version of the histogram pass (cuda/select.rs: HistVersion), the default first.
-        for (i, version) in hist_versions(dev).into_iter().enumerate() {
+        for (i, version) in versions.iter().enumerate() {
             let tails = || -> Result<f64> {
-                if let Some(v) = version {
-                    crate::cuda::select::set_hist_version(v);
-                }
-                let on_dev = run_tails(dev, &scores, &valid, case.frac, &pools)?;
+                let on_dev = run_tails(dev, &scores, &valid, case.frac, &pools, *version)?;
                 let on_cpu = on_cpu.as_ref().map_err(|e| crate::EngineError::invalid("select_tails", e.to_string()))?;
                 Ok(mismatches(&on_dev, on_cpu, f32_bits_eq))
             };
@@ -104,9 +108,6 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
                 _ => format!("select_tails frac {}", case.frac),
             };
             rows.push(row(&label, &shape, "f32", tails()));
-        }
-        if let Some(&Some(default)) = hist_versions(dev).first() {
-            crate::cuda::select::set_hist_version(default);
         }
         let random = || -> Result<f64> {
             let s = seed ^ 0x5eed;
@@ -135,16 +136,6 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     rows
 }
 
-/// [None] on the CPU; on a GPU the process default histogram version, then the others.
-fn hist_versions(dev: &Device) -> Vec<Option<crate::cuda::select::HistVersion>> {
-    use crate::cuda::select::{hist_version, HistVersion};
-    if !dev.is_cuda() {
-        return vec![None];
-    }
-    let default = hist_version().unwrap_or(HistVersion::Plain);
-    std::iter::once(default).chain(HistVersion::ALL.into_iter().filter(|&v| v != default)).map(Some).collect()
-}
-
 fn row(op: &str, shape: &str, dtype: &str, r: Result<f64>) -> CheckRow {
     match r {
         Ok(err) => CheckRow::new(op, shape, dtype, err, 0.0),
@@ -153,11 +144,18 @@ fn row(op: &str, shape: &str, dtype: &str, r: Result<f64>) -> CheckRow {
 }
 
 /// Top mask followed by the bottom mask.
-fn run_tails(dev: &Device, scores: &[f32], valid: &[f32], frac: f64, pools: &Packing) -> Result<Vec<f32>> {
+fn run_tails(
+    dev: &Device,
+    scores: &[f32],
+    valid: &[f32],
+    frac: f64,
+    pools: &Packing,
+    version: Option<HistVersion>,
+) -> Result<Vec<f32>> {
     let n = scores.len();
     let s = Tensor::from_vec(scores.to_vec(), [n], dev)?;
     let v = Tensor::from_vec(valid.to_vec(), [n], dev)?;
-    let m = select_tails(&s, &v, frac, pools)?;
+    let m = select_tails_with(&s, &v, frac, pools, version)?;
     let mut out = m.top.to_vec_f32()?;
     out.extend(m.bottom.to_vec_f32()?);
     Ok(out)
@@ -183,12 +181,12 @@ fn nan_row(dev: &Device) -> CheckRow {
         let mut scores = vec![0.5f32, -1.0, 2.0, 0.0, 1.0, 1.0, -3.0, 7.0, 0.1, 0.2];
         let mut valid = vec![1.0f32; 10];
         scores[5] = f32::NAN;
-        if run_tails(dev, &scores, &valid, 0.2, &pools).is_ok() {
+        if run_tails(dev, &scores, &valid, 0.2, &pools, None).is_ok() {
             return Ok(Err("NaN on a valid token was accepted".into()));
         }
         valid[5] = 0.0;
-        let on_dev = run_tails(dev, &scores, &valid, 0.5, &pools)?;
-        let on_cpu = run_tails(&Device::Cpu, &scores, &valid, 0.5, &pools)?;
+        let on_dev = run_tails(dev, &scores, &valid, 0.5, &pools, None)?;
+        let on_cpu = run_tails(&Device::Cpu, &scores, &valid, 0.5, &pools, None)?;
         if mismatches(&on_dev, &on_cpu, f32_bits_eq) != 0.0 {
             return Ok(Err("NaN on an invalid token changed the masks".into()));
         }

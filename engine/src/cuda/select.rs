@@ -6,7 +6,7 @@ use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 /// The versions of the radix-select histogram pass in `select.cu` (all exact; they differ in speed only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,33 +52,28 @@ impl HistVersion {
     }
 }
 
-/// u8::MAX: not chosen yet (read `$ENTRL_SELECT_HIST` on first use).
-static HIST_VERSION: AtomicU8 = AtomicU8::new(u8::MAX);
-
-/// The histogram version select_tails / select_random use: [`set_hist_version`]'s, else
-/// `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll | keys | lean), else plain.
+/// The process default histogram version: `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll |
+/// keys | lean), else plain; read once. Callers that compare versions pass one explicitly
+/// (`ops::select_tails_with`).
 pub fn hist_version() -> Result<HistVersion> {
-    let v = HIST_VERSION.load(Ordering::Relaxed);
-    if let Some(&h) = HistVersion::ALL.get(v as usize) {
-        return Ok(h);
-    }
-    let h = match std::env::var("ENTRL_SELECT_HIST").as_deref() {
-        Err(_) | Ok("") => HistVersion::Plain,
-        Ok(s) => *HistVersion::ALL.iter().find(|h| h.name() == s).ok_or_else(|| {
-            EngineError::invalid(
-                "select",
-                format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll, match_unroll, keys or lean"),
-            )
-        })?,
-    };
-    set_hist_version(h);
-    Ok(h)
+    static DEFAULT: OnceLock<std::result::Result<HistVersion, String>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| match std::env::var("ENTRL_SELECT_HIST").as_deref() {
+            Err(_) | Ok("") => Ok(HistVersion::Plain),
+            Ok(s) => {
+                HistVersion::ALL.iter().copied().find(|h| h.name() == s).ok_or_else(|| {
+                    format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll, match_unroll, keys or lean")
+                })
+            }
+        })
+        .clone()
+        .map_err(|e| EngineError::invalid("select", e))
 }
 
-/// Use `v` from now on in this process (benchmarks and the self-test run every version).
-pub fn set_hist_version(v: HistVersion) {
-    let i = HistVersion::ALL.iter().position(|&h| h == v).expect("listed") as u8;
-    HIST_VERSION.store(i, Ordering::Relaxed);
+/// Every version, the process default first (what the self-test and `bench select` run).
+pub fn versions_default_first() -> Result<Vec<HistVersion>> {
+    let default = hist_version()?;
+    Ok(std::iter::once(default).chain(HistVersion::ALL.into_iter().filter(|&v| v != default)).collect())
 }
 
 /// Threads per block of every kernel in `select.cu` (the kernels require exactly this many).
@@ -113,6 +108,7 @@ pub fn select_masks(
     slack: f64,
     seed: u64,
     ntails: usize,
+    version: HistVersion,
 ) -> Result<Vec<CudaStorage>> {
     let dev = &valid.device;
     let n = valid.len;
@@ -142,7 +138,6 @@ pub fn select_masks(
     let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
-    let version = hist_version()?;
     let hist_kernel = version.kernel();
     // The keys version's per-token keys and validity bits (written by pass 0, read afterwards).
     let stored = if version == HistVersion::Keys {

@@ -42,6 +42,18 @@ pub fn tail_count(frac: f64, n_valid: usize) -> usize {
 /// Masks of the top and bottom `frac` of the valid tokens of every pool of `pools`, by `scores`.
 /// `scores`, `valid`: f32 [N] on one device (valid: nonzero = valid); `pools.total()` = N; frac in [0, 1].
 pub fn select_tails(scores: &Tensor, valid: &Tensor, frac: f64, pools: &Packing) -> Result<TailMasks> {
+    select_tails_with(scores, valid, frac, pools, None)
+}
+
+/// [`select_tails`] through histogram version `version` on a GPU (None: the process default,
+/// `cuda::select::hist_version`); the CPU ignores it. The self-test and `bench select` compare versions.
+pub fn select_tails_with(
+    scores: &Tensor,
+    valid: &Tensor,
+    frac: f64,
+    pools: &Packing,
+    version: Option<cuda_select::HistVersion>,
+) -> Result<TailMasks> {
     const OP: &str = "select_tails";
     let n = check_tokens(OP, "scores", scores)?;
     check_tokens(OP, "valid", valid)?;
@@ -57,8 +69,9 @@ pub fn select_tails(scores: &Tensor, valid: &Tensor, frac: f64, pools: &Packing)
             Ok(vec![CpuStorage::F32(top), CpuStorage::F32(bottom)])
         },
         |x| {
+            let v = version.map_or_else(cuda_select::hist_version, Ok)?;
             let mut m =
-                cuda_select::select_masks(OP, Some(x[0]), x[1], x[2], pools.num_seqs(), frac, COUNT_SLACK, 0, 2)?;
+                cuda_select::select_masks(OP, Some(x[0]), x[1], x[2], pools.num_seqs(), frac, COUNT_SLACK, 0, 2, v)?;
             let top = m.pop().expect("two tails");
             Ok(vec![top, m.pop().expect("two tails")])
         },
@@ -82,7 +95,10 @@ pub fn select_random(valid: &Tensor, frac: f64, seed: u64, pools: &Packing) -> R
         OP,
         &[valid, &cu],
         |x| Ok(vec![CpuStorage::F32(cpu_random(x[0].as_f32(OP)?, x[1].as_i32(OP)?, frac, seed))]),
-        |x| cuda_select::select_masks(OP, None, x[0], x[1], pools.num_seqs(), frac, COUNT_SLACK, seed, 1),
+        |x| {
+            let v = cuda_select::hist_version()?;
+            cuda_select::select_masks(OP, None, x[0], x[1], pools.num_seqs(), frac, COUNT_SLACK, seed, 1, v)
+        },
     )?;
     Ok(Tensor::from_storage(st.pop().expect("mask"), Shape::new([n]), valid.device()))
 }
