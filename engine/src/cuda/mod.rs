@@ -74,7 +74,8 @@ struct Inner {
     blas: CudaBlas,
     alloc: Arc<CachingAllocator>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    /// Loaded kernels by family, then name.
+    functions: Mutex<HashMap<&'static str, HashMap<String, CudaFunction>>>,
     /// Device-side error word written by kernels that validate indices (1 = index out of range).
     err_flag: DeviceBlock,
     debug_sync: AtomicBool,
@@ -224,8 +225,10 @@ impl CudaDevice {
 
     /// A kernel from one of the embedded PTX families, loaded and cached on first use.
     pub(crate) fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
-        let key = (family, name.to_string());
-        if let Some(f) = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        // Two levels so the per-launch lookup allocates nothing (the name is a &str here).
+        if let Some(f) =
+            self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).get(family).and_then(|m| m.get(name))
+        {
             return Ok(f.clone());
         }
         let module = {
@@ -247,7 +250,8 @@ impl CudaDevice {
         let f = module
             .load_function(name)
             .map_err(|e| EngineError::cuda(format!("looking up kernel {family}::{name}"), e))?;
-        self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, f.clone());
+        let mut functions = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner());
+        functions.entry(family).or_default().insert(name.to_string(), f.clone());
         Ok(f)
     }
 
