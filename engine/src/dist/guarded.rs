@@ -31,12 +31,12 @@ impl Guarded {
         self.aborted.store(true, Ordering::SeqCst);
     }
 
-    /// Mark aborted, wait up to `wait` for an operation in progress to return, then `free` unless already
-    /// freed. After the wait the resource is freed even under a call that has not returned (a call blocked
-    /// on a peer is exactly what an NCCL abort releases).
-    pub(crate) fn abort(&self, wait: Duration, free: impl FnOnce()) {
+    /// Mark aborted, wait until `deadline` for an operation in progress to return, then `free` unless
+    /// already freed. After the deadline the resource is freed even under a call that has not returned (a
+    /// call blocked on a peer is exactly what an NCCL abort releases). A group aborts all its members against
+    /// one deadline, so the wait does not add up over ranks.
+    pub(crate) fn abort(&self, deadline: Instant, free: impl FnOnce()) {
         self.mark_aborted();
-        let deadline = Instant::now() + wait;
         let _g = loop {
             match self.in_use.try_lock() {
                 Ok(g) => break Some(g),
@@ -118,7 +118,7 @@ mod tests {
                 })
             };
             std::thread::sleep(Duration::from_micros(200 + 100 * round));
-            f.guard.abort(Duration::from_secs(1), || f.free());
+            f.guard.abort(Instant::now() + Duration::from_secs(1), || f.free());
             let refused_again = owner.join().expect("owner thread");
             assert_eq!(f.frees.load(Ordering::SeqCst), 1, "round {round}: freed exactly once");
             assert!(!f.used_after_free.load(Ordering::SeqCst), "round {round}: an operation ran on a freed resource");
@@ -134,7 +134,7 @@ mod tests {
             assert!(!aborted);
             f.free()
         });
-        f.guard.abort(Duration::from_millis(10), || f.free());
+        f.guard.abort(Instant::now() + Duration::from_millis(10), || f.free());
         assert_eq!(f.frees.load(Ordering::SeqCst), 1);
         assert!(f.op().is_none(), "aborted: no operation runs");
     }
@@ -148,7 +148,7 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(50));
         let t = Instant::now();
-        f.guard.abort(Duration::from_millis(20), || f.free());
+        f.guard.abort(Instant::now() + Duration::from_millis(20), || f.free());
         assert!(t.elapsed() < Duration::from_millis(200), "the abort waited {:?}", t.elapsed());
         assert_eq!(f.frees.load(Ordering::SeqCst), 1);
         stuck.join().expect("stuck thread");

@@ -168,9 +168,10 @@ impl Communicator for NcclComm {
         for slot in &self.group.slots {
             slot.guard.mark_aborted();
         }
+        let deadline = std::time::Instant::now() + ABORT_WAIT;
         for slot in &self.group.slots {
             // SAFETY: Guarded calls this at most once per communicator, with no operation able to start on it.
-            slot.guard.abort(ABORT_WAIT, || {
+            slot.guard.abort(deadline, || {
                 let _ = unsafe { result::comm_abort(slot.comm as sys::ncclComm_t) };
             });
         }
