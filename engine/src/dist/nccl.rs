@@ -64,6 +64,14 @@ impl NcclComm {
                 "libnccl could not be loaded (symlink libnccl.so -> libnccl.so.2 on LD_LIBRARY_PATH)".into(),
             ));
         }
+        // The abort's bounded wait relies on connections made at init (see Slot). The variable must be set
+        // before threads exist (the `entrl` binary does), so here it is only checked.
+        if std::env::var("NCCL_RUNTIME_CONNECT").as_deref() != Ok("0") {
+            eprintln!(
+                "warning: NCCL_RUNTIME_CONNECT is not 0: NCCL may connect peers inside the first collectives, \
+                 where an aborting rank can wait the full {ABORT_WAIT:?} per abort (set it to 0 at process start)"
+            );
+        }
         let n = devices.len();
         let ordinals: Vec<i32> = devices.iter().map(|d| d.ordinal() as i32).collect();
         let mut comms: Vec<sys::ncclComm_t> = vec![std::ptr::null_mut(); n];
