@@ -29,16 +29,7 @@ pub fn cuda_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
 /// Every op case in f32 and bf16 on `dev` against the f64 CPU reference, plus AdamW and clipping.
 /// On the CPU this checks the f32/bf16 paths (and this harness) against f64.
 pub fn backend_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
-    let mut rows = Vec::new();
-    let on_cpu = !dev.is_cuda();
-    for (i, case) in all_cases().iter().enumerate() {
-        if (on_cpu && !case.on_cpu) || (!on_cpu && !case.on_gpu) {
-            continue;
-        }
-        for &dtype in &case.dtypes {
-            rows.extend(case_rows(case, dtype, dev, seed.wrapping_add(i as u64 * 7919)));
-        }
-    }
+    let mut rows = cases_rows(dev, seed, |_| true);
     for dtype in [DType::F32, DType::BF16] {
         rows.push(row_or_fail("adamw x3 steps", "[333, 65]", dtype, || adamw_check(dev, dtype, seed)));
     }
@@ -54,18 +45,35 @@ fn other_gemm_backend_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
         return vec![CheckRow::failed("matmul", "-", "-", "ENTRL_GEMM is not cublas or lt")];
     };
     let other = if current == GemmBackend::Lt { GemmBackend::Cublas } else { GemmBackend::Lt };
-    set_gemm_backend(other);
-    let mut rows = Vec::new();
-    let gemm_case = |name: &str| ["matmul", "linear", "dapo_loss", "cross_entropy"].iter().any(|p| name.starts_with(p));
-    for (i, case) in all_cases().iter().enumerate().filter(|(_, c)| c.on_gpu && gemm_case(c.name)) {
-        for &dtype in &case.dtypes {
-            for mut r in case_rows(case, dtype, dev, seed.wrapping_add(i as u64 * 7919)) {
-                r.op = format!("{} [{}]", r.op, other.name());
-                rows.push(r);
-            }
+    /// Puts the process's backend back however the checks end (a panic included).
+    struct Restore(GemmBackend);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_gemm_backend(self.0);
         }
     }
-    set_gemm_backend(current);
+    let _restore = Restore(current);
+    set_gemm_backend(other);
+    let gemm_case = |name: &str| ["matmul", "linear", "dapo_loss", "cross_entropy"].iter().any(|p| name.starts_with(p));
+    let mut rows = cases_rows(dev, seed, |c| gemm_case(c.name));
+    for r in &mut rows {
+        r.op = format!("{} [{}]", r.op, other.name());
+    }
+    rows
+}
+
+/// Rows of every case `keep` accepts that runs on `dev`, each in its dtypes, with a per-case seed.
+fn cases_rows(dev: &Device, seed: u64, keep: impl Fn(&OpCase) -> bool) -> Vec<CheckRow> {
+    let on_cpu = !dev.is_cuda();
+    let mut rows = Vec::new();
+    for (i, case) in all_cases().iter().enumerate() {
+        if (on_cpu && !case.on_cpu) || (!on_cpu && !case.on_gpu) || !keep(case) {
+            continue;
+        }
+        for &dtype in &case.dtypes {
+            rows.extend(case_rows(case, dtype, dev, seed.wrapping_add(i as u64 * 7919)));
+        }
+    }
     rows
 }
 
