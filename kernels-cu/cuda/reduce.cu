@@ -17,20 +17,27 @@
 #include "common.cuh"
 
 // ------------------------------------------------------------------------------------------------
+// Block sum of x[off_out(o) + off_red(r)] over r in [r0, r1): per-thread strided partials, then the block
+// tree (every thread gets the total). Shared by reduce_sum (the whole range) and reduce_split (a chunk).
+// ------------------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ float strided_range_sum(const T* x, long long o, long long r0, long long r1,
+                                                   const ReduceGeo& g) {
+    const long long base = strided_offset(o, g.out_ndim, g.out_dims, g.out_strides);
+    float acc = 0.0f;
+    for (long long r = r0 + threadIdx.x; r < r1; r += blockDim.x)
+        acc += to_f32(x[base + strided_offset(r, g.red_ndim, g.red_dims, g.red_strides)]);
+    return block_sum(acc);
+}
+
+// ------------------------------------------------------------------------------------------------
 // reduce_sum: one block per output element (block-stride over outputs).
 // ------------------------------------------------------------------------------------------------
 template <typename T>
 __device__ __forceinline__ void reduce_sum_body(T* out, const T* x, long long n_out, long long n_red, float scale,
                                                 const ReduceGeo& g) {
     for (long long o = blockIdx.x; o < n_out; o += gridDim.x) {
-        // 1. base offset of this output element in x
-        const long long base = strided_offset(o, g.out_ndim, g.out_dims, g.out_strides);
-        // 2. per-thread partial over the reduced index space
-        float acc = 0.0f;
-        for (long long r = threadIdx.x; r < n_red; r += blockDim.x)
-            acc += to_f32(x[base + strided_offset(r, g.red_ndim, g.red_dims, g.red_strides)]);
-        // 3. block tree, thread 0 writes
-        acc = block_sum(acc);
+        const float acc = strided_range_sum(x, o, 0, n_red, g);
         if (threadIdx.x == 0) out[o] = from_f32<T>(scale * acc);
     }
 }
@@ -60,14 +67,7 @@ __device__ __forceinline__ void reduce_split_body(float* partials, const T* x, l
     const long long chunk = (n_red + splits - 1) / splits;
     for (long long b = blockIdx.x; b < n_out * splits; b += gridDim.x) {
         const long long o = b / splits, r0 = (b % splits) * chunk;
-        const long long r1 = min(r0 + chunk, n_red);
-        // 1. base offset of this output element, per-thread partial over the chunk
-        const long long base = strided_offset(o, g.out_ndim, g.out_dims, g.out_strides);
-        float acc = 0.0f;
-        for (long long r = r0 + threadIdx.x; r < r1; r += blockDim.x)
-            acc += to_f32(x[base + strided_offset(r, g.red_ndim, g.red_dims, g.red_strides)]);
-        // 2. block tree, thread 0 writes
-        acc = block_sum(acc);
+        const float acc = strided_range_sum(x, o, r0, min(r0 + chunk, n_red), g);
         if (threadIdx.x == 0) partials[b] = acc;
     }
 }
@@ -106,13 +106,7 @@ DEFINE_REDUCE(bf16, __nv_bfloat16)
 // sum_partials: a single block folds n partials (any n) into out[0].
 // ------------------------------------------------------------------------------------------------
 KERNEL sum_partials_f32(float* out, const float* partials, int n) {
-    if (blockIdx.x != 0) return;  // defensive: only block 0 owns out[0]
-    // 1. per-thread strided partial
-    float acc = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partials[i];
-    // 2. block tree, thread 0 writes
-    acc = block_sum(acc);
-    if (threadIdx.x == 0) out[0] = acc;
+    reduce_partials_body<float>(out, partials, 1, n, 1.0f);  // one output; blocks past the first do nothing
 }
 
 // ------------------------------------------------------------------------------------------------
