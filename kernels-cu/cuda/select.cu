@@ -15,8 +15,9 @@
 //                select_scan finds the bucket holding the kk-th element and updates (prefix, kk).
 //                After pass 3 the threshold key Tk is exact and kk = r = how many Tk-equal elements to take.
 //   passes 4..7: only for slots where r < #(key == Tk) (a partial tie): the same over the token index bits
-//                of the Tk-equal elements, giving the threshold index Ti. Skipped (early exit) when no slot
-//                needs them.
+//                of the Tk-equal elements, giving the threshold index Ti. The host reads flags after pass 3
+//                and launches them only when some slot needs them (the kernels' early exit on flags[0] is
+//                kept as a guard for callers that launch all eight).
 //   select_mask: selected iff key < Tk, or key == Tk and (all equals are taken, or index <= Ti).
 // Pass 0's histogram total is the pool's n_valid, from which select_scan derives k on the device.
 //
