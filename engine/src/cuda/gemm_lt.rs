@@ -78,6 +78,17 @@ struct PlanKey {
     batch: usize,
     stride_a: usize,
     stride_b: usize,
+    /// Byte alignment of Lt's A (our b), Lt's B (our a) and C = D, capped at 256: the heuristic may pick an
+    /// algorithm that needs aligned pointers, and callers pass offsets into buffers (the fused loss's chunks).
+    align: [u32; 3],
+}
+
+/// Plans kept per device; past this many (shapes that keep changing) the cache starts over.
+const MAX_PLANS: usize = 4096;
+
+/// The alignment a pointer guarantees, in bytes, at most 256.
+fn alignment(ptr: u64) -> u32 {
+    1u32 << ptr.trailing_zeros().min(8)
 }
 
 /// A matmul descriptor, layouts (Lt's A, Lt's B, C = D) and the chosen algorithm.
@@ -147,7 +158,11 @@ impl LtState {
             return Ok(p.clone());
         }
         let p = Arc::new(self.build(key)?);
-        self.plans.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p.clone());
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if plans.len() >= MAX_PLANS {
+            plans.clear();
+        }
+        plans.insert(key, p.clone());
         Ok(p)
     }
 
@@ -219,12 +234,21 @@ impl LtState {
         // SAFETY: a live preference; the workspace limit is a u64 by pointer and size. Then the heuristic over
         // live objects; the preference is destroyed whatever it returns.
         let heuristic = unsafe {
+            use sys::cublasLtMatmulPreferenceAttributes_t as P;
+            let [aa, ab, ac] = key.align;
+            let set_u32 = |attr, v: u32| {
+                lt::set_matmul_pref_attribute(pref, attr, (&v as *const u32).cast(), std::mem::size_of::<u32>())
+            };
             lt::set_matmul_pref_attribute(
                 pref,
-                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                 (&ws as *const u64).cast(),
                 std::mem::size_of::<u64>(),
             )
+            .and_then(|_| set_u32(P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, aa))
+            .and_then(|_| set_u32(P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, ab))
+            .and_then(|_| set_u32(P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, ac))
+            .and_then(|_| set_u32(P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, ac))
             .and_then(|_| lt::get_matmul_algo_heuristic(self.handle, plan.desc, plan.a, plan.b, plan.c, plan.c, pref))
         };
         // SAFETY: created above, destroyed once.
@@ -265,6 +289,7 @@ pub(crate) fn gemm_into_lt(
         batch: g.batch,
         stride_a: g.stride_a,
         stride_b: g.stride_b,
+        align: [alignment(b), alignment(a), alignment(c)],
     };
     let plan = st.plan(key)?;
     let alpha = 1.0f32;
@@ -295,4 +320,17 @@ pub(crate) fn gemm_into_lt(
     })
     .map_err(|e| EngineError::cuda(format!("cublasLtMatmul {}x{}x{} batch {}", g.m, g.n, g.k, g.batch), e))?;
     dev.after_launch("gemm (cuBLASLt)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alignment;
+
+    #[test]
+    fn alignment_is_the_lowest_set_bit_capped_at_256() {
+        assert_eq!(alignment(0x7f00_0000_1000), 256);
+        assert_eq!(alignment(0x7f00_0000_1080), 128);
+        assert_eq!(alignment(0x7f00_0000_1002), 2);
+        assert_eq!(alignment(0), 256);
+    }
 }
