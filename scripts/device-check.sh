@@ -93,8 +93,8 @@ fi
 
 fi
 if want ncu; then
-echo "== ncu: per-kernel times of one select_tails call and one radix sort (bench select, 1 rep)"
-timeout $(t 90) ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw -c 60 \
+echo "== ncu: per-kernel times of select_tails calls (wide version first) and a radix sort (bench select, 1 rep)"
+ENTRL_SELECT_HIST=wide timeout $(t 90) ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw -c 60 \
   -k regex:"select_|radix_sort" "$BIN" bench select --reps 1 > "$D/ncu_select.csv" 2> "$D/ncu_select.err"
 echo "ncu rc=$?"
 python3 - "$D/ncu_select.csv" <<'PY'
@@ -107,10 +107,10 @@ if len(rows) > 2:
     for r in rows[2:]:
         print(f"{r[k][:28]:<28} grid {r[g]:<16} {r[t]}")
 PY
-# Why a histogram pass runs at a third of the bytes' speed: throughput and stall reasons of pass 1 of the
-# plain and lean versions.
-for k in select_hist_plain select_hist_lean; do
-  timeout $(t 60) ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \
+# Throughput and stall reasons of pass 1 of the plain version (a third of the bytes' speed on 2026-11-27)
+# and of the wide version's data pass and mask.
+for k in select_hist_plain select_wide_data select_wide_mask; do
+  ENTRL_SELECT_HIST=wide timeout $(t 60) ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \
     -k "$k" --launch-skip 1 -c 1 "$BIN" bench select --reps 1 > "$D/ncu_$k.txt" 2>&1
   grep -E "Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Stall|stall" "$D/ncu_$k.txt" | head -12
 done

@@ -263,6 +263,23 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
 }
 using std::isnan;
 
+// What the wide radix select (select_wide.cu) adds: vector types, a lane broadcast, the L2 load and the
+// fence of its last-block scan (CTAs run one after another here, so the fence has nothing to order).
+struct __align__(16) float4 { float x, y, z, w; };
+struct __align__(8) uint2 { unsigned x, y; };
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
+inline unsigned __shfl_sync(unsigned, unsigned v, int src) {
+    const int me = (int)threadIdx.x, base = me & ~31;
+    emu::slots[me].u = v;
+    emu::warp_barrier();
+    const unsigned r = emu::slots[base + (src & 31)].u;
+    emu::warp_barrier();
+    return r;
+}
+inline unsigned __ldcg(const unsigned* p) { return *p; }
+inline void __threadfence() {}
+
 // What the WMMA kernels (attention.cu) use besides emu/mma.h.
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier(); }
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }

@@ -1,10 +1,12 @@
 // Executes the radix select (select_hist / select_scan / select_mask, 8 passes as engine/src/cuda/select.rs
-// launches them) and the LSD radix sort (init / 4 × hist, scan, scatter / gather) of cuda/select.cu, compiled
+// launches them), the wide radix select of select_wide.cu (as engine/src/cuda/select_wide.rs launches it,
+// with fused and with separate scans, vector and scalar loads) and the LSD radix sort (init / 4 × hist, scan, scatter / gather) of cuda/select.cu, compiled
 // unchanged against the emu/ shims, and compares them with a sort on the host: top and bottom tails of every
 // pool (empty, one-token, invalid-only and multi-tile pools, more pools per tile than the shared histograms
 // hold, ties, ±0, ±inf), seeded random selection, and a stable sort with NaNs and −0. One line per case;
 // exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "select.cu"
+#include "select_wide.cu"
 
 #include "harness.h"
 
@@ -32,18 +34,80 @@ static u32 host_hash(u64 seed, long long i) {
 using HistFn = void (*)(u32*, const u32*, u32*, const float*, const float*, const int*, int, long long, u64, int, int);
 struct HistVersion {
     const char* name;
-    HistFn fn;  // nullptr: the keys version (select_hist_keys + select_mask_keys)
+    HistFn fn;  // nullptr: the keys version (select_hist_keys + select_mask_keys), or a wide version
     bool lean_mask = false;  // the lean version's tiled mask (select_mask_lean)
+    int wide = 0;            // 1: select_wide.cu, scans fused, float4 loads; 2: separate scans, scalar loads
 };
 static const HistVersion kHistVersions[] = {{"plain", select_hist_plain},
                                             {"match", select_hist_match},
                                             {"unroll", select_hist_unroll},
                                             {"match_unroll", select_hist_match_unroll},
                                             {"lean", select_hist_lean, true},
-                                            {"keys", nullptr}};
+                                            {"keys", nullptr},
+                                            {"wide (fused scans, float4)", nullptr, false, 1},
+                                            {"wide (scan kernel, scalar)", nullptr, false, 2}};
+
+// The wide version as engine/src/cuda/select_wide.rs runs it: one zeroed workspace, passes 0-2, the flag
+// read, passes 3-5 only when some slot has a partial tie, then the mask. False if the fused scans' ticket was
+// left set or the candidates after pass 1 were wrong. float4 access only where every buffer is 16-byte aligned, as the host checks.
+static bool run_wide(const float* sc, const std::vector<float>& valid, const std::vector<int>& cu, long long n,
+                     u64 seed, int ntails, double frac, double slack, bool fuse, bool vec, std::vector<float>& out0,
+                     std::vector<float>& out1, u32* nan_flag) {
+    const int num_pools = (int)cu.size() - 1, nslots = num_pools * ntails;
+    std::vector<u32> ws(4 + nslots * (1 + 4 + kBins), 0u);
+    std::vector<uint2> cand(2 * n, uint2{0xDEADBEEFu, 0xDEADBEEFu});  // poisoned: only live entries are read
+    const unsigned tiles = (unsigned)((n + kWideTile - 1) / kWideTile);
+    auto aligned = [](const void* p) { return p == nullptr || (uintptr_t)p % 16 == 0; };
+    vec = vec && aligned(sc) && aligned(valid.data()) && aligned(out0.data()) && aligned(out1.data());
+    auto scan = [&](int pass) {
+        if (!fuse) launch((unsigned)std::min(num_pools, 65535), [&] {
+            select_wide_scan(ws.data(), num_pools, ntails, pass, frac, slack);
+        });
+    };
+    for (int pass = 0; pass < 2; ++pass) {
+        launch(tiles, [&] {
+            select_wide_data(ws.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails, pass, cand.data(),
+                             vec, fuse, frac, slack);
+        });
+        scan(pass);
+    }
+    // After pass 1, a slot still resolving holds exactly its pool's valid tokens whose tail-oriented key has
+    // the slot's 11-bit prefix, each once, as (key, index); a slot with k = 0 holds none.
+    bool compact_ok = true;
+    for (int q = 0; q < num_pools; ++q) {
+        for (int t = 0; t < ntails; ++t) {
+            const int slot = q * ntails + t;
+            const u32* st = &ws[4 + nslots + slot * 4];
+            std::vector<std::pair<u32, u32>> want, got;
+            for (int i = cu[q]; st[ST_MODE] == MODE_KEY && i < cu[q + 1]; ++i) {
+                const u32 e0 = valid[i] != 0.0f ? (sc ? host_float_key(sc[i]) : host_hash(seed, i)) : 0u;
+                const u32 e = t ? ~e0 : e0;
+                if (valid[i] != 0.0f && (e & 0xFFE00000u) == (st[ST_KEY] & 0xFFE00000u)) want.push_back({e, (u32)i});
+            }
+            for (u32 j = 0; j < ws[4 + slot]; ++j) got.push_back({cand[t * n + cu[q] + j].x, cand[t * n + cu[q] + j].y});
+            std::sort(want.begin(), want.end());
+            std::sort(got.begin(), got.end());
+            compact_ok &= want == got;
+        }
+    }
+    if (!compact_ok) std::printf("wide: the candidates after pass 1 differ from the prefix's tokens\n");
+    for (int pass = 2; pass < 6; ++pass) {
+        if (pass == 3 && ws[0] == 0u) break;  // the host's skip of the index passes
+        launch(tiles, [&] {
+            select_wide_cand(ws.data(), cand.data(), cu.data(), num_pools, n, ntails, pass, fuse, frac, slack);
+        });
+        scan(pass);
+    }
+    launch(tiles, [&] {
+        select_wide_mask(out0.data(), out1.data(), ws.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails,
+                         vec);
+    });
+    *nan_flag = ws[1];
+    return ws[2] == 0u && compact_ok;
+}
 
 static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng,
-                        const HistVersion& hv) {
+                        const HistVersion& hv, bool distinct = false) {
     const double frac = 0.2, slack = 1.0 - 1e-12;
     const int ntails = 2, num_pools = (int)pool_lens.size();
     std::vector<int> cu{0};
@@ -54,6 +118,7 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
     for (long long i = 0; i < n; ++i) {
         const int r = small(rng);
         scores[i] = r == 3 ? INFINITY : r == -3 ? -0.0f : r == 2 ? 0.0f : (float)r * 0.5f + (float)(i % 5) * 1e-3f;
+        if (distinct) scores[i] = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
         valid[i] = (i % 11 == 4) ? 0.0f : 1.0f;
     }
     // a pool with no valid token
@@ -67,7 +132,7 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
     std::vector<u32> keys_buf(n, 0xDEADBEEFu), bits((n + 31) / 32, 0xA5A5A5A5u);
     const float* sc = random ? nullptr : scores.data();
     const unsigned tiles = (unsigned)((n + kTile - 1) / kTile);
-    for (int pass = 0; pass < 8; ++pass) {
+    for (int pass = 0; pass < 8 && !hv.wide; ++pass) {
         launch(tiles, [&] {
             if (hv.fn)
                 hv.fn(hist.data(), state.data(), flags.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails,
@@ -80,7 +145,10 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
             select_scan(hist.data(), state.data(), flags.data(), nslots, pass, frac, slack);
         });
     }
-    if (hv.lean_mask) {
+    bool ticket_ok = true;
+    if (hv.wide) {
+        ticket_ok = run_wide(sc, valid, cu, n, seed, ntails, frac, slack, hv.wide == 1, hv.wide == 1, out0, out1, &flags[1]);
+    } else if (hv.lean_mask) {
         launch(tiles, [&] {
             select_mask_lean(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
                              ntails);
@@ -119,7 +187,7 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
             for (long long i = cu[q]; i < cu[q + 1]; ++i) wrong += got[i] != want[i - cu[q]];
         }
     }
-    const bool ok = wrong == 0 && flags[1] == 0u;
+    const bool ok = wrong == 0 && flags[1] == 0u && ticket_ok;
     std::printf("%-40s %-4s %lld wrong mask entries (%d pools, %lld tokens)\n", name, ok ? "ok" : "FAIL", wrong,
                 num_pools, n);
     return ok;
@@ -171,6 +239,11 @@ int main() {
         ok &= select_case("tails, 9 pools incl. empty / 1 / invalid", {0, 1, 15, 40, 3000, 2, 0, 5100, 77}, false, rng,
                           hv);
         ok &= select_case("random, 6 pools", {4200, 13, 1, 60, 900, 333}, true, rng, hv);
+        if (!hv.wide) continue;
+        // tiles of 16384 inside one pool (full float4 batches and a ragged last tile), and mixed tiles
+        ok &= select_case("tails, 1 pool over 3 wide tiles", {40000}, false, rng, hv);
+        ok &= select_case("distinct scores, 1 pool (no tie)", {37000}, false, rng, hv, true);
+        ok &= select_case("tails, long and short pools", {100, 33000, 5, 7, 20000, 1}, false, rng, hv);
     }
     ok &= sort_case("radix sort 9000 (NaN, -0, -inf, ties)", 9000, rng);
     ok &= sort_case("radix sort 255", 255, rng);

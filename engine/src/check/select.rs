@@ -128,7 +128,7 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
         };
         rows.push(row("radix_sort", &format!("[{n}]"), "f32", sort()));
     }
-    rows.push(nan_row(dev));
+    rows.extend(nan_rows(dev, &versions));
     if let Some(c) = dev.as_cuda() {
         c.set_debug_sync(false);
         c.set_poison(false);
@@ -173,28 +173,42 @@ fn run_sort(dev: &Device, keys: &[f32]) -> Result<(Vec<f32>, Vec<i32>)> {
 }
 
 /// A NaN score on a valid token must be an error; on an invalid token it must be ignored (and the masks
-/// must match the CPU's). Error = 0 when both hold, 1 otherwise.
-fn nan_row(dev: &Device) -> CheckRow {
-    let (op, shape) = ("select_tails NaN -> error", "3 pools n=10");
-    let run = || -> Result<std::result::Result<(), String>> {
-        let pools = Packing::from_lengths(&[4, 0, 6])?;
-        let mut scores = vec![0.5f32, -1.0, 2.0, 0.0, 1.0, 1.0, -3.0, 7.0, 0.1, 0.2];
-        let mut valid = vec![1.0f32; 10];
-        scores[5] = f32::NAN;
-        if run_tails(dev, &scores, &valid, 0.2, &pools, None).is_ok() {
-            return Ok(Err("NaN on a valid token was accepted".into()));
+/// must match the CPU's). Checked for every version, in mixed pools and inside one long pool (where the
+/// tiled versions take their one-pool path). Error = 0 when all hold, 1 otherwise.
+fn nan_rows(dev: &Device, versions: &[Option<HistVersion>]) -> Vec<CheckRow> {
+    let long: Vec<f32> = (0..40_000).map(|i| ((i * 7919) % 1000) as f32 * 1e-3).collect();
+    let cases: [(&str, Vec<usize>, Vec<f32>, usize); 2] = [
+        ("3 pools n=10", vec![4, 0, 6], vec![0.5, -1.0, 2.0, 0.0, 1.0, 1.0, -3.0, 7.0, 0.1, 0.2], 5),
+        ("1 pool n=40000", vec![40_000], long, 23_456),
+    ];
+    let mut rows = Vec::new();
+    for (shape, lengths, mut scores, at) in cases {
+        for (i, version) in versions.iter().enumerate() {
+            let op = match version {
+                Some(v) if i > 0 => format!("select_tails NaN -> error [{}]", v.name()),
+                _ => "select_tails NaN -> error".to_string(),
+            };
+            let mut run = || -> Result<std::result::Result<(), String>> {
+                let pools = Packing::from_lengths(&lengths)?;
+                let mut valid = vec![1.0f32; scores.len()];
+                scores[at] = f32::NAN;
+                if run_tails(dev, &scores, &valid, 0.2, &pools, *version).is_ok() {
+                    return Ok(Err("NaN on a valid token was accepted".into()));
+                }
+                valid[at] = 0.0;
+                let on_dev = run_tails(dev, &scores, &valid, 0.5, &pools, *version)?;
+                let on_cpu = run_tails(&Device::Cpu, &scores, &valid, 0.5, &pools, None)?;
+                if mismatches(&on_dev, &on_cpu, f32_bits_eq) != 0.0 {
+                    return Ok(Err("NaN on an invalid token changed the masks".into()));
+                }
+                Ok(Ok(()))
+            };
+            rows.push(match run() {
+                Ok(Ok(())) => CheckRow::new(&op, shape, "f32", 0.0, 0.0),
+                Ok(Err(why)) => CheckRow::failed(&op, shape, "f32", why),
+                Err(e) => CheckRow::failed(&op, shape, "f32", e.to_string()),
+            });
         }
-        valid[5] = 0.0;
-        let on_dev = run_tails(dev, &scores, &valid, 0.5, &pools, None)?;
-        let on_cpu = run_tails(&Device::Cpu, &scores, &valid, 0.5, &pools, None)?;
-        if mismatches(&on_dev, &on_cpu, f32_bits_eq) != 0.0 {
-            return Ok(Err("NaN on an invalid token changed the masks".into()));
-        }
-        Ok(Ok(()))
-    };
-    match run() {
-        Ok(Ok(())) => CheckRow::new(op, shape, "f32", 0.0, 0.0),
-        Ok(Err(why)) => CheckRow::failed(op, shape, "f32", why),
-        Err(e) => CheckRow::failed(op, shape, "f32", e.to_string()),
     }
+    rows
 }

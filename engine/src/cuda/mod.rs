@@ -27,6 +27,7 @@ pub mod kernels;
 pub mod policy_loss;
 pub mod sampling;
 pub mod select;
+mod select_wide;
 pub mod timing;
 pub mod weights;
 

@@ -25,11 +25,15 @@ pub enum HistVersion {
     /// A tile inside one pool hoists its slot states and runs a short loop, in the histogram passes and
     /// in the mask (tiled, `select_mask_lean`); other tiles take the general path.
     Lean,
+    /// `select_wide.cu`: 11-bit digits (3 key passes), candidates compacted after the second pass so the
+    /// third and the index passes read only them, one histogram for both tails on the first pass, scans
+    /// fused into the last block (few slots), float4 loads and stores.
+    Wide,
 }
 
 impl HistVersion {
-    pub const ALL: [HistVersion; 6] =
-        [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll, Self::Keys, Self::Lean];
+    pub const ALL: [HistVersion; 7] =
+        [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll, Self::Keys, Self::Lean, Self::Wide];
     pub fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
@@ -38,8 +42,10 @@ impl HistVersion {
             Self::MatchUnroll => "match_unroll",
             Self::Keys => "keys",
             Self::Lean => "lean",
+            Self::Wide => "wide",
         }
     }
+    /// The histogram kernel of the versions in `select.cu` (`Wide` has its own launcher).
     fn kernel(self) -> &'static str {
         match self {
             Self::Plain => "select_hist_plain",
@@ -48,23 +54,22 @@ impl HistVersion {
             Self::MatchUnroll => "select_hist_match_unroll",
             Self::Keys => "select_hist_keys",
             Self::Lean => "select_hist_lean",
+            Self::Wide => "select_wide_data",
         }
     }
 }
 
 /// The process default histogram version: `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll |
-/// keys | lean), else plain; read once. Callers that compare versions pass one explicitly
+/// keys | lean | wide), else plain; read once. Callers that compare versions pass one explicitly
 /// (`ops::select_tails_with`).
 pub fn hist_version() -> Result<HistVersion> {
     static DEFAULT: OnceLock<std::result::Result<HistVersion, String>> = OnceLock::new();
     DEFAULT
         .get_or_init(|| match std::env::var("ENTRL_SELECT_HIST").as_deref() {
             Err(_) | Ok("") => Ok(HistVersion::Plain),
-            Ok(s) => {
-                HistVersion::ALL.iter().copied().find(|h| h.name() == s).ok_or_else(|| {
-                    format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll, match_unroll, keys or lean")
-                })
-            }
+            Ok(s) => HistVersion::ALL.iter().copied().find(|h| h.name() == s).ok_or_else(|| {
+                format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll, match_unroll, keys, lean or wide")
+            }),
         })
         .clone()
         .map_err(|e| EngineError::invalid("select", e))
@@ -76,7 +81,7 @@ pub fn versions_default_first() -> Result<Vec<HistVersion>> {
     Ok(std::iter::once(default).chain(HistVersion::ALL.into_iter().filter(|&v| v != default)).collect())
 }
 
-/// Threads per block of every kernel in `select.cu` (the kernels require exactly this many).
+/// Threads per block of every kernel in `select.cu` and `select_wide.cu` (they require exactly this many).
 const THREADS: u32 = 256;
 /// Elements per block of the tiled kernels (`kTile` in `select.cu`).
 const TILE: usize = 4096;
@@ -85,7 +90,8 @@ const TILE: usize = 4096;
 const SELECT_PASSES: i32 = 8;
 const KEY_PASSES: i32 = 4;
 
-fn blocks(op: &'static str, n: usize) -> Result<LaunchConfig> {
+/// `n` blocks of [`THREADS`] threads.
+pub(super) fn blocks(op: &'static str, n: usize) -> Result<LaunchConfig> {
     let b = u32::try_from(n.max(1))
         .ok()
         .filter(|&b| b < i32::MAX as u32)
@@ -126,6 +132,10 @@ pub fn select_masks(
         return Ok(outs);
     }
     i32_arg(op, n)?;
+    if version == HistVersion::Wide {
+        super::select_wide::select_masks_wide(op, scores, valid, cu, num_pools, frac, slack, seed, &outs)?;
+        return Ok(outs);
+    }
     let nslots = num_pools * ntails;
     // Per slot: a 256-bin histogram (zeroed here, re-zeroed by select_scan) and [kk, key, idx, mode].
     let hist = CudaStorage::zeros(dev, DType::I32, nslots * 256)?;

@@ -1,0 +1,92 @@
+//! Launcher for `kernels-cu/cuda/select_wide.cu`, the `wide` version of the radix select: 11-bit digits
+//! (3 key passes), candidate compaction after the second pass, scans fused into the last block when there
+//! are few slots, float4 loads. Same arguments and result as the other versions (`select::select_masks`,
+//! which validates the arguments and calls this).
+use super::kernels::i32_arg;
+use super::select::blocks;
+use crate::dtype::DType;
+use crate::error::{EngineError, Result};
+use crate::storage::CudaStorage;
+
+/// Tokens per block (`kWideTile` in `select_wide.cu`).
+const WIDE_TILE: usize = 16384;
+/// Histogram bins per slot (`kBins`).
+const BINS: usize = 2048;
+/// Words before the per-slot parts of the workspace: [need index passes, NaN score, ticket, unused].
+const FLAG_WORDS: usize = 4;
+/// With at most this many slots the block that finishes a pass last runs the scan (one launch less per
+/// pass); with more, `select_wide_scan` runs one block per pool.
+const FUSE_SLOTS: usize = 8;
+fn aligned16(ptr: u64) -> bool {
+    ptr.is_multiple_of(16)
+}
+
+/// Fills `outs` (one f32 mask per tail, `valid.len` tokens each, already allocated) with the per-pool tails.
+/// Arguments as `select::select_masks`, checked there; `n` > 0.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn select_masks_wide(
+    op: &'static str,
+    scores: Option<&CudaStorage>,
+    valid: &CudaStorage,
+    cu: &CudaStorage,
+    num_pools: usize,
+    frac: f64,
+    slack: f64,
+    seed: u64,
+    outs: &[CudaStorage],
+) -> Result<()> {
+    let dev = &valid.device;
+    let n = valid.len;
+    let ntails = outs.len();
+    let nslots = num_pools * ntails;
+    // One zeroed workspace (one memset): flags, candidate counts, slot states, histograms.
+    let ws = CudaStorage::zeros(dev, DType::I32, FLAG_WORDS + nslots * (1 + 4 + BINS))?;
+    // Candidates per tail, (key, index) pairs in the pools' layout; only the counted prefix of each pool's
+    // range is ever read, so it is not zeroed.
+    let cand = CudaStorage::alloc(dev, DType::I32, 2 * ntails * n)?;
+    let cfg = blocks(op, n.div_ceil(WIDE_TILE))?;
+    let scan_cfg = blocks(op, num_pools.min(65_535))?;
+    let (pws, pcand, pv, pc) = (ws.ptr(), cand.ptr(), valid.ptr(), cu.ptr());
+    let ps = scores.map_or(0u64, |s| s.ptr());
+    let (p0, p1) = (outs[0].ptr(), outs.get(1).map_or(0u64, |o| o.ptr()));
+    let vec = [ps, pv, p0, p1].into_iter().all(aligned16) as i32;
+    let fuse = (nslots <= FUSE_SLOTS) as i32;
+    let (np, nn, nt) = (i32_arg(op, num_pools)?, n as i64, ntails as i32);
+    let scan = |pass: i32| -> Result<()> {
+        if fuse == 0 {
+            launch!(dev, "select_wide", "select_wide_scan", scan_cfg, [pws, np, nt, pass, frac, slack]);
+        }
+        Ok(())
+    };
+    for pass in 0..2i32 {
+        launch!(
+            dev,
+            "select_wide",
+            "select_wide_data",
+            cfg,
+            [pws, ps, pv, pc, np, nn, seed, nt, pass, pcand, vec, fuse, frac, slack]
+        );
+        scan(pass)?;
+    }
+    let cand_pass = |pass: i32| -> Result<()> {
+        launch!(dev, "select_wide", "select_wide_cand", cfg, [pws, pcand, pc, np, nn, nt, pass, fuse, frac, slack]);
+        scan(pass)
+    };
+    cand_pass(2)?;
+    // One synchronisation: a NaN score on a valid token is an error, and the index passes run only when some
+    // pool has a partial tie at its threshold key.
+    let flags = ws.read_i32_prefix(2)?;
+    if flags[1] != 0 {
+        return Err(EngineError::invalid(
+            op,
+            "NaN score on a valid token (scores of valid tokens must not be NaN; mask the token out instead)",
+        ));
+    }
+    if flags[0] != 0 {
+        for pass in 3..6 {
+            cand_pass(pass)?;
+        }
+    }
+    launch!(dev, "select_wide", "select_wide_mask", cfg, [p0, p1, pws, ps, pv, pc, np, nn, seed, nt, vec]);
+    Ok(())
+}

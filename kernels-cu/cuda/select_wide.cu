@@ -1,0 +1,489 @@
+// select_wide.cu: the "wide" radix select: 11-bit digits, candidate compaction, scans fused into the block
+// that finishes last, vector loads. Same result as select.cu's versions: the same keys (select_common.cuh),
+// slot states, tie rule (key, then token index) and k = tail_count(frac, n_valid).
+//
+// Why (BENCHMARKS.md, H100, 2026-11-27): select.cu's 8-bit passes took 36-54 us each for ~11 us of bytes, plus
+// a 3.4 us scan launch per pass, and five variants of their inner loop moved the total by 5%. This version does
+// less work instead:
+//   * 3 key digits (11, 11, 10 bits) instead of 4 bytes;
+//   * pass 0 counts one histogram per pool: the first digit of ~key is 2047 - the first digit of key, so the
+//     top tail's histogram is the bottom tail's mirror (scan_pool reads it reversed);
+//   * pass 1 also compacts each slot's candidates (tail-oriented key, token index) into cand[t], inside the
+//     pool's own range [cu[q], cu[q] + counts[slot]); pass 2 and the index passes read only those (the
+//     candidate filtering of AIR top-k, Zhang et al. 2023), so only passes 0 and 1 and the mask read all n tokens;
+//   * with few slots (the host's fuse flag), the block that finishes a pass last runs the scan (threadfence +
+//     ticket), saving one launch per pass;
+//   * a tile inside one pool (every tile of a long pool) hoists its slot states, loads 16 tokens per thread
+//     (4 float4 per input) before counting them, and reserves its candidates' room with one global atomic
+//     per tail and 4096 tokens (warp scans + a shared counter).
+// Tiles that span pools take a general per-token path (pool search, global atomics).
+//
+// Passes (digit = bits [shift, shift + width) of a u32):
+//   0: key bits 21..31, all tokens       3: index bits 21..31 of the candidates equal to the threshold key
+//   1: key bits 10..20, all tokens       4: index bits 10..20       (3-5 only when flags[0]: a partial tie)
+//   2: key bits  0..9,  candidates       5: index bits  0..9
+// Workspace ws (u32, zeroed once by the host): flags[4] = [need index passes, NaN score, ticket, unused],
+// counts[nslots], state[nslots][4] (select_common.cuh), hist[nslots][2048].
+#include "select_common.cuh"
+
+constexpr long long kWideTile = 16384;                  // tokens per block (= WIDE_TILE in cuda/select_wide.rs)
+constexpr int kBatch = 16;                              // tokens per thread per batch: 4 float4 of each input
+constexpr long long kBatchTokens = (long long)kBatch * kThreads;  // 4096
+constexpr int kBins = 2048;                             // histogram bins per slot (the widest digit)
+
+// The workspace's parts (see the header).
+struct WideWs {
+    u32* flags;
+    u32* counts;
+    u32* state;
+    u32* hist;
+};
+__device__ __forceinline__ WideWs wide_ws(u32* ws, int num_pools, int ntails) {
+    const long long nslots = (long long)num_pools * ntails;
+    WideWs w;
+    w.flags = ws;
+    w.counts = ws + 4;
+    w.state = w.counts + nslots;
+    w.hist = w.state + 4 * nslots;
+    return w;
+}
+
+// Digit of pass `pass`: key digits on passes 0-2, the same layout over token indices on passes 3-5.
+struct WideDigit {
+    int shift;
+    u32 mask;    // digit width - 1
+    u32 himask;  // the bits above the digit (the prefix resolved by earlier passes)
+};
+__device__ __forceinline__ WideDigit wide_digit(int pass) {
+    const int d = pass < 3 ? pass : pass - 3;
+    WideDigit g;
+    g.shift = d == 0 ? 21 : d == 1 ? 10 : 0;
+    g.mask = d == 2 ? 1023u : 2047u;
+    g.himask = d == 0 ? 0u : d == 1 ? 0xFFE00000u : 0xFFFFFC00u;
+    return g;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Batches: 16 tokens per thread, token u of thread tid at base + (u / 4)·1024 + 4·tid + u % 4, so each
+// group of 4 is one aligned float4 of every input.
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ long long batch_token(long long base, int u) {
+    return base + (long long)(u >> 2) * (4 * kThreads) + (long long)threadIdx.x * 4 + (u & 3);
+}
+
+__device__ __forceinline__ float float4_lane(const float4& v, int c) {
+    return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w;
+}
+
+// Loads the batch at `base` (tokens < tile1): key[u] and bit u of the result = token batch_token(base, u) is
+// valid. `vec`: the inputs are 16-byte aligned, so a full batch loads as float4 (all loads issued before any
+// use). With flag_nan, a NaN score on a valid token sets flags[1].
+__device__ __forceinline__ u32 load_batch(const float* scores, const float* valid, u64 seed, long long base,
+                                          long long tile1, bool vec, bool flag_nan, u32* flags, u32 key[kBatch]) {
+    float x[kBatch], v[kBatch];
+    if (vec && base + kBatchTokens <= tile1) {
+        float4 vv[4], xx[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const long long i0 = batch_token(base, 4 * r);
+            vv[r] = *reinterpret_cast<const float4*>(valid + i0);
+            xx[r] = scores != nullptr ? *reinterpret_cast<const float4*>(scores + i0) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            v[u] = float4_lane(vv[u >> 2], u & 3);
+            x[u] = float4_lane(xx[u >> 2], u & 3);
+        }
+    } else {
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const long long i = batch_token(base, u);
+            const bool in = i < tile1;
+            v[u] = in ? valid[i] : 0.0f;
+            x[u] = in && scores != nullptr ? scores[i] : 0.0f;
+        }
+    }
+    u32 ok = 0u;
+    bool nan = false;
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+        key[u] = 0u;
+        if (v[u] == 0.0f) continue;
+        ok |= 1u << u;
+        if (scores != nullptr) {
+            nan |= isnan(x[u]);
+            key[u] = float_key(x[u]);
+        } else {
+            key[u] = hash_key(seed, batch_token(base, u));
+        }
+    }
+    if (flag_nan && nan) flags[1] = 1u;
+    return ok;
+}
+
+// Exclusive prefix of v over the warp's lanes; *total = the warp's sum.
+__device__ __forceinline__ u32 warp_exclusive(u32 v, u32* total) {
+    const int lane = threadIdx.x & 31;
+    u32 c = v;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const u32 y = __shfl_up_sync(0xffffffffu, c, off);
+        if (lane >= off) c += y;
+    }
+    *total = __shfl_sync(0xffffffffu, c, 31);
+    return c - v;
+}
+
+// Pass 1, one-pool tile: writes this batch's candidates of each tail (bit u of cm[t]) to cand[t] as (tail-
+// oriented key, token index), after reserving their room in the slot's range with one global atomic per tail.
+// Every thread of the block calls it (two barriers).
+__device__ __forceinline__ void compact_batch(uint2* cand, long long n, u32* counts, long long slot0, int ntails,
+                                              long long pool_start, long long base, const u32 key[kBatch],
+                                              const u32 cm[2], u32* sh_cnt, long long* sh_base) {
+    const int lane = threadIdx.x & 31;
+    u32 off[2] = {0u, 0u};
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+        if (t >= ntails) break;
+        u32 wtot;
+        const u32 ex = warp_exclusive((u32)__popc(cm[t]), &wtot);
+        u32 wbase = 0u;
+        if (lane == 31 && wtot != 0u) wbase = atomicAdd(&sh_cnt[t], wtot);
+        off[t] = __shfl_sync(0xffffffffu, wbase, 31) + ex;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int t = 0; t < ntails; ++t) {
+            const u32 c = sh_cnt[t];
+            sh_base[t] = c != 0u ? pool_start + atomicAdd(&counts[slot0 + t], c) : 0;
+            sh_cnt[t] = 0u;
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+        if (t >= ntails || cm[t] == 0u) continue;
+        uint2* dst = cand + (long long)t * n + sh_base[t] + off[t];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            if (!((cm[t] >> u) & 1u)) continue;
+            *dst++ = make_uint2(t ? ~key[u] : key[u], (u32)batch_token(base, u));
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// scan_pool: after pass `pass`, for both tails of pool q: find the bucket holding the kk-th candidate, move
+// the slot's prefix and remaining rank into it, and re-zero the bins. Pass 0 derives k from the histogram
+// total (the pool's valid count), and the top tail reads the bottom tail's bins mirrored; tails run top
+// first, because the bottom tail zeroes the bins they share. Every thread of the block calls it.
+// ------------------------------------------------------------------------------------------------
+__device__ __forceinline__ void scan_pool(const WideWs& w, int q, int ntails, int pass, double frac, double slack) {
+    __shared__ u32 warp_tot[32];
+    const WideDigit dg = wide_digit(pass);
+    const int bins = (int)dg.mask + 1, per = bins / kThreads;  // 8 or 4 buckets per thread
+    for (int t = ntails - 1; t >= 0; --t) {
+        const long long s = (long long)q * ntails + t;
+        u32* st = w.state + s * 4;
+        // Stage 1: only slots that were resolving in this pass (uniform: every thread reads the same word).
+        if (st[ST_MODE] != (pass < 3 ? MODE_KEY : MODE_IDX)) continue;
+        u32 kk = st[ST_KK];
+        const bool mirror = pass == 0 && t == 1;
+        u32* h = w.hist + (mirror ? s - 1 : s) * kBins;
+        // Stage 2: this thread's buckets [tid·per, (tid + 1)·per) (bucket b of the mirror is h[bins - 1 - b]),
+        // read past L1 (other blocks' atomics of this launch when the scan is fused), then zeroed.
+        u32 v[8], sum = 0u;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            v[j] = 0u;
+            if (j >= per) continue;
+            const int b = threadIdx.x * per + j;
+            v[j] = __ldcg(&h[mirror ? bins - 1 - b : b]);
+            sum += v[j];
+        }
+        u32 total;
+        const u32 incl = block_inclusive_scan(sum, warp_tot, &total);  // its barriers order the reads above
+        if (!mirror)
+            for (int j = 0; j < per; ++j) h[threadIdx.x * per + j] = 0u;
+        // Stage 3: on pass 0, k from the pool's valid count.
+        if (pass == 0) {
+            kk = tail_count(frac, slack, total);
+            if (kk == 0u) {
+                if (threadIdx.x == 0) st[ST_MODE] = MODE_NONE;
+                continue;  // uniform: every thread computed the same kk
+            }
+        }
+        // Stage 4: the one bucket whose running count crosses kk (kk <= total, so it exists; v > 0 there).
+        u32 c = incl - sum;
+        for (int j = 0; j < per; ++j) {
+            c += v[j];
+            if (c >= kk && c - v[j] < kk) {
+                const u32 d = threadIdx.x * per + j, rem = kk - (c - v[j]);
+                st[ST_KK] = rem;
+                if (pass < 3) st[ST_KEY] |= d << dg.shift;
+                else st[ST_IDX] |= d << dg.shift;
+                if (pass == 2) {  // the threshold key is complete; v = the elements equal to it
+                    if (rem == v[j]) {
+                        st[ST_MODE] = MODE_ALL_EQ;
+                    } else {
+                        st[ST_MODE] = MODE_IDX;
+                        w.flags[0] = 1u;
+                    }
+                }
+            }
+        }
+        __syncthreads();  // the next tail's scan reuses warp_tot
+    }
+}
+
+// The end of every histogram pass: with `fuse`, the block that finishes last (ticket flags[2]) scans every
+// pool and resets the ticket. Every block of the grid must call it.
+__device__ __forceinline__ void finish_pass(const WideWs& w, int num_pools, int ntails, int pass, int fuse,
+                                            double frac, double slack) {
+    __shared__ bool sh_last;
+    if (!fuse) return;
+    __threadfence();  // this block's histogram atomics before its ticket
+    __syncthreads();
+    if (threadIdx.x == 0) sh_last = atomicAdd(&w.flags[2], 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!sh_last) return;
+    __threadfence();
+    for (int q = 0; q < num_pools; ++q) scan_pool(w, q, ntails, pass, frac, slack);
+    if (threadIdx.x == 0) w.flags[2] = 0u;
+}
+
+// Flushes a one-pool tile's shared histogram (tails of pool q) into the global one.
+__device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q, int ntails) {
+    for (int j = threadIdx.x; j < ntails * kBins; j += kThreads) {
+        const u32 c = sh[j];
+        if (c != 0u) atomicAdd(&w.hist[(long long)q * ntails * kBins + j], c);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// select_wide_data: passes 0 and 1 over all tokens. Block b owns tokens [b·kWideTile, (b+1)·kWideTile).
+//   grid ceil(n / kWideTile), exactly 256 threads.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL select_wide_data(u32* ws, const float* scores, const float* valid, const int* cu, int num_pools,
+                            long long n, u64 seed, int ntails, int pass, uint2* cand, int vec, int fuse, double frac,
+                            double slack) {
+    __shared__ u32 sh[2 * kBins];
+    __shared__ int sh_pools[2];
+    __shared__ u32 sh_cnt[2];
+    __shared__ long long sh_base[2];
+    const WideWs w = wide_ws(ws, num_pools, ntails);
+    const long long tile0 = (long long)blockIdx.x * kWideTile, tile1 = min(tile0 + kWideTile, n);
+
+    // Stage 1: the pools of this tile, a zeroed shared histogram per tail, zeroed candidate counters.
+    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
+    for (int j = threadIdx.x; j < 2 * kBins; j += kThreads) sh[j] = 0u;
+    if (threadIdx.x < 2) sh_cnt[threadIdx.x] = 0u;
+    __syncthreads();
+    const int qf = sh_pools[0], ql = sh_pools[1];
+    const WideDigit dg = wide_digit(pass);
+
+    if (qf == ql) {
+        // Stage 2a: a tile inside pool qf. Pass 0 counts the first key digit once (tail 1's histogram is its
+        // mirror); pass 1 counts the second digit of each tail's candidates and compacts them.
+        const long long slot0 = (long long)qf * ntails;
+        bool res[2];
+        u32 pre[2];
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+            res[t] = t < ntails && w.state[(slot0 + t) * 4 + ST_MODE] == MODE_KEY;
+            pre[t] = t < ntails ? w.state[(slot0 + t) * 4 + ST_KEY] : 0u;
+        }
+        for (long long base = tile0; base < tile1; base += kBatchTokens) {  // uniform trip count
+            u32 key[kBatch];
+            const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, pass == 0, w.flags, key);
+            u32 cm[2] = {0u, 0u};
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                if (!((ok >> u) & 1u)) continue;
+                if (pass == 0) {
+                    atomicAdd(&sh[key[u] >> 21], 1u);
+                    continue;
+                }
+#pragma unroll
+                for (int t = 0; t < 2; ++t) {
+                    const u32 e = t ? ~key[u] : key[u];
+                    if (res[t] && (e & dg.himask) == pre[t]) {
+                        atomicAdd(&sh[t * kBins + ((e >> dg.shift) & dg.mask)], 1u);
+                        cm[t] |= 1u << u;
+                    }
+                }
+            }
+            if (pass == 1) compact_batch(cand, n, w.counts, slot0, ntails, cu[qf], base, key, cm, sh_cnt, sh_base);
+        }
+    } else {
+        // Stage 2b: a tile across pools: per token, its pool's slots, global atomics.
+        for (long long i = tile0 + threadIdx.x; i < tile1; i += kThreads) {
+            bool ok;
+            u32 key;
+            load_key(scores, valid, seed, i, tile1, pass, w.flags, &ok, &key);
+            if (!ok) continue;
+            const int q = pool_of(cu, qf, ql, i);
+            const long long slot0 = (long long)q * ntails;
+            if (pass == 0) {
+                atomicAdd(&w.hist[slot0 * kBins + (key >> 21)], 1u);
+                continue;
+            }
+            for (int t = 0; t < ntails; ++t) {
+                const u32* st = w.state + (slot0 + t) * 4;
+                const u32 e = t ? ~key : key;
+                if (st[ST_MODE] != MODE_KEY || (e & dg.himask) != st[ST_KEY]) continue;
+                atomicAdd(&w.hist[(slot0 + t) * kBins + ((e >> dg.shift) & dg.mask)], 1u);
+                const u32 p = atomicAdd(&w.counts[slot0 + t], 1u);
+                cand[(long long)t * n + cu[q] + p] = make_uint2(e, (u32)i);
+            }
+        }
+    }
+    __syncthreads();
+
+    // Stage 3: flush (one-pool tiles; the general path counted in global memory), then maybe scan.
+    if (qf == ql) flush_hist(w, sh, qf, ntails);
+    finish_pass(w, num_pools, ntails, pass, fuse, frac, slack);
+}
+
+// ------------------------------------------------------------------------------------------------
+// select_wide_cand: passes 2-5 over the candidates. Block b owns positions [b·kWideTile, (b+1)·kWideTile) of
+// each cand[t] (positions follow the tokens' pool layout; a slot's live positions are the first counts[slot]
+// of its pool's range). Index passes exit at once unless flags[0].
+//   grid ceil(n / kWideTile), exactly 256 threads.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL select_wide_cand(u32* ws, const uint2* cand, const int* cu, int num_pools, long long n, int ntails,
+                            int pass, int fuse, double frac, double slack) {
+    __shared__ u32 sh[2 * kBins];
+    __shared__ int sh_pools[2];
+    const WideWs w = wide_ws(ws, num_pools, ntails);
+    if (pass >= 3 && w.flags[0] == 0u) return;  // uniform over the grid: no ticket is taken, no scan is due
+    const long long tile0 = (long long)blockIdx.x * kWideTile, tile1 = min(tile0 + kWideTile, n);
+
+    // Stage 1: as select_wide_data.
+    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
+    for (int j = threadIdx.x; j < 2 * kBins; j += kThreads) sh[j] = 0u;
+    __syncthreads();
+    const int qf = sh_pools[0], ql = sh_pools[1];
+    const WideDigit dg = wide_digit(pass);
+    const u32 want = pass < 3 ? MODE_KEY : MODE_IDX;
+
+    // Whether candidate c of a slot with prefixes (pk, pi) is still in the running, and its digit.
+    auto test = [&](uint2 c, u32 pk, u32 pi, u32* digit) {
+        if (pass == 2) {
+            *digit = c.x & dg.mask;
+            return (c.x & dg.himask) == pk;
+        }
+        *digit = (c.y >> dg.shift) & dg.mask;
+        return c.x == pk && (c.y & dg.himask) == pi;
+    };
+    if (qf == ql) {
+        // Stage 2a: a tile inside pool qf: each tail's live positions in this tile.
+        const long long slot0 = (long long)qf * ntails;
+        for (int t = 0; t < ntails; ++t) {
+            const u32* st = w.state + (slot0 + t) * 4;
+            if (st[ST_MODE] != want) continue;
+            const u32 pk = st[ST_KEY], pi = st[ST_IDX];
+            const long long end = min(tile1, (long long)cu[qf] + w.counts[slot0 + t]);
+            const uint2* src = cand + (long long)t * n;
+            for (long long p = tile0 + threadIdx.x; p < end; p += kThreads) {
+                u32 d;
+                if (test(src[p], pk, pi, &d)) atomicAdd(&sh[t * kBins + d], 1u);
+            }
+        }
+    } else {
+        // Stage 2b: a tile across pools.
+        for (long long p = tile0 + threadIdx.x; p < tile1; p += kThreads) {
+            const int q = pool_of(cu, qf, ql, p);
+            for (int t = 0; t < ntails; ++t) {
+                const long long s = (long long)q * ntails + t;
+                const u32* st = w.state + s * 4;
+                if (st[ST_MODE] != want || p - cu[q] >= (long long)w.counts[s]) continue;
+                u32 d;
+                if (test(cand[(long long)t * n + p], st[ST_KEY], st[ST_IDX], &d)) atomicAdd(&w.hist[s * kBins + d], 1u);
+            }
+        }
+    }
+    __syncthreads();
+
+    // Stage 3: as select_wide_data.
+    if (qf == ql) flush_hist(w, sh, qf, ntails);
+    finish_pass(w, num_pools, ntails, pass, fuse, frac, slack);
+}
+
+// ------------------------------------------------------------------------------------------------
+// select_wide_scan: the scans when they are not fused (many slots): one block per pool (block-stride).
+//   exactly 256 threads.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL select_wide_scan(u32* ws, int num_pools, int ntails, int pass, double frac, double slack) {
+    const WideWs w = wide_ws(ws, num_pools, ntails);
+    if (pass >= 3 && w.flags[0] == 0u) return;
+    for (int q = blockIdx.x; q < num_pools; q += gridDim.x) scan_pool(w, q, ntails, pass, frac, slack);
+}
+
+// ------------------------------------------------------------------------------------------------
+// select_wide_mask: out_t[i] = 1 if valid token i is in its pool's tail t, else 0 (tail 0 -> out0, tail 1 ->
+// out1). Tiled like select_wide_data; a one-pool tile hoists its slot states and, with `vec`, loads and stores
+// whole float4.   grid ceil(n / kWideTile), exactly 256 threads.
+// ------------------------------------------------------------------------------------------------
+SEL_KERNEL select_wide_mask(float* out0, float* out1, u32* ws, const float* scores, const float* valid, const int* cu,
+                            int num_pools, long long n, u64 seed, int ntails, int vec) {
+    __shared__ int sh_pools[2];
+    const WideWs w = wide_ws(ws, num_pools, ntails);
+    const long long tile0 = (long long)blockIdx.x * kWideTile, tile1 = min(tile0 + kWideTile, n);
+    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
+    __syncthreads();
+    const int qf = sh_pools[0], ql = sh_pools[1];
+
+    if (qf == ql) {
+        // Stage 1: the pool's slot states (mode, threshold key, threshold index) per tail.
+        u32 mode[2] = {MODE_NONE, MODE_NONE}, tk[2] = {0u, 0u}, ti[2] = {0u, 0u};
+        for (int t = 0; t < ntails; ++t) {
+            const u32* st = w.state + ((long long)qf * ntails + t) * 4;
+            mode[t] = st[ST_MODE];
+            tk[t] = st[ST_KEY];
+            ti[t] = st[ST_IDX];
+        }
+        // Stage 2: batches of 16 tokens per thread.
+        for (long long base = tile0; base < tile1; base += kBatchTokens) {
+            u32 key[kBatch];
+            const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, false, nullptr, key);
+            const bool full = vec != 0 && base + kBatchTokens <= tile1;
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+                if (t >= ntails) break;
+                float m[kBatch];
+#pragma unroll
+                for (int u = 0; u < kBatch; ++u) {
+                    const bool sel = ((ok >> u) & 1u) && in_tail(mode[t], t ? ~key[u] : key[u], tk[t], ti[t],
+                                                                  batch_token(base, u));
+                    m[u] = sel ? 1.0f : 0.0f;
+                }
+                if (full) {
+#pragma unroll
+                    for (int r = 0; r < 4; ++r)
+                        *reinterpret_cast<float4*>((t == 0 ? out0 : out1) + batch_token(base, 4 * r)) =
+                            make_float4(m[4 * r], m[4 * r + 1], m[4 * r + 2], m[4 * r + 3]);
+                } else {
+#pragma unroll
+                    for (int u = 0; u < kBatch; ++u) {
+                        const long long i = batch_token(base, u);
+                        if (i < tile1) (t == 0 ? out0 : out1)[i] = m[u];
+                    }
+                }
+            }
+        }
+    } else {
+        // Stage 2b: a tile across pools, per token.
+        for (long long i = tile0 + threadIdx.x; i < tile1; i += kThreads) {
+            bool ok;
+            u32 key;
+            load_key(scores, valid, seed, i, tile1, 1, nullptr, &ok, &key);  // pass 1: no NaN flag to raise
+            const int q = ok ? pool_of(cu, qf, ql, i) : qf;
+            for (int t = 0; t < ntails; ++t) {
+                const u32* st = w.state + ((long long)q * ntails + t) * 4;
+                const bool sel = ok && in_tail(st[ST_MODE], t ? ~key : key, st[ST_KEY], st[ST_IDX], i);
+                (t == 0 ? out0 : out1)[i] = sel ? 1.0f : 0.0f;
+            }
+        }
+    }
+}
