@@ -299,7 +299,7 @@ fn select(
     reps: usize,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::ops::{radix_sort, select_tails_with};
+    use entrl_engine::ops::{radix_sort_with, select_tails_with};
     use entrl_engine::Packing;
     let dev = Device::cuda(0)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
@@ -315,7 +315,13 @@ fn select(
     }
     let default = versions[0];
     let tails = times[0];
-    let sort = median(&time_ms(&cuda, 3, reps.max(1), || radix_sort(&scores).map(|_| ()))?);
+    // Both scatter versions of the sort, the process default first ("entrl_radix_sort").
+    let scatters = entrl_engine::cuda::select::scatters_default_first()?;
+    let mut sort_times = Vec::new();
+    for &s in &scatters {
+        sort_times.push(median(&time_ms(&cuda, 3, reps.max(1), || radix_sort_with(&scores, Some(s)).map(|_| ()))?));
+    }
+    let sort = sort_times[0];
     println!(
         "select top+bottom {:.0}% of {n} f32 scores: {:.1} us (histogram version {}); radix sort (keys + indices): {:.1} us ({})",
         frac * 100.0,
@@ -327,10 +333,17 @@ fn select(
     for (v, t) in versions.iter().zip(&times).skip(1) {
         println!("  histogram version {:<13} {:.1} us", v.name(), t * 1e3);
     }
+    println!("  radix sort scatter {} (default) {:.1} us", scatters[0].name(), sort * 1e3);
+    for (s, t) in scatters.iter().zip(&sort_times).skip(1) {
+        println!("  radix sort scatter {:<13} {:.1} us", s.name(), t * 1e3);
+    }
     if let Some(path) = json {
         let mut lines = String::new();
         let mut rows = vec![("entrl_select_tails".to_string(), tails), ("entrl_radix_sort".to_string(), sort)];
         rows.extend(versions.iter().zip(&times).skip(1).map(|(v, &t)| (format!("entrl_select_tails_{}", v.name()), t)));
+        rows.extend(
+            scatters.iter().zip(&sort_times).skip(1).map(|(s, &t)| (format!("entrl_radix_sort_{}", s.name()), t)),
+        );
         for (imp, ms) in rows {
             lines.push_str(&format!(
                 "{{\"bench\":\"select\",\"impl\":\"{imp}\",\"n\":{n},\"frac\":{frac},\"ms\":{ms:.4},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",

@@ -1,10 +1,13 @@
-// Executes the radix select (select_hist / select_scan / select_mask, 8 passes as engine/src/cuda/select.rs
-// launches them), the wide radix select of select_wide.cu (as engine/src/cuda/select_wide.rs launches it,
-// with fused and with separate scans, vector and scalar loads) and the LSD radix sort (init / 4 × hist, scan, scatter / gather) of cuda/select.cu, compiled
-// unchanged against the emu/ shims, and compares them with a sort on the host: top and bottom tails of every
-// pool (empty, one-token, invalid-only and multi-tile pools, more pools per tile than the shared histograms
-// hold, ties, ±0, ±inf), seeded random selection, and a stable sort with NaNs and −0. One line per case;
-// exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
+// Executes, compiled unchanged against the emu/ shims, and compares with a sort on the host:
+//   * the radix select of select.cu (select_hist / select_scan / select_mask, 8 passes as
+//     engine/src/cuda/select.rs launches them), every histogram version;
+//   * the wide radix select of select_wide.cu (as engine/src/cuda/select_wide.rs launches it), with fused and
+//     with separate scans, vector and scalar loads, and a check of its candidates after pass 1;
+//   * the LSD radix sort of select.cu (init / 4 × hist, scan, scatter / gather), both scatter kernels.
+// Select cases: top and bottom tails of every pool (empty, one-token, invalid-only and multi-tile pools, more
+// pools per tile than the shared histograms hold, ties, ±0, ±inf) and seeded random selection; sort cases:
+// NaNs and −0, ties, partial and full tiles. One line per case; exit 1 on failure. Built and run by
+// kernels-cu/tests/emulated_kernels.rs.
 #include "select.cu"
 #include "select_wide.cu"
 
@@ -193,7 +196,9 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
     return ok;
 }
 
-static bool sort_case(const char* name, long long n, std::mt19937_64& rng) {
+using ScatterFn = void (*)(u32*, int*, const u32*, const int*, const u32*, const u32*, long long, long long, int);
+
+static bool sort_case(const char* name, long long n, std::mt19937_64& rng, ScatterFn scatter) {
     std::uniform_int_distribution<int> small(-50, 50);
     std::vector<float> x(n);
     for (long long i = 0; i < n; ++i) {
@@ -212,7 +217,7 @@ static bool sort_case(const char* name, long long n, std::mt19937_64& rng) {
         launch((unsigned)tiles, [&] { radix_sort_hist(counts.data(), kin, n, tiles, shift); });
         launch(256, [&] { radix_sort_scan(counts.data(), totals.data(), tiles); });
         launch((unsigned)tiles,
-               [&] { radix_sort_scatter(kout, iout, kin, iin, counts.data(), totals.data(), n, tiles, shift); });
+               [&] { scatter(kout, iout, kin, iin, counts.data(), totals.data(), n, tiles, shift); });
     }
     launch(4, [&] { radix_sort_gather_f32(out.data(), x.data(), ia.data(), n); });
     std::vector<int> want(n);
@@ -245,7 +250,12 @@ int main() {
         ok &= select_case("distinct scores, 1 pool (no tie)", {37000}, false, rng, hv, true);
         ok &= select_case("tails, long and short pools", {100, 33000, 5, 7, 20000, 1}, false, rng, hv);
     }
-    ok &= sort_case("radix sort 9000 (NaN, -0, -inf, ties)", 9000, rng);
-    ok &= sort_case("radix sort 255", 255, rng);
+    for (auto [label, scatter] : {std::pair<const char*, ScatterFn>{"radix_sort_scatter", radix_sort_scatter},
+                                  {"radix_sort_scatter_local", radix_sort_scatter_local}}) {
+        std::printf("%s:\n", label);
+        ok &= sort_case("radix sort 9000 (NaN, -0, -inf, ties)", 9000, rng, scatter);
+        ok &= sort_case("radix sort 255", 255, rng, scatter);
+        ok &= sort_case("radix sort 12288 (3 full tiles)", 12288, rng, scatter);
+    }
     return ok ? 0 : 1;
 }

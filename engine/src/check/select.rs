@@ -1,12 +1,12 @@
 //! Token selection and radix sort on a device against the CPU reference, on the same random inputs:
 //! one pool of 1,000,003 tokens, 997 pools of mixed lengths (including 0 and 1) with heavy ties, and a
-//! single heavily tied pool. The error of a row is the number of mismatching mask entries (or sorted
+//! single heavily tied pool; on a GPU every histogram version and both sort scatters. The error of a row is the number of mismatching mask entries (or sorted
 //! keys / indices), tolerance 0. On the CPU this compares the CPU path with itself (exercising the harness).
 use super::CheckRow;
-use crate::cuda::select::{versions_default_first, HistVersion};
+use crate::cuda::select::{scatters_default_first, versions_default_first, HistVersion, SortScatter};
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::{radix_sort, select_random, select_tails_with};
+use crate::ops::{radix_sort_with, select_random, select_tails_with};
 use crate::packing::Packing;
 use crate::tensor::Tensor;
 use rand::{Rng, SeedableRng};
@@ -83,6 +83,12 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
         (true, Ok(v)) => v.into_iter().map(Some).collect(),
         (true, Err(e)) => return vec![CheckRow::failed("select_tails", "-", "f32", e.to_string())],
     };
+    // The same for the sort's scatter versions.
+    let scatters: Vec<Option<SortScatter>> = match (dev.is_cuda(), scatters_default_first()) {
+        (false, _) => vec![None],
+        (true, Ok(v)) => v.into_iter().map(Some).collect(),
+        (true, Err(e)) => return vec![CheckRow::failed("radix_sort", "-", "f32", e.to_string())],
+    };
     for case in cases(&mut rng) {
         let n: usize = case.lengths.iter().sum();
         let shape = format!("{} x{} n={n}", case.name, case.lengths.len());
@@ -121,12 +127,19 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
         for (j, i) in (7..n).step_by(4099).enumerate() {
             keys[i] = if j % 2 == 0 { f32::NAN } else { -f32::NAN };
         }
-        let sort = || -> Result<f64> {
-            let (k, i) = run_sort(dev, &keys)?;
-            let (kr, ir) = run_sort(&Device::Cpu, &keys)?;
-            Ok(mismatches(&k, &kr, f32_bits_eq) + mismatches(&i, &ir, |a, b| a == b))
-        };
-        rows.push(row("radix_sort", &format!("[{n}]"), "f32", sort()));
+        let on_cpu = run_sort(&Device::Cpu, &keys, None);
+        for (i, scatter) in scatters.iter().enumerate() {
+            let sort = || -> Result<f64> {
+                let (k, i) = run_sort(dev, &keys, *scatter)?;
+                let (kr, ir) = on_cpu.as_ref().map_err(|e| crate::EngineError::invalid("radix_sort", e.to_string()))?;
+                Ok(mismatches(&k, kr, f32_bits_eq) + mismatches(&i, ir, |a, b| a == b))
+            };
+            let label = match scatter {
+                Some(v) if i > 0 => format!("radix_sort [{}]", v.name()),
+                _ => "radix_sort".to_string(),
+            };
+            rows.push(row(&label, &format!("[{n}]"), "f32", sort()));
+        }
     }
     rows.extend(nan_rows(dev, &versions));
     if let Some(c) = dev.as_cuda() {
@@ -166,9 +179,9 @@ fn run_random(dev: &Device, valid: &[f32], frac: f64, seed: u64, pools: &Packing
     select_random(&v, frac, seed, pools)?.to_vec_f32()
 }
 
-fn run_sort(dev: &Device, keys: &[f32]) -> Result<(Vec<f32>, Vec<i32>)> {
+fn run_sort(dev: &Device, keys: &[f32], scatter: Option<SortScatter>) -> Result<(Vec<f32>, Vec<i32>)> {
     let k = Tensor::from_vec(keys.to_vec(), [keys.len()], dev)?;
-    let (sorted, idx) = radix_sort(&k)?;
+    let (sorted, idx) = radix_sort_with(&k, scatter)?;
     Ok((sorted.to_vec_f32()?, idx.to_vec_i32()?))
 }
 

@@ -59,18 +59,24 @@ impl HistVersion {
     }
 }
 
+/// `$var` parsed as one of `all` by name (unset or empty: `default`), with an error listing the names.
+fn env_choice<T: Copy>(var: &str, all: &[T], name: fn(T) -> &'static str, default: T) -> Result<T, String> {
+    match std::env::var(var).as_deref() {
+        Err(_) | Ok("") => Ok(default),
+        Ok(s) => all.iter().copied().find(|&v| name(v) == s).ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|&v| name(v)).collect();
+            format!("{var}={s}: use one of {}", names.join(", "))
+        }),
+    }
+}
+
 /// The process default histogram version: `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll |
 /// keys | lean | wide), else plain; read once. Callers that compare versions pass one explicitly
 /// (`ops::select_tails_with`).
 pub fn hist_version() -> Result<HistVersion> {
     static DEFAULT: OnceLock<std::result::Result<HistVersion, String>> = OnceLock::new();
     DEFAULT
-        .get_or_init(|| match std::env::var("ENTRL_SELECT_HIST").as_deref() {
-            Err(_) | Ok("") => Ok(HistVersion::Plain),
-            Ok(s) => HistVersion::ALL.iter().copied().find(|h| h.name() == s).ok_or_else(|| {
-                format!("ENTRL_SELECT_HIST={s}: use plain, match, unroll, match_unroll, keys, lean or wide")
-            }),
-        })
+        .get_or_init(|| env_choice("ENTRL_SELECT_HIST", &HistVersion::ALL, HistVersion::name, HistVersion::Plain))
         .clone()
         .map_err(|e| EngineError::invalid("select", e))
 }
@@ -79,6 +85,47 @@ pub fn hist_version() -> Result<HistVersion> {
 pub fn versions_default_first() -> Result<Vec<HistVersion>> {
     let default = hist_version()?;
     Ok(std::iter::once(default).chain(HistVersion::ALL.into_iter().filter(|&v| v != default)).collect())
+}
+
+/// The versions of the radix sort's scatter pass in `select.cu` (both stable; they differ in speed only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortScatter {
+    /// `radix_sort_scatter`: `__match_any_sync` warp ranks, each element written straight to its place.
+    Match,
+    /// `radix_sort_scatter_local`: ballot warp ranks, the tile staged in shared memory in digit order so
+    /// the global writes are contiguous per digit.
+    Local,
+}
+
+impl SortScatter {
+    pub const ALL: [SortScatter; 2] = [Self::Match, Self::Local];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Match => "match",
+            Self::Local => "local",
+        }
+    }
+    fn kernel(self) -> &'static str {
+        match self {
+            Self::Match => "radix_sort_scatter",
+            Self::Local => "radix_sort_scatter_local",
+        }
+    }
+}
+
+/// The process default scatter: `$ENTRL_SORT_SCATTER` (match | local), else match; read once.
+pub fn sort_scatter() -> Result<SortScatter> {
+    static DEFAULT: OnceLock<std::result::Result<SortScatter, String>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| env_choice("ENTRL_SORT_SCATTER", &SortScatter::ALL, SortScatter::name, SortScatter::Match))
+        .clone()
+        .map_err(|e| EngineError::invalid("radix_sort", e))
+}
+
+/// Both scatter versions, the process default first.
+pub fn scatters_default_first() -> Result<Vec<SortScatter>> {
+    let default = sort_scatter()?;
+    Ok(std::iter::once(default).chain(SortScatter::ALL.into_iter().filter(|&v| v != default)).collect())
 }
 
 /// Threads per block of every kernel in `select.cu` and `select_wide.cu` (they require exactly this many).
@@ -197,7 +244,7 @@ pub fn select_masks(
 
 /// Stable ascending sort of f32 keys: (sorted keys with their original bits, i32 source indices).
 /// -0.0 sorts equal to +0.0 and NaNs sort last, each group in index order.
-pub fn radix_sort(x: &CudaStorage) -> Result<(CudaStorage, CudaStorage)> {
+pub fn radix_sort(x: &CudaStorage, scatter: SortScatter) -> Result<(CudaStorage, CudaStorage)> {
     const OP: &str = "radix_sort";
     let dev = &x.device;
     let n = x.len;
@@ -228,7 +275,7 @@ pub fn radix_sort(x: &CudaStorage) -> Result<(CudaStorage, CudaStorage)> {
         let ((kin, iin), (kout, iout)) = if pass % 2 == 0 { ((ka, ia), (kb, ib)) } else { ((kb, ib), (ka, ia)) };
         launch!(dev, "select", "radix_sort_hist", tile_cfg, [pcount, kin, nn, nt, shift]);
         launch!(dev, "select", "radix_sort_scan", digit_cfg, [pcount, ptot, nt]);
-        launch!(dev, "select", "radix_sort_scatter", tile_cfg, [kout, iout, kin, iin, pcount, ptot, nn, nt, shift]);
+        launch!(dev, "select", scatter.kernel(), tile_cfg, [kout, iout, kin, iin, pcount, ptot, nn, nt, shift]);
     }
     let po = out.ptr();
     launch!(dev, "select", "radix_sort_gather_f32", grid(n), [po, px, ia, nn]);

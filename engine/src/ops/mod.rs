@@ -22,7 +22,9 @@ pub use matmul::MatmulSpec;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
 pub use rope::RopeSpec;
 pub use sampling::sample_rows;
-pub use select::{radix_sort, select_random, select_tails, select_tails_with, tail_count, TailMasks, COUNT_SLACK};
+pub use select::{
+    radix_sort, radix_sort_with, select_random, select_tails, select_tails_with, tail_count, TailMasks, COUNT_SLACK,
+};
 pub use weights::{soft_weights, SoftWeightSchedule};
 
 use crate::cpu::CpuStorage;

@@ -106,6 +106,11 @@ pub fn select_random(valid: &Tensor, frac: f64, seed: u64, pools: &Packing) -> R
 /// Stable ascending sort of f32 keys [N]: (sorted keys, i32 original indices). Equal keys keep their index
 /// order; -0.0 and +0.0 are equal (each keeps its own bits in the output); NaNs sort last.
 pub fn radix_sort(keys: &Tensor) -> Result<(Tensor, Tensor)> {
+    radix_sort_with(keys, None)
+}
+
+/// [`radix_sort`] with an explicit scatter version on a GPU (None: `$ENTRL_SORT_SCATTER`'s default).
+pub fn radix_sort_with(keys: &Tensor, scatter: Option<cuda_select::SortScatter>) -> Result<(Tensor, Tensor)> {
     const OP: &str = "radix_sort";
     let n = check_tokens(OP, "keys", keys)?;
     let mut st = dispatch(
@@ -116,7 +121,7 @@ pub fn radix_sort(keys: &Tensor) -> Result<(Tensor, Tensor)> {
             Ok(vec![CpuStorage::F32(k), CpuStorage::I32(i)])
         },
         |x| {
-            let (k, i) = cuda_select::radix_sort(x[0])?;
+            let (k, i) = cuda_select::radix_sort(x[0], scatter.map_or_else(cuda_select::sort_scatter, Ok)?)?;
             Ok(vec![k, i])
         },
     )?;
