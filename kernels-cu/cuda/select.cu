@@ -421,72 +421,15 @@ SEL_KERNEL radix_sort_scan(u32* counts, u32* totals, long long tiles) {
 // + running[d]             (digit-d elements of earlier 256-element chunks of this tile)
 // + Σ_{w' < w} wcount[w'][d] + popc(peers below this lane)   (earlier warps / lanes of this chunk).
 //   grid = tiles, exactly 256 threads.
-// ------------------------------------------------------------------------------------------------
-SEL_KERNEL radix_sort_scatter(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
-                              const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
-    __shared__ u32 digit_base[256];
-    __shared__ u32 running[256];
-    __shared__ u32 wcount[kWarps][256];
-    __shared__ u32 warp_tot[32];
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const long long b = blockIdx.x;
-
-    // Stage 1: base offset of every digit for this tile; clear the per-chunk counters (thread tid owns
-    // digit column tid of running / wcount).
-    const u32 tot = totals[tid];
-    u32 all;
-    const u32 incl = block_inclusive_scan(tot, warp_tot, &all);
-    digit_base[tid] = (incl - tot) + counts[(long long)tid * tiles + b];
-    running[tid] = 0u;
-    for (int w = 0; w < kWarps; ++w) wcount[w][tid] = 0u;
-    __syncthreads();
-
-    const long long tile0 = b * kTile, tile1 = min(tile0 + kTile, n);
-    const u32 lanes_below = (1u << lane) - 1u;
-    for (long long c0 = tile0; c0 < tile1; c0 += kThreads) {  // uniform trip count
-        // Stage 2: load one element per thread; rank it among same-digit lanes of its warp.
-        const long long i = c0 + tid;
-        const bool in = i < tile1;
-        u32 key = 0u, dgt = 256u;  // 256: out-of-range lanes match only each other
-        int id = 0;
-        if (in) {
-            key = keys_in[i];
-            id = idx_in[i];
-            dgt = (key >> shift) & 255u;
-        }
-        const u32 peers = __match_any_sync(0xffffffffu, dgt);
-        const u32 rank = __popc(peers & lanes_below);
-        if (in && rank == 0u) wcount[warp][dgt] = __popc(peers);
-        __syncthreads();
-        // Stage 3: scatter.
-        if (in) {
-            u32 pos = digit_base[dgt] + running[dgt] + rank;
-            for (int w = 0; w < warp; ++w) pos += wcount[w][dgt];
-            keys_out[pos] = key;
-            idx_out[pos] = id;
-        }
-        __syncthreads();
-        // Stage 4: advance the running digit counts and clear this chunk's per-warp counts.
-        u32 add = 0u;
-        for (int w = 0; w < kWarps; ++w) {
-            add += wcount[w][tid];
-            wcount[w][tid] = 0u;
-        }
-        running[tid] += add;
-        __syncthreads();
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// radix_sort_scatter_local: the same stable scatter, written coalesced. radix_sort_scatter took 192-201 us a
+//
+// radix_sort_scatter_local: the same destinations, written coalesced. radix_sort_scatter took 192-201 us a
 // pass on the H100 (2026-11-27) where its histogram pass took 14: every warp store there spreads over ~32
 // digit runs, and __match_any_sync's cost grows with the distinct digits of the warp. Here:
 //   * ranks come from a warp multisplit, one ballot per digit bit (Ashkiani et al. 2016), a fixed cost;
-//   * the tile is first placed in shared memory in (digit, index) order, at its local position
-//     running[d] + earlier warps + lane rank, where running starts at the tile's exclusive digit offsets
-//     (this tile's digit counts are the differences of the tile-scanned counts: counts[d][b+1] - counts[d][b],
-//     totals[d] - counts[d][b] for the last tile);
-//   * then consecutive threads copy consecutive local positions to global position
+//   * running[d] starts at the tile's exclusive digit offset (this tile's digit counts are the differences
+//     of the tile-scanned counts: counts[d][b+1] - counts[d][b], or totals[d] - counts[d][b] for the last
+//     tile), so the chunk loop places the tile in shared memory in (digit, index) order;
+//   * then consecutive threads copy consecutive local positions j to global position
 //     Σ_{d'<d} totals[d'] + counts[d][b] + (j - local offset of d), so each digit run is written contiguously.
 //   grid = tiles, exactly 256 threads, 42 KB static shared memory.
 // ------------------------------------------------------------------------------------------------
@@ -502,27 +445,30 @@ __device__ __forceinline__ u32 warp_peers9(u32 v) {
     return peers;
 }
 
-SEL_KERNEL radix_sort_scatter_local(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
-                                    const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
-    __shared__ u32 base_minus_local[256];
+// Both scatters; kLocal stages the tile in sk / si (kTile entries each) before writing it out.
+template <bool kLocal>
+__device__ __forceinline__ void radix_sort_scatter_body(u32* keys_out, int* idx_out, const u32* keys_in,
+                                                        const int* idx_in, const u32* counts, const u32* totals,
+                                                        long long n, long long tiles, int shift, u32* sk, int* si) {
+    __shared__ u32 digit_base[256];
     __shared__ u32 running[256];
     __shared__ u32 wcount[kWarps][256];
     __shared__ u32 warp_tot[32];
-    __shared__ u32 sk[kTile];
-    __shared__ int si[kTile];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const long long b = blockIdx.x;
 
-    // Stage 1 (thread tid = digit d): global start of the tile's digit-d run, its local offset, and the
-    // difference of the two (the copy in stage 4 adds the local position).
+    // Stage 1 (thread tid = digit d): global start of the tile's digit-d run, minus its local offset when the
+    // tile is staged (the copy in stage 5 adds the local position); clear the per-chunk counters.
     const u32 tot = totals[tid];
     u32 all;
-    const u32 gincl = block_inclusive_scan(tot, warp_tot, &all);
+    const u32 incl = block_inclusive_scan(tot, warp_tot, &all);
     const u32 before = counts[(long long)tid * tiles + b];
-    const u32 cnt = (b + 1 < tiles ? counts[(long long)tid * tiles + b + 1] : tot) - before;
-    const u32 lincl = block_inclusive_scan(cnt, warp_tot, &all);
-    const u32 local = lincl - cnt;
-    base_minus_local[tid] = (gincl - tot) + before - local;  // mod 2^32: the sum below is in range
+    u32 local = 0u;
+    if (kLocal) {
+        const u32 cnt = (b + 1 < tiles ? counts[(long long)tid * tiles + b + 1] : tot) - before;
+        local = block_inclusive_scan(cnt, warp_tot, &all) - cnt;
+    }
+    digit_base[tid] = (incl - tot) + before - local;  // mod 2^32: every destination below is in range
     running[tid] = local;
     for (int w = 0; w < kWarps; ++w) wcount[w][tid] = 0u;
     __syncthreads();
@@ -540,18 +486,24 @@ SEL_KERNEL radix_sort_scatter_local(u32* keys_out, int* idx_out, const u32* keys
             id = idx_in[i];
             dgt = (key >> shift) & 255u;
         }
-        const u32 peers = warp_peers9(dgt);
+        const u32 peers = kLocal ? warp_peers9(dgt) : __match_any_sync(0xffffffffu, dgt);
         const u32 rank = __popc(peers & lanes_below);
         if (in && rank == 0u) wcount[warp][dgt] = __popc(peers);
         __syncthreads();
-        // Stage 3: place it in the tile's (digit, index) order in shared memory.
+        // Stage 3: place it: in the staged tile, or straight at its destination.
         if (in) {
             u32 pos = running[dgt] + rank;
             for (int w = 0; w < warp; ++w) pos += wcount[w][dgt];
-            sk[pos] = key;
-            si[pos] = id;
+            if (kLocal) {
+                sk[pos] = key;
+                si[pos] = id;
+            } else {
+                keys_out[digit_base[dgt] + pos] = key;
+                idx_out[digit_base[dgt] + pos] = id;
+            }
         }
         __syncthreads();
+        // Stage 4: advance the running digit counts and clear this chunk's per-warp counts.
         u32 add = 0u;
         for (int w = 0; w < kWarps; ++w) {
             add += wcount[w][tid];
@@ -561,13 +513,28 @@ SEL_KERNEL radix_sort_scatter_local(u32* keys_out, int* idx_out, const u32* keys
         __syncthreads();
     }
 
-    // Stage 4: coalesced copy of the ordered tile: local position j of digit d goes to base_minus_local[d] + j.
-    for (long long j = tid; j < tile1 - tile0; j += kThreads) {
-        const u32 key = sk[j];
-        const u32 pos = base_minus_local[(key >> shift) & 255u] + (u32)j;
-        keys_out[pos] = key;
-        idx_out[pos] = si[j];
+    // Stage 5 (staged): coalesced copy, local position j of digit d to digit_base[d] + j.
+    if (kLocal) {
+        for (long long j = tid; j < tile1 - tile0; j += kThreads) {
+            const u32 key = sk[j];
+            const u32 pos = digit_base[(key >> shift) & 255u] + (u32)j;
+            keys_out[pos] = key;
+            idx_out[pos] = si[j];
+        }
     }
+}
+
+SEL_KERNEL radix_sort_scatter(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
+                              const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
+    radix_sort_scatter_body<false>(keys_out, idx_out, keys_in, idx_in, counts, totals, n, tiles, shift, nullptr,
+                                   nullptr);
+}
+
+SEL_KERNEL radix_sort_scatter_local(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
+                                    const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
+    __shared__ u32 sk[kTile];
+    __shared__ int si[kTile];
+    radix_sort_scatter_body<true>(keys_out, idx_out, keys_in, idx_in, counts, totals, n, tiles, shift, sk, si);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -180,7 +180,8 @@ pub fn select_masks(
     }
     i32_arg(op, n)?;
     if version == HistVersion::Wide {
-        super::select_wide::select_masks_wide(op, scores, valid, cu, num_pools, frac, slack, seed, &outs)?;
+        let job = super::select_wide::WideJob { op, scores, valid, cu, num_pools, frac, slack, seed };
+        super::select_wide::select_masks_wide(&job, &outs)?;
         return Ok(outs);
     }
     let nslots = num_pools * ntails;
@@ -217,15 +218,7 @@ pub fn select_masks(
     }
     // One synchronisation: a NaN score on a valid token is an error, and the index passes run only when
     // some pool has a partial tie at its threshold key (saving their 8 launches otherwise).
-    let f = flags.to_cpu()?;
-    let f = f.as_i32(op)?;
-    if f[1] != 0 {
-        return Err(EngineError::invalid(
-            op,
-            "NaN score on a valid token (scores of valid tokens must not be NaN; mask the token out instead)",
-        ));
-    }
-    if f[0] != 0 {
+    if needs_index_passes(op, &flags)? {
         for p in KEY_PASSES..SELECT_PASSES {
             run_pass(p)?;
         }
@@ -240,6 +233,19 @@ pub fn select_masks(
         launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
     }
     Ok(outs)
+}
+
+/// Reads the flags [need index passes, NaN score on a valid token] from the start of `flags` (after the
+/// stream's work): a NaN is an error, else whether some pool has a partial tie at its threshold key.
+pub(super) fn needs_index_passes(op: &'static str, flags: &CudaStorage) -> Result<bool> {
+    let f = flags.read_i32_prefix(2)?;
+    if f[1] != 0 {
+        return Err(EngineError::invalid(
+            op,
+            "NaN score on a valid token (scores of valid tokens must not be NaN; mask the token out instead)",
+        ));
+    }
+    Ok(f[0] != 0)
 }
 
 /// Stable ascending sort of f32 keys: (sorted keys with their original bits, i32 source indices).

@@ -21,20 +21,24 @@ fn aligned16(ptr: u64) -> bool {
     ptr.is_multiple_of(16)
 }
 
-/// Fills `outs` (one f32 mask per tail, `valid.len` tokens each, already allocated) with the per-pool tails.
-/// Arguments as `select::select_masks`, checked there; `n` > 0.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn select_masks_wide(
-    op: &'static str,
-    scores: Option<&CudaStorage>,
-    valid: &CudaStorage,
-    cu: &CudaStorage,
-    num_pools: usize,
-    frac: f64,
-    slack: f64,
-    seed: u64,
-    outs: &[CudaStorage],
-) -> Result<()> {
+/// What `select::select_masks` passes on, its arguments checked there.
+pub(super) struct WideJob<'a> {
+    pub op: &'static str,
+    /// None: the seeded hash keys (random selection).
+    pub scores: Option<&'a CudaStorage>,
+    pub valid: &'a CudaStorage,
+    /// The pools' cu_seqlens, i32 [num_pools + 1].
+    pub cu: &'a CudaStorage,
+    pub num_pools: usize,
+    pub frac: f64,
+    pub slack: f64,
+    pub seed: u64,
+}
+
+/// Fills `outs` (one f32 mask per tail, `valid.len` > 0 tokens each, already allocated) with the per-pool
+/// tails.
+pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<()> {
+    let WideJob { op, scores, valid, cu, num_pools, frac, slack, seed } = *job;
     let dev = &valid.device;
     let n = valid.len;
     let ntails = outs.len();
@@ -75,14 +79,7 @@ pub(super) fn select_masks_wide(
     cand_pass(2)?;
     // One synchronisation: a NaN score on a valid token is an error, and the index passes run only when some
     // pool has a partial tie at its threshold key.
-    let flags = ws.read_i32_prefix(2)?;
-    if flags[1] != 0 {
-        return Err(EngineError::invalid(
-            op,
-            "NaN score on a valid token (scores of valid tokens must not be NaN; mask the token out instead)",
-        ));
-    }
-    if flags[0] != 0 {
+    if super::select::needs_index_passes(op, &ws)? {
         for pass in 3..6 {
             cand_pass(pass)?;
         }
