@@ -61,7 +61,8 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     std::vector<uint2> cand(2 * n, uint2{0xDEADBEEFu, 0xDEADBEEFu});  // poisoned: only live entries are read
     const unsigned tiles = (unsigned)((n + kWideTile - 1) / kWideTile);
     auto aligned = [](const void* p) { return p == nullptr || (uintptr_t)p % 16 == 0; };
-    vec = vec && aligned(sc) && aligned(valid.data()) && aligned(out0.data()) && aligned(out1.data());
+    float* o1 = ntails > 1 ? out1.data() : nullptr;
+    vec = vec && aligned(sc) && aligned(valid.data()) && aligned(out0.data()) && aligned(o1);
     auto scan = [&](int pass) {
         if (!fuse) launch((unsigned)std::min(num_pools, 65535), [&] {
             select_wide_scan(ws.data(), num_pools, ntails, pass, frac, slack);
@@ -102,7 +103,7 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
         scan(pass);
     }
     launch(tiles, [&] {
-        select_wide_mask(out0.data(), out1.data(), ws.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails,
+        select_wide_mask(out0.data(), o1, ws.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails,
                          vec);
     });
     *nan_flag = ws[1];
@@ -110,9 +111,9 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
 }
 
 static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng,
-                        const HistVersion& hv, bool distinct = false) {
+                        const HistVersion& hv, bool distinct = false, int ntails = 2) {
     const double frac = 0.2, slack = 1.0 - 1e-12;
-    const int ntails = 2, num_pools = (int)pool_lens.size();
+    const int num_pools = (int)pool_lens.size();
     std::vector<int> cu{0};
     for (int l : pool_lens) cu.push_back(cu.back() + l);
     const long long n = cu.back();
@@ -131,6 +132,7 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
     const int nslots = num_pools * ntails;
     std::vector<u32> hist(nslots * 256, 0u), state(nslots * 4, 0u), flags(2, 0u);
     std::vector<float> out0(n, NAN), out1(n, NAN);
+    float* o1 = ntails > 1 ? out1.data() : nullptr;  // as the host passes it for one tail
     // the keys version's buffers, poisoned (pass 0 must write every word it later reads)
     std::vector<u32> keys_buf(n, 0xDEADBEEFu), bits((n + 31) / 32, 0xA5A5A5A5u);
     const float* sc = random ? nullptr : scores.data();
@@ -153,16 +155,16 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
         ticket_ok = run_wide(sc, valid, cu, n, seed, ntails, frac, slack, hv.wide == 1, hv.wide == 1, out0, out1, &flags[1]);
     } else if (hv.lean_mask) {
         launch(tiles, [&] {
-            select_mask_lean(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
+            select_mask_lean(out0.data(), o1, state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
                              ntails);
         });
     } else {
         launch(3, [&] {
             if (hv.fn)
-                select_mask(out0.data(), out1.data(), state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
+                select_mask(out0.data(), o1, state.data(), sc, valid.data(), cu.data(), num_pools, n, seed,
                             ntails);
             else
-                select_mask_keys(out0.data(), out1.data(), state.data(), cu.data(), num_pools, n, ntails,
+                select_mask_keys(out0.data(), o1, state.data(), cu.data(), num_pools, n, ntails,
                                  keys_buf.data(), bits.data());
         });
     }
@@ -244,11 +246,24 @@ int main() {
         ok &= select_case("tails, 9 pools incl. empty / 1 / invalid", {0, 1, 15, 40, 3000, 2, 0, 5100, 77}, false, rng,
                           hv);
         ok &= select_case("random, 6 pools", {4200, 13, 1, 60, 900, 333}, true, rng, hv);
+        ok &= select_case("random, 1 tail, 5 pools", {3000, 0, 9000, 17, 5000}, true, rng, hv, false, 1);
         if (!hv.wide) continue;
         // tiles of 16384 inside one pool (full float4 batches and a ragged last tile), and mixed tiles
         ok &= select_case("tails, 1 pool over 3 wide tiles", {40000}, false, rng, hv);
         ok &= select_case("distinct scores, 1 pool (no tie)", {37000}, false, rng, hv, true);
         ok &= select_case("tails, long and short pools", {100, 33000, 5, 7, 20000, 1}, false, rng, hv);
+        ok &= select_case("bottom tail only, 2 long pools", {16384, 20001}, false, rng, hv, false, 1);
+        // pools drawn at random around the tile and batch sizes (16384, 4096), 1 or 2 tails
+        for (int c = 0; c < 6; ++c) {
+            std::vector<int> lens(1 + rng() % 6);
+            for (int& l : lens) {
+                const int edges[] = {0, 1, 4095, 4096, 4097, 16383, 16384, 16385};
+                l = rng() % 2 ? edges[rng() % 8] : (int)(rng() % 30000);
+            }
+            char label[64];
+            std::snprintf(label, sizeof label, "random pools #%d (%zu pools)", c, lens.size());
+            ok &= select_case(label, lens, c % 3 == 2, rng, hv, c % 2 == 1, 1 + c % 2);
+        }
     }
     for (auto [label, scatter] : {std::pair<const char*, ScatterFn>{"radix_sort_scatter", radix_sort_scatter},
                                   {"radix_sort_scatter_local", radix_sort_scatter_local}}) {
