@@ -20,8 +20,10 @@
 //
 // Passes (digit = bits [shift, shift + width) of a u32):
 //   0: key bits 21..31, all tokens       3: index bits 21..31 of the candidates equal to the threshold key
-//   1: key bits 10..20, all tokens       4: index bits 10..20       (3-5 only when flags[0]: a partial tie)
-//   2: key bits  0..9,  candidates       5: index bits  0..9
+//   1: key bits 10..20, all tokens       4: index bits 10..20       (3-5 exit at once unless flags[0]:
+//   2: key bits  0..9,  candidates       5: index bits  0..9         a partial tie at the threshold key)
+// The host queues all six passes and the mask without waiting; it reads the flags (NaN score) through a
+// page-locked copy after pass 2, which does not drain the stream.
 // Workspace ws (u32, zeroed once by the host): flags[4] = [need index passes, NaN score, ticket, unused],
 // counts[nslots], state[nslots][4] (select_common.cuh), hist[nslots][2048].
 #include "select_common.cuh"

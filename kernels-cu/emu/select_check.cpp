@@ -50,9 +50,10 @@ static const HistVersion kHistVersions[] = {{"plain", select_hist_plain},
                                             {"wide (fused scans, float4)", nullptr, false, 1},
                                             {"wide (scan kernel, scalar)", nullptr, false, 2}};
 
-// The wide version as engine/src/cuda/select_wide.rs runs it: one zeroed workspace, passes 0-2, the flag
-// read, passes 3-5 only when some slot has a partial tie, then the mask. False if the fused scans' ticket was
-// left set or the candidates after pass 1 were wrong. float4 access only where every buffer is 16-byte aligned, as the host checks.
+// The wide version as engine/src/cuda/select_wide.rs runs it: one zeroed workspace, passes 0-5 (3-5 exit at
+// once unless some slot has a partial tie), then the mask. False if the fused scans' ticket was left set or
+// the candidates after pass 1 were wrong. float4 access only where every buffer is 16-byte aligned, as the
+// host checks.
 static bool run_wide(const float* sc, const std::vector<float>& valid, const std::vector<int>& cu, long long n,
                      u64 seed, int ntails, double frac, double slack, bool fuse, bool vec, std::vector<float>& out0,
                      std::vector<float>& out1, u32* nan_flag) {
@@ -96,7 +97,6 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     }
     if (!compact_ok) std::printf("wide: the candidates after pass 1 differ from the prefix's tokens\n");
     for (int pass = 2; pass < 6; ++pass) {
-        if (pass == 3 && ws[0] == 0u) break;  // the host's skip of the index passes
         launch(tiles, [&] {
             select_wide_cand(ws.data(), cand.data(), cu.data(), num_pools, n, ntails, pass, fuse, frac, slack);
         });

@@ -25,6 +25,7 @@ pub mod gemm_lt;
 pub mod geo;
 pub mod kernels;
 pub mod policy_loss;
+pub mod readback;
 pub mod sampling;
 pub mod select;
 mod select_wide;
@@ -80,6 +81,8 @@ struct Inner {
     /// Device-side error word written by kernels that validate indices (1 = index out of range).
     err_flag: DeviceBlock,
     debug_sync: AtomicBool,
+    /// Page-locked buffers of the non-draining reads (`read_i32_async`).
+    pinned: readback::PinnedPool,
 }
 
 impl Drop for Inner {
@@ -129,6 +132,7 @@ impl CudaDevice {
                 functions: Mutex::new(HashMap::new()),
                 err_flag,
                 debug_sync: AtomicBool::new(false),
+                pinned: Arc::new(Mutex::new(Vec::new())),
             }),
         };
         dev.clear_error_flag()?;

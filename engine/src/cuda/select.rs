@@ -240,12 +240,17 @@ pub fn select_masks(
 pub(super) fn needs_index_passes(op: &'static str, flags: &CudaStorage) -> Result<bool> {
     let f = flags.read_i32_prefix(2)?;
     if f[1] != 0 {
-        return Err(EngineError::invalid(
-            op,
-            "NaN score on a valid token (scores of valid tokens must not be NaN; mask the token out instead)",
-        ));
+        return Err(nan_score_error(op));
     }
     Ok(f[0] != 0)
+}
+
+/// The error for a NaN score on a valid token (flags[1]).
+pub(super) fn nan_score_error(op: &'static str) -> EngineError {
+    EngineError::invalid(
+        op,
+        "NaN score on a valid token (scores of valid tokens must not be NaN; mask the token out instead)",
+    )
 }
 
 /// Stable ascending sort of f32 keys: (sorted keys with their original bits, i32 source indices).

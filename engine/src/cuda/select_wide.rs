@@ -1,7 +1,8 @@
 //! Launcher for `kernels-cu/cuda/select_wide.cu`, the `wide` version of the radix select: 11-bit digits
 //! (3 key passes), candidate compaction after the second pass, scans fused into the last block when there
-//! are few slots, float4 loads. Same arguments and result as the other versions (`select::select_masks`,
-//! which validates the arguments and calls this).
+//! are few slots, float4 loads, and no stream drain: every pass is queued up front and the flags (NaN score)
+//! come back through a page-locked read after pass 2 (`readback.rs`). Same arguments and result as the
+//! other versions (`select::select_masks`, which validates the arguments and calls this).
 use super::kernels::i32_arg;
 use super::select::blocks;
 use crate::dtype::DType;
@@ -77,13 +78,17 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
         scan(pass)
     };
     cand_pass(2)?;
-    // One synchronisation: a NaN score on a valid token is an error, and the index passes run only when some
-    // pool has a partial tie at its threshold key.
-    if super::select::needs_index_passes(op, &ws)? {
-        for pass in 3..6 {
-            cand_pass(pass)?;
-        }
+    // The flags after pass 2 are read without draining the stream: the index passes are queued regardless
+    // (they exit at once unless some pool has a partial tie at its threshold key), then the mask, and the
+    // host waits for the copy alone, to report a NaN score. (The 8-bit versions read the flags with a
+    // synchronisation and skip the index launches instead.)
+    let flags = dev.read_i32_async(pws, 2)?;
+    for pass in 3..6 {
+        cand_pass(pass)?;
     }
     launch!(dev, "select_wide", "select_wide_mask", cfg, [p0, p1, pws, ps, pv, pc, np, nn, seed, nt, vec]);
+    if flags.wait()?[1] != 0 {
+        return Err(super::select::nan_score_error(op));
+    }
     Ok(())
 }
