@@ -26,7 +26,7 @@ pub mod shape;
 pub mod storage;
 pub mod tensor;
 
-pub use autograd::{checkpoint, no_grad};
+pub use autograd::{checkpoint, is_grad_enabled, no_grad};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{EngineError, Result};

@@ -41,3 +41,67 @@ __device__ __forceinline__ void rope_body(T* out, const T* x, const int* pos, in
 
 DEFINE_ROPE(f32, float)
 DEFINE_ROPE(bf16, __nv_bfloat16)
+
+// ------------------------------------------------------------------------------------------------
+// qk_norm_rope: Qwen3's per-head RMSNorm of q and k followed by RoPE, forward only (inference: prefill,
+// decode, old log-probs), both tensors in one launch instead of four (norm q, rope q, norm k, rope k).
+//   q [tokens, hq, d], k [tokens, hk, d], weights qw, kw [d]; d even, d <= kNormRopeMaxD.
+//   y = x · (mean(x²) + eps)^(-1/2) · w, rounded to T (as rmsnorm_fwd stores it), then rotated as rope_body.
+// One warp per (token, head) row of q, then of k (row r < tokens·hq is q's), 8 rows per 256-thread block;
+// the row is staged in shared memory (each warp its own slice, so only __syncwarp is needed).
+// ------------------------------------------------------------------------------------------------
+constexpr int kNormRopeMaxD = 512;
+constexpr int kNormRopeWarps = 8;
+
+template <typename T>
+__device__ __forceinline__ void qk_norm_rope_body(T* q_out, T* k_out, const T* q, const T* k, const T* qw,
+                                                  const T* kw, const int* pos, int tokens, int hq, int hk, int d,
+                                                  float eps, float theta, int bf16_freqs) {
+    __shared__ float rows_buf[kNormRopeWarps][kNormRopeMaxD];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long long rows_q = (long long)tokens * hq, rows = rows_q + (long long)tokens * hk;
+    const long long r = (long long)blockIdx.x * kNormRopeWarps + warp;
+    if (r >= rows) return;  // warp-uniform; no block barrier follows
+    // 1. which tensor, row and token
+    const bool is_q = r < rows_q;
+    const long long rr = is_q ? r : r - rows_q;
+    const long long t = rr / (is_q ? hq : hk);
+    const T* x = (is_q ? q : k) + rr * d;
+    T* y = (is_q ? q_out : k_out) + rr * d;
+    const T* w = is_q ? qw : kw;
+    float* s = rows_buf[warp];
+    // 2. sum of squares; inverse RMS (precise sqrt + divide, as rmsnorm_fwd)
+    float ss = 0.0f;
+    for (int c = lane; c < d; c += 32) {
+        const float v = to_f32(x[c]);
+        s[c] = v;
+        ss += v * v;
+    }
+    ss = warp_sum(ss);
+    const float rs = 1.0f / sqrtf(ss / (float)d + eps);
+    // 3. normalize and scale, rounded to the storage type
+    for (int c = lane; c < d; c += 32) s[c] = to_f32(from_f32<T>(s[c] * rs * to_f32(w[c])));
+    __syncwarp();
+    // 4. rotate the pairs (i, i + half) as rope_body
+    const int half = d / 2;
+    for (int i = lane; i < half; i += 32) {
+        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)d);
+        if (bf16_freqs) inv_freq = __bfloat162float(__float2bfloat16_rn(inv_freq));
+        const float angle = (float)pos[t] * inv_freq;
+        float sn, cs;
+        sincosf(angle, &sn, &cs);
+        const float x1 = s[i], x2 = s[i + half];
+        y[i] = from_f32<T>(x1 * cs - x2 * sn);
+        y[i + half] = from_f32<T>(x2 * cs + x1 * sn);
+    }
+}
+
+#define DEFINE_QK_NORM_ROPE(SFX, T)                                                                              \
+    KERNEL qk_norm_rope_##SFX(T* q_out, T* k_out, const T* q, const T* k, const T* qw, const T* kw,              \
+                              const int* pos, int tokens, int hq, int hk, int d, float eps, float theta,         \
+                              int bf16_freqs) {                                                                  \
+        qk_norm_rope_body<T>(q_out, k_out, q, k, qw, kw, pos, tokens, hq, hk, d, eps, theta, bf16_freqs);        \
+    }
+
+DEFINE_QK_NORM_ROPE(f32, float)
+DEFINE_QK_NORM_ROPE(bf16, __nv_bfloat16)

@@ -1,6 +1,6 @@
 // Executes the layer and optimizer kernels — rmsnorm (fwd, bwd with per-block dw partials), softmax and
-// log-softmax (fwd, bwd), rope (both signs, f32 and bf16-rounded frequencies), swiglu (fwd, bwd), adamw
-// (three steps with a gradient scale), soft token weights (pools with invalid NaN scores and an empty pool)
+// log-softmax (fwd, bwd), rope (both signs, f32 and bf16-rounded frequencies), the fused q/k norm + rope,
+// swiglu (fwd, bwd), adamw (three steps with a gradient scale), soft token weights (pools with invalid NaN scores and an empty pool)
 // and the index kernels (embedding fwd/bwd with an out-of-range id, gather/scatter of the last dim) — on the
 // CPU, compiled unchanged against the emu/ shims, and compares each with its f64 formula (the kernel file's
 // header). f32 storage, odd sizes, grids smaller than the work. One line per kernel; exit 1 on failure.
@@ -118,6 +118,46 @@ static bool check_rope() {
     return ok;
 }
 
+// qk_norm_rope against rmsnorm then rope in f64 (its rounding to the storage type is a no-op in f32): q and
+// k rows in one launch, odd head counts, a head_dim that is not a multiple of 32, a grid of several blocks.
+static bool check_qk_norm_rope() {
+    bool ok = true;
+    for (int hd : {10, 128}) {
+        const int tokens = 5, hq = 3, hk = 2;
+        const float theta = 1e6f, eps = 1e-6f;
+        auto q = randn(tokens * hq * hd), k = randn(tokens * hk * hd), qw = randn(hd), kw = randn(hd);
+        std::vector<int> pos = {0, 1, 299, 3, 4000};
+        std::vector<float> qo(q.size(), NAN), ko(k.size(), NAN);
+        const int blocks = (tokens * (hq + hk) + 7) / 8;
+        run_grid(blocks, 256, [&] {
+            qk_norm_rope_f32(qo.data(), ko.data(), q.data(), k.data(), qw.data(), kw.data(), pos.data(), tokens, hq, hk,
+                             hd, eps, theta, hd == 128);
+        });
+        auto want_of = [&](const std::vector<float>& x, const std::vector<float>& w, int heads) {
+            std::vector<double> want(x.size());
+            for (int t = 0; t < tokens; ++t)
+                for (int h = 0; h < heads; ++h) {
+                    const size_t base = ((size_t)t * heads + h) * hd;
+                    double ss = 0;
+                    for (int c = 0; c < hd; ++c) ss += (double)x[base + c] * x[base + c];
+                    const double rs = 1.0 / std::sqrt(ss / hd + eps);
+                    for (int i = 0; i < hd / 2; ++i) {
+                        float inv = 1.0f / std::pow(theta, (float)(2 * i) / (float)hd);
+                        if (hd == 128) inv = bf16_to_f32(__float2bfloat16_rn(inv));
+                        const double a = (double)pos[t] * inv;
+                        const double x1 = x[base + i] * rs * w[i], x2 = x[base + i + hd / 2] * rs * w[i + hd / 2];
+                        want[base + i] = x1 * std::cos(a) - x2 * std::sin(a);
+                        want[base + i + hd / 2] = x2 * std::cos(a) + x1 * std::sin(a);
+                    }
+                }
+            return want;
+        };
+        const double e = std::max(err_of(qo, want_of(q, qw, hq)), err_of(ko, want_of(k, kw, hk)));
+        ok &= report(hd == 128 ? "qk_norm_rope d 128, bf16 freqs" : "qk_norm_rope d 10", e, 1e-4);
+    }
+    return ok;
+}
+
 static bool check_swiglu() {
     const long long n = 1003;
     auto g = randn(n, 3.0f), u = randn(n), d = randn(n);
@@ -219,6 +259,7 @@ int main() {
     ok &= check_rmsnorm();
     ok &= check_softmax();
     ok &= check_rope();
+    ok &= check_qk_norm_rope();
     ok &= check_swiglu();
     ok &= check_adamw();
     ok &= check_soft_weights();

@@ -5,8 +5,8 @@
 use crate::checkpoint::Checkpoint;
 use crate::config::Qwen3Config;
 use crate::error::{ModelError, Result};
-use entrl_engine::ops::{attention, RopeSpec};
-use entrl_engine::{checkpoint, DType, Device, Packing, Tensor};
+use entrl_engine::ops::{attention, qk_norm_rope, RopeSpec};
+use entrl_engine::{checkpoint, is_grad_enabled, DType, Device, Packing, Tensor};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -242,8 +242,14 @@ pub(crate) fn attention_inputs(
     let (nq, nkv, hd, eps) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
     let h = x.rms_norm(&l.input_norm, eps)?;
     let rs = RopeSpec { theta: c.rope_theta, bf16_inv_freq: c.rope_bf16_inv_freq };
-    let q = h.linear(&l.q_proj)?.reshape([t, nq, hd])?.rms_norm(&l.q_norm, eps)?.rope_with(pos, rs)?;
-    let k = h.linear(&l.k_proj)?.reshape([t, nkv, hd])?.rms_norm(&l.k_norm, eps)?.rope_with(pos, rs)?;
+    let q = h.linear(&l.q_proj)?.reshape([t, nq, hd])?;
+    let k = h.linear(&l.k_proj)?.reshape([t, nkv, hd])?;
+    let (q, k) = if is_grad_enabled() {
+        (q.rms_norm(&l.q_norm, eps)?.rope_with(pos, rs)?, k.rms_norm(&l.k_norm, eps)?.rope_with(pos, rs)?)
+    } else {
+        // Inference (generation, old log-probs): the same math, one launch on a GPU instead of four.
+        qk_norm_rope(&q, &k, &l.q_norm, &l.k_norm, pos, eps, rs)?
+    };
     let v = h.linear(&l.v_proj)?.reshape([t, nkv, hd])?;
     Ok((q, k, v))
 }

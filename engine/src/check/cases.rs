@@ -192,6 +192,15 @@ pub fn all_cases() -> Vec<OpCase> {
         OpCase::new("rope (pos < 8192)", vec![fl(&[67, 3, 128]), ix(&[67], 8192)], |x| x[0].rope(&x[1], 1_000_000.0))
             .big()
             .tol(2e-3, 2e-2),
+        // The fused inference op (forward only): its q and k outputs, odd head counts, then Qwen3's shape.
+        OpCase::new("qk_norm_rope q", norm_rope_inputs(7, 5, 3, 10, 40), |x| norm_rope(x, 0, 10_000.0)).no_fd(),
+        OpCase::new("qk_norm_rope k", norm_rope_inputs(7, 5, 3, 10, 40), |x| norm_rope(x, 1, 10_000.0)).no_fd(),
+        OpCase::new("qk_norm_rope q", norm_rope_inputs(67, 16, 8, 128, 8192), |x| norm_rope(x, 0, 1_000_000.0))
+            .big()
+            .tol(2e-3, 2e-2),
+        OpCase::new("qk_norm_rope k", norm_rope_inputs(67, 16, 8, 128, 8192), |x| norm_rope(x, 1, 1_000_000.0))
+            .big()
+            .tol(2e-3, 2e-2),
         OpCase::new("swiglu", vec![fl(&[4, 9]), fl(&[4, 9])], |x| x[0].swiglu(&x[1])),
         OpCase::new("swiglu", vec![fl_std(&[37, 3001], 3.0), fl(&[37, 3001])], |x| x[0].swiglu(&x[1])).big(),
         OpCase::new("softmax", vec![fl(&[6, 7])], |x| x[0].softmax()),
@@ -345,4 +354,16 @@ fn attention_cases() -> Vec<OpCase> {
         attn_via("attention entropy d128 [wmma]", &[200, 17, 65], 8, 2, 128, Entropy, Wmma).bf16_only().gpu_only(),
         attn_via("attention entropy S=4099 d128 [wmma]", &[4099], 2, 1, 128, Entropy, Wmma).bf16_only().gpu_only(),
     ]
+}
+
+/// Inputs of `ops::qk_norm_rope`: q [t, hq, d], k [t, hk, d], their weights, positions below `max_pos`.
+fn norm_rope_inputs(t: usize, hq: usize, hk: usize, d: usize, max_pos: i32) -> Vec<Input> {
+    vec![fl(&[t, hq, d]), fl(&[t, hk, d]), fl(&[d]), fl(&[d]), ix(&[t], max_pos)]
+}
+
+/// Output `which` (0: q, 1: k) of `ops::qk_norm_rope` on [`norm_rope_inputs`] (forward only: no gradients).
+fn norm_rope(x: &[Tensor], which: usize, theta: f64) -> Result<Tensor> {
+    let _no_grad = crate::autograd::no_grad();
+    let (q, k) = crate::ops::qk_norm_rope(&x[0], &x[1], &x[2], &x[3], &x[4], 1e-6, crate::ops::RopeSpec::new(theta))?;
+    Ok(if which == 0 { q } else { k })
 }

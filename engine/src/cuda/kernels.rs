@@ -337,6 +337,41 @@ pub fn rope(
     Ok(out)
 }
 
+/// Rows per 256-thread block of `qk_norm_rope` (one warp a row) and the largest head_dim it stages.
+const NORM_ROPE_ROWS_PER_BLOCK: usize = 8;
+pub const NORM_ROPE_MAX_HEAD_DIM: usize = 512;
+
+/// RMSNorm (weights `qw`, `kw`) then RoPE of q [tokens, hq, d] and k [tokens, hk, d], one launch.
+#[allow(clippy::too_many_arguments)]
+pub fn qk_norm_rope(
+    q: &CudaStorage,
+    k: &CudaStorage,
+    qw: &CudaStorage,
+    kw: &CudaStorage,
+    pos: &CudaStorage,
+    (tokens, hq, hk, d): (usize, usize, usize, usize),
+    eps: f64,
+    spec: crate::ops::RopeSpec,
+) -> Result<(CudaStorage, CudaStorage)> {
+    const OP: &str = "qk_norm_rope";
+    let dev = &q.device;
+    if d % 2 != 0 || d > NORM_ROPE_MAX_HEAD_DIM {
+        return Err(EngineError::shape(OP, format!("head_dim {d} (even, at most {NORM_ROPE_MAX_HEAD_DIM})")));
+    }
+    let q_out = CudaStorage::alloc(dev, q.dtype, q.len)?;
+    let k_out = CudaStorage::alloc(dev, k.dtype, k.len)?;
+    let rows = tokens * (hq + hk);
+    let blocks = u32::try_from(rows.div_ceil(NORM_ROPE_ROWS_PER_BLOCK).max(1))
+        .map_err(|_| EngineError::shape(OP, format!("{rows} rows exceed the grid")))?;
+    let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+    let (pqo, pko, pq, pk, pqw, pkw, pp) = (q_out.ptr(), k_out.ptr(), q.ptr(), k.ptr(), qw.ptr(), kw.ptr(), pos.ptr());
+    let (t, nq, nk, dd) = (i32_arg(OP, tokens)?, i32_arg(OP, hq)?, i32_arg(OP, hk)?, i32_arg(OP, d)?);
+    let (e, th, bf) = (eps as f32, spec.theta as f32, spec.bf16_inv_freq as i32);
+    let name = format!("qk_norm_rope_{}", float_only(OP, q.dtype)?);
+    launch!(dev, "rope", name, cfg, [pqo, pko, pq, pk, pqw, pkw, pp, t, nq, nk, dd, e, th, bf]);
+    Ok((q_out, k_out))
+}
+
 pub fn swiglu_fwd(gate: &CudaStorage, up: &CudaStorage) -> Result<CudaStorage> {
     let dev = &gate.device;
     let out = CudaStorage::alloc(dev, gate.dtype, gate.len)?;

@@ -20,7 +20,7 @@ pub use attention::{attention, attention_with, normalized_entropy, AttentionOutp
 pub use decode::{CacheIndex, KvCache};
 pub use matmul::MatmulSpec;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
-pub use rope::RopeSpec;
+pub use rope::{qk_norm_rope, RopeSpec};
 pub use sampling::sample_rows;
 pub use select::{
     radix_sort, radix_sort_with, select_random, select_tails, select_tails_with, tail_count, TailMasks, COUNT_SLACK,
