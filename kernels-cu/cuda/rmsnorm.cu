@@ -5,6 +5,7 @@
 //            dx_c = rstd * g_c - x_c * rstd^3 * (1/dim) * sum_k g_k x_k
 //            dw_c = sum_rows dy_c * x_c * rstd            (per-block partials, summed by the caller)
 //
+// add_rmsnorm_fwd (inference) fuses a residual add into the forward.
 // Forward is row-block (block-stride over rows); backward gives block b the contiguous row range
 // [b*rows_per_block, min((b+1)*rows_per_block, rows)) and accumulates its dw partial in dynamic shared
 // memory (dim floats), column c owned by thread c mod blockDim.x, so no atomics are needed.
@@ -66,6 +67,30 @@ __device__ __forceinline__ void rmsnorm_bwd_body(T* dx, float* dw_partial, const
     for (int c = threadIdx.x; c < dim; c += blockDim.x) dw_partial[b * dim + c] = dw_acc[c];
 }
 
+// add_rmsnorm_fwd: inference's residual add and the RMSNorm after it in one pass (forward only):
+//   s = x + y, rounded to T (as the elementwise add stores it), written to sum;  out = rmsnorm(s)·w.
+// The same row loop, block size and block_sum as rmsnorm_fwd, so out equals add-then-rmsnorm_fwd bitwise.
+template <typename T>
+__device__ __forceinline__ void add_rmsnorm_fwd_body(T* sum, T* out, const T* x, const T* y, const T* w, int rows,
+                                                     int dim, float eps) {
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        const long long row = (long long)r * dim;
+        // 1. the sum (each thread re-reads only what it wrote), and its sum of squares
+        float ss = 0.0f;
+        for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+            const T s = from_f32<T>(to_f32(x[row + c]) + to_f32(y[row + c]));
+            sum[row + c] = s;
+            const float v = to_f32(s);
+            ss += v * v;
+        }
+        ss = block_sum(ss);
+        // 2. inverse RMS (precise sqrt + divide), normalize and scale
+        const float rs = 1.0f / sqrtf(ss / (float)dim + eps);
+        for (int c = threadIdx.x; c < dim; c += blockDim.x)
+            out[row + c] = from_f32<T>(to_f32(sum[row + c]) * rs * to_f32(w[c]));
+    }
+}
+
 #define DEFINE_RMSNORM(SFX, T)                                                                                   \
     KERNEL rmsnorm_fwd_##SFX(T* out, float* rstd, const T* x, const T* w, int rows, int dim, float eps) {        \
         rmsnorm_fwd_body<T>(out, rstd, x, w, rows, dim, eps);                                                    \
@@ -73,6 +98,10 @@ __device__ __forceinline__ void rmsnorm_bwd_body(T* dx, float* dw_partial, const
     KERNEL rmsnorm_bwd_##SFX(T* dx, float* dw_partial, const T* dy, const T* x, const T* w, const float* rstd,   \
                              int rows, int dim, int rows_per_block) {                                            \
         rmsnorm_bwd_body<T>(dx, dw_partial, dy, x, w, rstd, rows, dim, rows_per_block);                          \
+    }                                                                                                            \
+    KERNEL add_rmsnorm_fwd_##SFX(T* sum, T* out, const T* x, const T* y, const T* w, int rows, int dim,          \
+                                 float eps) {                                                                    \
+        add_rmsnorm_fwd_body<T>(sum, out, x, y, w, rows, dim, eps);                                              \
     }
 
 DEFINE_RMSNORM(f32, float)

@@ -1,9 +1,12 @@
-// Executes the layer and optimizer kernels — rmsnorm (fwd, bwd with per-block dw partials), softmax and
-// log-softmax (fwd, bwd), rope (both signs, f32 and bf16-rounded frequencies), the fused q/k norm + rope,
-// swiglu (fwd, bwd), adamw (three steps with a gradient scale), soft token weights (pools with invalid NaN scores and an empty pool)
-// and the index kernels (embedding fwd/bwd with an out-of-range id, gather/scatter of the last dim) — on the
-// CPU, compiled unchanged against the emu/ shims, and compares each with its f64 formula (the kernel file's
-// header). f32 storage, odd sizes, grids smaller than the work. One line per kernel; exit 1 on failure.
+// Executes the layer and optimizer kernels on the CPU, compiled unchanged against the emu/ shims, and
+// compares each with its f64 formula (the kernel file's header):
+//   * rmsnorm (fwd, bwd with per-block dw partials, the fused residual add + fwd);
+//   * softmax and log-softmax (fwd, bwd);
+//   * rope (both signs, f32 and bf16-rounded frequencies) and the fused q/k norm + rope;
+//   * swiglu (fwd, bwd), adamw (three steps with a gradient scale);
+//   * soft token weights (pools with invalid NaN scores and an empty pool);
+//   * the index kernels (embedding fwd/bwd with an out-of-range id, gather/scatter of the last dim).
+// f32 storage, odd sizes, grids smaller than the work. One line per kernel; exit 1 on failure.
 // Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "adamw.cu"
 #include "index.cu"
@@ -87,6 +90,27 @@ static bool check_softmax() {
         ok &= report(log ? "log-softmax fwd / bwd" : "softmax fwd / bwd", std::max(err_of(y, wy), err_of(dx, wdx)), 1e-5);
     }
     return ok;
+}
+
+// add_rmsnorm_fwd against (x + y) and its RMSNorm in f64.
+static bool check_add_rmsnorm() {
+    const int rows = 9, dim = 300;
+    const float eps = 1e-6f;
+    auto x = randn(rows * dim), y = randn(rows * dim), w = randn(dim);
+    std::vector<float> sum(rows * dim, NAN), out(rows * dim, NAN);
+    run_grid(4, 128, [&] { add_rmsnorm_fwd_f32(sum.data(), out.data(), x.data(), y.data(), w.data(), rows, dim, eps); });
+    std::vector<double> want_s(rows * dim), want_o(rows * dim);
+    for (int r = 0; r < rows; ++r) {
+        double ss = 0;
+        for (int c = 0; c < dim; ++c) {
+            const double s = (double)x[r * dim + c] + y[r * dim + c];
+            want_s[r * dim + c] = s;
+            ss += s * s;
+        }
+        const double rs = 1.0 / std::sqrt(ss / dim + eps);
+        for (int c = 0; c < dim; ++c) want_o[r * dim + c] = want_s[r * dim + c] * rs * w[c];
+    }
+    return report("add_rmsnorm fwd", std::max(err_of(sum, want_s), err_of(out, want_o)), 1e-5);
 }
 
 static bool check_rope() {
@@ -258,6 +282,7 @@ int main() {
     bool ok = true;
     ok &= check_rmsnorm();
     ok &= check_softmax();
+    ok &= check_add_rmsnorm();
     ok &= check_rope();
     ok &= check_qk_norm_rope();
     ok &= check_swiglu();

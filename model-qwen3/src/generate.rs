@@ -3,7 +3,7 @@
 //! Sampling (temperature, top-k, top-p, per-request seeds): plain temperature / greedy sampling on a GPU
 //! runs on the device (only the picks cross to the host); truncated sampling and CPU runs sample on the host.
 use crate::error::{ModelError, Result};
-use crate::model::{attention_inputs, layer_output, Qwen3};
+use crate::model::{attention_inputs_normed, layer_output_normed, Qwen3};
 use entrl_engine::cpu::sampling::pick_by_cdf;
 use entrl_engine::ops::{attention, sample_rows, CacheIndex, KvCache};
 use entrl_engine::{no_grad, profile, Packing, Tensor};
@@ -176,16 +176,29 @@ fn prefill(model: &Qwen3, reqs: &[Request], admit: &[usize], cache: &SlotCache) 
     let owners = admit.iter().zip(&lens).flat_map(|(&r, &l)| std::iter::repeat_n(r, l));
     let idx = cache.index(owners.zip(pos.iter().copied()), dev)?;
     let pos_t = Tensor::from_vec(pos, [packing.total()], dev)?;
-    let mut x = model.embed.embedding(&Tensor::from_vec(ids, [packing.total()], dev)?)?;
-    for (layer, cache) in model.layers.iter().zip(&cache.layers) {
-        let (q, k, v) = attention_inputs(layer, c, &x, &pos_t)?;
+    let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [packing.total()], dev)?)?;
+    for (i, (layer, cache)) in model.layers.iter().zip(&cache.layers).enumerate() {
+        let (q, k, v) = attention_inputs_normed(layer, c, &h, &pos_t)?;
         cache.write(&k, &v, &idx)?;
         let a = attention(&q, &k, &v, &packing, false)?;
-        x = layer_output(layer, c, &x, &a.out)?;
+        (x, h) = layer_output_normed(layer, c, &x, &a.out, next_norm(model, i))?;
     }
     let last: Vec<i32> = packing.spans().map(|(s, l)| (s + l - 1) as i32).collect();
     let last_t = Tensor::from_vec(last, [admit.len()], dev)?;
-    Ok(x.embedding(&last_t)?.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?)
+    Ok(h.embedding(&last_t)?.linear(model.lm_head())?)
+}
+
+/// The embedded tokens and their first normed copy (the first layer's input norm; the final norm for a
+/// model without layers). Generation carries both: each layer's residual add is fused with the norm after it.
+fn embed_normed(model: &Qwen3, ids: &Tensor) -> Result<(Tensor, Tensor)> {
+    let x = model.embed.embedding(ids)?;
+    let h = x.rms_norm(next_norm(model, usize::MAX), model.config.rms_norm_eps)?;
+    Ok((x, h))
+}
+
+/// The norm after layer `i` (usize::MAX: before the first): the next layer's input norm, or the final norm.
+fn next_norm(model: &Qwen3, i: usize) -> &Tensor {
+    model.layers.get(i.wrapping_add(1)).map_or(&model.norm, |l| &l.input_norm)
 }
 
 /// Feed each request of `step` its last sampled token; logits [step.len(), vocab].
@@ -201,17 +214,17 @@ fn decode_step(
     let pos: Vec<i32> = step.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
     let idx = cache.index(step.iter().copied().zip(pos.iter().copied()), dev)?;
     let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
-    let mut x = model.embed.embedding(&Tensor::from_vec(ids, [step.len()], dev)?)?;
-    for (layer, cache) in model.layers.iter().zip(&cache.layers) {
+    let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [step.len()], dev)?)?;
+    for (i, (layer, cache)) in model.layers.iter().zip(&cache.layers).enumerate() {
         let (q, k, v) =
-            profile::region("decode: norm, q/k/v, q/k norm, rope", dev, || attention_inputs(layer, c, &x, &pos_t))?;
+            profile::region("decode: q/k/v, q/k norm + rope", dev, || attention_inputs_normed(layer, c, &h, &pos_t))?;
         profile::region("decode: kv-cache write", dev, || cache.write(&k, &v, &idx))?;
         let o = profile::region("decode: attention (split-K)", dev, || cache.attend(&q, &idx))?;
-        x = profile::region("decode: o_proj, residual, norm, MLP", dev, || layer_output(layer, c, &x, &o))?;
+        (x, h) = profile::region("decode: o_proj, residual + norm, MLP, residual + norm", dev, || {
+            layer_output_normed(layer, c, &x, &o, next_norm(model, i))
+        })?;
     }
-    profile::region("decode: final norm + LM head", dev, || {
-        Ok(x.rms_norm(&model.norm, c.rms_norm_eps)?.linear(model.lm_head())?)
-    })
+    profile::region("decode: LM head", dev, || Ok(h.linear(model.lm_head())?))
 }
 
 /// Append each request's pick; a request that stops or reaches its length frees its slot, the others

@@ -5,7 +5,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::config::Qwen3Config;
 use crate::error::{ModelError, Result};
-use entrl_engine::ops::{attention, qk_norm_rope, RopeSpec};
+use entrl_engine::ops::{add_rms_norm, attention, qk_norm_rope, RopeSpec};
 use entrl_engine::{checkpoint, is_grad_enabled, DType, Device, Packing, Tensor};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,9 +238,18 @@ pub(crate) fn attention_inputs(
     x: &Tensor,
     pos: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let t = x.dims()[0];
+    attention_inputs_normed(l, c, &x.rms_norm(&l.input_norm, c.rms_norm_eps)?, pos)
+}
+
+/// [`attention_inputs`] from the layer's normed input h = rms_norm(x, input_norm).
+pub(crate) fn attention_inputs_normed(
+    l: &Layer,
+    c: &Qwen3Config,
+    h: &Tensor,
+    pos: &Tensor,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let t = h.dims()[0];
     let (nq, nkv, hd, eps) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
-    let h = x.rms_norm(&l.input_norm, eps)?;
     let rs = RopeSpec { theta: c.rope_theta, bf16_inv_freq: c.rope_bf16_inv_freq };
     let q = h.linear(&l.q_proj)?.reshape([t, nq, hd])?;
     let k = h.linear(&l.k_proj)?.reshape([t, nkv, hd])?;
@@ -256,9 +265,33 @@ pub(crate) fn attention_inputs(
 
 /// Post-attention half: o_proj, residual, MLP, residual.
 pub(crate) fn layer_output(l: &Layer, c: &Qwen3Config, x: &Tensor, attn: &Tensor) -> Result<Tensor> {
-    let t = x.dims()[0];
-    let x = x.add(&attn.reshape([t, c.num_attention_heads * c.head_dim])?.linear(&l.o_proj)?)?;
+    let x = x.add(&o_proj(l, c, attn)?)?;
     let h2 = x.rms_norm(&l.post_norm, c.rms_norm_eps)?;
-    let mlp = h2.linear(&l.gate_proj)?.swiglu(&h2.linear(&l.up_proj)?)?.linear(&l.down_proj)?;
-    Ok(x.add(&mlp)?)
+    Ok(x.add(&mlp(l, &h2)?)?)
+}
+
+/// Inference's post-attention half (no gradients): [`layer_output`] with each residual add fused with the
+/// norm after it: the post-attention norm, then `next_norm` (the next layer's input norm, or the final norm
+/// after the last layer). Returns the residual stream and its `next_norm`-normed copy.
+pub(crate) fn layer_output_normed(
+    l: &Layer,
+    c: &Qwen3Config,
+    x: &Tensor,
+    attn: &Tensor,
+    next_norm: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let eps = c.rms_norm_eps;
+    let (x, h2) = add_rms_norm(x, &o_proj(l, c, attn)?, &l.post_norm, eps)?;
+    Ok(add_rms_norm(&x, &mlp(l, &h2)?, next_norm, eps)?)
+}
+
+/// The attention output [T, Hq, D] through o_proj.
+fn o_proj(l: &Layer, c: &Qwen3Config, attn: &Tensor) -> Result<Tensor> {
+    let t = attn.dims()[0];
+    Ok(attn.reshape([t, c.num_attention_heads * c.head_dim])?.linear(&l.o_proj)?)
+}
+
+/// The SwiGLU MLP of the post-attention-normed h2.
+fn mlp(l: &Layer, h2: &Tensor) -> Result<Tensor> {
+    Ok(h2.linear(&l.gate_proj)?.swiglu(&h2.linear(&l.up_proj)?)?.linear(&l.down_proj)?)
 }

@@ -201,6 +201,11 @@ pub fn all_cases() -> Vec<OpCase> {
         OpCase::new("qk_norm_rope k", norm_rope_inputs(67, 16, 8, 128, 8192), |x| norm_rope(x, 1, 1_000_000.0))
             .big()
             .tol(2e-3, 2e-2),
+        OpCase::new("add_rms_norm sum", vec![fl(&[5, 12]), fl(&[5, 12]), fl(&[12])], |x| add_norm(x, 0)).no_fd(),
+        OpCase::new("add_rms_norm", vec![fl(&[5, 12]), fl(&[5, 12]), fl(&[12])], |x| add_norm(x, 1)).no_fd(),
+        OpCase::new("add_rms_norm", vec![fl(&[9, 4096]), fl(&[9, 4096]), fl(&[4096])], |x| add_norm(x, 1))
+            .big()
+            .tol(5e-5, 2e-2),
         OpCase::new("swiglu", vec![fl(&[4, 9]), fl(&[4, 9])], |x| x[0].swiglu(&x[1])),
         OpCase::new("swiglu", vec![fl_std(&[37, 3001], 3.0), fl(&[37, 3001])], |x| x[0].swiglu(&x[1])).big(),
         OpCase::new("softmax", vec![fl(&[6, 7])], |x| x[0].softmax()),
@@ -366,4 +371,11 @@ fn norm_rope(x: &[Tensor], which: usize, theta: f64) -> Result<Tensor> {
     let _no_grad = crate::autograd::no_grad();
     let (q, k) = crate::ops::qk_norm_rope(&x[0], &x[1], &x[2], &x[3], &x[4], 1e-6, crate::ops::RopeSpec::new(theta))?;
     Ok(if which == 0 { q } else { k })
+}
+
+/// Output `which` (0: the sum, 1: the normed sum) of `ops::add_rms_norm` (forward only: no gradients).
+fn add_norm(x: &[Tensor], which: usize) -> Result<Tensor> {
+    let _no_grad = crate::autograd::no_grad();
+    let (s, n) = crate::ops::add_rms_norm(&x[0], &x[1], &x[2], 1e-6)?;
+    Ok(if which == 0 { s } else { n })
 }

@@ -19,6 +19,7 @@ pub fn cuda_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     cuda.set_debug_sync(true);
     let mut rows = backend_checks(dev, seed);
     rows.extend(other_gemm_backend_rows(dev, seed));
+    rows.extend(super::fused::fused_inference_rows(dev, seed));
     rows.push(row_or_fail("allocator reuse", "fwd+bwd x3", DType::F32, || allocator_check(dev, seed)));
     rows.push(bad_index_row(dev));
     cuda.set_debug_sync(false);

@@ -3,6 +3,7 @@
 //! finite-difference gradient checks of the CPU backend.
 pub mod cases;
 pub mod decode;
+pub mod fused;
 pub mod gpu;
 pub mod gradcheck;
 pub mod sampling;

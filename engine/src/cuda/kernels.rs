@@ -271,6 +271,26 @@ pub fn scatter_last(dout: &CudaStorage, idx: &CudaStorage, rows: usize, cols: us
 }
 
 /// Returns (y, rstd f32[rows]).
+/// (x + y, rmsnorm(x + y)·w) over rows of `dim`, one pass (inference).
+pub fn add_rmsnorm_fwd(
+    x: &CudaStorage,
+    y: &CudaStorage,
+    w: &CudaStorage,
+    rows: usize,
+    dim: usize,
+    eps: f64,
+) -> Result<(CudaStorage, CudaStorage)> {
+    const OP: &str = "add_rms_norm";
+    let dev = &x.device;
+    let sum = CudaStorage::alloc(dev, x.dtype, x.len)?;
+    let out = CudaStorage::alloc(dev, x.dtype, x.len)?;
+    let (ps, po, px, py, pw) = (sum.ptr(), out.ptr(), x.ptr(), y.ptr(), w.ptr());
+    let (nr, d, e) = (i32_arg(OP, rows)?, i32_arg(OP, dim)?, eps as f32);
+    let name = format!("add_rmsnorm_fwd_{}", float_only(OP, x.dtype)?);
+    launch!(dev, "rmsnorm", name, rows_grid(rows), [ps, po, px, py, pw, nr, d, e]);
+    Ok((sum, out))
+}
+
 pub fn rmsnorm_fwd(
     x: &CudaStorage,
     w: &CudaStorage,

@@ -19,6 +19,7 @@ mod weights;
 pub use attention::{attention, attention_with, normalized_entropy, AttentionOutput, AttnKernel};
 pub use decode::{CacheIndex, KvCache};
 pub use matmul::MatmulSpec;
+pub use norm::add_rms_norm;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
 pub use rope::{qk_norm_rope, RopeSpec};
 pub use sampling::sample_rows;

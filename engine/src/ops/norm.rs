@@ -1,5 +1,6 @@
 //! RMSNorm over the last dimension with a learned scale (Qwen3's input/post-attention/q/k/final norms).
 use super::{check_float, check_same_dtype, dispatch};
+use crate::autograd::is_grad_enabled;
 use crate::autograd::Backward;
 use crate::cpu::norm::{RmsNormBwd, RmsNormFwd};
 use crate::cpu::storage::run_float;
@@ -37,6 +38,41 @@ impl Tensor {
         let rule = RmsNormBackward { x: self.detach(), w: w.detach(), rstd };
         Tensor::from_op(y, self.shape().clone(), self.device(), &[self, w], rule)
     }
+}
+
+/// Inference's residual add and the RMSNorm after it: `(x + y, rms_norm(x + y, w))`, on a GPU in one pass
+/// (bitwise the same as `add` then `rms_norm`). x and y of one shape, w [last dim]. Forward only: with
+/// gradients being recorded for an input it is an error (use `add` and `rms_norm`).
+pub fn add_rms_norm(x: &Tensor, y: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "add_rms_norm";
+    check_float(OP, x)?;
+    check_same_dtype(OP, x, y)?;
+    check_same_dtype(OP, x, w)?;
+    let dim = x.shape().last();
+    if x.dims() != y.dims() || w.dims() != [dim] || x.rank() == 0 {
+        return Err(EngineError::shape(OP, format!("x {}, y {}, weight {}", x.shape(), y.shape(), w.shape())));
+    }
+    if is_grad_enabled() && [x, y, w].iter().any(|t| t.requires_grad()) {
+        return Err(EngineError::invalid(OP, "forward only, but gradients are being recorded (use add + rms_norm)"));
+    }
+    if !x.device().is_cuda() {
+        let s = x.add(y)?;
+        let n = s.rms_norm(w, eps)?;
+        return Ok((s, n));
+    }
+    let rows = x.shape().rows();
+    let mut st = dispatch(
+        OP,
+        &[x, y, w],
+        |_| unreachable!("the CPU takes the composed path above"),
+        |v| {
+            let (s, n) = kernels::add_rmsnorm_fwd(v[0], v[1], v[2], rows, dim, eps)?;
+            Ok(vec![s, n])
+        },
+    )?;
+    let n = Tensor::from_storage(st.pop().expect("normed"), x.shape().clone(), x.device());
+    let s = Tensor::from_storage(st.pop().expect("sum"), x.shape().clone(), x.device());
+    Ok((s, n))
 }
 
 struct RmsNormBackward {
