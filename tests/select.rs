@@ -679,3 +679,15 @@ fn device_sort_algorithm_model_matches_cpu() {
         assert_eq!(bits(&k), bits(&rk.to_vec_f32().unwrap()), "n {n}");
     }
 }
+
+#[test]
+fn packing_tiles_cut_every_pool_without_crossing() {
+    let p = Packing::from_lengths(&[0, 5, 16, 3, 0, 33]).unwrap();
+    // tiles of at most 16: (start, end, pool)
+    let want = vec![0, 5, 1, 5, 21, 2, 21, 24, 3, 24, 40, 5, 40, 56, 5, 56, 57, 5];
+    assert_eq!(p.tiles(16), want);
+    let t = p.tiles_on(&Device::Cpu, 16).unwrap();
+    assert_eq!(t.dims(), [6, 3]);
+    assert_eq!(t.to_vec_i32().unwrap(), want);
+    assert!(Packing::from_lengths(&[0, 0]).unwrap().tiles(4).is_empty());
+}

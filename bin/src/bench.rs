@@ -46,12 +46,15 @@ pub enum Bench {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
-    /// Top and bottom `frac` of `n` scores in one pool by device radix select (vs torch.topk twice).
+    /// Top and bottom `frac` of `n` scores by device radix select (vs torch.topk twice), in one pool or
+    /// split into `pools` equal pools (the per-sequence / per-micro-batch scopes of the token strategies).
     Select {
         #[arg(long, default_value_t = 4_194_304)]
         n: usize,
         #[arg(long, default_value_t = 0.2)]
         frac: f64,
+        #[arg(long, default_value_t = 1)]
+        pools: usize,
         #[arg(long, default_value_t = 50)]
         reps: usize,
         #[arg(long)]
@@ -104,7 +107,7 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Bench::TrainStep { shape, seq, reps, json } => {
             crate::bench_model::train_step_bench(shape, *seq, *reps, json.as_deref())
         }
-        Bench::Select { n, frac, reps, json } => select(*n, *frac, *reps, json.as_deref()),
+        Bench::Select { n, frac, pools, reps, json } => select(*n, *frac, *pools, *reps, json.as_deref()),
         Bench::Loss { tokens, hidden, vocab, chunk, reps, json } => {
             loss(*tokens, *hidden, *vocab, *chunk, *reps, json.as_deref())
         }
@@ -296,6 +299,7 @@ fn loss(
 fn select(
     n: usize,
     frac: f64,
+    pools: usize,
     reps: usize,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -305,7 +309,12 @@ fn select(
     let cuda = dev.as_cuda().expect("cuda").clone();
     let scores = Tensor::rand_uniform([n], 0.0, 1.0, DType::F32, &dev, 1)?;
     let valid = Tensor::ones([n], DType::F32, &dev)?;
-    let pool = Packing::single(n)?;
+    if pools == 0 || pools > n {
+        return Err(format!("--pools {pools}: between 1 and n = {n}").into());
+    }
+    // `pools` pools of n / pools tokens, the remainder spread one each over the first ones.
+    let lengths: Vec<usize> = (0..pools).map(|p| n / pools + usize::from(p < n % pools)).collect();
+    let pool = Packing::from_lengths(&lengths)?;
     // Every version of the histogram pass (the process default first; it is "entrl_select_tails").
     let versions = entrl_engine::cuda::select::versions_default_first()?;
     let mut times = Vec::new();
@@ -323,7 +332,7 @@ fn select(
     }
     let sort = sort_times[0];
     println!(
-        "select top+bottom {:.0}% of {n} f32 scores: {:.1} us (histogram version {}); radix sort (keys + indices): {:.1} us ({})",
+        "select top+bottom {:.0}% of {n} f32 scores in {pools} pool(s): {:.1} us (histogram version {}); radix sort (keys + indices): {:.1} us ({})",
         frac * 100.0,
         tails * 1e3,
         default.name(),
@@ -346,7 +355,7 @@ fn select(
         );
         for (imp, ms) in rows {
             lines.push_str(&format!(
-                "{{\"bench\":\"select\",\"impl\":\"{imp}\",\"n\":{n},\"frac\":{frac},\"ms\":{ms:.4},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+                "{{\"bench\":\"select\",\"impl\":\"{imp}\",\"n\":{n},\"pools\":{pools},\"frac\":{frac},\"ms\":{ms:.4},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
                 cuda.name(),
                 crate::COMMIT
             ));

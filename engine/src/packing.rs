@@ -10,6 +10,8 @@ pub struct Packing {
     max_len: usize,
     /// The offsets uploaded once per device (kernels read them there).
     device_copies: Mutex<Vec<Tensor>>,
+    /// Tile tables (`tiles_on`) uploaded once per (device, tile size).
+    tile_copies: Mutex<Vec<(usize, Tensor)>>,
 }
 
 impl Packing {
@@ -22,7 +24,12 @@ impl Packing {
                 .map_err(|_| EngineError::invalid("packing", "more than 2^31 tokens in one pack"))?;
             cu.push(next);
         }
-        Ok(Self { cu, max_len: lengths.iter().copied().max().unwrap_or(0), device_copies: Mutex::new(Vec::new()) })
+        Ok(Self {
+            cu,
+            max_len: lengths.iter().copied().max().unwrap_or(0),
+            device_copies: Mutex::new(Vec::new()),
+            tile_copies: Mutex::new(Vec::new()),
+        })
     }
     /// One sequence of `len` tokens.
     pub fn single(len: usize) -> Result<Self> {
@@ -56,6 +63,33 @@ impl Packing {
         }
         let t = Tensor::from_vec(self.cu.clone(), [self.cu.len()], device)?;
         copies.push(t.clone());
+        Ok(t)
+    }
+}
+
+impl Packing {
+    /// Every sequence cut into tiles of at most `tile` tokens, as i32 triples (start, end, sequence) in token
+    /// order (a sequence of n tokens gives ceil(n / tile) tiles, an empty one none): the blocks of kernels
+    /// that must not cross sequences.
+    pub fn tiles(&self, tile: usize) -> Vec<i32> {
+        let tile = tile.max(1);
+        let mut out = Vec::new();
+        for (q, (start, len)) in self.spans().enumerate() {
+            for off in (0..len).step_by(tile) {
+                out.extend([(start + off) as i32, (start + (off + tile).min(len)) as i32, q as i32]);
+            }
+        }
+        out
+    }
+    /// [`Packing::tiles`] as an i32 tensor [tiles, 3] on `device` (uploaded once per tile size, then cached).
+    pub fn tiles_on(&self, device: &Device, tile: usize) -> Result<Tensor> {
+        let mut copies = self.tile_copies.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = copies.iter().find(|(s, t)| *s == tile && t.device().same(device)) {
+            return Ok(t.clone());
+        }
+        let v = self.tiles(tile);
+        let t = Tensor::from_vec(v.clone(), [v.len() / 3, 3], device)?;
+        copies.push((tile, t.clone()));
         Ok(t)
     }
 }

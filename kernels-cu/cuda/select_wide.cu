@@ -10,13 +10,14 @@
 //     top tail's histogram is the bottom tail's mirror (scan_pool reads it reversed);
 //   * pass 1 also compacts each slot's candidates (tail-oriented key, token index) into cand[t], inside the
 //     pool's own range [cu[q], cu[q] + counts[slot]); pass 2 and the index passes read only those (the
-//     candidate filtering of AIR top-k, Zhang et al. 2023), so only passes 0 and 1 and the mask read all n tokens;
+//     candidate filtering of AIR top-k, Zhang et al. 2023), so only passes 0, 1 and the mask read all tokens;
 //   * with few slots (the host's fuse flag), the block that finishes a pass last runs the scan (threadfence +
 //     ticket), saving one launch per pass;
-//   * a tile inside one pool (every tile of a long pool) hoists its slot states, loads 16 tokens per thread
-//     (4 float4 per input) before counting them, and reserves its candidates' room with one global atomic
-//     per tail and 4096 tokens (warp scans + a shared counter).
-// Tiles that span pools take a general per-token path (pool search, global atomics).
+//   * tiles never cross pools: the host's table (Packing::tiles_on) cuts every pool into tiles of at most
+//     16384 tokens (WIDE_TILE in cuda/select_wide.rs), one per block. So a block hoists its pool's slot
+//     states, keeps shared histograms, loads 16 tokens per thread (4 float4 per input where aligned) before
+//     counting them, and reserves its candidates' room with one global atomic per tail and 4096 tokens
+//     (warp scans + a shared counter).
 //
 // Passes (digit = bits [shift, shift + width) of a u32):
 //   0: key bits 21..31, all tokens       3: index bits 21..31 of the candidates equal to the threshold key
@@ -28,7 +29,6 @@
 // counts[nslots], state[nslots][4] (select_common.cuh), hist[nslots][2048].
 #include "select_common.cuh"
 
-constexpr long long kWideTile = 16384;                  // tokens per block (= WIDE_TILE in cuda/select_wide.rs)
 constexpr int kBatch = 16;                              // tokens per thread per batch: 4 float4 of each input
 constexpr long long kBatchTokens = (long long)kBatch * kThreads;  // 4096
 constexpr int kBins = 2048;                             // histogram bins per slot (the widest digit)
@@ -65,12 +65,25 @@ __device__ __forceinline__ WideDigit wide_digit(int pass) {
     return g;
 }
 
+// The block's tile: tokens [tile0, tile1) of pool q (tiles = i32 triples (start, end, pool), one per block).
+__device__ __forceinline__ void wide_tile(const int* tiles, long long* tile0, long long* tile1, int* q) {
+    const int* t = tiles + 3 * (long long)blockIdx.x;
+    *tile0 = t[0];
+    *tile1 = t[1];
+    *q = t[2];
+}
+
 // ------------------------------------------------------------------------------------------------
 // Batches: 16 tokens per thread, token u of thread tid at base + (u / 4)·1024 + 4·tid + u % 4, so each
-// group of 4 is one aligned float4 of every input.
+// group of 4 is one float4 of every input (aligned when base is a multiple of 4: see full_batch).
 // ------------------------------------------------------------------------------------------------
 __device__ __forceinline__ long long batch_token(long long base, int u) {
     return base + (long long)(u >> 2) * (4 * kThreads) + (long long)threadIdx.x * 4 + (u & 3);
+}
+
+// Whether the batch at `base` is whole and its float4 groups are 16-byte aligned (`vec`: the buffers are).
+__device__ __forceinline__ bool full_batch(bool vec, long long base, long long tile1) {
+    return vec && base + kBatchTokens <= tile1 && (base & 3) == 0;
 }
 
 __device__ __forceinline__ float float4_lane(const float4& v, int c) {
@@ -78,12 +91,12 @@ __device__ __forceinline__ float float4_lane(const float4& v, int c) {
 }
 
 // Loads the batch at `base` (tokens < tile1): key[u] and bit u of the result = token batch_token(base, u) is
-// valid. `vec`: the inputs are 16-byte aligned, so a full batch loads as float4 (all loads issued before any
-// use). With flag_nan, a NaN score on a valid token sets flags[1].
+// valid. A full aligned batch (full_batch) loads as float4, all loads issued before any use. With flag_nan,
+// a NaN score on a valid token sets flags[1].
 __device__ __forceinline__ u32 load_batch(const float* scores, const float* valid, u64 seed, long long base,
                                           long long tile1, bool vec, bool flag_nan, u32* flags, u32 key[kBatch]) {
     float x[kBatch], v[kBatch];
-    if (vec && base + kBatchTokens <= tile1) {
+    if (full_batch(vec, base, tile1)) {
         float4 vv[4], xx[4];
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
@@ -263,152 +276,108 @@ __device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q
 }
 
 // ------------------------------------------------------------------------------------------------
-// select_wide_data: passes 0 and 1 over all tokens. Block b owns tokens [b·kWideTile, (b+1)·kWideTile).
-//   grid ceil(n / kWideTile), exactly 256 threads.
+// select_wide_data: passes 0 and 1 over all tokens, one tile per block.
+//   grid = the number of tiles, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_data(u32* ws, const float* scores, const float* valid, const int* cu, int num_pools,
-                            long long n, u64 seed, int ntails, int pass, uint2* cand, int vec, int fuse, double frac,
-                            double slack) {
+SEL_KERNEL select_wide_data(u32* ws, const int* tiles, const float* scores, const float* valid, const int* cu,
+                            int num_pools, long long n, u64 seed, int ntails, int pass, uint2* cand, int vec,
+                            int fuse, double frac, double slack) {
     __shared__ u32 sh[2 * kBins];
-    __shared__ int sh_pools[2];
     __shared__ u32 sh_cnt[2];
     __shared__ long long sh_base[2];
     const WideWs w = wide_ws(ws, num_pools, ntails);
-    const long long tile0 = (long long)blockIdx.x * kWideTile, tile1 = min(tile0 + kWideTile, n);
+    long long tile0, tile1;
+    int q;
+    wide_tile(tiles, &tile0, &tile1, &q);
 
-    // Stage 1: the pools of this tile, a zeroed shared histogram per tail, zeroed candidate counters.
-    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
+    // Stage 1: a zeroed shared histogram per tail, zeroed candidate counters, the pool's slot states.
     for (int j = threadIdx.x; j < 2 * kBins; j += kThreads) sh[j] = 0u;
     if (threadIdx.x < 2) sh_cnt[threadIdx.x] = 0u;
     __syncthreads();
-    const int qf = sh_pools[0], ql = sh_pools[1];
     const WideDigit dg = wide_digit(pass);
+    const long long slot0 = (long long)q * ntails;
+    bool res[2];
+    u32 pre[2];
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+        res[t] = t < ntails && w.state[(slot0 + t) * 4 + ST_MODE] == MODE_KEY;
+        pre[t] = t < ntails ? w.state[(slot0 + t) * 4 + ST_KEY] : 0u;
+    }
 
-    if (qf == ql) {
-        // Stage 2a: a tile inside pool qf. Pass 0 counts the first key digit once (tail 1's histogram is its
-        // mirror); pass 1 counts the second digit of each tail's candidates and compacts them.
-        const long long slot0 = (long long)qf * ntails;
-        bool res[2];
-        u32 pre[2];
+    // Stage 2: count. Pass 0 counts the first key digit once (tail 1's histogram is its mirror); pass 1
+    // counts the second digit of each tail's candidates and compacts them.
+    for (long long base = tile0; base < tile1; base += kBatchTokens) {  // uniform trip count
+        u32 key[kBatch];
+        const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, pass == 0, w.flags, key);
+        u32 cm[2] = {0u, 0u};
 #pragma unroll
-        for (int t = 0; t < 2; ++t) {
-            res[t] = t < ntails && w.state[(slot0 + t) * 4 + ST_MODE] == MODE_KEY;
-            pre[t] = t < ntails ? w.state[(slot0 + t) * 4 + ST_KEY] : 0u;
-        }
-        for (long long base = tile0; base < tile1; base += kBatchTokens) {  // uniform trip count
-            u32 key[kBatch];
-            const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, pass == 0, w.flags, key);
-            u32 cm[2] = {0u, 0u};
-#pragma unroll
-            for (int u = 0; u < kBatch; ++u) {
-                if (!((ok >> u) & 1u)) continue;
-                if (pass == 0) {
-                    atomicAdd(&sh[key[u] >> 21], 1u);
-                    continue;
-                }
-#pragma unroll
-                for (int t = 0; t < 2; ++t) {
-                    const u32 e = t ? ~key[u] : key[u];
-                    if (res[t] && (e & dg.himask) == pre[t]) {
-                        atomicAdd(&sh[t * kBins + ((e >> dg.shift) & dg.mask)], 1u);
-                        cm[t] |= 1u << u;
-                    }
-                }
-            }
-            if (pass == 1) compact_batch(cand, n, w.counts, slot0, ntails, cu[qf], base, key, cm, sh_cnt, sh_base);
-        }
-    } else {
-        // Stage 2b: a tile across pools: per token, its pool's slots, global atomics.
-        for (long long i = tile0 + threadIdx.x; i < tile1; i += kThreads) {
-            bool ok;
-            u32 key;
-            load_key(scores, valid, seed, i, tile1, pass, w.flags, &ok, &key);
-            if (!ok) continue;
-            const int q = pool_of(cu, qf, ql, i);
-            const long long slot0 = (long long)q * ntails;
+        for (int u = 0; u < kBatch; ++u) {
+            if (!((ok >> u) & 1u)) continue;
             if (pass == 0) {
-                atomicAdd(&w.hist[slot0 * kBins + (key >> 21)], 1u);
+                atomicAdd(&sh[key[u] >> 21], 1u);
                 continue;
             }
-            for (int t = 0; t < ntails; ++t) {
-                const u32* st = w.state + (slot0 + t) * 4;
-                const u32 e = t ? ~key : key;
-                if (st[ST_MODE] != MODE_KEY || (e & dg.himask) != st[ST_KEY]) continue;
-                atomicAdd(&w.hist[(slot0 + t) * kBins + ((e >> dg.shift) & dg.mask)], 1u);
-                const u32 p = atomicAdd(&w.counts[slot0 + t], 1u);
-                cand[(long long)t * n + cu[q] + p] = make_uint2(e, (u32)i);
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+                const u32 e = t ? ~key[u] : key[u];
+                if (res[t] && (e & dg.himask) == pre[t]) {
+                    atomicAdd(&sh[t * kBins + ((e >> dg.shift) & dg.mask)], 1u);
+                    cm[t] |= 1u << u;
+                }
             }
         }
+        if (pass == 1) compact_batch(cand, n, w.counts, slot0, ntails, cu[q], base, key, cm, sh_cnt, sh_base);
     }
     __syncthreads();
 
-    // Stage 3: flush (one-pool tiles; the general path counted in global memory), then maybe scan.
-    if (qf == ql) flush_hist(w, sh, qf, ntails);
+    // Stage 3: flush, then maybe scan.
+    flush_hist(w, sh, q, ntails);
     finish_pass(w, num_pools, ntails, pass, fuse, frac, slack);
 }
 
 // ------------------------------------------------------------------------------------------------
-// select_wide_cand: passes 2-5 over the candidates. Block b owns positions [b·kWideTile, (b+1)·kWideTile) of
-// each cand[t] (positions follow the tokens' pool layout; a slot's live positions are the first counts[slot]
-// of its pool's range). Index passes exit at once unless flags[0].
-//   grid ceil(n / kWideTile), exactly 256 threads.
+// select_wide_cand: passes 2-5 over the candidates, one tile per block: positions [tile0, tile1) of each
+// cand[t] (positions follow the tokens' pool layout; a slot's live positions are the first counts[slot] of
+// its pool's range). Index passes exit at once unless flags[0].
+//   grid = the number of tiles, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_cand(u32* ws, const uint2* cand, const int* cu, int num_pools, long long n, int ntails,
-                            int pass, int fuse, double frac, double slack) {
+SEL_KERNEL select_wide_cand(u32* ws, const int* tiles, const uint2* cand, const int* cu, int num_pools, long long n,
+                            int ntails, int pass, int fuse, double frac, double slack) {
     __shared__ u32 sh[2 * kBins];
-    __shared__ int sh_pools[2];
     const WideWs w = wide_ws(ws, num_pools, ntails);
     if (pass >= 3 && w.flags[0] == 0u) return;  // uniform over the grid: no ticket is taken, no scan is due
-    const long long tile0 = (long long)blockIdx.x * kWideTile, tile1 = min(tile0 + kWideTile, n);
+    long long tile0, tile1;
+    int q;
+    wide_tile(tiles, &tile0, &tile1, &q);
 
     // Stage 1: as select_wide_data.
-    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
     for (int j = threadIdx.x; j < 2 * kBins; j += kThreads) sh[j] = 0u;
     __syncthreads();
-    const int qf = sh_pools[0], ql = sh_pools[1];
     const WideDigit dg = wide_digit(pass);
     const u32 want = pass < 3 ? MODE_KEY : MODE_IDX;
 
-    // Whether candidate c of a slot with prefixes (pk, pi) is still in the running, and its digit.
-    auto test = [&](uint2 c, u32 pk, u32 pi, u32* digit) {
-        if (pass == 2) {
-            *digit = c.x & dg.mask;
-            return (c.x & dg.himask) == pk;
-        }
-        *digit = (c.y >> dg.shift) & dg.mask;
-        return c.x == pk && (c.y & dg.himask) == pi;
-    };
-    if (qf == ql) {
-        // Stage 2a: a tile inside pool qf: each tail's live positions in this tile.
-        const long long slot0 = (long long)qf * ntails;
-        for (int t = 0; t < ntails; ++t) {
-            const u32* st = w.state + (slot0 + t) * 4;
-            if (st[ST_MODE] != want) continue;
-            const u32 pk = st[ST_KEY], pi = st[ST_IDX];
-            const long long end = min(tile1, (long long)cu[qf] + w.counts[slot0 + t]);
-            const uint2* src = cand + (long long)t * n;
-            for (long long p = tile0 + threadIdx.x; p < end; p += kThreads) {
-                u32 d;
-                if (test(src[p], pk, pi, &d)) atomicAdd(&sh[t * kBins + d], 1u);
-            }
-        }
-    } else {
-        // Stage 2b: a tile across pools.
-        for (long long p = tile0 + threadIdx.x; p < tile1; p += kThreads) {
-            const int q = pool_of(cu, qf, ql, p);
-            for (int t = 0; t < ntails; ++t) {
-                const long long s = (long long)q * ntails + t;
-                const u32* st = w.state + s * 4;
-                if (st[ST_MODE] != want || p - cu[q] >= (long long)w.counts[s]) continue;
-                u32 d;
-                if (test(cand[(long long)t * n + p], st[ST_KEY], st[ST_IDX], &d)) atomicAdd(&w.hist[s * kBins + d], 1u);
+    // Stage 2: each tail's live positions in this tile; a candidate (key, index) still in the running adds
+    // its digit: the key's on pass 2, the index's (among keys equal to the threshold) on passes 3-5.
+    const long long slot0 = (long long)q * ntails;
+    for (int t = 0; t < ntails; ++t) {
+        const u32* st = w.state + (slot0 + t) * 4;
+        if (st[ST_MODE] != want) continue;
+        const u32 pk = st[ST_KEY], pi = st[ST_IDX];
+        const long long end = min(tile1, (long long)cu[q] + w.counts[slot0 + t]);
+        const uint2* src = cand + (long long)t * n;
+        for (long long p = tile0 + threadIdx.x; p < end; p += kThreads) {
+            const uint2 c = src[p];
+            if (pass == 2) {
+                if ((c.x & dg.himask) == pk) atomicAdd(&sh[t * kBins + (c.x & dg.mask)], 1u);
+            } else if (c.x == pk && (c.y & dg.himask) == pi) {
+                atomicAdd(&sh[t * kBins + ((c.y >> dg.shift) & dg.mask)], 1u);
             }
         }
     }
     __syncthreads();
 
     // Stage 3: as select_wide_data.
-    if (qf == ql) flush_hist(w, sh, qf, ntails);
+    flush_hist(w, sh, q, ntails);
     finish_pass(w, num_pools, ntails, pass, fuse, frac, slack);
 }
 
@@ -424,67 +393,50 @@ SEL_KERNEL select_wide_scan(u32* ws, int num_pools, int ntails, int pass, double
 
 // ------------------------------------------------------------------------------------------------
 // select_wide_mask: out_t[i] = 1 if valid token i is in its pool's tail t, else 0 (tail 0 -> out0, tail 1 ->
-// out1). Tiled like select_wide_data; a one-pool tile hoists its slot states and, with `vec`, loads and stores
-// whole float4.   grid ceil(n / kWideTile), exactly 256 threads.
+// out1). One tile per block: the pool's slot states hoisted, full aligned batches loaded and stored as float4.
+//   grid = the number of tiles, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_mask(float* out0, float* out1, u32* ws, const float* scores, const float* valid, const int* cu,
-                            int num_pools, long long n, u64 seed, int ntails, int vec) {
-    __shared__ int sh_pools[2];
+SEL_KERNEL select_wide_mask(float* out0, float* out1, u32* ws, const int* tiles, const float* scores,
+                            const float* valid, int num_pools, u64 seed, int ntails, int vec) {
     const WideWs w = wide_ws(ws, num_pools, ntails);
-    const long long tile0 = (long long)blockIdx.x * kWideTile, tile1 = min(tile0 + kWideTile, n);
-    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
-    __syncthreads();
-    const int qf = sh_pools[0], ql = sh_pools[1];
+    long long tile0, tile1;
+    int q;
+    wide_tile(tiles, &tile0, &tile1, &q);
 
-    if (qf == ql) {
-        // Stage 1: the pool's slot states (mode, threshold key, threshold index) per tail.
-        u32 mode[2] = {MODE_NONE, MODE_NONE}, tk[2] = {0u, 0u}, ti[2] = {0u, 0u};
-        for (int t = 0; t < ntails; ++t) {
-            const u32* st = w.state + ((long long)qf * ntails + t) * 4;
-            mode[t] = st[ST_MODE];
-            tk[t] = st[ST_KEY];
-            ti[t] = st[ST_IDX];
-        }
-        // Stage 2: batches of 16 tokens per thread.
-        for (long long base = tile0; base < tile1; base += kBatchTokens) {
-            u32 key[kBatch];
-            const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, false, nullptr, key);
-            const bool full = vec != 0 && base + kBatchTokens <= tile1;
+    // Stage 1: the pool's slot states (mode, threshold key, threshold index) per tail.
+    u32 mode[2] = {MODE_NONE, MODE_NONE}, tk[2] = {0u, 0u}, ti[2] = {0u, 0u};
+    for (int t = 0; t < ntails; ++t) {
+        const u32* st = w.state + ((long long)q * ntails + t) * 4;
+        mode[t] = st[ST_MODE];
+        tk[t] = st[ST_KEY];
+        ti[t] = st[ST_IDX];
+    }
+    // Stage 2: batches of 16 tokens per thread.
+    for (long long base = tile0; base < tile1; base += kBatchTokens) {
+        u32 key[kBatch];
+        const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, false, nullptr, key);
+        const bool full = full_batch(vec != 0, base, tile1);
 #pragma unroll
-            for (int t = 0; t < 2; ++t) {
-                if (t >= ntails) break;
-                float m[kBatch];
+        for (int t = 0; t < 2; ++t) {
+            if (t >= ntails) break;
+            float m[kBatch];
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                const bool sel =
+                    ((ok >> u) & 1u) && in_tail(mode[t], t ? ~key[u] : key[u], tk[t], ti[t], batch_token(base, u));
+                m[u] = sel ? 1.0f : 0.0f;
+            }
+            if (full) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r)
+                    *reinterpret_cast<float4*>((t == 0 ? out0 : out1) + batch_token(base, 4 * r)) =
+                        make_float4(m[4 * r], m[4 * r + 1], m[4 * r + 2], m[4 * r + 3]);
+            } else {
 #pragma unroll
                 for (int u = 0; u < kBatch; ++u) {
-                    const bool sel = ((ok >> u) & 1u) && in_tail(mode[t], t ? ~key[u] : key[u], tk[t], ti[t],
-                                                                  batch_token(base, u));
-                    m[u] = sel ? 1.0f : 0.0f;
+                    const long long i = batch_token(base, u);
+                    if (i < tile1) (t == 0 ? out0 : out1)[i] = m[u];
                 }
-                if (full) {
-#pragma unroll
-                    for (int r = 0; r < 4; ++r)
-                        *reinterpret_cast<float4*>((t == 0 ? out0 : out1) + batch_token(base, 4 * r)) =
-                            make_float4(m[4 * r], m[4 * r + 1], m[4 * r + 2], m[4 * r + 3]);
-                } else {
-#pragma unroll
-                    for (int u = 0; u < kBatch; ++u) {
-                        const long long i = batch_token(base, u);
-                        if (i < tile1) (t == 0 ? out0 : out1)[i] = m[u];
-                    }
-                }
-            }
-        }
-    } else {
-        // Stage 2b: a tile across pools, per token.
-        for (long long i = tile0 + threadIdx.x; i < tile1; i += kThreads) {
-            bool ok;
-            u32 key;
-            load_key(scores, valid, seed, i, tile1, 1, nullptr, &ok, &key);  // pass 1: no NaN flag to raise
-            const int q = ok ? pool_of(cu, qf, ql, i) : qf;
-            for (int t = 0; t < ntails; ++t) {
-                const u32* st = w.state + ((long long)q * ntails + t) * 4;
-                const bool sel = ok && in_tail(st[ST_MODE], t ? ~key : key, st[ST_KEY], st[ST_IDX], i);
-                (t == 0 ? out0 : out1)[i] = sel ? 1.0f : 0.0f;
             }
         }
     }

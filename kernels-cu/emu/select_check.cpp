@@ -60,7 +60,12 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     const int num_pools = (int)cu.size() - 1, nslots = num_pools * ntails;
     std::vector<u32> ws(4 + nslots * (1 + 4 + kBins), 0u);
     std::vector<uint2> cand(2 * n, uint2{0xDEADBEEFu, 0xDEADBEEFu});  // poisoned: only live entries are read
-    const unsigned tiles = (unsigned)((n + kWideTile - 1) / kWideTile);
+    // Packing::tiles: every pool cut into tiles of at most 16384 tokens, (start, end, pool).
+    std::vector<int> tile_tab;
+    for (int q = 0; q < num_pools; ++q)
+        for (int s = cu[q]; s < cu[q + 1]; s += 16384)
+            tile_tab.insert(tile_tab.end(), {s, std::min(s + 16384, cu[q + 1]), q});
+    const unsigned tiles = (unsigned)(tile_tab.size() / 3);
     auto aligned = [](const void* p) { return p == nullptr || (uintptr_t)p % 16 == 0; };
     float* o1 = ntails > 1 ? out1.data() : nullptr;
     vec = vec && aligned(sc) && aligned(valid.data()) && aligned(out0.data()) && aligned(o1);
@@ -71,8 +76,8 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     };
     for (int pass = 0; pass < 2; ++pass) {
         launch(tiles, [&] {
-            select_wide_data(ws.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails, pass, cand.data(),
-                             vec, fuse, frac, slack);
+            select_wide_data(ws.data(), tile_tab.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails, pass,
+                             cand.data(), vec, fuse, frac, slack);
         });
         scan(pass);
     }
@@ -98,13 +103,13 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     if (!compact_ok) std::printf("wide: the candidates after pass 1 differ from the prefix's tokens\n");
     for (int pass = 2; pass < 6; ++pass) {
         launch(tiles, [&] {
-            select_wide_cand(ws.data(), cand.data(), cu.data(), num_pools, n, ntails, pass, fuse, frac, slack);
+            select_wide_cand(ws.data(), tile_tab.data(), cand.data(), cu.data(), num_pools, n, ntails, pass, fuse, frac,
+                             slack);
         });
         scan(pass);
     }
     launch(tiles, [&] {
-        select_wide_mask(out0.data(), o1, ws.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails,
-                         vec);
+        select_wide_mask(out0.data(), o1, ws.data(), tile_tab.data(), sc, valid.data(), num_pools, seed, ntails, vec);
     });
     *nan_flag = ws[1];
     return ws[2] == 0u && compact_ok;

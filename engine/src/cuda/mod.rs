@@ -28,7 +28,7 @@ pub mod policy_loss;
 pub mod readback;
 pub mod sampling;
 pub mod select;
-mod select_wide;
+pub(crate) mod select_wide;
 pub mod timing;
 pub mod weights;
 

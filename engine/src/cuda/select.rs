@@ -8,6 +8,8 @@ use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
 use std::sync::OnceLock;
 
+pub use super::select_wide::WIDE_TILE;
+
 /// The versions of the radix-select histogram pass in `select.cu` (all exact; they differ in speed only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistVersion {
@@ -150,12 +152,14 @@ pub(super) fn blocks(op: &'static str, n: usize) -> Result<LaunchConfig> {
 /// seeded hash keys instead (random selection). `ntails` = 1 gives the bottom tail only, 2 gives
 /// [bottom, top]. `cu` is the pools' cu_seqlens (i32, `num_pools + 1`); `slack` the host's count slack.
 /// Reads back a small flag buffer after the key passes (one synchronisation): NaN scores, partial ties.
+/// `tiles`: the pools' tile table for [`WIDE_TILE`] (`Packing::tiles_on`), needed by the wide version only.
 #[allow(clippy::too_many_arguments)]
 pub fn select_masks(
     op: &'static str,
     scores: Option<&CudaStorage>,
     valid: &CudaStorage,
     cu: &CudaStorage,
+    tiles: Option<&CudaStorage>,
     num_pools: usize,
     frac: f64,
     slack: f64,
@@ -180,7 +184,8 @@ pub fn select_masks(
     }
     i32_arg(op, n)?;
     if version == HistVersion::Wide {
-        let job = super::select_wide::WideJob { op, scores, valid, cu, num_pools, frac, slack, seed };
+        let tiles = tiles.ok_or_else(|| EngineError::invalid(op, "the wide version needs the pools' tile table"))?;
+        let job = super::select_wide::WideJob { op, scores, valid, cu, tiles, num_pools, frac, slack, seed };
         super::select_wide::select_masks_wide(&job, &outs)?;
         return Ok(outs);
     }

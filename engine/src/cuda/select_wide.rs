@@ -9,8 +9,8 @@ use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
 
-/// Tokens per block (`kWideTile` in `select_wide.cu`).
-const WIDE_TILE: usize = 16384;
+/// Most tokens per tile, one tile per block (`Packing::tiles_on` cuts every pool into such tiles).
+pub const WIDE_TILE: usize = 16384;
 /// Histogram bins per slot (`kBins`).
 const BINS: usize = 2048;
 /// Words before the per-slot parts of the workspace: [need index passes, NaN score, ticket, unused].
@@ -30,6 +30,8 @@ pub(super) struct WideJob<'a> {
     pub valid: &'a CudaStorage,
     /// The pools' cu_seqlens, i32 [num_pools + 1].
     pub cu: &'a CudaStorage,
+    /// The pools' tiles of at most [`WIDE_TILE`] tokens, i32 [tiles, 3] (`Packing::tiles_on`).
+    pub tiles: &'a CudaStorage,
     pub num_pools: usize,
     pub frac: f64,
     pub slack: f64,
@@ -39,7 +41,10 @@ pub(super) struct WideJob<'a> {
 /// Fills `outs` (one f32 mask per tail, `valid.len` > 0 tokens each, already allocated) with the per-pool
 /// tails.
 pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<()> {
-    let WideJob { op, scores, valid, cu, num_pools, frac, slack, seed } = *job;
+    let WideJob { op, scores, valid, cu, tiles, num_pools, frac, slack, seed } = *job;
+    if tiles.dtype != DType::I32 || tiles.len % 3 != 0 {
+        return Err(EngineError::invalid(op, "the tile table must be i32 [tiles, 3]"));
+    }
     let dev = &valid.device;
     let n = valid.len;
     let ntails = outs.len();
@@ -49,9 +54,9 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
     // Candidates per tail, (key, index) pairs in the pools' layout; only the counted prefix of each pool's
     // range is ever read, so it is not zeroed.
     let cand = CudaStorage::alloc(dev, DType::I32, 2 * ntails * n)?;
-    let cfg = blocks(op, n.div_ceil(WIDE_TILE))?;
+    let cfg = blocks(op, tiles.len / 3)?;
     let scan_cfg = blocks(op, num_pools.min(65_535))?;
-    let (pws, pcand, pv, pc) = (ws.ptr(), cand.ptr(), valid.ptr(), cu.ptr());
+    let (pws, pcand, pv, pc, pt) = (ws.ptr(), cand.ptr(), valid.ptr(), cu.ptr(), tiles.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (p0, p1) = (outs[0].ptr(), outs.get(1).map_or(0u64, |o| o.ptr()));
     let vec = [ps, pv, p0, p1].into_iter().all(aligned16) as i32;
@@ -69,12 +74,12 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
             "select_wide",
             "select_wide_data",
             cfg,
-            [pws, ps, pv, pc, np, nn, seed, nt, pass, pcand, vec, fuse, frac, slack]
+            [pws, pt, ps, pv, pc, np, nn, seed, nt, pass, pcand, vec, fuse, frac, slack]
         );
         scan(pass)?;
     }
     let cand_pass = |pass: i32| -> Result<()> {
-        launch!(dev, "select_wide", "select_wide_cand", cfg, [pws, pcand, pc, np, nn, nt, pass, fuse, frac, slack]);
+        launch!(dev, "select_wide", "select_wide_cand", cfg, [pws, pt, pcand, pc, np, nn, nt, pass, fuse, frac, slack]);
         scan(pass)
     };
     cand_pass(2)?;
@@ -86,7 +91,7 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
     for pass in 3..6 {
         cand_pass(pass)?;
     }
-    launch!(dev, "select_wide", "select_wide_mask", cfg, [p0, p1, pws, ps, pv, pc, np, nn, seed, nt, vec]);
+    launch!(dev, "select_wide", "select_wide_mask", cfg, [p0, p1, pws, pt, ps, pv, np, seed, nt, vec]);
     if flags.wait()?[1] != 0 {
         return Err(super::select::nan_score_error(op));
     }

@@ -61,17 +61,30 @@ pub fn select_tails_with(
     check_pools(OP, n, valid.numel(), pools)?;
     check_frac(OP, frac)?;
     let cu = pools.on(scores.device())?;
+    // The wide version's tiles (cached on the Packing; the CPU path does not read them).
+    let tiles = pools.tiles_on(scores.device(), cuda_select::WIDE_TILE)?;
     let mut st = dispatch(
         OP,
-        &[scores, valid, &cu],
+        &[scores, valid, &cu, &tiles],
         |x| {
             let (top, bottom) = cpu_tails(x[0].as_f32(OP)?, x[1].as_f32(OP)?, x[2].as_i32(OP)?, frac)?;
             Ok(vec![CpuStorage::F32(top), CpuStorage::F32(bottom)])
         },
         |x| {
             let v = version.map_or_else(cuda_select::hist_version, Ok)?;
-            let mut m =
-                cuda_select::select_masks(OP, Some(x[0]), x[1], x[2], pools.num_seqs(), frac, COUNT_SLACK, 0, 2, v)?;
+            let mut m = cuda_select::select_masks(
+                OP,
+                Some(x[0]),
+                x[1],
+                x[2],
+                Some(x[3]),
+                pools.num_seqs(),
+                frac,
+                COUNT_SLACK,
+                0,
+                2,
+                v,
+            )?;
             let top = m.pop().expect("two tails");
             Ok(vec![top, m.pop().expect("two tails")])
         },
@@ -91,13 +104,14 @@ pub fn select_random(valid: &Tensor, frac: f64, seed: u64, pools: &Packing) -> R
     check_pools(OP, n, n, pools)?;
     check_frac(OP, frac)?;
     let cu = pools.on(valid.device())?;
+    let tiles = pools.tiles_on(valid.device(), cuda_select::WIDE_TILE)?;
     let mut st = dispatch(
         OP,
-        &[valid, &cu],
+        &[valid, &cu, &tiles],
         |x| Ok(vec![CpuStorage::F32(cpu_random(x[0].as_f32(OP)?, x[1].as_i32(OP)?, frac, seed))]),
         |x| {
             let v = cuda_select::hist_version()?;
-            cuda_select::select_masks(OP, None, x[0], x[1], pools.num_seqs(), frac, COUNT_SLACK, seed, 1, v)
+            cuda_select::select_masks(OP, None, x[0], x[1], Some(x[2]), pools.num_seqs(), frac, COUNT_SLACK, seed, 1, v)
         },
     )?;
     Ok(Tensor::from_storage(st.pop().expect("mask"), Shape::new([n]), valid.device()))
