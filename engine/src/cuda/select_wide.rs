@@ -39,7 +39,9 @@ pub(super) struct WideJob<'a> {
 }
 
 /// Fills `outs` (one f32 mask per tail, `valid.len` > 0 tokens each, already allocated) with the per-pool
-/// tails.
+/// tails. Device memory besides the outputs: 4 + 2053 words per slot (pool × tail; 8.2 KiB, mostly the
+/// 2048-bin histogram, so 16 MiB for 1024 per-sequence pools × 2 tails) and 8 bytes per token and tail of
+/// candidates.
 pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<()> {
     let WideJob { op, scores, valid, cu, tiles, num_pools, frac, slack, seed } = *job;
     if tiles.dtype != DType::I32 || tiles.len % 3 != 0 {
