@@ -10,7 +10,10 @@
 //     top tail's histogram is the bottom tail's mirror (scan_pool reads it reversed);
 //   * pass 1 also compacts each slot's candidates (tail-oriented key, token index) into cand[t], inside the
 //     pool's own range [cu[q], cu[q] + counts[slot]); pass 2 and the index passes read only those (the
-//     candidate filtering of AIR top-k, Zhang et al. 2023), so only passes 0, 1 and the mask read all tokens;
+//     candidate filtering of AIR top-k, Zhang et al. 2023);
+//   * pass 1 also writes every token's final mask entry except the candidates' (1 below the threshold's
+//     first digit, 0 above it or invalid), and a last kernel sets the selected candidates to 1: only passes 0
+//     and 1 touch all n tokens, and there is no separate mask pass over them;
 //   * with few slots (the host's fuse flag), the block that finishes a pass last runs the scan (threadfence +
 //     ticket), saving one launch per pass;
 //   * tiles never cross pools: the host's table (Packing::tiles_on) cuts every pool into tiles of at most
@@ -23,8 +26,8 @@
 //   0: key bits 21..31, all tokens       3: index bits 21..31 of the candidates equal to the threshold key
 //   1: key bits 10..20, all tokens       4: index bits 10..20       (3-5 exit at once unless flags[0]:
 //   2: key bits  0..9,  candidates       5: index bits  0..9         a partial tie at the threshold key)
-// The host queues all six passes and the mask without waiting; it reads the flags (NaN score) through a
-// page-locked copy after pass 2, which does not drain the stream.
+// The host queues all six passes and the candidate mask without waiting; it reads the flags (NaN score)
+// through a page-locked copy after pass 2, which does not drain the stream.
 // Workspace ws (u32, zeroed once by the host): flags[4] = [need index passes, NaN score, ticket, unused],
 // counts[nslots], state[nslots][4] (select_common.cuh), hist[nslots][2048].
 #include "select_common.cuh"
@@ -187,6 +190,24 @@ __device__ __forceinline__ void compact_batch(uint2* cand, long long n, u32* cou
     }
 }
 
+// One tail's mask entries of the batch at `base`: 1.0 where bit u of `sel` is set, else 0.0; float4 stores
+// for a full aligned batch (`full`, from full_batch).
+__device__ __forceinline__ void store_batch_mask(float* out, long long base, long long tile1, bool full, u32 sel) {
+    auto bit = [&](int u) { return ((sel >> u) & 1u) ? 1.0f : 0.0f; };
+    if (full) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+            *reinterpret_cast<float4*>(out + batch_token(base, 4 * r)) =
+                make_float4(bit(4 * r), bit(4 * r + 1), bit(4 * r + 2), bit(4 * r + 3));
+    } else {
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const long long i = batch_token(base, u);
+            if (i < tile1) out[i] = bit(u);
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // scan_pool: after pass `pass`, for both tails of pool q: find the bucket holding the kk-th candidate, move
 // the slot's prefix and remaining rank into it, and re-zero the bins. Pass 0 derives k from the histogram
@@ -276,12 +297,13 @@ __device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q
 }
 
 // ------------------------------------------------------------------------------------------------
-// select_wide_data: passes 0 and 1 over all tokens, one tile per block.
+// select_wide_data: passes 0 and 1 over all tokens, one tile per block; pass 1 also writes the masks of all
+// but the candidates (out1 null when ntails = 1).
 //   grid = the number of tiles, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_data(u32* ws, const int* tiles, const float* scores, const float* valid, const int* cu,
-                            int num_pools, long long n, u64 seed, int ntails, int pass, uint2* cand, int vec,
-                            int fuse, double frac, double slack) {
+SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1, const float* scores,
+                            const float* valid, const int* cu, int num_pools, long long n, u64 seed, int ntails,
+                            int pass, uint2* cand, int vec, int fuse, double frac, double slack) {
     __shared__ u32 sh[2 * kBins];
     __shared__ u32 sh_cnt[2];
     __shared__ long long sh_base[2];
@@ -304,12 +326,14 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, const float* scores, cons
         pre[t] = t < ntails ? w.state[(slot0 + t) * 4 + ST_KEY] : 0u;
     }
 
-    // Stage 2: count. Pass 0 counts the first key digit once (tail 1's histogram is its mirror); pass 1
-    // counts the second digit of each tail's candidates and compacts them.
+    // Stage 2: count. Pass 0 counts the first key digit once (tail 1's histogram is its mirror). Pass 1
+    // counts the second digit of each tail's candidates (first digit = the threshold's) and compacts them,
+    // and writes every token's final mask entry except the candidates': 1 below the threshold's first
+    // digit, else 0 (select_wide_cand_mask sets the selected candidates to 1 at the end).
     for (long long base = tile0; base < tile1; base += kBatchTokens) {  // uniform trip count
         u32 key[kBatch];
         const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, pass == 0, w.flags, key);
-        u32 cm[2] = {0u, 0u};
+        u32 cm[2] = {0u, 0u}, below[2] = {0u, 0u};
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
             if (!((ok >> u) & 1u)) continue;
@@ -319,14 +343,22 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, const float* scores, cons
             }
 #pragma unroll
             for (int t = 0; t < 2; ++t) {
-                const u32 e = t ? ~key[u] : key[u];
-                if (res[t] && (e & dg.himask) == pre[t]) {
-                    atomicAdd(&sh[t * kBins + ((e >> dg.shift) & dg.mask)], 1u);
+                const u32 hi = (t ? ~key[u] : key[u]) & dg.himask;
+                if (!res[t]) continue;
+                if (hi == pre[t]) {
+                    atomicAdd(&sh[t * kBins + (((t ? ~key[u] : key[u]) >> dg.shift) & dg.mask)], 1u);
                     cm[t] |= 1u << u;
+                } else if (hi < pre[t]) {
+                    below[t] |= 1u << u;
                 }
             }
         }
-        if (pass == 1) compact_batch(cand, n, w.counts, slot0, ntails, cu[q], base, key, cm, sh_cnt, sh_base);
+        if (pass == 1) {
+            compact_batch(cand, n, w.counts, slot0, ntails, cu[q], base, key, cm, sh_cnt, sh_base);
+            const bool full = full_batch(vec != 0, base, tile1);
+            store_batch_mask(out0, base, tile1, full, below[0]);
+            if (ntails > 1) store_batch_mask(out1, base, tile1, full, below[1]);
+        }
     }
     __syncthreads();
 
@@ -392,52 +424,30 @@ SEL_KERNEL select_wide_scan(u32* ws, int num_pools, int ntails, int pass, double
 }
 
 // ------------------------------------------------------------------------------------------------
-// select_wide_mask: out_t[i] = 1 if valid token i is in its pool's tail t, else 0 (tail 0 -> out0, tail 1 ->
-// out1). One tile per block: the pool's slot states hoisted, full aligned batches loaded and stored as float4.
+// select_wide_cand_mask: the last step. Pass 1 wrote every mask entry but the candidates' (tokens whose first
+// key digit is their slot's threshold digit) as final and those as 0; here each tile's live candidates that
+// the final threshold (key, index) takes get their 1. So no pass over all tokens follows pass 1.
 //   grid = the number of tiles, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_mask(float* out0, float* out1, u32* ws, const int* tiles, const float* scores,
-                            const float* valid, int num_pools, u64 seed, int ntails, int vec) {
+SEL_KERNEL select_wide_cand_mask(float* out0, float* out1, u32* ws, const int* tiles, const uint2* cand,
+                                 const int* cu, int num_pools, long long n, int ntails) {
     const WideWs w = wide_ws(ws, num_pools, ntails);
     long long tile0, tile1;
     int q;
     wide_tile(tiles, &tile0, &tile1, &q);
-
-    // Stage 1: the pool's slot states (mode, threshold key, threshold index) per tail.
-    u32 mode[2] = {MODE_NONE, MODE_NONE}, tk[2] = {0u, 0u}, ti[2] = {0u, 0u};
     for (int t = 0; t < ntails; ++t) {
-        const u32* st = w.state + ((long long)q * ntails + t) * 4;
-        mode[t] = st[ST_MODE];
-        tk[t] = st[ST_KEY];
-        ti[t] = st[ST_IDX];
-    }
-    // Stage 2: batches of 16 tokens per thread.
-    for (long long base = tile0; base < tile1; base += kBatchTokens) {
-        u32 key[kBatch];
-        const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, false, nullptr, key);
-        const bool full = full_batch(vec != 0, base, tile1);
-#pragma unroll
-        for (int t = 0; t < 2; ++t) {
-            if (t >= ntails) break;
-            float m[kBatch];
-#pragma unroll
-            for (int u = 0; u < kBatch; ++u) {
-                const bool sel =
-                    ((ok >> u) & 1u) && in_tail(mode[t], t ? ~key[u] : key[u], tk[t], ti[t], batch_token(base, u));
-                m[u] = sel ? 1.0f : 0.0f;
-            }
-            if (full) {
-#pragma unroll
-                for (int r = 0; r < 4; ++r)
-                    *reinterpret_cast<float4*>((t == 0 ? out0 : out1) + batch_token(base, 4 * r)) =
-                        make_float4(m[4 * r], m[4 * r + 1], m[4 * r + 2], m[4 * r + 3]);
-            } else {
-#pragma unroll
-                for (int u = 0; u < kBatch; ++u) {
-                    const long long i = batch_token(base, u);
-                    if (i < tile1) (t == 0 ? out0 : out1)[i] = m[u];
-                }
-            }
+        // Stage 1: the slot's final state (MODE_NONE has no candidates).
+        const long long s = (long long)q * ntails + t;
+        const u32* st = w.state + s * 4;
+        const u32 mode = st[ST_MODE], tk = st[ST_KEY], ti = st[ST_IDX];
+        if (mode != MODE_ALL_EQ && mode != MODE_IDX) continue;
+        // Stage 2: the live candidates of this tile's positions.
+        const long long end = min(tile1, (long long)cu[q] + w.counts[s]);
+        const uint2* src = cand + (long long)t * n;
+        float* out = t == 0 ? out0 : out1;
+        for (long long p = tile0 + threadIdx.x; p < end; p += kThreads) {
+            const uint2 c = src[p];
+            if (in_tail(mode, c.x, tk, ti, c.y)) out[c.y] = 1.0f;
         }
     }
 }

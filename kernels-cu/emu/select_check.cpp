@@ -51,7 +51,7 @@ static const HistVersion kHistVersions[] = {{"plain", select_hist_plain},
                                             {"wide (scan kernel, scalar)", nullptr, false, 2}};
 
 // The wide version as engine/src/cuda/select_wide.rs runs it: one zeroed workspace, passes 0-5 (3-5 exit at
-// once unless some slot has a partial tie), then the mask. False if the fused scans' ticket was left set or
+// once unless some slot has a partial tie; pass 1 writes the non-candidates' masks), then the candidates'. False if the fused scans' ticket was left set or
 // the candidates after pass 1 were wrong. float4 access only where every buffer is 16-byte aligned, as the
 // host checks.
 static bool run_wide(const float* sc, const std::vector<float>& valid, const std::vector<int>& cu, long long n,
@@ -76,8 +76,8 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     };
     for (int pass = 0; pass < 2; ++pass) {
         launch(tiles, [&] {
-            select_wide_data(ws.data(), tile_tab.data(), sc, valid.data(), cu.data(), num_pools, n, seed, ntails, pass,
-                             cand.data(), vec, fuse, frac, slack);
+            select_wide_data(ws.data(), tile_tab.data(), out0.data(), o1, sc, valid.data(), cu.data(), num_pools, n,
+                             seed, ntails, pass, cand.data(), vec, fuse, frac, slack);
         });
         scan(pass);
     }
@@ -109,7 +109,8 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
         scan(pass);
     }
     launch(tiles, [&] {
-        select_wide_mask(out0.data(), o1, ws.data(), tile_tab.data(), sc, valid.data(), num_pools, seed, ntails, vec);
+        select_wide_cand_mask(out0.data(), o1, ws.data(), tile_tab.data(), cand.data(), cu.data(), num_pools, n,
+                              ntails);
     });
     *nan_flag = ws[1];
     return ws[2] == 0u && compact_ok;

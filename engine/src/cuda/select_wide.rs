@@ -1,6 +1,6 @@
 //! Launcher for `kernels-cu/cuda/select_wide.cu`, the `wide` version of the radix select: 11-bit digits
-//! (3 key passes), candidate compaction after the second pass, scans fused into the last block when there
-//! are few slots, float4 loads, and no stream drain: every pass is queued up front and the flags (NaN score)
+//! (3 key passes), candidate compaction after the second pass, which also writes the non-candidates' masks,
+//! scans fused into the last block when there are few slots, float4 loads, and no stream drain: every pass is queued up front and the flags (NaN score)
 //! come back through a page-locked read after pass 2 (`readback.rs`). Same arguments and result as the
 //! other versions (`select::select_masks`, which validates the arguments and calls this).
 use super::kernels::i32_arg;
@@ -76,7 +76,7 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
             "select_wide",
             "select_wide_data",
             cfg,
-            [pws, pt, ps, pv, pc, np, nn, seed, nt, pass, pcand, vec, fuse, frac, slack]
+            [pws, pt, p0, p1, ps, pv, pc, np, nn, seed, nt, pass, pcand, vec, fuse, frac, slack]
         );
         scan(pass)?;
     }
@@ -93,7 +93,8 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
     for pass in 3..6 {
         cand_pass(pass)?;
     }
-    launch!(dev, "select_wide", "select_wide_mask", cfg, [p0, p1, pws, pt, ps, pv, np, seed, nt, vec]);
+    // Pass 1 wrote every mask entry but the candidates'; the selected candidates get their 1.
+    launch!(dev, "select_wide", "select_wide_cand_mask", cfg, [p0, p1, pws, pt, pcand, pc, np, nn, nt]);
     if flags.wait()?[1] != 0 {
         return Err(super::select::nan_score_error(op));
     }
