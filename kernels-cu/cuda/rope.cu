@@ -46,12 +46,14 @@ DEFINE_ROPE(bf16, __nv_bfloat16)
 // qk_norm_rope: Qwen3's per-head RMSNorm of q and k followed by RoPE, forward only (inference: prefill,
 // decode, old log-probs), both tensors in one launch instead of four (norm q, rope q, norm k, rope k).
 //   q [tokens, hq, d], k [tokens, hk, d], weights qw, kw [d]; d even, d <= kNormRopeMaxD.
-//   y = x · (mean(x²) + eps)^(-1/2) · w, rounded to T (as rmsnorm_fwd stores it), then rotated as rope_body.
+//   y = x · (mean(x²) + eps)^(-1/2) · w, rounded to T (as rmsnorm_fwd stores it, with its summation order,
+//   so the normed values are bitwise rmsnorm_fwd's), then rotated as rope_body.
 // One warp per (token, head) row of q, then of k (row r < tokens·hq is q's), 8 rows per 256-thread block;
 // the row is staged in shared memory (each warp its own slice, so only __syncwarp is needed).
 // ------------------------------------------------------------------------------------------------
 constexpr int kNormRopeMaxD = 512;
 constexpr int kNormRopeWarps = 8;
+constexpr int kRmsNormWarps = 8;  // warps of rmsnorm_fwd's launch (256 threads, engine/src/cuda/kernels.rs)
 
 template <typename T>
 __device__ __forceinline__ void qk_norm_rope_body(T* q_out, T* k_out, const T* q, const T* k, const T* qw,
@@ -70,14 +72,23 @@ __device__ __forceinline__ void qk_norm_rope_body(T* q_out, T* k_out, const T* q
     T* y = (is_q ? q_out : k_out) + rr * d;
     const T* w = is_q ? qw : kw;
     float* s = rows_buf[warp];
-    // 2. sum of squares; inverse RMS (precise sqrt + divide, as rmsnorm_fwd)
-    float ss = 0.0f;
-    for (int c = lane; c < d; c += 32) {
-        const float v = to_f32(x[c]);
-        s[c] = v;
-        ss += v * v;
+    // 2. sum of squares in rmsnorm_fwd's order, so that rs is bitwise the unfused one: there, with 256
+    //    threads, thread 32j + l sums columns 32j + l + 256m (m ascending), warp j butterflies its lanes, and
+    //    lanes 0..7 butterfly the 8 warp sums. Here lane l plays lane l of each of those 8 warps in turn.
+    //    Then the inverse RMS (precise sqrt + divide, as rmsnorm_fwd).
+    for (int c = lane; c < d; c += 32) s[c] = to_f32(x[c]);  // each lane reads back only its own columns
+    float warp_sums = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kRmsNormWarps; ++j) {
+        float ssj = 0.0f;
+        for (int c = 32 * j + lane; c < d; c += 32 * kRmsNormWarps) {
+            const float v = s[c];
+            ssj += v * v;
+        }
+        const float pj = warp_sum(ssj);
+        if (lane == j) warp_sums = pj;
     }
-    ss = warp_sum(ss);
+    const float ss = warp_sum(warp_sums);
     const float rs = 1.0f / sqrtf(ss / (float)d + eps);
     // 3. normalize and scale, rounded to the storage type
     for (int c = lane; c < d; c += 32) s[c] = to_f32(from_f32<T>(s[c] * rs * to_f32(w[c])));

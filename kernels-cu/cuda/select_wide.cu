@@ -268,7 +268,8 @@ __device__ __forceinline__ void scan_pool(const WideWs& w, int q, int ntails, in
                 }
             }
         }
-        __syncthreads();  // the next tail's scan reuses warp_tot
+        __syncthreads();  // the found thread's state writes before the next tail (block_inclusive_scan's own
+                          // barriers already free warp_tot)
     }
 }
 

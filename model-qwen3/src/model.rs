@@ -6,7 +6,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::Qwen3Config;
 use crate::error::{ModelError, Result};
 use entrl_engine::ops::{add_rms_norm, attention, qk_norm_rope, RopeSpec};
-use entrl_engine::{checkpoint, is_grad_enabled, DType, Device, Packing, Tensor};
+use entrl_engine::{checkpoint, DType, Device, Packing, Tensor};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -238,7 +238,18 @@ pub(crate) fn attention_inputs(
     x: &Tensor,
     pos: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    attention_inputs_normed(l, c, &x.rms_norm(&l.input_norm, c.rms_norm_eps)?, pos)
+    attention_inputs_normed(l, c, &x.rms_norm(&l.input_norm, c.rms_norm_eps)?, pos, QkPath::Differentiable)
+}
+
+/// How [`attention_inputs_normed`] norms and rotates q and k.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QkPath {
+    /// `rms_norm` then `rope_with`, with backward rules: every training forward, including its runs
+    /// under `no_grad` (checkpointing's first pass, old log-probs), so that they and the recompute or the
+    /// update's forward take exactly the same kernels.
+    Differentiable,
+    /// `ops::qk_norm_rope` (one launch on a GPU instead of four): generation only.
+    Fused,
 }
 
 /// [`attention_inputs`] from the layer's normed input h = rms_norm(x, input_norm).
@@ -247,17 +258,18 @@ pub(crate) fn attention_inputs_normed(
     c: &Qwen3Config,
     h: &Tensor,
     pos: &Tensor,
+    path: QkPath,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let t = h.dims()[0];
     let (nq, nkv, hd, eps) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
     let rs = RopeSpec { theta: c.rope_theta, bf16_inv_freq: c.rope_bf16_inv_freq };
     let q = h.linear(&l.q_proj)?.reshape([t, nq, hd])?;
     let k = h.linear(&l.k_proj)?.reshape([t, nkv, hd])?;
-    let (q, k) = if is_grad_enabled() {
-        (q.rms_norm(&l.q_norm, eps)?.rope_with(pos, rs)?, k.rms_norm(&l.k_norm, eps)?.rope_with(pos, rs)?)
-    } else {
-        // Inference (generation, old log-probs): the same math, one launch on a GPU instead of four.
-        qk_norm_rope(&q, &k, &l.q_norm, &l.k_norm, pos, eps, rs)?
+    let (q, k) = match path {
+        QkPath::Differentiable => {
+            (q.rms_norm(&l.q_norm, eps)?.rope_with(pos, rs)?, k.rms_norm(&l.k_norm, eps)?.rope_with(pos, rs)?)
+        }
+        QkPath::Fused => qk_norm_rope(&q, &k, &l.q_norm, &l.k_norm, pos, eps, rs)?,
     };
     let v = h.linear(&l.v_proj)?.reshape([t, nkv, hd])?;
     Ok((q, k, v))

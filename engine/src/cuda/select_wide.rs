@@ -39,13 +39,14 @@ pub(super) struct WideJob<'a> {
 }
 
 /// Fills `outs` (one f32 mask per tail, `valid.len` > 0 tokens each, already allocated) with the per-pool
-/// tails. Device memory besides the outputs: 4 + 2053 words per slot (pool × tail; 8.2 KiB, mostly the
-/// 2048-bin histogram, so 16 MiB for 1024 per-sequence pools × 2 tails) and 8 bytes per token and tail of
-/// candidates.
+/// tails. `job.tiles` must be `Packing::tiles_on(_, WIDE_TILE)` of the packing whose offsets are `job.cu`
+/// (the ops layer builds both from one `Packing`): pass 1 writes the mask entry of every token a tile covers.
+/// Device memory besides the outputs: 4 words plus 2053 per slot (pool × tail; 8 KiB, mostly the 2048-bin
+/// histogram, so 16 MiB for 1024 per-sequence pools × 2 tails) and 8 bytes per token and tail of candidates.
 pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<()> {
     let WideJob { op, scores, valid, cu, tiles, num_pools, frac, slack, seed } = *job;
-    if tiles.dtype != DType::I32 || tiles.len % 3 != 0 {
-        return Err(EngineError::invalid(op, "the tile table must be i32 [tiles, 3]"));
+    if tiles.dtype != DType::I32 || tiles.len % 3 != 0 || tiles.len == 0 {
+        return Err(EngineError::invalid(op, "the tile table must be i32 [tiles >= 1, 3] (Packing::tiles_on)"));
     }
     let dev = &valid.device;
     let n = valid.len;
