@@ -88,7 +88,8 @@ impl Packing {
             return Ok(t.clone());
         }
         let v = self.tiles(tile);
-        let t = Tensor::from_vec(v.clone(), [v.len() / 3, 3], device)?;
+        let rows = v.len() / 3;
+        let t = Tensor::from_vec(v, [rows, 3], device)?;
         copies.push((tile, t.clone()));
         Ok(t)
     }

@@ -85,21 +85,6 @@ impl CudaStorage {
         r.map_err(|e| EngineError::cuda("device-to-host copy", e))
     }
 
-    /// The first `len` elements of an i32 buffer, after the stream's work (a small read-back, e.g. flags at
-    /// the start of a workspace).
-    pub fn read_i32_prefix(&self, len: usize) -> Result<Vec<i32>> {
-        if self.dtype != DType::I32 || len > self.len {
-            return Err(EngineError::invalid("read_i32_prefix", format!("{len} i32 of a {} {}", self.len, self.dtype)));
-        }
-        self.device.synchronize()?;
-        self.device.bind()?;
-        let mut v = vec![0i32; len];
-        // SAFETY: the block holds at least len i32 (checked above); the stream is idle after synchronize.
-        unsafe { result::memcpy_dtoh_sync(&mut v, self.ptr()) }
-            .map_err(|e| EngineError::cuda("device-to-host copy", e))?;
-        Ok(v)
-    }
-
     /// Copy `len` elements from `src[src_off..]` into `self[dst_off..]` (same dtype, same device).
     pub fn copy_range_from(&self, dst_off: usize, src: &CudaStorage, src_off: usize, len: usize) -> Result<()> {
         if src.dtype != self.dtype || dst_off + len > self.len || src_off + len > src.len {

@@ -56,7 +56,7 @@ impl HistVersion {
             Self::MatchUnroll => "select_hist_match_unroll",
             Self::Keys => "select_hist_keys",
             Self::Lean => "select_hist_lean",
-            Self::Wide => "select_wide_data",
+            Self::Wide => unreachable!("select_masks hands the wide version to select_wide.rs first"),
         }
     }
 }
@@ -240,10 +240,10 @@ pub fn select_masks(
     Ok(outs)
 }
 
-/// Reads the flags [need index passes, NaN score on a valid token] from the start of `flags` (after the
-/// stream's work): a NaN is an error, else whether some pool has a partial tie at its threshold key.
-pub(super) fn needs_index_passes(op: &'static str, flags: &CudaStorage) -> Result<bool> {
-    let f = flags.read_i32_prefix(2)?;
+/// Reads the flags [need index passes, NaN score on a valid token] (after the stream's work): a NaN is an
+/// error, else whether some pool has a partial tie at its threshold key.
+fn needs_index_passes(op: &'static str, flags: &CudaStorage) -> Result<bool> {
+    let f = flags.device.read_i32_async(flags.ptr(), 2)?.wait()?;
     if f[1] != 0 {
         return Err(nan_score_error(op));
     }

@@ -14,6 +14,7 @@
 use super::{check_same_device, dispatch};
 use crate::cpu::CpuStorage;
 use crate::cuda::select as cuda_select;
+use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::packing::Packing;
@@ -61,30 +62,20 @@ pub fn select_tails_with(
     check_pools(OP, n, valid.numel(), pools)?;
     check_frac(OP, frac)?;
     let cu = pools.on(scores.device())?;
-    // The wide version's tiles (cached on the Packing; the CPU path does not read them).
-    let tiles = pools.tiles_on(scores.device(), cuda_select::WIDE_TILE)?;
+    let (v, tiles) = gpu_version(scores.device(), pools, version)?;
+    let mut inputs = vec![scores, valid, &cu];
+    inputs.extend(tiles.as_ref());
     let mut st = dispatch(
         OP,
-        &[scores, valid, &cu, &tiles],
+        &inputs,
         |x| {
             let (top, bottom) = cpu_tails(x[0].as_f32(OP)?, x[1].as_f32(OP)?, x[2].as_i32(OP)?, frac)?;
             Ok(vec![CpuStorage::F32(top), CpuStorage::F32(bottom)])
         },
         |x| {
-            let v = version.map_or_else(cuda_select::hist_version, Ok)?;
-            let mut m = cuda_select::select_masks(
-                OP,
-                Some(x[0]),
-                x[1],
-                x[2],
-                Some(x[3]),
-                pools.num_seqs(),
-                frac,
-                COUNT_SLACK,
-                0,
-                2,
-                v,
-            )?;
+            let (n_pools, tiles) = (pools.num_seqs(), x.get(3).copied());
+            let mut m =
+                cuda_select::select_masks(OP, Some(x[0]), x[1], x[2], tiles, n_pools, frac, COUNT_SLACK, 0, 2, v)?;
             let top = m.pop().expect("two tails");
             Ok(vec![top, m.pop().expect("two tails")])
         },
@@ -93,6 +84,22 @@ pub fn select_tails_with(
     let bottom = Tensor::from_storage(st.pop().expect("bottom"), Shape::new([n]), dev);
     let top = Tensor::from_storage(st.pop().expect("top"), Shape::new([n]), dev);
     Ok(TailMasks { top, bottom })
+}
+
+/// The histogram version a call runs on `dev` (`version`, else the process default; the CPU ignores it and
+/// reads no setting) and, for the wide version only, the pools' tile table (cached on the packing).
+fn gpu_version(
+    dev: &Device,
+    pools: &Packing,
+    version: Option<cuda_select::HistVersion>,
+) -> Result<(cuda_select::HistVersion, Option<Tensor>)> {
+    if !dev.is_cuda() {
+        return Ok((cuda_select::HistVersion::Plain, None));
+    }
+    let v = version.map_or_else(cuda_select::hist_version, Ok)?;
+    let tiles =
+        (v == cuda_select::HistVersion::Wide).then(|| pools.tiles_on(dev, cuda_select::WIDE_TILE)).transpose()?;
+    Ok((v, tiles))
 }
 
 /// Mask of exactly [`tail_count`]`(frac, n_valid)` valid tokens per pool, chosen uniformly at random by a
@@ -104,14 +111,16 @@ pub fn select_random(valid: &Tensor, frac: f64, seed: u64, pools: &Packing) -> R
     check_pools(OP, n, n, pools)?;
     check_frac(OP, frac)?;
     let cu = pools.on(valid.device())?;
-    let tiles = pools.tiles_on(valid.device(), cuda_select::WIDE_TILE)?;
+    let (v, tiles) = gpu_version(valid.device(), pools, None)?;
+    let mut inputs = vec![valid, &cu];
+    inputs.extend(tiles.as_ref());
     let mut st = dispatch(
         OP,
-        &[valid, &cu, &tiles],
+        &inputs,
         |x| Ok(vec![CpuStorage::F32(cpu_random(x[0].as_f32(OP)?, x[1].as_i32(OP)?, frac, seed))]),
         |x| {
-            let v = cuda_select::hist_version()?;
-            cuda_select::select_masks(OP, None, x[0], x[1], Some(x[2]), pools.num_seqs(), frac, COUNT_SLACK, seed, 1, v)
+            let tiles = x.get(2).copied();
+            cuda_select::select_masks(OP, None, x[0], x[1], tiles, pools.num_seqs(), frac, COUNT_SLACK, seed, 1, v)
         },
     )?;
     Ok(Tensor::from_storage(st.pop().expect("mask"), Shape::new([n]), valid.device()))
