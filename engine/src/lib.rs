@@ -17,6 +17,7 @@ pub mod cuda;
 pub mod device;
 pub mod dist;
 pub mod dtype;
+pub mod env_choice;
 pub mod error;
 pub mod ops;
 pub mod optim;

@@ -47,11 +47,8 @@ pub fn gemm_backend() -> Result<GemmBackend> {
     if let Some(&b) = GemmBackend::ALL.get(BACKEND.load(Ordering::Relaxed) as usize) {
         return Ok(b);
     }
-    let b = match std::env::var("ENTRL_GEMM").as_deref() {
-        Err(_) | Ok("") | Ok("cublas") => GemmBackend::Cublas,
-        Ok("lt") => GemmBackend::Lt,
-        Ok(s) => return Err(EngineError::invalid("matmul", format!("ENTRL_GEMM={s}: use cublas or lt"))),
-    };
+    let b = crate::env_choice::env_choice("ENTRL_GEMM", &GemmBackend::ALL, GemmBackend::name, GemmBackend::Cublas)
+        .map_err(|e| EngineError::invalid("matmul", e))?;
     set_gemm_backend(b);
     Ok(b)
 }

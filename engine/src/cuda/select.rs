@@ -3,6 +3,7 @@
 //! `select.cu`.
 use super::kernels::{grid, i32_arg};
 use crate::dtype::DType;
+use crate::env_choice::{default_first, env_choice};
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
@@ -61,17 +62,6 @@ impl HistVersion {
     }
 }
 
-/// `$var` parsed as one of `all` by name (unset or empty: `default`), with an error listing the names.
-fn env_choice<T: Copy>(var: &str, all: &[T], name: fn(T) -> &'static str, default: T) -> Result<T, String> {
-    match std::env::var(var).as_deref() {
-        Err(_) | Ok("") => Ok(default),
-        Ok(s) => all.iter().copied().find(|&v| name(v) == s).ok_or_else(|| {
-            let names: Vec<&str> = all.iter().map(|&v| name(v)).collect();
-            format!("{var}={s}: use one of {}", names.join(", "))
-        }),
-    }
-}
-
 /// The process default histogram version: `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll |
 /// keys | lean | wide), else plain; read once. Callers that compare versions pass one explicitly
 /// (`ops::select_tails_with`).
@@ -85,8 +75,7 @@ pub fn hist_version() -> Result<HistVersion> {
 
 /// Every version, the process default first (what the self-test and `bench select` run).
 pub fn versions_default_first() -> Result<Vec<HistVersion>> {
-    let default = hist_version()?;
-    Ok(std::iter::once(default).chain(HistVersion::ALL.into_iter().filter(|&v| v != default)).collect())
+    Ok(default_first(hist_version()?, &HistVersion::ALL))
 }
 
 /// The versions of the radix sort's scatter pass in `select.cu` (both stable; they differ in speed only).
@@ -126,8 +115,7 @@ pub fn sort_scatter() -> Result<SortScatter> {
 
 /// Both scatter versions, the process default first.
 pub fn scatters_default_first() -> Result<Vec<SortScatter>> {
-    let default = sort_scatter()?;
-    Ok(std::iter::once(default).chain(SortScatter::ALL.into_iter().filter(|&v| v != default)).collect())
+    Ok(default_first(sort_scatter()?, &SortScatter::ALL))
 }
 
 /// Threads per block of every kernel in `select.cu` and `select_wide.cu` (they require exactly this many).

@@ -41,15 +41,7 @@ impl AttnKernel {
     /// Environment variable that picks the process default (`mma` or `wmma`).
     pub const ENV: &'static str = "ENTRL_ATTN_KERNEL";
 
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "mma" => Ok(Self::Mma),
-            "wmma" => Ok(Self::Wmma),
-            other => {
-                Err(EngineError::invalid("attention", format!("unknown attention kernel {other:?} (mma or wmma)")))
-            }
-        }
-    }
+    pub const ALL: [AttnKernel; 2] = [Self::Mma, Self::Wmma];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -61,10 +53,7 @@ impl AttnKernel {
     /// `$ENTRL_ATTN_KERNEL` when set (read once per process), else [`AttnKernel::Mma`].
     pub fn from_env() -> Result<Self> {
         static CHOICE: std::sync::OnceLock<std::result::Result<AttnKernel, String>> = std::sync::OnceLock::new();
-        let choice = CHOICE.get_or_init(|| match std::env::var(Self::ENV) {
-            Ok(v) => Self::parse(&v).map_err(|e| format!("{}: {e}", Self::ENV)),
-            Err(_) => Ok(Self::Mma),
-        });
+        let choice = CHOICE.get_or_init(|| crate::env_choice::env_choice(Self::ENV, &Self::ALL, Self::name, Self::Mma));
         choice.clone().map_err(|msg| EngineError::invalid("attention", msg))
     }
 }
