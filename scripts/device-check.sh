@@ -229,7 +229,7 @@ def lines(p):
 att = {(r["impl"], r["shape"], r["mode"]): r for r in lines("attention.jsonl") + lines("torch_attention.jsonl") if "ms" in r}
 sel = {r.get("impl"): r for r in lines("select.jsonl") if "ms" in r}
 # Every select version and sort scatter ("entrl_select_tails" is the process default, plain unless
-# ENTRL_SELECT_HIST says otherwise); the target row below takes the fastest version.
+# ENTRL_SELECT_HIST says otherwise), fastest first.
 sel_versions = {k: v["ms"] for k, v in sel.items() if k.startswith("entrl_select_tails")}
 best_sel = min(sel_versions, key=sel_versions.get) if sel_versions else None
 if best_sel:
@@ -301,8 +301,10 @@ t = []
 t.append(("3: fwd+H at S=8192 >= 0.6x torch FA2 fwd", None if not (fh8 and fa8) else fh8["tflops"] >= 0.6 * fa8["tflops"]))
 t.append(("3: fwd+H at S=8192 >= 30x faster than eager entropy", None if not (fh8 and eager8) else eager8["ms"] >= 30 * fh8["ms"]))
 t.append(("3: entropy adds <= 5% to the forward (S=8192)", None if not (fh8 and f8) else fh8["ms"] <= 1.05 * f8["ms"]))
-sel_ours, sel_both = get(sel, best_sel, "ms") if best_sel else None, get(sel, "torch_topk_both", "ms")
-t.append((f"4: select top+bottom 20% of 4M >= 4x faster than 2x topk ({best_sel})", None if sel_ours is None or sel_both is None else sel_both >= 4 * sel_ours))
+# The target is judged on the process default (what training runs); if another version is faster, the fix is
+# to make it the default (cuda/select.rs), not to read this row off the fastest one.
+sel_ours, sel_both = get(sel, "entrl_select_tails", "ms"), get(sel, "torch_topk_both", "ms")
+t.append(("4: select top+bottom 20% of 4M >= 4x faster than 2x topk (default version)", None if sel_ours is None or sel_both is None else sel_both >= 4 * sel_ours))
 le, lt = loss.get("entrl"), loss.get("torch_eager")
 t.append(("4: fused loss no slower than torch eager", None if not (le and lt) else le["ms"] <= lt["ms"]))
 t.append(("4: fused loss <= 2 GiB extra (besides the f32 LM-head gradient)", None if not le else le["extra_gib"] - le["dw_gib"] <= 2.0))
