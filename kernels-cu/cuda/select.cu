@@ -98,7 +98,7 @@ __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u3
                 oks[u] = i < tile1 && ((bits[i >> 5] >> (i & 31)) & 1u);
                 if (oks[u]) keys[u] = keys_buf[i];
             } else {
-                load_key(scores, valid, seed, i, tile1, pass, flags, &oks[u], &keys[u]);
+                load_key(scores, valid, seed, i, tile1, pass == 0 ? flags + 1 : nullptr, &oks[u], &keys[u]);
                 if (kKeys) {
                     // Pass 0 stores them. A warp covers 32 consecutive, 32-aligned tokens (tiles and the
                     // per-lane stride are multiples of 32), so its ballot is one whole word of the bitmask.
@@ -192,7 +192,7 @@ SEL_KERNEL select_hist_lean(u32* hist, const u32* state, u32* flags, const float
             const long long i = tile0 + j;
             bool ok;
             u32 key;
-            load_key(scores, valid, seed, i, tile1, pass, flags, &ok, &key);
+            load_key(scores, valid, seed, i, tile1, pass == 0 ? flags + 1 : nullptr, &ok, &key);
             if (!ok) continue;
             if (pass < 4) {
                 if (res0 && (key & himask) == key0) atomicAdd(&sh[(key >> shift) & 255u], 1u);
@@ -268,21 +268,7 @@ SEL_KERNEL select_scan(u32* hist, u32* state, u32* flags, long long nslots, int 
             }
         }
         // Stage 4: the one bucket whose running count crosses kk (kk <= total, so it exists; v > 0 there).
-        if (c >= kk && c - v < kk) {
-            const u32 rem = kk - (c - v);
-            st[ST_KK] = rem;
-            if (pass < 4) st[ST_KEY] |= d << shift;
-            else st[ST_IDX] |= d << shift;
-            if (pass == 3) {
-                // v = number of elements equal to the threshold key.
-                if (rem == v) {
-                    st[ST_MODE] = MODE_ALL_EQ;
-                } else {
-                    st[ST_MODE] = MODE_IDX;
-                    flags[0] = 1u;
-                }
-            }
-        }
+        if (c >= kk && c - v < kk) commit_bucket(st, flags, d, shift, kk - (c - v), v, pass < 4, pass == 3);
     }
 }
 
@@ -343,7 +329,7 @@ SEL_KERNEL select_mask_lean(float* out0, float* out1, const u32* state, const fl
     for (long long i = tile0 + threadIdx.x; i < tile1; i += blockDim.x) {
         bool ok;
         u32 key;
-        load_key(scores, valid, seed, i, tile1, 1, nullptr, &ok, &key);  // pass 1: no NaN flag to raise
+        load_key(scores, valid, seed, i, tile1, nullptr, &ok, &key);
         const int q = one_pool || !ok ? qf : pool_of(cu, qf, ql, i);
 #pragma unroll
         for (int t = 0; t < 2; ++t) {

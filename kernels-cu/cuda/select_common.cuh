@@ -61,15 +61,16 @@ __device__ __forceinline__ int pool_of(const int* cu, int lo, int hi, long long 
     return lo;
 }
 
-// Token i's validity and u32 key (0 when invalid or i >= tile1); pass 0 flags a NaN score on a valid token.
+// Token i's validity and u32 key (0 when invalid or i >= tile1). A NaN score on a valid token sets *nan_flag
+// unless it is null (only the first pass over the scores reports it).
 __device__ __forceinline__ void load_key(const float* scores, const float* valid, u64 seed, long long i,
-                                         long long tile1, int pass, u32* flags, bool* ok, u32* key) {
+                                         long long tile1, u32* nan_flag, bool* ok, u32* key) {
     *ok = i < tile1 && valid[i] != 0.0f;
     *key = 0u;
     if (!*ok) return;
     if (scores != nullptr) {
         const float x = scores[i];
-        if (pass == 0 && isnan(x)) flags[1] = 1u;
+        if (nan_flag != nullptr && isnan(x)) *nan_flag = 1u;
         *key = float_key(x);
     } else {
         *key = hash_key(seed, i);
@@ -94,16 +95,22 @@ __device__ __forceinline__ u32 tail_count(double frac, double slack, u32 n) {
     return k < n ? k : n;
 }
 
+// Inclusive scan over the lanes of the warp (every lane must call it).
+__device__ __forceinline__ u32 warp_inclusive_scan(u32 v) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const u32 y = __shfl_up_sync(0xffffffffu, v, off);
+        if (lane >= off) v += y;
+    }
+    return v;
+}
+
 // Inclusive scan over the block (blockDim.x a multiple of 32, <= 1024); *total = the block's sum.
 // Every thread must call it; it starts and ends with the scratch free, so it can be called in a loop.
 __device__ __forceinline__ u32 block_inclusive_scan(u32 v, u32* warp_tot, u32* total) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-    u32 c = v;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-        const u32 y = __shfl_up_sync(0xffffffffu, c, off);
-        if (lane >= off) c += y;
-    }
+    const u32 c = warp_inclusive_scan(v);
     if (lane == 31) warp_tot[warp] = c;
     __syncthreads();
     u32 before = 0u, all = 0u;
@@ -115,6 +122,24 @@ __device__ __forceinline__ u32 block_inclusive_scan(u32 v, u32* warp_tot, u32* t
     __syncthreads();
     *total = all;
     return c + before;
+}
+
+// After a histogram pass, the one thread whose bucket d (holding v candidates, of which the slot's kk-th is
+// number rem) was found moves the slot into it: remaining rank, the digit into the key or index prefix, and
+// after the last key digit the tie decision: every element equal to the threshold key is taken (rem == v),
+// or the index passes must pick the lowest-index rem of them (flags[0]).
+__device__ __forceinline__ void commit_bucket(u32* st, u32* flags, u32 d, int shift, u32 rem, u32 v, bool key_pass,
+                                              bool last_key_pass) {
+    st[ST_KK] = rem;
+    if (key_pass) st[ST_KEY] |= d << shift;
+    else st[ST_IDX] |= d << shift;
+    if (!last_key_pass) return;
+    if (rem == v) {
+        st[ST_MODE] = MODE_ALL_EQ;
+    } else {
+        st[ST_MODE] = MODE_IDX;
+        flags[0] = 1u;
+    }
 }
 
 // Whether a valid token with (tail-oriented) key e and index i is in a slot's tail, from the slot's mode and

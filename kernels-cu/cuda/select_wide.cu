@@ -94,10 +94,10 @@ __device__ __forceinline__ float float4_lane(const float4& v, int c) {
 }
 
 // Loads the batch at `base` (tokens < tile1): key[u] and bit u of the result = token batch_token(base, u) is
-// valid. A full aligned batch (full_batch) loads as float4, all loads issued before any use. With flag_nan,
-// a NaN score on a valid token sets flags[1].
+// valid. A full aligned batch (full_batch) loads as float4, all loads issued before any use. A NaN score on
+// a valid token sets *nan_flag unless it is null (as load_key).
 __device__ __forceinline__ u32 load_batch(const float* scores, const float* valid, u64 seed, long long base,
-                                          long long tile1, bool vec, bool flag_nan, u32* flags, u32 key[kBatch]) {
+                                          long long tile1, bool vec, u32* nan_flag, u32 key[kBatch]) {
     float x[kBatch], v[kBatch];
     if (full_batch(vec, base, tile1)) {
         float4 vv[4], xx[4];
@@ -135,19 +135,13 @@ __device__ __forceinline__ u32 load_batch(const float* scores, const float* vali
             key[u] = hash_key(seed, batch_token(base, u));
         }
     }
-    if (flag_nan && nan) flags[1] = 1u;
+    if (nan_flag != nullptr && nan) *nan_flag = 1u;
     return ok;
 }
 
 // Exclusive prefix of v over the warp's lanes; *total = the warp's sum.
 __device__ __forceinline__ u32 warp_exclusive(u32 v, u32* total) {
-    const int lane = threadIdx.x & 31;
-    u32 c = v;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-        const u32 y = __shfl_up_sync(0xffffffffu, c, off);
-        if (lane >= off) c += y;
-    }
+    const u32 c = warp_inclusive_scan(v);
     *total = __shfl_sync(0xffffffffu, c, 31);
     return c - v;
 }
@@ -253,20 +247,8 @@ __device__ __forceinline__ void scan_pool(const WideWs& w, int q, int ntails, in
         u32 c = incl - sum;
         for (int j = 0; j < per; ++j) {
             c += v[j];
-            if (c >= kk && c - v[j] < kk) {
-                const u32 d = threadIdx.x * per + j, rem = kk - (c - v[j]);
-                st[ST_KK] = rem;
-                if (pass < 3) st[ST_KEY] |= d << dg.shift;
-                else st[ST_IDX] |= d << dg.shift;
-                if (pass == 2) {  // the threshold key is complete; v = the elements equal to it
-                    if (rem == v[j]) {
-                        st[ST_MODE] = MODE_ALL_EQ;
-                    } else {
-                        st[ST_MODE] = MODE_IDX;
-                        w.flags[0] = 1u;
-                    }
-                }
-            }
+            if (c >= kk && c - v[j] < kk)
+                commit_bucket(st, w.flags, threadIdx.x * per + j, dg.shift, kk - (c - v[j]), v[j], pass < 3, pass == 2);
         }
         __syncthreads();  // the found thread's state writes before the next tail (block_inclusive_scan's own
                           // barriers already free warp_tot)
@@ -333,7 +315,7 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
     // digit, else 0 (select_wide_cand_mask sets the selected candidates to 1 at the end).
     for (long long base = tile0; base < tile1; base += kBatchTokens) {  // uniform trip count
         u32 key[kBatch];
-        const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, pass == 0, w.flags, key);
+        const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, pass == 0 ? w.flags + 1 : nullptr, key);
         u32 cm[2] = {0u, 0u}, below[2] = {0u, 0u};
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {

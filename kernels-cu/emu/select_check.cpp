@@ -59,6 +59,7 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
                      std::vector<float>& out1, u32* nan_flag) {
     const int num_pools = (int)cu.size() - 1, nslots = num_pools * ntails;
     std::vector<u32> ws(4 + nslots * (1 + 4 + kBins), 0u);
+    const WideWs w = wide_ws(ws.data(), num_pools, ntails);  // the kernels' own view of the layout
     std::vector<uint2> cand(2 * n, uint2{0xDEADBEEFu, 0xDEADBEEFu});  // poisoned: only live entries are read
     // Packing::tiles: every pool cut into tiles of at most 16384 tokens, (start, end, pool).
     std::vector<int> tile_tab;
@@ -87,14 +88,15 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     for (int q = 0; q < num_pools; ++q) {
         for (int t = 0; t < ntails; ++t) {
             const int slot = q * ntails + t;
-            const u32* st = &ws[4 + nslots + slot * 4];
+            const u32* st = w.state + slot * 4;
+            const u32 prefix = wide_digit(1).himask;  // the first key digit, resolved by pass 0
             std::vector<std::pair<u32, u32>> want, got;
             for (int i = cu[q]; st[ST_MODE] == MODE_KEY && i < cu[q + 1]; ++i) {
                 const u32 e0 = valid[i] != 0.0f ? (sc ? host_float_key(sc[i]) : host_hash(seed, i)) : 0u;
                 const u32 e = t ? ~e0 : e0;
-                if (valid[i] != 0.0f && (e & 0xFFE00000u) == (st[ST_KEY] & 0xFFE00000u)) want.push_back({e, (u32)i});
+                if (valid[i] != 0.0f && (e & prefix) == (st[ST_KEY] & prefix)) want.push_back({e, (u32)i});
             }
-            for (u32 j = 0; j < ws[4 + slot]; ++j) got.push_back({cand[t * n + cu[q] + j].x, cand[t * n + cu[q] + j].y});
+            for (u32 j = 0; j < w.counts[slot]; ++j) got.push_back({cand[t * n + cu[q] + j].x, cand[t * n + cu[q] + j].y});
             std::sort(want.begin(), want.end());
             std::sort(got.begin(), got.end());
             compact_ok &= want == got;
@@ -112,8 +114,8 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
         select_wide_cand_mask(out0.data(), o1, ws.data(), tile_tab.data(), cand.data(), cu.data(), num_pools, n,
                               ntails);
     });
-    *nan_flag = ws[1];
-    return ws[2] == 0u && compact_ok;
+    *nan_flag = w.flags[1];
+    return w.flags[2] == 0u && compact_ok;
 }
 
 static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng,
