@@ -96,7 +96,10 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
                 const u32 e = t ? ~e0 : e0;
                 if (valid[i] != 0.0f && (e & prefix) == (st[ST_KEY] & prefix)) want.push_back({e, (u32)i});
             }
-            for (u32 j = 0; j < w.counts[slot]; ++j) got.push_back({cand[t * n + cu[q] + j].x, cand[t * n + cu[q] + j].y});
+            for (u32 j = 0; j < w.counts[slot]; ++j) {
+                const uint2 c = cand[t * n + cu[q] + j];
+                got.push_back({c.x, c.y});
+            }
             std::sort(want.begin(), want.end());
             std::sort(got.begin(), got.end());
             compact_ok &= want == got;
