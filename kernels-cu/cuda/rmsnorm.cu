@@ -11,12 +11,23 @@
 // memory (dim floats), column c owned by thread c mod blockDim.x, so no atomics are needed.
 #include "common.cuh"
 
+// With `res` (inference's residual add fused in, add_rmsnorm_fwd), the normed input is x + res rounded to T,
+// as the elementwise add stores it, and is written to `sum` first (each thread re-reads only what it wrote):
+// the same loops and reduction either way, so add_rmsnorm_fwd equals add then rmsnorm_fwd bitwise. rstd may
+// be null.
 template <typename T>
 __device__ __forceinline__ void rmsnorm_fwd_body(T* out, float* rstd, const T* x, const T* w, int rows, int dim,
-                                                 float eps) {
+                                                 float eps, const T* res, T* sum) {
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
         const T* xr = x + (long long)r * dim;
         T* yr = out + (long long)r * dim;
+        // 0. the residual sum, when fused
+        if (res != nullptr) {
+            T* sr = sum + (long long)r * dim;
+            const T* rr = res + (long long)r * dim;
+            for (int c = threadIdx.x; c < dim; c += blockDim.x) sr[c] = from_f32<T>(to_f32(xr[c]) + to_f32(rr[c]));
+            xr = sr;
+        }
         // 1. sum of squares
         float ss = 0.0f;
         for (int c = threadIdx.x; c < dim; c += blockDim.x) {
@@ -26,7 +37,7 @@ __device__ __forceinline__ void rmsnorm_fwd_body(T* out, float* rstd, const T* x
         ss = block_sum(ss);
         // 2. inverse RMS (precise sqrt + divide, not rsqrtf)
         const float rs = 1.0f / sqrtf(ss / (float)dim + eps);
-        if (threadIdx.x == 0) rstd[r] = rs;
+        if (rstd != nullptr && threadIdx.x == 0) rstd[r] = rs;
         // 3. normalize and scale
         for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = from_f32<T>(to_f32(xr[c]) * rs * to_f32(w[c]));
     }
@@ -67,33 +78,9 @@ __device__ __forceinline__ void rmsnorm_bwd_body(T* dx, float* dw_partial, const
     for (int c = threadIdx.x; c < dim; c += blockDim.x) dw_partial[b * dim + c] = dw_acc[c];
 }
 
-// add_rmsnorm_fwd: inference's residual add and the RMSNorm after it in one pass (forward only):
-//   s = x + y, rounded to T (as the elementwise add stores it), written to sum;  out = rmsnorm(s)·w.
-// The same row loop, block size and block_sum as rmsnorm_fwd, so out equals add-then-rmsnorm_fwd bitwise.
-template <typename T>
-__device__ __forceinline__ void add_rmsnorm_fwd_body(T* sum, T* out, const T* x, const T* y, const T* w, int rows,
-                                                     int dim, float eps) {
-    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        const long long row = (long long)r * dim;
-        // 1. the sum (each thread re-reads only what it wrote), and its sum of squares
-        float ss = 0.0f;
-        for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-            const T s = from_f32<T>(to_f32(x[row + c]) + to_f32(y[row + c]));
-            sum[row + c] = s;
-            const float v = to_f32(s);
-            ss += v * v;
-        }
-        ss = block_sum(ss);
-        // 2. inverse RMS (precise sqrt + divide), normalize and scale
-        const float rs = 1.0f / sqrtf(ss / (float)dim + eps);
-        for (int c = threadIdx.x; c < dim; c += blockDim.x)
-            out[row + c] = from_f32<T>(to_f32(sum[row + c]) * rs * to_f32(w[c]));
-    }
-}
-
 #define DEFINE_RMSNORM(SFX, T)                                                                                   \
     KERNEL rmsnorm_fwd_##SFX(T* out, float* rstd, const T* x, const T* w, int rows, int dim, float eps) {        \
-        rmsnorm_fwd_body<T>(out, rstd, x, w, rows, dim, eps);                                                    \
+        rmsnorm_fwd_body<T>(out, rstd, x, w, rows, dim, eps, nullptr, nullptr);                                  \
     }                                                                                                            \
     KERNEL rmsnorm_bwd_##SFX(T* dx, float* dw_partial, const T* dy, const T* x, const T* w, const float* rstd,   \
                              int rows, int dim, int rows_per_block) {                                            \
@@ -101,7 +88,7 @@ __device__ __forceinline__ void add_rmsnorm_fwd_body(T* sum, T* out, const T* x,
     }                                                                                                            \
     KERNEL add_rmsnorm_fwd_##SFX(T* sum, T* out, const T* x, const T* y, const T* w, int rows, int dim,          \
                                  float eps) {                                                                    \
-        add_rmsnorm_fwd_body<T>(sum, out, x, y, w, rows, dim, eps);                                              \
+        rmsnorm_fwd_body<T>(out, nullptr, x, w, rows, dim, eps, y, sum);                                          \
     }
 
 DEFINE_RMSNORM(f32, float)

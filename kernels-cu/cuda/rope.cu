@@ -9,6 +9,19 @@
 // One thread per (token, head, pair), grid-stride; out and x never alias.
 #include "common.cuh"
 
+// Pair i of a row at position pos: (x1, x2) = (x[i], x[i + half]) rotated by pos·inv_freq_i·sign (precise
+// powf / sincosf, no fast-math intrinsics). Shared by rope_T and qk_norm_rope_T, so they rotate identically.
+__device__ __forceinline__ void rope_rotate(float x1, float x2, int pos, int i, int head_dim, float theta, float sign,
+                                            int bf16_freqs, float* y1, float* y2) {
+    float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+    if (bf16_freqs) inv_freq = __bfloat162float(__float2bfloat16_rn(inv_freq));  // HF after module.to(bf16)
+    const float angle = (float)pos * inv_freq * sign;
+    float sn, cs;
+    sincosf(angle, &sn, &cs);  // precise (full range reduction), same as sinf/cosf
+    *y1 = x1 * cs - x2 * sn;
+    *y2 = x2 * cs + x1 * sn;
+}
+
 template <typename T>
 __device__ __forceinline__ void rope_body(T* out, const T* x, const int* pos, int tokens, int heads, int head_dim,
                                           float theta, float sign, int bf16_freqs) {
@@ -20,16 +33,12 @@ __device__ __forceinline__ void rope_body(T* out, const T* x, const int* pos, in
         const int i = (int)(k - th * half);
         const long long t = th / heads;
         const long long base = th * head_dim;
-        // 2. angle (precise powf / sincosf, no fast-math intrinsics)
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
-        if (bf16_freqs) inv_freq = __bfloat162float(__float2bfloat16_rn(inv_freq));  // HF after module.to(bf16)
-        const float angle = (float)pos[t] * inv_freq * sign;
-        float sn, cs;
-        sincosf(angle, &sn, &cs);  // precise (full range reduction), same as sinf/cosf
-        // 3. rotate the pair
-        const float x1 = to_f32(x[base + i]), x2 = to_f32(x[base + i + half]);
-        out[base + i] = from_f32<T>(x1 * cs - x2 * sn);
-        out[base + i + half] = from_f32<T>(x2 * cs + x1 * sn);
+        // 2. rotate the pair
+        float y1, y2;
+        rope_rotate(to_f32(x[base + i]), to_f32(x[base + i + half]), pos[t], i, head_dim, theta, sign, bf16_freqs, &y1,
+                    &y2);
+        out[base + i] = from_f32<T>(y1);
+        out[base + i + half] = from_f32<T>(y2);
     }
 }
 
@@ -93,17 +102,13 @@ __device__ __forceinline__ void qk_norm_rope_body(T* q_out, T* k_out, const T* q
     // 3. normalize and scale, rounded to the storage type
     for (int c = lane; c < d; c += 32) s[c] = to_f32(from_f32<T>(s[c] * rs * to_f32(w[c])));
     __syncwarp();
-    // 4. rotate the pairs (i, i + half) as rope_body
+    // 4. rotate the pairs (i, i + half), as rope_body does
     const int half = d / 2;
     for (int i = lane; i < half; i += 32) {
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)d);
-        if (bf16_freqs) inv_freq = __bfloat162float(__float2bfloat16_rn(inv_freq));
-        const float angle = (float)pos[t] * inv_freq;
-        float sn, cs;
-        sincosf(angle, &sn, &cs);
-        const float x1 = s[i], x2 = s[i + half];
-        y[i] = from_f32<T>(x1 * cs - x2 * sn);
-        y[i + half] = from_f32<T>(x2 * cs + x1 * sn);
+        float y1, y2;
+        rope_rotate(s[i], s[i + half], pos[t], i, d, theta, 1.0f, bf16_freqs, &y1, &y2);
+        y[i] = from_f32<T>(y1);
+        y[i + half] = from_f32<T>(y2);
     }
 }
 
