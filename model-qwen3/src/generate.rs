@@ -192,13 +192,14 @@ fn prefill(model: &Qwen3, reqs: &[Request], admit: &[usize], cache: &SlotCache) 
 /// model without layers). Generation carries both: each layer's residual add is fused with the norm after it.
 fn embed_normed(model: &Qwen3, ids: &Tensor) -> Result<(Tensor, Tensor)> {
     let x = model.embed.embedding(ids)?;
-    let h = x.rms_norm(next_norm(model, usize::MAX), model.config.rms_norm_eps)?;
+    let first = model.layers.first().map_or(&model.norm, |l| &l.input_norm);
+    let h = x.rms_norm(first, model.config.rms_norm_eps)?;
     Ok((x, h))
 }
 
-/// The norm after layer `i` (usize::MAX: before the first): the next layer's input norm, or the final norm.
+/// The norm after layer `i`: the next layer's input norm, or the final norm.
 fn next_norm(model: &Qwen3, i: usize) -> &Tensor {
-    model.layers.get(i.wrapping_add(1)).map_or(&model.norm, |l| &l.input_norm)
+    model.layers.get(i + 1).map_or(&model.norm, |l| &l.input_norm)
 }
 
 /// Feed each request of `step` its last sampled token; logits [step.len(), vocab].

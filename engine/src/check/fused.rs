@@ -3,6 +3,7 @@
 //! equal `rms_norm` then `rope_with` (its norm sums in rmsnorm_fwd's order; the rotation is compiled in
 //! another kernel, so the bound allows a bf16 ulp where the compiler contracts differently).
 //! Odd sizes; f32 and bf16.
+use super::gpu::row_or_fail;
 use super::{max_rel_err, CheckRow};
 use crate::autograd::no_grad;
 use crate::device::Device;
@@ -16,22 +17,15 @@ pub fn fused_inference_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
     let _ng = no_grad();
     let mut rows = Vec::new();
     for dtype in [DType::F32, DType::BF16] {
-        rows.push(row("add_rms_norm = add, rms_norm (bitwise)", "[37, 1025]", dtype, 0.0, || {
-            add_norm_err(dev, dtype, seed)
+        rows.push(row_or_fail("add_rms_norm = add, rms_norm (bitwise)", "[37, 1025]", dtype, || {
+            Ok((add_norm_err(dev, dtype, seed)?, 0.0))
         }));
         let tol = if dtype == DType::BF16 { 1.6e-2 } else { 1e-5 };
-        rows.push(row("qk_norm_rope = rms_norm, rope", "q [19, 16, 128], k [19, 8, 128]", dtype, tol, || {
-            norm_rope_err(dev, dtype, seed)
+        rows.push(row_or_fail("qk_norm_rope = rms_norm, rope", "q [19, 16, 128], k [19, 8, 128]", dtype, || {
+            Ok((norm_rope_err(dev, dtype, seed)?, tol))
         }));
     }
     rows
-}
-
-fn row(op: &str, shape: &str, dtype: DType, tol: f64, f: impl FnOnce() -> Result<f64>) -> CheckRow {
-    match f() {
-        Ok(err) => CheckRow::new(op, shape, dtype.suffix(), err, tol),
-        Err(e) => CheckRow::failed(op, shape, dtype.suffix(), e.to_string()),
-    }
 }
 
 /// Largest |difference| of the bits-exact comparison (0 when bitwise equal) over the sum and the norm.

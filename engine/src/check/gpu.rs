@@ -78,7 +78,7 @@ fn cases_rows(dev: &Device, seed: u64, keep: impl Fn(&OpCase) -> bool) -> Vec<Ch
     rows
 }
 
-fn row_or_fail(op: &str, shape: &str, dtype: DType, f: impl FnOnce() -> Result<(f64, f64)>) -> CheckRow {
+pub(super) fn row_or_fail(op: &str, shape: &str, dtype: DType, f: impl FnOnce() -> Result<(f64, f64)>) -> CheckRow {
     match f() {
         Ok((err, tol)) => CheckRow::new(op, shape, dtype.suffix(), err, tol),
         Err(e) => CheckRow::failed(op, shape, dtype.suffix(), e.to_string()),

@@ -109,10 +109,7 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
                 let on_cpu = on_cpu.as_ref().map_err(|e| crate::EngineError::invalid("select_tails", e.to_string()))?;
                 Ok(mismatches(&on_dev, on_cpu, f32_bits_eq))
             };
-            let label = match version {
-                Some(v) if i > 0 => format!("select_tails frac {} [{}]", case.frac, v.name()),
-                _ => format!("select_tails frac {}", case.frac),
-            };
+            let label = labelled(&format!("select_tails frac {}", case.frac), i, version.map(HistVersion::name));
             rows.push(row(&label, &shape, "f32", tails()));
         }
         let random = || -> Result<f64> {
@@ -134,10 +131,7 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
                 let (kr, ir) = on_cpu.as_ref().map_err(|e| crate::EngineError::invalid("radix_sort", e.to_string()))?;
                 Ok(mismatches(&k, kr, f32_bits_eq) + mismatches(&i, ir, |a, b| a == b))
             };
-            let label = match scatter {
-                Some(v) if i > 0 => format!("radix_sort [{}]", v.name()),
-                _ => "radix_sort".to_string(),
-            };
+            let label = labelled("radix_sort", i, scatter.map(SortScatter::name));
             rows.push(row(&label, &format!("[{n}]"), "f32", sort()));
         }
     }
@@ -196,22 +190,23 @@ fn nan_rows(dev: &Device, versions: &[Option<HistVersion>]) -> Vec<CheckRow> {
     ];
     let mut rows = Vec::new();
     for (shape, lengths, mut scores, at) in cases {
+        scores[at] = f32::NAN;
+        let valid = vec![1.0f32; scores.len()];
+        let mut masked = valid.clone();
+        masked[at] = 0.0;
+        // The pools and the CPU's masks with the NaN token masked out, once per case.
+        let reference = Packing::from_lengths(&lengths)
+            .and_then(|pools| Ok((run_tails(&Device::Cpu, &scores, &masked, 0.5, &pools, None)?, pools)));
         for (i, version) in versions.iter().enumerate() {
-            let op = match version {
-                Some(v) if i > 0 => format!("select_tails NaN -> error [{}]", v.name()),
-                _ => "select_tails NaN -> error".to_string(),
-            };
-            let mut run = || -> Result<std::result::Result<(), String>> {
-                let pools = Packing::from_lengths(&lengths)?;
-                let mut valid = vec![1.0f32; scores.len()];
-                scores[at] = f32::NAN;
-                if run_tails(dev, &scores, &valid, 0.2, &pools, *version).is_ok() {
+            let op = labelled("select_tails NaN -> error", i, version.map(HistVersion::name));
+            let run = || -> Result<std::result::Result<(), String>> {
+                let (on_cpu, pools) =
+                    reference.as_ref().map_err(|e| crate::EngineError::invalid("select_tails", e.to_string()))?;
+                if run_tails(dev, &scores, &valid, 0.2, pools, *version).is_ok() {
                     return Ok(Err("NaN on a valid token was accepted".into()));
                 }
-                valid[at] = 0.0;
-                let on_dev = run_tails(dev, &scores, &valid, 0.5, &pools, *version)?;
-                let on_cpu = run_tails(&Device::Cpu, &scores, &valid, 0.5, &pools, None)?;
-                if mismatches(&on_dev, &on_cpu, f32_bits_eq) != 0.0 {
+                let on_dev = run_tails(dev, &scores, &masked, 0.5, pools, *version)?;
+                if mismatches(&on_dev, on_cpu, f32_bits_eq) != 0.0 {
                     return Ok(Err("NaN on an invalid token changed the masks".into()));
                 }
                 Ok(Ok(()))
@@ -224,4 +219,12 @@ fn nan_rows(dev: &Device, versions: &[Option<HistVersion>]) -> Vec<CheckRow> {
         }
     }
     rows
+}
+
+/// A row's op: `base`, and for a version other than the first (the process default) its name in brackets.
+fn labelled(base: &str, i: usize, version: Option<&'static str>) -> String {
+    match version {
+        Some(name) if i > 0 => format!("{base} [{name}]"),
+        _ => base.to_string(),
+    }
 }

@@ -270,7 +270,6 @@ pub fn scatter_last(dout: &CudaStorage, idx: &CudaStorage, rows: usize, cols: us
     Ok(dx)
 }
 
-/// Returns (y, rstd f32[rows]).
 /// (x + y, rmsnorm(x + y)·w) over rows of `dim`, one pass (inference).
 pub fn add_rmsnorm_fwd(
     x: &CudaStorage,
@@ -291,6 +290,7 @@ pub fn add_rmsnorm_fwd(
     Ok((sum, out))
 }
 
+/// Returns (y, rstd f32[rows]).
 pub fn rmsnorm_fwd(
     x: &CudaStorage,
     w: &CudaStorage,

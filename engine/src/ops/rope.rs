@@ -83,7 +83,7 @@ impl Backward for RopeBackward {
     }
 }
 
-/// Qwen3's per-head q/k RMSNorm followed by RoPE, for inference (prefill, decode, old log-probs):
+/// Qwen3's per-head q/k RMSNorm followed by RoPE, for generation (prefill, decode):
 /// `(rope(rms_norm(q, q_w)), rope(rms_norm(k, k_w)))`, on a GPU in one launch instead of four.
 /// q [tokens, hq, d], k [tokens, hk, d], weights [d], pos i32 [tokens]. Forward only: with gradients being
 /// recorded for an input it is an error (use `rms_norm` then `rope_with`, which have backward rules).
