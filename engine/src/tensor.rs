@@ -66,9 +66,15 @@ impl Tensor {
         Tensor::from_op_output(Tensor::from_storage(storage, shape, device), inputs, rule)
     }
 
+    /// Whether an op over `inputs` is recorded on the tape now (gradients on, and an input requires them):
+    /// forward-only ops refuse exactly these calls.
+    pub(crate) fn would_record(inputs: &[&Tensor]) -> bool {
+        is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
+    }
+
     /// Attach a backward rule to an already computed (unrecorded) output.
     pub(crate) fn from_op_output(out: Tensor, inputs: &[&Tensor], rule: impl Backward + 'static) -> Result<Tensor> {
-        if !is_grad_enabled() || !inputs.iter().any(|t| t.requires_grad()) {
+        if !Tensor::would_record(inputs) {
             return Ok(out);
         }
         let node = Node {

@@ -1,6 +1,5 @@
 //! RMSNorm over the last dimension with a learned scale (Qwen3's input/post-attention/q/k/final norms).
 use super::{check_float, check_same_dtype, dispatch};
-use crate::autograd::is_grad_enabled;
 use crate::autograd::Backward;
 use crate::cpu::norm::{RmsNormBwd, RmsNormFwd};
 use crate::cpu::storage::run_float;
@@ -52,7 +51,7 @@ pub fn add_rms_norm(x: &Tensor, y: &Tensor, w: &Tensor, eps: f64) -> Result<(Ten
     if x.dims() != y.dims() || w.dims() != [dim] || x.rank() == 0 {
         return Err(EngineError::shape(OP, format!("x {}, y {}, weight {}", x.shape(), y.shape(), w.shape())));
     }
-    if is_grad_enabled() && [x, y, w].iter().any(|t| t.requires_grad()) {
+    if Tensor::would_record(&[x, y, w]) {
         return Err(EngineError::invalid(OP, "forward only, but gradients are being recorded (use add + rms_norm)"));
     }
     if !x.device().is_cuda() {

@@ -3,7 +3,7 @@
 //! or by the selected weight, with the gradients for the hidden states and the LM-head weight computed in
 //! the same chunked pass (so the [T, vocab] logits never exist at once on the GPU).
 use super::{check_float, check_i32, check_same_device, check_same_dtype};
-use crate::autograd::{is_grad_enabled, Backward};
+use crate::autograd::Backward;
 use crate::cpu::policy_loss::{ClipParams, DapoLossRef, LossRows};
 use crate::cpu::storage::{compute_dtype, run_float};
 use crate::cuda::policy_loss::{fused_dapo_loss, LossRowsDev};
@@ -102,7 +102,7 @@ pub fn dapo_loss(hidden: &Tensor, lm_head: &Tensor, b: &DapoBatch, cfg: &DapoLos
         LossNormalizer::SelectedWeight => b.mask.mul(b.weights)?.sum()?,
         LossNormalizer::Fixed(n) => Tensor::scalar(n, DType::F32, dev)?,
     };
-    let want_grad = is_grad_enabled() && (hidden.requires_grad() || lm_head.requires_grad());
+    let want_grad = Tensor::would_record(&[hidden, lm_head]);
     let cd = compute_dtype(hidden.dtype());
     let (token_loss, logp, entropy, flags, grads) = match dev {
         crate::Device::Cpu => {

@@ -123,7 +123,7 @@ pub fn qk_norm_rope(
             ),
         ));
     }
-    if crate::autograd::is_grad_enabled() && [q, k, q_w, k_w].iter().any(|t| t.requires_grad()) {
+    if Tensor::would_record(&[q, k, q_w, k_w]) {
         return Err(EngineError::invalid(OP, "forward only, but gradients are being recorded (use rms_norm + rope)"));
     }
     let (tokens, hq, hk, d) = (q.dims()[0], q.dims()[1], k.dims()[1], q.dims()[2]);
