@@ -20,7 +20,11 @@
 //     16384 tokens (WIDE_TILE in cuda/select_wide.rs), one per block. So a block hoists its pool's slot
 //     states, keeps shared histograms, loads 16 tokens per thread (4 float4 per input where aligned) before
 //     counting them, and reserves its candidates' room with one global atomic per tail and 4096 tokens
-//     (warp scans + a shared counter).
+//     (warp scans + a shared counter);
+//   * the candidate kernels cut every tile into CAND_SPLIT parts, one per block, and load 8 positions per
+//     thread before using any: a slot's candidates fill only the first positions of its pool's range, so
+//     few tiles hold any, and those few must not wait on one load at a time. A part without live candidates
+//     only takes its ticket.
 //
 // Passes (digit = bits [shift, shift + width) of a u32):
 //   0: key bits 21..31, all tokens       3: index bits 21..31 of the candidates equal to the threshold key
@@ -35,6 +39,8 @@
 constexpr int kBatch = 16;                              // tokens per thread per batch: 4 float4 of each input
 constexpr long long kBatchTokens = (long long)kBatch * kThreads;  // 4096
 constexpr int kBins = 2048;                             // histogram bins per slot (the widest digit)
+constexpr int kCandPer = 8;                             // candidate positions per thread per batch
+constexpr long long kCandBatch = (long long)kCandPer * kThreads;  // 2048
 
 // The workspace's parts (see the header).
 struct WideWs {
@@ -68,11 +74,17 @@ __device__ __forceinline__ WideDigit wide_digit(int pass) {
     return g;
 }
 
-// The block's tile: tokens [tile0, tile1) of pool q (tiles = i32 triples (start, end, pool), one per block).
-__device__ __forceinline__ void wide_tile(const int* tiles, long long* tile0, long long* tile1, int* q) {
-    const int* t = tiles + 3 * (long long)blockIdx.x;
-    *tile0 = t[0];
-    *tile1 = t[1];
+// The block's part of the tile table (i32 triples (start, end, pool)): row blockIdx.x / split, cut into
+// `split` equal parts, of which it takes part blockIdx.x % split: tokens (or candidate positions)
+// [*part0, *part1) of pool q. The data passes run one block per tile (split 1); the candidate kernels cut
+// each tile into CAND_SPLIT parts (cuda/select_wide.rs), because a slot's candidates fill only the first
+// positions of its pool's range, and so only the first tiles.
+__device__ __forceinline__ void wide_tile(const int* tiles, int split, long long* part0, long long* part1, int* q) {
+    const int* t = tiles + 3 * (long long)(blockIdx.x / split);
+    const long long start = t[0], end = t[1], part = blockIdx.x % split;
+    const long long len = (end - start + split - 1) / split;
+    *part0 = min(end, start + part * len);
+    *part1 = min(end, *part0 + len);
     *q = t[2];
 }
 
@@ -91,6 +103,23 @@ __device__ __forceinline__ bool full_batch(bool vec, long long base, long long t
 
 __device__ __forceinline__ float float4_lane(const float4& v, int c) {
     return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w;
+}
+
+// Loads the candidates at positions base + u·256 + tid (u < kCandPer) below `end`, every load issued before
+// any use (the strided loop this replaces waited on each load in turn: latency-bound with candidates in only
+// a few tiles); bit u of the result = position u was loaded.
+__device__ __forceinline__ u32 load_cands(const uint2* src, long long base, long long end, uint2 c[kCandPer]) {
+    u32 ok = 0u;
+#pragma unroll
+    for (int u = 0; u < kCandPer; ++u) {
+        const long long p = base + (long long)u * kThreads + threadIdx.x;
+        c[u] = make_uint2(0u, 0u);
+        if (p < end) {
+            c[u] = src[p];
+            ok |= 1u << u;
+        }
+    }
+    return ok;
 }
 
 // Loads the batch at `base` (tokens < tile1): key[u] and bit u of the result = token batch_token(base, u) is
@@ -271,11 +300,21 @@ __device__ __forceinline__ void finish_pass(const WideWs& w, int num_pools, int 
     if (threadIdx.x == 0) w.flags[2] = 0u;
 }
 
-// Flushes a one-pool tile's shared histogram (tails of pool q) into the global one.
-__device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q, int ntails) {
+// Flushes a one-pool tile's shared histogram into pool q's global one: with `copies` (pass 0), the one
+// histogram's two interleaved copies (bin b at sh[2b] and sh[2b + 1]: see select_wide_data) summed, else one
+// histogram per tail.
+__device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q, int ntails, bool copies) {
+    u32* g = w.hist + (long long)q * ntails * kBins;
+    if (copies) {
+        for (int j = threadIdx.x; j < kBins; j += kThreads) {
+            const uint2 c = reinterpret_cast<const uint2*>(sh)[j];
+            if (c.x + c.y != 0u) atomicAdd(&g[j], c.x + c.y);
+        }
+        return;
+    }
     for (int j = threadIdx.x; j < ntails * kBins; j += kThreads) {
         const u32 c = sh[j];
-        if (c != 0u) atomicAdd(&w.hist[(long long)q * ntails * kBins + j], c);
+        if (c != 0u) atomicAdd(&g[j], c);
     }
 }
 
@@ -287,13 +326,13 @@ __device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q
 SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1, const float* scores,
                             const float* valid, const int* cu, int num_pools, long long n, u64 seed, int ntails,
                             int pass, uint2* cand, int vec, int fuse, double frac, double slack) {
-    __shared__ u32 sh[2 * kBins];
+    __shared__ __align__(16) u32 sh[2 * kBins];
     __shared__ u32 sh_cnt[2];
     __shared__ long long sh_base[2];
     const WideWs w = wide_ws(ws, num_pools, ntails);
     long long tile0, tile1;
     int q;
-    wide_tile(tiles, &tile0, &tile1, &q);
+    wide_tile(tiles, 1, &tile0, &tile1, &q);
 
     // Stage 1: a zeroed shared histogram per tail, zeroed candidate counters, the pool's slot states.
     for (int j = threadIdx.x; j < 2 * kBins; j += kThreads) sh[j] = 0u;
@@ -309,7 +348,10 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
         pre[t] = t < ntails ? w.state[(slot0 + t) * 4 + ST_KEY] : 0u;
     }
 
-    // Stage 2: count. Pass 0 counts the first key digit once (tail 1's histogram is its mirror). Pass 1
+    // Stage 2: count. Pass 0 counts the first key digit once (tail 1's histogram is its mirror), into two
+    // interleaved copies by lane parity (bin b at sh[2b + (lane & 1)]): scores in [0, 1) put half the tokens
+    // into 4 of the 2048 bins, and lanes adding to one address serialise, so this halves those collisions
+    // while the two copies of a bin stay in different banks. Pass 1
     // counts the second digit of each tail's candidates (first digit = the threshold's) and compacts them,
     // and writes every token's final mask entry except the candidates': 1 below the threshold's first
     // digit, else 0 (select_wide_cand_mask sets the selected candidates to 1 at the end).
@@ -321,7 +363,7 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
         for (int u = 0; u < kBatch; ++u) {
             if (!((ok >> u) & 1u)) continue;
             if (pass == 0) {
-                atomicAdd(&sh[key[u] >> 21], 1u);
+                atomicAdd(&sh[((key[u] >> 21) << 1) | (threadIdx.x & 1u)], 1u);
                 continue;
             }
 #pragma unroll
@@ -346,53 +388,74 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
     __syncthreads();
 
     // Stage 3: flush, then maybe scan.
-    flush_hist(w, sh, q, ntails);
+    flush_hist(w, sh, q, ntails, pass == 0);
     finish_pass(w, num_pools, ntails, pass, fuse, frac, slack);
 }
 
 // ------------------------------------------------------------------------------------------------
-// select_wide_cand: passes 2-5 over the candidates, one tile per block: positions [tile0, tile1) of each
-// cand[t] (positions follow the tokens' pool layout; a slot's live positions are the first counts[slot] of
-// its pool's range). Index passes exit at once unless flags[0].
-//   grid = the number of tiles, exactly 256 threads.
+// select_wide_cand: passes 2-5 over the candidates, one part of a tile per block (wide_tile): positions
+// [part0, part1) of each cand[t] (positions follow the tokens' pool layout; a slot's live positions are the
+// first counts[slot] of its pool's range). Index passes exit at once unless flags[0].
+//   grid = the number of tiles × split, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_cand(u32* ws, const int* tiles, const uint2* cand, const int* cu, int num_pools, long long n,
-                            int ntails, int pass, int fuse, double frac, double slack) {
-    __shared__ u32 sh[2 * kBins];
+SEL_KERNEL select_wide_cand(u32* ws, const int* tiles, int split, const uint2* cand, const int* cu, int num_pools,
+                            long long n, int ntails, int pass, int fuse, double frac, double slack) {
+    __shared__ __align__(16) u32 sh[2 * kBins];
     const WideWs w = wide_ws(ws, num_pools, ntails);
     if (pass >= 3 && w.flags[0] == 0u) return;  // uniform over the grid: no ticket is taken, no scan is due
-    long long tile0, tile1;
+    long long part0, part1;
     int q;
-    wide_tile(tiles, &tile0, &tile1, &q);
-
-    // Stage 1: as select_wide_data.
-    for (int j = threadIdx.x; j < 2 * kBins; j += kThreads) sh[j] = 0u;
-    __syncthreads();
+    wide_tile(tiles, split, &part0, &part1, &q);
     const WideDigit dg = wide_digit(pass);
     const u32 want = pass < 3 ? MODE_KEY : MODE_IDX;
 
-    // Stage 2: each tail's live positions in this tile; a candidate (key, index) still in the running adds
-    // its digit: the key's on pass 2, the index's (among keys equal to the threshold) on passes 3-5.
+    // Stage 1: each tail's live positions in this part, [part0, end[t]), when its slot resolves in this
+    // pass. A part with none (most of them: the candidates fill only the first positions of each pool's
+    // range) goes straight to the ticket. Uniform over the block: every thread reads the same words.
     const long long slot0 = (long long)q * ntails;
-    for (int t = 0; t < ntails; ++t) {
+    long long end[2] = {part0, part0};
+    u32 pk[2] = {0u, 0u}, pi[2] = {0u, 0u};
+    bool live = false;
+#pragma unroll
+    for (int t = 0; t < 2; ++t) {
+        if (t >= ntails) break;
         const u32* st = w.state + (slot0 + t) * 4;
         if (st[ST_MODE] != want) continue;
-        const u32 pk = st[ST_KEY], pi = st[ST_IDX];
-        const long long end = min(tile1, (long long)cu[q] + w.counts[slot0 + t]);
-        const uint2* src = cand + (long long)t * n;
-        for (long long p = tile0 + threadIdx.x; p < end; p += kThreads) {
-            const uint2 c = src[p];
-            if (pass == 2) {
-                if ((c.x & dg.himask) == pk) atomicAdd(&sh[t * kBins + (c.x & dg.mask)], 1u);
-            } else if (c.x == pk && (c.y & dg.himask) == pi) {
-                atomicAdd(&sh[t * kBins + ((c.y >> dg.shift) & dg.mask)], 1u);
+        pk[t] = st[ST_KEY];
+        pi[t] = st[ST_IDX];
+        end[t] = min(part1, (long long)cu[q] + w.counts[slot0 + t]);
+        live |= end[t] > part0;
+    }
+    if (live) {
+        // Stage 2: a zeroed shared histogram per tail.
+        for (int j = threadIdx.x; j < 2 * kBins; j += kThreads) sh[j] = 0u;
+        __syncthreads();
+
+        // Stage 3: count. A candidate (key, index) still in the running adds its digit: the key's on pass 2,
+        // the index's (among keys equal to the threshold) on passes 3-5.
+#pragma unroll
+        for (int t = 0; t < 2; ++t) {
+            if (t >= ntails) break;
+            const uint2* src = cand + (long long)t * n;
+            for (long long base = part0; base < end[t]; base += kCandBatch) {
+                uint2 c[kCandPer];
+                const u32 ok = load_cands(src, base, end[t], c);
+#pragma unroll
+                for (int u = 0; u < kCandPer; ++u) {
+                    if (!((ok >> u) & 1u)) continue;
+                    if (pass == 2) {
+                        if ((c[u].x & dg.himask) == pk[t]) atomicAdd(&sh[t * kBins + (c[u].x & dg.mask)], 1u);
+                    } else if (c[u].x == pk[t] && (c[u].y & dg.himask) == pi[t]) {
+                        atomicAdd(&sh[t * kBins + ((c[u].y >> dg.shift) & dg.mask)], 1u);
+                    }
+                }
             }
         }
-    }
-    __syncthreads();
+        __syncthreads();
 
-    // Stage 3: as select_wide_data.
-    flush_hist(w, sh, q, ntails);
+        // Stage 4: flush.
+        flush_hist(w, sh, q, ntails, false);
+    }
     finish_pass(w, num_pools, ntails, pass, fuse, frac, slack);
 }
 
@@ -408,29 +471,33 @@ SEL_KERNEL select_wide_scan(u32* ws, int num_pools, int ntails, int pass, double
 
 // ------------------------------------------------------------------------------------------------
 // select_wide_cand_mask: the last step. Pass 1 wrote every mask entry but the candidates' (tokens whose first
-// key digit is their slot's threshold digit) as final and those as 0; here each tile's live candidates that
-// the final threshold (key, index) takes get their 1. So no pass over all tokens follows pass 1.
-//   grid = the number of tiles, exactly 256 threads.
+// key digit is their slot's threshold digit) as final and those as 0; here the live candidates of each part
+// of a tile (wide_tile) that the final threshold (key, index) takes get their 1. So no pass over all tokens
+// follows pass 1.
+//   grid = the number of tiles × split, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_cand_mask(float* out0, float* out1, u32* ws, const int* tiles, const uint2* cand,
+SEL_KERNEL select_wide_cand_mask(float* out0, float* out1, u32* ws, const int* tiles, int split, const uint2* cand,
                                  const int* cu, int num_pools, long long n, int ntails) {
     const WideWs w = wide_ws(ws, num_pools, ntails);
-    long long tile0, tile1;
+    long long part0, part1;
     int q;
-    wide_tile(tiles, &tile0, &tile1, &q);
+    wide_tile(tiles, split, &part0, &part1, &q);
     for (int t = 0; t < ntails; ++t) {
         // Stage 1: the slot's final state (MODE_NONE has no candidates).
         const long long s = (long long)q * ntails + t;
         const u32* st = w.state + s * 4;
         const u32 mode = st[ST_MODE], tk = st[ST_KEY], ti = st[ST_IDX];
         if (mode != MODE_ALL_EQ && mode != MODE_IDX) continue;
-        // Stage 2: the live candidates of this tile's positions.
-        const long long end = min(tile1, (long long)cu[q] + w.counts[s]);
+        // Stage 2: the live candidates of this part.
+        const long long end = min(part1, (long long)cu[q] + w.counts[s]);
         const uint2* src = cand + (long long)t * n;
         float* out = t == 0 ? out0 : out1;
-        for (long long p = tile0 + threadIdx.x; p < end; p += kThreads) {
-            const uint2 c = src[p];
-            if (in_tail(mode, c.x, tk, ti, c.y)) out[c.y] = 1.0f;
+        for (long long base = part0; base < end; base += kCandBatch) {
+            uint2 c[kCandPer];
+            const u32 ok = load_cands(src, base, end, c);
+#pragma unroll
+            for (int u = 0; u < kCandPer; ++u)
+                if (((ok >> u) & 1u) && in_tail(mode, c[u].x, tk, ti, c[u].y)) out[c[u].y] = 1.0f;
         }
     }
 }

@@ -67,6 +67,9 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
         for (int s = cu[q]; s < cu[q + 1]; s += 16384)
             tile_tab.insert(tile_tab.end(), {s, std::min(s + 16384, cu[q + 1]), q});
     const unsigned tiles = (unsigned)(tile_tab.size() / 3);
+    // The candidate kernels' parts per tile: the host's 4 with fused scans, an uneven 3 (parts of 5462, not a
+    // multiple of the 2048-position batch) with the scan kernel.
+    const int split = fuse ? 4 : 3;
     auto aligned = [](const void* p) { return p == nullptr || (uintptr_t)p % 16 == 0; };
     float* o1 = ntails > 1 ? out1.data() : nullptr;
     vec = vec && aligned(sc) && aligned(valid.data()) && aligned(out0.data()) && aligned(o1);
@@ -107,15 +110,15 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     }
     if (!compact_ok) std::printf("wide: the candidates after pass 1 differ from the prefix's tokens\n");
     for (int pass = 2; pass < 6; ++pass) {
-        launch(tiles, [&] {
-            select_wide_cand(ws.data(), tile_tab.data(), cand.data(), cu.data(), num_pools, n, ntails, pass, fuse, frac,
-                             slack);
+        launch(tiles * split, [&] {
+            select_wide_cand(ws.data(), tile_tab.data(), split, cand.data(), cu.data(), num_pools, n, ntails, pass,
+                             fuse, frac, slack);
         });
         scan(pass);
     }
-    launch(tiles, [&] {
-        select_wide_cand_mask(out0.data(), o1, ws.data(), tile_tab.data(), cand.data(), cu.data(), num_pools, n,
-                              ntails);
+    launch(tiles * split, [&] {
+        select_wide_cand_mask(out0.data(), o1, ws.data(), tile_tab.data(), split, cand.data(), cu.data(), num_pools,
+                              n, ntails);
     });
     *nan_flag = w.flags[1];
     return w.flags[2] == 0u && compact_ok;

@@ -11,6 +11,10 @@ use crate::storage::CudaStorage;
 
 /// Most tokens per tile, one tile per block (`Packing::tiles_on` cuts every pool into such tiles).
 pub const WIDE_TILE: usize = 16384;
+/// Blocks per tile in the candidate kernels (`wide_tile`'s split): parts of at most 4096 positions, so the
+/// few tiles that hold a slot's candidates (the first positions of its pool's range) spread over 4× the
+/// blocks.
+const CAND_SPLIT: usize = 4;
 /// Histogram bins per slot (`kBins`).
 const BINS: usize = 2048;
 /// Words before the per-slot parts of the workspace: [need index passes, NaN score, ticket, unused].
@@ -58,13 +62,14 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
     // range is ever read, so it is not zeroed.
     let cand = CudaStorage::alloc(dev, DType::I32, 2 * ntails * n)?;
     let cfg = blocks(op, tiles.len / 3)?;
+    let cand_cfg = blocks(op, tiles.len / 3 * CAND_SPLIT)?;
     let scan_cfg = blocks(op, num_pools.min(65_535))?;
     let (pws, pcand, pv, pc, pt) = (ws.ptr(), cand.ptr(), valid.ptr(), cu.ptr(), tiles.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (p0, p1) = (outs[0].ptr(), outs.get(1).map_or(0u64, |o| o.ptr()));
     let vec = [ps, pv, p0, p1].into_iter().all(aligned16) as i32;
     let fuse = (nslots <= FUSE_SLOTS) as i32;
-    let (np, nn, nt) = (i32_arg(op, num_pools)?, n as i64, ntails as i32);
+    let (np, nn, nt, split) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, CAND_SPLIT as i32);
     let scan = |pass: i32| -> Result<()> {
         if fuse == 0 {
             launch!(dev, "select_wide", "select_wide_scan", scan_cfg, [pws, np, nt, pass, frac, slack]);
@@ -82,7 +87,13 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
         scan(pass)?;
     }
     let cand_pass = |pass: i32| -> Result<()> {
-        launch!(dev, "select_wide", "select_wide_cand", cfg, [pws, pt, pcand, pc, np, nn, nt, pass, fuse, frac, slack]);
+        launch!(
+            dev,
+            "select_wide",
+            "select_wide_cand",
+            cand_cfg,
+            [pws, pt, split, pcand, pc, np, nn, nt, pass, fuse, frac, slack]
+        );
         scan(pass)
     };
     cand_pass(2)?;
@@ -95,7 +106,7 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
         cand_pass(pass)?;
     }
     // Pass 1 wrote every mask entry but the candidates'; the selected candidates get their 1.
-    launch!(dev, "select_wide", "select_wide_cand_mask", cfg, [p0, p1, pws, pt, pcand, pc, np, nn, nt]);
+    launch!(dev, "select_wide", "select_wide_cand_mask", cand_cfg, [p0, p1, pws, pt, split, pcand, pc, np, nn, nt]);
     if flags.wait()?[1] != 0 {
         return Err(super::select::nan_score_error(op));
     }
