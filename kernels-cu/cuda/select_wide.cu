@@ -18,7 +18,8 @@
 //     ticket), saving one launch per pass;
 //   * tiles never cross pools: the host's table (Packing::tiles_on) cuts every pool into tiles of at most
 //     16384 tokens (WIDE_TILE in cuda/select_wide.rs), one per block. So a block hoists its pool's slot
-//     states, keeps shared histograms, loads 16 tokens per thread (4 float4 per input where aligned) before
+//     states, keeps shared histograms, loads 16 tokens per thread (4 float4 per input: a tile peels the 0-3
+//     tokens before its first multiple of 4, so unaligned pools load float4 too) before
 //     counting them, and reserves its candidates' room with one global atomic per tail and 4096 tokens
 //     (warp scans + a shared counter);
 //   * the candidate kernels cut every tile into CAND_SPLIT parts, one per block, and load 8 positions per
@@ -97,8 +98,8 @@ __device__ __forceinline__ long long batch_token(long long base, int u) {
 }
 
 // Whether the batch at `base` is whole and its float4 groups are 16-byte aligned (`vec`: the buffers are).
-__device__ __forceinline__ bool full_batch(bool vec, long long base, long long tile1) {
-    return vec && base + kBatchTokens <= tile1 && (base & 3) == 0;
+__device__ __forceinline__ bool full_batch(bool vec, long long base, long long end) {
+    return vec && base + kBatchTokens <= end && (base & 3) == 0;
 }
 
 __device__ __forceinline__ float float4_lane(const float4& v, int c) {
@@ -122,13 +123,13 @@ __device__ __forceinline__ u32 load_cands(const uint2* src, long long base, long
     return ok;
 }
 
-// Loads the batch at `base` (tokens < tile1): key[u] and bit u of the result = token batch_token(base, u) is
+// Loads the batch at `base` (tokens < end): key[u] and bit u of the result = token batch_token(base, u) is
 // valid. A full aligned batch (full_batch) loads as float4, all loads issued before any use. A NaN score on
 // a valid token sets *nan_flag unless it is null (as load_key).
 __device__ __forceinline__ u32 load_batch(const float* scores, const float* valid, u64 seed, long long base,
-                                          long long tile1, bool vec, u32* nan_flag, u32 key[kBatch]) {
+                                          long long end, bool vec, u32* nan_flag, u32 key[kBatch]) {
     float x[kBatch], v[kBatch];
-    if (full_batch(vec, base, tile1)) {
+    if (full_batch(vec, base, end)) {
         float4 vv[4], xx[4];
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
@@ -145,7 +146,7 @@ __device__ __forceinline__ u32 load_batch(const float* scores, const float* vali
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
             const long long i = batch_token(base, u);
-            const bool in = i < tile1;
+            const bool in = i < end;
             v[u] = in ? valid[i] : 0.0f;
             x[u] = in && scores != nullptr ? scores[i] : 0.0f;
         }
@@ -213,9 +214,9 @@ __device__ __forceinline__ void compact_batch(uint2* cand, long long n, u32* cou
     }
 }
 
-// One tail's mask entries of the batch at `base`: 1.0 where bit u of `sel` is set, else 0.0; float4 stores
+// One tail's mask entries of the batch at `base` (tokens < end): 1.0 where bit u of `sel` is set, else 0.0; float4 stores
 // for a full aligned batch (`full`, from full_batch).
-__device__ __forceinline__ void store_batch_mask(float* out, long long base, long long tile1, bool full, u32 sel) {
+__device__ __forceinline__ void store_batch_mask(float* out, long long base, long long end, bool full, u32 sel) {
     auto bit = [&](int u) { return ((sel >> u) & 1u) ? 1.0f : 0.0f; };
     if (full) {
 #pragma unroll
@@ -226,7 +227,7 @@ __device__ __forceinline__ void store_batch_mask(float* out, long long base, lon
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
             const long long i = batch_token(base, u);
-            if (i < tile1) out[i] = bit(u);
+            if (i < end) out[i] = bit(u);
         }
     }
 }
@@ -355,9 +356,13 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
     // counts the second digit of each tail's candidates (first digit = the threshold's) and compacts them,
     // and writes every token's final mask entry except the candidates': 1 below the threshold's first
     // digit, else 0 (select_wide_cand_mask sets the selected candidates to 1 at the end).
-    for (long long base = tile0; base < tile1; base += kBatchTokens) {  // uniform trip count
+    // Batches (uniform trip count): the 0-3 tokens before the tile's first multiple of 4 alone, then 4096 at a
+    // time from there, so every whole batch is float4 even in a pool that starts unaligned (per-sequence pools).
+    const long long head = min(tile1, (tile0 + 3) & ~3LL);
+    for (long long base = tile0; base < tile1; base = base < head ? head : base + kBatchTokens) {
+        const long long end = base < head ? head : tile1;
         u32 key[kBatch];
-        const u32 ok = load_batch(scores, valid, seed, base, tile1, vec != 0, pass == 0 ? w.flags + 1 : nullptr, key);
+        const u32 ok = load_batch(scores, valid, seed, base, end, vec != 0, pass == 0 ? w.flags + 1 : nullptr, key);
         u32 cm[2] = {0u, 0u}, below[2] = {0u, 0u};
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
@@ -380,9 +385,9 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
         }
         if (pass == 1) {
             compact_batch(cand, n, w.counts, slot0, ntails, cu[q], base, key, cm, sh_cnt, sh_base);
-            const bool full = full_batch(vec != 0, base, tile1);
-            store_batch_mask(out0, base, tile1, full, below[0]);
-            if (ntails > 1) store_batch_mask(out1, base, tile1, full, below[1]);
+            const bool full = full_batch(vec != 0, base, end);
+            store_batch_mask(out0, base, end, full, below[0]);
+            if (ntails > 1) store_batch_mask(out1, base, end, full, below[1]);
         }
     }
     __syncthreads();
