@@ -302,8 +302,8 @@ __device__ __forceinline__ void finish_pass(const WideWs& w, int num_pools, int 
 }
 
 // Flushes a one-pool tile's shared histogram into pool q's global one: with `copies` (pass 0), the one
-// histogram's two interleaved copies (bin b at sh[2b] and sh[2b + 1]: see select_wide_data) summed, else one
-// histogram per tail.
+// histogram's two interleaved copies (bin b at sh[2b] and sh[2b + 1]: see select_wide_data) summed, read as
+// uint2 (so the caller's sh must be 8-byte aligned), else one histogram per tail.
 __device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q, int ntails, bool copies) {
     u32* g = w.hist + (long long)q * ntails * kBins;
     if (copies) {

@@ -2,7 +2,8 @@
 //   * the radix select of select.cu (select_hist / select_scan / select_mask, 8 passes as
 //     engine/src/cuda/select.rs launches them), every histogram version;
 //   * the wide radix select of select_wide.cu (as engine/src/cuda/select_wide.rs launches it), with fused and
-//     with separate scans, vector and scalar loads, and a check of its candidates after pass 1;
+//     with separate scans (the fused runs launch blocks in reverse, so a block with candidates runs the
+//     scans), vector and scalar loads, and a check of its candidates after pass 1;
 //   * the LSD radix sort of select.cu (init / 4 × hist, scan, scatter / gather), both scatter kernels.
 // Select cases: top and bottom tails of every pool (empty, one-token, invalid-only and multi-tile pools, more
 // pools per tile than the shared histograms hold, ties, ±0, ±inf) and seeded random selection; sort cases:
@@ -17,6 +18,18 @@
 
 // Run `body` over a grid of `blocks` CTAs of kThreads threads.
 template <class F> static void launch(unsigned blocks, F body) { run_grid(blocks, kThreads, body); }
+
+// The same in reverse block order: with scans fused into the block that finishes a pass last, the last
+// block is then block 0, the first part of the first tile, which holds candidates (in index order it is
+// nearly always an empty trailing part).
+template <class F> static void launch_reversed(unsigned blocks, F body) {
+    gridDim = dim3{blocks, 1, 1};
+    blockDim = dim3{(unsigned)kThreads, 1, 1};
+    for (unsigned b = blocks; b-- > 0;) {
+        blockIdx = dim3{b, 0, 0};
+        emu::run_cta(kThreads, body);
+    }
+}
 
 static u32 host_float_key(float x) {
     u32 b;
@@ -68,8 +81,9 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
             tile_tab.insert(tile_tab.end(), {s, std::min(s + 16384, cu[q + 1]), q});
     const unsigned tiles = (unsigned)(tile_tab.size() / 3);
     // The candidate kernels' parts per tile: the host's 4 with fused scans, an uneven 3 (parts of 5462, not a
-    // multiple of the 2048-position batch) with the scan kernel.
+    // multiple of the 2048-position batch) with the scan kernel. The fused runs launch blocks in reverse.
     const int split = fuse ? 4 : 3;
+    auto grid = [&](unsigned blocks, auto body) { fuse ? launch_reversed(blocks, body) : launch(blocks, body); };
     auto aligned = [](const void* p) { return p == nullptr || (uintptr_t)p % 16 == 0; };
     float* o1 = ntails > 1 ? out1.data() : nullptr;
     vec = vec && aligned(sc) && aligned(valid.data()) && aligned(out0.data()) && aligned(o1);
@@ -79,7 +93,7 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
         });
     };
     for (int pass = 0; pass < 2; ++pass) {
-        launch(tiles, [&] {
+        grid(tiles, [&] {
             select_wide_data(ws.data(), tile_tab.data(), out0.data(), o1, sc, valid.data(), cu.data(), num_pools, n,
                              seed, ntails, pass, cand.data(), vec, fuse, frac, slack);
         });
@@ -110,13 +124,13 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     }
     if (!compact_ok) std::printf("wide: the candidates after pass 1 differ from the prefix's tokens\n");
     for (int pass = 2; pass < 6; ++pass) {
-        launch(tiles * split, [&] {
+        grid(tiles * split, [&] {
             select_wide_cand(ws.data(), tile_tab.data(), split, cand.data(), cu.data(), num_pools, n, ntails, pass,
                              fuse, frac, slack);
         });
         scan(pass);
     }
-    launch(tiles * split, [&] {
+    grid(tiles * split, [&] {
         select_wide_cand_mask(out0.data(), o1, ws.data(), tile_tab.data(), split, cand.data(), cu.data(), num_pools,
                               n, ntails);
     });
@@ -124,8 +138,12 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     return w.flags[2] == 0u && compact_ok;
 }
 
+// Scores of a select case: small values with many ties, ±0 and +inf (Mixed), uniform in [0, 1) (Distinct), or
+// all equal (Equal: every valid token is a candidate and the index passes decide).
+enum class Scores { Mixed, Distinct, Equal };
+
 static bool select_case(const char* name, const std::vector<int>& pool_lens, bool random, std::mt19937_64& rng,
-                        const HistVersion& hv, bool distinct = false, int ntails = 2) {
+                        const HistVersion& hv, Scores kind = Scores::Mixed, int ntails = 2) {
     const double frac = 0.2, slack = 1.0 - 1e-12;
     const int num_pools = (int)pool_lens.size();
     std::vector<int> cu{0};
@@ -136,7 +154,8 @@ static bool select_case(const char* name, const std::vector<int>& pool_lens, boo
     for (long long i = 0; i < n; ++i) {
         const int r = small(rng);
         scores[i] = r == 3 ? INFINITY : r == -3 ? -0.0f : r == 2 ? 0.0f : (float)r * 0.5f + (float)(i % 5) * 1e-3f;
-        if (distinct) scores[i] = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
+        if (kind == Scores::Distinct) scores[i] = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
+        if (kind == Scores::Equal) scores[i] = 0.75f;
         valid[i] = (i % 11 == 4) ? 0.0f : 1.0f;
     }
     // a pool with no valid token
@@ -260,13 +279,18 @@ int main() {
         ok &= select_case("tails, 9 pools incl. empty / 1 / invalid", {0, 1, 15, 40, 3000, 2, 0, 5100, 77}, false, rng,
                           hv);
         ok &= select_case("random, 6 pools", {4200, 13, 1, 60, 900, 333}, true, rng, hv);
-        ok &= select_case("random, 1 tail, 5 pools", {3000, 0, 9000, 17, 5000}, true, rng, hv, false, 1);
+        ok &= select_case("random, 1 tail, 5 pools", {3000, 0, 9000, 17, 5000}, true, rng, hv, Scores::Mixed, 1);
         if (!hv.wide) continue;
         // tiles of 16384 inside one pool (full float4 batches and a ragged last tile), and mixed tiles
         ok &= select_case("tails, 1 pool over 3 wide tiles", {40000}, false, rng, hv);
-        ok &= select_case("distinct scores, 1 pool (no tie)", {37000}, false, rng, hv, true);
+        ok &= select_case("distinct scores, 1 pool (no tie)", {37000}, false, rng, hv, Scores::Distinct);
+        ok &= select_case("equal scores, 1 pool over 2 wide tiles", {20000}, false, rng, hv, Scores::Equal);
+        // pools of 1-3 tokens at offsets 1, 2, 3 mod 4, and pools whose 1-3 peeled tokens are followed by
+        // one whole batch that ends exactly at the pool's end (starts 1, 4102, 8203)
+        ok &= select_case("peel: short and batch-exact pools",
+                          {1, 3 + 4096, 2, 2 + 4096, 3, 1 + 4096, 1, 2, 3}, false, rng, hv, Scores::Distinct);
         ok &= select_case("tails, long and short pools", {100, 33000, 5, 7, 20000, 1}, false, rng, hv);
-        ok &= select_case("bottom tail only, 2 long pools", {16384, 20001}, false, rng, hv, false, 1);
+        ok &= select_case("bottom tail only, 2 long pools", {16384, 20001}, false, rng, hv, Scores::Mixed, 1);
         // pools drawn at random around the tile and batch sizes (16384, 4096), 1 or 2 tails
         for (int c = 0; c < 6; ++c) {
             std::vector<int> lens(1 + rng() % 6);
@@ -276,7 +300,7 @@ int main() {
             }
             char label[64];
             std::snprintf(label, sizeof label, "random pools #%d (%zu pools)", c, lens.size());
-            ok &= select_case(label, lens, c % 3 == 2, rng, hv, c % 2 == 1, 1 + c % 2);
+            ok &= select_case(label, lens, c % 3 == 2, rng, hv, c % 2 == 1 ? Scores::Distinct : Scores::Mixed, 1 + c % 2);
         }
     }
     for (auto [label, scatter] : {std::pair<const char*, ScatterFn>{"radix_sort_scatter", radix_sort_scatter},
