@@ -13,7 +13,8 @@
 set -uo pipefail
 PART="${1:-all}"
 # Sections: selftest verify attention select loss matmul model8b dapo_nccl dapo; diagnostics: ncu (select
-# kernels), decode (launch overhead), profile (ENTRL_PROFILE regions of one DAPO step).
+# kernels), sanitize (compute-sanitizer on the select kernels), decode (launch overhead), profile
+# (ENTRL_PROFILE regions of one DAPO step).
 # Parts: kernels = selftest..matmul (issues 3, 4); model = model8b dapo_nccl dapo (issues 5, 7, 6);
 # all = both; or a comma-separated list of sections.
 case "$PART" in
@@ -110,12 +111,28 @@ if len(rows) > 2:
     for r in rows[2:]:
         print(f"{r[k][:28]:<28} grid {r[g]:<16} {r[t]}")
 PY
-# Throughput and stall reasons of pass 1 of the plain version (a third of the bytes' speed on 2026-11-27)
-# and of the wide version's data pass and mask.
-for k in select_hist_plain select_wide_data select_wide_mask; do
+# Throughput and stall reasons (kernel:launches to skip): pass 1 of the plain version (a third of the bytes'
+# speed on 2026-11-27), and the wide version's passes 0 and 1 over the data, pass 2 over the candidates and
+# the candidates' mask.
+for ks in select_hist_plain:1 select_wide_data:0 select_wide_data:1 select_wide_cand:0 select_wide_cand_mask:0; do
+  k=${ks%:*}; skip=${ks#*:}
+  echo "-- $k (launch $skip)"
   ENTRL_SELECT_HIST=wide timeout $(t 60) ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \
-    -k "$k" --launch-skip 1 -c 1 "$BIN" bench select --reps 1 > "$D/ncu_$k.txt" 2>&1
-  grep -E "Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Stall|stall" "$D/ncu_$k.txt" | head -12
+    -k "$k" --launch-skip "$skip" -c 1 "$BIN" bench select --reps 1 > "$D/ncu_${k}_$skip.txt" 2>&1
+  grep -E "Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Stall|stall" "$D/ncu_${k}_$skip.txt" | head -12
+done
+fi
+if want sanitize && room 40 "compute-sanitizer"; then
+# Out-of-bounds accesses, shared-memory races and barrier misuse in the select and sort kernels (every
+# version: bench select runs them all), on 300,001 scores in one pool and in 37 pools (mostly unaligned).
+echo "== compute-sanitizer: memcheck, racecheck, synccheck on bench select"
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda-13.0/bin/compute-sanitizer)
+for tool in memcheck racecheck synccheck; do
+  for p in 1 37; do
+    ENTRL_SELECT_HIST=wide timeout $(t 60) "$SAN" --tool "$tool" --error-exitcode 9 \
+      "$BIN" bench select --n 300001 --pools "$p" --reps 1 > "$D/sanitize_${tool}_$p.txt" 2>&1
+    echo "$tool, $p pool(s): rc=$? $(grep -m1 'ERROR SUMMARY' "$D/sanitize_${tool}_$p.txt")" | tee -a "$D/sanitize.txt"
+  done
 done
 fi
 if want loss; then
@@ -213,6 +230,10 @@ except Exception:
     pass
 try:
     print(f"| attention kernels used below | {(out / 'attn_kernel.txt').read_text().strip()} |")
+except Exception:
+    pass
+try:
+    print(f"| compute-sanitizer on the select kernels | {'; '.join(l for l in (out / 'sanitize.txt').read_text().split(chr(10)) if l)} |")
 except Exception:
     pass
 if "tflops" in ours and "tflops" in torch:
