@@ -6,9 +6,11 @@ macro_rules! launch {
     ($dev:expr, $family:literal, $name:expr, $cfg:expr, [$($arg:expr),* $(,)?]) => {{
         use cudarc::driver::PushKernelArg;
         let name: &str = &$name;
-        let f = $dev.function($family, name)?;
+        let k = $dev.function($family, name)?;
+        // cudarc passes the arguments untyped: their count and sizes must be the kernel's (from its PTX).
+        k.check_args($family, name, &[$(std::mem::size_of_val(&$arg)),*])?;
         let stream = $dev.stream().clone();
-        let mut b = stream.launch_builder(&f);
+        let mut b = stream.launch_builder(&k.f);
         $( b.arg(&$arg); )*
         // SAFETY: argument lists follow kernels-cu/cuda/README.md; buffers are sized by the callers.
         crate::profile::host_region("cuda: cuLaunchKernel", || unsafe { b.launch($cfg) })
@@ -24,6 +26,8 @@ pub mod gemm;
 pub mod gemm_lt;
 pub mod geo;
 pub mod kernels;
+#[cfg(test)]
+mod launch_sites;
 pub mod policy_loss;
 pub mod readback;
 pub mod sampling;
@@ -59,6 +63,33 @@ pub fn device_count() -> Result<usize> {
     Ok(n as usize)
 }
 
+/// A loaded kernel and its parameters' byte sizes, read from its PTX `.entry` (`entrl_kernels::param_sizes`).
+#[derive(Clone)]
+pub(crate) struct Kernel {
+    pub f: CudaFunction,
+    params: Arc<[usize]>,
+}
+
+impl Kernel {
+    /// A launch's arguments must match the kernel's parameters in count and size, in order (`launch!` checks
+    /// before every launch: cudarc would pass a missing or mis-sized argument through, read as garbage).
+    pub(crate) fn check_args(&self, family: &str, name: &str, sizes: &[usize]) -> Result<()> {
+        if *self.params == *sizes {
+            return Ok(());
+        }
+        Err(EngineError::Cuda {
+            context: format!("launching {family}::{name}"),
+            msg: format!(
+                "the host passes {} arguments of {sizes:?} bytes but the kernel takes {} of {:?} \
+                 (kernels-cu/cuda/README.md lists the signatures)",
+                sizes.len(),
+                self.params.len(),
+                self.params
+            ),
+        })
+    }
+}
+
 /// One CUDA GPU. Cheap to clone (shared handle).
 #[derive(Clone)]
 pub struct CudaDevice {
@@ -77,7 +108,7 @@ struct Inner {
     alloc: Arc<CachingAllocator>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     /// Loaded kernels by family, then name.
-    functions: Mutex<HashMap<&'static str, HashMap<String, CudaFunction>>>,
+    functions: Mutex<HashMap<&'static str, HashMap<String, Kernel>>>,
     /// Device-side error word written by kernels that validate indices (1 = index out of range).
     err_flag: DeviceBlock,
     debug_sync: AtomicBool,
@@ -229,7 +260,7 @@ impl CudaDevice {
     }
 
     /// A kernel from one of the embedded PTX families, loaded and cached on first use.
-    pub(crate) fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, family: &'static str, name: &str) -> Result<Kernel> {
         // Two levels so the per-launch lookup allocates nothing (the name is a &str here).
         if let Some(f) =
             self.inner.functions.lock().unwrap_or_else(|e| e.into_inner()).get(family).and_then(|m| m.get(name))
@@ -255,9 +286,14 @@ impl CudaDevice {
         let f = module
             .load_function(name)
             .map_err(|e| EngineError::cuda(format!("looking up kernel {family}::{name}"), e))?;
+        let params = entrl_kernels::param_sizes(family, name).ok_or_else(|| EngineError::Cuda {
+            context: format!("looking up kernel {family}::{name}"),
+            msg: "its PTX .entry parameter list could not be read".into(),
+        })?;
+        let k = Kernel { f, params: params.into() };
         let mut functions = self.inner.functions.lock().unwrap_or_else(|e| e.into_inner());
-        functions.entry(family).or_default().insert(name.to_string(), f.clone());
-        Ok(f)
+        functions.entry(family).or_default().insert(name.to_string(), k.clone());
+        Ok(k)
     }
 
     /// Allow `family::name` up to `bytes` of dynamic shared memory (needed above the default 48 KiB).
@@ -265,6 +301,7 @@ impl CudaDevice {
         use cudarc::driver::sys::CUfunction_attribute_enum as Attr;
         self.bind()?;
         self.function(family, name)?
+            .f
             .set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
             .map_err(|e| EngineError::cuda(format!("allowing {bytes} bytes of shared memory for {name}"), e))
     }

@@ -48,16 +48,18 @@ impl HistVersion {
             Self::Wide => "wide",
         }
     }
-    /// The histogram kernel of the versions in `select.cu` (`Wide` has its own launcher).
-    fn kernel(self) -> &'static str {
+    /// The histogram kernel of the versions in `select.cu` that take the common argument list (`Keys` adds
+    /// its two buffers and is launched by name; `Wide` has its own launcher).
+    fn hist_kernel(self) -> &'static str {
         match self {
             Self::Plain => "select_hist_plain",
             Self::Match => "select_hist_match",
             Self::Unroll => "select_hist_unroll",
             Self::MatchUnroll => "select_hist_match_unroll",
-            Self::Keys => "select_hist_keys",
             Self::Lean => "select_hist_lean",
-            Self::Wide => unreachable!("select_masks hands the wide version to select_wide.rs first"),
+            Self::Keys | Self::Wide => {
+                unreachable!("select_masks launches keys by name and hands the wide version to select_wide.rs")
+            }
         }
     }
 }
@@ -96,7 +98,7 @@ impl SortScatter {
             Self::Local => "local",
         }
     }
-    fn kernel(self) -> &'static str {
+    fn scatter_kernel(self) -> &'static str {
         match self {
             Self::Match => "radix_sort_scatter",
             Self::Local => "radix_sort_scatter_local",
@@ -189,7 +191,6 @@ pub fn select_masks(
     let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
-    let hist_kernel = version.kernel();
     // The keys version's per-token keys and validity bits (written by pass 0, read afterwards).
     let stored = if version == HistVersion::Keys {
         Some((CudaStorage::alloc(dev, DType::I32, n)?, CudaStorage::alloc(dev, DType::I32, n.div_ceil(32))?))
@@ -199,9 +200,15 @@ pub fn select_masks(
     let (pk, pb) = stored.as_ref().map_or((0u64, 0u64), |(k, b)| (k.ptr(), b.ptr()));
     let run_pass = |pass: i32| -> Result<()> {
         if stored.is_some() {
-            launch!(dev, "select", hist_kernel, hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass, pk, pb]);
+            launch!(
+                dev,
+                "select",
+                "select_hist_keys",
+                hist_cfg,
+                [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass, pk, pb]
+            );
         } else {
-            launch!(dev, "select", hist_kernel, hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
+            launch!(dev, "select", version.hist_kernel(), hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
         }
         launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
         Ok(())
@@ -279,7 +286,7 @@ pub fn radix_sort(x: &CudaStorage, scatter: SortScatter) -> Result<(CudaStorage,
         let ((kin, iin), (kout, iout)) = if pass % 2 == 0 { ((ka, ia), (kb, ib)) } else { ((kb, ib), (ka, ia)) };
         launch!(dev, "select", "radix_sort_hist", tile_cfg, [pcount, kin, nn, nt, shift]);
         launch!(dev, "select", "radix_sort_scan", digit_cfg, [pcount, ptot, nt]);
-        launch!(dev, "select", scatter.kernel(), tile_cfg, [kout, iout, kin, iin, pcount, ptot, nn, nt, shift]);
+        launch!(dev, "select", scatter.scatter_kernel(), tile_cfg, [kout, iout, kin, iin, pcount, ptot, nn, nt, shift]);
     }
     let po = out.ptr();
     launch!(dev, "select", "radix_sort_gather_f32", grid(n), [po, px, ia, nn]);
