@@ -109,16 +109,7 @@ fn binding(before: &str, ident: &str) -> Option<String> {
     let at =
         [format!("let {ident} ="), format!("let {ident}:")].iter().filter_map(|p| before.rfind(p.as_str())).max()?;
     let eq = at + before[at..].find('=')?;
-    let b = before.as_bytes();
-    let mut i = eq + 1;
-    while i < b.len() && b[i] != b';' {
-        i = match b[i] {
-            b'"' => closing_quote(b, i),
-            b'(' | b'[' | b'{' => closing(b, i)?,
-            _ => i,
-        } + 1;
-    }
-    Some(before[eq + 1..i.min(b.len())].trim().to_string())
+    Some(statement_rhs(before.as_bytes(), eq + 1)?.trim().to_string())
 }
 
 /// Byte size of a Rust scalar type's name.
