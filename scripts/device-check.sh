@@ -88,11 +88,11 @@ fi
 if want select; then
 echo "== bench select (entrl radix select/sort, then torch topk/sort)"
 if room 30 "bench select"; then
-timeout $(t 60) "$BIN" bench select --json "$D/select.jsonl" 2>&1 | tee "$D/select.txt"
+timeout $(t 60) "$BIN" bench select --wide-sweep --json "$D/select.jsonl" 2>&1 | tee "$D/select.txt"
 timeout $(t 60) python3 benches/torch_select.py >> "$D/select.jsonl" 2>&1; tail -n 3 "$D/select.jsonl"
 # The same 4M scores as 500 per-sequence pools of 8388-8389 (the strategies' sequence scope; most pools start
 # at an offset that is not a multiple of 4, as real sequences do).
-timeout $(t 40) "$BIN" bench select --pools 500 --reps 20 --json "$D/select_pools.jsonl" 2>&1 | tee "$D/select_pools.txt"
+timeout $(t 40) "$BIN" bench select --pools 500 --reps 20 --wide-sweep --json "$D/select_pools.jsonl" 2>&1 | tee "$D/select_pools.txt"
 fi
 
 fi
@@ -249,7 +249,15 @@ def lines(p):
     except Exception:
         return []
 att = {(r["impl"], r["shape"], r["mode"]): r for r in lines("attention.jsonl") + lines("torch_attention.jsonl") if "ms" in r}
-sel = {r.get("impl"): r for r in lines("select.jsonl") if "ms" in r}
+sel = {r["impl"]: r for r in lines("select.jsonl") if "ms" in r and "impl" in r}
+def wide_sweep(p, label):
+    # bench select --wide-sweep: the wide version by (tile, candidate split, pass-0 copies), masks checked.
+    sw = sorted((r for r in lines(p) if r.get("bench") == "select_wide_sweep"), key=lambda r: r["ms"])
+    if sw:
+        ok = sum(1 for r in sw if r["ok"])
+        print(f"| wide shapes, {label}, fastest 4 (tile/split/copies: us) | "
+              + ", ".join(f"{r['tile']}/{r['split']}/{int(r['copies'])}: {r['ms'] * 1e3:.1f}" for r in sw[:4])
+              + f" | masks ok for {ok}/{len(sw)} shapes |")
 # Every select version and sort scatter ("entrl_select_tails" is the process default, plain unless
 # ENTRL_SELECT_HIST says otherwise), fastest first.
 sel_versions = {k: v["ms"] for k, v in sel.items() if k.startswith("entrl_select_tails")}
@@ -264,6 +272,8 @@ if best_sel:
     pooled = {r.get("impl"): r["ms"] for r in lines("select_pools.jsonl") if "ms" in r and r.get("impl", "").startswith("entrl_select_tails")}
     if pooled:
         print("| select versions, 500 pools of ~8389 (us) | " + ", ".join(f"{k[len('entrl_select_tails'):].lstrip('_') or 'default'} {v * 1e3:.1f}" for k, v in sorted(pooled.items(), key=lambda kv: kv[1])) + " |")
+    wide_sweep("select.jsonl", "1 pool")
+    wide_sweep("select_pools.jsonl", "500 pools")
     sorts = {k: v["ms"] for k, v in sel.items() if k.startswith("entrl_radix_sort")}
     print("| radix sort 4M (us) | " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in sorted(sorts.items(), key=lambda kv: kv[1])) + f" | torch sort {srt} ms |")
 loss = {r.get("impl"): r for r in lines("loss.jsonl")}

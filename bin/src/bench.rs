@@ -57,6 +57,10 @@ pub enum Bench {
         pools: usize,
         #[arg(long, default_value_t = 50)]
         reps: usize,
+        /// Also time the wide version over a grid of shapes (tile, candidate split, pass-0 copies), each
+        /// checked against the plain version's masks.
+        #[arg(long)]
+        wide_sweep: bool,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -107,7 +111,9 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Bench::TrainStep { shape, seq, reps, json } => {
             crate::bench_model::train_step_bench(shape, *seq, *reps, json.as_deref())
         }
-        Bench::Select { n, frac, pools, reps, json } => select(*n, *frac, *pools, *reps, json.as_deref()),
+        Bench::Select { n, frac, pools, reps, wide_sweep, json } => {
+            crate::bench_select::select(*n, *frac, *pools, *reps, *wide_sweep, json.as_deref())
+        }
         Bench::Loss { tokens, hidden, vocab, chunk, reps, json } => {
             loss(*tokens, *hidden, *vocab, *chunk, *reps, json.as_deref())
         }
@@ -292,75 +298,6 @@ fn loss(
             crate::COMMIT
         );
         write_atomic(path, &line)?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn select(
-    n: usize,
-    frac: f64,
-    pools: usize,
-    reps: usize,
-    json: Option<&std::path::Path>,
-) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::ops::{radix_sort_with, select_tails_with};
-    use entrl_engine::Packing;
-    let dev = Device::cuda(0)?;
-    let cuda = dev.as_cuda().expect("cuda").clone();
-    let scores = Tensor::rand_uniform([n], 0.0, 1.0, DType::F32, &dev, 1)?;
-    let valid = Tensor::ones([n], DType::F32, &dev)?;
-    if pools == 0 || pools > n {
-        return Err(format!("--pools {pools}: between 1 and n = {n}").into());
-    }
-    // `pools` pools of n / pools tokens, the remainder spread one each over the first ones.
-    let lengths: Vec<usize> = (0..pools).map(|p| n / pools + usize::from(p < n % pools)).collect();
-    let pool = Packing::from_lengths(&lengths)?;
-    // Every version of the histogram pass (the process default first; it is "entrl_select_tails").
-    let versions = entrl_engine::cuda::select::versions_default_first()?;
-    let mut times = Vec::new();
-    for &v in &versions {
-        let run = || select_tails_with(&scores, &valid, frac, &pool, Some(v)).map(|_| ());
-        times.push(median(&time_ms(&cuda, 3, reps.max(1), run)?));
-    }
-    let default = versions[0];
-    let tails = times[0];
-    // Both scatter versions of the sort, the process default first ("entrl_radix_sort").
-    let scatters = entrl_engine::cuda::select::scatters_default_first()?;
-    let mut sort_times = Vec::new();
-    for &s in &scatters {
-        sort_times.push(median(&time_ms(&cuda, 3, reps.max(1), || radix_sort_with(&scores, Some(s)).map(|_| ()))?));
-    }
-    let sort = sort_times[0];
-    println!(
-        "select top+bottom {:.0}% of {n} f32 scores in {pools} pool(s): {:.1} us (histogram version {}); radix sort (keys + indices): {:.1} us ({})",
-        frac * 100.0,
-        tails * 1e3,
-        default.name(),
-        sort * 1e3,
-        cuda.name()
-    );
-    for (v, t) in versions.iter().zip(&times).skip(1) {
-        println!("  histogram version {:<13} {:.1} us", v.name(), t * 1e3);
-    }
-    println!("  radix sort scatter {} (default) {:.1} us", scatters[0].name(), sort * 1e3);
-    for (s, t) in scatters.iter().zip(&sort_times).skip(1) {
-        println!("  radix sort scatter {:<13} {:.1} us", s.name(), t * 1e3);
-    }
-    if let Some(path) = json {
-        let mut lines = String::new();
-        let mut rows = vec![("entrl_select_tails".to_string(), tails), ("entrl_radix_sort".to_string(), sort)];
-        rows.extend(versions.iter().zip(&times).skip(1).map(|(v, &t)| (format!("entrl_select_tails_{}", v.name()), t)));
-        rows.extend(
-            scatters.iter().zip(&sort_times).skip(1).map(|(s, &t)| (format!("entrl_radix_sort_{}", s.name()), t)),
-        );
-        for (imp, ms) in rows {
-            lines.push_str(&format!(
-                "{{\"bench\":\"select\",\"impl\":\"{imp}\",\"n\":{n},\"pools\":{pools},\"frac\":{frac},\"ms\":{ms:.4},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
-                cuda.name(),
-                crate::COMMIT
-            ));
-        }
-        write_atomic(path, &lines)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,15 +17,15 @@
 //   * with few slots (the host's fuse flag), the block that finishes a pass last runs the scan (threadfence +
 //     ticket), saving one launch per pass;
 //   * tiles never cross pools: the host's table (Packing::tiles_on) cuts every pool into tiles of at most
-//     16384 tokens (WIDE_TILE in cuda/select_wide.rs), one per block. So a block hoists its pool's slot
+//     WideShape::tile tokens (cuda/select_wide.rs; 16384), one per block. So a block hoists its pool's slot
 //     states, keeps shared histograms, loads 16 tokens per thread (4 float4 per input: a tile peels the 0-3
-//     tokens before its first multiple of 4, so unaligned pools load float4 too) before
-//     counting them, and reserves its candidates' room with one global atomic per tail and 4096 tokens
-//     (warp scans + a shared counter);
-//   * the candidate kernels cut every tile into CAND_SPLIT parts, one per block, and load 8 positions per
-//     thread before using any: a slot's candidates fill only the first positions of its pool's range, so
-//     few tiles hold any, and those few must not wait on one load at a time. A part without live candidates
-//     only takes its ticket.
+//     tokens before its first multiple of 4, so unaligned pools load float4 too) before counting them, and
+//     reserves its candidates' room with one global atomic per tail and 4096 tokens (warp scans + a shared
+//     counter);
+//   * the candidate kernels cut every tile into WideShape::cand_split parts (4), one per block, and load 8
+//     positions per thread before using any: a slot's candidates fill only the first positions of its
+//     pool's range, so few tiles hold any, and those few must not wait on one load at a time. A part
+//     without live candidates only takes its ticket.
 //
 // Passes (digit = bits [shift, shift + width) of a u32):
 //   0: key bits 21..31, all tokens       3: index bits 21..31 of the candidates equal to the threshold key
@@ -78,8 +78,8 @@ __device__ __forceinline__ WideDigit wide_digit(int pass) {
 // The block's part of the tile table (i32 triples (start, end, pool)): row blockIdx.x / split, cut into
 // `split` equal parts, of which it takes part blockIdx.x % split: tokens (or candidate positions)
 // [*part0, *part1) of pool q. The data passes run one block per tile (split 1); the candidate kernels cut
-// each tile into CAND_SPLIT parts (cuda/select_wide.rs), because a slot's candidates fill only the first
-// positions of its pool's range, and so only the first tiles.
+// each tile into WideShape::cand_split parts (cuda/select_wide.rs), because a slot's candidates fill only
+// the first positions of its pool's range, and so only the first tiles.
 __device__ __forceinline__ void wide_tile(const int* tiles, int split, long long* part0, long long* part1, int* q) {
     const int* t = tiles + 3 * (long long)(blockIdx.x / split);
     const long long start = t[0], end = t[1], part = blockIdx.x % split;
@@ -301,19 +301,20 @@ __device__ __forceinline__ void finish_pass(const WideWs& w, int num_pools, int 
     if (threadIdx.x == 0) w.flags[2] = 0u;
 }
 
-// Flushes a one-pool tile's shared histogram into pool q's global one: with `copies` (pass 0), the one
-// histogram's two interleaved copies (bin b at sh[2b] and sh[2b + 1]: see select_wide_data) summed, read as
-// uint2 (so the caller's sh must be 8-byte aligned), else one histogram per tail.
-__device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q, int ntails, bool copies) {
+// Flushes a one-pool tile's shared histogram into pool q's global one: on pass 0 the one histogram (tail 0's
+// bins; tail 1 reads them mirrored), with `copies` as two interleaved copies (bin b at sh[2b] and sh[2b + 1]:
+// see select_wide_data) summed, read as uint2 (so the caller's sh must be 8-byte aligned); on the other
+// passes one histogram per tail.
+__device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q, int ntails, int pass, bool copies) {
     u32* g = w.hist + (long long)q * ntails * kBins;
-    if (copies) {
+    if (pass == 0 && copies) {
         for (int j = threadIdx.x; j < kBins; j += kThreads) {
             const uint2 c = reinterpret_cast<const uint2*>(sh)[j];
             if (c.x + c.y != 0u) atomicAdd(&g[j], c.x + c.y);
         }
         return;
     }
-    for (int j = threadIdx.x; j < ntails * kBins; j += kThreads) {
+    for (int j = threadIdx.x; j < (pass == 0 ? 1 : ntails) * kBins; j += kThreads) {
         const u32 c = sh[j];
         if (c != 0u) atomicAdd(&g[j], c);
     }
@@ -326,7 +327,7 @@ __device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q
 // ------------------------------------------------------------------------------------------------
 SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1, const float* scores,
                             const float* valid, const int* cu, int num_pools, long long n, u64 seed, int ntails,
-                            int pass, uint2* cand, int vec, int fuse, double frac, double slack) {
+                            int pass, uint2* cand, int vec, int fuse, int copies, double frac, double slack) {
     __shared__ __align__(16) u32 sh[2 * kBins];
     __shared__ u32 sh_cnt[2];
     __shared__ long long sh_base[2];
@@ -349,10 +350,10 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
         pre[t] = t < ntails ? w.state[(slot0 + t) * 4 + ST_KEY] : 0u;
     }
 
-    // Stage 2: count. Pass 0 counts the first key digit once (tail 1's histogram is its mirror), into two
-    // interleaved copies by lane parity (bin b at sh[2b + (lane & 1)]): scores in [0, 1) put half the tokens
-    // into 4 of the 2048 bins, and lanes adding to one address serialise, so this halves those collisions
-    // while the two copies of a bin stay in different banks. Pass 1
+    // Stage 2: count. Pass 0 counts the first key digit once (tail 1's histogram is its mirror); with
+    // `copies`, into two interleaved copies by lane parity (bin b at sh[2b + (lane & 1)]): scores in [0, 1)
+    // put half the tokens into 4 of the 2048 bins, and lanes adding to one address serialise, so this halves
+    // those collisions while the two copies of a bin stay in different banks. Pass 1
     // counts the second digit of each tail's candidates (first digit = the threshold's) and compacts them,
     // and writes every token's final mask entry except the candidates': 1 below the threshold's first
     // digit, else 0 (select_wide_cand_mask sets the selected candidates to 1 at the end).
@@ -368,7 +369,7 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
         for (int u = 0; u < kBatch; ++u) {
             if (!((ok >> u) & 1u)) continue;
             if (pass == 0) {
-                atomicAdd(&sh[((key[u] >> 21) << 1) | (threadIdx.x & 1u)], 1u);
+                atomicAdd(&sh[copies ? ((key[u] >> 21) << 1) | (threadIdx.x & 1u) : key[u] >> 21], 1u);
                 continue;
             }
 #pragma unroll
@@ -393,7 +394,7 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
     __syncthreads();
 
     // Stage 3: flush, then maybe scan.
-    flush_hist(w, sh, q, ntails, pass == 0);
+    flush_hist(w, sh, q, ntails, pass, copies != 0);
     finish_pass(w, num_pools, ntails, pass, fuse, frac, slack);
 }
 
@@ -459,7 +460,7 @@ SEL_KERNEL select_wide_cand(u32* ws, const int* tiles, int split, const uint2* c
         __syncthreads();
 
         // Stage 4: flush.
-        flush_hist(w, sh, q, ntails, false);
+        flush_hist(w, sh, q, ntails, pass, false);
     }
     finish_pass(w, num_pools, ntails, pass, fuse, frac, slack);
 }

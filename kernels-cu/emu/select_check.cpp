@@ -52,7 +52,7 @@ struct HistVersion {
     const char* name;
     HistFn fn;  // nullptr: the keys version (select_hist_keys + select_mask_keys), or a wide version
     bool lean_mask = false;  // the lean version's tiled mask (select_mask_lean)
-    int wide = 0;            // 1: select_wide.cu, scans fused, float4 loads; 2: separate scans, scalar loads
+    int wide = 0;  // 1: select_wide.cu, scans fused, float4 loads, pass-0 copies; 2: separate scans, scalar, one
 };
 static const HistVersion kHistVersions[] = {{"plain", select_hist_plain},
                                             {"match", select_hist_match},
@@ -83,6 +83,7 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     // The candidate kernels' parts per tile: the host's 4 with fused scans, an uneven 3 (parts of 5462, not a
     // multiple of the 2048-position batch) with the scan kernel. The fused runs launch blocks in reverse.
     const int split = fuse ? 4 : 3;
+    const int copies = fuse;  // pass 0's two histogram copies with the fused scans, one histogram without
     auto grid = [&](unsigned blocks, auto body) { fuse ? launch_reversed(blocks, body) : launch(blocks, body); };
     auto aligned = [](const void* p) { return p == nullptr || (uintptr_t)p % 16 == 0; };
     float* o1 = ntails > 1 ? out1.data() : nullptr;
@@ -95,7 +96,7 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     for (int pass = 0; pass < 2; ++pass) {
         grid(tiles, [&] {
             select_wide_data(ws.data(), tile_tab.data(), out0.data(), o1, sc, valid.data(), cu.data(), num_pools, n,
-                             seed, ntails, pass, cand.data(), vec, fuse, frac, slack);
+                             seed, ntails, pass, cand.data(), vec, fuse, copies, frac, slack);
         });
         scan(pass);
     }

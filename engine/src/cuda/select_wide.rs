@@ -8,13 +8,46 @@ use super::select::blocks;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
+use std::sync::Mutex;
 
-/// Most tokens per tile, one tile per block (`Packing::tiles_on` cuts every pool into such tiles).
-pub const WIDE_TILE: usize = 16384;
-/// Blocks per tile in the candidate kernels (`wide_tile`'s split): parts of at most 4096 positions, so the
-/// few tiles that hold a slot's candidates (the first positions of its pool's range) spread over 4× the
-/// blocks.
-const CAND_SPLIT: usize = 4;
+/// The wide version's tuning, process-wide ([`set_wide_shape`]; `bench select --wide-sweep` times a grid of
+/// them and checks each against the plain version).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WideShape {
+    /// Most tokens per tile, one tile per block in the data passes (`Packing::tiles_on` cuts every pool
+    /// into such tiles).
+    pub tile: usize,
+    /// Blocks per tile in the candidate kernels (`wide_tile`'s split): a slot's candidates fill only the
+    /// first positions of its pool's range, so only the first tiles, which this spreads over more blocks.
+    pub cand_split: usize,
+    /// Pass 0 counts into two shared copies of its histogram by lane parity (fewer same-address atomics).
+    pub pass0_copies: bool,
+}
+
+impl WideShape {
+    /// 16384-token tiles, 4 candidate parts of 4096, two pass-0 copies.
+    pub const DEFAULT: WideShape = WideShape { tile: 16384, cand_split: 4, pass0_copies: true };
+}
+
+static SHAPE: Mutex<WideShape> = Mutex::new(WideShape::DEFAULT);
+
+/// The wide version's current tuning ([`WideShape::DEFAULT`] unless [`set_wide_shape`] changed it).
+pub fn wide_shape() -> WideShape {
+    *SHAPE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Use `shape` for the wide version's later calls in this process: a tile of 1 to 2^24 tokens, 1 to 64
+/// candidate parts per tile.
+pub fn set_wide_shape(shape: WideShape) -> Result<()> {
+    if !(1..=1 << 24).contains(&shape.tile) || !(1..=64).contains(&shape.cand_split) {
+        return Err(EngineError::invalid(
+            "select (wide)",
+            format!("tile {} (1 to 2^24 tokens), candidate split {} (1 to 64)", shape.tile, shape.cand_split),
+        ));
+    }
+    *SHAPE.lock().unwrap_or_else(|e| e.into_inner()) = shape;
+    Ok(())
+}
 /// Histogram bins per slot (`kBins`).
 const BINS: usize = 2048;
 /// Words before the per-slot parts of the workspace: [need index passes, NaN score, ticket, unused].
@@ -34,7 +67,7 @@ pub(super) struct WideJob<'a> {
     pub valid: &'a CudaStorage,
     /// The pools' cu_seqlens, i32 [num_pools + 1].
     pub cu: &'a CudaStorage,
-    /// The pools' tiles of at most [`WIDE_TILE`] tokens, i32 [tiles, 3] (`Packing::tiles_on`).
+    /// The pools' tiles of at most [`WideShape::tile`] tokens, i32 [tiles, 3] (`Packing::tiles_on`).
     pub tiles: &'a CudaStorage,
     pub num_pools: usize,
     pub frac: f64,
@@ -43,8 +76,9 @@ pub(super) struct WideJob<'a> {
 }
 
 /// Fills `outs` (one f32 mask per tail, `valid.len` > 0 tokens each, already allocated) with the per-pool
-/// tails. `job.tiles` must be `Packing::tiles_on(_, WIDE_TILE)` of the packing whose offsets are `job.cu`
-/// (the ops layer builds both from one `Packing`): pass 1 writes the mask entry of every token a tile covers.
+/// tails. `job.tiles` must be `Packing::tiles_on` of the packing whose offsets are `job.cu` (the ops layer
+/// builds both from one `Packing`, with [`wide_shape`]'s tile): pass 1 writes the mask entry of every token a
+/// tile covers. The candidate split and the pass-0 copies are [`wide_shape`]'s.
 /// Device memory besides the outputs: 4 words plus 2053 per slot (pool × tail; 8 KiB, mostly the 2048-bin
 /// histogram, so 16 MiB for 1024 per-sequence pools × 2 tails) and 8 bytes per token and tail of candidates.
 pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<()> {
@@ -62,14 +96,16 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
     // range is ever read, so it is not zeroed.
     let cand = CudaStorage::alloc(dev, DType::I32, 2 * ntails * n)?;
     let cfg = blocks(op, tiles.len / 3)?;
-    let cand_cfg = blocks(op, tiles.len / 3 * CAND_SPLIT)?;
+    let shape = wide_shape();
+    let cand_cfg = blocks(op, tiles.len / 3 * shape.cand_split)?;
     let scan_cfg = blocks(op, num_pools.min(65_535))?;
     let (pws, pcand, pv, pc, pt) = (ws.ptr(), cand.ptr(), valid.ptr(), cu.ptr(), tiles.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (p0, p1) = (outs[0].ptr(), outs.get(1).map_or(0u64, |o| o.ptr()));
     let vec = [ps, pv, p0, p1].into_iter().all(aligned16) as i32;
     let fuse = (nslots <= FUSE_SLOTS) as i32;
-    let (np, nn, nt, split) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, CAND_SPLIT as i32);
+    let (np, nn, nt, split) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, shape.cand_split as i32);
+    let copies = shape.pass0_copies as i32;
     let scan = |pass: i32| -> Result<()> {
         if fuse == 0 {
             launch!(dev, "select_wide", "select_wide_scan", scan_cfg, [pws, np, nt, pass, frac, slack]);
@@ -82,7 +118,7 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
             "select_wide",
             "select_wide_data",
             cfg,
-            [pws, pt, p0, p1, ps, pv, pc, np, nn, seed, nt, pass, pcand, vec, fuse, frac, slack]
+            [pws, pt, p0, p1, ps, pv, pc, np, nn, seed, nt, pass, pcand, vec, fuse, copies, frac, slack]
         );
         scan(pass)?;
     }
@@ -111,4 +147,23 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
         return Err(super::select::nan_score_error(op));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wide_shape_out_of_range_is_refused_and_changes_nothing() {
+        for bad in [
+            WideShape { tile: 0, ..WideShape::DEFAULT },
+            WideShape { tile: (1 << 24) + 1, ..WideShape::DEFAULT },
+            WideShape { cand_split: 0, ..WideShape::DEFAULT },
+            WideShape { cand_split: 65, ..WideShape::DEFAULT },
+        ] {
+            let e = set_wide_shape(bad).unwrap_err().to_string();
+            assert!(e.contains("candidate split"), "{e}");
+        }
+        assert_eq!(wide_shape(), WideShape::DEFAULT);
+    }
 }

@@ -97,8 +97,9 @@ fn gpu_version(
         return Ok((cuda_select::HistVersion::Plain, None));
     }
     let v = version.map_or_else(cuda_select::hist_version, Ok)?;
-    let tiles =
-        (v == cuda_select::HistVersion::Wide).then(|| pools.tiles_on(dev, cuda_select::WIDE_TILE)).transpose()?;
+    let tiles = (v == cuda_select::HistVersion::Wide)
+        .then(|| pools.tiles_on(dev, cuda_select::wide_shape().tile))
+        .transpose()?;
     Ok((v, tiles))
 }
 
