@@ -9,7 +9,8 @@
 #   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 590
 #   (the DAPO runs add up to ~5 min; "kernels" skips the 8B model benches to stay inside one call)
 # Usage: [ENTRL_DEADLINE=S] bash scripts/device-check.sh [all|kernels|model]  (two calls fit a 15-minute lease:
-#   kernels with ENTRL_DEADLINE=270/timeout_s 290, then model on the still-warm machine)
+#   kernels with ENTRL_DEADLINE=270/timeout_s 290, then model on the still-warm machine). For the select
+#   work of issue 4: "selftest,select,ncu" (ENTRL_DEADLINE=270, timeout_s 290), then "sanitize".
 set -uo pipefail
 PART="${1:-all}"
 # Sections: selftest verify attention select loss matmul model8b dapo_nccl dapo; diagnostics: ncu (select
