@@ -1,8 +1,9 @@
 //! Every `launch!` in the engine's sources against the PTX it launches, without a GPU: the argument list
 //! must have as many entries as the kernel has parameters, and each argument whose type can be read off
-//! its binding (`x.ptr()`, `n as i64`, `i32_of(..)?`, `|pass: i32|`, ...) the parameter's size. (On a GPU,
-//! `launch!` compares every argument's size before each launch: `Kernel::check_args`.) The kernel name is read from the site, from the
-//! nearest `let` of the variable it names, or from the body of the method it calls (`version.kernel()`):
+//! its binding (`x.ptr()`, `n as i64`, `i32_of(..)?`, `|pass: i32|`, ...) the parameter's size. (On a
+//! GPU, `launch!` compares every argument's size before each launch: `Kernel::check_args`.) The kernel
+//! name is read from the site, from the nearest `let` of the variable it names, or from the body of the
+//! method it calls (`version.hist_kernel()`):
 //! every string literal there that names a kernel of the family counts, a `{..}` hole standing for one
 //! word of lowercase letters and digits (a dtype suffix, a head dimension, an op's name). A pattern that
 //! starts with a hole is too loose to trust and, like a name passed in, counts as unresolved; the test
@@ -24,12 +25,7 @@ fn closing(s: &[u8], open: usize) -> Option<usize> {
     let mut i = open;
     while i < s.len() {
         match s[i] {
-            b'"' => {
-                i += 1;
-                while i < s.len() && s[i] != b'"' {
-                    i += if s[i] == b'\\' { 2 } else { 1 };
-                }
-            }
+            b'"' => i = closing_quote(s, i),
             b'(' | b'[' | b'{' => depth += 1,
             b')' | b']' | b'}' => {
                 depth -= 1;
@@ -50,9 +46,7 @@ fn split_top(s: &str) -> Vec<String> {
     let (mut parts, mut start, mut i) = (Vec::new(), 0, 0);
     while i < b.len() {
         match b[i] {
-            b'"' | b'(' | b'[' | b'{' => {
-                i = if b[i] == b'"' { closing_quote(b, i) } else { closing(b, i).unwrap_or(b.len()) }
-            }
+            b'"' | b'(' | b'[' | b'{' => i = group_end(b, i).unwrap_or(b.len()),
             b',' => {
                 parts.push(s[start..i].trim().to_string());
                 start = i + 1;
@@ -66,6 +60,16 @@ fn split_top(s: &str) -> Vec<String> {
     parts
 }
 
+/// The end of the group that starts at `b[i]`: a string's closing quote, a bracket's partner; else `i`.
+fn group_end(b: &[u8], i: usize) -> Option<usize> {
+    match b[i] {
+        b'"' => Some(closing_quote(b, i)),
+        b'(' | b'[' | b'{' => closing(b, i),
+        _ => Some(i),
+    }
+}
+
+/// `b[open]` is a `"`: the index of the quote that closes the string.
 fn closing_quote(b: &[u8], open: usize) -> usize {
     let mut i = open + 1;
     while i < b.len() && b[i] != b'"' {
@@ -146,11 +150,7 @@ fn expr_size(expr: &str) -> Option<usize> {
 fn statement_rhs(b: &[u8], from: usize) -> Option<String> {
     let mut i = from;
     while i < b.len() && b[i] != b';' {
-        i = match b[i] {
-            b'"' => closing_quote(b, i),
-            b'(' | b'[' | b'{' => closing(b, i)?,
-            _ => i,
-        } + 1;
+        i = group_end(b, i)? + 1;
     }
     Some(String::from_utf8_lossy(&b[from..i.min(b.len())]).into_owned())
 }
