@@ -1,5 +1,6 @@
 //! The process-wide choices between implementations that are read from the environment
 //! (`ENTRL_ATTN_KERNEL`, `ENTRL_GEMM`, `ENTRL_SELECT_HIST`, `ENTRL_SORT_SCATTER`): one parser, one error.
+use std::sync::OnceLock;
 
 /// `$var` as one of `all` by name; unset or empty gives `default`. The error names the variable, the value
 /// and every accepted name.
@@ -11,6 +12,17 @@ pub fn env_choice<T: Copy>(var: &str, all: &[T], name: fn(T) -> &'static str, de
             format!("{var}={s}: use one of {}", names.join(", "))
         }),
     }
+}
+
+/// [`env_choice`] read once per process into `cell` (a `static` of the caller's type), then that answer.
+pub fn env_choice_once<T: Copy>(
+    cell: &'static OnceLock<Result<T, String>>,
+    var: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    default: T,
+) -> Result<T, String> {
+    cell.get_or_init(|| env_choice(var, all, name, default)).clone()
 }
 
 /// Every choice of `all`, `default` first (what the self-test and the benchmarks run side by side).

@@ -3,7 +3,7 @@
 //! `select.cu`.
 use super::kernels::{grid, i32_arg};
 use crate::dtype::DType;
-use crate::env_choice::{default_first, env_choice};
+use crate::env_choice::{default_first, env_choice_once};
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
@@ -69,9 +69,7 @@ impl HistVersion {
 /// (`ops::select_tails_with`).
 pub fn hist_version() -> Result<HistVersion> {
     static DEFAULT: OnceLock<std::result::Result<HistVersion, String>> = OnceLock::new();
-    DEFAULT
-        .get_or_init(|| env_choice("ENTRL_SELECT_HIST", &HistVersion::ALL, HistVersion::name, HistVersion::Plain))
-        .clone()
+    env_choice_once(&DEFAULT, "ENTRL_SELECT_HIST", &HistVersion::ALL, HistVersion::name, HistVersion::Plain)
         .map_err(|e| EngineError::invalid("select", e))
 }
 
@@ -109,9 +107,7 @@ impl SortScatter {
 /// The process default scatter: `$ENTRL_SORT_SCATTER` (match | local), else match; read once.
 pub fn sort_scatter() -> Result<SortScatter> {
     static DEFAULT: OnceLock<std::result::Result<SortScatter, String>> = OnceLock::new();
-    DEFAULT
-        .get_or_init(|| env_choice("ENTRL_SORT_SCATTER", &SortScatter::ALL, SortScatter::name, SortScatter::Match))
-        .clone()
+    env_choice_once(&DEFAULT, "ENTRL_SORT_SCATTER", &SortScatter::ALL, SortScatter::name, SortScatter::Match)
         .map_err(|e| EngineError::invalid("radix_sort", e))
 }
 

@@ -53,8 +53,8 @@ impl AttnKernel {
     /// `$ENTRL_ATTN_KERNEL` when set (read once per process), else [`AttnKernel::Mma`].
     pub fn from_env() -> Result<Self> {
         static CHOICE: std::sync::OnceLock<std::result::Result<AttnKernel, String>> = std::sync::OnceLock::new();
-        let choice = CHOICE.get_or_init(|| crate::env_choice::env_choice(Self::ENV, &Self::ALL, Self::name, Self::Mma));
-        choice.clone().map_err(|msg| EngineError::invalid("attention", msg))
+        crate::env_choice::env_choice_once(&CHOICE, Self::ENV, &Self::ALL, Self::name, Self::Mma)
+            .map_err(|msg| EngineError::invalid("attention", msg))
     }
 }
 
