@@ -5,45 +5,26 @@
 use super::CudaDevice;
 use crate::error::{EngineError, Result};
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{result, CudaEvent};
+use cudarc::driver::{result, CudaEvent, PinnedHostSlice};
 use std::sync::{Arc, Mutex};
 
 /// Words (i32) one pending read can hold.
 pub const READBACK_WORDS: usize = 16;
 
-/// A page-locked host buffer of [`READBACK_WORDS`] i32, freed on drop.
-pub(crate) struct PinnedWords {
-    ptr: *mut i32,
+/// One pooled read: a page-locked buffer of [`READBACK_WORDS`] i32 and the event that marks its copy
+/// (re-recorded on each use: creating either costs far more than a read).
+pub(crate) struct ReadSlot {
+    buf: PinnedHostSlice<i32>,
+    event: CudaEvent,
 }
 
-// SAFETY: the buffer is plain host memory owned by this value; it is only touched through &mut or after
-// the event that orders the device's write to it.
-unsafe impl Send for PinnedWords {}
-
-impl PinnedWords {
-    fn new() -> Result<Self> {
-        // SAFETY: a fresh page-locked allocation (no flags: cached, readable by the host at full speed).
-        let ptr = unsafe { result::malloc_host(READBACK_WORDS * 4, 0) }
-            .map_err(|e| EngineError::cuda("allocating page-locked host memory", e))?;
-        Ok(Self { ptr: ptr.cast() })
-    }
-}
-
-impl Drop for PinnedWords {
-    fn drop(&mut self) {
-        // SAFETY: allocated by malloc_host; the owning device synchronises its stream before its pool drops.
-        let _ = unsafe { result::free_host(self.ptr.cast()) };
-    }
-}
-
-/// The per-device pool of pinned buffers (allocating page-locked memory costs far more than a read).
-pub(crate) type PinnedPool = Arc<Mutex<Vec<PinnedWords>>>;
+/// The per-device pool of read slots.
+pub(crate) type PinnedPool = Arc<Mutex<Vec<ReadSlot>>>;
 
 /// A read queued by [`CudaDevice::read_i32_async`]; [`PendingRead::wait`] returns the values.
 pub struct PendingRead {
-    buf: Option<PinnedWords>,
+    slot: Option<ReadSlot>,
     len: usize,
-    event: CudaEvent,
     pool: PinnedPool,
 }
 
@@ -51,19 +32,19 @@ impl PendingRead {
     /// Waits for the stream to reach the copy (not for work queued after it), then returns the words.
     /// Reports an asynchronous fault of the work before the copy.
     pub fn wait(self) -> Result<Vec<i32>> {
-        self.event.synchronize().map_err(|e| EngineError::cuda("waiting for a device-to-host read", e))?;
-        let buf = self.buf.as_ref().expect("held until drop");
-        // SAFETY: the copy of len <= READBACK_WORDS words into buf completed (event above).
-        Ok(unsafe { std::slice::from_raw_parts(buf.ptr, self.len) }.to_vec())
+        let slot = self.slot.as_ref().expect("held until drop");
+        slot.event.synchronize().map_err(|e| EngineError::cuda("waiting for a device-to-host read", e))?;
+        let words = slot.buf.as_slice().map_err(|e| EngineError::cuda("reading a page-locked buffer", e))?;
+        Ok(words[..self.len].to_vec())
     }
 }
 
 impl Drop for PendingRead {
-    /// The buffer goes back to the pool even when the copy is still in flight: its next use is a copy queued
-    /// later on the same stream, and the host reads it only after that copy's own event.
+    /// The slot goes back to the pool even when the copy is still in flight: its next use is a copy queued
+    /// later on the same stream, and the host reads it only after that copy's own record of the event.
     fn drop(&mut self) {
-        if let Some(buf) = self.buf.take() {
-            self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(buf);
+        if let Some(slot) = self.slot.take() {
+            self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
         }
     }
 }
@@ -78,19 +59,26 @@ impl CudaDevice {
         self.bind()?;
         let pool = self.inner.pinned.clone();
         let taken = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let buf = match taken {
-            Some(b) => b,
-            None => PinnedWords::new()?,
+        let mut slot = match taken {
+            Some(s) => s,
+            None => {
+                let ctx = &self.inner.ctx;
+                // SAFETY: page-locked host memory, not write-combined (flags 0: the host reads it at full
+                // speed); every word read is first written by a copy.
+                let buf = unsafe { ctx.alloc_pinned_with_flags::<i32>(READBACK_WORDS, 0) }
+                    .map_err(|e| EngineError::cuda("allocating page-locked host memory", e))?;
+                let event = ctx
+                    .new_event(Some(CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                    .map_err(|e| EngineError::cuda("creating a read-back event", e))?;
+                ReadSlot { buf, event }
+            }
         };
-        // SAFETY: buf holds READBACK_WORDS >= len i32; src holds len i32 (the caller's buffer); the copy is
-        // ordered on the device's stream and read only after the event below.
-        let dst = unsafe { std::slice::from_raw_parts_mut(buf.ptr, len) };
-        unsafe { result::memcpy_dtoh_async(dst, src, self.stream().cu_stream()) }
+        let dst = slot.buf.as_mut_slice().map_err(|e| EngineError::cuda("writing a page-locked buffer", e))?;
+        // SAFETY: dst holds READBACK_WORDS >= len i32; src holds len i32 (the caller's buffer); the copy is
+        // ordered on the device's stream and read only after the event recorded below.
+        unsafe { result::memcpy_dtoh_async(&mut dst[..len], src, self.stream().cu_stream()) }
             .map_err(|e| EngineError::cuda("device-to-host copy", e))?;
-        let event = self
-            .stream()
-            .record_event(Some(CUevent_flags::CU_EVENT_DISABLE_TIMING))
-            .map_err(|e| EngineError::cuda("recording a read-back event", e))?;
-        Ok(PendingRead { buf: Some(buf), len, event, pool })
+        slot.event.record(self.stream()).map_err(|e| EngineError::cuda("recording a read-back event", e))?;
+        Ok(PendingRead { slot: Some(slot), len, pool })
     }
 }
