@@ -9,7 +9,7 @@ use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
 use std::sync::OnceLock;
 
-pub use super::select_wide::{set_wide_shape, wide_shape, WideShape};
+pub use super::select_wide::{set_wide_shape, wide_shape, WideShape, WideTiles};
 
 /// The versions of the radix-select histogram pass in `select.cu` (all exact; they differ in speed only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,15 +138,14 @@ pub(super) fn blocks(op: &'static str, n: usize) -> Result<LaunchConfig> {
 /// seeded hash keys instead (random selection). `ntails` = 1 gives the bottom tail only, 2 gives
 /// [bottom, top]. `cu` is the pools' cu_seqlens (i32, `num_pools + 1`); `slack` the host's count slack.
 /// Reads back a small flag buffer after the key passes (one synchronisation): NaN scores, partial ties.
-/// `tiles`: the pools' tile table for [`wide_shape`]'s tile (`Packing::tiles_on`), needed by the wide version
-/// only.
+/// `tiles`: the pools' tile table and its shape, needed by the wide version only.
 #[allow(clippy::too_many_arguments)]
 pub fn select_masks(
     op: &'static str,
     scores: Option<&CudaStorage>,
     valid: &CudaStorage,
     cu: &CudaStorage,
-    tiles: Option<&CudaStorage>,
+    tiles: Option<WideTiles>,
     num_pools: usize,
     frac: f64,
     slack: f64,

@@ -59,6 +59,15 @@ fn aligned16(ptr: u64) -> bool {
     ptr.is_multiple_of(16)
 }
 
+/// The pools' tile table and the shape it was cut for, read once per call by the ops layer (which caches
+/// the table on the `Packing`), so a call never pairs a table with another call's shape.
+#[derive(Clone, Copy)]
+pub struct WideTiles<'a> {
+    /// Tiles of at most `shape.tile` tokens, i32 [tiles, 3] (`Packing::tiles_on`).
+    pub table: &'a CudaStorage,
+    pub shape: WideShape,
+}
+
 /// What `select::select_masks` passes on, its arguments checked there.
 pub(super) struct WideJob<'a> {
     pub op: &'static str,
@@ -67,8 +76,7 @@ pub(super) struct WideJob<'a> {
     pub valid: &'a CudaStorage,
     /// The pools' cu_seqlens, i32 [num_pools + 1].
     pub cu: &'a CudaStorage,
-    /// The pools' tiles of at most [`WideShape::tile`] tokens, i32 [tiles, 3] (`Packing::tiles_on`).
-    pub tiles: &'a CudaStorage,
+    pub tiles: WideTiles<'a>,
     pub num_pools: usize,
     pub frac: f64,
     pub slack: f64,
@@ -76,13 +84,14 @@ pub(super) struct WideJob<'a> {
 }
 
 /// Fills `outs` (one f32 mask per tail, `valid.len` > 0 tokens each, already allocated) with the per-pool
-/// tails. `job.tiles` must be `Packing::tiles_on` of the packing whose offsets are `job.cu` (the ops layer
-/// builds both from one `Packing`, with [`wide_shape`]'s tile): pass 1 writes the mask entry of every token a
-/// tile covers. The candidate split and the pass-0 copies are [`wide_shape`]'s.
+/// tails. `job.tiles.table` must be `Packing::tiles_on(_, job.tiles.shape.tile)` of the packing whose offsets
+/// are `job.cu` (the ops layer builds both from one `Packing`): pass 1 writes the mask entry of every token a
+/// tile covers.
 /// Device memory besides the outputs: 4 words plus 2053 per slot (pool × tail; 8 KiB, mostly the 2048-bin
 /// histogram, so 16 MiB for 1024 per-sequence pools × 2 tails) and 8 bytes per token and tail of candidates.
 pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<()> {
     let WideJob { op, scores, valid, cu, tiles, num_pools, frac, slack, seed } = *job;
+    let WideTiles { table: tiles, shape } = tiles;
     if tiles.dtype != DType::I32 || tiles.len % 3 != 0 || tiles.len == 0 {
         return Err(EngineError::invalid(op, "the tile table must be i32 [tiles >= 1, 3] (Packing::tiles_on)"));
     }
@@ -96,7 +105,6 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
     // range is ever read, so it is not zeroed.
     let cand = CudaStorage::alloc(dev, DType::I32, 2 * ntails * n)?;
     let cfg = blocks(op, tiles.len / 3)?;
-    let shape = wide_shape();
     let cand_cfg = blocks(op, tiles.len / 3 * shape.cand_split)?;
     let scan_cfg = blocks(op, num_pools.min(65_535))?;
     let (pws, pcand, pv, pc, pt) = (ws.ptr(), cand.ptr(), valid.ptr(), cu.ptr(), tiles.ptr());

@@ -62,9 +62,9 @@ pub fn select_tails_with(
     check_pools(OP, n, valid.numel(), pools)?;
     check_frac(OP, frac)?;
     let cu = pools.on(scores.device())?;
-    let (v, tiles) = gpu_version(scores.device(), pools, version)?;
+    let (v, wide) = gpu_version(scores.device(), pools, version)?;
     let mut inputs = vec![scores, valid, &cu];
-    inputs.extend(tiles.as_ref());
+    inputs.extend(wide.as_ref().map(|w| &w.0));
     let mut st = dispatch(
         OP,
         &inputs,
@@ -73,7 +73,7 @@ pub fn select_tails_with(
             Ok(vec![CpuStorage::F32(top), CpuStorage::F32(bottom)])
         },
         |x| {
-            let (n_pools, tiles) = (pools.num_seqs(), x.get(3).copied());
+            let (n_pools, tiles) = (pools.num_seqs(), wide_tiles(x.get(3).copied(), &wide));
             let mut m =
                 cuda_select::select_masks(OP, Some(x[0]), x[1], x[2], tiles, n_pools, frac, COUNT_SLACK, 0, 2, v)?;
             let top = m.pop().expect("two tails");
@@ -87,20 +87,28 @@ pub fn select_tails_with(
 }
 
 /// The histogram version a call runs on `dev` (`version`, else the process default; the CPU ignores it and
-/// reads no setting) and, for the wide version only, the pools' tile table (cached on the packing).
+/// reads no setting) and, for the wide version only, its shape (read once here) and the pools' tile table
+/// for it (cached on the packing).
 fn gpu_version(
     dev: &Device,
     pools: &Packing,
     version: Option<cuda_select::HistVersion>,
-) -> Result<(cuda_select::HistVersion, Option<Tensor>)> {
+) -> Result<(cuda_select::HistVersion, Option<(Tensor, cuda_select::WideShape)>)> {
     if !dev.is_cuda() {
         return Ok((cuda_select::HistVersion::Plain, None));
     }
     let v = version.map_or_else(cuda_select::hist_version, Ok)?;
-    let tiles = (v == cuda_select::HistVersion::Wide)
-        .then(|| pools.tiles_on(dev, cuda_select::wide_shape().tile))
-        .transpose()?;
-    Ok((v, tiles))
+    let shape = cuda_select::wide_shape();
+    let wide = (v == cuda_select::HistVersion::Wide).then(|| pools.tiles_on(dev, shape.tile)).transpose()?;
+    Ok((v, wide.map(|t| (t, shape))))
+}
+
+/// The wide version's tiles from the dispatched input `table` (present only with it) and the call's shape.
+fn wide_tiles<'a>(
+    table: Option<&'a crate::storage::CudaStorage>,
+    wide: &Option<(Tensor, cuda_select::WideShape)>,
+) -> Option<cuda_select::WideTiles<'a>> {
+    Some(cuda_select::WideTiles { table: table?, shape: wide.as_ref()?.1 })
 }
 
 /// Mask of exactly [`tail_count`]`(frac, n_valid)` valid tokens per pool, chosen uniformly at random by a
@@ -112,15 +120,15 @@ pub fn select_random(valid: &Tensor, frac: f64, seed: u64, pools: &Packing) -> R
     check_pools(OP, n, n, pools)?;
     check_frac(OP, frac)?;
     let cu = pools.on(valid.device())?;
-    let (v, tiles) = gpu_version(valid.device(), pools, None)?;
+    let (v, wide) = gpu_version(valid.device(), pools, None)?;
     let mut inputs = vec![valid, &cu];
-    inputs.extend(tiles.as_ref());
+    inputs.extend(wide.as_ref().map(|w| &w.0));
     let mut st = dispatch(
         OP,
         &inputs,
         |x| Ok(vec![CpuStorage::F32(cpu_random(x[0].as_f32(OP)?, x[1].as_i32(OP)?, frac, seed))]),
         |x| {
-            let tiles = x.get(2).copied();
+            let tiles = wide_tiles(x.get(2).copied(), &wide);
             cuda_select::select_masks(OP, None, x[0], x[1], tiles, pools.num_seqs(), frac, COUNT_SLACK, seed, 1, v)
         },
     )?;
