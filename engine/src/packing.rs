@@ -8,10 +8,9 @@ use std::sync::Mutex;
 pub struct Packing {
     cu: Vec<i32>,
     max_len: usize,
-    /// The offsets uploaded once per device (kernels read them there).
-    device_copies: Mutex<Vec<Tensor>>,
-    /// Tile tables (`tiles_on`) uploaded once per (device, tile size).
-    tile_copies: Mutex<Vec<(usize, Tensor)>>,
+    /// Tables uploaded once per device (kernels read them there): the offsets (`on`, key None) and the tile
+    /// tables (`tiles_on`, key Some(tile size)).
+    device_copies: Mutex<Vec<(Option<usize>, Tensor)>>,
 }
 
 impl Packing {
@@ -24,12 +23,7 @@ impl Packing {
                 .map_err(|_| EngineError::invalid("packing", "more than 2^31 tokens in one pack"))?;
             cu.push(next);
         }
-        Ok(Self {
-            cu,
-            max_len: lengths.iter().copied().max().unwrap_or(0),
-            device_copies: Mutex::new(Vec::new()),
-            tile_copies: Mutex::new(Vec::new()),
-        })
+        Ok(Self { cu, max_len: lengths.iter().copied().max().unwrap_or(0), device_copies: Mutex::new(Vec::new()) })
     }
     /// One sequence of `len` tokens.
     pub fn single(len: usize) -> Result<Self> {
@@ -57,12 +51,22 @@ impl Packing {
     }
     /// The offsets as an i32 tensor on `device` (uploaded once, then cached).
     pub fn on(&self, device: &Device) -> Result<Tensor> {
+        self.cached_on(device, None, || (self.cu.clone(), vec![self.cu.len()]))
+    }
+    /// The table `key` on `device`: the cached copy, else `build`'s (values, dims) uploaded and kept.
+    fn cached_on(
+        &self,
+        device: &Device,
+        key: Option<usize>,
+        build: impl FnOnce() -> (Vec<i32>, Vec<usize>),
+    ) -> Result<Tensor> {
         let mut copies = self.device_copies.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = copies.iter().find(|t| t.device().same(device)) {
+        if let Some((_, t)) = copies.iter().find(|(k, t)| *k == key && t.device().same(device)) {
             return Ok(t.clone());
         }
-        let t = Tensor::from_vec(self.cu.clone(), [self.cu.len()], device)?;
-        copies.push(t.clone());
+        let (values, dims) = build();
+        let t = Tensor::from_vec(values, dims, device)?;
+        copies.push((key, t.clone()));
         Ok(t)
     }
 }
@@ -83,15 +87,11 @@ impl Packing {
     }
     /// [`Packing::tiles`] as an i32 tensor [tiles, 3] on `device` (uploaded once per tile size, then cached).
     pub fn tiles_on(&self, device: &Device, tile: usize) -> Result<Tensor> {
-        let mut copies = self.tile_copies.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, t)) = copies.iter().find(|(s, t)| *s == tile && t.device().same(device)) {
-            return Ok(t.clone());
-        }
-        let v = self.tiles(tile);
-        let rows = v.len() / 3;
-        let t = Tensor::from_vec(v, [rows, 3], device)?;
-        copies.push((tile, t.clone()));
-        Ok(t)
+        self.cached_on(device, Some(tile), || {
+            let v = self.tiles(tile);
+            let rows = v.len() / 3;
+            (v, vec![rows, 3])
+        })
     }
 }
 
