@@ -6,19 +6,20 @@
 #include <random>
 #include <vector>
 
-// Run `body` (the kernel call) for every CTA of `g`, `threads` threads each, one CTA at a time.
-template <class F> inline void run_grid(dim3 g, unsigned threads, F body) {
+// Run `body` (the kernel call) for every CTA of `g`, `threads` threads each, one CTA at a time; with
+// `reversed`, x from last to first (so a kernel whose last block finishes the work sees other orders).
+template <class F> inline void run_grid(dim3 g, unsigned threads, F body, bool reversed = false) {
     gridDim = g;
     blockDim = dim3{threads, 1, 1};
     for (unsigned z = 0; z < g.z; ++z)
         for (unsigned y = 0; y < g.y; ++y)
-            for (unsigned x = 0; x < g.x; ++x) {
-                blockIdx = dim3{x, y, z};
+            for (unsigned i = 0; i < g.x; ++i) {
+                blockIdx = dim3{reversed ? g.x - 1 - i : i, y, z};
                 emu::run_cta((int)threads, body);
             }
 }
-template <class F> inline void run_grid(unsigned blocks, unsigned threads, F body) {
-    run_grid(dim3{blocks, 1, 1}, threads, body);
+template <class F> inline void run_grid(unsigned blocks, unsigned threads, F body, bool reversed = false) {
+    run_grid(dim3{blocks, 1, 1}, threads, body, reversed);
 }
 
 // n normal(0, sd) floats from `rng`.

@@ -16,19 +16,11 @@
 
 #include <algorithm>
 
-// Run `body` over a grid of `blocks` CTAs of kThreads threads.
-template <class F> static void launch(unsigned blocks, F body) { run_grid(blocks, kThreads, body); }
-
-// The same in reverse block order: with scans fused into the block that finishes a pass last, the last
-// block is then block 0, the first part of the first tile, which holds candidates (in index order it is
-// nearly always an empty trailing part).
-template <class F> static void launch_reversed(unsigned blocks, F body) {
-    gridDim = dim3{blocks, 1, 1};
-    blockDim = dim3{(unsigned)kThreads, 1, 1};
-    for (unsigned b = blocks; b-- > 0;) {
-        blockIdx = dim3{b, 0, 0};
-        emu::run_cta(kThreads, body);
-    }
+// Run `body` over a grid of `blocks` CTAs of kThreads threads; `reversed`: in reverse block order (with
+// scans fused into the block that finishes a pass last, the last block is then block 0, the first part of
+// the first tile, which holds candidates; in index order it is nearly always an empty trailing part).
+template <class F> static void launch(unsigned blocks, F body, bool reversed = false) {
+    run_grid(blocks, kThreads, body, reversed);
 }
 
 static u32 host_float_key(float x) {
@@ -84,7 +76,7 @@ static bool run_wide(const float* sc, const std::vector<float>& valid, const std
     // multiple of the 2048-position batch) with the scan kernel. The fused runs launch blocks in reverse.
     const int split = fuse ? 4 : 3;
     const int copies = fuse;  // pass 0's two histogram copies with the fused scans, one histogram without
-    auto grid = [&](unsigned blocks, auto body) { fuse ? launch_reversed(blocks, body) : launch(blocks, body); };
+    auto grid = [&](unsigned blocks, auto body) { launch(blocks, body, fuse); };
     auto aligned = [](const void* p) { return p == nullptr || (uintptr_t)p % 16 == 0; };
     float* o1 = ntails > 1 ? out1.data() : nullptr;
     vec = vec && aligned(sc) && aligned(valid.data()) && aligned(out0.data()) && aligned(o1);
