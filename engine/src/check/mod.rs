@@ -47,6 +47,18 @@ impl CheckRow {
     }
 }
 
+/// Number of positions where the two vectors differ by `same` (+ the length difference): the error of the
+/// exact rows, whose tolerance is 0.
+pub(crate) fn mismatches<T: Copy + PartialEq>(a: &[T], b: &[T], same: impl Fn(T, T) -> bool) -> f64 {
+    let diff = a.iter().zip(b).filter(|(x, y)| !same(**x, **y)).count();
+    (diff + a.len().abs_diff(b.len())) as f64
+}
+
+/// Bitwise equality of two f32 (NaN equals its own bits; −0 differs from +0).
+pub(crate) fn f32_bits_eq(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits()
+}
+
 /// max |a − r| / max |r| (NaN anywhere in `a` gives +inf; mismatched lengths give +inf).
 pub fn max_rel_err(a: &[f64], r: &[f64]) -> f64 {
     if a.len() != r.len() {

@@ -2,7 +2,7 @@
 //! one pool of 1,000,003 tokens, 997 pools of mixed lengths (including 0 and 1) with heavy ties, and a
 //! single heavily tied pool; on a GPU every histogram version and both sort scatters. The error of a row is the number of mismatching mask entries (or sorted
 //! keys / indices), tolerance 0. On the CPU this compares the CPU path with itself (exercising the harness).
-use super::CheckRow;
+use super::{f32_bits_eq, mismatches, CheckRow};
 use crate::cuda::select::{scatters_default_first, versions_default_first, HistVersion, SortScatter};
 use crate::device::Device;
 use crate::error::Result;
@@ -57,16 +57,6 @@ fn draw_scores(rng: &mut impl Rng, n: usize, kind: Scores) -> Vec<f32> {
             Scores::Tied => TIED[rng.random_range(0..TIED.len())],
         })
         .collect()
-}
-
-/// Number of positions where the two vectors differ bitwise (+ the length difference).
-fn mismatches<T: Copy + PartialEq>(a: &[T], b: &[T], same: impl Fn(T, T) -> bool) -> f64 {
-    let diff = a.iter().zip(b).filter(|(x, y)| !same(**x, **y)).count();
-    (diff + a.len().abs_diff(b.len())) as f64
-}
-
-fn f32_bits_eq(a: f32, b: f32) -> bool {
-    a.to_bits() == b.to_bits()
 }
 
 /// select_tails / select_random / radix_sort on `dev` vs the CPU, tolerance 0 (mismatch counts).
