@@ -103,13 +103,6 @@ DEFINE_REDUCE(f32, float)
 DEFINE_REDUCE(bf16, __nv_bfloat16)
 
 // ------------------------------------------------------------------------------------------------
-// sum_partials: a single block folds n partials (any n) into out[0].
-// ------------------------------------------------------------------------------------------------
-KERNEL sum_partials_f32(float* out, const float* partials, int n) {
-    reduce_partials_body<float>(out, partials, 1, n, 1.0f);  // one output; blocks past the first do nothing
-}
-
-// ------------------------------------------------------------------------------------------------
 // clip_coef: single thread.
 // ------------------------------------------------------------------------------------------------
 KERNEL clip_coef_f32(float* coef, const float* sumsq, float max_norm) {

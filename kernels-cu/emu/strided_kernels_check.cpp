@@ -109,7 +109,7 @@ int main() {
         const unsigned blocks = 7;
         std::vector<float> partials(blocks, NAN), sumsq(1, NAN), coef(1, NAN), y = x;
         run_grid(blocks, 128, [&] { sumsq_partials_f32(partials.data(), x.data(), n); });
-        run_grid(1, 64, [&] { sum_partials_f32(sumsq.data(), partials.data(), (int)blocks); });
+        run_grid(1, 64, [&] { reduce_partials_f32(sumsq.data(), partials.data(), 1, (int)blocks, 1.0f); });
         run_grid(1, 32, [&] { clip_coef_f32(coef.data(), sumsq.data(), 10.0f); });
         run_grid(3, 128, [&] { scale_by_f32(y.data(), coef.data(), n); });
         double ss = 0;

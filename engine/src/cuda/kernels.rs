@@ -189,12 +189,12 @@ pub fn sumsq_partials(x: &CudaStorage, partials: &CudaStorage, at: usize) -> Res
     Ok(())
 }
 
-/// out[0] = Σ partials
+/// out[0] = Σ partials: `reduce_partials_f32` with one output row, in one block.
 pub fn sum_partials(partials: &CudaStorage, out: &CudaStorage) -> Result<()> {
     let dev = &partials.device;
     let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-    let (o, p, n) = (out.ptr(), partials.ptr(), i32_arg("grad norm", partials.len)?);
-    launch!(dev, "reduce", "sum_partials_f32", cfg, [o, p, n]);
+    let (o, p, rows, n, scale) = (out.ptr(), partials.ptr(), 1i64, i32_arg("grad norm", partials.len)?, 1.0f32);
+    launch!(dev, "reduce", "reduce_partials_f32", cfg, [o, p, rows, n, scale]);
     Ok(())
 }
 
