@@ -78,9 +78,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         train_tokens_per_s_8b: a.train_tokens_per_s_8b,
         ..PlanInput::new(model)
     };
-    if input.max_concurrent == 0 {
-        input.max_concurrent = plan::auto_max_concurrent(&input, true);
-    }
+    input.resolve_max_concurrent(true);
     input.validate()?;
     let (mem, time) = plan::plan(&input);
     println!(

@@ -525,6 +525,15 @@ pub fn auto_max_concurrent(input: &PlanInput, on_gpu: bool) -> usize {
     }
 }
 
+impl PlanInput {
+    /// `max_concurrent = 0` (auto) replaced by [`auto_max_concurrent`]; a value the user set is kept.
+    pub fn resolve_max_concurrent(&mut self, on_gpu: bool) {
+        if self.max_concurrent == 0 {
+            self.max_concurrent = auto_max_concurrent(self, on_gpu);
+        }
+    }
+}
+
 fn time(input: &PlanInput) -> TimePlan {
     let m = &input.model;
     let g = input.gpus.max(1);

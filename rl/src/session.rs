@@ -3,7 +3,7 @@
 //! `RUN_DIR/checkpoints/step_NNNNNN/` (HF model folder + optimizer state + loop state).
 use crate::config::TrainConfig;
 use crate::data::{read_prompts, PromptRow};
-use crate::plan::{auto_max_concurrent, plan, PlanInput};
+use crate::plan::{plan, PlanInput};
 use crate::reward::{verifier_for, Verifier};
 use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
 use crate::strategy::Strategy;
@@ -197,9 +197,7 @@ impl Session {
         if let Some(c) = device.as_cuda() {
             input.gpu_mem_gib = c.total_memory().map_err(|e| e.to_string())? as f64 / (1u64 << 30) as f64;
         }
-        if input.max_concurrent == 0 {
-            input.max_concurrent = auto_max_concurrent(&input, device.is_cuda());
-        }
+        input.resolve_max_concurrent(device.is_cuda());
         let rollout_slots = input.max_concurrent;
         let (mem, _) = plan(&input);
         if device.is_cuda() {
