@@ -3,7 +3,7 @@
 //! Sampling (temperature, top-k, top-p, per-request seeds): plain temperature / greedy sampling on a GPU
 //! runs on the device (only the picks cross to the host); truncated sampling and CPU runs sample on the host.
 use crate::error::{ModelError, Result};
-use crate::model::{attention_inputs_normed, layer_output_normed, QkPath, Qwen3};
+use crate::model::{attention_inputs_fused, layer_output_normed, Qwen3};
 use entrl_engine::cpu::sampling::pick_by_cdf;
 use entrl_engine::ops::{attention, sample_rows, CacheIndex, KvCache};
 use entrl_engine::{no_grad, profile, Packing, Tensor};
@@ -178,7 +178,7 @@ fn prefill(model: &Qwen3, reqs: &[Request], admit: &[usize], cache: &SlotCache) 
     let pos_t = Tensor::from_vec(pos, [packing.total()], dev)?;
     let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [packing.total()], dev)?)?;
     for (i, (layer, cache)) in model.layers.iter().zip(&cache.layers).enumerate() {
-        let (q, k, v) = attention_inputs_normed(layer, c, &h, &pos_t, QkPath::Fused)?;
+        let (q, k, v) = attention_inputs_fused(layer, c, &h, &pos_t)?;
         cache.write(&k, &v, &idx)?;
         let a = attention(&q, &k, &v, &packing, false)?;
         (x, h) = layer_output_normed(layer, c, &x, &a.out, next_norm(model, i))?;
@@ -217,9 +217,8 @@ fn decode_step(
     let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
     let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [step.len()], dev)?)?;
     for (i, (layer, cache)) in model.layers.iter().zip(&cache.layers).enumerate() {
-        let (q, k, v) = profile::region("decode: q/k/v, q/k norm + rope", dev, || {
-            attention_inputs_normed(layer, c, &h, &pos_t, QkPath::Fused)
-        })?;
+        let (q, k, v) =
+            profile::region("decode: q/k/v, q/k norm + rope", dev, || attention_inputs_fused(layer, c, &h, &pos_t))?;
         profile::region("decode: kv-cache write", dev, || cache.write(&k, &v, &idx))?;
         let o = profile::region("decode: attention (split-K)", dev, || cache.attend(&q, &idx))?;
         (x, h) = profile::region("decode: o_proj, residual + norm, MLP, residual + norm", dev, || {

@@ -231,48 +231,46 @@ fn layer_forward(
     Ok((layer_output(l, c, x, &a.out)?, a.entropy))
 }
 
-/// Pre-attention half of a layer: q [T, Hq, D], k and v [T, Hkv, D] (q/k normed and rotated).
+/// Pre-attention half of a layer: q [T, Hq, D], k and v [T, Hkv, D] (q/k normed and rotated), by
+/// `rms_norm` then `rope_with`, with backward rules: every training forward takes it, including its runs
+/// under `no_grad` (checkpointing's first pass, old log-probs), so that they and the recompute or the
+/// update's forward take exactly the same kernels.
 pub(crate) fn attention_inputs(
     l: &Layer,
     c: &Qwen3Config,
     x: &Tensor,
     pos: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    attention_inputs_normed(l, c, &x.rms_norm(&l.input_norm, c.rms_norm_eps)?, pos, QkPath::Differentiable)
+    let (q, k, v) = project_qkv(l, c, &x.rms_norm(&l.input_norm, c.rms_norm_eps)?)?;
+    let (eps, rs) = (c.rms_norm_eps, rope_spec(c));
+    Ok((q.rms_norm(&l.q_norm, eps)?.rope_with(pos, rs)?, k.rms_norm(&l.k_norm, eps)?.rope_with(pos, rs)?, v))
 }
 
-/// How [`attention_inputs_normed`] norms and rotates q and k.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum QkPath {
-    /// `rms_norm` then `rope_with`, with backward rules: every training forward, including its runs
-    /// under `no_grad` (checkpointing's first pass, old log-probs), so that they and the recompute or the
-    /// update's forward take exactly the same kernels.
-    Differentiable,
-    /// `ops::qk_norm_rope` (one launch on a GPU instead of four): generation only.
-    Fused,
-}
-
-/// [`attention_inputs`] from the layer's normed input h = rms_norm(x, input_norm).
-pub(crate) fn attention_inputs_normed(
+/// Generation's [`attention_inputs`], from the layer's normed input h = rms_norm(x, input_norm): q/k norm and
+/// rope by `ops::qk_norm_rope` (one launch on a GPU instead of four; no gradients).
+pub(crate) fn attention_inputs_fused(
     l: &Layer,
     c: &Qwen3Config,
     h: &Tensor,
     pos: &Tensor,
-    path: QkPath,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    let (q, k, v) = project_qkv(l, c, h)?;
+    let (q, k) = qk_norm_rope(&q, &k, &l.q_norm, &l.k_norm, pos, c.rms_norm_eps, rope_spec(c))?;
+    Ok((q, k, v))
+}
+
+/// q [T, Hq, D], k and v [T, Hkv, D] projected from the normed input h (not yet normed or rotated).
+fn project_qkv(l: &Layer, c: &Qwen3Config, h: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let t = h.dims()[0];
-    let (nq, nkv, hd, eps) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
-    let rs = RopeSpec { theta: c.rope_theta, bf16_inv_freq: c.rope_bf16_inv_freq };
+    let (nq, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
     let q = h.linear(&l.q_proj)?.reshape([t, nq, hd])?;
     let k = h.linear(&l.k_proj)?.reshape([t, nkv, hd])?;
-    let (q, k) = match path {
-        QkPath::Differentiable => {
-            (q.rms_norm(&l.q_norm, eps)?.rope_with(pos, rs)?, k.rms_norm(&l.k_norm, eps)?.rope_with(pos, rs)?)
-        }
-        QkPath::Fused => qk_norm_rope(&q, &k, &l.q_norm, &l.k_norm, pos, eps, rs)?,
-    };
     let v = h.linear(&l.v_proj)?.reshape([t, nkv, hd])?;
     Ok((q, k, v))
+}
+
+fn rope_spec(c: &Qwen3Config) -> RopeSpec {
+    RopeSpec { theta: c.rope_theta, bf16_inv_freq: c.rope_bf16_inv_freq }
 }
 
 /// Post-attention half: o_proj, residual, MLP, residual.
