@@ -59,6 +59,15 @@ fn draw_scores(rng: &mut impl Rng, n: usize, kind: Scores) -> Vec<f32> {
         .collect()
 }
 
+/// The implementation choices to check on `dev`: [None] on the CPU (it has one), every one of `all()` on a
+/// GPU; a failed row for `op` when the process setting is invalid.
+fn gpu_choices<T>(dev: &Device, all: fn() -> Result<Vec<T>>, op: &str) -> Result<Vec<Option<T>>, CheckRow> {
+    if !dev.is_cuda() {
+        return Ok(vec![None]);
+    }
+    all().map(|v| v.into_iter().map(Some).collect()).map_err(|e| CheckRow::failed(op, "-", "f32", e.to_string()))
+}
+
 /// select_tails / select_random / radix_sort on `dev` vs the CPU, tolerance 0 (mismatch counts).
 pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     if let Some(c) = dev.as_cuda() {
@@ -67,17 +76,14 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut rows = Vec::new();
-    // [None] on the CPU; on a GPU every histogram version, the process default first.
-    let versions: Vec<Option<HistVersion>> = match (dev.is_cuda(), versions_default_first()) {
-        (false, _) => vec![None],
-        (true, Ok(v)) => v.into_iter().map(Some).collect(),
-        (true, Err(e)) => return vec![CheckRow::failed("select_tails", "-", "f32", e.to_string())],
+    // [None] on the CPU; on a GPU every histogram version and every sort scatter, the process default first.
+    let versions = match gpu_choices(dev, versions_default_first, "select_tails") {
+        Ok(v) => v,
+        Err(row) => return vec![row],
     };
-    // The same for the sort's scatter versions.
-    let scatters: Vec<Option<SortScatter>> = match (dev.is_cuda(), scatters_default_first()) {
-        (false, _) => vec![None],
-        (true, Ok(v)) => v.into_iter().map(Some).collect(),
-        (true, Err(e)) => return vec![CheckRow::failed("radix_sort", "-", "f32", e.to_string())],
+    let scatters = match gpu_choices(dev, scatters_default_first, "radix_sort") {
+        Ok(v) => v,
+        Err(row) => return vec![row],
     };
     for case in cases(&mut rng) {
         let n: usize = case.lengths.iter().sum();
