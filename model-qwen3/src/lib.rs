@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod generate;
 pub mod model;
 pub mod save;

@@ -1,13 +1,132 @@
 //! `entrl train` configuration: a preset's defaults, then a TOML file, then `key=value` overrides (any
-//! dotted key, e.g. `train.lr=2e-6`, `tokens.strategy="anchors:0.2"`). Unknown keys are errors.
+//! dotted key, e.g. `train.lr=2e-6`, `tokens.strategy="anchors:0.2"`). Unknown keys are errors, a value of
+//! the wrong type names its key, and every value is checked against its documented range when the
+//! configuration is resolved (so `--dry-run` refuses what training would refuse). [`RULES`] holds each
+//! key's range; the printed and saved configuration carries it as a comment next to the key.
 //!
 //! Presets: `dapo` (verl's DAPO recipe, `shared/docs/dapo.md` §8: 512 prompts × 16 responses, mini-batches
 //! of 32 prompts, lr 1e-6 with 10 warm-up steps, ε 0.2/0.28, c = 10, lengths 1024/8192, overlong buffer
-//! 4096) and `builtin` (the tiny Qwen3 learning the built-in addition task on a laptop in minutes).
+//! 4096, left truncation of long prompts) and `builtin` (the tiny Qwen3 learning the built-in addition
+//! task on a laptop in minutes).
 use crate::strategy::Strategy;
 use entrl_engine::ops::SoftWeightSchedule;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// A closed set of string choices for a configuration key: serde names, `Display`, and the list of names.
+macro_rules! choice {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $var),+
+        }
+        impl $name {
+            /// The names a configuration file or override may use.
+            pub const NAMES: &'static [&'static str] = &[$($s),+];
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$var => $s),+ }
+            }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+choice! {
+    /// `model.dtype`: the training weights' type.
+    DtypeChoice {
+        /// bf16 on a GPU, f32 on the CPU.
+        Auto = "auto",
+        Bf16 = "bf16",
+        F32 = "f32",
+    }
+}
+
+choice! {
+    /// `model.checkpoint_activations`: recompute each layer in backward instead of keeping its activations.
+    Checkpointing {
+        /// On for sequences of 2048 tokens or more.
+        Auto = "auto",
+        On = "on",
+        Off = "off",
+    }
+}
+
+choice! {
+    /// `rollout.on_short_batch`: what dynamic sampling does when `max_gen_rounds` is reached with the batch short.
+    ShortBatch {
+        /// Fail the run (verl).
+        Error = "error",
+        /// Train on the informative groups found so far (none: no update this step).
+        Train = "train",
+    }
+}
+
+choice! {
+    /// `rollout.long_prompts`: what happens to a prompt longer than `rollout.max_prompt_len` tokens.
+    LongPrompts {
+        /// Skip it (verl's `filter_overlong_prompts=True`); counted and printed.
+        Drop = "drop",
+        /// Keep its last `max_prompt_len` tokens (verl's `data.truncation='left'`, the DAPO recipe and the
+        /// seed paper, B.3); counted and printed.
+        TruncateLeft = "truncate-left",
+        /// Refuse the dataset, naming the prompt (verl's default `data.truncation='error'`).
+        Error = "error",
+    }
+}
+
+choice! {
+    /// `reward.verifier`: how a response is judged against its ground truth.
+    VerifierChoice {
+        /// By data source, as verl's `default_compute_score`: `math_dapo`, `math`, `math_dapo_reasoning` and
+        /// `aime*` → answer-line; the built-in task → its first-word check; anything else → boxed.
+        Auto = "auto",
+        /// The last `\boxed{…}` of the response, normalised, against the normalised ground truth (the seed
+        /// paper, B.4), for every data source.
+        Boxed = "boxed",
+        /// verl's `math_dapo.compute_score`: the last `Answer: …` line of the final 300 characters.
+        AnswerLine = "answer-line",
+        /// verl's `math_dapo` with `strict_box_verify`: the last `\boxed{}` of the final 100 characters, raw.
+        StrictBox = "strict-box",
+    }
+}
+
+choice! {
+    /// `tokens.pool`: the units a token strategy counts its fraction within.
+    Pool {
+        /// One forward/backward's pack (the 80/20 code's choice). Its size depends on
+        /// `train.micro_batch_tokens` and, with data parallelism, on the number of GPUs.
+        MicroBatch = "micro-batch",
+        /// Every response token of the optimizer update, across all ranks: the same for any GPU count.
+        MiniBatch = "mini-batch",
+        /// Each response on its own.
+        Sequence = "sequence",
+    }
+}
+
+choice! {
+    /// `tokens.normalizer`: the divisor of the summed token losses of a mini-batch.
+    Normalizer {
+        /// Every valid response token of the mini-batch (DAPO's token-mean).
+        All = "all",
+        /// The sum of the token weights (the 80/20 code's selected-token mean).
+        Selected = "selected",
+    }
+}
+
+choice! {
+    /// `run.comm`: collectives between data-parallel ranks.
+    CommChoice {
+        /// None for one rank, NCCL across GPUs, threads across CPU ranks.
+        Auto = "auto",
+        Nccl = "nccl",
+        Threads = "threads",
+    }
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -31,21 +150,19 @@ pub struct ModelConfig {
     pub path: String,
     /// Tokenizer folder when not the model folder ("" = the model folder).
     pub tokenizer: String,
-    /// `auto` (bf16 on a GPU, f32 on CPU), `bf16` or `f32`.
-    pub dtype: String,
+    pub dtype: DtypeChoice,
     /// `auto` (the first GPU if there is one), `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// Activation checkpointing per layer: `auto` (on for sequences ≥ 2048 tokens), `on`, `off`.
-    pub checkpoint_activations: String,
+    pub checkpoint_activations: Checkpointing,
 }
 
 impl ModelConfig {
     /// Whether a forward over sequences up to `longest` tokens checkpoints its layers (`auto`: from 2048).
     pub fn checkpoint_for(&self, longest: usize) -> bool {
-        match self.checkpoint_activations.as_str() {
-            "on" => true,
-            "off" => false,
-            _ => longest >= 2048,
+        match self.checkpoint_activations {
+            Checkpointing::On => true,
+            Checkpointing::Off => false,
+            Checkpointing::Auto => longest >= 2048,
         }
     }
 }
@@ -57,7 +174,7 @@ pub struct DataConfig {
     pub train: String,
     /// Held-out prompts for `run.eval_every` ("" = none; `builtin` = the built-in task).
     pub eval: String,
-    /// Largest sum in the built-in task (≤ 9).
+    /// Largest sum in the built-in task.
     pub builtin_max_sum: usize,
     /// Shuffle the prompts each epoch (seeded).
     pub shuffle: bool,
@@ -74,14 +191,15 @@ pub struct RolloutConfig {
     pub top_k: usize,
     pub max_prompt_len: usize,
     pub max_response_len: usize,
+    /// Prompts longer than `max_prompt_len` tokens (training and held-out sets alike).
+    pub long_prompts: LongPrompts,
     /// Prompts generated per dynamic-sampling round (verl's gen_batch_size).
     pub gen_batch_size: usize,
     /// Drop prompt groups whose responses are all correct or all wrong, and refill.
     pub dynamic_sampling: bool,
-    /// Cap on generation rounds per step (0 = unlimited).
+    /// Cap on generation rounds per step.
     pub max_gen_rounds: usize,
-    /// At the cap: `error` (verl) or `train` on the informative groups found so far (none: no update).
-    pub on_short_batch: String,
+    pub on_short_batch: ShortBatch,
     /// Sequences decoding at once: KV-cache slots of continuous batching (bounds the preallocated cache).
     /// 0 = auto: on a GPU 90% of what the memory plan fits (`entrl plan` prints it), on the CPU 32.
     pub max_concurrent: usize,
@@ -90,6 +208,7 @@ pub struct RolloutConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RewardConfig {
+    pub verifier: VerifierChoice,
     /// DAPO's soft overlong punishment.
     pub overlong_penalty: bool,
     pub overlong_buffer: usize,
@@ -122,6 +241,9 @@ pub struct OptimConfig {
     /// Divide advantages by the group's std (GRPO/DAPO); false = Dr.GRPO's R − mean.
     pub norm_adv_by_std: bool,
     pub seed: u64,
+    /// An update whose loss or gradient norm is not finite is skipped (counted, one warning line); this
+    /// many skipped in a row stop the run with an error, `latest` still naming the last checkpoint.
+    pub max_consecutive_skips: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -131,10 +253,10 @@ pub struct TokenConfig {
     pub strategy: String,
     /// 0-based layers whose head-mean normalised attention entropy (averaged) is the token score.
     pub entropy_layers: Vec<usize>,
-    /// Selection pool: `micro-batch`, `mini-batch` or `sequence`.
-    pub pool: String,
-    /// Loss normaliser: `all` (response tokens of the mini-batch, DAPO) or `selected` (Σ weights).
-    pub normalizer: String,
+    pub pool: Pool,
+    pub normalizer: Normalizer,
+    /// entrl's soft weighting (`soft`): w = floor + (1 − floor)·σ(d(step)·z/τ), z the pool-standardised
+    /// score, d moving linearly from `soft_direction_start` to `soft_direction_end` over `soft_ramp_steps`.
     pub soft_temperature: f64,
     pub soft_direction_start: f64,
     pub soft_direction_end: f64,
@@ -147,7 +269,10 @@ pub struct TokenConfig {
 pub struct RunConfig {
     /// Run directory: config.toml, metrics.jsonl, checkpoints/, plots/.
     pub out_dir: String,
-    /// Save a checkpoint every N steps (0 = none along the way).
+    /// A fresh run refuses a `out_dir` that holds another run's metrics or checkpoints unless this is true
+    /// (then that run's metrics, checkpoints and plots are deleted first).
+    pub overwrite: bool,
+    /// Save a checkpoint every N steps (0 = none along the way; Ctrl-C and the end of the run still save).
     pub save_every: u64,
     /// Save a checkpoint when the run ends.
     pub save_final: bool,
@@ -162,21 +287,242 @@ pub struct RunConfig {
     pub progress: bool,
     /// Print a metrics line every N steps (0 = quiet: nothing on stdout).
     pub log_every: u64,
-    /// Stop early once the step's accuracy reaches this (0 = never); the built-in demo uses it.
+    /// Stop early once the held-out average (`val/average`) reaches this (0 = never); the built-in demo
+    /// uses it.
     pub stop_at_accuracy: f64,
     /// Write the plots at the end of the run.
     pub plot: bool,
     /// Data-parallel ranks (one worker thread each): 0 = every visible GPU (1 on CPU). On a machine
     /// without GPUs, or with model.device = "cpu", N > 1 runs N CPU ranks (the CI path).
     pub world_size: usize,
-    /// Collectives: `auto` (none for one rank, NCCL across GPUs, threads across CPU ranks), `nccl`, `threads`
-    /// (`nccl`/`threads` with one rank run the sharded path anyway, e.g. to check NCCL on one GPU).
-    pub comm: String,
+    /// `nccl`/`threads` with one rank run the sharded path anyway, e.g. to check NCCL on one GPU.
+    pub comm: CommChoice,
     /// A rank waiting longer than this for the others at a host exchange fails the run (seconds).
     pub comm_timeout_s: u64,
     /// Test hook: "RANK:STEP" makes that rank fail when it starts that step (1-based), "RANK:STEP:panic"
-    /// makes it panic; "" = never.
+    /// makes it panic, "RANK:STEP:kill@PHASE" ends the process at once (exit 137, as `kill -9`) at that
+    /// phase of the checkpoint saved after STEP (`crate::session::SavePhase`); "" = never.
     pub debug_fail_at: String,
+    /// Test hook: "STEP" puts a NaN into a weight before the first update of that step (1-based), so its
+    /// updates see a non-finite loss; "STEP:grad" puts one into a gradient of that step's first update
+    /// only; "" = never.
+    pub debug_nan_at: String,
+}
+
+/// One configuration key's documented range and its check.
+pub struct Rule {
+    pub key: &'static str,
+    /// What the key accepts, as printed next to it and in the error for a value outside it.
+    pub range: &'static str,
+    ok: fn(&TrainConfig) -> bool,
+}
+
+fn finite_at_least(x: f64, lo: f64) -> bool {
+    x.is_finite() && x >= lo
+}
+
+fn fraction_open_closed(x: f64) -> bool {
+    x > 0.0 && x <= 1.0
+}
+
+fn unit_interval_half_open(x: f64) -> bool {
+    (0.0..1.0).contains(&x)
+}
+
+/// Largest prompt or response length a configuration may ask for (tokens).
+pub const MAX_SEQUENCE_PART: usize = 1 << 20;
+/// Largest number of responses one generation round may ask for (`rollout.n × rollout.gen_batch_size`).
+pub const MAX_ROUND_RESPONSES: usize = 1 << 24;
+/// Largest number of data-parallel ranks.
+pub const MAX_WORLD_SIZE: usize = 4096;
+
+/// Every key's range. Keys not listed (booleans, seeds, step counts, free-form paths) take any value of
+/// their type; enum keys take the names their type lists.
+pub const RULES: &[Rule] = &[
+    Rule {
+        key: "model.path",
+        range: "an HF Qwen3 folder, \"builtin\" or \"random:qwen3-{0.6b,1.7b,4b,8b}\"",
+        ok: |c| match c.model.path.strip_prefix("random:") {
+            Some(shape) => entrl_qwen3::Qwen3Config::named(shape).is_ok(),
+            None => !c.model.path.is_empty(),
+        },
+    },
+    Rule {
+        key: "model.device",
+        range: "auto, cpu, cuda or cuda:N",
+        ok: |c| {
+            let d = c.model.device.as_str();
+            ["auto", "cpu", "cuda"].contains(&d)
+                || d.strip_prefix("cuda:")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.len() < 6)
+        },
+    },
+    Rule { key: "data.train", range: "a .jsonl or .parquet file, or \"builtin\"", ok: |c| !c.data.train.is_empty() },
+    Rule { key: "data.builtin_max_sum", range: "0 to 9", ok: |c| c.data.builtin_max_sum <= 9 },
+    Rule { key: "rollout.n", range: "1 to 1024", ok: |c| (1..=1024).contains(&c.rollout.n) },
+    Rule {
+        key: "rollout.temperature",
+        range: "finite, > 0",
+        ok: |c| c.rollout.temperature.is_finite() && c.rollout.temperature > 0.0,
+    },
+    Rule { key: "rollout.top_p", range: "in (0, 1]", ok: |c| fraction_open_closed(c.rollout.top_p) },
+    Rule {
+        key: "rollout.max_prompt_len",
+        range: "1 to 1048576",
+        ok: |c| (1..=MAX_SEQUENCE_PART).contains(&c.rollout.max_prompt_len),
+    },
+    Rule {
+        key: "rollout.max_response_len",
+        range: "1 to 1048576",
+        ok: |c| (1..=MAX_SEQUENCE_PART).contains(&c.rollout.max_response_len),
+    },
+    Rule {
+        key: "rollout.gen_batch_size",
+        range: "≥ 1, with rollout.n × gen_batch_size ≤ 16777216",
+        ok: |c| {
+            c.rollout.gen_batch_size >= 1 && c.rollout.gen_batch_size.saturating_mul(c.rollout.n) <= MAX_ROUND_RESPONSES
+        },
+    },
+    Rule {
+        key: "rollout.max_gen_rounds",
+        range: "1 to 100000 (verl's 0 = unlimited can loop forever on a model that solves everything)",
+        ok: |c| (1..=100_000).contains(&c.rollout.max_gen_rounds),
+    },
+    Rule { key: "rollout.max_concurrent", range: "0 (auto) to 65536", ok: |c| c.rollout.max_concurrent <= 65_536 },
+    Rule {
+        key: "reward.overlong_buffer",
+        range: "with reward.overlong_penalty: 1 to rollout.max_response_len − 1",
+        ok: |c| {
+            !c.reward.overlong_penalty
+                || (c.reward.overlong_buffer >= 1 && c.reward.overlong_buffer < c.rollout.max_response_len)
+        },
+    },
+    Rule {
+        key: "reward.overlong_factor",
+        range: "finite, ≥ 0",
+        ok: |c| finite_at_least(c.reward.overlong_factor, 0.0),
+    },
+    Rule {
+        key: "train.batch_size",
+        range: "1 to 1000000, a multiple of train.mini_batch_size",
+        ok: |c| {
+            (1..=1_000_000).contains(&c.train.batch_size)
+                && c.train.mini_batch_size >= 1
+                && c.train.batch_size.is_multiple_of(c.train.mini_batch_size)
+        },
+    },
+    Rule {
+        key: "train.mini_batch_size",
+        range: "1 to train.batch_size",
+        ok: |c| (1..=c.train.batch_size).contains(&c.train.mini_batch_size),
+    },
+    Rule { key: "train.epochs", range: "1 to 1000", ok: |c| (1..=1000).contains(&c.train.epochs) },
+    Rule {
+        key: "train.micro_batch_tokens",
+        range: "rollout.max_prompt_len + rollout.max_response_len to 1073741824",
+        ok: |c| (c.rollout.max_prompt_len + c.rollout.max_response_len..=1 << 30).contains(&c.train.micro_batch_tokens),
+    },
+    Rule { key: "train.lr", range: "finite, ≥ 0", ok: |c| finite_at_least(c.train.lr, 0.0) },
+    Rule {
+        key: "train.weight_decay",
+        range: "finite, ≥ 0, with train.lr × weight_decay < 1",
+        ok: |c| finite_at_least(c.train.weight_decay, 0.0) && c.train.lr * c.train.weight_decay < 1.0,
+    },
+    Rule { key: "train.beta1", range: "in [0, 1)", ok: |c| unit_interval_half_open(c.train.beta1) },
+    Rule { key: "train.beta2", range: "in [0, 1)", ok: |c| unit_interval_half_open(c.train.beta2) },
+    Rule {
+        key: "train.grad_clip",
+        range: "finite, > 0",
+        ok: |c| c.train.grad_clip.is_finite() && c.train.grad_clip > 0.0,
+    },
+    Rule {
+        key: "train.eps_low",
+        range: "in [0, 1) (the ratio's lower clip 1 − eps_low stays positive)",
+        ok: |c| unit_interval_half_open(c.train.eps_low),
+    },
+    Rule { key: "train.eps_high", range: "finite, ≥ 0", ok: |c| finite_at_least(c.train.eps_high, 0.0) },
+    Rule {
+        key: "train.clip_ratio_c",
+        range: "finite, > 1 (verl asserts c > 1)",
+        ok: |c| c.train.clip_ratio_c.is_finite() && c.train.clip_ratio_c > 1.0,
+    },
+    Rule { key: "train.max_consecutive_skips", range: "≥ 1", ok: |c| c.train.max_consecutive_skips >= 1 },
+    Rule {
+        key: "tokens.entropy_layers",
+        range: "one or more distinct 0-based layers of the model",
+        ok: |c| {
+            let l = &c.tokens.entropy_layers;
+            !l.is_empty() && l.iter().enumerate().all(|(i, x)| !l[..i].contains(x))
+        },
+    },
+    Rule {
+        key: "tokens.soft_temperature",
+        range: "finite, > 0",
+        ok: |c| c.tokens.soft_temperature.is_finite() && c.tokens.soft_temperature > 0.0,
+    },
+    Rule { key: "tokens.soft_direction_start", range: "finite", ok: |c| c.tokens.soft_direction_start.is_finite() },
+    Rule { key: "tokens.soft_direction_end", range: "finite", ok: |c| c.tokens.soft_direction_end.is_finite() },
+    Rule { key: "tokens.soft_floor", range: "in [0, 1)", ok: |c| unit_interval_half_open(c.tokens.soft_floor) },
+    Rule { key: "run.out_dir", range: "a folder path", ok: |c| !c.run.out_dir.is_empty() },
+    Rule { key: "run.eval_k", range: "1 to 1024", ok: |c| (1..=1024).contains(&c.run.eval_k) },
+    Rule {
+        key: "run.eval_temperature",
+        range: "finite, ≥ 0 (0 = greedy)",
+        ok: |c| finite_at_least(c.run.eval_temperature, 0.0),
+    },
+    Rule { key: "run.eval_top_p", range: "in (0, 1]", ok: |c| fraction_open_closed(c.run.eval_top_p) },
+    Rule {
+        key: "run.stop_at_accuracy",
+        range: "in [0, 1] (0 = never)",
+        ok: |c| (0.0..=1.0).contains(&c.run.stop_at_accuracy),
+    },
+    Rule { key: "run.world_size", range: "0 (every GPU) to 4096", ok: |c| c.run.world_size <= MAX_WORLD_SIZE },
+    Rule { key: "run.comm_timeout_s", range: "1 to 1000000", ok: |c| (1..=1_000_000).contains(&c.run.comm_timeout_s) },
+    Rule {
+        key: "run.diagnose",
+        range: "false with run.world_size > 1 (it compares gradients in one process)",
+        ok: |c| !(c.run.diagnose && c.run.world_size > 1),
+    },
+];
+
+/// Keys a resumed run may set differently from the run its checkpoint belongs to: they change how long it
+/// runs, where and how it reports, not what it trains. Every other key must equal the checkpoint's.
+pub const RESUME_FREE: &[&str] = &[
+    "preset",
+    "train.steps",
+    "train.max_consecutive_skips",
+    "model.device",
+    "model.checkpoint_activations",
+    "rollout.max_concurrent",
+    "data.eval",
+    "run.",
+];
+
+/// Documented ranges of keys that are not in [`RULES`] but are still checked (enums, parsed strings).
+fn extra_range(key: &str) -> Option<String> {
+    let names = |n: &[&str]| format!("one of {}", n.join(", "));
+    Some(match key {
+        "preset" => "dapo or builtin".into(),
+        "model.dtype" => names(DtypeChoice::NAMES),
+        "model.checkpoint_activations" => names(Checkpointing::NAMES),
+        "rollout.long_prompts" => names(LongPrompts::NAMES),
+        "rollout.on_short_batch" => names(ShortBatch::NAMES),
+        "reward.verifier" => names(VerifierChoice::NAMES),
+        "tokens.pool" => names(Pool::NAMES),
+        "tokens.normalizer" => names(Normalizer::NAMES),
+        "run.comm" => names(CommChoice::NAMES),
+        "tokens.strategy" => {
+            "full, soft, or random|anchors|explorers|pred-top|pred-bottom|position-random:K with K in (0, 1]".into()
+        }
+        "run.debug_fail_at" => "\"\", RANK:STEP, RANK:STEP:panic or RANK:STEP:kill@PHASE".into(),
+        "run.debug_nan_at" => "\"\", STEP or STEP:grad".into(),
+        _ => return None,
+    })
+}
+
+/// The documented range of `key`, if it has one.
+pub fn range_of(key: &str) -> Option<String> {
+    RULES.iter().find(|r| r.key == key).map(|r| r.range.to_string()).or_else(|| extra_range(key))
 }
 
 impl TrainConfig {
@@ -187,9 +533,9 @@ impl TrainConfig {
             model: ModelConfig {
                 path: String::new(),
                 tokenizer: String::new(),
-                dtype: "auto".into(),
+                dtype: DtypeChoice::Auto,
                 device: "auto".into(),
-                checkpoint_activations: "auto".into(),
+                checkpoint_activations: Checkpointing::Auto,
             },
             data: DataConfig { train: String::new(), eval: String::new(), builtin_max_sum: 9, shuffle: true },
             rollout: RolloutConfig {
@@ -199,13 +545,19 @@ impl TrainConfig {
                 top_k: 0,
                 max_prompt_len: 1024,
                 max_response_len: 8192,
+                long_prompts: LongPrompts::TruncateLeft,
                 gen_batch_size: 1536,
                 dynamic_sampling: true,
                 max_gen_rounds: 10,
-                on_short_batch: "error".into(),
+                on_short_batch: ShortBatch::Error,
                 max_concurrent: 0,
             },
-            reward: RewardConfig { overlong_penalty: true, overlong_buffer: 4096, overlong_factor: 1.0 },
+            reward: RewardConfig {
+                verifier: VerifierChoice::Auto,
+                overlong_penalty: true,
+                overlong_buffer: 4096,
+                overlong_factor: 1.0,
+            },
             train: OptimConfig {
                 steps: 100,
                 batch_size: 512,
@@ -223,12 +575,13 @@ impl TrainConfig {
                 clip_ratio_c: 10.0,
                 norm_adv_by_std: true,
                 seed: 1,
+                max_consecutive_skips: 3,
             },
             tokens: TokenConfig {
                 strategy: "full".into(),
                 entropy_layers: vec![20],
-                pool: "micro-batch".into(),
-                normalizer: "all".into(),
+                pool: Pool::MiniBatch,
+                normalizer: Normalizer::All,
                 soft_temperature: SoftWeightSchedule::default().temperature,
                 soft_direction_start: SoftWeightSchedule::default().direction_start,
                 soft_direction_end: SoftWeightSchedule::default().direction_end,
@@ -237,6 +590,7 @@ impl TrainConfig {
             },
             run: RunConfig {
                 out_dir: "runs/dapo".into(),
+                overwrite: false,
                 save_every: 20,
                 save_final: true,
                 eval_every: 0,
@@ -249,9 +603,10 @@ impl TrainConfig {
                 stop_at_accuracy: 0.0,
                 plot: true,
                 world_size: 0,
-                comm: "auto".into(),
+                comm: CommChoice::Auto,
                 comm_timeout_s: 7200,
                 debug_fail_at: String::new(),
+                debug_nan_at: String::new(),
             },
         }
     }
@@ -267,7 +622,7 @@ impl TrainConfig {
         c.rollout.max_response_len = 3;
         c.rollout.gen_batch_size = 24;
         c.rollout.max_gen_rounds = 8;
-        c.rollout.on_short_batch = "train".into();
+        c.rollout.on_short_batch = ShortBatch::Train;
         c.rollout.max_concurrent = 1024;
         c.reward.overlong_penalty = false;
         c.train.steps = 400;
@@ -290,52 +645,73 @@ impl TrainConfig {
         match name {
             "dapo" => Ok(Self::dapo()),
             "builtin" => Ok(Self::builtin()),
-            other => Err(format!("unknown preset {other:?} (known: dapo, builtin)")),
+            other => Err(format!("preset = {other:?}: must be dapo or builtin")),
         }
     }
 
     /// Resolve: the preset (from the overrides, else the file, else `builtin` without a file and `dapo`
-    /// with one), then the file's keys, then the overrides.
+    /// with one), then the file's keys, then the overrides; then every range is checked.
     pub fn resolve(file: Option<&Path>, overrides: &[String]) -> Result<Self, String> {
-        let file_value: Option<toml::Table> = match file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                Some(toml::from_str(&text).map_err(|e| format!("{}: not valid TOML: {e}", p.display()))?)
-            }
-            None => None,
-        };
+        let file_value = file.map(read_table).transpose()?;
+        Self::resolve_tables(file_value.map(|t| (t, file.expect("file given"))), overrides)
+    }
+
+    /// [`TrainConfig::resolve`] from an already-read file table (`(table, path for messages)`).
+    pub fn resolve_tables(file: Option<(toml::Table, &Path)>, overrides: &[String]) -> Result<Self, String> {
         let parsed: Vec<(Vec<String>, toml::Value)> =
             overrides.iter().map(|o| parse_override(o)).collect::<Result<_, _>>()?;
+        let as_name = |v: &toml::Value| v.as_str().map(String::from).ok_or("preset must be a string".to_string());
         let preset = parsed
             .iter()
             .rev()
             .find(|(k, _)| k.len() == 1 && k[0] == "preset")
-            .map(|(_, v)| v.as_str().map(String::from).ok_or("preset must be a string".to_string()))
-            .or_else(|| {
-                file_value
-                    .as_ref()
-                    .and_then(|t| t.get("preset"))
-                    .map(|v| v.as_str().map(String::from).ok_or("preset must be a string".to_string()))
-            })
+            .map(|(_, v)| as_name(v))
+            .or_else(|| file.as_ref().and_then(|(t, _)| t.get("preset")).map(as_name))
             .transpose()?
             .unwrap_or_else(|| if file.is_some() { "dapo".into() } else { "builtin".into() });
         let base = Self::preset(&preset)?;
         let mut tree = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
-        if let Some(f) = file_value {
-            merge(&mut tree, f, "").map_err(|e| format!("{}: {e}", file.expect("file given").display()))?;
+        if let Some((f, path)) = file {
+            merge(&mut tree, f, "").map_err(|e| format!("{}: {e}", path.display()))?;
         }
         for (path, value) in parsed {
             set_path(&mut tree, &path, value)?;
         }
         tree.insert("preset".into(), toml::Value::String(preset));
-        let cfg: TrainConfig = toml::Value::Table(tree).try_into().map_err(|e| format!("configuration: {e}"))?;
+        Self::from_table(tree)
+    }
+
+    /// A complete table (every key present) as a checked configuration: a wrong type names its key.
+    pub fn from_table(tree: toml::Table) -> Result<Self, String> {
+        let cfg: TrainConfig = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+            let key = e.path().to_string();
+            format!("configuration key {key}: {}", e.into_inner())
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// The resolved configuration as TOML (printed at start and saved in the run directory).
+    /// The resolved configuration as TOML (saved in the run directory and in every checkpoint).
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("the configuration serializes")
+    }
+
+    /// [`TrainConfig::to_toml`] with each key's documented range as a comment beside it (printed at start).
+    pub fn to_toml_annotated(&self) -> String {
+        let mut section = String::new();
+        let mut out = String::new();
+        for line in self.to_toml().lines() {
+            let t = line.trim();
+            if let Some(name) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                section = format!("{name}.");
+            }
+            let key = t.split_once(" = ").map(|(k, _)| format!("{section}{k}"));
+            match key.as_deref().and_then(range_of) {
+                Some(range) => out += &format!("{line}  # {range}\n"),
+                None => out += &format!("{line}\n"),
+            }
+        }
+        out
     }
 
     pub fn strategy(&self) -> Result<Strategy, String> {
@@ -352,74 +728,68 @@ impl TrainConfig {
         })
     }
 
-    fn validate(&self) -> Result<(), String> {
-        let t = &self.train;
-        let r = &self.rollout;
-        let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(msg) };
-        self.strategy()?;
-        check(!self.model.path.is_empty(), "model.path is empty: give an HF Qwen3 folder or \"builtin\"".into())?;
-        check(!self.data.train.is_empty(), "data.train is empty: give a .jsonl file or \"builtin\"".into())?;
-        check(r.n >= 1, "rollout.n must be at least 1".into())?;
-        check(t.batch_size >= 1 && t.mini_batch_size >= 1, "train.batch_size and mini_batch_size must be ≥ 1".into())?;
-        check(
-            t.batch_size.is_multiple_of(t.mini_batch_size),
-            format!(
-                "train.batch_size {} is not a multiple of train.mini_batch_size {}",
-                t.batch_size, t.mini_batch_size
-            ),
-        )?;
-        check(r.gen_batch_size >= 1, "rollout.gen_batch_size must be ≥ 1".into())?;
-        check(
-            ["error", "train"].contains(&r.on_short_batch.as_str()),
-            format!("rollout.on_short_batch {:?}: error or train", r.on_short_batch),
-        )?;
-        check(!r.dynamic_sampling || r.gen_batch_size > 0, "rollout.gen_batch_size must be positive".into())?;
-        check(r.max_response_len >= 1 && r.max_prompt_len >= 1, "max prompt/response lengths must be ≥ 1".into())?;
-        check(
-            !self.reward.overlong_penalty || self.reward.overlong_buffer < r.max_response_len,
-            format!(
-                "reward.overlong_buffer {} must be below rollout.max_response_len {}",
-                self.reward.overlong_buffer, r.max_response_len
-            ),
-        )?;
-        check(
-            r.temperature > 0.0 && r.top_p > 0.0 && r.top_p <= 1.0,
-            "rollout needs temperature > 0, 0 < top_p ≤ 1".into(),
-        )?;
-        check(t.lr >= 0.0 && t.grad_clip > 0.0, "train.lr must be ≥ 0 and train.grad_clip > 0".into())?;
-        check(t.epochs >= 1, "train.epochs must be ≥ 1".into())?;
-        check(
-            t.micro_batch_tokens >= r.max_prompt_len + r.max_response_len,
-            format!(
-                "train.micro_batch_tokens {} must hold one whole sequence (max_prompt_len + max_response_len = {})",
-                t.micro_batch_tokens,
-                r.max_prompt_len + r.max_response_len
-            ),
-        )?;
-        check(
-            ["micro-batch", "mini-batch", "sequence"].contains(&self.tokens.pool.as_str()),
-            format!("tokens.pool {:?}: one of micro-batch, mini-batch, sequence", self.tokens.pool),
-        )?;
-        check(
-            ["all", "selected"].contains(&self.tokens.normalizer.as_str()),
-            format!("tokens.normalizer {:?}: all or selected", self.tokens.normalizer),
-        )?;
-        check(
-            ["auto", "on", "off"].contains(&self.model.checkpoint_activations.as_str()),
-            "model.checkpoint_activations: auto, on or off".into(),
-        )?;
-        check(["auto", "bf16", "f32"].contains(&self.model.dtype.as_str()), "model.dtype: auto, bf16 or f32".into())?;
-        check(!self.tokens.entropy_layers.is_empty(), "tokens.entropy_layers must name at least one layer".into())?;
-        check(self.run.eval_k >= 1, "run.eval_k must be ≥ 1".into())?;
-        check(
-            ["auto", "nccl", "threads"].contains(&self.run.comm.as_str()),
-            format!("run.comm {:?}: auto, nccl or threads", self.run.comm),
-        )?;
-        check(
-            !(self.run.diagnose && self.run.world_size > 1),
-            "run.diagnose compares full and selected gradients in one process: use run.world_size = 1".into(),
-        )
+    /// Every key against its range (the first failure is the error, naming the key, its value and the range).
+    pub fn validate(&self) -> Result<(), String> {
+        let tree = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        let value = |key: &str| lookup(&tree, key).map_or_else(|| "?".into(), |v| v.to_string());
+        self.strategy().map_err(|e| format!("tokens.strategy = {:?}: {e}", self.tokens.strategy))?;
+        parse_fail_at(&self.run.debug_fail_at)
+            .map_err(|e| format!("run.debug_fail_at = {}: {e}", value("run.debug_fail_at")))?;
+        parse_nan_at(&self.run.debug_nan_at)
+            .map_err(|e| format!("run.debug_nan_at = {}: {e}", value("run.debug_nan_at")))?;
+        for r in RULES {
+            if !(r.ok)(self) {
+                return Err(format!("{} = {}: must be {}", r.key, value(r.key), r.range));
+            }
+        }
+        Ok(())
     }
+
+    /// The keys whose values differ between `self` and `other` and may not differ on resume (see
+    /// [`RESUME_FREE`]), as "key: theirs → ours" lines.
+    pub fn resume_conflicts(&self, checkpoint: &TrainConfig) -> Vec<String> {
+        let (a, b) = (flatten(checkpoint), flatten(self));
+        let free = |k: &str| RESUME_FREE.iter().any(|f| if f.ends_with('.') { k.starts_with(f) } else { k == *f });
+        let mut out = Vec::new();
+        for (k, va) in &a {
+            let vb = b.iter().find(|(kb, _)| kb == k).map(|(_, v)| v);
+            if !free(k) && vb != Some(va) {
+                out.push(format!("{k}: {va} → {}", vb.map_or("(absent)".into(), |v| v.to_string())));
+            }
+        }
+        out
+    }
+}
+
+/// Read a TOML configuration file (a regular file) into a table.
+pub fn read_table(p: &Path) -> Result<toml::Table, String> {
+    let text = entrl_qwen3::files::read_to_string(p).map_err(|e| e.to_string())?;
+    toml::from_str(&text).map_err(|e| format!("{}: not valid TOML: {e}", p.display()))
+}
+
+/// Every leaf of the configuration as ("section.key", value).
+fn flatten(c: &TrainConfig) -> Vec<(String, toml::Value)> {
+    fn walk(t: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in t {
+            let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(inner) => walk(inner, &name, out),
+                v => out.push((name, v.clone())),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&toml::Table::try_from(c).expect("the configuration serializes"), "", &mut out);
+    out
+}
+
+fn lookup<'t>(tree: &'t toml::Table, key: &str) -> Option<&'t toml::Value> {
+    let mut parts = key.split('.');
+    let mut v = tree.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_table()?.get(p)?;
+    }
+    Some(v)
 }
 
 /// `a.b.c=value`: the value is read as a TOML value (number, bool, string, array), else as a bare string.
@@ -443,11 +813,20 @@ fn merge(dst: &mut toml::Table, src: toml::Table, prefix: &str) -> Result<(), St
         let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
         match (dst.get_mut(&k), v) {
             (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s, &name)?,
-            (Some(slot), v) => *slot = v,
+            (Some(toml::Value::Table(_)), _) => return Err(format!("{name:?} is a section; set one of its keys")),
+            (Some(slot), v) => *slot = coerce(slot, v),
             (None, _) => return Err(format!("unknown configuration key {name:?}")),
         }
     }
     Ok(())
+}
+
+/// A float key given as an integer (`lr=1`) is still a float.
+fn coerce(slot: &toml::Value, value: toml::Value) -> toml::Value {
+    match (slot, value) {
+        (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
+        (_, v) => v,
+    }
 }
 
 fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
@@ -463,41 +842,173 @@ fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
     match t.get_mut(last) {
         Some(toml::Value::Table(_)) => Err(format!("{name:?} is a section; set one of its keys")),
         Some(slot) => {
-            // A float key given as an integer (lr=1) is still a float.
-            *slot = match (&*slot, value) {
-                (toml::Value::Float(_), toml::Value::Integer(i)) => toml::Value::Float(i as f64),
-                (_, v) => v,
-            };
+            *slot = coerce(slot, value);
             Ok(())
         }
         None => Err(format!("unknown configuration key {name:?}")),
     }
 }
 
+/// How `run.debug_fail_at` fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailKind {
+    /// An error at the start of the step.
+    Error,
+    /// A panic at the start of the step.
+    Panic,
+    /// Process exit 137 (no unwinding, no cleanup) at a phase of the checkpoint saved after the step.
+    Kill(crate::session::SavePhase),
+}
+
+/// A parsed `run.debug_fail_at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailAt {
+    pub rank: usize,
+    pub step: u64,
+    pub kind: FailKind,
+}
+
+/// `run.debug_fail_at` = "" | "RANK:STEP" | "RANK:STEP:panic" | "RANK:STEP:kill@PHASE".
+pub fn parse_fail_at(s: &str) -> Result<Option<FailAt>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let phases = crate::session::SavePhase::NAMES.join(", ");
+    let bad = || format!("expected RANK:STEP, RANK:STEP:panic or RANK:STEP:kill@PHASE (PHASE: {phases})");
+    let parts: Vec<&str> = s.split(':').map(str::trim).collect();
+    if parts.len() < 2 || parts.len() > 3 {
+        return Err(bad());
+    }
+    let kind = match parts.get(2) {
+        None => FailKind::Error,
+        Some(&"panic") => FailKind::Panic,
+        Some(k) => match k.strip_prefix("kill@") {
+            Some(phase) => FailKind::Kill(phase.parse().map_err(|_| bad())?),
+            None => return Err(bad()),
+        },
+    };
+    Ok(Some(FailAt { rank: parts[0].parse().map_err(|_| bad())?, step: parts[1].parse().map_err(|_| bad())?, kind }))
+}
+
+/// A parsed `run.debug_nan_at`: the step (1-based) and whether the NaN goes into a gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NanAt {
+    pub step: u64,
+    pub grad: bool,
+}
+
+/// `run.debug_nan_at` = "" | "STEP" | "STEP:grad".
+pub fn parse_nan_at(s: &str) -> Result<Option<NanAt>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let bad = || "expected STEP or STEP:grad (STEP ≥ 1)".to_string();
+    let (step, grad) = match s.split_once(':') {
+        Some((st, "grad")) => (st, true),
+        Some(_) => return Err(bad()),
+        None => (s, false),
+    };
+    let step: u64 = step.trim().parse().map_err(|_| bad())?;
+    if step == 0 {
+        return Err(bad());
+    }
+    Ok(Some(NanAt { step, grad }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn err(o: &[&str]) -> String {
+        TrainConfig::resolve(None, &o.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_err()
+    }
 
     #[test]
     fn presets_overrides_and_errors() {
         let c = TrainConfig::resolve(None, &[]).unwrap();
         assert_eq!(c, TrainConfig::builtin());
-        let c = TrainConfig::resolve(None, &["train.lr=1".into(), "tokens.strategy=anchors:0.2".into()]).unwrap();
-        assert_eq!(c.train.lr, 1.0);
+        let c = TrainConfig::resolve(None, &["train.lr=1e-2".into(), "tokens.strategy=anchors:0.2".into()]).unwrap();
+        assert_eq!(c.train.lr, 1e-2);
         assert_eq!(c.tokens.strategy, "anchors:0.2");
         let c =
             TrainConfig::resolve(None, &["preset=dapo".into(), "model.path=/m".into(), "data.train=x.jsonl".into()])
                 .unwrap();
         assert_eq!(c.rollout.n, 16);
         assert_eq!(c.train.lr, 1e-6);
-        let e = TrainConfig::resolve(None, &["train.lrr=1".into()]).unwrap_err();
-        assert!(e.contains("unknown configuration key \"train.lrr\""), "{e}");
-        let e = TrainConfig::resolve(None, &["tokens.strategy=middle:0.2".into()]).unwrap_err();
-        assert!(e.contains("unknown token strategy"), "{e}");
-        let e = TrainConfig::resolve(None, &["train.batch_size=5".into()]).unwrap_err();
-        assert!(e.contains("not a multiple"), "{e}");
-        let e = TrainConfig::resolve(None, &["preset=dapo".into()]).unwrap_err();
-        assert!(e.contains("model.path is empty"), "{e}");
+        assert_eq!(c.rollout.long_prompts, LongPrompts::TruncateLeft, "verl's DAPO recipe truncates left");
+        assert!(err(&["train.lrr=1"]).contains("unknown configuration key \"train.lrr\""));
+        assert!(err(&["tokens.strategy=middle:0.2"]).contains("unknown token strategy"));
+        assert!(err(&["train.batch_size=5"]).contains("multiple of train.mini_batch_size"));
+        assert!(err(&["preset=dapo"]).contains("model.path = \"\": must be"));
+    }
+
+    /// Each value the hostile-user report found accepted, or refused only after a model load, is refused
+    /// at resolution with the key, the value and the range.
+    #[test]
+    fn every_out_of_range_value_is_refused_naming_its_key() {
+        for (o, want) in [
+            ("train.lr=inf", "train.lr = inf: must be finite, ≥ 0"),
+            ("train.lr=nan", "train.lr = nan"),
+            ("train.beta2=-1", "train.beta2 = -1.0: must be in [0, 1)"),
+            ("train.beta1=2", "train.beta1 = 2.0"),
+            ("train.weight_decay=-5", "train.weight_decay = -5.0"),
+            ("train.eps_low=1.5", "train.eps_low = 1.5"),
+            ("train.clip_ratio_c=0.5", "train.clip_ratio_c = 0.5: must be finite, > 1"),
+            ("tokens.soft_temperature=0", "tokens.soft_temperature = 0.0"),
+            ("rollout.max_gen_rounds=0", "rollout.max_gen_rounds = 0"),
+            ("tokens.strategy=full:0.5", "strategy \"full\" takes no argument"),
+            ("tokens.strategy=soft:garbage", "strategy \"soft\" takes no argument"),
+            ("tokens.strategy=anchors:0", "fraction 0 outside (0, 1]"),
+            ("data.builtin_max_sum=12", "data.builtin_max_sum = 12: must be 0 to 9"),
+            ("rollout.top_p=0", "rollout.top_p = 0.0"),
+            ("run.eval_k=0", "run.eval_k = 0"),
+            ("tokens.entropy_layers=[1, 1]", "tokens.entropy_layers = [1, 1]"),
+            ("model.device=gpu", "model.device = \"gpu\""),
+            ("model.path=random:qwen3-99b", "model.path = \"random:qwen3-99b\""),
+            ("run.world_size=100000", "run.world_size = 100000"),
+            ("reward.overlong_penalty=true", "reward.overlong_buffer = 4096: must be with reward.overlong_penalty"),
+            ("run.debug_fail_at=0:x", "run.debug_fail_at"),
+            ("run.debug_nan_at=0", "run.debug_nan_at"),
+        ] {
+            let e = err(&[o]);
+            assert!(e.contains(want), "{o}: {e}");
+        }
+        // Type errors and enum names name the key.
+        let e = err(&["train.steps=\"many\""]);
+        assert!(e.contains("train.steps") && e.contains("invalid type"), "{e}");
+        let e = err(&["train.steps=-3"]);
+        assert!(e.contains("train.steps"), "{e}");
+        let e = err(&["tokens.pool=everything"]);
+        assert!(e.contains("tokens.pool") && e.contains("mini-batch"), "{e}");
+        let e = err(&["rollout.long_prompts=cut"]);
+        assert!(e.contains("rollout.long_prompts") && e.contains("truncate-left"), "{e}");
+        assert!(err(&["tokens=1"]).contains("\"tokens\" is a section"));
+    }
+
+    #[test]
+    fn the_printed_configuration_carries_each_range_and_reads_back() {
+        let c = TrainConfig::builtin();
+        let text = c.to_toml_annotated();
+        assert!(text.contains("lr = 0.001  # finite, ≥ 0"), "{text}");
+        assert!(text.contains("pool = \"mini-batch\"  # one of micro-batch, mini-batch, sequence"), "{text}");
+        let t: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(TrainConfig::from_table(t).unwrap(), c);
+    }
+
+    #[test]
+    fn resume_conflicts_name_the_keys_that_change_training() {
+        let a = TrainConfig::builtin();
+        let mut b = a.clone();
+        b.train.steps = 999;
+        b.run.out_dir = "elsewhere".into();
+        b.rollout.max_concurrent = 7;
+        assert!(b.resume_conflicts(&a).is_empty());
+        b.train.lr = 2e-3;
+        b.tokens.strategy = "anchors:0.2".into();
+        let c = b.resume_conflicts(&a);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c.iter().any(|l| l.starts_with("train.lr: 0.001 → 0.002")), "{c:?}");
+        assert!(c.iter().any(|l| l.starts_with("tokens.strategy")), "{c:?}");
     }
 
     #[test]
@@ -512,6 +1023,9 @@ mod tests {
         std::fs::write(&p, "[train]\nsteps = 3\nbogus = 1\n").unwrap();
         let e = TrainConfig::resolve(Some(&p), &["preset=builtin".into()]).unwrap_err();
         assert!(e.contains("train.bogus"), "{e}");
+        std::fs::write(&p, "[train]\nlr = \"fast\"\n").unwrap();
+        let e = TrainConfig::resolve(Some(&p), &["preset=builtin".into()]).unwrap_err();
+        assert!(e.contains("train.lr"), "{e}");
         std::fs::write(&p, "[train\n").unwrap();
         assert!(TrainConfig::resolve(Some(&p), &[]).unwrap_err().contains("not valid TOML"));
         std::fs::remove_dir_all(&dir).unwrap();

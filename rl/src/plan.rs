@@ -164,7 +164,7 @@ impl PlanInput {
         let seq = r.max_prompt_len + r.max_response_len;
         Self {
             gpus,
-            sharded: gpus > 1 || cfg.run.comm != "auto",
+            sharded: gpus > 1 || cfg.run.comm != crate::config::CommChoice::Auto,
             seq,
             micro_batch_tokens: t.micro_batch_tokens,
             prompts_per_step: t.batch_size,
@@ -174,7 +174,7 @@ impl PlanInput {
             max_concurrent: r.max_concurrent,
             updates_per_step: (t.batch_size / t.mini_batch_size.max(1)).max(1) * t.epochs.max(1),
             checkpointing: cfg.model.checkpoint_for(seq),
-            weight_bytes: if cfg.model.dtype == "f32" { 4 } else { 2 },
+            weight_bytes: if cfg.model.dtype == crate::config::DtypeChoice::F32 { 4 } else { 2 },
             ..Self::new(model)
         }
     }

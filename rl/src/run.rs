@@ -1,6 +1,6 @@
 //! `entrl train`: the run loop around [`Session::step`]: resolved config printed and saved, progress bars,
 //! a JSONL metrics line per step, periodic mean@k evaluation, atomic checkpoints, exact resume, plots.
-use crate::config::TrainConfig;
+use crate::config::{CommChoice, TrainConfig};
 use crate::eval::{evaluate, EvalReport};
 use crate::metrics::{append_line, truncate_after, StepMetrics};
 use crate::plot::plot_run;
@@ -73,15 +73,15 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
 /// How many data-parallel ranks and on which devices: (world, GPU devices or empty for CPU ranks).
 fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
     let want = cfg.run.world_size;
-    if cfg.run.comm == "threads" && cfg.model.device.starts_with("cuda") {
+    if cfg.run.comm == CommChoice::Threads && cfg.model.device.starts_with("cuda") {
         return Err("run.comm = \"threads\" runs CPU ranks: set model.device = \"cpu\" (or use nccl on GPUs)".into());
     }
-    let gpus = if cfg.model.device == "cpu" || cfg.run.comm == "threads" { 0 } else { Device::cuda_count() };
-    if cfg.run.comm == "nccl" && gpus == 0 {
+    let gpus = if cfg.model.device == "cpu" || cfg.run.comm == CommChoice::Threads { 0 } else { Device::cuda_count() };
+    if cfg.run.comm == CommChoice::Nccl && gpus == 0 {
         return Err("run.comm = \"nccl\" needs a GPU".into());
     }
     let single_gpu = want == 1 || (want == 0 && gpus == 1);
-    if gpus == 0 || (single_gpu && cfg.run.comm != "nccl") {
+    if gpus == 0 || (single_gpu && cfg.run.comm != CommChoice::Nccl) {
         return Ok((want.max(1), Vec::new()));
     }
     let world = if want == 0 { gpus } else { want };
@@ -96,7 +96,7 @@ fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
 /// `run.world_size` > 1 (or several GPUs), one worker thread per rank trains data-parallel (ZeRO-2).
 pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, String> {
     let (world, devices) = resolve_world(&cfg)?;
-    if world == 1 && cfg.run.comm == "auto" {
+    if world == 1 && cfg.run.comm == CommChoice::Auto {
         return run_rank(cfg, resume, None);
     }
     if cfg.run.diagnose {
@@ -237,15 +237,16 @@ fn run_rank(
         }
         summary.evals.push((0, rep.mean()));
     }
-    let fail_at = parse_fail_at(&cfg.run.debug_fail_at)?;
+    let fail_at = crate::config::parse_fail_at(&cfg.run.debug_fail_at)?;
     let mut saved_at = None;
     while s.step < cfg.train.steps {
-        if let Some((_, _, panic)) = fail_at.filter(|&(r, st, _)| (r, st) == (s.rank(), s.step + 1)) {
+        if let Some(f) = fail_at.filter(|f| (f.rank, f.step) == (s.rank(), s.step + 1)) {
             let msg = format!("injected failure (run.debug_fail_at) at the start of step {}", s.step + 1);
-            if panic {
-                panic!("{msg}");
+            match f.kind {
+                crate::config::FailKind::Panic => panic!("{msg}"),
+                crate::config::FailKind::Error => return Err(msg),
+                crate::config::FailKind::Kill(_) => {}
             }
-            return Err(msg);
         }
         let mut m = s.step(&progress)?;
         if has_eval && m.step.is_multiple_of(cfg.run.eval_every) {
@@ -297,24 +298,6 @@ fn run_rank(
         println!("metrics: {}  ({:.1} s)", metrics_path.display(), summary.seconds);
     }
     Ok(summary)
-}
-
-/// `run.debug_fail_at` = "RANK:STEP" (an error) or "RANK:STEP:panic".
-fn parse_fail_at(s: &str) -> Result<Option<(usize, u64, bool)>, String> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    let bad = || format!("run.debug_fail_at {s:?}: expected RANK:STEP or RANK:STEP:panic");
-    let parts: Vec<&str> = s.split(':').map(str::trim).collect();
-    let panic = match parts.get(2) {
-        None => false,
-        Some(&"panic") => true,
-        Some(_) => return Err(bad()),
-    };
-    if parts.len() > 3 || parts.len() < 2 {
-        return Err(bad());
-    }
-    Ok(Some((parts[0].parse().map_err(|_| bad())?, parts[1].parse().map_err(|_| bad())?, panic)))
 }
 
 fn step_line(m: &StepMetrics) -> String {

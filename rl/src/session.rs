@@ -1,7 +1,7 @@
 //! A training session: the model, tokenizer, optimizer, prompt stream and loop state of one run, built
 //! from a [`TrainConfig`] (fresh) or from a checkpoint (resume), and saved atomically as
 //! `RUN_DIR/checkpoints/step_NNNNNN/` (HF model folder + optimizer state + loop state).
-use crate::config::TrainConfig;
+use crate::config::{DtypeChoice, TrainConfig};
 use crate::data::{read_prompts, PromptRow};
 use crate::plan::{plan, PlanInput};
 use crate::reward::{verifier_for, Verifier};
@@ -154,10 +154,10 @@ impl Session {
             Some((c, d)) => (Some(c), d),
             None => (None, resolve_device(&cfg.model.device)?),
         };
-        let dtype = match cfg.model.dtype.as_str() {
-            "bf16" => DType::BF16,
-            "auto" => device.default_dtype(),
-            _ => DType::F32,
+        let dtype = match cfg.model.dtype {
+            DtypeChoice::Bf16 => DType::BF16,
+            DtypeChoice::Auto => device.default_dtype(),
+            DtypeChoice::F32 => DType::F32,
         };
         let source = ModelSource::parse(&cfg.model.path);
         let tok = match (ckpt, &source, cfg.model.tokenizer.as_str()) {
@@ -364,4 +364,45 @@ pub fn latest_checkpoint(run_dir: &Path) -> Option<PathBuf> {
     let name = std::fs::read_to_string(root.join("latest")).ok()?;
     let dir = root.join(name.trim());
     dir.join("state.json").is_file().then_some(dir)
+}
+
+/// The phases of publishing a checkpoint (`Session::save`), each a point where `run.debug_fail_at =
+/// "RANK:STEP:kill@PHASE"` can end the process to test that `latest` never names a missing checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SavePhase {
+    /// The weights, tokenizer and optimizer state are in the temporary folder; state.json is not.
+    Written,
+    /// The temporary folder is complete (state.json and config.toml written).
+    Complete,
+    /// (Replacing an existing step folder) `latest` names the temporary folder.
+    LatestToTemporary,
+    /// (Replacing) the old step folder has been moved aside.
+    OldMoved,
+    /// The temporary folder has its final name.
+    Renamed,
+    /// `latest` names the new folder.
+    Published,
+}
+
+impl SavePhase {
+    pub const NAMES: &'static [&'static str] =
+        &["written", "complete", "latest-to-temporary", "old-moved", "renamed", "published"];
+    pub const ALL: [SavePhase; 6] = [
+        SavePhase::Written,
+        SavePhase::Complete,
+        SavePhase::LatestToTemporary,
+        SavePhase::OldMoved,
+        SavePhase::Renamed,
+        SavePhase::Published,
+    ];
+    pub fn name(self) -> &'static str {
+        Self::NAMES[Self::ALL.iter().position(|&p| p == self).expect("listed")]
+    }
+}
+
+impl std::str::FromStr for SavePhase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| format!("unknown checkpoint phase {s:?}"))
+    }
 }

@@ -42,21 +42,28 @@ impl FromStr for Strategy {
                 None => a.parse::<f64>(),
             }
             .map_err(|_| format!("strategy {name:?}: {a:?} is not a fraction"))?;
-            if (0.0..=1.0).contains(&v) {
+            if v > 0.0 && v <= 1.0 {
                 Ok(v)
             } else {
-                Err(format!("strategy {name:?}: fraction {v} outside [0, 1]"))
+                Err(format!("strategy {name:?}: fraction {v} outside (0, 1]"))
             }
         };
+        let bare = |s: Strategy| match arg {
+            None => Ok(s),
+            Some(a) => Err(format!(
+                "strategy {name:?} takes no argument (got {a:?}){}",
+                if name == "soft" { "; its knobs are tokens.soft_*" } else { "" }
+            )),
+        };
         Ok(match name {
-            "full" => Strategy::Full,
+            "full" => bare(Strategy::Full)?,
             "random" => Strategy::Random(frac()?),
             "anchors" => Strategy::Anchors(frac()?),
             "explorers" => Strategy::Explorers(frac()?),
             "pred-top" => Strategy::PredTop(frac()?),
             "pred-bottom" => Strategy::PredBottom(frac()?),
             "position-random" => Strategy::PositionRandom(frac()?),
-            "soft" => Strategy::Soft(SoftWeightSchedule::default()),
+            "soft" => bare(Strategy::Soft(SoftWeightSchedule::default()))?,
             other => {
                 return Err(format!(
                     "unknown token strategy {other:?} (known: full, random:K, anchors:K, explorers:K, pred-top:K, \

@@ -11,6 +11,7 @@
 use crate::advantage::group_advantages;
 use crate::batch::{micro_batches, DeviceRows, Rows};
 use crate::codec::{Reader, Writer};
+use crate::config::{Normalizer, Pool, ShortBatch};
 use crate::dynamic_sampling::{DynamicSampler, Outcome, SamplerState};
 use crate::metrics::{Diagnostics, StepMetrics};
 use crate::progress::Progress;
@@ -235,7 +236,7 @@ impl Session {
                 match sampler.add_round(&outcomes) {
                     Ok(SamplerState::Full(groups)) => groups,
                     Ok(SamplerState::NeedMore { .. }) => continue,
-                    Err(_) if self.cfg.rollout.on_short_batch == "train" => sampler.take_partial(),
+                    Err(_) if self.cfg.rollout.on_short_batch == ShortBatch::Train => sampler.take_partial(),
                     Err(e) => return Err(e),
                 }
             } else {
@@ -272,10 +273,10 @@ impl Session {
 
     /// The selection pools of a mini-batch as contiguous row segments.
     fn pools(&self, mb: &MiniBatch) -> Res<Packing> {
-        let lens: Vec<usize> = match self.cfg.tokens.pool.as_str() {
-            "mini-batch" => vec![mb.micros.iter().map(|m| m.rows.len()).sum()],
-            "sequence" => mb.micros.iter().flat_map(|m| m.rows.seq_lens.iter().copied()).collect(),
-            _ => mb.micros.iter().map(|m| m.rows.len()).collect(),
+        let lens: Vec<usize> = match self.cfg.tokens.pool {
+            Pool::MiniBatch => vec![mb.micros.iter().map(|m| m.rows.len()).sum()],
+            Pool::Sequence => mb.micros.iter().flat_map(|m| m.rows.seq_lens.iter().copied()).collect(),
+            Pool::MicroBatch => mb.micros.iter().map(|m| m.rows.len()).collect(),
         };
         Packing::from_lengths(&lens).map_err(err)
     }
@@ -427,7 +428,7 @@ impl Session {
         let kept: f64 = valid.iter().zip(&weights).map(|(&v, &w)| (v * w) as f64).sum();
         sums.kept += kept;
         sums.valid += n_valid;
-        let z = if self.cfg.tokens.normalizer == "selected" { kept } else { n_valid };
+        let z = if self.cfg.tokens.normalizer == Normalizer::Selected { kept } else { n_valid };
         if z <= 0.0 {
             return Ok(()); // nothing selected in this mini-batch: no update
         }
