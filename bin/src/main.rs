@@ -6,6 +6,7 @@ mod bench_select;
 mod generate;
 mod plan;
 mod selftest;
+mod signals;
 mod train;
 mod verify;
 

@@ -4,7 +4,7 @@ use entrl_rl::eval::evaluate;
 use entrl_rl::rollout::encode_prompts;
 use entrl_rl::session::resolve_device;
 use entrl_rl::TrainConfig;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -12,8 +12,10 @@ pub struct TrainArgs {
     /// TOML configuration (defaults: the `dapo` preset with a file, the built-in demo without).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Continue a run exactly: a run directory (its latest checkpoint) or a checkpoint folder. Without
-    /// --config the run directory's saved config.toml is used.
+    /// Continue a run exactly: a run directory (its latest checkpoint) or a checkpoint folder. The run
+    /// continues with the configuration saved in the checkpoint (overrides may change only train.steps,
+    /// run.* and a few other keys that do not change training), in the run folder the checkpoint belongs
+    /// to unless run.out_dir=DIR is given (a new folder that then starts with the run's history).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Token strategy (same as tokens.strategy=...): full, random:K, anchors:K, explorers:K, pred-top:K,
@@ -45,22 +47,61 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(n) = a.gpus {
         overrides.push(format!("run.world_size={n}"));
     }
-    // The resumed run's own config (run_dir/config.toml, beside checkpoints/step_N) unless --config is given.
-    let saved = a.resume.as_ref().and_then(|r| {
-        let ck = entrl_rl::run::find_checkpoint(r).ok()?;
-        Some(ck.parent()?.parent()?.join("config.toml")).filter(|p| p.is_file())
-    });
-    let file = a.config.clone().or(saved);
-    let cfg = TrainConfig::resolve(file.as_deref(), &overrides)?;
+    let (cfg, checkpoint) = match &a.resume {
+        None => (TrainConfig::resolve(a.config.as_deref(), &overrides)?, None),
+        Some(r) => {
+            let (cfg, ck) = resume_config(r, a.config.as_deref(), &overrides)?;
+            (cfg, Some(ck))
+        }
+    };
     if a.dry_run {
-        print!("{}", cfg.to_toml());
+        print!("{}", cfg.to_toml_annotated());
         return Ok(ExitCode::SUCCESS);
     }
-    let summary = entrl_rl::train(cfg, a.resume.as_deref())?;
+    crate::signals::stop_on_first_signal();
+    let summary = entrl_rl::train(cfg, checkpoint.as_deref())?;
     if let (Some(first), Some(last)) = (summary.evals.first(), summary.evals.last()) {
         println!("eval accuracy: {:.3} at step {} → {:.3} at step {}", first.1, first.0, last.1, last.0);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+/// The configuration of a resumed run and its checkpoint: the checkpoint's own configuration (or, for a
+/// checkpoint that carries none, its run folder's, else `--config`), then the overrides; the run folder is
+/// the checkpoint's unless `run.out_dir` is overridden. Never a preset: a checkpoint whose configuration
+/// cannot be found is refused.
+fn resume_config(path: &Path, file: Option<&Path>, overrides: &[String]) -> Result<(TrainConfig, PathBuf), String> {
+    let ck = entrl_rl::run::find_checkpoint(path)?;
+    let saved = entrl_rl::checkpoints::saved_config(&ck)?;
+    let mut cfg = match (file, saved) {
+        (Some(f), _) => TrainConfig::resolve(Some(f), overrides)?,
+        (None, Some(mut saved)) => {
+            // The test hooks and run.overwrite act on the invocation that sets them, not on its resumptions.
+            saved.run.debug_fail_at.clear();
+            saved.run.debug_nan_at.clear();
+            saved.run.overwrite = false;
+            TrainConfig::resolve_on(&saved, &ck.join("config.toml"), overrides)?
+        }
+        (None, None) => {
+            return Err(format!(
+                "{}: the checkpoint carries no config.toml and sits in no run folder that has one; give the run's \
+                 configuration with --config",
+                ck.display()
+            ))
+        }
+    };
+    let explicit_out = overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == "run.out_dir"));
+    if !explicit_out {
+        let dir = entrl_rl::checkpoints::run_dir_of(&ck).ok_or_else(|| {
+            format!(
+                "{}: this checkpoint is not inside a run folder's checkpoints/; give run.out_dir=DIR for the \
+                 continued run",
+                ck.display()
+            )
+        })?;
+        cfg.run.out_dir = dir.display().to_string();
+    }
+    Ok((cfg, ck))
 }
 
 #[derive(clap::Args)]

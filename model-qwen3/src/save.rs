@@ -22,6 +22,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Serialize named tensors (f32, bf16, f64 or i32, any device) into a safetensors file, atomically.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_safetensors_tagged(path, tensors, &[])
+}
+
+/// [`write_safetensors`] with string tags in the file's `__metadata__` header.
+pub fn write_safetensors_tagged(path: &Path, tensors: &[(String, Tensor)], tags: &[(&str, String)]) -> Result<()> {
     let mut host: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let (dtype, bytes) = match t.to_cpu_storage()? {
@@ -37,7 +42,8 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| ModelError::Checkpoint { file: path.display().to_string(), msg: e.to_string() })?;
-    let bytes = safetensors::serialize(views, None)
+    let meta = (!tags.is_empty()).then(|| tags.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
+    let bytes = safetensors::serialize(views, meta)
         .map_err(|e| ModelError::Checkpoint { file: path.display().to_string(), msg: e.to_string() })?;
     write_atomic(path, &bytes)
 }

@@ -301,7 +301,7 @@ pub struct RunConfig {
     pub comm_timeout_s: u64,
     /// Test hook: "RANK:STEP" makes that rank fail when it starts that step (1-based), "RANK:STEP:panic"
     /// makes it panic, "RANK:STEP:kill@PHASE" ends the process at once (exit 137, as `kill -9`) at that
-    /// phase of the checkpoint saved after STEP (`crate::session::SavePhase`); "" = never.
+    /// phase of the checkpoint saved after STEP (`crate::checkpoints::SavePhase`); "" = never.
     pub debug_fail_at: String,
     /// Test hook: "STEP" puts a NaN into a weight before the first update of that step (1-based), so its
     /// updates see a non-finite loss; "STEP:grad" puts one into a gradient of that step's first update
@@ -681,11 +681,19 @@ impl TrainConfig {
         Self::from_table(tree)
     }
 
+    /// [`TrainConfig::resolve`] starting from a complete configuration (a checkpoint's) instead of a
+    /// preset and a file; `origin` names where it came from in messages.
+    pub fn resolve_on(base: &TrainConfig, origin: &Path, overrides: &[String]) -> Result<Self, String> {
+        let table = toml::Table::try_from(base).map_err(|e| e.to_string())?;
+        Self::resolve_tables(Some((table, origin)), overrides)
+    }
+
     /// A complete table (every key present) as a checked configuration: a wrong type names its key.
     pub fn from_table(tree: toml::Table) -> Result<Self, String> {
         let cfg: TrainConfig = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
             let key = e.path().to_string();
-            format!("configuration key {key}: {}", e.into_inner())
+            let inner = e.into_inner().to_string();
+            format!("configuration key {key}: {}", inner.lines().next().unwrap_or_default())
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -857,7 +865,7 @@ pub enum FailKind {
     /// A panic at the start of the step.
     Panic,
     /// Process exit 137 (no unwinding, no cleanup) at a phase of the checkpoint saved after the step.
-    Kill(crate::session::SavePhase),
+    Kill(crate::checkpoints::SavePhase),
 }
 
 /// A parsed `run.debug_fail_at`.
@@ -873,7 +881,7 @@ pub fn parse_fail_at(s: &str) -> Result<Option<FailAt>, String> {
     if s.is_empty() {
         return Ok(None);
     }
-    let phases = crate::session::SavePhase::NAMES.join(", ");
+    let phases = crate::checkpoints::SavePhase::NAMES.join(", ");
     let bad = || format!("expected RANK:STEP, RANK:STEP:panic or RANK:STEP:kill@PHASE (PHASE: {phases})");
     let parts: Vec<&str> = s.split(':').map(str::trim).collect();
     if parts.len() < 2 || parts.len() > 3 {

@@ -4,11 +4,13 @@
 //! loop with metrics, checkpoints, exact resume, evaluation and plots; and the built-in task.
 pub mod advantage;
 pub mod batch;
+pub mod checkpoints;
 pub mod codec;
 pub mod config;
 pub mod data;
 pub mod dynamic_sampling;
 pub mod eval;
+pub mod interrupt;
 pub mod metrics;
 pub mod plan;
 pub mod plot;

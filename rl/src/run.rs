@@ -1,11 +1,14 @@
 //! `entrl train`: the run loop around [`Session::step`]: resolved config printed and saved, progress bars,
-//! a JSONL metrics line per step, periodic mean@k evaluation, atomic checkpoints, exact resume, plots.
+//! a JSONL metrics line per step, periodic mean@k evaluation, checkpoints ([`crate::checkpoints`]), exact
+//! resume into the run a checkpoint belongs to, a stop at the next step boundary on request
+//! ([`crate::interrupt`]), plots.
+use crate::checkpoints;
 use crate::config::{CommChoice, TrainConfig};
 use crate::eval::{evaluate, EvalReport};
 use crate::metrics::{append_line, truncate_after, StepMetrics};
 use crate::plot::plot_run;
 use crate::progress::Progress;
-use crate::session::{latest_checkpoint, Session};
+use crate::session::Session;
 use entrl_engine::dist::{Communicator, NcclComm, ThreadComm};
 use entrl_engine::Device;
 use entrl_qwen3::save::write_atomic;
@@ -24,19 +27,98 @@ pub struct RunSummary {
     pub checkpoint: Option<PathBuf>,
     pub plots: Vec<PathBuf>,
     pub seconds: f64,
+    /// The run stopped early on [`crate::interrupt::request`] (after saving a checkpoint when it had
+    /// trained since it started).
+    pub interrupted: bool,
 }
 
-/// Where to resume from: a checkpoint folder, or a run directory (its latest checkpoint).
+/// Where to resume from: a checkpoint folder, or a run directory (its latest checkpoint; an interrupted
+/// publication there is finished first).
 pub fn find_checkpoint(path: &Path) -> Result<PathBuf, String> {
     if path.join("state.json").is_file() {
         return Ok(path.to_path_buf());
     }
-    latest_checkpoint(path).ok_or_else(|| {
+    if checkpoints::root(path).is_dir() {
+        for note in checkpoints::repair(path)? {
+            eprintln!("note: {note}");
+        }
+    }
+    checkpoints::latest(path)?.ok_or_else(|| {
         format!(
             "{}: neither a checkpoint folder (state.json) nor a run directory with checkpoints/latest",
             path.display()
         )
     })
+}
+
+/// Whether two paths name the same existing folder.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Make `run.out_dir` ready before any rank starts, so that no run writes into another run's folder:
+/// - a fresh run refuses a folder that holds an earlier run (unless `run.overwrite`);
+/// - a resumed run continues in the folder its checkpoint belongs to, after checking that the
+///   configuration equals the checkpoint's in every key that changes training; resumed into another
+///   folder, that folder must hold no run, and it receives the history up to the checkpoint.
+///
+/// Leftovers of interrupted writes are removed. Returns the checkpoint and whether it is resumed in place.
+fn prepare_run_dir(cfg: &TrainConfig, resume: Option<&Path>) -> Result<(Option<PathBuf>, bool), String> {
+    let run_dir = PathBuf::from(&cfg.run.out_dir);
+    let ck = resume.map(find_checkpoint).transpose()?;
+    let own = ck.as_deref().and_then(checkpoints::run_dir_of);
+    let in_place = own.as_ref().is_some_and(|d| same_dir(d, &run_dir));
+    if let Some(ck) = &ck {
+        if let Some(saved) = checkpoints::saved_config(ck)? {
+            let conflicts = cfg.resume_conflicts(&saved);
+            if !conflicts.is_empty() {
+                return Err(format!(
+                    "{}: this configuration differs from the one the checkpoint was trained with, in keys that \
+                     change training (checkpoint's → this run's):\n  {}\n(a resumed run may change only {})",
+                    ck.display(),
+                    conflicts.join("\n  "),
+                    crate::config::RESUME_FREE
+                        .iter()
+                        .map(|k| if k.ends_with('.') { format!("{k}*") } else { k.to_string() })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    if !in_place {
+        if let Some(what) = checkpoints::earlier_run(&run_dir) {
+            if !cfg.run.overwrite {
+                let how = match &ck {
+                    None => format!("continue it with `entrl train --resume {}`, ", run_dir.display()),
+                    Some(_) => String::new(),
+                };
+                return Err(format!(
+                    "run.out_dir {} holds an earlier run ({what}): {how}choose another run.out_dir, or replace it \
+                     with run.overwrite=true",
+                    run_dir.display()
+                ));
+            }
+            eprintln!("note: run.overwrite: deleting the earlier run in {} ({what})", run_dir.display());
+            checkpoints::clear_run(&run_dir)?;
+        }
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    for note in checkpoints::repair(&run_dir)? {
+        eprintln!("note: {note}");
+    }
+    if let (Some(from), false) = (&own, in_place) {
+        // A branch: its metrics start with the history of the run it continues (cut at the checkpoint later).
+        let src = from.join("metrics.jsonl");
+        if src.is_file() {
+            let dst = run_dir.join("metrics.jsonl");
+            std::fs::copy(&src, &dst).map_err(|e| format!("{} → {}: {e}", src.display(), dst.display()))?;
+        }
+    }
+    Ok((ck, in_place))
 }
 
 /// Evaluate the session's held-out prompts (mean@k with the eval sampling settings). With data
@@ -70,6 +152,9 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
     Ok(rep)
 }
 
+/// CPU ranks (threads) allowed per core.
+const CPU_RANKS_PER_CORE: usize = 8;
+
 /// How many data-parallel ranks and on which devices: (world, GPU devices or empty for CPU ranks).
 fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
     let want = cfg.run.world_size;
@@ -82,6 +167,13 @@ fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
     }
     let single_gpu = want == 1 || (want == 0 && gpus == 1);
     if gpus == 0 || (single_gpu && cfg.run.comm != CommChoice::Nccl) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if want > CPU_RANKS_PER_CORE * cores {
+            return Err(format!(
+                "run.world_size = {want} CPU ranks on a machine with {cores} core(s): at most {} ({CPU_RANKS_PER_CORE} per core)",
+                CPU_RANKS_PER_CORE * cores
+            ));
+        }
         return Ok((want.max(1), Vec::new()));
     }
     let world = if want == 0 { gpus } else { want };
@@ -96,8 +188,10 @@ fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
 /// `run.world_size` > 1 (or several GPUs), one worker thread per rank trains data-parallel (ZeRO-2).
 pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, String> {
     let (world, devices) = resolve_world(&cfg)?;
+    let (ck, in_place) = prepare_run_dir(&cfg, resume)?;
+    let start = RunStart { checkpoint: ck.as_deref(), in_place };
     if world == 1 && cfg.run.comm == CommChoice::Auto {
-        return run_rank(cfg, resume, None);
+        return run_rank(cfg, start, None);
     }
     if cfg.run.diagnose {
         return Err("run.diagnose compares full and selected gradients in one process: use run.world_size = 1".into());
@@ -119,8 +213,9 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
             .enumerate()
             .map(|(rank, comm)| {
                 let (cfg, dev) = (cfg.clone(), devices.get(rank).cloned().unwrap_or(Device::Cpu));
-                sc.spawn(move || {
-                    let run = std::panic::AssertUnwindSafe(|| run_rank(cfg, resume, Some((comm.clone(), dev))));
+                let worker = comm.clone();
+                let spawned = std::thread::Builder::new().name(format!("rank {rank}")).spawn_scoped(sc, move || {
+                    let run = std::panic::AssertUnwindSafe(|| run_rank(cfg, start, Some((comm.clone(), dev))));
                     let r = std::panic::catch_unwind(run).unwrap_or_else(|p| {
                         let msg = p
                             .downcast_ref::<String>()
@@ -133,13 +228,22 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
                         comm.abort(e);
                     }
                     r
+                });
+                // A rank that cannot start aborts the group, so the others fail at once instead of waiting.
+                spawned.map_err(|e| {
+                    let msg = format!("rank {rank}: cannot start its thread: {e}");
+                    worker.abort(&msg);
+                    msg
                 })
             })
             .collect();
         handles
             .into_iter()
             .enumerate()
-            .map(|(rank, h)| h.join().unwrap_or_else(|_| Err(format!("rank {rank} panicked"))))
+            .map(|(rank, h)| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| Err(format!("rank {rank} panicked"))),
+                Err(e) => Err(e),
+            })
             .collect()
     });
     // Report the failure that started it, not the other ranks' "aborted" echoes.
@@ -160,29 +264,37 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
     }
 }
 
+/// Where a run starts: the checkpoint it resumes (None: fresh) and whether that checkpoint is in the
+/// run's own folder.
+#[derive(Clone, Copy)]
+struct RunStart<'a> {
+    checkpoint: Option<&'a Path>,
+    in_place: bool,
+}
+
+/// Whether a stop was requested; with data parallelism every rank takes the same decision at the same
+/// step (a signal may reach the process between two ranks' reads).
+fn stop_requested(comm: Option<&Arc<dyn Communicator>>) -> Result<bool, String> {
+    let local = crate::interrupt::requested();
+    match comm {
+        None => Ok(local),
+        Some(c) => Ok(c.all_reduce_host_many(&[local as u8 as f64]).map_err(|e| e.to_string())?[0] > 0.0),
+    }
+}
+
 /// One rank's run (the only one without data parallelism). Rank 0 owns the run directory: metrics,
 /// evaluation, progress and plots; every rank steps and writes its share of each checkpoint.
 fn run_rank(
     cfg: TrainConfig,
-    resume: Option<&Path>,
+    start: RunStart,
     dist: Option<(Arc<dyn Communicator>, Device)>,
 ) -> Result<RunSummary, String> {
     let t0 = Instant::now();
     let comm = dist.as_ref().map(|(c, _)| c.clone());
     let lead = comm.as_ref().is_none_or(|c| c.rank() == 0);
-    let barrier = || comm.as_ref().map_or(Ok(()), |c| c.barrier().map_err(|e| e.to_string()));
     let run_dir = PathBuf::from(&cfg.run.out_dir);
     let metrics_path = run_dir.join("metrics.jsonl");
-    let ckpt = resume.map(find_checkpoint).transpose()?;
-    if lead {
-        std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
-        if ckpt.is_none() && metrics_path.exists() {
-            eprintln!("note: {} held an earlier run; starting its metrics afresh", run_dir.display());
-            std::fs::remove_file(&metrics_path).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
-            let _ = std::fs::remove_file(run_dir.join("checkpoints").join("latest"));
-        }
-    }
-    barrier()?;
+    let ckpt = start.checkpoint.map(Path::to_path_buf);
     let mut s = match (dist, &ckpt) {
         (Some((c, d)), ck) => Session::new_rank(cfg, ck.as_deref(), c, d)?,
         (None, Some(ck)) => Session::resume(cfg, ck)?,
@@ -196,9 +308,12 @@ fn run_rank(
         }
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes()).map_err(|e| e.to_string())?;
     }
+    if let Some(c) = &comm {
+        c.barrier().map_err(|e| e.to_string())?;
+    }
     let verbose = lead && cfg.run.log_every > 0;
     if verbose {
-        println!("# entrl train: resolved configuration\n{}", cfg.to_toml());
+        println!("# entrl train: resolved configuration\n{}", cfg.to_toml_annotated());
         println!(
             "# model: {} layers, hidden {}, {} parameters, {} on {} × {} rank(s); {} training prompts ({} dropped as too long), {} eval prompts",
             s.model.config.num_hidden_layers,
@@ -226,6 +341,7 @@ fn run_rank(
         checkpoint: None,
         plots: Vec::new(),
         seconds: 0.0,
+        interrupted: false,
     };
     let has_eval = cfg.run.eval_every > 0 && !s.eval_prompts.is_empty();
     if has_eval && s.step == 0 {
@@ -238,8 +354,14 @@ fn run_rank(
         summary.evals.push((0, rep.mean()));
     }
     let fail_at = crate::config::parse_fail_at(&cfg.run.debug_fail_at)?;
-    let mut saved_at = None;
+    // The checkpoint a run resumes in place is already saved; saving it again would only rewrite it.
+    let started_at = s.step;
+    let mut saved_at = (ckpt.is_some() && start.in_place).then_some(s.step);
     while s.step < cfg.train.steps {
+        if stop_requested(comm.as_ref())? {
+            summary.interrupted = true;
+            break;
+        }
         if let Some(f) = fail_at.filter(|f| (f.rank, f.step) == (s.rank(), s.step + 1)) {
             let msg = format!("injected failure (run.debug_fail_at) at the start of step {}", s.step + 1);
             match f.kind {
@@ -281,7 +403,18 @@ fn run_rank(
         }
     }
     progress.finish();
-    if cfg.run.save_final && saved_at != Some(s.step) {
+    if summary.interrupted {
+        if s.step == started_at {
+            progress
+                .println(&format!("interrupted at step {}: nothing trained since the start, nothing saved", s.step));
+        } else if saved_at != Some(s.step) {
+            summary.checkpoint = Some(s.save()?);
+        }
+        if lead {
+            let at = summary.checkpoint.as_ref().map(|c| format!(" (checkpoint {})", c.display())).unwrap_or_default();
+            eprintln!("interrupted after step {}{at}; resume with: entrl train --resume {}", s.step, run_dir.display());
+        }
+    } else if cfg.run.save_final && saved_at != Some(s.step) {
         summary.checkpoint = Some(s.save()?);
     }
     if lead && cfg.run.plot && metrics_path.exists() {

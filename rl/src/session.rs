@@ -1,7 +1,8 @@
 //! A training session: the model, tokenizer, optimizer, prompt stream and loop state of one run, built
 //! from a [`TrainConfig`] (fresh) or from a checkpoint (resume), and saved atomically as
 //! `RUN_DIR/checkpoints/step_NNNNNN/` (HF model folder + optimizer state + loop state).
-use crate::config::{DtypeChoice, TrainConfig};
+use crate::checkpoints::{self, SavePhase};
+use crate::config::{DtypeChoice, FailKind, TrainConfig};
 use crate::data::{read_prompts, PromptRow};
 use crate::plan::{plan, PlanInput};
 use crate::reward::{verifier_for, Verifier};
@@ -12,7 +13,7 @@ use entrl_engine::dist::Communicator;
 use entrl_engine::optim::{AdamW, AdamWConfig, ShardedAdamW};
 use entrl_engine::{DType, Device, Tensor};
 use entrl_qwen3::checkpoint::Checkpoint;
-use entrl_qwen3::save::{write_atomic, write_safetensors};
+use entrl_qwen3::save::{write_atomic, write_safetensors_tagged};
 use entrl_qwen3::{Qwen3, Qwen3Config, Tokenizer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -33,7 +34,7 @@ pub struct Session {
     /// The data-parallel group this session is one rank of (None: a single process).
     pub(crate) comm: Option<Arc<dyn Communicator>>,
     pub(crate) params: Vec<Tensor>,
-    names: Vec<String>,
+    pub(crate) names: Vec<String>,
     pub prompts: Vec<EncodedPrompt>,
     pub eval_prompts: Vec<EncodedPrompt>,
     pub(crate) stream: PromptStream,
@@ -42,6 +43,8 @@ pub struct Session {
     pub step: u64,
     pub(crate) next_group: usize,
     pub(crate) skipped_total: u64,
+    /// Updates skipped in a row for a non-finite loss or gradient (reset by an applied update).
+    pub(crate) consecutive_skips: u64,
     /// Mean response length of the last step: balances the rollout shares of data-parallel ranks (saved,
     /// since on a GPU the batch composition can change the last bits of the logits).
     pub(crate) expected_response: usize,
@@ -61,6 +64,8 @@ pub struct LoopState {
     pub stream: PromptStream,
     pub next_group: usize,
     pub skipped_total: u64,
+    #[serde(default)]
+    pub consecutive_skips: u64,
     pub optimizer_steps: u64,
     pub dtype: String,
     /// Data-parallel ranks that wrote the checkpoint (optimizer shards must be read by as many).
@@ -236,10 +241,20 @@ impl Session {
         let strategy = cfg.strategy()?;
         let mut stream = PromptStream::new(prompts.len(), cfg.train.seed, cfg.data.shuffle);
         let (mut step, mut next_group, mut skipped_total, mut expected_response) = (0, 0, 0, 0);
+        let mut consecutive_skips = 0;
         if let Some(dir) = ckpt {
-            let text = std::fs::read_to_string(dir.join("state.json"))
-                .map_err(|e| format!("{}: {e}", dir.join("state.json").display()))?;
-            let st: LoopState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let state_file = dir.join("state.json");
+            let text = entrl_qwen3::files::read_to_string(&state_file).map_err(|e| e.to_string())?;
+            let st: LoopState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", state_file.display()))?;
+            if st.dtype != format!("{dtype}") {
+                return Err(format!(
+                    "checkpoint {} was trained in {}; this run would use {dtype} (set model.dtype = \"{}\" or \
+                     model.device to match)",
+                    dir.display(),
+                    st.dtype,
+                    st.dtype
+                ));
+            }
             if st.stream.len != prompts.len() {
                 return Err(format!(
                     "checkpoint {} was taken over {} prompts, the data now has {}",
@@ -256,15 +271,26 @@ impl Session {
                 ));
             }
             let file = dir.join(optimizer_file(rank, world));
+            check_optimizer_tags(&file, &st, rank, world)?;
             let ost = Checkpoint::open_file(&file).map_err(|e| e.to_string())?;
-            let lookup = |k: &str, shape: &[usize]| ost.load(k, shape, DType::F32, &device).ok();
-            match &mut opt {
+            // The first tensor that fails to load (missing, wrong shape, non-finite) is the error.
+            let failed = std::cell::RefCell::new(None);
+            let lookup = |k: &str, shape: &[usize]| {
+                ost.load(k, shape, DType::F32, &device)
+                    .map_err(|e| failed.borrow_mut().get_or_insert(e.to_string()).clone())
+                    .ok()
+            };
+            let loaded = match &mut opt {
                 Optim::Plain(o) => o.load_state(&names, st.optimizer_steps, lookup),
                 Optim::Sharded(o) => o.load_state(st.optimizer_steps, lookup),
+            };
+            if let Some(e) = failed.into_inner() {
+                return Err(e);
             }
-            .map_err(|e| format!("{}: {e}", file.display()))?;
+            loaded.map_err(|e| format!("{}: {e}", file.display()))?;
             (step, next_group, skipped_total, stream) = (st.step, st.next_group, st.skipped_total, st.stream);
             expected_response = st.expected_response;
+            consecutive_skips = st.consecutive_skips;
         }
         Ok(Self {
             cfg,
@@ -282,6 +308,7 @@ impl Session {
             step,
             next_group,
             skipped_total,
+            consecutive_skips,
             expected_response,
             dropped_prompts: dropped,
             memory_plan: mem.table(),
@@ -298,22 +325,31 @@ impl Session {
         PathBuf::from(&self.cfg.run.out_dir)
     }
 
-    /// Write `RUN_DIR/checkpoints/step_NNNNNN/` (into a temporary folder, renamed when complete) and point
-    /// `RUN_DIR/checkpoints/latest` at it. Returns the folder. With data parallelism every rank calls it:
-    /// rank 0 writes the weights and loop state, each rank its optimizer shard, and the folder is renamed
-    /// only after every rank has written (a rank that fails first leaves no checkpoint behind).
+    /// Write `RUN_DIR/checkpoints/step_NNNNNN/` and point `RUN_DIR/checkpoints/latest` at it, as
+    /// [`crate::checkpoints`] publishes (a kill at any instant leaves `latest` naming a complete
+    /// checkpoint). Returns the folder. With data parallelism every rank calls it: rank 0 writes the
+    /// weights, tokenizer, configuration and loop state, each rank its optimizer shard (tagged with the step
+    /// it belongs to), and the folder is published only after every rank has written. Writing refuses
+    /// non-finite weights or optimizer state, naming the tensor.
     pub fn save(&self) -> Result<PathBuf, String> {
-        let root = self.run_dir().join("checkpoints");
-        let name = format!("step_{:06}", self.step);
-        let (dir, tmp) = (root.join(&name), root.join(format!(".{name}.tmp")));
-        let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+        let run_dir = self.run_dir();
         let (rank, world) = (self.rank(), self.world_size());
         let barrier = || self.comm.as_ref().map_or(Ok(()), |c| c.barrier().map_err(|e| e.to_string()));
-        if rank == 0 {
-            std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
-            if tmp.exists() {
-                std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        let kill_at = crate::config::parse_fail_at(&self.cfg.run.debug_fail_at)?
+            .filter(|f| (f.rank, f.step) == (rank, self.step))
+            .and_then(|f| match f.kind {
+                FailKind::Kill(phase) => Some(phase),
+                _ => None,
+            });
+        let at = |phase: SavePhase| {
+            if kill_at == Some(phase) {
+                eprintln!("injected kill (run.debug_fail_at) at checkpoint phase {}", phase.name());
+                std::process::exit(137);
             }
+        };
+        let tmp = checkpoints::root(&run_dir).join(format!(".{}.tmp", checkpoints::step_name(self.step)));
+        if rank == 0 {
+            checkpoints::begin(&run_dir, self.step)?;
             self.model.save(&tmp).map_err(|e| e.to_string())?;
             self.tok.save(&tmp).map_err(|e| e.to_string())?;
         }
@@ -323,30 +359,77 @@ impl Session {
             Optim::Sharded(o) => o.state_tensors(),
         }
         .map_err(|e| e.to_string())?;
-        write_safetensors(&tmp.join(optimizer_file(rank, world)), &state).map_err(|e| e.to_string())?;
+        let tags = [
+            (TAG_STEP, self.step.to_string()),
+            (TAG_OPTIMIZER_STEPS, steps.to_string()),
+            (TAG_RANK, rank.to_string()),
+            (TAG_WORLD, world.to_string()),
+        ];
+        write_safetensors_tagged(&tmp.join(optimizer_file(rank, world)), &state, &tags).map_err(|e| e.to_string())?;
         barrier()?;
-        if rank == 0 {
+        let published = if rank == 0 {
+            at(SavePhase::Written);
             let st = LoopState {
                 step: self.step,
                 stream: self.stream.clone(),
                 next_group: self.next_group,
                 skipped_total: self.skipped_total,
+                consecutive_skips: self.consecutive_skips,
                 optimizer_steps: steps,
                 dtype: format!("{}", self.model.dtype),
                 world_size: world,
                 expected_response: self.expected_response,
             };
+            write_atomic(&tmp.join("config.toml"), self.cfg.to_toml().as_bytes()).map_err(|e| e.to_string())?;
             let json = serde_json::to_string_pretty(&st).expect("loop state serializes");
             write_atomic(&tmp.join("state.json"), json.as_bytes()).map_err(|e| e.to_string())?;
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
-            }
-            std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
-            write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| e.to_string())?;
-        }
+            checkpoints::publish(&run_dir, self.step, &at)
+        } else {
+            Ok(checkpoints::root(&run_dir).join(checkpoints::step_name(self.step)))
+        };
+        // Every rank passes this barrier, so a rank-0 failure above cannot leave the others waiting.
         barrier()?;
-        Ok(dir)
+        if published.is_err() && rank == 0 {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        published
     }
+}
+
+/// Tags of an optimizer-state file: the step and optimizer step it belongs to, and which rank of how many
+/// wrote it, so that a file from another checkpoint or rank is refused.
+const TAG_STEP: &str = "entrl.step";
+const TAG_OPTIMIZER_STEPS: &str = "entrl.optimizer_steps";
+const TAG_RANK: &str = "entrl.rank";
+const TAG_WORLD: &str = "entrl.world_size";
+
+/// Refuse an optimizer-state file that does not belong to this checkpoint's step, rank and world size.
+fn check_optimizer_tags(file: &Path, st: &LoopState, rank: usize, world: usize) -> Result<(), String> {
+    let tags = checkpoints::read_tags(file)?;
+    let want = [
+        (TAG_STEP, st.step.to_string()),
+        (TAG_OPTIMIZER_STEPS, st.optimizer_steps.to_string()),
+        (TAG_RANK, rank.to_string()),
+        (TAG_WORLD, world.to_string()),
+    ];
+    for (k, v) in want {
+        match tags.get(k) {
+            Some(have) if *have == v => {}
+            Some(have) => {
+                return Err(format!(
+                    "{}: optimizer state of another checkpoint ({k} = {have}, its state.json says {v})",
+                    file.display()
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "{}: optimizer state without the {k} tag (not written by this entrl)",
+                    file.display()
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The optimizer-state file of `rank` (one file without data parallelism).
@@ -355,54 +438,5 @@ fn optimizer_file(rank: usize, world: usize) -> String {
         "optimizer.safetensors".into()
     } else {
         format!("optimizer.rank{rank}.safetensors")
-    }
-}
-
-/// The newest checkpoint of a run directory (`checkpoints/latest`), if any.
-pub fn latest_checkpoint(run_dir: &Path) -> Option<PathBuf> {
-    let root = run_dir.join("checkpoints");
-    let name = std::fs::read_to_string(root.join("latest")).ok()?;
-    let dir = root.join(name.trim());
-    dir.join("state.json").is_file().then_some(dir)
-}
-
-/// The phases of publishing a checkpoint (`Session::save`), each a point where `run.debug_fail_at =
-/// "RANK:STEP:kill@PHASE"` can end the process to test that `latest` never names a missing checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SavePhase {
-    /// The weights, tokenizer and optimizer state are in the temporary folder; state.json is not.
-    Written,
-    /// The temporary folder is complete (state.json and config.toml written).
-    Complete,
-    /// (Replacing an existing step folder) `latest` names the temporary folder.
-    LatestToTemporary,
-    /// (Replacing) the old step folder has been moved aside.
-    OldMoved,
-    /// The temporary folder has its final name.
-    Renamed,
-    /// `latest` names the new folder.
-    Published,
-}
-
-impl SavePhase {
-    pub const NAMES: &'static [&'static str] =
-        &["written", "complete", "latest-to-temporary", "old-moved", "renamed", "published"];
-    pub const ALL: [SavePhase; 6] = [
-        SavePhase::Written,
-        SavePhase::Complete,
-        SavePhase::LatestToTemporary,
-        SavePhase::OldMoved,
-        SavePhase::Renamed,
-        SavePhase::Published,
-    ];
-    pub fn name(self) -> &'static str {
-        Self::NAMES[Self::ALL.iter().position(|&p| p == self).expect("listed")]
-    }
-}
-
-impl std::str::FromStr for SavePhase {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| format!("unknown checkpoint phase {s:?}"))
     }
 }

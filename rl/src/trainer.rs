@@ -433,6 +433,9 @@ impl Session {
             return Ok(()); // nothing selected in this mini-batch: no update
         }
         let mut acc = self.backward_pass(mb, &weights, z)?;
+        if mb_index == 0 && self.nan_hook(step)?.is_some_and(|h| h.grad) {
+            self.poison_first_element(true)?;
+        }
         if let Some(c) = &self.comm {
             let global = c.all_reduce_host_many(&acc).map_err(err)?;
             acc.copy_from_slice(&global);
@@ -460,10 +463,23 @@ impl Session {
                 }
             })
         })?;
+        self.zero_grads();
         if !applied {
             sums.skipped += 1;
             self.skipped_total += 1;
+            self.consecutive_skips += 1;
+            let max = self.cfg.train.max_consecutive_skips;
+            if self.consecutive_skips >= max {
+                return Err(format!(
+                    "stopping at step {}: {} updates in a row had a non-finite loss or gradient norm and were skipped \
+                     (train.max_consecutive_skips = {max}); the weights may be corrupt or the learning rate too high. \
+                     Nothing of them was applied or saved: checkpoints/latest still names the last checkpoint",
+                    step + 1,
+                    self.consecutive_skips
+                ));
+            }
         } else {
+            self.consecutive_skips = 0;
             sums.updates += 1;
             sums.loss += acc[0];
             sums.grad_norm += norm;
@@ -472,7 +488,6 @@ impl Session {
             sums.kl += acc[3];
             sums.tokens += acc[4];
         }
-        self.zero_grads();
         Ok(())
     }
 
@@ -567,6 +582,9 @@ impl Session {
         let rewards: Vec<f64> = batch.iter().map(|s| s.reward).collect();
 
         let t2 = Instant::now();
+        if self.nan_hook(step)?.is_some_and(|h| !h.grad) {
+            self.poison_first_element(false)?;
+        }
         let mut sums = UpdateSums::default();
         progress.phase("update", (minis.len() * self.cfg.train.epochs) as u64);
         for epoch in 0..self.cfg.train.epochs {
@@ -620,6 +638,34 @@ impl Session {
             eval_acc: None,
             diag,
         })
+    }
+}
+
+impl Session {
+    /// `run.debug_nan_at`, when it names rollout step `step` (0-based here, 1-based in the key).
+    fn nan_hook(&self, step: u64) -> Res<Option<crate::config::NanAt>> {
+        Ok(crate::config::parse_nan_at(&self.cfg.run.debug_nan_at)?.filter(|h| h.step == step + 1))
+    }
+
+    /// Test hook (`run.debug_nan_at`): a NaN in the first element of the final norm's weight (every
+    /// token's logits then become NaN), or of the first parameter's gradient.
+    fn poison_first_element(&self, grad: bool) -> Res<()> {
+        let target = if grad {
+            self.params.iter().find_map(Tensor::grad).ok_or("run.debug_nan_at: no gradient to poison")?
+        } else {
+            let i = self
+                .names
+                .iter()
+                .position(|n| n == "model.norm.weight")
+                .ok_or("run.debug_nan_at: no model.norm.weight")?;
+            self.params[i].clone()
+        };
+        let mut v = target.to_vec_f32().map_err(err)?;
+        v[0] = f32::NAN;
+        let poisoned = Tensor::from_vec(v, target.dims().to_vec(), target.device())
+            .and_then(|t| t.to_dtype(target.dtype()))
+            .map_err(err)?;
+        target.copy_from(&poisoned).map_err(err)
     }
 }
 
