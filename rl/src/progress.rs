@@ -44,6 +44,11 @@ impl Progress {
         }
     }
 
+    /// A warning on stderr, printed even when step lines are off.
+    pub fn warn(&self, line: &str) {
+        self.multi.suspend(|| eprintln!("warning: {line}"));
+    }
+
     pub fn finish(&self) {
         self.phase.finish_and_clear();
         self.steps.finish();

@@ -386,7 +386,7 @@ fn run_rank(
                 progress.println(&step_line(&m));
             }
             if m.skipped_updates > 0 {
-                progress.println(&format!(
+                progress.warn(&format!(
                     "step {}: skipped {} update(s) with a non-finite loss or gradient ({} in this run)",
                     m.step, m.skipped_updates, m.skipped_total
                 ));
