@@ -3,6 +3,7 @@
 mod common;
 
 use common::runs::{config, deterministic, tmp};
+use entrl_rl::config::{LongPrompts, Pool, VerifierChoice};
 use entrl_rl::{train, Session, TrainConfig};
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -262,5 +263,50 @@ fn shipped_configs_resolve() {
         let c = TrainConfig::resolve(Some(&p), &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(c.preset, "dapo", "{}", p.display());
         c.strategy().unwrap();
+        // The shipped example follows the seed paper: boxed verifier, left truncation (B.3, B.4).
+        assert_eq!(c.reward.verifier, VerifierChoice::Boxed, "{}", p.display());
+        assert_eq!(c.rollout.long_prompts, LongPrompts::TruncateLeft, "{}", p.display());
+        assert_eq!(c.tokens.pool, Pool::MiniBatch, "{}", p.display());
     }
+}
+
+/// `reward.verifier` and `rollout.long_prompts` reach the session: its verifier, and its training and
+/// held-out prompts with their counts (or the refusal naming the file and the row).
+#[test]
+fn session_applies_the_verifier_and_long_prompt_choices() {
+    let dir = tmp("choices");
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = Session::new(config(&dir, &[])).unwrap();
+    assert_eq!(s.verifier()(entrl_rl::task::BUILTIN_SOURCE).name(), "first_word", "auto: the built-in task's own");
+    let s = Session::new(config(&dir, &["reward.verifier=boxed"])).unwrap();
+    assert_eq!(s.verifier()(entrl_rl::task::BUILTIN_SOURCE).name(), "boxed_math");
+    assert_eq!(s.verifier()("math_dapo").name(), "boxed_math");
+
+    let line = |content: &str| {
+        format!("{{\"prompt\": [{{\"role\": \"user\", \"content\": {content:?}}}], \"reward_model\": {{\"ground_truth\": \"2\"}}}}\n")
+    };
+    let data = dir.join("long.jsonl");
+    let long = (0..30).map(|i| (i % 10).to_string()).collect::<Vec<_>>().join(" + ");
+    std::fs::write(&data, line("1 + 1 =") + &line(&long) + &line("2 + 2 =")).unwrap();
+    let path = format!("{:?}", data.display().to_string());
+    let with = |policy: &str| {
+        config(
+            &dir,
+            &[&format!("data.train={path}"), &format!("data.eval={path}"), &format!("rollout.long_prompts={policy}")],
+        )
+    };
+    let s = Session::new(with("truncate-left")).unwrap();
+    assert_eq!(s.prompts.len(), 3);
+    assert_eq!(s.prompts[1].ids.len(), s.cfg.rollout.max_prompt_len);
+    assert_eq!((s.prompt_counts.truncated, s.prompt_counts.dropped), (1, 0));
+    assert_eq!(s.eval_prompt_counts, s.prompt_counts);
+    let s = Session::new(with("drop")).unwrap();
+    assert_eq!(s.prompts.iter().map(|p| p.index).collect::<Vec<_>>(), [0, 2]);
+    assert_eq!((s.prompt_counts.truncated, s.prompt_counts.dropped), (0, 1));
+    let e = Session::new(with("error")).err().unwrap();
+    assert!(
+        e.contains("long.jsonl: prompt row 2 (data source \"math_dapo\"): ") && e.contains(" tokens, more than"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,5 +1,6 @@
 //! `entrl train` (the DAPO loop; with no arguments the built-in demo), `entrl eval` (mean@k of a model
 //! folder on a dataset) and `entrl plot` (charts of a run's metrics).
+use entrl_rl::config::{LongPrompts, VerifierChoice};
 use entrl_rl::eval::evaluate;
 use entrl_rl::rollout::encode_prompts;
 use entrl_rl::session::resolve_device;
@@ -89,6 +90,26 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N (default: the first GPU if there is one).
     #[arg(long, default_value = "auto")]
     device: String,
+    /// How responses are judged (reward.verifier): auto (by data source, verl's dispatch), boxed (the last
+    /// \boxed{}, the seed paper), answer-line (verl's math_dapo "Answer:" line) or strict-box.
+    #[arg(long, default_value = "auto", value_parser = choice::<VerifierChoice>(VerifierChoice::NAMES))]
+    verifier: VerifierChoice,
+    /// Prompts longer than --max-prompt-len tokens (rollout.long_prompts): truncate-left (keep the last
+    /// tokens, verl's DAPO recipe and the seed paper), drop, or error.
+    #[arg(long, default_value = "truncate-left", value_parser = choice::<LongPrompts>(LongPrompts::NAMES))]
+    long_prompts: LongPrompts,
+}
+
+/// A command-line parser for a configuration enum: one of `names`, read as the configuration file reads it.
+fn choice<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    use serde::de::IntoDeserializer;
+    PossibleValuesParser::new(names).try_map(|s: String| {
+        T::deserialize(s.as_str().into_deserializer()).map_err(|e: serde::de::value::Error| e.to_string())
+    })
 }
 
 pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -102,12 +123,14 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         entrl_rl::data::read_prompts(std::path::Path::new(&a.data))?
     };
-    let (prompts, dropped) = encode_prompts(&rows, &tok, a.max_prompt_len)?;
-    if dropped > 0 {
-        eprintln!("note: {dropped} prompts longer than {} tokens were skipped", a.max_prompt_len);
+    let set = encode_prompts(&rows, &tok, a.max_prompt_len, a.long_prompts)?;
+    let (prompts, counts) = (set.prompts, set.counts);
+    if counts != Default::default() {
+        eprintln!("note: prompts longer than {} tokens: {counts}", a.max_prompt_len);
     }
     let params = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: 0 };
-    let verifier = entrl_rl::reward::verifier_for;
+    let choice = a.verifier;
+    let verifier = move |source: &str| entrl_rl::reward::verifier_by_choice(choice, source);
     let t0 = std::time::Instant::now();
     let rep =
         evaluate(&model, &tok, &prompts, 0, a.k, params, a.max_response_len, a.max_concurrent, &verifier, a.seed)?;

@@ -200,7 +200,7 @@ fn run_rank(
     if verbose {
         println!("# entrl train: resolved configuration\n{}", cfg.to_toml());
         println!(
-            "# model: {} layers, hidden {}, {} parameters, {} on {} × {} rank(s); {} training prompts ({} dropped as too long), {} eval prompts",
+            "# model: {} layers, hidden {}, {} parameters, {} on {} × {} rank(s); {} training prompts ({}), {} eval prompts ({})",
             s.model.config.num_hidden_layers,
             s.model.config.hidden_size,
             s.model.config.num_params(),
@@ -208,8 +208,9 @@ fn run_rank(
             s.device,
             s.world_size(),
             s.prompts.len(),
-            s.dropped_prompts,
-            s.eval_prompts.len()
+            s.prompt_counts,
+            s.eval_prompts.len(),
+            s.eval_prompt_counts
         );
         if cfg.rollout.max_concurrent == 0 {
             println!("# rollout: {} KV-cache slots per rank (rollout.max_concurrent = 0: auto)", s.rollout_slots);
