@@ -59,7 +59,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     let summary = entrl_rl::train(cfg, a.resume.as_deref())?;
     if let (Some(first), Some(last)) = (summary.evals.first(), summary.evals.last()) {
-        println!("eval accuracy: {:.3} at step {} → {:.3} at step {}", first.1, first.0, last.1, last.0);
+        println!("held-out average: {:.3} at step {} → {:.3} at step {}", first.1, first.0, last.1, last.0);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -90,8 +90,9 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N (default: the first GPU if there is one).
     #[arg(long, default_value = "auto")]
     device: String,
-    /// How responses are judged (reward.verifier): auto (by data source, verl's dispatch), boxed (the last
-    /// \boxed{}, the seed paper), answer-line (verl's math_dapo "Answer:" line) or strict-box.
+    /// How responses are judged (reward.verifier): auto (by data source, verl's dispatch), or for every
+    /// source boxed (the content of the last \boxed{}, normalised: the seed paper's verifier), answer-line
+    /// (verl's math_dapo "Answer:" line) or strict-box (verl's math_dapo strict mode).
     #[arg(long, default_value = "auto", value_parser = choice::<VerifierChoice>(VerifierChoice::NAMES))]
     verifier: VerifierChoice,
     /// Prompts longer than --max-prompt-len tokens (rollout.long_prompts): truncate-left (keep the last
