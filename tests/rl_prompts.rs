@@ -79,6 +79,11 @@ fn a_huge_prompt_without_a_cut_point_is_refused_clearly() {
     let rows = vec![row("What is 2 + 2?".into(), "small"), row("a".repeat(200_000), "blob")];
     let e = PromptEncoder::new(&tok, 32, LongPrompts::TruncateLeft).encode(&rows).unwrap_err();
     assert!(e.starts_with("prompt row 2 (data source \"blob\"): ") && e.contains("no line break or space"), "{e}");
+    // Why not cut anywhere: inside one long word the tokens at the end depend on where the word starts.
+    let word = "a".repeat(5000);
+    let tails: Vec<Vec<u32>> =
+        (0..4).map(|c| tok.encode(&word[c..]).unwrap()).map(|ids| ids[ids.len() - 32..].to_vec()).collect();
+    assert!(tails.windows(2).any(|w| w[0] != w[1]), "a cut inside a word changed no tail ids");
     let set = PromptEncoder::new(&tok, 32, LongPrompts::Drop).encode(&rows).unwrap();
     assert_eq!((set.prompts.len(), set.counts.dropped), (1, 1));
 }

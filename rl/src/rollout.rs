@@ -64,12 +64,13 @@ pub fn encode_prompts(
 /// skipped (`drop`, verl's `filter_overlong_prompts`), cut to its last `max_prompt_len` ids (`truncate-left`,
 /// verl's `input_ids[:, -max_length:]`), or refused naming its row (`error`).
 ///
-/// **Byte bound.** Tokenizing a multi-megabyte prompt whole costs gigabytes (a 50 MB line peaked at 8.7 GB
-/// with Qwen3's tokenizer), so a rendered prompt of more than `max_prompt_len × L × 4` bytes, L the longest
+/// **Byte bound.** Tokenizing a multi-megabyte prompt whole costs seconds and gigabytes (with Qwen3's
+/// tokenizer an 8 MiB prompt takes 18 s and 2 GB; a 50 MB line peaked at 8.7 GB), so a rendered prompt of more than `max_prompt_len × L × 4` bytes, L the longest
 /// token of the vocabulary in bytes (each id decoded on its own), is known to be too long without
 /// tokenizing it. That holds for a tokenizer whose tokens spell out every byte of the (normalised) text,
 /// as byte-level BPE does: n tokens span at most n·L bytes of normalised text, and Qwen3's NFC shrinks
-/// text at most 3× (a Hangul syllable from three jamo), so more than 3·N·L bytes are more than N tokens.
+/// UTF-8 text at most 3× (a Hangul syllable from three jamo), so more than 3·N·L bytes are more than N
+/// tokens.
 /// A tokenizer that fails the check of [`ByteBound::of`] (the built-in word-level tokenizer drops
 /// whitespace and maps an unknown word of any length to one `<unk>`) gets no bound: its prompts are
 /// always tokenized whole. `drop` and `error` decide such a prompt without tokenizing it; `truncate-left`
@@ -100,7 +101,7 @@ const CUT_PROBES: [(&str, &str); 4] =
 impl ByteBound {
     /// The bound of `tok`, or `None` when its tokens do not spell out their text (the round trip of
     /// [`ROUND_TRIP_PROBE`] differs) or it does not split at the cut points of [`PromptEncoder::tail_ids`]
-    /// ([`CUT_PROBES`]). Decodes every id once (about 0.1 s for Qwen3's 151,669).
+    /// ([`CUT_PROBES`]). Decodes every id once (under half a second for Qwen3's 151,669).
     pub fn of(tok: &Tokenizer) -> Option<ByteBound> {
         let enc = |t: &str| tok.encode(t).ok();
         let ids = enc(ROUND_TRIP_PROBE)?;
@@ -212,9 +213,9 @@ impl<'a> PromptEncoder<'a> {
     /// The last `max_prompt_len` ids of a rendered prompt longer than [`Self::byte_limit`], from a
     /// suffix of at most 4·N·L bytes (N = max_prompt_len, L the longest token).
     ///
-    /// The suffix starts at the first cut point p at least 4·N·L bytes before the end and more than 3·N·L
-    /// bytes before it: a character boundary right after a line break followed by a non-whitespace
-    /// character, or right after an ASCII letter or digit followed by a space. Why the ids of text[p..]
+    /// The suffix starts at the first cut point p that leaves at most 4·N·L and more than 3·N·L bytes after
+    /// it: a character boundary right after a line break and before a non-whitespace character, or right
+    /// after an ASCII letter or digit and before a space. Why the ids of text[p..]
     /// are exactly the ids of the whole text from p on, for Qwen3's tokenizer (HF tokenizers: added
     /// tokens split out of the raw text, NFC, then a GPT-4-style regex split and byte-level BPE run on
     /// each piece):
@@ -249,7 +250,7 @@ impl<'a> PromptEncoder<'a> {
         let Some(p) = cut else {
             return Err(format!(
                 "{} bytes after the chat template, too long to tokenize whole, and no line break or space \
-                 between bytes {from} and {to} to cut it at (see PromptEncoder::tail_ids); shorten it or \
+                 after a letter or digit between bytes {from} and {to} to cut it at exactly; shorten it or \
                  use rollout.long_prompts = drop",
                 text.len()
             ));
