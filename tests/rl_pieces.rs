@@ -43,7 +43,7 @@ fn strategies_parse_with_clear_errors() {
     assert_eq!("full".parse::<Strategy>().unwrap(), Strategy::Full);
     assert!(matches!("soft".parse::<Strategy>().unwrap(), Strategy::Soft(_)));
     assert!("anchors".parse::<Strategy>().unwrap_err().contains("needs a fraction"));
-    assert!("anchors:1.5".parse::<Strategy>().unwrap_err().contains("outside [0, 1]"));
+    assert!("anchors:1.5".parse::<Strategy>().unwrap_err().contains("outside (0, 1]"));
     assert!("middle:0.2".parse::<Strategy>().unwrap_err().contains("unknown token strategy"));
 }
 
