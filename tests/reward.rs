@@ -200,3 +200,34 @@ fn dispatch() {
     let boxed: Vec<Box<dyn Verifier>> = vec![Box::new(BoxedMath), Box::new(MathDapo::default())];
     assert_eq!(boxed.iter().map(|v| v.score("Answer: \\boxed{3}", "3").score).collect::<Vec<_>>(), [1.0, 1.0]);
 }
+
+/// `reward.verifier`: `auto` is verl's dispatch (a `math_dapo` row is judged by its `Answer:` line); the
+/// other choices apply one verifier to every source, so the seed paper's boxed answer counts under `boxed`.
+#[test]
+fn verifier_choice_overrides_the_dispatch() {
+    use entrl_rl::config::VerifierChoice;
+    use entrl_rl::reward::verifier_by_choice;
+    let response = "The sum is 12, so the answer is \\boxed{12}.";
+    let by = |c, source| verifier_by_choice(c, source).score(response, "12").score;
+    assert_eq!(by(VerifierChoice::Boxed, "math_dapo"), 1.0);
+    assert_eq!(by(VerifierChoice::Auto, "math_dapo"), -1.0);
+    assert_eq!(by(VerifierChoice::AnswerLine, "math_dapo"), -1.0);
+    assert_eq!(by(VerifierChoice::StrictBox, "math_dapo"), 1.0, "the box lies in the last 100 characters");
+    // Under auto a source outside verl's math_dapo family is boxed; answer-line refuses the box there too.
+    assert_eq!(by(VerifierChoice::Auto, "olympiadbench"), 1.0);
+    assert_eq!(by(VerifierChoice::AnswerLine, "olympiadbench"), -1.0);
+    for (c, name) in [
+        (VerifierChoice::Boxed, "boxed_math"),
+        (VerifierChoice::AnswerLine, "math_dapo"),
+        (VerifierChoice::StrictBox, "math_dapo_strict"),
+    ] {
+        for source in ["math_dapo", "aime24", "entrl/add", "x"] {
+            assert_eq!(verifier_by_choice(c, source).name(), name, "{c} on {source}");
+        }
+    }
+    assert_eq!(verifier_by_choice(VerifierChoice::Auto, "entrl/add").name(), "first_word");
+    // strict-box compares the raw box content: a normalisable difference fails it but not boxed.
+    let spaced = "\\boxed{ 12 }";
+    assert!(!verifier_by_choice(VerifierChoice::StrictBox, "math_dapo").score(spaced, "12").acc);
+    assert!(verifier_by_choice(VerifierChoice::Boxed, "math_dapo").score(spaced, "12").acc);
+}

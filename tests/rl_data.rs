@@ -48,3 +48,73 @@ fn reads_verl_parquet() {
     assert!(e.contains("not a readable parquet file") && e.contains("entrl-bad-"), "{e}");
     std::fs::remove_file(&bad).unwrap();
 }
+
+/// A file in a fresh temporary directory, removed with it.
+struct Tmp(std::path::PathBuf);
+
+impl Tmp {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("entrl-data-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Tmp(d)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const ROW: &str = r#"{"prompt": "What is 6*7?", "reward_model": {"ground_truth": "42"}, "data_source": "s"}"#;
+
+/// Files written by editors that put a UTF-8 byte-order mark first (and CRLF line ends) read as rows.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let d = Tmp::new("bom");
+    let p = d.0.join("bom.jsonl");
+    std::fs::write(&p, format!("\u{FEFF}{ROW}\r\n\r\n{ROW}\r\n")).unwrap();
+    let rows = entrl_rl::data::read_prompts(&p).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].ground_truth.as_str(), rows[1].data_source.as_str()), ("42", "s"));
+    assert_eq!(parse_jsonl(&format!("\u{FEFF}{ROW}")).unwrap().len(), 1);
+    // A mark anywhere else is not skipped: that line is not JSON.
+    let e = parse_jsonl(&format!("{ROW}\n\u{FEFF}{ROW}")).unwrap_err();
+    assert!(e.starts_with("line 2: not JSON"), "{e}");
+}
+
+/// A line that is not UTF-8 is an error naming the file and the line, not a whole-file refusal.
+#[test]
+fn a_line_that_is_not_utf8_is_named() {
+    let d = Tmp::new("latin1");
+    let p = d.0.join("latin1.jsonl");
+    let mut bytes = format!("{ROW}\n{ROW}\n").into_bytes();
+    bytes.extend(b"{\"prompt\": \"caf\xe9\", \"reward_model\": {\"ground_truth\": \"1\"}}\n");
+    std::fs::write(&p, bytes).unwrap();
+    let e = entrl_rl::data::read_prompts(&p).unwrap_err();
+    assert!(e.contains("latin1.jsonl: line 3: not UTF-8 text (invalid byte at offset 15 in the line)"), "{e}");
+}
+
+/// A FIFO named as the dataset is refused at once (reading it would wait for a writer forever), and so
+/// is a directory; both name the path.
+#[test]
+#[cfg(unix)]
+fn only_regular_files_are_read() {
+    let d = Tmp::new("fifo");
+    for name in ["prompts.jsonl", "prompts.parquet"] {
+        let fifo = d.0.join(name);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let t0 = std::time::Instant::now();
+        let e = entrl_rl::data::read_prompts(&fifo).unwrap_err();
+        assert!(e.contains(name) && e.contains("not a regular file"), "{e}");
+        assert!(t0.elapsed().as_secs() < 5);
+    }
+    let dir = d.0.join("dir.jsonl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let e = entrl_rl::data::read_prompts(&dir).unwrap_err();
+    assert!(e.contains("dir.jsonl") && (e.contains("not a regular file") || e.contains("directory")), "{e}");
+    let e = entrl_rl::data::read_prompts(&d.0.join("missing.jsonl")).unwrap_err();
+    assert!(e.contains("missing.jsonl"), "{e}");
+}

@@ -3,6 +3,7 @@
 mod common;
 
 use common::runs::{config, deterministic, tmp};
+use entrl_rl::config::{LongPrompts, Pool, VerifierChoice};
 use entrl_rl::{train, Session, TrainConfig};
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -31,6 +32,7 @@ fn builtin_run_learns_and_writes_everything() {
     assert_eq!(s.steps[10].lr, 1e-3);
     assert!(dir.join("metrics.jsonl").is_file() && dir.join("config.toml").is_file());
     assert!(dir.join("plots/summary.svg").is_file() && dir.join("plots/reward.svg").is_file());
+    assert!(dir.join("plots/heldout.svg").is_file());
     let ck = s.checkpoint.unwrap();
     for f in ["model.safetensors", "optimizer.safetensors", "state.json", "config.json", "tokenizer.json"] {
         assert!(ck.join(f).is_file(), "checkpoint lacks {f}");
@@ -271,5 +273,91 @@ fn shipped_configs_resolve() {
         let c = TrainConfig::resolve(Some(&p), &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(c.preset, "dapo", "{}", p.display());
         c.strategy().unwrap();
+        // The shipped example follows the seed paper: boxed verifier, left truncation (B.3, B.4).
+        assert_eq!(c.reward.verifier, VerifierChoice::Boxed, "{}", p.display());
+        assert_eq!(c.rollout.long_prompts, LongPrompts::TruncateLeft, "{}", p.display());
+        assert_eq!(c.tokens.pool, Pool::MiniBatch, "{}", p.display());
     }
+}
+
+/// Two held-out sources of 55 and 1 prompts: metrics.jsonl carries each source's mean@k and their
+/// unweighted average at every evaluation (step 0 included), and the run reports that average.
+#[test]
+fn evaluations_report_each_source_and_their_average() {
+    let dir = tmp("heldout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("eval.jsonl");
+    let row = |q: &str, truth: &str, source: &str| {
+        format!(
+            "{{\"prompt\": {q:?}, \"reward_model\": {{\"ground_truth\": {truth:?}}}, \"data_source\": {source:?}}}\n"
+        )
+    };
+    let mut text: String = entrl_rl::task::builtin_prompts(9)
+        .iter()
+        .map(|r| row(&r.messages[0].content, &r.ground_truth, entrl_rl::task::BUILTIN_SOURCE))
+        .collect();
+    // The boxed verifier judges this source (auto): the built-in model never writes a box, so 0.
+    text += &row("1 + 1 =", "2", "other");
+    std::fs::write(&data, text).unwrap();
+    let eval = format!("data.eval={:?}", data.display().to_string());
+    let s = train(config(&dir, &["train.steps=2", "run.eval_every=1", &eval, "run.plot=true"]), None).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "step 0 and two steps");
+    assert_eq!(s.evals.len(), 3);
+    for (v, (step, average)) in lines.iter().zip(&s.evals) {
+        assert_eq!(v["step"].as_u64(), Some(*step));
+        let (add, other) = (v["val/entrl/add/mean@4"].as_f64().unwrap(), v["val/other/mean@4"].as_f64().unwrap());
+        assert_eq!(other, 0.0);
+        assert_eq!(v["val/average"].as_f64(), Some((add + other) / 2.0), "{v}");
+        assert_eq!(v["val/average"].as_f64(), Some(*average), "the summary reports the average");
+        let pooled = v["eval_acc"].as_f64().unwrap();
+        assert!((pooled - add * 55.0 / 56.0).abs() < 1e-12, "eval_acc pools every response: {v}");
+    }
+    assert!(dir.join("plots/heldout.svg").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `reward.verifier` and `rollout.long_prompts` reach the session: its verifier, and its training and
+/// held-out prompts with their counts (or the refusal naming the file and the row).
+#[test]
+fn session_applies_the_verifier_and_long_prompt_choices() {
+    let dir = tmp("choices");
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = Session::new(config(&dir, &[])).unwrap();
+    assert_eq!(s.verifier()(entrl_rl::task::BUILTIN_SOURCE).name(), "first_word", "auto: the built-in task's own");
+    let s = Session::new(config(&dir, &["reward.verifier=boxed"])).unwrap();
+    assert_eq!(s.verifier()(entrl_rl::task::BUILTIN_SOURCE).name(), "boxed_math");
+    assert_eq!(s.verifier()("math_dapo").name(), "boxed_math");
+
+    let line = |content: &str| {
+        format!("{{\"prompt\": [{{\"role\": \"user\", \"content\": {content:?}}}], \"reward_model\": {{\"ground_truth\": \"2\"}}}}\n")
+    };
+    let data = dir.join("long.jsonl");
+    let long = (0..30).map(|i| (i % 10).to_string()).collect::<Vec<_>>().join(" + ");
+    std::fs::write(&data, line("1 + 1 =") + &line(&long) + &line("2 + 2 =")).unwrap();
+    let path = format!("{:?}", data.display().to_string());
+    let with = |policy: &str| {
+        config(
+            &dir,
+            &[&format!("data.train={path}"), &format!("data.eval={path}"), &format!("rollout.long_prompts={policy}")],
+        )
+    };
+    let s = Session::new(with("truncate-left")).unwrap();
+    assert_eq!(s.prompts.len(), 3);
+    assert_eq!(s.prompts[1].ids.len(), s.cfg.rollout.max_prompt_len);
+    assert_eq!((s.prompt_counts.truncated, s.prompt_counts.dropped), (1, 0));
+    assert_eq!(s.eval_prompt_counts, s.prompt_counts);
+    let s = Session::new(with("drop")).unwrap();
+    assert_eq!(s.prompts.iter().map(|p| p.index).collect::<Vec<_>>(), [0, 2]);
+    assert_eq!((s.prompt_counts.truncated, s.prompt_counts.dropped), (0, 1));
+    let e = Session::new(with("error")).err().unwrap();
+    assert!(
+        e.contains("long.jsonl: prompt row 2 (data source \"math_dapo\"): ") && e.contains(" tokens, more than"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

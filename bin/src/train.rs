@@ -1,5 +1,6 @@
 //! `entrl train` (the DAPO loop; with no arguments the built-in demo), `entrl eval` (mean@k of a model
 //! folder on a dataset) and `entrl plot` (charts of a run's metrics).
+use entrl_rl::config::{LongPrompts, VerifierChoice};
 use entrl_rl::eval::evaluate;
 use entrl_rl::rollout::encode_prompts;
 use entrl_rl::session::resolve_device;
@@ -19,7 +20,11 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Token strategy (same as tokens.strategy=...): full, random:K, anchors:K, explorers:K, pred-top:K,
-    /// pred-bottom:K, position-random:K, soft.
+    /// pred-bottom:K, position-random:K, soft. `soft` is entrl's own weighting family, not the seed
+    /// paper's formula (the paper gives none): per pool, z = (s − μ)/(σ + 1e-6) over the valid tokens'
+    /// attention entropy s, weight = floor + (1 − floor)·sigmoid(d·z/τ), d moving linearly from
+    /// d_start to d_end over ramp_steps rollout steps (tokens.soft_*; defaults τ 1, d −1 → 0.5 over 200
+    /// steps, floor 0.1).
     #[arg(long)]
     strategy: Option<String>,
     /// Gradient geometry and anchor/explorer statistics per update (run.diagnose=true).
@@ -61,7 +66,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     crate::signals::stop_on_first_signal();
     let summary = entrl_rl::train(cfg, checkpoint.as_deref())?;
     if let (Some(first), Some(last)) = (summary.evals.first(), summary.evals.last()) {
-        println!("eval accuracy: {:.3} at step {} → {:.3} at step {}", first.1, first.0, last.1, last.0);
+        println!("held-out average: {:.3} at step {} → {:.3} at step {}", first.1, first.0, last.1, last.0);
     }
     Ok(if summary.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
@@ -130,6 +135,27 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N (default: the first GPU if there is one).
     #[arg(long, default_value = "auto")]
     device: String,
+    /// How responses are judged (reward.verifier): auto (by data source, verl's dispatch), or for every
+    /// source boxed (the content of the last \boxed{}, normalised: the seed paper's verifier), answer-line
+    /// (verl's math_dapo "Answer:" line) or strict-box (verl's math_dapo strict mode).
+    #[arg(long, default_value = "auto", value_parser = choice::<VerifierChoice>(VerifierChoice::NAMES))]
+    verifier: VerifierChoice,
+    /// Prompts longer than --max-prompt-len tokens (rollout.long_prompts): truncate-left (keep the last
+    /// tokens, verl's DAPO recipe and the seed paper), drop, or error.
+    #[arg(long, default_value = "truncate-left", value_parser = choice::<LongPrompts>(LongPrompts::NAMES))]
+    long_prompts: LongPrompts,
+}
+
+/// A command-line parser for a configuration enum: one of `names`, read as the configuration file reads it.
+fn choice<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    use serde::de::IntoDeserializer;
+    PossibleValuesParser::new(names).try_map(|s: String| {
+        T::deserialize(s.as_str().into_deserializer()).map_err(|e: serde::de::value::Error| e.to_string())
+    })
 }
 
 pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -143,12 +169,14 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         entrl_rl::data::read_prompts(std::path::Path::new(&a.data))?
     };
-    let (prompts, dropped) = encode_prompts(&rows, &tok, a.max_prompt_len)?;
-    if dropped > 0 {
-        eprintln!("note: {dropped} prompts longer than {} tokens were skipped", a.max_prompt_len);
+    let set = encode_prompts(&rows, &tok, a.max_prompt_len, a.long_prompts)?;
+    let (prompts, counts) = (set.prompts, set.counts);
+    if counts != Default::default() {
+        eprintln!("note: prompts longer than {} tokens: {counts}", a.max_prompt_len);
     }
     let params = SamplingParams { temperature: a.temperature, top_p: a.top_p, top_k: 0 };
-    let verifier = entrl_rl::reward::verifier_for;
+    let choice = a.verifier;
+    let verifier = move |source: &str| entrl_rl::reward::verifier_by_choice(choice, source);
     let t0 = std::time::Instant::now();
     let rep =
         evaluate(&model, &tok, &prompts, 0, a.k, params, a.max_response_len, a.max_concurrent, &verifier, a.seed)?;

@@ -87,8 +87,33 @@ fn train_then_eval_and_plot_the_run() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("mean@2") && text.contains("entrl/add"), "{text}");
+    assert!(text.contains("average (unweighted)") && text.contains("pooled (every response)"), "{text}");
+    // --verifier boxed judges the built-in task by \boxed{}, which the model never writes: mean@2 is 0.
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--model", ckpt.to_str().unwrap(), "--data", "builtin", "--k", "2"];
+        args.extend(["--max-response-len", "3"]);
+        args.extend(extra);
+        entrl(&args)
+    };
+    let out = eval(&["--verifier", "boxed", "--long-prompts", "error"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let row = text.lines().find(|l| l.starts_with("entrl/add")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.ends_with(" 0.0000"), "{text}");
+    let out = eval(&["--verifier", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("'nope'") && err.contains("answer-line"), "{err}");
+    // Prompts over --max-prompt-len: a note with the counts, or a refusal naming the row.
+    let out = eval(&["--max-prompt-len", "8"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("prompts longer than 8 tokens: 55 truncated on the left"), "{err}");
+    let out = eval(&["--max-prompt-len", "8", "--long-prompts", "error"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("prompt row 1 (data source \"entrl/add\"): 9 tokens"), "{err}");
     let out = entrl(&["plot", dir.to_str().unwrap()]);
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("summary.svg"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("summary.svg") && text.contains("heldout.svg"), "{text}");
     // Resume with more steps continues from step 2.
     let out = entrl(&["train", "--resume", dir.to_str().unwrap(), "train.steps=3"]);
     let text = String::from_utf8_lossy(&out.stdout);

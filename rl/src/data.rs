@@ -1,7 +1,9 @@
 //! Prompt datasets in verl's layout (DAPO-Math-17k and friends): one row per prompt with
 //! `prompt` (chat messages), `reward_model.ground_truth` and `data_source`, as JSONL or parquet (the
 //! format verl's data scripts write; snappy or uncompressed). Every malformed row is reported with its
-//! line (JSONL) or row (parquet) number and what is wrong.
+//! line (JSONL) or row (parquet) number and what is wrong. Only regular files are opened (a FIFO is
+//! refused, not waited on); a JSONL file may start with a UTF-8 byte-order mark, and a line that is not
+//! UTF-8 is an error naming that line.
 use entrl_qwen3::Message;
 use serde::Deserialize;
 use std::path::Path;
@@ -34,17 +36,17 @@ pub fn read_prompts(path: &Path) -> Result<Vec<PromptRow>, String> {
     }
 }
 
-/// Read a `.jsonl` file of verl-layout rows.
+/// Read a `.jsonl` file of verl-layout rows (a regular file; a FIFO or a device is refused, not waited on).
 pub fn read_jsonl(path: &Path) -> Result<Vec<PromptRow>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    parse_jsonl(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let bytes = entrl_qwen3::files::read(path).map_err(|e| e.to_string())?;
+    parse_jsonl_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Read a verl-layout parquet file (rows through the record API, each checked like a JSONL line).
 pub fn read_parquet(path: &Path) -> Result<Vec<PromptRow>, String> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let at = |msg: String| format!("{}: {msg}", path.display());
-    let file = std::fs::File::open(path).map_err(|e| at(e.to_string()))?;
+    let file = entrl_qwen3::files::open_regular(path).map_err(|e| e.to_string())?;
     let reader = SerializedFileReader::new(file).map_err(|e| at(format!("not a readable parquet file ({e})")))?;
     let iter = reader.get_row_iter(None).map_err(|e| at(e.to_string()))?;
     let mut rows = Vec::new();
@@ -58,20 +60,41 @@ pub fn read_parquet(path: &Path) -> Result<Vec<PromptRow>, String> {
     Ok(rows)
 }
 
-/// Parse verl-layout rows, one JSON object per non-empty line.
-pub fn parse_jsonl(text: &str) -> Result<Vec<PromptRow>, String> {
+/// [`parse_jsonl`] on a file's bytes: a leading UTF-8 byte-order mark is skipped, and each line is decoded
+/// on its own, so a line that is not UTF-8 is an error naming it.
+pub fn parse_jsonl_bytes(bytes: &[u8]) -> Result<Vec<PromptRow>, String> {
+    let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(line).map_err(|e| {
+            format!("line {}: not UTF-8 text (invalid byte at offset {} in the line)", i + 1, e.valid_up_to())
+        })?;
+        if let Some(row) = parse_line(line, i)? {
+            rows.push(row);
         }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line {}: not JSON ({e})", i + 1))?;
-        rows.push(row_from_value(v).map_err(|e| format!("line {}: {e}", i + 1))?);
     }
     if rows.is_empty() {
         return Err("no prompt rows".into());
     }
     Ok(rows)
+}
+
+/// The UTF-8 byte-order mark some editors write at the start of a file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Parse verl-layout rows, one JSON object per non-empty line (a leading byte-order mark is skipped).
+pub fn parse_jsonl(text: &str) -> Result<Vec<PromptRow>, String> {
+    parse_jsonl_bytes(text.as_bytes())
+}
+
+/// One JSONL line (0-based `index`, a trailing `\r` ignored): `None` when blank.
+fn parse_line(line: &str, index: usize) -> Result<Option<PromptRow>, String> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line {}: not JSON ({e})", index + 1))?;
+    row_from_value(v).map(Some).map_err(|e| format!("line {}: {e}", index + 1))
 }
 
 /// One verl-layout row from its JSON form.

@@ -1,4 +1,7 @@
 //! Per-step metrics, one JSON object per line in `RUN_DIR/metrics.jsonl` (the keys `entrl plot` draws).
+//! An evaluation adds `eval_acc` (every response pooled), `val/<source>/mean@<k>` per data source and
+//! `val/average` (their unweighted mean, what `run.stop_at_accuracy` compares with).
+use crate::eval::EvalReport;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -37,6 +40,8 @@ pub struct StepMetrics {
     pub time_step_s: f64,
     /// (prompt + response tokens generated, scored and trained) / step time.
     pub tokens_per_s: f64,
+    /// At an evaluation step: held-out accuracy over every response pooled ([`EvalReport::pooled`]). The
+    /// line also carries `val/<source>/mean@<k>` and `val/average` ([`StepMetrics::to_json_line_with`]).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_acc: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -62,14 +67,33 @@ pub struct Diagnostics {
 impl StepMetrics {
     /// The JSON line (diagnostics flattened to top-level `diag_*` keys).
     pub fn to_json_line(&self) -> String {
+        self.to_json_line_with(None)
+    }
+
+    /// The JSON line with the held-out keys of `eval` ([`EvalReport::val_metrics`]) when the step evaluated.
+    pub fn to_json_line_with(&self, eval: Option<&EvalReport>) -> String {
         let mut v = serde_json::to_value(self).expect("metrics serialize");
-        if let Some(d) = v.as_object_mut().and_then(|o| o.remove("diag")) {
-            if let (Some(o), serde_json::Value::Object(d)) = (v.as_object_mut(), d) {
-                o.extend(d);
-            }
+        let o = v.as_object_mut().expect("metrics serialize to an object");
+        if let Some(serde_json::Value::Object(d)) = o.remove("diag") {
+            o.extend(d);
         }
+        o.extend(eval.map(val_fields).unwrap_or_default());
         v.to_string()
     }
+}
+
+/// The line of an evaluation outside a training step (the one before training, `step` 0): `eval_acc`
+/// (pooled) and the `val/` keys.
+pub fn eval_json_line(step: u64, eval: &EvalReport) -> String {
+    let mut o = serde_json::Map::new();
+    o.insert("step".into(), step.into());
+    o.insert("eval_acc".into(), eval.pooled().into());
+    o.extend(val_fields(eval));
+    serde_json::Value::Object(o).to_string()
+}
+
+fn val_fields(eval: &EvalReport) -> serde_json::Map<String, serde_json::Value> {
+    eval.val_metrics().into_iter().map(|(k, x)| (k, x.into())).collect()
 }
 
 /// Append one line to `path` (created if missing).
@@ -94,4 +118,29 @@ pub fn truncate_after(path: &Path, last_step: u64) -> std::io::Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     entrl_qwen3::save::write_atomic(path, kept.as_bytes()).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> EvalReport {
+        EvalReport { per_source: [("big".to_string(), (90, 100)), ("small".to_string(), (1, 10))].into(), k: 2 }
+    }
+
+    #[test]
+    fn evaluation_lines_carry_the_val_keys() {
+        let m = StepMetrics { step: 7, eval_acc: Some(report().pooled()), ..Default::default() };
+        let v: serde_json::Value = serde_json::from_str(&m.to_json_line_with(Some(&report()))).unwrap();
+        assert_eq!(v["step"], 7);
+        assert_eq!(v["val/big/mean@2"], 0.9);
+        assert_eq!(v["val/small/mean@2"], 0.1);
+        assert_eq!(v["val/average"], 0.5);
+        assert_eq!(v["eval_acc"], 91.0 / 110.0);
+        let plain: serde_json::Value = serde_json::from_str(&m.to_json_line()).unwrap();
+        assert!(plain.as_object().unwrap().keys().all(|k| !k.starts_with("val/")), "{plain}");
+        let v: serde_json::Value = serde_json::from_str(&eval_json_line(0, &report())).unwrap();
+        assert_eq!((v["step"].as_u64(), v["val/average"].as_f64()), (Some(0), Some(0.5)));
+        assert_eq!(v["eval_acc"], 91.0 / 110.0);
+    }
 }

@@ -1,7 +1,9 @@
 //! SVG charts of a training run's per-step metrics.
 //!
 //! [`plot_run`] reads `RUN_DIR/metrics.jsonl` (one JSON object per step, each with a numeric `"step"`)
-//! and writes one SVG per chart in `CHARTS` into `RUN_DIR/plots/`, plus a 2×2 `summary.svg` (`SUMMARY_PANELS`).
+//! and writes one SVG per chart in `CHARTS` into `RUN_DIR/plots/`, `heldout.svg` (one curve per `val/` key:
+//! each data source's mean@k and `val/average`, their unweighted mean), plus a 2×2 `summary.svg`
+//! (`SUMMARY_PANELS`).
 //! Metrics that are absent, null or non-numeric in a row are skipped; a chart with no data is not written.
 //! Every file is rendered in memory and written atomically (`name.svg.tmp`, then renamed).
 
@@ -31,7 +33,12 @@ const fn chart(file: &'static str, title: &'static str, y_desc: &'static str, ke
 
 /// Chart file → title → y-axis label → metric keys.
 const CHARTS: [Chart; 9] = [
-    chart("reward.svg", "Reward and accuracy", "value", &["reward_mean", "acc_generated", "acc_mean", "eval_acc"]),
+    chart(
+        "reward.svg",
+        "Reward and accuracy",
+        "value",
+        &["reward_mean", "acc_generated", "acc_mean", "val/average", "eval_acc"],
+    ),
     chart("response_length.svg", "Response length", "tokens", &["response_len_mean", "response_len_max"]),
     chart("fractions.svg", "Fractions", "fraction", &["kept_frac", "overlong_frac", "clip_frac", "clip_frac_lower"]),
     chart("optim.svg", "Optimisation", "value", &["grad_norm", "loss", "approx_kl"]),
@@ -59,9 +66,14 @@ const CHARTS: [Chart; 9] = [
 
 const SUMMARY_FILE: &str = "summary.svg";
 
+/// The held-out chart: every key starting with [`HELD_OUT_PREFIX`], the average last.
+const HELD_OUT_FILE: &str = "heldout.svg";
+const HELD_OUT_PREFIX: &str = "val/";
+const HELD_OUT_AVERAGE: &str = "val/average";
+
 /// Panels of the 2×2 `summary.svg`, row by row.
 const SUMMARY_PANELS: [Panel; 4] = [
-    Panel { title: "Reward / accuracy", y_desc: "value", keys: &["reward_mean", "acc_generated", "eval_acc"] },
+    Panel { title: "Reward / accuracy", y_desc: "value", keys: &["reward_mean", "acc_generated", "val/average"] },
     Panel { title: "Response length", y_desc: "tokens", keys: &["response_len_mean", "response_len_max"] },
     Panel { title: "Kept / clip fraction", y_desc: "fraction", keys: &["kept_frac", "clip_frac"] },
     Panel { title: "Grad norm", y_desc: "norm", keys: &["grad_norm"] },
@@ -106,6 +118,22 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, String> {
         }
         let svg = render(CHART_SIZE, |root| draw_panel(root, &chart.panel, &series))?;
         written.push(write_atomic(&out_dir, chart.file, &svg)?);
+    }
+
+    let mut held_out: Vec<&str> = rows
+        .iter()
+        .flat_map(|r| r.fields.keys())
+        .map(String::as_str)
+        .filter(|k| k.starts_with(HELD_OUT_PREFIX) && *k != HELD_OUT_AVERAGE)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    held_out.push(HELD_OUT_AVERAGE);
+    let series = collect_series(&rows, &held_out);
+    if !series.is_empty() {
+        let panel = Panel { title: "Held-out mean@k per data source", y_desc: "accuracy", keys: &[] };
+        let svg = render(CHART_SIZE, |root| draw_panel(root, &panel, &series))?;
+        written.push(write_atomic(&out_dir, HELD_OUT_FILE, &svg)?);
     }
 
     let panels: Vec<_> = SUMMARY_PANELS.iter().map(|p| (p, collect_series(&rows, p.keys))).collect();
@@ -157,7 +185,7 @@ fn read_metrics(run_dir: &Path) -> Result<Vec<Row>, String> {
 }
 
 /// `(key, points)` for each key with at least one finite numeric value.
-fn collect_series(rows: &[Row], keys: &[&'static str]) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+fn collect_series<'k>(rows: &[Row], keys: &[&'k str]) -> Vec<(&'k str, Vec<(f64, f64)>)> {
     keys.iter()
         .map(|&key| {
             let points = rows
@@ -221,7 +249,7 @@ fn draw_panel(
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(markers))
             .map_err(|e| e.to_string())?
-            .label(*name)
+            .label(legend(name))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
     chart
@@ -231,6 +259,15 @@ fn draw_panel(
         .draw()
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// A series' legend: its metrics.jsonl key, with what `eval_acc` measures spelled out.
+fn legend(key: &str) -> String {
+    match key {
+        "eval_acc" => "eval_acc (pooled)".into(),
+        "val/average" => "val/average (over sources)".into(),
+        k => k.into(),
+    }
 }
 
 /// `(min, max)` of `values`, or `None` when empty.
@@ -366,6 +403,7 @@ mod tests {
             assert!(!plots.join(format!("{name}.tmp")).exists(), "{name}.tmp left behind");
         }
         assert!(!plots.join("diagnostics.svg").exists());
+        assert!(!plots.join("heldout.svg").exists(), "no val/ keys, no held-out chart");
         assert!(!plots.join("entropy_groups.svg").exists());
 
         let reward = fs::read_to_string(plots.join("reward.svg")).unwrap();
@@ -375,6 +413,31 @@ mod tests {
         assert!(reward.contains("<polyline") || reward.contains("<path"));
         let summary = fs::read_to_string(plots.join("summary.svg")).unwrap();
         assert!(summary.contains("grad_norm") && summary.contains("kept_frac"));
+    }
+
+    /// One curve per data source plus the unweighted average, the step-0 evaluation included.
+    #[test]
+    fn held_out_chart_has_a_curve_per_source_and_the_average() {
+        let dir = TempDir::new("heldout");
+        let eval = |step: u64, a: f64, b: f64| {
+            serde_json::json!({"step": step, "eval_acc": (500.0 * a + 30.0 * b) / 530.0,
+                "val/math500/mean@8": a, "val/aime24/mean@8": b, "val/average": (a + b) / 2.0})
+            .to_string()
+        };
+        let lines = [eval(0, 0.5, 0.0), full_row(1), full_row(2), eval(3, 0.6, 0.1), eval(6, 0.7, 0.3)];
+        dir.write_metrics(&lines.join("\n"));
+        let files = plot_run(&dir.0).unwrap();
+        let path = dir.0.join("plots").join("heldout.svg");
+        assert!(files.contains(&path), "{files:?}");
+        let svg = fs::read_to_string(&path).unwrap();
+        for text in ["val/math500/mean@8", "val/aime24/mean@8", "val/average (over sources)", "Held-out mean@k"] {
+            assert!(svg.contains(text), "heldout.svg lacks {text:?}");
+        }
+        // Legends in series order: the sources by name, the average last.
+        let at = |t: &str| svg.find(t).unwrap();
+        assert!(at("val/aime24/mean@8") < at("val/math500/mean@8") && at("val/math500/mean@8") < at("val/average"));
+        let reward = fs::read_to_string(dir.0.join("plots").join("reward.svg")).unwrap();
+        assert!(reward.contains("eval_acc (pooled)") && reward.contains("val/average"), "reward.svg");
     }
 
     #[test]

@@ -10,8 +10,12 @@
 //! Python's Unicode definitions (`isdigit` table from Python 3.11's Unicode 14 database). Strings are sliced by
 //! characters (code points), like Python's `s[-300:]`.
 //!
+//! [`verifier_by_choice`] applies `reward.verifier`: the dispatch, or one verifier for every source.
+//!
 //! Not ported: `pause_tokens_index` of `is_correct_strict_box` (unused by DAPO). Where Python would raise
 //! (`gt_need_extract` with no `\boxed{}` in the ground truth), [`is_correct_minerva`] answers "incorrect".
+
+use crate::config::VerifierChoice;
 
 /// Result of scoring one response, as returned by verl's `math_dapo.compute_score`.
 #[derive(Clone, Debug, PartialEq)]
@@ -279,6 +283,18 @@ pub fn verifier_for(data_source: &str) -> Box<dyn Verifier> {
         Box::new(crate::task::FirstWord)
     } else {
         Box::new(BoxedMath)
+    }
+}
+
+/// The verifier `reward.verifier` picks for a data source: `auto` dispatches by source ([`verifier_for`]);
+/// `boxed`, `answer-line` and `strict-box` use [`BoxedMath`], [`MathDapo`] and [`MathDapo`] with
+/// `strict` for every source (the built-in task's included).
+pub fn verifier_by_choice(choice: VerifierChoice, data_source: &str) -> Box<dyn Verifier> {
+    match choice {
+        VerifierChoice::Auto => verifier_for(data_source),
+        VerifierChoice::Boxed => Box::new(BoxedMath),
+        VerifierChoice::AnswerLine => Box::new(MathDapo { strict: false }),
+        VerifierChoice::StrictBox => Box::new(MathDapo { strict: true }),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Rollouts: n responses per prompt from the policy's KV-cache generator, decoded and scored by the
 //! prompt's verifier (plus DAPO's soft overlong penalty), and the seeded prompt stream that feeds them.
 use crate::codec::{Reader, Writer};
+use crate::config::LongPrompts;
 use crate::data::PromptRow;
 use crate::reward::overlong_penalty;
 use entrl_qwen3::{generate_batched, FinishReason, Qwen3, Request, SamplingParams, Tokenizer};
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 /// A prompt ready for generation.
@@ -16,33 +18,251 @@ pub struct EncodedPrompt {
     pub data_source: String,
 }
 
-/// Render every row with the chat template (generation prompt open) and tokenize it. Rows longer than
-/// `max_prompt_len` are dropped, as verl's `filter_overlong_prompts`; returns (kept, dropped count).
+/// What happened to the prompts of a dataset that did not fit as they were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PromptCounts {
+    /// Longer than the limit and skipped (`drop`).
+    pub dropped: usize,
+    /// Longer than the limit and cut to their last `max_prompt_len` tokens (`truncate-left`).
+    pub truncated: usize,
+    /// No tokens at all after the chat template (always skipped).
+    pub empty: usize,
+}
+
+impl std::fmt::Display for PromptCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} truncated on the left, {} dropped as too long", self.truncated, self.dropped)?;
+        if self.empty > 0 {
+            write!(f, ", {} empty", self.empty)?;
+        }
+        Ok(())
+    }
+}
+
+/// The prompts of a dataset ready for generation, and what the length limit did to the others.
+#[derive(Clone, Debug)]
+pub struct EncodedPrompts {
+    pub prompts: Vec<EncodedPrompt>,
+    pub counts: PromptCounts,
+}
+
+/// Render every row with the chat template (generation prompt open) and tokenize it, applying `policy` to
+/// prompts longer than `max_prompt_len` tokens ([`PromptEncoder`]).
 pub fn encode_prompts(
     rows: &[PromptRow],
     tok: &Tokenizer,
     max_prompt_len: usize,
-) -> Result<(Vec<EncodedPrompt>, usize), String> {
-    let mut out = Vec::with_capacity(rows.len());
-    let mut dropped = 0;
-    for (i, r) in rows.iter().enumerate() {
-        let text = tok.apply_chat_template(&r.messages, true).map_err(|e| format!("prompt {}: {e}", i + 1))?;
-        let ids = tok.encode(&text).map_err(|e| format!("prompt {}: {e}", i + 1))?;
-        if ids.is_empty() || ids.len() > max_prompt_len {
-            dropped += 1;
-            continue;
+    policy: LongPrompts,
+) -> Result<EncodedPrompts, String> {
+    PromptEncoder::new(tok, max_prompt_len, policy).encode(rows)
+}
+
+/// Encodes datasets for one tokenizer and length limit; the tokenizer's byte bound (below) is worked out
+/// once, on the first prompt long enough to need it, and reused for every dataset encoded with it.
+///
+/// A prompt is rendered with the chat template and tokenized; one longer than `max_prompt_len` tokens is
+/// skipped (`drop`, verl's `filter_overlong_prompts`), cut to its last `max_prompt_len` ids (`truncate-left`,
+/// verl's `input_ids[:, -max_length:]`), or refused naming its row (`error`).
+///
+/// **Byte bound.** Tokenizing a multi-megabyte prompt whole costs seconds and gigabytes (with Qwen3's
+/// tokenizer an 8 MiB prompt takes 18 s and 2 GB; a 50 MB line peaked at 8.7 GB), so a rendered prompt of more than `max_prompt_len × L × 4` bytes, L the longest
+/// token of the vocabulary in bytes (each id decoded on its own), is known to be too long without
+/// tokenizing it. That holds for a tokenizer whose tokens spell out every byte of the (normalised) text,
+/// as byte-level BPE does: n tokens span at most n·L bytes of normalised text, and Qwen3's NFC shrinks
+/// UTF-8 text at most 3× (a Hangul syllable from three jamo), so more than 3·N·L bytes are more than N
+/// tokens.
+/// A tokenizer that fails the check of [`ByteBound::of`] (the built-in word-level tokenizer drops
+/// whitespace and maps an unknown word of any length to one `<unk>`) gets no bound: its prompts are
+/// always tokenized whole. `drop` and `error` decide such a prompt without tokenizing it; `truncate-left`
+/// tokenizes only a suffix of it ([`PromptEncoder::tail_ids`]).
+pub struct PromptEncoder<'a> {
+    tok: &'a Tokenizer,
+    max_prompt_len: usize,
+    policy: LongPrompts,
+    bound: OnceCell<Option<ByteBound>>,
+}
+
+/// A tokenizer's longest token in bytes, known to bound its token counts (see [`PromptEncoder`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteBound {
+    pub longest_token_bytes: usize,
+}
+
+/// Text whose exact round trip through a tokenizer shows that its tokens spell out every byte: runs of
+/// spaces, tabs, line breaks, words, digits, punctuation, non-Latin scripts, a combining accent (already
+/// composed, so NFC keeps it) and an emoji.
+const ROUND_TRIP_PROBE: &str = "Solve:  x² + 3x = 10.\n\nLet’s try\t— 数学 ∑ é 😀 ok\r\n   end 1234567 (a+b)!";
+
+/// Pairs (a, b) at whose junction [`PromptEncoder::tail_ids`] may cut: the tokens of a + b must be those
+/// of a followed by those of b.
+const CUT_PROBES: [(&str, &str); 4] =
+    [("Let x be", " the answer"), ("so 12", "  apples"), ("x = 3.\n", "Then"), ("数学\n", "问题 é")];
+
+impl ByteBound {
+    /// The bound of `tok`, or `None` when its tokens do not spell out their text (the round trip of
+    /// [`ROUND_TRIP_PROBE`] differs) or it does not split at the cut points of [`PromptEncoder::tail_ids`]
+    /// ([`CUT_PROBES`]). Decodes every id once (under half a second for Qwen3's 151,669).
+    pub fn of(tok: &Tokenizer) -> Option<ByteBound> {
+        let enc = |t: &str| tok.encode(t).ok();
+        let ids = enc(ROUND_TRIP_PROBE)?;
+        if tok.decode(&ids, false).ok()? != ROUND_TRIP_PROBE {
+            return None;
         }
-        out.push(EncodedPrompt {
-            index: i,
-            ids: Arc::new(ids),
-            ground_truth: r.ground_truth.clone(),
-            data_source: r.data_source.clone(),
+        for (a, b) in CUT_PROBES {
+            let mut split = enc(a)?;
+            split.extend(enc(b)?);
+            if enc(&format!("{a}{b}"))? != split {
+                return None;
+            }
+        }
+        let longest = (0..tok.vocab_size() as u32)
+            .map(|id| tok.decode(&[id], false).map_or(0, |t| t.len()))
+            .max()
+            .filter(|&l| l > 0)?;
+        Some(ByteBound { longest_token_bytes: longest })
+    }
+}
+
+impl<'a> PromptEncoder<'a> {
+    pub fn new(tok: &'a Tokenizer, max_prompt_len: usize, policy: LongPrompts) -> Self {
+        Self { tok, max_prompt_len, policy, bound: OnceCell::new() }
+    }
+
+    /// The tokenizer's byte bound, worked out on first use.
+    pub fn bound(&self) -> Option<ByteBound> {
+        *self.bound.get_or_init(|| ByteBound::of(self.tok))
+    }
+
+    /// Bytes of rendered prompt beyond which it has more than `max_prompt_len` tokens for certain (`None`:
+    /// no bound for this tokenizer): max_prompt_len × L × 4.
+    pub fn byte_limit(&self) -> Option<usize> {
+        let b = self.bound()?;
+        Some(self.max_prompt_len.saturating_mul(b.longest_token_bytes).saturating_mul(4))
+    }
+
+    /// Encode every row (see [`PromptEncoder`]); an error names the row (1-based) and its data source.
+    pub fn encode(&self, rows: &[PromptRow]) -> Result<EncodedPrompts, String> {
+        let max = self.max_prompt_len;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut counts = PromptCounts::default();
+        for (i, r) in rows.iter().enumerate() {
+            let what = || format!("prompt row {} (data source {:?})", i + 1, r.data_source);
+            let text = self.tok.apply_chat_template(&r.messages, true).map_err(|e| format!("{}: {e}", what()))?;
+            // A token is at least one byte, so the bound is only worked out for a prompt that could exceed it.
+            let certainly_long =
+                text.len() > max.saturating_mul(4) && self.byte_limit().is_some_and(|limit| text.len() > limit);
+            let ids = if certainly_long {
+                match self.policy {
+                    LongPrompts::Drop => {
+                        counts.dropped += 1;
+                        continue;
+                    }
+                    LongPrompts::Error => {
+                        return Err(format!(
+                            "{}: {} bytes after the chat template, so more than max_prompt_len = {max} tokens \
+                             (rollout.long_prompts = error)",
+                            what(),
+                            text.len()
+                        ))
+                    }
+                    LongPrompts::TruncateLeft => {
+                        counts.truncated += 1;
+                        self.tail_ids(&text).map_err(|e| format!("{}: {e}", what()))?
+                    }
+                }
+            } else {
+                let mut ids = self.tok.encode(&text).map_err(|e| format!("{}: {e}", what()))?;
+                if ids.is_empty() {
+                    counts.empty += 1;
+                    continue;
+                }
+                if ids.len() > max {
+                    match self.policy {
+                        LongPrompts::Drop => {
+                            counts.dropped += 1;
+                            continue;
+                        }
+                        LongPrompts::Error => {
+                            return Err(format!(
+                                "{}: {} tokens, more than max_prompt_len = {max} (rollout.long_prompts = error)",
+                                what(),
+                                ids.len()
+                            ))
+                        }
+                        LongPrompts::TruncateLeft => {
+                            counts.truncated += 1;
+                            ids.drain(..ids.len() - max);
+                        }
+                    }
+                }
+                ids
+            };
+            out.push(EncodedPrompt {
+                index: i,
+                ids: Arc::new(ids),
+                ground_truth: r.ground_truth.clone(),
+                data_source: r.data_source.clone(),
+            });
+        }
+        if out.is_empty() {
+            return Err(format!("no prompt fits max_prompt_len = {max} tokens ({counts})"));
+        }
+        Ok(EncodedPrompts { prompts: out, counts })
+    }
+
+    /// The last `max_prompt_len` ids of a rendered prompt longer than [`Self::byte_limit`], from a
+    /// suffix of at most 4·N·L bytes (N = max_prompt_len, L the longest token).
+    ///
+    /// The suffix starts at the first cut point p that leaves at most 4·N·L and more than 3·N·L bytes after
+    /// it: a character boundary right after a line break and before a non-whitespace character, or right
+    /// after an ASCII letter or digit and before a space. Why the ids of text[p..]
+    /// are exactly the ids of the whole text from p on, for Qwen3's tokenizer (HF tokenizers: added
+    /// tokens split out of the raw text, NFC, then a GPT-4-style regex split and byte-level BPE run on
+    /// each piece):
+    /// - no added token of Qwen3 contains a line break or a space, so none straddles p;
+    /// - neither a line break nor a space composes under NFC with a neighbour, so the normalised text
+    ///   from p on is the normalised text[p..];
+    /// - the regex ends a piece at p — no alternative continues a line break with a non-whitespace
+    ///   character (line breaks only end pieces), nor a letter or digit with a space (letters run on only
+    ///   through letters, digits are single pieces) — and it has no look-behind, so the pieces from p on
+    ///   are the same whether the scan began at 0 or at p; BPE then works on each piece alone.
+    ///
+    /// The more than 3·N·L bytes after p hold more than N tokens (the byte bound), so the last N ids of
+    /// the suffix are the last N of the whole text. A cut anywhere else could change them: inside one
+    /// long word, BPE's leftmost-first merges depend on where the word starts (a run of `a`s pairs up
+    /// from its first letter). [`ByteBound::of`] checks that the tokenizer splits at both kinds of cut
+    /// point and spells out its text. A prompt with no cut point in the window (no line break and no
+    /// space after a letter or digit in N·L bytes) is refused rather than tokenized whole.
+    fn tail_ids(&self, text: &str) -> Result<Vec<u32>, String> {
+        let n = self.max_prompt_len;
+        let span = n.saturating_mul(self.bound().map_or(1, |b| b.longest_token_bytes));
+        let (from, to) =
+            (text.len().saturating_sub(span.saturating_mul(4)), text.len().saturating_sub(span.saturating_mul(3)));
+        let bytes = text.as_bytes();
+        let cut = (from.max(1)..to).find(|&p| {
+            text.is_char_boundary(p)
+                && match bytes[p - 1] {
+                    b'\n' => text[p..].chars().next().is_some_and(|c| !c.is_whitespace()),
+                    b if b.is_ascii_alphanumeric() => bytes[p] == b' ',
+                    _ => false,
+                }
         });
+        let Some(p) = cut else {
+            return Err(format!(
+                "{} bytes after the chat template, too long to tokenize whole, and no line break or space \
+                 after a letter or digit between bytes {from} and {to} to cut it at exactly; shorten it or \
+                 use rollout.long_prompts = drop",
+                text.len()
+            ));
+        };
+        let mut ids = self.tok.encode(&text[p..]).map_err(|e| e.to_string())?;
+        if ids.len() < n {
+            // The byte bound failed for this tokenizer after all: the exact answer is the whole text's.
+            ids = self.tok.encode(text).map_err(|e| e.to_string())?;
+        }
+        ids.drain(..ids.len().saturating_sub(n));
+        Ok(ids)
     }
-    if out.is_empty() {
-        return Err(format!("no prompt fits rollout.max_prompt_len = {max_prompt_len} tokens"));
-    }
-    Ok((out, dropped))
 }
 
 /// One sampled response and its judgement.
@@ -229,6 +449,83 @@ impl PromptStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::{builtin_prompts, builtin_tokenizer};
+    use entrl_qwen3::Message;
+
+    fn row(content: &str, source: &str) -> PromptRow {
+        PromptRow {
+            messages: vec![Message::new("user", content)],
+            ground_truth: "1".into(),
+            data_source: source.into(),
+        }
+    }
+
+    /// A prompt over the limit is dropped, cut to its last max_prompt_len ids, or refused naming its row,
+    /// its data source and its token count; prompts within the limit are untouched.
+    #[test]
+    fn long_prompts_follow_the_policy() {
+        let tok = builtin_tokenizer();
+        let long = (0..20).map(|i| (i % 10).to_string()).collect::<Vec<_>>().join(" + ");
+        let rows = vec![builtin_prompts(2)[0].clone(), row(&long, "set/b"), builtin_prompts(2)[1].clone()];
+        let full: Vec<Vec<u32>> =
+            rows.iter().map(|r| tok.encode(&tok.apply_chat_template(&r.messages, true).unwrap()).unwrap()).collect();
+        assert!(full[0].len() <= 16 && full[2].len() <= 16 && full[1].len() > 16, "{full:?}");
+
+        let drop = encode_prompts(&rows, &tok, 16, LongPrompts::Drop).unwrap();
+        assert_eq!(drop.counts, PromptCounts { dropped: 1, truncated: 0, empty: 0 });
+        assert_eq!(drop.prompts.iter().map(|p| p.index).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(*drop.prompts[1].ids, full[2]);
+
+        let cut = encode_prompts(&rows, &tok, 16, LongPrompts::TruncateLeft).unwrap();
+        assert_eq!(cut.counts, PromptCounts { dropped: 0, truncated: 1, empty: 0 });
+        assert_eq!(cut.prompts.len(), 3);
+        assert_eq!(*cut.prompts[1].ids, full[1][full[1].len() - 16..], "the last 16 ids, as verl's [:, -16:]");
+        assert_eq!(*cut.prompts[0].ids, full[0]);
+
+        let e = encode_prompts(&rows, &tok, 16, LongPrompts::Error).unwrap_err();
+        let want =
+            format!("prompt row 2 (data source \"set/b\"): {} tokens, more than max_prompt_len = 16", full[1].len());
+        assert!(e.starts_with(&want), "{e}");
+        // Within the limit, every policy keeps every prompt as it is.
+        for policy in [LongPrompts::Drop, LongPrompts::TruncateLeft, LongPrompts::Error] {
+            let all = encode_prompts(&rows, &tok, 64, policy).unwrap();
+            assert_eq!(all.counts, PromptCounts::default());
+            assert_eq!(all.prompts.iter().map(|p| p.ids.to_vec()).collect::<Vec<_>>(), full);
+        }
+    }
+
+    /// A prompt that renders to nothing is skipped under every policy; a set with nothing left is an error.
+    #[test]
+    fn empty_prompts_are_skipped_and_counted() {
+        use tokenizers::models::wordlevel::WordLevel;
+        let vocab = [("<unk>".to_string(), 0), ("a".to_string(), 1)].into_iter().collect();
+        let model = WordLevel::builder().vocab(vocab).unk_token("<unk>".into()).build().unwrap();
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::WhitespaceSplit));
+        let template = "{% for m in messages %}{{ m.content }}{% endfor %}".to_string();
+        let tok = Tokenizer::from_parts(inner, Some(template), None);
+        for policy in [LongPrompts::Drop, LongPrompts::TruncateLeft, LongPrompts::Error] {
+            let set = encode_prompts(&[row("  ", "s"), row("a a", "s")], &tok, 4, policy).unwrap();
+            assert_eq!(set.counts, PromptCounts { dropped: 0, truncated: 0, empty: 1 });
+            assert_eq!((set.prompts.len(), set.prompts[0].index), (1, 1));
+            let e = encode_prompts(&[row(" ", "s")], &tok, 4, policy).unwrap_err();
+            assert!(e.contains("no prompt fits max_prompt_len = 4 tokens") && e.contains("1 empty"), "{e}");
+        }
+    }
+
+    /// The built-in word-level tokenizer maps an unknown word of any length to one `<unk>` and drops
+    /// whitespace, so it has no byte bound: a long prompt is tokenized, not judged by its bytes.
+    #[test]
+    fn a_tokenizer_that_does_not_spell_out_its_text_has_no_byte_bound() {
+        let tok = builtin_tokenizer();
+        assert_eq!(ByteBound::of(&tok), None);
+        let rows = vec![row(&"x".repeat(10_000), "s")];
+        let set = encode_prompts(&rows, &tok, 16, LongPrompts::Error).unwrap();
+        assert_eq!(
+            set.prompts[0].ids.len(),
+            tok.encode(&tok.apply_chat_template(&rows[0].messages, true).unwrap()).unwrap().len()
+        );
+    }
 
     #[test]
     fn stream_covers_each_epoch_once_and_resumes() {

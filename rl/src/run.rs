@@ -5,7 +5,7 @@
 use crate::checkpoints;
 use crate::config::{CommChoice, TrainConfig};
 use crate::eval::{evaluate, EvalReport};
-use crate::metrics::{append_line, truncate_after, StepMetrics};
+use crate::metrics::{append_line, eval_json_line, truncate_after, StepMetrics};
 use crate::plot::plot_run;
 use crate::progress::Progress;
 use crate::session::Session;
@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 pub struct RunSummary {
     pub run_dir: PathBuf,
     pub steps: Vec<StepMetrics>,
-    /// (step, mean@k) of every evaluation, the initial one at step 0 included.
+    /// (step, held-out average: the unweighted mean over data sources of mean@k, `val/average`) of every
+    /// evaluation, the initial one at step 0 included.
     pub evals: Vec<(u64, f64)>,
     pub checkpoint: Option<PathBuf>,
     pub plots: Vec<PathBuf>,
@@ -315,7 +316,7 @@ fn run_rank(
     if verbose {
         println!("# entrl train: resolved configuration\n{}", cfg.to_toml_annotated());
         println!(
-            "# model: {} layers, hidden {}, {} parameters, {} on {} × {} rank(s); {} training prompts ({} dropped as too long), {} eval prompts",
+            "# model: {} layers, hidden {}, {} parameters, {} on {} × {} rank(s); {} training prompts ({}), {} eval prompts ({})",
             s.model.config.num_hidden_layers,
             s.model.config.hidden_size,
             s.model.config.num_params(),
@@ -323,8 +324,9 @@ fn run_rank(
             s.device,
             s.world_size(),
             s.prompts.len(),
-            s.dropped_prompts,
-            s.eval_prompts.len()
+            s.prompt_counts,
+            s.eval_prompts.len(),
+            s.eval_prompt_counts
         );
         if cfg.rollout.max_concurrent == 0 {
             println!("# rollout: {} KV-cache slots per rank (rollout.max_concurrent = 0: auto)", s.rollout_slots);
@@ -346,12 +348,12 @@ fn run_rank(
     let has_eval = cfg.run.eval_every > 0 && !s.eval_prompts.is_empty();
     if has_eval && s.step == 0 {
         let rep = evaluate_session(&s)?;
-        progress.println(&format!("step 0: eval mean@{} = {:.3} (before training)", cfg.run.eval_k, rep.mean()));
+        progress.println(&format!("step 0 (before training): eval {}", eval_summary(&rep)));
         if lead {
-            append_line(&metrics_path, &serde_json::json!({"step": 0, "eval_acc": rep.mean()}).to_string())
+            append_line(&metrics_path, &eval_json_line(0, &rep))
                 .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
         }
-        summary.evals.push((0, rep.mean()));
+        summary.evals.push((0, rep.average()));
     }
     let fail_at = crate::config::parse_fail_at(&cfg.run.debug_fail_at)?;
     // The checkpoint a run resumes in place is already saved; saving it again would only rewrite it.
@@ -371,19 +373,23 @@ fn run_rank(
             }
         }
         let mut m = s.step(&progress)?;
-        if has_eval && m.step.is_multiple_of(cfg.run.eval_every) {
-            let acc = evaluate_session(&s)?.mean();
-            m.eval_acc = Some(acc);
-            summary.evals.push((m.step, acc));
-        }
+        let held_out = if has_eval && m.step.is_multiple_of(cfg.run.eval_every) {
+            let rep = evaluate_session(&s)?;
+            m.eval_acc = Some(rep.pooled());
+            summary.evals.push((m.step, rep.average()));
+            Some(rep)
+        } else {
+            None
+        };
         // Every rank merged the same eval reports in the same order, so every rank takes the same decision.
-        let stop = cfg.run.stop_at_accuracy > 0.0 && m.eval_acc.is_some_and(|a| a >= cfg.run.stop_at_accuracy);
+        let stop = held_out.as_ref().is_some_and(|r| r.reaches(cfg.run.stop_at_accuracy));
         if lead {
-            append_line(&metrics_path, &m.to_json_line()).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            append_line(&metrics_path, &m.to_json_line_with(held_out.as_ref()))
+                .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
             progress.steps.set_position(m.step);
             progress.steps.set_message(format!("acc {:.2} reward {:+.2}", m.acc_generated, m.reward_mean));
             if m.step.is_multiple_of(cfg.run.log_every.max(1)) {
-                progress.println(&step_line(&m));
+                progress.println(&step_line(&m, held_out.as_ref()));
             }
             if m.skipped_updates > 0 {
                 progress.warn(&format!(
@@ -398,7 +404,7 @@ fn run_rank(
             saved_at = Some(s.step);
         }
         if stop {
-            progress.println(&format!("step {}: eval accuracy reached run.stop_at_accuracy; stopping", s.step));
+            progress.println(&format!("step {}: held-out average reached run.stop_at_accuracy; stopping", s.step));
             break;
         }
     }
@@ -433,8 +439,13 @@ fn run_rank(
     Ok(summary)
 }
 
-fn step_line(m: &StepMetrics) -> String {
-    let eval = m.eval_acc.map(|a| format!(" eval {a:.3}")).unwrap_or_default();
+/// The held-out result as the run prints it: the average over data sources first, then the pooled accuracy.
+fn eval_summary(rep: &EvalReport) -> String {
+    format!("mean@{} average {:.3} (pooled {:.3})", rep.k, rep.average(), rep.pooled())
+}
+
+fn step_line(m: &StepMetrics, held_out: Option<&EvalReport>) -> String {
+    let eval = held_out.map(|r| format!(" eval {}", eval_summary(r))).unwrap_or_default();
     format!(
         "step {:>4}: acc {:.3} (gen {:.3}) reward {:+.3} len {:.1} kept {:.2} loss {:+.4} |g| {:.3} clip {:.3} kl {:+.4} lr {:.2e} \
          rounds {} | {:.2}s (roll {:.2} old {:.2} upd {:.2}) {:.0} tok/s{eval}",

@@ -5,8 +5,8 @@ use crate::checkpoints::{self, SavePhase};
 use crate::config::{DtypeChoice, FailKind, TrainConfig};
 use crate::data::{read_prompts, PromptRow};
 use crate::plan::{plan, PlanInput};
-use crate::reward::{verifier_for, Verifier};
-use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
+use crate::reward::{verifier_by_choice, Verifier};
+use crate::rollout::{EncodedPrompt, PromptCounts, PromptEncoder, PromptStream};
 use crate::strategy::Strategy;
 use crate::task::{builtin_model_config, builtin_prompts, builtin_tokenizer};
 use entrl_engine::dist::Communicator;
@@ -48,8 +48,9 @@ pub struct Session {
     /// Mean response length of the last step: balances the rollout shares of data-parallel ranks (saved,
     /// since on a GPU the batch composition can change the last bits of the logits).
     pub(crate) expected_response: usize,
-    /// Prompts dropped for exceeding max_prompt_len.
-    pub dropped_prompts: usize,
+    /// Training and held-out prompts longer than max_prompt_len: truncated or dropped (`rollout.long_prompts`).
+    pub prompt_counts: PromptCounts,
+    pub eval_prompt_counts: PromptCounts,
     /// The per-GPU memory plan of this configuration (`entrl plan`'s table).
     pub memory_plan: String,
     /// KV-cache slots of the rollouts: `rollout.max_concurrent`, or what auto (0) resolved to here (the
@@ -174,14 +175,16 @@ impl Session {
             (None, ModelSource::Folder(dir), "") => Tokenizer::from_dir(dir).map_err(|e| e.to_string())?,
             (None, _, t) => Tokenizer::from_dir(Path::new(t)).map_err(|e| e.to_string())?,
         };
-        let (prompts, dropped) = encode_prompts(&load_rows(&cfg.data.train, &cfg)?, &tok, cfg.rollout.max_prompt_len)
-            .map_err(|e| format!("{}: {e}", cfg.data.train))?;
-        let eval_prompts = if cfg.data.eval.is_empty() {
-            Vec::new()
+        let encoder = PromptEncoder::new(&tok, cfg.rollout.max_prompt_len, cfg.rollout.long_prompts);
+        let train_set =
+            encoder.encode(&load_rows(&cfg.data.train, &cfg)?).map_err(|e| format!("{}: {e}", cfg.data.train))?;
+        let (prompts, prompt_counts) = (train_set.prompts, train_set.counts);
+        let (eval_prompts, eval_prompt_counts) = if cfg.data.eval.is_empty() {
+            (Vec::new(), PromptCounts::default())
         } else {
-            encode_prompts(&load_rows(&cfg.data.eval, &cfg)?, &tok, cfg.rollout.max_prompt_len)
-                .map_err(|e| format!("{}: {e}", cfg.data.eval))?
-                .0
+            let set =
+                encoder.encode(&load_rows(&cfg.data.eval, &cfg)?).map_err(|e| format!("{}: {e}", cfg.data.eval))?;
+            (set.prompts, set.counts)
         };
         // The memory plan comes before any allocation: a configuration that cannot fit is refused here.
         let weights_dir: Option<&Path> = match (ckpt, &source) {
@@ -310,15 +313,17 @@ impl Session {
             skipped_total,
             consecutive_skips,
             expected_response,
-            dropped_prompts: dropped,
+            prompt_counts,
+            eval_prompt_counts,
             memory_plan: mem.table(),
             rollout_slots,
         })
     }
 
-    /// The verifier for each data source (the built-in task's own, else verl's dispatch).
-    pub fn verifier(&self) -> fn(&str) -> Box<dyn Verifier> {
-        verifier_for
+    /// The verifier for each data source as `reward.verifier` chooses ([`verifier_by_choice`]).
+    pub fn verifier(&self) -> impl Fn(&str) -> Box<dyn Verifier> + Copy {
+        let choice = self.cfg.reward.verifier;
+        move |source: &str| verifier_by_choice(choice, source)
     }
 
     pub fn run_dir(&self) -> PathBuf {

@@ -8,7 +8,7 @@
 //! | `anchors:K` / `explorers:K` | lowest / highest K of normalised attention entropy per pool |
 //! | `pred-bottom:K` / `pred-top:K` | lowest / highest K of predictive entropy (the 80/20 paper's score) |
 //! | `position-random:K` | random tokens matching the anchors' distribution over relative position (control) |
-//! | `soft` | the dynamic entropy-aware soft weights of [`entrl_engine::ops::soft_weights`] |
+//! | `soft` | entrl's own soft weighting family, not the seed paper's formula (it gives none): [`entrl_engine::ops::soft_weights`] |
 //!
 //! K is a fraction (`0.2`) or a percentage (`20%`). Pools are the units selection counts within
 //! (micro-batch, mini-batch or sequence), given as a [`Packing`] of contiguous segments.
