@@ -196,3 +196,16 @@ fn out_of_range_values_are_refused_before_anything_loads() {
     let o = run(entrl().args(["train", "--dry-run"]));
     assert!(String::from_utf8_lossy(&o.stdout).contains("eps_low = 0.2  # in [0, 1)"));
 }
+
+/// The shipped 8B configuration loads with --dry-run (no model or data needed) and follows the paper's
+/// reward and prompt handling.
+#[test]
+fn the_shipped_8b_config_dry_runs_with_the_papers_verifier_and_truncation() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/dapo-qwen3-8b-anchors.toml");
+    let o = run(entrl().args(["train", "--config", cfg, "--dry-run"]));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("verifier = \"boxed\""), "{out}");
+    assert!(out.contains("long_prompts = \"truncate-left\""), "{out}");
+    assert!(out.contains("pool = \"mini-batch\""), "{out}");
+}
