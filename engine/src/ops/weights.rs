@@ -1,4 +1,5 @@
-//! Entropy-aware soft token weights: entrl's family for the seed paper's dynamic soft reweighting.
+//! Entropy-aware soft token weights: entrl's own weighting family (the seed paper describes a dynamic soft
+//! reweighting but gives no formula; this is not it).
 //!
 //! Within each pool (whole batch, micro-batch or sequence, given as a [`Packing`] of segments), over the
 //! valid tokens: z_t = (s_t − μ) / (σ + 1e-6) standardises the score (e.g. normalised attention entropy),
