@@ -3,7 +3,7 @@
 //! `RUN_DIR/checkpoints/step_NNNNNN/` (HF model folder + optimizer state + loop state).
 use crate::config::{DtypeChoice, TrainConfig};
 use crate::data::{read_prompts, PromptRow};
-use crate::plan::{plan, PlanInput};
+use crate::plan::{cpu_training_bytes, plan, PlanInput};
 use crate::reward::{verifier_for, Verifier};
 use crate::rollout::{encode_prompts, EncodedPrompt, PromptStream};
 use crate::strategy::Strategy;
@@ -203,6 +203,19 @@ impl Session {
         if device.is_cuda() {
             if let Some(refusal) = mem.refusal() {
                 return Err(format!("{refusal}\n{}", mem.table()));
+            }
+        } else {
+            // CPU ranks share this process's memory: the whole group's training footprint must be available,
+            // and every rank checks it before any rank allocates.
+            let bytes = cpu_training_bytes(&model_cfg, dtype.size_in_bytes(), world);
+            let what = format!(
+                "training this model on the CPU ({} parameters in {dtype}, {world} rank(s): weights, f32 gradients, \
+                 AdamW state)",
+                model_cfg.num_params()
+            );
+            Device::Cpu.ensure_fits(&what, bytes).map_err(|e| format!("model.path {:?}: {e}", cfg.model.path))?;
+            if let Some(c) = &comm {
+                c.barrier().map_err(|e| e.to_string())?;
             }
         }
         let seed = cfg.train.seed;
