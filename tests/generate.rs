@@ -189,8 +189,7 @@ fn non_finite_logits_are_an_error_not_garbage_tokens() {
         ];
         let e = generate(&m, &reqs, &sampling, &[], |_, _| {}).unwrap_err().to_string();
         assert!(
-            e.contains("request 0 (seed 1): the logits of response token 0 are not finite")
-                && e.contains("NaN or Inf"),
+            e.contains("request 0 (seed 1): the logits of response token 0 are not finite") && e.contains("NaN or Inf"),
             "{v} {sampling:?}: {e}"
         );
     }

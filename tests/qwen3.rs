@@ -168,7 +168,10 @@ fn models_are_validated_and_must_fit_memory_before_allocating() {
     c.tie_word_embeddings = true;
     c.validate().unwrap();
     let e = Qwen3::random(c.clone(), DType::F32, &Device::Cpu, 0).err().unwrap().to_string();
-    assert!(e.contains("loading the weights (8803039093760 parameters in f32) needs") && e.contains("available"), "{e}");
+    assert!(
+        e.contains("loading the weights (8803039093760 parameters in f32) needs") && e.contains("available"),
+        "{e}"
+    );
     // Qwen3::load names the folder
     let d = scratch("huge");
     copy_fixture(&d);

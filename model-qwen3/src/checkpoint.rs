@@ -32,9 +32,9 @@ impl Checkpoint {
                 .ok_or_else(|| err_file(&index_path, "no \"weight_map\" object".into()))?;
             let mut names = Vec::with_capacity(map.len());
             for (tensor, file) in map {
-                let file = file.as_str().ok_or_else(|| {
-                    err_file(&index_path, format!("weight_map entry {tensor:?} is not a file name"))
-                })?;
+                let file = file
+                    .as_str()
+                    .ok_or_else(|| err_file(&index_path, format!("weight_map entry {tensor:?} is not a file name")))?;
                 let file = files::plain_name(file, "weight_map").map_err(|e| err_file(&index_path, e))?;
                 names.push(file.to_string());
             }
@@ -179,8 +179,8 @@ fn map_file(path: &Path) -> Result<(Mmap, Vec<String>)> {
     let f = files::open_regular(path)?;
     // SAFETY: the file is opened read-only; entrl never writes a checkpoint it is reading.
     let mmap = unsafe { Mmap::map(&f) }.map_err(|e| err_file(path, e.to_string()))?;
-    let st = SafeTensors::deserialize(&mmap)
-        .map_err(|e| err_file(path, format!("not a valid safetensors file ({e})")))?;
+    let st =
+        SafeTensors::deserialize(&mmap).map_err(|e| err_file(path, format!("not a valid safetensors file ({e})")))?;
     let names = st.names().into_iter().map(String::from).collect();
     Ok((mmap, names))
 }
@@ -234,13 +234,15 @@ pub(crate) mod tests {
         let views: Vec<(String, TensorView)> = st
             .tensors()
             .into_iter()
-            .map(|(n, v)| {
-                if n == name {
-                    (n, TensorView::new(dtype, v.shape().to_vec(), bytes).unwrap())
-                } else {
-                    (n, v)
-                }
-            })
+            .map(
+                |(n, v)| {
+                    if n == name {
+                        (n, TensorView::new(dtype, v.shape().to_vec(), bytes).unwrap())
+                    } else {
+                        (n, v)
+                    }
+                },
+            )
             .collect();
         let out = safetensors::serialize(views, None).unwrap();
         std::fs::write(&path, out).unwrap();
@@ -300,7 +302,8 @@ pub(crate) mod tests {
         let e = Qwen3::load(&d, DType::F32, &Device::Cpu).err().unwrap().to_string();
         assert!(e.contains("config.json") && e.contains("not a regular file"), "{e}");
         // tokenizer.json and tokenizer_config.json
-        let vocab: Vec<(String, u32)> = ["a", "b", "<unk>"].iter().enumerate().map(|(i, w)| (w.to_string(), i as u32)).collect();
+        let vocab: Vec<(String, u32)> =
+            ["a", "b", "<unk>"].iter().enumerate().map(|(i, w)| (w.to_string(), i as u32)).collect();
         let wl = tokenizers::models::wordlevel::WordLevel::builder()
             .vocab(vocab.into_iter().collect())
             .unk_token("<unk>".into())

@@ -75,15 +75,16 @@ impl Qwen3Config {
 
     pub fn from_json(text: &str) -> Result<Self> {
         let bad = |msg: String| ModelError::Config { path: "config.json".into(), msg };
-        let raw: Raw = serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(|e| {
-            let key = e.path().to_string();
-            let e = e.into_inner();
-            if key == "." {
-                bad(format!("malformed config: {e}"))
-            } else {
-                bad(format!("{key}: {e}"))
-            }
-        })?;
+        let raw: Raw =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(|e| {
+                let key = e.path().to_string();
+                let e = e.into_inner();
+                if key == "." {
+                    bad(format!("malformed config: {e}"))
+                } else {
+                    bad(format!("{key}: {e}"))
+                }
+            })?;
         match raw.model_type.as_deref() {
             Some("qwen3") => {}
             Some(other) => return Err(bad(format!("unsupported model_type {other:?} (entrl implements \"qwen3\")"))),

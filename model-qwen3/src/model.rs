@@ -99,10 +99,8 @@ impl Qwen3 {
     /// be a float tensor of finite values; the weights must fit the device's available memory.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let config = Qwen3Config::from_file(&dir.join("config.json"))?;
-        check_weights_fit(&config, dtype, device).map_err(|e| ModelError::Checkpoint {
-            file: dir.display().to_string(),
-            msg: e.to_string(),
-        })?;
+        check_weights_fit(&config, dtype, device)
+            .map_err(|e| ModelError::Checkpoint { file: dir.display().to_string(), msg: e.to_string() })?;
         let ck = Checkpoint::open(dir)?;
         if config.tie_word_embeddings && ck.contains("lm_head.weight") {
             // Some exports write the tied head anyway; it must equal the embedding, so it is not read.

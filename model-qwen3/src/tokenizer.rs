@@ -163,4 +163,3 @@ impl std::io::Write for CappedWriter {
         Ok(())
     }
 }
-
