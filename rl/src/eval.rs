@@ -45,7 +45,7 @@ impl EvalReport {
     }
 }
 
-/// Evaluate `prompts` with `k` samples each; `first_group` numbers the prompts for the sampling seeds (a
+/// Evaluate `prompts` with `k` samples each (1 to [`MAX_K`]); `first_group` numbers the prompts for the sampling seeds (a
 /// data-parallel rank evaluating a share passes the share's start, so results do not depend on the split).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
