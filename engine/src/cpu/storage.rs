@@ -43,7 +43,8 @@ impl CpuStorage {
     }
     /// `n` copies of `v` (rounded to `dtype`); fallible like [`CpuStorage::zeros`].
     pub fn full(dtype: DType, n: usize, v: f64) -> Result<Self> {
-        if v == 0.0 {
+        if v.to_bits() == 0 {
+            // +0.0 is all-zero bytes in every dtype (-0.0 is not)
             return Self::zeros(dtype, n);
         }
         Ok(match dtype {
