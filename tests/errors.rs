@@ -145,3 +145,20 @@ fn empty_matmul_gives_zeros() {
     assert_eq!(c.dims(), &[2, 3]);
     assert!(c.to_vec_f64().unwrap().iter().all(|&x| x == 0.0));
 }
+
+#[test]
+fn a_tensor_too_big_for_memory_is_an_error_not_an_abort() {
+    // 2^60 f32 elements: more bytes than an allocation may have (`vec!` panicked with a capacity overflow).
+    let e = Tensor::zeros([1 << 40, 1 << 20], DType::F32, &cpu()).unwrap_err();
+    assert!(matches!(e, EngineError::OutOfMemory { .. }), "{e}");
+    assert!(e.to_string().contains("a CPU tensor of 1152921504606846976 elements needs 4.00 EiB"), "{e}");
+    let e = Tensor::full([1 << 40, 1 << 20], 2.0, DType::BF16, &cpu()).unwrap_err().to_string();
+    assert!(e.contains("needs 2.00 EiB but cpu has"), "{e}");
+    // a shape whose element count overflows is refused before any size is computed
+    let e = Tensor::zeros([1 << 40, 1 << 40], DType::F32, &cpu()).unwrap_err().to_string();
+    assert!(e.contains("has more than 2^64 elements"), "{e}");
+    // zeros still read as zeros
+    let z = Tensor::zeros([3, 5], DType::BF16, &cpu()).unwrap();
+    assert_eq!(z.to_vec_f32().unwrap(), vec![0.0; 15]);
+    assert_eq!(Tensor::full([2], 1.5, DType::I32, &cpu()).unwrap().to_vec_i32().unwrap(), vec![1, 1]);
+}

@@ -148,3 +148,49 @@ fn continuous_batching_with_few_slots_gives_the_same_generations() {
     assert!(reference[3].finish == FinishReason::Stop && reference[3].tokens.len() == 3);
     assert!(reference[4].tokens.is_empty());
 }
+
+#[test]
+fn a_kv_cache_beyond_memory_is_refused_before_allocating() {
+    let m = model();
+    // 10^12 new tokens: a KV cache of petabytes (this aborted with "memory allocation of … failed")
+    let r = Request { prompt: vec![1, 2], max_new_tokens: 1_000_000_000_000, seed: 0 };
+    let e = generate(&m, std::slice::from_ref(&r), &greedy(), &[], |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("positions are i32"), "{e}");
+    let r = Request { prompt: vec![1, 2], max_new_tokens: i32::MAX as usize - 2, seed: 0 };
+    let e = generate(&m, &[r.clone(), r.clone()], &greedy(), &[], |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("the KV cache (2 slots × 2147483647 positions × 3 layers") && e.contains("available"), "{e}");
+    // prompt + max_new_tokens does not wrap
+    let r = Request { prompt: vec![1, 2], max_new_tokens: usize::MAX, seed: 0 };
+    let e = generate(&m, std::slice::from_ref(&r), &greedy(), &[], |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("positions are i32"), "{e}");
+}
+
+/// The fixture model with one element of the LM head (the tied embedding, or lm_head) set to `v`.
+fn poisoned(v: f32) -> Qwen3 {
+    let m = model();
+    let head = m.lm_head();
+    let mut w = head.to_vec_f32().unwrap();
+    w[7 * m.config.hidden_size + 3] = v;
+    head.copy_from(&Tensor::from_vec(w, head.dims().to_vec(), &Device::Cpu).unwrap()).unwrap();
+    m
+}
+
+#[test]
+fn non_finite_logits_are_an_error_not_garbage_tokens() {
+    for (v, sampling) in [
+        (f32::NAN, greedy()),
+        (f32::NAN, SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0 }),
+        (f32::INFINITY, SamplingParams { temperature: 0.8, top_p: 0.9, top_k: 20 }),
+    ] {
+        let m = poisoned(v);
+        let reqs = [
+            Request { prompt: vec![5, 6], max_new_tokens: 4, seed: 1 },
+            Request { prompt: vec![9], max_new_tokens: 4, seed: 2 },
+        ];
+        let e = generate(&m, &reqs, &sampling, &[], |_, _| {}).unwrap_err().to_string();
+        assert!(
+            e.contains("request 0 (seed 1): the logits of response token 0 are not finite") && e.contains("NaN or Inf"),
+            "{v} {sampling:?}: {e}"
+        );
+    }
+}

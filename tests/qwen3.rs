@@ -158,3 +158,29 @@ fn named_shapes_have_the_public_sizes() {
     assert!((0.55..0.65).contains(&(small.num_params() as f64 / 1e9)), "{}", small.num_params());
     assert!(Qwen3Config::named("qwen3-70b").err().unwrap().to_string().contains("unknown model shape"));
 }
+
+#[test]
+fn models_are_validated_and_must_fit_memory_before_allocating() {
+    // within every per-key bound, 2^31 × 4096 tied embedding parameters (8.8 trillion, 35 TB in f32) fit no
+    // machine's memory: refused before anything is allocated
+    let mut c = Qwen3Config::named("qwen3-8b").unwrap();
+    c.vocab_size = i32::MAX as usize;
+    c.tie_word_embeddings = true;
+    c.validate().unwrap();
+    let e = Qwen3::random(c.clone(), DType::F32, &Device::Cpu, 0).err().unwrap().to_string();
+    assert!(
+        e.contains("loading the weights (8803039093760 parameters in f32) needs") && e.contains("available"),
+        "{e}"
+    );
+    // Qwen3::load names the folder
+    let d = scratch("huge");
+    copy_fixture(&d);
+    std::fs::write(d.join("config.json"), c.to_hf_json()).unwrap();
+    let e = Qwen3::load(&d, DType::F32, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.starts_with(&d.display().to_string()) && e.contains("loading the weights"), "{e}");
+    // a config built in code is validated too
+    let mut bad = Qwen3Config::named("qwen3-0.6b").unwrap();
+    bad.rope_theta = -1.0;
+    let e = Qwen3::random(bad, DType::F32, &Device::Cpu, 0).err().unwrap().to_string();
+    assert!(e.contains("rope_theta must be finite and > 0"), "{e}");
+}

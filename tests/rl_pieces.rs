@@ -130,3 +130,36 @@ fn position_matched_control_matches_the_anchor_position_histogram() {
     assert!(e.contains("needs the predictive-entropy scores"), "{e}");
     let _ = DType::F32;
 }
+
+#[test]
+fn evaluation_bounds_its_requests_and_refuses_non_finite_logits() {
+    use entrl_qwen3::{Qwen3, SamplingParams};
+    use entrl_rl::eval::evaluate;
+    use entrl_rl::rollout::{encode_prompts, rollout, EncodedPrompt, RolloutSpec};
+    use entrl_rl::task::{builtin_model_config, builtin_prompts, builtin_tokenizer};
+    let tok = builtin_tokenizer();
+    let model = Qwen3::random(builtin_model_config(tok.vocab_size()), DType::F32, &Device::Cpu, 5).unwrap();
+    let prompts =
+        encode_prompts(&builtin_prompts(9)[..4], &tok, 64, entrl_rl::config::LongPrompts::Drop).unwrap().prompts;
+    let params = SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0 };
+    let verifier = entrl_rl::reward::verifier_for;
+    let eval = |m: &Qwen3, k: usize| evaluate(m, &tok, &prompts, 0, k, params, 3, 8, &verifier, 0);
+    // a billion samples per prompt aborted building the requests
+    for k in [0, 1025, 1_000_000_000] {
+        let e = eval(&model, k).unwrap_err();
+        assert!(e.contains("mean@k takes 1 to 1024 samples per prompt"), "{e}");
+    }
+    assert_eq!(eval(&model, 2).unwrap().per_source.values().map(|v| v.1).sum::<usize>(), 8);
+    // a rollout of more than 2^24 requests is refused before any is built
+    let refs: Vec<&EncodedPrompt> = prompts.iter().collect();
+    let spec =
+        RolloutSpec { n: 1 << 23, params, max_response_len: 3, max_concurrent: 8, overlong: None, verifier: &verifier };
+    let e = rollout(&model, &tok, &refs, 0, &spec, 0, || {}).unwrap_err();
+    assert!(e.contains("4 prompts × 8388608 responses each are more than 16777216 requests"), "{e}");
+    // NaN weights: an error, not a mean@k over garbage tokens
+    let mut w = model.embed.to_vec_f32().unwrap();
+    w[5] = f32::NAN;
+    model.embed.copy_from(&Tensor::from_vec(w, model.embed.dims().to_vec(), &Device::Cpu).unwrap()).unwrap();
+    let e = eval(&model, 2).unwrap_err();
+    assert!(e.contains("are not finite") && e.contains("NaN or Inf"), "{e}");
+}

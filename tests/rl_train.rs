@@ -361,3 +361,47 @@ fn session_applies_the_verifier_and_long_prompt_choices() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Set the first value of the first f32 tensor of safetensors `file` whose name contains `part` to NaN.
+fn poison_safetensors(file: &std::path::Path, part: &str) -> String {
+    let mut bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let (name, info) = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, v)| k.contains(part) && v["dtype"] == "F32")
+        .unwrap_or_else(|| panic!("no f32 tensor named *{part}* in {}", file.display()));
+    let start = 8 + n + info["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(file, bytes).unwrap();
+    name.clone()
+}
+
+#[test]
+fn a_checkpoint_holding_nan_is_not_resumed() {
+    let dir = tmp("nan-ckpt");
+    let run = train(config(&dir, &["train.steps=1", "run.eval_every=0"]), None).unwrap();
+    let ck = run.checkpoint.unwrap();
+    let copy = |to: &str| {
+        let d = dir.join(to);
+        std::fs::create_dir_all(&d).unwrap();
+        for e in std::fs::read_dir(&ck).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, d.join(p.file_name().unwrap())).unwrap();
+        }
+        d
+    };
+    // a NaN weight: refused naming the tensor
+    let w = copy("weights");
+    let name = poison_safetensors(&w.join("model.safetensors"), "mlp");
+    let e = Session::resume(config(&dir, &["train.steps=2"]), &w).err().unwrap();
+    assert!(e.contains(&format!("tensor {name}")) && e.contains("non-finite value (NaN at element 0)"), "{e}");
+    // a NaN AdamW moment: the optimizer state is not loaded
+    let o = copy("optimizer");
+    poison_safetensors(&o.join("optimizer.safetensors"), "exp_avg");
+    let e = Session::resume(config(&dir, &["train.steps=2"]), &o).err().unwrap();
+    assert!(e.contains("optimizer.safetensors") && e.contains("non-finite value"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -59,6 +59,15 @@ fn load_model(spec: &str) -> Result<Qwen3Config, String> {
     Qwen3Config::named(spec).map_err(|e| format!("{e}; nor is {spec:?} a folder with a config.json"))
 }
 
+/// The flag that sets a [`PlanInput`] field.
+fn flag(field: &'static str) -> String {
+    match field {
+        "prompts_per_step" => "--prompts".into(),
+        "weight_bytes" => "the weight size".into(),
+        f => format!("--{}", f.replace('_', "-")),
+    }
+}
+
 pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let model = load_model(&a.model)?;
     let mut input = PlanInput {
@@ -79,7 +88,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ..PlanInput::new(model)
     };
     input.resolve_max_concurrent(true);
-    input.validate()?;
+    input.validate_with(&flag)?;
     let (mem, time) = plan::plan(&input);
     println!(
         "entrl plan: {} ({} parameters), {} × H100 {} GiB, data-parallel + bucketed ZeRO-2, seq {}, checkpointing {}",

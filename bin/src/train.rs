@@ -117,7 +117,7 @@ pub struct EvalArgs {
     /// verl-layout .jsonl prompts, or `builtin` (the built-in addition task).
     #[arg(long)]
     data: String,
-    /// Samples per prompt (mean@k).
+    /// Samples per prompt (mean@k), 1 to 1024.
     #[arg(long, default_value_t = 8)]
     k: usize,
     #[arg(long, default_value_t = 1.0)]
@@ -160,6 +160,9 @@ where
 
 pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     use entrl_qwen3::{Qwen3, SamplingParams, Tokenizer};
+    if !(1..=entrl_rl::eval::MAX_K).contains(&a.k) {
+        return Err(format!("--k {}: mean@k takes 1 to {} samples per prompt", a.k, entrl_rl::eval::MAX_K).into());
+    }
     let device = resolve_device(&a.device)?;
     let dtype = device.default_dtype();
     let tok = Tokenizer::from_dir(&a.model)?;

@@ -148,3 +148,103 @@ fn plan_budgets_memory_and_time_for_a_node() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model shape"));
 }
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("entrl-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A model folder with the built-in tiny Qwen3 (random weights) and the built-in tokenizer.
+fn tiny_model(name: &str) -> std::path::PathBuf {
+    use entrl_engine::{DType, Device};
+    let d = scratch(name);
+    let cfg = entrl_rl::task::builtin_model_config(19);
+    entrl_qwen3::Qwen3::random(cfg, DType::F32, &Device::Cpu, 3).unwrap().save(&d).unwrap();
+    entrl_rl::task::builtin_tokenizer().save(&d).unwrap();
+    d
+}
+
+/// rc 2 and one error line containing every one of `want`.
+fn assert_clear_error(out: &std::process::Output, want: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("memory allocation"), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line: {err}"));
+    for w in want {
+        assert!(line.contains(w), "{w:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn untrusted_sizes_are_clear_errors_not_aborts() {
+    let d = tiny_model("sizes");
+    let model = d.to_str().unwrap();
+    // 10^12 new tokens aborted with "memory allocation of … failed"
+    let out = entrl(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "1 + 2 =",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "1000000000000",
+    ]);
+    assert_clear_error(&out, &["positions are i32"]);
+    let out = entrl(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "1 + 2 =",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "2000000000",
+    ]);
+    assert_clear_error(&out, &["the KV cache (1 slots × 2000000009 positions", "available"]);
+    // a billion samples per prompt aborted building the requests
+    let out = entrl(&["eval", "--model", model, "--data", "builtin", "--device", "cpu", "--k", "1000000000"]);
+    assert_clear_error(&out, &["--k 1000000000", "1 to 1024"]);
+    // the model runs: a short generation still works
+    let out = entrl(&["generate", "--model", model, "--prompt", "1 + 2 =", "--device", "cpu", "--max-new-tokens", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn training_a_model_the_host_cannot_hold_is_refused_naming_model_path() {
+    // random:qwen3-8b on the CPU aborted allocating its weights. 16 CPU ranks × 8.2 B parameters × (4 + 4)
+    // bytes + 8 bytes of AdamW state per parameter is over 1 TB: no test machine holds it.
+    let d = tiny_model("cpu-footprint");
+    let tok = format!("model.tokenizer={:?}", d.display().to_string());
+    let out_dir = format!("run.out_dir={:?}", d.join("run").display().to_string());
+    let out =
+        entrl(&["train", "model.path=\"random:qwen3-8b\"", &tok, "model.device=cpu", "run.world_size=16", &out_dir]);
+    assert_clear_error(
+        &out,
+        &["model.path \"random:qwen3-8b\"", "training this model on the CPU", "16 rank(s)", "available"],
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn plan_refuses_absurd_models_and_flags_by_name() {
+    // config.json says vocab 2^62: usize arithmetic wrapped and the plan "fit"
+    let d = scratch("plan-vocab");
+    let mut cfg = entrl_rl::task::builtin_model_config(19);
+    cfg.vocab_size = 1 << 62;
+    std::fs::write(d.join("config.json"), cfg.to_hf_json()).unwrap();
+    let out = entrl(&["plan", "--model", d.to_str().unwrap()]);
+    assert_clear_error(&out, &["config.json", "vocab_size 4611686018427387904 is above the limit"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--prompts", "1000000000000000000"]);
+    assert_clear_error(&out, &["--prompts 1000000000000000000 must be 1 to 1000000"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--seq", "100000000000", "--micro-batch-tokens", "200000000000"]);
+    assert_clear_error(&out, &["--seq 100000000000"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--gpu-mem-gib", "inf"]);
+    assert_clear_error(&out, &["--gpu-mem-gib inf"]);
+    let _ = std::fs::remove_dir_all(&d);
+}

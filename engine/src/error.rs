@@ -28,6 +28,13 @@ pub enum EngineError {
     Autograd(String),
     #[error("collective: {0}")]
     Comm(String),
+    /// A size checked before allocating ([`crate::Device::ensure_fits`]): what, its bytes, what is free.
+    #[error(
+        "{what} needs {} but {device} has {} available",
+        crate::memory::format_bytes(*bytes),
+        crate::memory::format_bytes(*available)
+    )]
+    OutOfMemory { what: String, bytes: u64, available: u64, device: String },
 }
 
 impl EngineError {

@@ -21,6 +21,13 @@ impl Shape {
     pub fn numel(&self) -> usize {
         self.0.iter().product()
     }
+    /// The element count, or an error when it does not fit a `usize` (a shape from untrusted sizes).
+    pub fn checked_numel(&self) -> Result<usize> {
+        self.0
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| EngineError::invalid("tensor size", format!("shape {self} has more than 2^64 elements")))
+    }
     /// Size of dimension `d`; negative `d` counts from the end.
     pub fn dim(&self, d: isize) -> Result<usize> {
         let r = self.rank() as isize;

@@ -19,7 +19,10 @@ impl CudaStorage {
         if dtype == DType::F64 {
             return Err(EngineError::UnsupportedDType { op: "cuda alloc", dtype, msg: "f64 is CPU-only" });
         }
-        let block = device.alloc(len * dtype.size_in_bytes())?;
+        let bytes = len.checked_mul(dtype.size_in_bytes()).ok_or_else(|| {
+            EngineError::invalid("cuda alloc", format!("{len} {dtype} elements are more than 2^64 bytes"))
+        })?;
+        let block = device.alloc(bytes)?;
         Ok(Self { block, dtype, len, device: device.clone() })
     }
     pub fn zeros(device: &CudaDevice, dtype: DType, len: usize) -> Result<Self> {

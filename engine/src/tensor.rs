@@ -138,18 +138,19 @@ impl Tensor {
 
     pub fn full(shape: impl Into<Shape>, value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        let n = shape.numel();
+        let n = shape.checked_numel()?;
         let storage = match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::full(dtype, n, value)),
+            Device::Cpu => Storage::Cpu(CpuStorage::full(dtype, n, value)?),
             Device::Cuda(d) => Storage::Cuda(crate::cuda::kernels::fill(d, dtype, n, value)?),
         };
         Ok(Tensor::from_storage(storage, shape, device))
     }
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
+        let n = shape.checked_numel()?;
         let storage = match device {
-            Device::Cpu => Storage::Cpu(CpuStorage::zeros(dtype, shape.numel())),
-            Device::Cuda(d) => Storage::Cuda(CudaStorage::zeros(d, dtype, shape.numel())?),
+            Device::Cpu => Storage::Cpu(CpuStorage::zeros(dtype, n)?),
+            Device::Cuda(d) => Storage::Cuda(CudaStorage::zeros(d, dtype, n)?),
         };
         Ok(Tensor::from_storage(storage, shape, device))
     }

@@ -4,6 +4,20 @@ use crate::error::{ModelError, Result};
 use serde::Deserialize;
 use std::path::Path;
 
+/// Upper bounds of config.json's sizes (checked by [`Qwen3Config::validate`]): each dimension is far above
+/// any released model, token ids fit the i32 the kernels index with, and with the parameter bound every
+/// product the model and `entrl plan` form fits in 64 bits.
+pub const MAX_VOCAB: usize = i32::MAX as usize;
+pub const MAX_HIDDEN: usize = 1 << 20;
+pub const MAX_INTERMEDIATE: usize = 1 << 22;
+pub const MAX_LAYERS: usize = 1 << 12;
+pub const MAX_HEADS: usize = 1 << 12;
+pub const MAX_HEAD_DIM: usize = 1 << 12;
+/// Positions are i32 in the kernels.
+pub const MAX_POSITIONS: usize = i32::MAX as usize;
+/// 2^44 ≈ 17.6 trillion parameters.
+pub const MAX_PARAMS: u64 = 1 << 44;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Qwen3Config {
     pub vocab_size: usize,
@@ -49,10 +63,10 @@ struct Raw {
 }
 
 impl Qwen3Config {
+    /// Read and validate `path` (a regular file; errors name it and the key).
     pub fn from_file(path: &Path) -> Result<Self> {
         let p = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ModelError::Config { path: p.clone(), msg: e.to_string() })?;
+        let text = crate::files::read_to_string(path)?;
         Self::from_json(&text).map_err(|e| match e {
             ModelError::Config { msg, .. } => ModelError::Config { path: p, msg },
             e => e,
@@ -61,7 +75,16 @@ impl Qwen3Config {
 
     pub fn from_json(text: &str) -> Result<Self> {
         let bad = |msg: String| ModelError::Config { path: "config.json".into(), msg };
-        let raw: Raw = serde_json::from_str(text).map_err(|e| bad(format!("malformed config: {e}")))?;
+        let raw: Raw =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(|e| {
+                let key = e.path().to_string();
+                let e = e.into_inner();
+                if key == "." {
+                    bad(format!("malformed config: {e}"))
+                } else {
+                    bad(format!("{key}: {e}"))
+                }
+            })?;
         match raw.model_type.as_deref() {
             Some("qwen3") => {}
             Some(other) => return Err(bad(format!("unsupported model_type {other:?} (entrl implements \"qwen3\")"))),
@@ -105,18 +128,32 @@ impl Qwen3Config {
         Ok(c)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
-        let pos = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_key_value_heads),
-            ("head_dim", self.head_dim),
+    /// Why this shape cannot be built, naming the config.json key: a size of 0 or above its bound (the
+    /// `MAX_*` constants), a non-positive or non-finite `rms_norm_eps` / `rope_theta`, heads that do not
+    /// group, an odd head_dim, or more than [`MAX_PARAMS`] parameters.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let sizes = [
+            ("vocab_size", self.vocab_size, MAX_VOCAB, " (token ids are i32)"),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN, ""),
+            ("intermediate_size", self.intermediate_size, MAX_INTERMEDIATE, ""),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS, ""),
+            ("num_attention_heads", self.num_attention_heads, MAX_HEADS, ""),
+            ("num_key_value_heads", self.num_key_value_heads, MAX_HEADS, ""),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM, ""),
+            ("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS, " (positions are i32)"),
         ];
-        if let Some((k, _)) = pos.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("{k} must be positive"));
+        for (k, v, max, why) in sizes {
+            if v == 0 {
+                return Err(format!("{k} must be positive"));
+            }
+            if v > max {
+                return Err(format!("{k} {v} is above the limit of {max}{why}"));
+            }
+        }
+        for (k, v) in [("rms_norm_eps", self.rms_norm_eps), ("rope_theta", self.rope_theta)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{k} must be finite and > 0, not {v}"));
+            }
         }
         if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
@@ -127,7 +164,18 @@ impl Qwen3Config {
         if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {} must be even (RoPE rotates pairs)", self.head_dim));
         }
-        Ok(())
+        match self.checked_num_params() {
+            Some(p) if p <= MAX_PARAMS => Ok(()),
+            p => Err(format!(
+                "the sizes give {} parameters, above the limit of 2^44 (vocab_size {}, hidden_size {}, \
+                 intermediate_size {}, num_hidden_layers {})",
+                p.map_or("more than 2^64".into(), |p| p.to_string()),
+                self.vocab_size,
+                self.hidden_size,
+                self.intermediate_size,
+                self.num_hidden_layers
+            )),
+        }
     }
 
     /// The public Qwen3 shapes (for benchmarks with random weights): qwen3-0.6b, -1.7b, -4b, -8b.
@@ -159,12 +207,100 @@ impl Qwen3Config {
         })
     }
 
-    /// Number of parameters (embeddings counted once when tied).
+    /// Number of parameters (embeddings counted once when tied); `usize::MAX` when it overflows (a shape
+    /// [`Qwen3Config::validate`] refuses).
     pub fn num_params(&self) -> usize {
-        let (h, hd, i) = (self.hidden_size, self.head_dim, self.intermediate_size);
-        let (q, kv) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
-        let layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h + 2 * hd;
-        let embed = self.vocab_size * h;
-        embed * if self.tie_word_embeddings { 1 } else { 2 } + self.num_hidden_layers * layer + h
+        self.checked_num_params().and_then(|p| usize::try_from(p).ok()).unwrap_or(usize::MAX)
+    }
+
+    /// Number of parameters in checked arithmetic: None when it does not fit 64 bits.
+    pub fn checked_num_params(&self) -> Option<u64> {
+        let u = |x: usize| x as u64;
+        let (h, hd, i) = (u(self.hidden_size), u(self.head_dim), u(self.intermediate_size));
+        let q = u(self.num_attention_heads).checked_mul(hd)?;
+        let kv = u(self.num_key_value_heads).checked_mul(hd)?;
+        // q_proj + o_proj (h·q each), k_proj + v_proj (h·kv each), the MLP (3·h·i), two norms of h, q/k norms.
+        let layer = [
+            h.checked_mul(q)?.checked_mul(2)?,
+            h.checked_mul(kv)?.checked_mul(2)?,
+            h.checked_mul(i)?.checked_mul(3)?,
+            h.checked_mul(2)?,
+            hd.checked_mul(2)?,
+        ]
+        .into_iter()
+        .try_fold(0u64, |a, b| a.checked_add(b))?;
+        let embed = u(self.vocab_size).checked_mul(h)?.checked_mul(if self.tie_word_embeddings { 1 } else { 2 })?;
+        embed.checked_add(u(self.num_hidden_layers).checked_mul(layer)?)?.checked_add(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> serde_json::Value {
+        serde_json::from_str(&Qwen3Config::named("qwen3-0.6b").unwrap().to_hf_json()).unwrap()
+    }
+
+    #[test]
+    fn released_shapes_pass_and_absurd_sizes_are_refused_by_key() {
+        for name in ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b"] {
+            Qwen3Config::named(name).unwrap().validate().unwrap();
+        }
+        assert!(Qwen3Config::from_json(&base().to_string()).is_ok());
+        let cases: &[(&str, serde_json::Value, &str)] = &[
+            ("rms_norm_eps", serde_json::json!(-1.0), "rms_norm_eps must be finite and > 0"),
+            ("rms_norm_eps", serde_json::json!(0.0), "rms_norm_eps must be finite and > 0"),
+            ("rope_theta", serde_json::json!(-1.0), "rope_theta must be finite and > 0"),
+            ("rope_theta", serde_json::json!(0), "rope_theta must be finite and > 0"),
+            ("vocab_size", serde_json::json!(1u64 << 62), "vocab_size 4611686018427387904 is above the limit"),
+            ("vocab_size", serde_json::json!(1u64 << 31), "(token ids are i32)"),
+            ("hidden_size", serde_json::json!(1u64 << 40), "hidden_size 1099511627776 is above the limit"),
+            ("intermediate_size", serde_json::json!(1u64 << 23), "intermediate_size"),
+            ("num_hidden_layers", serde_json::json!(100_000), "num_hidden_layers 100000 is above the limit"),
+            ("num_attention_heads", serde_json::json!(1 << 13), "num_attention_heads"),
+            ("head_dim", serde_json::json!(1 << 14), "head_dim 16384 is above the limit"),
+            ("max_position_embeddings", serde_json::json!(0), "max_position_embeddings must be positive"),
+            ("max_position_embeddings", serde_json::json!(1u64 << 40), "(positions are i32)"),
+            // wrong types and negative numbers name the key
+            ("vocab_size", serde_json::json!(-1), "vocab_size: invalid value"),
+            ("hidden_size", serde_json::json!("big"), "hidden_size: invalid type"),
+        ];
+        for (key, value, want) in cases {
+            let mut v = base();
+            v[*key] = value.clone();
+            let e = Qwen3Config::from_json(&v.to_string()).unwrap_err().to_string();
+            assert!(e.contains(want) && e.starts_with("config.json: "), "{key} = {value}: {e}");
+        }
+        // each size within its bound, their product not: 2^31 × 2^20 × 2 embedding parameters
+        let mut v = base();
+        v["vocab_size"] = serde_json::json!(i32::MAX);
+        v["hidden_size"] = serde_json::json!(1 << 20);
+        v["tie_word_embeddings"] = serde_json::json!(false);
+        let e = Qwen3Config::from_json(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("parameters, above the limit of 2^44") && e.contains("vocab_size 2147483647"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let d = std::env::temp_dir().join(format!("entrl-config-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let mut v = base();
+        v["rope_theta"] = serde_json::json!(-1.0);
+        std::fs::write(d.join("config.json"), v.to_string()).unwrap();
+        let e = Qwen3Config::from_file(&d.join("config.json")).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: ", d.join("config.json").display())) && e.contains("rope_theta"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn parameter_counts_are_checked() {
+        let mut c = Qwen3Config::named("qwen3-8b").unwrap();
+        let p = c.checked_num_params().unwrap();
+        assert_eq!(p as usize, c.num_params());
+        c.vocab_size = 1 << 62;
+        assert_eq!(c.checked_num_params(), None, "2^62 × 4096 does not fit 64 bits");
+        assert_eq!(c.num_params(), usize::MAX);
+        assert!(c.validate().unwrap_err().contains("vocab_size"));
     }
 }

@@ -90,7 +90,8 @@ pub fn generate_batched(
     let dev = &model.device;
     let n = reqs.len();
     let slots = slots.clamp(1, n.max(1));
-    let max_len = reqs.iter().map(|r| r.prompt.len() + r.max_new_tokens).max().unwrap_or(1).max(1);
+    let max_len = reqs.iter().map(|r| r.prompt.len().saturating_add(r.max_new_tokens)).max().unwrap_or(1).max(1);
+    check_kv_cache(model, slots, max_len)?;
     let layers: Vec<KvCache> = (0..c.num_hidden_layers)
         .map(|_| {
             KvCache::new(slots, max_len, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev)
@@ -123,6 +124,7 @@ pub fn generate_batched(
             let picks = profile::region("generate: sample", dev, || {
                 sample_active(&logits, &admit, &mut rngs, params, c.vocab_size)
             })?;
+            check_finite_picks(&admit, &picks, reqs, &out)?;
             record(&admit, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
         }
         if decoding.is_empty() {
@@ -138,9 +140,52 @@ pub fn generate_batched(
         let picks = profile::region("generate: sample", dev, || {
             sample_active(&logits, &step, &mut rngs, params, c.vocab_size)
         })?;
+        check_finite_picks(&step, &picks, reqs, &out)?;
         record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
     }
     Ok(out)
+}
+
+/// Refuse a KV cache of `slots` × `max_len` positions that cannot be indexed (positions are i32) or does
+/// not fit the model's device: slots × max_len × layers × (K and V) × KV heads × head_dim × dtype bytes,
+/// in saturating arithmetic, against the available memory, before anything is allocated.
+fn check_kv_cache(model: &Qwen3, slots: usize, max_len: usize) -> Result<()> {
+    let c = &model.config;
+    if max_len > i32::MAX as usize {
+        return Err(ModelError::Invalid(format!(
+            "prompt + max_new_tokens = {max_len} positions; positions are i32 (at most {})",
+            i32::MAX
+        )));
+    }
+    let u = |x: usize| x as u64;
+    let bytes = entrl_engine::memory::bytes_of(&[
+        u(slots),
+        u(max_len),
+        u(c.num_hidden_layers),
+        2,
+        u(c.num_key_value_heads),
+        u(c.head_dim),
+        u(model.dtype.size_in_bytes()),
+    ]);
+    let what = format!(
+        "the KV cache ({slots} slots × {max_len} positions × {} layers × K and V × {} KV heads × {} × {})",
+        c.num_hidden_layers, c.num_key_value_heads, c.head_dim, model.dtype
+    );
+    Ok(model.device.ensure_fits(&what, bytes)?)
+}
+
+/// A sampled token whose log-prob is not finite came from a logits row holding NaN or ±Inf (non-finite
+/// weights or activations): an error naming the request and the response position, never a garbage token.
+fn check_finite_picks(active: &[usize], picks: &[(u32, f64)], reqs: &[Request], out: &[Generation]) -> Result<()> {
+    match active.iter().zip(picks).find(|(_, (_, lp))| !lp.is_finite()) {
+        None => Ok(()),
+        Some((&r, (_, lp))) => Err(ModelError::Invalid(format!(
+            "generation: request {r} (seed {}): the logits of response token {} are not finite (log-prob {lp}); \
+             the model's weights or activations hold NaN or Inf",
+            reqs[r].seed,
+            out[r].tokens.len()
+        ))),
+    }
 }
 
 /// Freed slots refilled per prefill pass in continuous batching: an eighth of the slots (at least one).

@@ -74,6 +74,13 @@ fn layer_tensors(c: &Qwen3Config, i: usize) -> Vec<(String, Vec<usize>)> {
     ]
 }
 
+/// Refuse a model whose weights (P parameters of `dtype`) exceed the memory `device` has available.
+pub fn check_weights_fit(c: &Qwen3Config, dtype: DType, device: &Device) -> entrl_engine::Result<()> {
+    let p = c.checked_num_params().unwrap_or(u64::MAX);
+    let bytes = entrl_engine::memory::bytes_of(&[p, dtype.size_in_bytes() as u64]);
+    device.ensure_fits(&format!("loading the weights ({p} parameters in {dtype})"), bytes)
+}
+
 /// All parameter names and shapes of a config, in checkpoint order.
 pub fn parameter_shapes(c: &Qwen3Config) -> Vec<(String, Vec<usize>)> {
     let mut v = vec![("model.embed_tokens.weight".to_string(), vec![c.vocab_size, c.hidden_size])];
@@ -88,9 +95,12 @@ pub fn parameter_shapes(c: &Qwen3Config) -> Vec<(String, Vec<usize>)> {
 }
 
 impl Qwen3 {
-    /// Load `dir` (config.json + safetensors) as `dtype` trainable parameters on `device`.
+    /// Load `dir` (config.json + safetensors) as `dtype` trainable parameters on `device`. Every weight must
+    /// be a float tensor of finite values; the weights must fit the device's available memory.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let config = Qwen3Config::from_file(&dir.join("config.json"))?;
+        check_weights_fit(&config, dtype, device)
+            .map_err(|e| ModelError::Checkpoint { file: dir.display().to_string(), msg: e.to_string() })?;
         let ck = Checkpoint::open(dir)?;
         if config.tie_word_embeddings && ck.contains("lm_head.weight") {
             // Some exports write the tied head anyway; it must equal the embedding, so it is not read.
@@ -100,6 +110,8 @@ impl Qwen3 {
 
     /// Random weights (N(0, 0.02) matrices, unit norms) for benchmarks of the named shapes.
     pub fn random(config: Qwen3Config, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
+        config.validate().map_err(|e| ModelError::Invalid(format!("model config: {e}")))?;
+        check_weights_fit(&config, dtype, device)?;
         let mut k = seed;
         Self::build(config, dtype, device, |name, shape| {
             k += 1;

@@ -8,19 +8,27 @@ use entrl_engine::Tensor;
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
 
-/// Write `bytes` to `path` atomically (temporary sibling, fsync, rename).
+/// Write `bytes` to `path` atomically (temporary sibling, fsync, rename); the temporary file is removed
+/// when any step fails.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let err = |e: std::io::Error| ModelError::Checkpoint { file: path.display().to_string(), msg: e.to_string() };
     let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
 }
 
-/// Serialize named tensors (f32, bf16, f64 or i32, any device) into a safetensors file, atomically.
+/// Serialize named tensors (f32, bf16, f64 or i32, any device) into a safetensors file, atomically. A
+/// tensor holding NaN or ±Inf is refused by name: entrl never writes a non-finite checkpoint.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     write_safetensors_tagged(path, tensors, &[])
 }
@@ -29,7 +37,21 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
 pub fn write_safetensors_tagged(path: &Path, tensors: &[(String, Tensor)], tags: &[(&str, String)]) -> Result<()> {
     let mut host: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let (dtype, bytes) = match t.to_cpu_storage()? {
+        let storage = t.to_cpu_storage()?;
+        let first_bad: Option<(usize, f64)> = match &storage {
+            CpuStorage::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i] as f64)),
+            CpuStorage::F64(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+            CpuStorage::BF16(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i].to_f64())),
+            CpuStorage::I32(_) => None,
+        };
+        if let Some((i, x)) = first_bad {
+            return Err(ModelError::Tensor {
+                name: name.clone(),
+                file: path.display().to_string(),
+                msg: format!("element {i} is {x}; never write a non-finite checkpoint"),
+            });
+        }
+        let (dtype, bytes) = match storage {
             CpuStorage::F32(v) => (Dtype::F32, bytemuck::cast_slice::<f32, u8>(&v).to_vec()),
             CpuStorage::F64(v) => (Dtype::F64, bytemuck::cast_slice::<f64, u8>(&v).to_vec()),
             CpuStorage::BF16(v) => (Dtype::BF16, v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect()),
@@ -80,5 +102,41 @@ impl Qwen3 {
         let tensors: Vec<(String, Tensor)> = self.params().iter().map(|(n, t)| (n.clone(), t.detach())).collect();
         write_safetensors(&dir.join("model.safetensors"), &tensors)?;
         write_atomic(&dir.join("config.json"), self.config.to_hf_json().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::tests::scratch;
+    use entrl_engine::Device;
+
+    #[test]
+    fn a_non_finite_tensor_is_never_written() {
+        let d = scratch("save-nan");
+        let path = d.join("state.safetensors");
+        let ok = Tensor::from_vec(vec![1f32, 2.0], [2], &Device::Cpu).unwrap();
+        for bad in [f32::NAN, f32::INFINITY] {
+            let t = Tensor::from_vec(vec![0f32, 1.0, bad], [3], &Device::Cpu).unwrap();
+            let e = write_safetensors(&path, &[("a".into(), ok.clone()), ("b.exp_avg".into(), t)]).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("tensor b.exp_avg") && e.contains("element 2") && e.contains("non-finite"), "{e}");
+            assert!(!path.exists() && !d.join("state.safetensors.tmp").exists());
+        }
+        write_safetensors(&path, &[("a".into(), ok)]).unwrap();
+        assert!(path.is_file());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temporary_file() {
+        let d = scratch("save-tmp");
+        // the rename fails: the target is a directory
+        let target = d.join("config.json");
+        std::fs::create_dir_all(target.join("inside")).unwrap();
+        let e = write_atomic(&target, b"{}").unwrap_err().to_string();
+        assert!(e.contains("config.json"), "{e}");
+        assert!(!d.join("config.json.tmp").exists(), "the temporary file was left behind");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

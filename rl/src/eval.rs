@@ -5,6 +5,9 @@ use crate::rollout::{mix_seed, rollout, EncodedPrompt, RolloutSpec};
 use entrl_qwen3::{Qwen3, SamplingParams, Tokenizer};
 use std::collections::BTreeMap;
 
+/// Samples per prompt mean@k takes at most (the range of `run.eval_k` and `entrl eval --k`).
+pub const MAX_K: usize = 1024;
+
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalReport {
     /// data_source → (correct responses, responses).
@@ -92,7 +95,7 @@ impl EvalReport {
     }
 }
 
-/// Evaluate `prompts` with `k` samples each; `first_group` numbers the prompts for the sampling seeds (a
+/// Evaluate `prompts` with `k` samples each (1 to [`MAX_K`]); `first_group` numbers the prompts for the sampling seeds (a
 /// data-parallel rank evaluating a share passes the share's start, so results do not depend on the split).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
@@ -107,6 +110,9 @@ pub fn evaluate(
     verifier: &crate::reward::VerifierFor,
     seed: u64,
 ) -> Result<EvalReport, String> {
+    if !(1..=MAX_K).contains(&k) {
+        return Err(format!("mean@k takes 1 to {MAX_K} samples per prompt, not k = {k}"));
+    }
     let spec = RolloutSpec { n: k, params, max_response_len, max_concurrent, overlong: None, verifier };
     let refs: Vec<&EncodedPrompt> = prompts.iter().collect();
     let samples = rollout(model, tok, &refs, first_group, &spec, mix_seed(&[seed, 0xE7A1]), || {})?;

@@ -1,5 +1,6 @@
 //! Capacity plan for DAPO on `g` H100s: data-parallel training with ZeRO-2 sharding (`entrl plan`). Pure
-//! arithmetic, no device; this module doc is the documentation of the model and its assumptions.
+//! arithmetic, no device, in saturating u64 and f64 (an absurd size gives a plan that does not fit, never a
+//! wrapped one); this module doc is the documentation of the model and its assumptions.
 //!
 //! Symbols: P parameters (`Qwen3Config::num_params`), N the parameters that multiply activations (P less the
 //! input embedding table when it is untied: a lookup costs no FLOPs and reads one row per token), g GPUs,
@@ -77,6 +78,7 @@
 //!   (NVLink 4 on H100 SXM is 900 GB/s bidirectional per GPU; NCCL's large all-reduce reaches ~370–450 GB/s
 //!   bus bandwidth on 8×H100). One GPU communicates nothing.
 use entrl_engine::cuda::alloc::size_class;
+use entrl_engine::memory::bytes_of;
 use entrl_qwen3::Qwen3Config;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -101,6 +103,18 @@ pub const DECODE_EFFICIENCY: f64 = 0.43;
 pub const TAIL_FACTOR: f64 = 1.5;
 /// NCCL bus bandwidth for large collectives on 8×H100 SXM (assumed, within the measured ~370–450 GB/s).
 pub const NCCL_BUS_BYTES_PER_S: f64 = 400e9;
+
+/// Upper bounds of [`PlanInput::validate`]: those of the training configuration's keys (`run.world_size`,
+/// `rollout.max_prompt_len + max_response_len`, `train.micro_batch_tokens`, `train.batch_size`,
+/// `rollout.n`, `rollout.max_concurrent`, batch / mini-batch × epochs) and 1 PiB of memory per GPU.
+pub const MAX_PLAN_GPUS: usize = crate::config::MAX_WORLD_SIZE;
+pub const MAX_PLAN_SEQ: usize = 2 * crate::config::MAX_SEQUENCE_PART;
+pub const MAX_PLAN_MICRO_BATCH_TOKENS: usize = 1 << 30;
+pub const MAX_PLAN_PROMPTS: usize = 1_000_000;
+pub const MAX_PLAN_N: usize = 1024;
+pub const MAX_PLAN_CONCURRENT: usize = 65_536;
+pub const MAX_PLAN_UPDATES: usize = 1_000_000_000;
+pub const MAX_PLAN_GPU_MEM_GIB: f64 = (1u64 << 20) as f64;
 
 /// What is planned: the model, the cluster and the DAPO step's shape.
 #[derive(Clone, Debug)]
@@ -179,47 +193,69 @@ impl PlanInput {
         }
     }
 
-    /// Why the input cannot be planned, if it cannot.
+    /// Why the input cannot be planned, if it cannot (naming the field).
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_with(&|field| field.to_string())
+    }
+
+    /// [`PlanInput::validate`] with each field named by `name(field)` (`entrl plan` names its flags). Every
+    /// count has an upper bound (those of the training configuration's keys), so a plan of valid input is
+    /// a plan of something that could run.
+    pub fn validate_with(&self, name: &dyn Fn(&'static str) -> String) -> Result<(), String> {
         let counts = [
-            ("gpus", self.gpus),
-            ("seq", self.seq),
-            ("micro_batch_tokens", self.micro_batch_tokens),
-            ("prompts_per_step", self.prompts_per_step),
-            ("n", self.n),
-            ("mean_response", self.mean_response),
-            ("max_concurrent", self.max_concurrent),
-            ("updates_per_step", self.updates_per_step),
+            ("gpus", self.gpus, MAX_PLAN_GPUS),
+            ("seq", self.seq, MAX_PLAN_SEQ),
+            ("micro_batch_tokens", self.micro_batch_tokens, MAX_PLAN_MICRO_BATCH_TOKENS),
+            ("prompts_per_step", self.prompts_per_step, MAX_PLAN_PROMPTS),
+            ("n", self.n, MAX_PLAN_N),
+            ("mean_response", self.mean_response, MAX_PLAN_SEQ),
+            ("max_concurrent", self.max_concurrent, MAX_PLAN_CONCURRENT),
+            ("updates_per_step", self.updates_per_step, MAX_PLAN_UPDATES),
         ];
-        if let Some((k, _)) = counts.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("{k} must be at least 1"));
+        for (k, v, max) in counts {
+            if !(1..=max).contains(&v) {
+                return Err(format!("{} {v} must be 1 to {max}", name(k)));
+            }
         }
-        if self.prompt_tokens + self.mean_response > self.seq {
+        if self.prompt_tokens > MAX_PLAN_SEQ || self.prompt_tokens + self.mean_response > self.seq {
             return Err(format!(
-                "prompt_tokens {} + mean_response {} exceed seq {}",
-                self.prompt_tokens, self.mean_response, self.seq
+                "{} {} + {} {} exceed {} {}",
+                name("prompt_tokens"),
+                self.prompt_tokens,
+                name("mean_response"),
+                self.mean_response,
+                name("seq"),
+                self.seq
             ));
         }
         if self.micro_batch_tokens < self.seq {
             return Err(format!(
-                "micro_batch_tokens {} must hold one whole sequence ({})",
-                self.micro_batch_tokens, self.seq
+                "{} {} must hold one whole sequence ({} {})",
+                name("micro_batch_tokens"),
+                self.micro_batch_tokens,
+                name("seq"),
+                self.seq
             ));
         }
-        if !(self.gpu_mem_gib > 0.0 && self.usable_fraction > 0.0 && self.usable_fraction <= 1.0) {
-            return Err("gpu_mem_gib must be positive and usable_fraction in (0, 1]".into());
+        if !(self.gpu_mem_gib.is_finite() && self.gpu_mem_gib > 0.0 && self.gpu_mem_gib <= MAX_PLAN_GPU_MEM_GIB) {
+            return Err(format!("{} {} must be in (0, {MAX_PLAN_GPU_MEM_GIB}]", name("gpu_mem_gib"), self.gpu_mem_gib));
+        }
+        if !(self.usable_fraction > 0.0 && self.usable_fraction <= 1.0) {
+            return Err(format!("{} {} must be in (0, 1]", name("usable_fraction"), self.usable_fraction));
         }
         if ![2, 4].contains(&self.weight_bytes) {
-            return Err(format!("weight_bytes {} must be 2 (bf16) or 4 (f32)", self.weight_bytes));
+            return Err(format!("{} {} must be 2 (bf16) or 4 (f32)", name("weight_bytes"), self.weight_bytes));
         }
         match self.train_tokens_per_s_8b {
-            Some(r) if !(r.is_finite() && r > 0.0) => Err(format!("train_tokens_per_s_8b {r} must be positive")),
+            Some(r) if !(r.is_finite() && r > 0.0) => {
+                Err(format!("{} {r} must be finite and positive", name("train_tokens_per_s_8b")))
+            }
             _ => Ok(()),
         }
     }
 
     pub fn seqs_per_gpu(&self) -> usize {
-        (self.prompts_per_step * self.n).div_ceil(self.gpus.max(1))
+        self.prompts_per_step.saturating_mul(self.n).div_ceil(self.gpus.max(1))
     }
 }
 
@@ -255,11 +291,11 @@ enum Phase {
 impl MemoryPlan {
     /// Bytes held in every phase: weights, optimizer shard, workspace.
     pub fn persistent(&self) -> u64 {
-        self.weights + self.optimizer_shard + self.workspace
+        self.weights.saturating_add(self.optimizer_shard).saturating_add(self.workspace)
     }
     /// Peak bytes of the update beyond the persistent ones: gradients + the larger of backward and step.
     pub fn update_phase(&self) -> u64 {
-        self.grads + (self.activations + self.logits_chunk).max(self.step_buffers)
+        self.grads.saturating_add(self.activations.saturating_add(self.logits_chunk).max(self.step_buffers))
     }
 
     pub fn fits(&self) -> bool {
@@ -270,7 +306,7 @@ impl MemoryPlan {
     fn peak(&self) -> Phase {
         if self.kv_cache > self.update_phase() {
             Phase::Rollout
-        } else if self.step_buffers > self.activations + self.logits_chunk {
+        } else if self.step_buffers > self.activations.saturating_add(self.logits_chunk) {
             Phase::Step
         } else {
             Phase::Backward
@@ -313,8 +349,8 @@ impl MemoryPlan {
         }
         let phases = format!(
             "weights + optimizer + workspace + max(backward {:.2}, step {:.2}, rollout {:.2})",
-            (self.grads + self.activations + self.logits_chunk) as f64 / GIB,
-            (self.grads + self.step_buffers) as f64 / GIB,
+            (self.grads as f64 + self.activations as f64 + self.logits_chunk as f64) / GIB,
+            (self.grads as f64 + self.step_buffers as f64) / GIB,
             self.kv_cache as f64 / GIB
         );
         s += &line("peak", self.total, &phases);
@@ -428,13 +464,23 @@ impl TimePlan {
 
 /// Parameters that multiply activations: P less an untied input embedding table.
 pub fn matmul_params(m: &Qwen3Config) -> f64 {
-    let embed = if m.tie_word_embeddings { 0 } else { m.vocab_size * m.hidden_size };
-    (m.num_params() - embed) as f64
+    let embed = if m.tie_word_embeddings { 0.0 } else { m.vocab_size as f64 * m.hidden_size as f64 };
+    params(m) - embed
+}
+
+/// P in f64 (the same sum as `Qwen3Config::num_params`, without its saturation at 2^64).
+fn params(m: &Qwen3Config) -> f64 {
+    let f = |x: usize| x as f64;
+    let (h, hd) = (f(m.hidden_size), f(m.head_dim));
+    let (q, kv) = (f(m.num_attention_heads) * hd, f(m.num_key_value_heads) * hd);
+    let layer = 2.0 * h * q + 2.0 * h * kv + 3.0 * h * f(m.intermediate_size) + 2.0 * h + 2.0 * hd;
+    let tables = if m.tie_word_embeddings { 1.0 } else { 2.0 };
+    tables * f(m.vocab_size) * h + f(m.num_hidden_layers) * layer + h
 }
 
 /// L·H·d: the attention FLOPs per token and key, over all layers, are a multiple of it.
 fn attn_width(m: &Qwen3Config) -> f64 {
-    (m.num_hidden_layers * m.num_attention_heads * m.head_dim) as f64
+    m.num_hidden_layers as f64 * m.num_attention_heads as f64 * m.head_dim as f64
 }
 
 /// Forward FLOPs per token of an S-token sequence: 2N + 2·S·L·H·d (causal: S/2 keys on average).
@@ -453,44 +499,77 @@ pub fn effective_flops(train_tokens_per_s_8b: Option<f64>) -> f64 {
     train_tokens_per_s_8b.unwrap_or(ENTRL_TRAIN_TOKENS_PER_S_8B) * train_flops_per_token(&q8, ANCHOR_SEQ, true)
 }
 
-/// K and V bytes per token over all layers: L·2·Hkv·d·b.
+/// K and V bytes per token over all layers: L·2·Hkv·d·b (saturating).
 pub fn kv_bytes_per_token(m: &Qwen3Config, weight_bytes: usize) -> u64 {
-    (m.num_hidden_layers * 2 * m.num_key_value_heads * m.head_dim * weight_bytes) as u64
+    let u = |x: usize| x as u64;
+    bytes_of(&[u(m.num_hidden_layers), 2, u(m.num_key_value_heads), u(m.head_dim), u(weight_bytes)])
 }
 
-/// Bytes the caching allocator reserves for one allocation of `bytes`.
+/// Host bytes of training on the CPU with `ranks` ranks in this process (each with its own model): per
+/// rank the weights in the run dtype (b·P) and the f32 gradients (4·P), plus AdamW's two f32 moments and,
+/// for weights below f32, the f32 master (8·P or 12·P), which the ranks hold once between them (whole in
+/// one rank, sharded by ZeRO-2 over several). Activations and the rollout's KV cache come on top, so this is
+/// a floor: a run it does not fit cannot fit. Saturating arithmetic.
+pub fn cpu_training_bytes(m: &Qwen3Config, weight_bytes: usize, ranks: usize) -> u64 {
+    let p = m.checked_num_params().unwrap_or(u64::MAX);
+    let per_rank = bytes_of(&[p, weight_bytes as u64 + 4]);
+    let states = if weight_bytes < 4 { 12 } else { 8 };
+    bytes_of(&[per_rank, ranks.max(1) as u64]).saturating_add(bytes_of(&[p, states]))
+}
+
+/// Bytes the caching allocator reserves for one allocation of `bytes` (sizes beyond any device as they are).
 fn class(bytes: u64) -> u64 {
-    size_class(bytes as usize) as u64
+    if bytes >= 1 << 60 {
+        bytes
+    } else {
+        size_class(bytes as usize) as u64
+    }
 }
 
+/// The memory plan with `max_concurrent` KV slots, in saturating arithmetic (an absurd input gives a plan
+/// that does not fit, never a wrapped small one).
 fn memory(input: &PlanInput, max_concurrent: usize) -> MemoryPlan {
     let m = &input.model;
-    let (p, g, b) = (m.num_params() as u64, input.gpus.max(1) as u64, input.weight_bytes as u64);
-    let (h, t, layers) = (m.hidden_size as u64, input.micro_batch_tokens as u64, m.num_hidden_layers as u64);
-    let heads_width = (m.num_attention_heads * m.head_dim) as u64;
-    let layer_act = t * (10 * h + 3 * m.intermediate_size as u64 + 4 * heads_width) * b;
-    let activations = if input.checkpointing { layers * t * h * b + layer_act } else { layers * layer_act };
+    let u = |x: usize| x as u64;
+    let (p, g, b) = (m.checked_num_params().unwrap_or(u64::MAX), u(input.gpus.max(1)), u(input.weight_bytes));
+    let (h, t, layers) = (u(m.hidden_size), u(input.micro_batch_tokens), u(m.num_hidden_layers));
+    let heads_width = bytes_of(&[u(m.num_attention_heads), u(m.head_dim)]);
+    let width = bytes_of(&[10, h])
+        .saturating_add(bytes_of(&[3, u(m.intermediate_size)]))
+        .saturating_add(bytes_of(&[4, heads_width]));
+    let layer_act = bytes_of(&[t, width, b]);
+    let activations = if input.checkpointing {
+        bytes_of(&[layers, t, h, b]).saturating_add(layer_act)
+    } else {
+        bytes_of(&[layers, layer_act])
+    };
     // f32 master (only for bf16 weights) + m + v; the sharded optimizer keeps each as one flat shard.
     let states = if b < 4 { 3 } else { 2 };
     let shard = p.div_ceil(g); // elements of one rank's shard of the flat layout (`dist/flat.rs`)
-    let optimizer_shard = if g == 1 { states * 4 * p } else { states * class(4 * shard) };
+    let optimizer_shard =
+        if g == 1 { bytes_of(&[states, 4, p]) } else { bytes_of(&[states, class(bytes_of(&[4, shard]))]) };
     let bucket = class(4 * entrl_engine::dist::BUCKET_ELEMENTS as u64);
-    let step_buffers = if !input.sharded { 0 } else { class(4 * shard) + class(b * shard) + 2 * bucket };
-    let kv_tensor = (max_concurrent * input.seq * m.num_key_value_heads * m.head_dim * input.weight_bytes) as u64;
+    let step_buffers = if !input.sharded {
+        0
+    } else {
+        class(bytes_of(&[4, shard])).saturating_add(class(bytes_of(&[b, shard]))).saturating_add(2 * bucket)
+    };
+    let kv_tensor =
+        bytes_of(&[u(max_concurrent), u(input.seq), u(m.num_key_value_heads), u(m.head_dim), u(input.weight_bytes)]);
     let mut plan = MemoryPlan {
-        weights: b * p,
-        grads: 4 * p,
+        weights: bytes_of(&[b, p]),
+        grads: bytes_of(&[4, p]),
         optimizer_shard,
         activations,
-        logits_chunk: LOSS_CHUNK_ROWS * m.vocab_size as u64 * 4,
+        logits_chunk: bytes_of(&[LOSS_CHUNK_ROWS, u(m.vocab_size), 4]),
         step_buffers,
-        kv_cache: layers * 2 * class(kv_tensor),
+        kv_cache: bytes_of(&[layers, 2, class(kv_tensor)]),
         workspace: WORKSPACE_BYTES,
         total: 0,
         capacity: (input.gpu_mem_gib * input.usable_fraction * GIB) as u64,
         checkpointing: input.checkpointing,
     };
-    plan.total = plan.persistent() + plan.update_phase().max(plan.kv_cache);
+    plan.total = plan.persistent().saturating_add(plan.update_phase().max(plan.kv_cache));
     plan
 }
 
@@ -498,7 +577,7 @@ fn memory(input: &PlanInput, max_concurrent: usize) -> MemoryPlan {
 pub fn max_concurrent_fitting(input: &PlanInput) -> usize {
     let (mut lo, mut hi) = (0, input.seqs_per_gpu());
     while lo < hi {
-        let mid = (lo + hi).div_ceil(2);
+        let mid = lo + (hi - lo).div_ceil(2);
         if memory(input, mid).fits() {
             lo = mid;
         } else {
@@ -538,8 +617,8 @@ fn time(input: &PlanInput) -> TimePlan {
     let m = &input.model;
     let g = input.gpus.max(1);
     let flops = effective_flops(input.train_tokens_per_s_8b);
-    let seq_len = input.prompt_tokens + input.mean_response;
-    let tokens_per_step = (input.prompts_per_step * input.n * seq_len) as f64;
+    let seq_len = input.prompt_tokens.saturating_add(input.mean_response);
+    let tokens_per_step = input.prompts_per_step as f64 * input.n as f64 * seq_len as f64;
     let tokens_per_gpu = tokens_per_step / g as f64;
 
     let update_s = tokens_per_gpu * train_flops_per_token(m, seq_len, input.checkpointing) / flops;
@@ -552,7 +631,7 @@ fn time(input: &PlanInput) -> TimePlan {
     let max_response = input.seq.saturating_sub(input.prompt_tokens);
     let mean = input.mean_response.min(max_response);
     let longest = ((mean as f64 * TAIL_FACTOR).ceil() as usize).min(max_response);
-    let decode_steps = (seqs * mean).div_ceil(wave_size) + longest.saturating_sub(mean);
+    let decode_steps = seqs.saturating_mul(mean).div_ceil(wave_size).saturating_add(longest.saturating_sub(mean));
     let ctx = input.prompt_tokens as f64 + mean as f64 / 2.0;
     let step_bytes = input.weight_bytes as f64 * matmul_params(m)
         + wave_size as f64 * ctx * kv_bytes_per_token(m, input.weight_bytes) as f64;
@@ -564,12 +643,12 @@ fn time(input: &PlanInput) -> TimePlan {
     // refilled in batches of refill_batch(c); the first pass fills all c).
     let passes = 1 + seqs.saturating_sub(wave_size).div_ceil(entrl_qwen3::generate::refill_batch(wave_size));
     let weight_read_s = input.weight_bytes as f64 * matmul_params(m) / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY);
-    let prefill_s = (seqs * input.prompt_tokens) as f64 * forward_flops_per_token(m, input.prompt_tokens) / flops
+    let prefill_s = seqs as f64 * input.prompt_tokens as f64 * forward_flops_per_token(m, input.prompt_tokens) / flops
         + passes as f64 * weight_read_s;
     let rollout_s = decode_steps as f64 * decode_step_s + prefill_s;
 
     // ZeRO-2 per update: reduce-scatter the f32 gradients + all-gather the weights, ring factor (g − 1)/g.
-    let p = m.num_params() as f64;
+    let p = params(m);
     let ring = (g - 1) as f64 / g as f64;
     let comm_s = input.updates_per_step as f64 * (4.0 + input.weight_bytes as f64) * p * ring / NCCL_BUS_BYTES_PER_S;
 
@@ -588,7 +667,7 @@ fn time(input: &PlanInput) -> TimePlan {
         decode_steps,
         decode_step_s,
         prefill_s,
-        generated_per_s_per_gpu: (seqs * mean) as f64 / rollout_s,
+        generated_per_s_per_gpu: seqs as f64 * mean as f64 / rollout_s,
         updates: input.updates_per_step,
         checkpointing: input.checkpointing,
     }
@@ -741,6 +820,68 @@ mod tests {
         assert!(off.activations > 10 * on.activations);
         assert!(t_off.update_s < t_on.update_s, "no recompute");
         assert!(off.refusal().unwrap().contains("activations"));
+    }
+
+    #[test]
+    fn absurd_sizes_give_a_plan_that_does_not_fit_never_a_wrapped_one() {
+        // vocab 2^62 (config.json refuses it; a config built in code is not validated): usize arithmetic
+        // wrapped (or panicked in debug builds) and the plan "fit"
+        let mut m = Qwen3Config::named("qwen3-8b").unwrap();
+        m.vocab_size = 1 << 62;
+        let input = PlanInput::new(m.clone());
+        let (mem, time) = plan(&input);
+        assert!(!mem.fits() && mem.refusal().is_some(), "{}", mem.table());
+        assert_eq!(mem.weights, u64::MAX);
+        assert!(time.total_s > 0.0);
+        // inputs beyond the validated bounds are still computed without wrapping
+        let huge = PlanInput {
+            seq: usize::MAX / 2,
+            micro_batch_tokens: usize::MAX / 2,
+            prompts_per_step: usize::MAX / 4,
+            n: 1 << 20,
+            max_concurrent: usize::MAX / 3,
+            ..PlanInput::new(Qwen3Config::named("qwen3-0.6b").unwrap())
+        };
+        let (mem, time) = plan(&huge);
+        assert!(!mem.fits() && time.total_s.is_finite());
+        assert_eq!(max_concurrent_fitting(&huge), 0);
+        // the CPU training footprint saturates too
+        assert_eq!(cpu_training_bytes(&m, 4, 8), u64::MAX);
+        let q8 = Qwen3Config::named("qwen3-8b").unwrap();
+        let p = q8.num_params() as u64;
+        assert_eq!(cpu_training_bytes(&q8, 4, 1), 16 * p, "f32 weights + f32 gradients + two moments");
+        assert_eq!(cpu_training_bytes(&q8, 2, 4), 4 * 6 * p + 12 * p, "per rank b + 4, optimizer state once");
+    }
+
+    #[test]
+    fn parameters_in_f64_are_the_configs_count() {
+        for name in ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b"] {
+            let m = Qwen3Config::named(name).unwrap();
+            assert_eq!(params(&m), m.num_params() as f64, "{name}");
+        }
+    }
+
+    #[test]
+    fn validation_bounds_every_count_and_names_it() {
+        let q = q8(8);
+        let cases: Vec<(PlanInput, &str)> = vec![
+            (PlanInput { gpus: 5000, ..q.clone() }, "gpus 5000 must be 1 to 4096"),
+            (PlanInput { prompts_per_step: 1 << 60, ..q.clone() }, "prompts_per_step"),
+            (PlanInput { n: 2000, ..q.clone() }, "n 2000 must be 1 to 1024"),
+            (PlanInput { seq: 1 << 40, micro_batch_tokens: 1 << 41, ..q.clone() }, "seq"),
+            (PlanInput { max_concurrent: 1 << 20, ..q.clone() }, "max_concurrent"),
+            (PlanInput { updates_per_step: usize::MAX, ..q.clone() }, "updates_per_step"),
+            (PlanInput { gpu_mem_gib: f64::INFINITY, ..q.clone() }, "gpu_mem_gib"),
+            (PlanInput { gpu_mem_gib: 1e300, ..q.clone() }, "gpu_mem_gib"),
+            (PlanInput { usable_fraction: f64::NAN, ..q.clone() }, "usable_fraction"),
+            (PlanInput { prompt_tokens: usize::MAX, ..q.clone() }, "prompt_tokens"),
+        ];
+        for (input, want) in cases {
+            let e = input.validate().unwrap_err();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let e = PlanInput { prompts_per_step: 1 << 60, ..q }.validate_with(&|f| format!("--{f}")).unwrap_err();
+        assert!(e.starts_with("--prompts_per_step "), "{e}");
     }
 
     #[test]

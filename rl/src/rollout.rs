@@ -1,9 +1,10 @@
 //! Rollouts: n responses per prompt from the policy's KV-cache generator, decoded and scored by the
 //! prompt's verifier (plus DAPO's soft overlong penalty), and the seeded prompt stream that feeds them.
 use crate::codec::{Reader, Writer};
-use crate::config::LongPrompts;
+use crate::config::{LongPrompts, MAX_ROUND_RESPONSES};
 use crate::data::PromptRow;
 use crate::reward::overlong_penalty;
+use entrl_engine::memory::bytes_of;
 use entrl_qwen3::{generate_batched, FinishReason, Qwen3, Request, SamplingParams, Tokenizer};
 use std::cell::OnceCell;
 use std::sync::Arc;
@@ -367,6 +368,7 @@ pub fn rollout(
     if prompts.is_empty() {
         return Ok(Vec::new()); // a data-parallel rank whose share of the round is empty
     }
+    check_request_count(prompts, spec.n)?;
     let mut reqs = Vec::with_capacity(prompts.len() * spec.n);
     for (g, p) in prompts.iter().enumerate() {
         for j in 0..spec.n {
@@ -402,6 +404,25 @@ pub fn rollout(
         });
     }
     Ok(out)
+}
+
+/// Refuse a rollout of more than [`MAX_ROUND_RESPONSES`] requests, or whose requests (each with its copy of
+/// the prompt, its generation and its sample) do not fit the host's available memory, before any is built.
+fn check_request_count(prompts: &[&EncodedPrompt], n: usize) -> Result<(), String> {
+    let count = prompts.len().checked_mul(n).filter(|&c| c <= MAX_ROUND_RESPONSES).ok_or_else(|| {
+        format!(
+            "{} prompts × {n} responses each are more than {MAX_ROUND_RESPONSES} requests in one rollout",
+            prompts.len()
+        )
+    })?;
+    let prompt_tokens: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
+    let per_request = (std::mem::size_of::<Request>()
+        + std::mem::size_of::<entrl_qwen3::Generation>()
+        + std::mem::size_of::<Sample>()) as u64;
+    let bytes = bytes_of(&[prompt_tokens, n as u64, 4]).saturating_add(bytes_of(&[count as u64, per_request]));
+    entrl_engine::Device::Cpu
+        .ensure_fits(&format!("the rollout's {count} requests ({} prompts × {n})", prompts.len()), bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// Prompts in a seeded order, reshuffled every epoch; its position is part of a checkpoint.

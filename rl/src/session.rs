@@ -4,7 +4,7 @@
 use crate::checkpoints::{self, SavePhase};
 use crate::config::{DtypeChoice, FailKind, TrainConfig};
 use crate::data::{read_prompts, PromptRow};
-use crate::plan::{plan, PlanInput};
+use crate::plan::{cpu_training_bytes, plan, PlanInput};
 use crate::reward::{verifier_by_choice, Verifier};
 use crate::rollout::{EncodedPrompt, PromptCounts, PromptEncoder, PromptStream};
 use crate::strategy::Strategy;
@@ -211,6 +211,19 @@ impl Session {
         if device.is_cuda() {
             if let Some(refusal) = mem.refusal() {
                 return Err(format!("{refusal}\n{}", mem.table()));
+            }
+        } else {
+            // CPU ranks share this process's memory: the whole group's training footprint must be available,
+            // and every rank checks it before any rank allocates.
+            let bytes = cpu_training_bytes(&model_cfg, dtype.size_in_bytes(), world);
+            let what = format!(
+                "training this model on the CPU ({} parameters in {dtype}, {world} rank(s): weights, f32 gradients, \
+                 AdamW state)",
+                model_cfg.num_params()
+            );
+            Device::Cpu.ensure_fits(&what, bytes).map_err(|e| format!("model.path {:?}: {e}", cfg.model.path))?;
+            if let Some(c) = &comm {
+                c.barrier().map_err(|e| e.to_string())?;
             }
         }
         let seed = cfg.train.seed;

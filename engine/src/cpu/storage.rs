@@ -32,16 +32,27 @@ impl CpuStorage {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    pub fn zeros(dtype: DType, n: usize) -> Self {
-        Self::full(dtype, n, 0.0)
+    /// `n` zeros; an allocation the system cannot satisfy is an [`EngineError::OutOfMemory`], not an abort.
+    pub fn zeros(dtype: DType, n: usize) -> Result<Self> {
+        Ok(match dtype {
+            DType::F32 => CpuStorage::F32(try_zeroed(n)?),
+            DType::F64 => CpuStorage::F64(try_zeroed(n)?),
+            DType::BF16 => CpuStorage::BF16(try_zeroed(n)?),
+            DType::I32 => CpuStorage::I32(try_zeroed(n)?),
+        })
     }
-    pub fn full(dtype: DType, n: usize, v: f64) -> Self {
-        match dtype {
-            DType::F32 => CpuStorage::F32(vec![v as f32; n]),
-            DType::F64 => CpuStorage::F64(vec![v; n]),
-            DType::BF16 => CpuStorage::BF16(vec![bf16::from_f64(v); n]),
-            DType::I32 => CpuStorage::I32(vec![v as i32; n]),
+    /// `n` copies of `v` (rounded to `dtype`); fallible like [`CpuStorage::zeros`].
+    pub fn full(dtype: DType, n: usize, v: f64) -> Result<Self> {
+        if v.to_bits() == 0 {
+            // +0.0 is all-zero bytes in every dtype (-0.0 is not)
+            return Self::zeros(dtype, n);
         }
+        Ok(match dtype {
+            DType::F32 => CpuStorage::F32(try_filled(n, v as f32)?),
+            DType::F64 => CpuStorage::F64(try_filled(n, v)?),
+            DType::BF16 => CpuStorage::BF16(try_filled(n, bf16::from_f64(v))?),
+            DType::I32 => CpuStorage::I32(try_filled(n, v as i32)?),
+        })
     }
     /// Values as f64 (for tests, checks and printing).
     pub fn to_f64_vec(&self) -> Vec<f64> {
@@ -81,6 +92,41 @@ impl CpuStorage {
             s => Err(EngineError::DType { op, msg: format!("expected f32, got {}", s.dtype()) }),
         }
     }
+}
+
+/// The error of a host allocation of `n` elements of `T` that could not be made.
+fn host_oom<T>(n: usize) -> EngineError {
+    EngineError::OutOfMemory {
+        what: format!("a CPU tensor of {n} elements"),
+        bytes: crate::memory::bytes_of(&[n as u64, std::mem::size_of::<T>() as u64]),
+        available: crate::memory::host_available().unwrap_or(0),
+        device: "cpu".into(),
+    }
+}
+
+/// `n` zero values from the allocator's zeroed memory (untouched pages stay unbacked, as with `vec![0; n]`),
+/// or an error when the allocation fails.
+fn try_zeroed<T: bytemuck::Zeroable>(n: usize) -> Result<Vec<T>> {
+    if n == 0 || std::mem::size_of::<T>() == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<T>(n).map_err(|_| host_oom::<T>(n))?;
+    // SAFETY: the layout has a non-zero size (n > 0 and T is not zero-sized).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(host_oom::<T>(n));
+    }
+    // SAFETY: ptr comes from the global allocator with the layout of [T; n] (capacity n), and all n
+    // elements are initialised: all-zero bytes are a valid T (Zeroable).
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
+/// `n` copies of `v`, or an error when the allocation fails.
+fn try_filled<T: Clone>(n: usize, v: T) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| host_oom::<T>(n))?;
+    out.resize(n, v);
+    Ok(out)
 }
 
 /// A CPU kernel written once for any [`Real`]: takes slices of the inputs in compute precision and
