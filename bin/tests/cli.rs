@@ -181,30 +181,12 @@ fn assert_clear_error(out: &std::process::Output, want: &[&str]) {
 fn untrusted_sizes_are_clear_errors_not_aborts() {
     let d = tiny_model("sizes");
     let model = d.to_str().unwrap();
+    let generate = |new_tokens: &str| {
+        entrl(&["generate", "--model", model, "--prompt", "1 + 2 =", "--device", "cpu", "--max-new-tokens", new_tokens])
+    };
     // 10^12 new tokens aborted with "memory allocation of … failed"
-    let out = entrl(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt",
-        "1 + 2 =",
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "1000000000000",
-    ]);
-    assert_clear_error(&out, &["positions are i32"]);
-    let out = entrl(&[
-        "generate",
-        "--model",
-        model,
-        "--prompt",
-        "1 + 2 =",
-        "--device",
-        "cpu",
-        "--max-new-tokens",
-        "2000000000",
-    ]);
+    assert_clear_error(&generate("1000000000000"), &["positions are i32"]);
+    let out = generate("2000000000");
     assert_clear_error(&out, &["the KV cache (1 slots × 2000000009 positions", "available"]);
     // a billion samples per prompt aborted building the requests
     let out = entrl(&["eval", "--model", model, "--data", "builtin", "--device", "cpu", "--k", "1000000000"]);

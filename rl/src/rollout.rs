@@ -152,25 +152,25 @@ impl<'a> PromptEncoder<'a> {
             // A token is at least one byte, so the bound is only worked out for a prompt that could exceed it.
             let certainly_long =
                 text.len() > max.saturating_mul(4) && self.byte_limit().is_some_and(|limit| text.len() > limit);
-            let ids = if certainly_long {
+            // Whether a too-long prompt is kept (truncated), counted either way, or the error.
+            let mut keep_long = |size: String| -> Result<bool, String> {
                 match self.policy {
-                    LongPrompts::Drop => {
-                        counts.dropped += 1;
-                        continue;
-                    }
+                    LongPrompts::Drop => counts.dropped += 1,
+                    LongPrompts::TruncateLeft => counts.truncated += 1,
                     LongPrompts::Error => {
                         return Err(format!(
-                            "{}: {} bytes after the chat template, so more than max_prompt_len = {max} tokens \
-                             (rollout.long_prompts = error)",
-                            what(),
-                            text.len()
+                            "{}: {size}, more than max_prompt_len = {max} tokens (rollout.long_prompts = error)",
+                            what()
                         ))
                     }
-                    LongPrompts::TruncateLeft => {
-                        counts.truncated += 1;
-                        self.tail_ids(&text).map_err(|e| format!("{}: {e}", what()))?
-                    }
                 }
+                Ok(self.policy == LongPrompts::TruncateLeft)
+            };
+            let ids = if certainly_long {
+                if !keep_long(format!("{} bytes after the chat template", text.len()))? {
+                    continue;
+                }
+                self.tail_ids(&text).map_err(|e| format!("{}: {e}", what()))?
             } else {
                 let mut ids = self.tok.encode(&text).map_err(|e| format!("{}: {e}", what()))?;
                 if ids.is_empty() {
@@ -178,23 +178,10 @@ impl<'a> PromptEncoder<'a> {
                     continue;
                 }
                 if ids.len() > max {
-                    match self.policy {
-                        LongPrompts::Drop => {
-                            counts.dropped += 1;
-                            continue;
-                        }
-                        LongPrompts::Error => {
-                            return Err(format!(
-                                "{}: {} tokens, more than max_prompt_len = {max} (rollout.long_prompts = error)",
-                                what(),
-                                ids.len()
-                            ))
-                        }
-                        LongPrompts::TruncateLeft => {
-                            counts.truncated += 1;
-                            ids.drain(..ids.len() - max);
-                        }
+                    if !keep_long(format!("{} tokens", ids.len()))? {
+                        continue;
                     }
+                    ids.drain(..ids.len() - max);
                 }
                 ids
             };
