@@ -1,8 +1,10 @@
-// Executes decode_chunk_{f32,bf16}_d{32,64,128} + decode_combine (cuda/decode.cu, compiled unchanged against
-// the emu/ shims) on the CPU and compares the decode attention output with an f64 reference over the same
-// cache: ragged lengths (1 key, exactly one chunk, chunk + 1, several chunks), GQA groups of 1, 4 and 12
-// (12 is split into CTAs of 6 heads), bf16 and f32. Outputs start poisoned. One line per case; exit 1 on
-// failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
+// Executes kv_write + kv_copy_blocks + decode_chunk_{f32,bf16}_d{32,64,128} + decode_combine
+// (cuda/decode.cu, compiled unchanged against the emu/ shims) on the CPU and compares the decode attention
+// output with an f64 reference over the logical (unpaged) K/V: ragged lengths (1 key, exactly one chunk,
+// chunk + 1, several chunks), GQA groups of 1, 4 and 12 (12 is split into CTAs of 6 heads), bf16 and f32,
+// block sizes 16, 7, 1 and one block per request (the contiguous layout), blocks scattered over the pool,
+// the first request's last block moved by a block copy, and a write row outside the pool raising the error
+// flag. Outputs start poisoned. One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "decode.cu"
 #include "harness.h"
 
@@ -16,22 +18,62 @@ struct Case {
     const char* name;
     int hq, hkv, d;
     bool bf16;
+    int block_size;  // 0: one block of max_len per request
 };
 
 template <typename T>
 static bool run_case(const Case& cs, std::mt19937_64& rng,
+                     void (*write)(T*, T*, const T*, const T*, const int*, int, int, int, int, int*),
+                     void (*copy)(T*, const int*, const int*, int, long long),
                      void (*chunk)(float*, float*, float*, const T*, const T*, const T*, const int*, const int*, int,
-                                   int, int, int, float),
+                                   int, int, int, int, float),
                      void (*combine)(T*, const float*, const float*, const float*, int, int, int)) {
-    const std::vector<int> lens = {1, 256, 257, 700, 77};
-    const int batch = (int)lens.size(), slots = batch + 1, max_len = 768, d = cs.d, hq = cs.hq, hkv = cs.hkv;
+    const std::vector<int> lens = {700, 1, 256, 257, 77};
+    const int batch = (int)lens.size(), max_len = 768, d = cs.d, hq = cs.hq, hkv = cs.hkv;
+    const int bs = cs.block_size ? cs.block_size : max_len, width = (max_len + bs - 1) / bs;
+    const int blocks = batch * width + 1;  // the last spare block receives the copy
+    const size_t row = (size_t)hkv * d;
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<T> kc((size_t)slots * max_len * hkv * d), vc(kc.size()), q((size_t)batch * hq * d);
-    for (auto& x : kc) x = from_f32<T>(normal(rng));
-    for (auto& x : vc) x = from_f32<T>(normal(rng));
+    // logical K/V per request and position, written into the pool through kv_write
+    std::vector<T> lk((size_t)batch * max_len * row), lv(lk.size()), q((size_t)batch * hq * d);
+    for (auto& x : lk) x = from_f32<T>(normal(rng));
+    for (auto& x : lv) x = from_f32<T>(normal(rng));
     for (auto& x : q) x = from_f32<T>(normal(rng));
-    std::vector<int> slot(batch);
-    for (int b = 0; b < batch; ++b) slot[b] = (b + 2) % slots;  // requests do not sit in slot order
+    std::vector<T> kc((size_t)blocks * bs * row, from_f32<T>(NAN)), vc(kc.size(), from_f32<T>(NAN));
+    // block tables: a shuffled pool, so neighbours in a table are far apart in memory
+    std::vector<int> perm(blocks);
+    for (int i = 0; i < blocks; ++i) perm[i] = i;
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::vector<int> table((size_t)batch * width);
+    for (size_t i = 0; i < table.size(); ++i) table[i] = perm[i];
+    const int spare = perm[blocks - 1];
+    std::vector<int> dst;
+    std::vector<T> wk, wv;
+    for (int b = 0; b < batch; ++b)
+        for (int j = 0; j < lens[b]; ++j) {
+            dst.push_back(table[(size_t)b * width + j / bs] * bs + j % bs);
+            const size_t src = ((size_t)b * max_len + j) * row;
+            wk.insert(wk.end(), lk.begin() + src, lk.begin() + src + row);
+            wv.insert(wv.end(), lv.begin() + src, lv.begin() + src + row);
+        }
+    dst.push_back(blocks * bs);  // outside the pool: flagged and skipped
+    wk.insert(wk.end(), row, from_f32<T>(0.0f));
+    wv.insert(wv.end(), row, from_f32<T>(0.0f));
+    int err = 0;
+    const int n = (int)dst.size();
+    run_grid(dim3{(unsigned)((n * row + 127) / 128), 1, 1}, 128, [&] {
+        write(kc.data(), vc.data(), wk.data(), wv.data(), dst.data(), n, hkv, d, blocks * bs, &err);
+    });
+    // request 0 continues in a copy of its last block (copy-on-write of a shared prompt block)
+    const int last = (lens[0] - 1) / bs;
+    const int csrc = table[last], cdst = spare;
+    const long long block_elems = (long long)bs * row;
+    for (T* cache : {kc.data(), vc.data()})
+        run_grid(dim3{(unsigned)((block_elems + 127) / 128), 1, 1}, 128,
+                 [&] { copy(cache, &csrc, &cdst, 1, block_elems); });
+    for (size_t e = (size_t)csrc * block_elems; e < (size_t)(csrc + 1) * block_elems; ++e)  // the old block is stale
+        kc[e] = vc[e] = from_f32<T>(NAN);
+    table[last] = spare;
 
     const int group = hq / hkv;
     int heads = std::min(group, kMaxGroup);
@@ -43,14 +85,13 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
     std::vector<T> o((size_t)batch * hq * d, from_f32<T>(NAN));
     const float scale = 1.0f / std::sqrt((float)d);
     run_grid(dim3{(unsigned)batch, (unsigned)(hq / heads), (unsigned)chunks}, kDecodeThreads, [&] {
-        chunk(ws_o.data(), ws_m.data(), ws_l.data(), q.data(), kc.data(), vc.data(), slot.data(), lens.data(), hq, hkv,
-              heads, max_len, scale);
+        chunk(ws_o.data(), ws_m.data(), ws_l.data(), q.data(), kc.data(), vc.data(), table.data(), lens.data(), hq, hkv,
+              heads, bs, width, scale);
     });
     run_grid(dim3{(unsigned)batch, (unsigned)hq, 1}, kDecodeThreads,
              [&] { combine(o.data(), ws_o.data(), ws_m.data(), ws_l.data(), hq, d, chunks); });
 
-    double err = 0;
-    const size_t row = (size_t)hkv * d;
+    double err_max = 0;
     for (int b = 0; b < batch; ++b)
         for (int h = 0; h < hq; ++h) {
             const int kvh = h / group;
@@ -59,7 +100,7 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
                 double acc = 0;
                 for (int c = 0; c < d; ++c)
                     acc += (double)to_f32(q[((size_t)b * hq + h) * d + c]) *
-                           to_f32(kc[((size_t)slot[b] * max_len + j) * row + (size_t)kvh * d + c]);
+                           to_f32(lk[((size_t)b * max_len + j) * row + (size_t)kvh * d + c]);
                 s[j] = acc / std::sqrt((double)d);
             }
             const double m = *std::max_element(s.begin(), s.end());
@@ -68,26 +109,28 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
             for (int c = 0; c < d; ++c) {
                 double acc = 0;
                 for (int j = 0; j < lens[b]; ++j)
-                    acc += s[j] / l * to_f32(vc[((size_t)slot[b] * max_len + j) * row + (size_t)kvh * d + c]);
+                    acc += s[j] / l * to_f32(lv[((size_t)b * max_len + j) * row + (size_t)kvh * d + c]);
                 const double got = to_f32(o[((size_t)b * hq + h) * d + c]);
-                err = std::max(err, std::isnan(got) ? INFINITY : std::abs(got - acc) / (1.0 + std::abs(acc)));
+                err_max = std::max(err_max, std::isnan(got) ? INFINITY : std::abs(got - acc) / (1.0 + std::abs(acc)));
             }
         }
     const double tol = cs.bf16 ? 1e-2 : 1e-5;
-    const bool ok = err < tol;
-    std::printf("%-30s %-4s max rel err %.2e (tol %.0e, %d heads per CTA, %d chunks)\n", cs.name, ok ? "ok" : "FAIL", err,
-                tol, heads, chunks);
+    const bool ok = err_max < tol && err == 1;
+    std::printf("%-34s %-4s max rel err %.2e (tol %.0e, %d heads per CTA, %d chunks, block %d, error flag %d)\n",
+                cs.name, ok ? "ok" : "FAIL", err_max, tol, heads, chunks, bs, err);
     return ok;
 }
 
 int main() {
     std::mt19937_64 rng(20261129);
     bool ok = true;
-    ok &= run_case<__nv_bfloat16>({"bf16 d128 hq 32 hkv 8", 32, 8, 128, true}, rng, decode_chunk_bf16_d128,
-                                  decode_combine_bf16);
-    ok &= run_case<float>({"f32 d64 hq 8 hkv 2", 8, 2, 64, false}, rng, decode_chunk_f32_d64, decode_combine_f32);
-    ok &= run_case<__nv_bfloat16>({"bf16 d32 hq 12 hkv 1", 12, 1, 32, true}, rng, decode_chunk_bf16_d32,
-                                  decode_combine_bf16);
-    ok &= run_case<float>({"f32 d128 hq 4 hkv 4", 4, 4, 128, false}, rng, decode_chunk_f32_d128, decode_combine_f32);
+    ok &= run_case<__nv_bfloat16>({"bf16 d128 hq 32 hkv 8, blocks of 16", 32, 8, 128, true, 16}, rng, kv_write_bf16,
+                                  kv_copy_blocks_bf16, decode_chunk_bf16_d128, decode_combine_bf16);
+    ok &= run_case<float>({"f32 d64 hq 8 hkv 2, blocks of 7", 8, 2, 64, false, 7}, rng, kv_write_f32,
+                          kv_copy_blocks_f32, decode_chunk_f32_d64, decode_combine_f32);
+    ok &= run_case<__nv_bfloat16>({"bf16 d32 hq 12 hkv 1, blocks of 1", 12, 1, 32, true, 1}, rng, kv_write_bf16,
+                                  kv_copy_blocks_bf16, decode_chunk_bf16_d32, decode_combine_bf16);
+    ok &= run_case<float>({"f32 d128 hq 4 hkv 4, contiguous", 4, 4, 128, false, 0}, rng, kv_write_f32,
+                          kv_copy_blocks_f32, decode_chunk_f32_d128, decode_combine_f32);
     return ok ? 0 : 1;
 }

@@ -101,7 +101,7 @@ fn device_sampler_picks_inside_the_cdf_interval_when_emulated() {
 }
 
 #[test]
-fn split_k_decode_attention_matches_the_f64_reference_when_emulated() {
+fn paged_kv_write_copy_and_split_k_decode_attention_match_the_f64_reference_when_emulated() {
     emulate("decode.cu", "decode_check.cpp", 4);
 }
 

@@ -5,7 +5,7 @@
 use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs_fused, layer_output_normed, Qwen3};
 use entrl_engine::cpu::sampling::pick_by_cdf;
-use entrl_engine::ops::{attention, sample_rows, CacheIndex, KvCache};
+use entrl_engine::ops::{attention, sample_rows, CacheIndex, CacheRows, KvCache, PoolShape};
 use entrl_engine::{no_grad, profile, Packing, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -92,12 +92,11 @@ pub fn generate_batched(
     let slots = slots.clamp(1, n.max(1));
     let max_len = reqs.iter().map(|r| r.prompt.len().saturating_add(r.max_new_tokens)).max().unwrap_or(1).max(1);
     check_kv_cache(model, slots, max_len)?;
+    let pool = PoolShape::contiguous(slots, max_len)?;
     let layers: Vec<KvCache> = (0..c.num_hidden_layers)
-        .map(|_| {
-            KvCache::new(slots, max_len, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev)
-        })
+        .map(|_| KvCache::new(pool, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev))
         .collect::<std::result::Result<_, _>>()?;
-    let mut cache = SlotCache { layers, slots, max_len, slot_of: vec![usize::MAX; n] };
+    let mut cache = SlotCache { layers, pool, slot_of: vec![usize::MAX; n] };
     let mut rngs: Vec<rand::rngs::StdRng> = reqs.iter().map(|r| rand::rngs::StdRng::seed_from_u64(r.seed)).collect();
     let mut out: Vec<Generation> = reqs
         .iter()
@@ -196,17 +195,23 @@ pub fn refill_batch(slots: usize) -> usize {
 /// The per-layer KV caches of a generation and which slot each request holds.
 struct SlotCache {
     layers: Vec<KvCache>,
-    slots: usize,
-    max_len: usize,
+    pool: PoolShape,
     /// Slot of each request while it is being generated.
     slot_of: Vec<usize>,
 }
 
 impl SlotCache {
-    /// Cache rows for tokens of `reqs` (request, position) pairs.
-    fn index(&self, rows: impl Iterator<Item = (usize, i32)>, dev: &entrl_engine::Device) -> Result<CacheIndex> {
-        let (slot, pos): (Vec<i32>, Vec<i32>) = rows.map(|(r, p)| (self.slot_of[r] as i32, p)).unzip();
-        Ok(CacheIndex::new(slot, pos, self.slots, self.max_len, dev)?)
+    /// Cache rows of (request, position) pairs.
+    fn rows(&self, at: impl Iterator<Item = (usize, i32)>, dev: &entrl_engine::Device) -> Result<CacheRows> {
+        let rows = at
+            .map(|(r, p)| self.pool.row(&[self.slot_of[r] as i32], p as usize))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(CacheRows::new(rows, self.pool, dev)?)
+    }
+    /// The decode index of requests `step` at positions `pos`.
+    fn index(&self, step: &[usize], pos: &[i32], dev: &entrl_engine::Device) -> Result<CacheIndex> {
+        let slot: Vec<i32> = step.iter().map(|&r| self.slot_of[r] as i32).collect();
+        Ok(CacheIndex::slots(&slot, pos, self.pool, dev)?)
     }
 }
 
@@ -219,7 +224,7 @@ fn prefill(model: &Qwen3, reqs: &[Request], admit: &[usize], cache: &SlotCache) 
     let ids: Vec<i32> = admit.iter().flat_map(|&r| reqs[r].prompt.iter().map(|&t| t as i32)).collect();
     let pos = packing.positions();
     let owners = admit.iter().zip(&lens).flat_map(|(&r, &l)| std::iter::repeat_n(r, l));
-    let idx = cache.index(owners.zip(pos.iter().copied()), dev)?;
+    let idx = cache.rows(owners.zip(pos.iter().copied()), dev)?;
     let pos_t = Tensor::from_vec(pos, [packing.total()], dev)?;
     let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [packing.total()], dev)?)?;
     for (i, (layer, cache)) in model.layers.iter().zip(&cache.layers).enumerate() {
@@ -258,13 +263,14 @@ fn decode_step(
     let (c, dev) = (&model.config, &model.device);
     let ids: Vec<i32> = step.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
     let pos: Vec<i32> = step.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
-    let idx = cache.index(step.iter().copied().zip(pos.iter().copied()), dev)?;
+    let rows = cache.rows(step.iter().copied().zip(pos.iter().copied()), dev)?;
+    let idx = cache.index(step, &pos, dev)?;
     let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
     let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [step.len()], dev)?)?;
     for (i, (layer, cache)) in model.layers.iter().zip(&cache.layers).enumerate() {
         let (q, k, v) =
             profile::region("decode: q/k/v, q/k norm + rope", dev, || attention_inputs_fused(layer, c, &h, &pos_t))?;
-        profile::region("decode: kv-cache write", dev, || cache.write(&k, &v, &idx))?;
+        profile::region("decode: kv-cache write", dev, || cache.write(&k, &v, &rows))?;
         let o = profile::region("decode: attention (split-K)", dev, || cache.attend(&q, &idx))?;
         (x, h) = profile::region("decode: o_proj, residual + norm, MLP, residual + norm", dev, || {
             layer_output_normed(layer, c, &x, &o, next_norm(model, i))

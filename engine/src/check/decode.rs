@@ -1,50 +1,84 @@
-//! KV-cache writes and decode attention on `dev` against the f64 CPU path (bf16 and f32, GQA, ragged
-//! lengths including a single key).
+//! Paged KV-cache writes, block copies and decode attention on `dev` against the f64 CPU path (bf16 and
+//! f32, GQA, ragged lengths including a single key, block sizes from 1 to one block per request, blocks
+//! scattered over the pool).
 use super::{max_rel_err, CheckRow};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::{CacheIndex, KvCache};
+use crate::ops::{BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape};
 use crate::tensor::Tensor;
+
+const NAME: &str = "paged kv cache + decode attention";
 
 pub fn decode_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     let mut rows = Vec::new();
-    for (dtype, hq, hkv, d, tol) in
-        [(DType::F32, 8, 2, 64, 1e-5), (DType::BF16, 32, 8, 128, 2e-2), (DType::BF16, 6, 1, 64, 2e-2)]
-    {
-        let label = format!("Hq {hq} Hkv {hkv} d {d}");
-        match run(dev, dtype, hq, hkv, d, seed) {
-            Ok(err) => rows.push(CheckRow::new("kv cache + decode attention", &label, dtype.suffix(), err, tol)),
-            Err(e) => rows.push(CheckRow::failed("kv cache + decode attention", &label, dtype.suffix(), e.to_string())),
+    for (dtype, hq, hkv, d, block_size, tol) in [
+        (DType::F32, 8, 2, 64, 16, 1e-5),
+        (DType::BF16, 32, 8, 128, 16, 2e-2),
+        (DType::BF16, 6, 1, 64, 7, 2e-2),
+        (DType::F32, 4, 4, 32, 1, 1e-5),
+        (DType::BF16, 16, 8, 128, 0, 2e-2),
+    ] {
+        let layout = if block_size == 0 { "contiguous".to_string() } else { format!("blocks of {block_size}") };
+        let label = format!("Hq {hq} Hkv {hkv} d {d}, {layout}");
+        match run(dev, dtype, hq, hkv, d, block_size, seed) {
+            Ok(err) => rows.push(CheckRow::new(NAME, &label, dtype.suffix(), err, tol)),
+            Err(e) => rows.push(CheckRow::failed(NAME, &label, dtype.suffix(), e.to_string())),
         }
     }
     rows
 }
 
-fn run(dev: &Device, dtype: DType, hq: usize, hkv: usize, d: usize, seed: u64) -> Result<f64> {
-    let (slots, max_len) = (5usize, 300usize);
-    let lens = [1usize, 37, 300, 129, 64];
-    let cpu = Device::Cpu;
-    let cache = KvCache::new(slots, max_len, hkv, d, hq, dtype, dev)?;
-    let reference = KvCache::new(slots, max_len, hkv, d, hq, DType::F64, &cpu)?;
-    // 1. fill each slot up to its length with one prefill-style write
-    let (mut slot, mut pos) = (Vec::new(), Vec::new());
-    for (s, &l) in lens.iter().enumerate() {
-        slot.extend(std::iter::repeat_n(s as i32, l));
-        pos.extend(0..l as i32);
+/// Fill five requests' caches with one prefill-style write, copy request 0's last block into a fresh
+/// block (as a shared prompt's first write does) and attend through the copy; `block_size` 0 is the
+/// contiguous layout (one slot per request).
+fn run(dev: &Device, dtype: DType, hq: usize, hkv: usize, d: usize, block_size: usize, seed: u64) -> Result<f64> {
+    let lens = [300usize, 1, 37, 129, 64];
+    let longest = *lens.iter().max().unwrap_or(&1);
+    let (pool, width) = if block_size == 0 {
+        (PoolShape::contiguous(lens.len() + 1, longest)?, 1)
+    } else {
+        let width = longest.div_ceil(block_size);
+        (PoolShape::new(lens.len() * width + 1, block_size)?, width)
+    };
+    // request r's table row: blocks handed out from the back of the pool, interleaved across requests
+    let mut tables = vec![vec![0i32; width]; lens.len()];
+    let mut next = pool.blocks as i32 - 1;
+    for j in 0..width {
+        for t in &mut tables {
+            t[j] = next;
+            next -= 1;
+        }
     }
-    let n = slot.len();
+    let spare = next; // block 0 (a slot for contiguous), written only by the copy
+    let cpu = Device::Cpu;
+    let cache = KvCache::new(pool, hkv, d, hq, dtype, dev)?;
+    let reference = KvCache::new(pool, hkv, d, hq, DType::F64, &cpu)?;
+    let mut dst = Vec::new();
+    for (r, &l) in lens.iter().enumerate() {
+        for p in 0..l {
+            dst.push(pool.row(&tables[r], p)?);
+        }
+    }
+    let n = dst.len();
     let k = Tensor::randn([n, hkv, d], 1.0, dtype, dev, seed)?;
     let v = Tensor::randn([n, hkv, d], 1.0, dtype, dev, seed + 1)?;
-    cache.write(&k, &v, &CacheIndex::new(slot.clone(), pos.clone(), slots, max_len, dev)?)?;
+    cache.write(&k, &v, &CacheRows::new(dst.clone(), pool, dev)?)?;
     let f64_of = |t: &Tensor| Tensor::from_f64(&t.to_vec_f64()?, t.shape().clone(), DType::F64, &cpu);
-    reference.write(&f64_of(&k)?, &f64_of(&v)?, &CacheIndex::new(slot, pos, slots, max_len, &cpu)?)?;
-    // 2. one query per request at its last position (attends to keys 0..len)
-    let q_slot: Vec<i32> = (0..slots as i32).rev().collect();
-    let q_pos: Vec<i32> = q_slot.iter().map(|&s| lens[s as usize] as i32 - 1).collect();
-    let q = Tensor::randn([slots, hq, d], 1.0, dtype, dev, seed + 2)?;
-    let o = cache.attend(&q, &CacheIndex::new(q_slot.clone(), q_pos.clone(), slots, max_len, dev)?)?;
-    let o_ref = reference.attend(&f64_of(&q)?, &CacheIndex::new(q_slot, q_pos, slots, max_len, &cpu)?)?;
+    reference.write(&f64_of(&k)?, &f64_of(&v)?, &CacheRows::new(dst, pool, &cpu)?)?;
+    // request 0 continues in a copy of its last block
+    let last = pool.blocks_for(lens[0]) - 1;
+    let (src, to) = (vec![tables[0][last]], vec![spare]);
+    cache.copy_blocks(&BlockCopies::new(src.clone(), to.clone(), pool, dev)?)?;
+    reference.copy_blocks(&BlockCopies::new(src, to, pool, &cpu)?)?;
+    tables[0][last] = spare;
+    // one query per request at its last position, requests in reverse order
+    let order: Vec<usize> = (0..lens.len()).rev().collect();
+    let table: Vec<i32> = order.iter().flat_map(|&r| tables[r].clone()).collect();
+    let pos: Vec<i32> = order.iter().map(|&r| lens[r] as i32 - 1).collect();
+    let q = Tensor::randn([lens.len(), hq, d], 1.0, dtype, dev, seed + 2)?;
+    let o = cache.attend(&q, &CacheIndex::new(table.clone(), width, &pos, pool, dev)?)?;
+    let o_ref = reference.attend(&f64_of(&q)?, &CacheIndex::new(table, width, &pos, pool, &cpu)?)?;
     dev.synchronize()?;
     Ok(max_rel_err(&o.to_vec_f64()?, &o_ref.to_vec_f64()?))
 }

@@ -9,27 +9,55 @@ fn i32_of(x: usize) -> Result<i32> {
     super::kernels::i32_arg("decode", x)
 }
 
+/// Rows k, v [n, Hkv, D] to the pool rows `dst` [n] of a cache of `cache_rows` rows.
 #[allow(clippy::too_many_arguments)]
 pub fn kv_write(
     k_cache: &CudaStorage,
     v_cache: &CudaStorage,
     k: &CudaStorage,
     v: &CudaStorage,
-    slot: &CudaStorage,
-    pos: &CudaStorage,
+    dst: &CudaStorage,
     n: usize,
     g: &DecodeGeom,
+    cache_rows: usize,
 ) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
     let dev = &k.device;
     let sfx = k.dtype.suffix();
-    let (pk, pv, nk, nv, ps, pp) = (k_cache.ptr(), v_cache.ptr(), k.ptr(), v.ptr(), slot.ptr(), pos.ptr());
-    let (nn, hkv, d, ml, err) = (i32_of(n)?, i32_of(g.hkv)?, i32_of(g.d)?, i32_of(g.max_len)?, dev.error_flag_ptr());
+    let (pk, pv, nk, nv, pd) = (k_cache.ptr(), v_cache.ptr(), k.ptr(), v.ptr(), dst.ptr());
+    let (nn, hkv, d, rows, err) = (i32_of(n)?, i32_of(g.hkv)?, i32_of(g.d)?, i32_of(cache_rows)?, dev.error_flag_ptr());
     launch!(
         dev,
         "decode",
         format!("kv_write_{sfx}"),
         super::kernels::grid(n * g.hkv * g.d),
-        [pk, pv, nk, nv, ps, pp, nn, hkv, d, ml, err]
+        [pk, pv, nk, nv, pd, nn, hkv, d, rows, err]
+    );
+    Ok(())
+}
+
+/// Whole blocks of `block_elems` elements src[i] → dst[i] within one cache tensor.
+pub fn copy_blocks(
+    cache: &CudaStorage,
+    src: &CudaStorage,
+    dst: &CudaStorage,
+    n: usize,
+    block_elems: usize,
+) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let dev = &cache.device;
+    let sfx = cache.dtype.suffix();
+    let (pc, ps, pd, nn, be) = (cache.ptr(), src.ptr(), dst.ptr(), i32_of(n)?, block_elems as i64);
+    launch!(
+        dev,
+        "decode",
+        format!("kv_copy_blocks_{sfx}"),
+        super::kernels::grid(n * block_elems),
+        [pc, ps, pd, nn, be]
     );
     Ok(())
 }
@@ -40,13 +68,14 @@ const MAX_GROUP: usize = 8;
 const THREADS: u32 = 128;
 
 /// Split-K decode attention (see decode.cu): chunk partials into f32 workspaces, then the combine.
-/// `max_keys` = the longest request's key count (its position + 1), which sets the number of chunks.
+/// `table` [batch, g.width] block-table rows, `len` [batch] key counts; `max_keys` = the largest key
+/// count, which sets the number of chunks.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_attention(
     q: &CudaStorage,
     k_cache: &CudaStorage,
     v_cache: &CudaStorage,
-    slot: &CudaStorage,
+    table: &CudaStorage,
     len: &CudaStorage,
     batch: usize,
     max_keys: usize,
@@ -63,13 +92,13 @@ pub fn decode_attention(
     // query heads per CTA: the largest divisor of the GQA group that is at most MAX_GROUP
     let group = g.hq / g.hkv;
     let heads = (1..=group.min(MAX_GROUP)).rev().find(|&h| group.is_multiple_of(h)).unwrap_or(1);
-    let chunks = max_keys.clamp(1, g.max_len).div_ceil(CHUNK);
+    let chunks = max_keys.clamp(1, g.width * g.block_size).div_ceil(CHUNK);
     let rows = batch * g.hq * chunks;
     let ws_o = CudaStorage::alloc(dev, DType::F32, rows * g.d)?;
     let ws_m = CudaStorage::alloc(dev, DType::F32, rows)?;
     let ws_l = CudaStorage::alloc(dev, DType::F32, rows)?;
     let per_thread_keys = THREADS as usize / (g.d / (16 / q.dtype.size_in_bytes()));
-    let smem = (heads * g.d + heads * CHUNK + per_thread_keys * heads * g.d) * 4;
+    let smem = (heads * g.d + heads * CHUNK + per_thread_keys * heads * g.d) * 4 + CHUNK * 8;
     let sfx = q.dtype.suffix();
     let name = format!("decode_chunk_{sfx}_d{}", g.d);
     dev.allow_shared_memory("decode", &name, smem)?;
@@ -79,10 +108,16 @@ pub fn decode_attention(
         shared_mem_bytes: smem as u32,
     };
     let (pwo, pwm, pwl) = (ws_o.ptr(), ws_m.ptr(), ws_l.ptr());
-    let (pq, pk, pv, ps, pl) = (q.ptr(), k_cache.ptr(), v_cache.ptr(), slot.ptr(), len.ptr());
-    let (hq, hkv, gh, ml, scale) =
-        (i32_of(g.hq)?, i32_of(g.hkv)?, i32_of(heads)?, i32_of(g.max_len)?, (1.0 / (g.d as f64).sqrt()) as f32);
-    launch!(dev, "decode", name, cfg, [pwo, pwm, pwl, pq, pk, pv, ps, pl, hq, hkv, gh, ml, scale]);
+    let (pq, pk, pv, pt, pl) = (q.ptr(), k_cache.ptr(), v_cache.ptr(), table.ptr(), len.ptr());
+    let (hq, hkv, gh, bs, width, scale) = (
+        i32_of(g.hq)?,
+        i32_of(g.hkv)?,
+        i32_of(heads)?,
+        i32_of(g.block_size)?,
+        i32_of(g.width)?,
+        (1.0 / (g.d as f64).sqrt()) as f32,
+    );
+    launch!(dev, "decode", name, cfg, [pwo, pwm, pwl, pq, pk, pv, pt, pl, hq, hkv, gh, bs, width, scale]);
     let combine =
         LaunchConfig { grid_dim: (batch as u32, g.hq as u32, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
     let (po, d, nc) = (o.ptr(), i32_of(g.d)?, i32_of(chunks)?);

@@ -1,110 +1,266 @@
-//! KV cache for generation: preallocated per-layer K/V buffers [slots, max_len, Hkv, D] (one slot per
-//! request), row writes at (slot, position), and decode attention of one new query row per request.
-//! Prefill writes the prompt's K/V with [`KvCache::write`] after the fused attention; each decode step
-//! writes the new token's K/V and attends with [`KvCache::attend`]. Inference only: no gradients.
+//! Paged KV cache for generation: per-layer K/V pools [blocks, block_size, Hkv, D], row writes at pool
+//! rows resolved on the host, whole-block copies (copy-on-write of a shared prompt's last block), and
+//! decode attention of one new query row per request through its block-table row. A contiguous cache
+//! (one slot of `max_len` positions per request) is the pool with `block_size = max_len` and one-entry
+//! tables ([`PoolShape::contiguous`], [`CacheIndex::slots`]). Prefill writes the prompt's K/V with
+//! [`KvCache::write`] after the fused attention; each decode step writes the new token's K/V and attends
+//! with [`KvCache::attend`]. Inference only: no gradients.
 use super::check_same_device;
-use crate::cpu::decode::{decode_attention as cpu_decode, kv_write as cpu_kv_write, DecodeGeom};
+use crate::cpu::decode::{
+    copy_blocks as cpu_copy_blocks, decode_attention as cpu_decode, kv_write as cpu_kv_write, DecodeGeom,
+};
 use crate::cpu::CpuStorage;
 use crate::cuda::decode as cuda_decode;
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::shape::Shape;
-use crate::storage::Storage;
+use crate::storage::{CudaStorage, Storage};
 use crate::tensor::Tensor;
+
+/// The block pool of a cache: `blocks` blocks of `block_size` positions (rows are i32 on the device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub blocks: usize,
+    pub block_size: usize,
+}
+
+impl PoolShape {
+    pub fn new(blocks: usize, block_size: usize) -> Result<Self> {
+        if block_size == 0 {
+            return Err(EngineError::invalid("kv cache", "block size 0 (a block holds at least one position)"));
+        }
+        if blocks == 0 {
+            return Err(EngineError::invalid("kv cache", "a pool of 0 blocks"));
+        }
+        if blocks.checked_mul(block_size).is_none_or(|r| r > i32::MAX as usize) {
+            return Err(EngineError::invalid(
+                "kv cache",
+                format!("{blocks} blocks × {block_size} positions: pool rows are i32 (at most {})", i32::MAX),
+            ));
+        }
+        Ok(Self { blocks, block_size })
+    }
+    /// One slot of `max_len` positions per request.
+    pub fn contiguous(slots: usize, max_len: usize) -> Result<Self> {
+        Self::new(slots, max_len)
+    }
+    /// Positions in the pool.
+    pub fn rows(&self) -> usize {
+        self.blocks * self.block_size
+    }
+    /// Blocks needed to hold `positions` positions.
+    pub fn blocks_for(&self, positions: usize) -> usize {
+        positions.div_ceil(self.block_size)
+    }
+    /// Pool row of position `pos` for a block-table row, checked against the table and the pool.
+    pub fn row(&self, table: &[i32], pos: usize) -> Result<i32> {
+        let block = table.get(pos / self.block_size).copied().ok_or_else(|| {
+            EngineError::invalid(
+                "kv cache",
+                format!("position {pos} needs block {} of a {}-entry block table", pos / self.block_size, table.len()),
+            )
+        })?;
+        self.check_block(block)?;
+        Ok(block * self.block_size as i32 + (pos % self.block_size) as i32)
+    }
+    fn check_block(&self, block: i32) -> Result<()> {
+        if block < 0 || block as usize >= self.blocks {
+            return Err(EngineError::invalid("kv cache", format!("block {block} outside the pool of {}", self.blocks)));
+        }
+        Ok(())
+    }
+}
 
 /// One layer's cache.
 pub struct KvCache {
     pub k: Tensor,
     pub v: Tensor,
-    geom: DecodeGeom,
-    slots: usize,
+    pool: PoolShape,
+    hq: usize,
+    hkv: usize,
+    d: usize,
 }
 
-/// Rows of a cache operation: (slot, position) per row, validated on the host, uploaded once.
-/// For attention, row i is request i's new query at `pos[i]`, attending to keys 0..=pos[i].
+/// The requests of one decode-attention call: block-table row i and key count pos[i] + 1 for query row i
+/// (request i's new token at position pos[i], attending to positions 0..=pos[i]). Validated on the host,
+/// uploaded once, shared by every layer.
+#[derive(Debug)]
 pub struct CacheIndex {
-    slot: Vec<i32>,
-    pos: Vec<i32>,
-    device: Option<[Tensor; 3]>,
+    table: Vec<i32>,
+    width: usize,
+    len: Vec<i32>,
+    pool: PoolShape,
+    device: Option<CacheIndexDevice>,
+}
+
+#[derive(Debug)]
+struct CacheIndexDevice {
+    table: Tensor,
+    len: Tensor,
 }
 
 impl CacheIndex {
-    pub fn new(slot: Vec<i32>, pos: Vec<i32>, slots: usize, max_len: usize, device: &Device) -> Result<Self> {
-        if slot.len() != pos.len() {
-            return Err(EngineError::invalid("kv cache", format!("{} slots for {} positions", slot.len(), pos.len())));
-        }
-        if let Some(i) = (0..slot.len())
-            .find(|&i| slot[i] < 0 || slot[i] as usize >= slots || pos[i] < 0 || pos[i] as usize >= max_len)
-        {
+    /// `table`: n rows of `width` block ids; `pos`: n positions. Every block a row reads (those of
+    /// positions 0..=pos) must lie in the pool.
+    pub fn new(table: Vec<i32>, width: usize, pos: &[i32], pool: PoolShape, device: &Device) -> Result<Self> {
+        let n = pos.len();
+        if width == 0 || table.len() != n.saturating_mul(width) {
             return Err(EngineError::invalid(
                 "kv cache",
-                format!(
-                    "row {i}: (slot {}, position {}) outside the cache's {slots} slots x {max_len} positions",
-                    slot[i], pos[i]
-                ),
+                format!("a block table of {} entries for {n} rows of width {width}", table.len()),
             ));
+        }
+        for (i, &p) in pos.iter().enumerate() {
+            if p < 0 || p as usize >= width * pool.block_size {
+                return Err(EngineError::invalid(
+                    "kv cache",
+                    format!("row {i}: position {p} outside its {width} blocks × {} positions", pool.block_size),
+                ));
+            }
+            for &b in &table[i * width..i * width + pool.blocks_for(p as usize + 1)] {
+                pool.check_block(b).map_err(|e| EngineError::invalid("kv cache", format!("row {i}: {e}")))?;
+            }
         }
         let len: Vec<i32> = pos.iter().map(|p| p + 1).collect();
         let device = if device.is_cuda() {
-            let n = slot.len();
-            Some([
-                Tensor::from_vec(slot.clone(), [n], device)?,
-                Tensor::from_vec(pos.clone(), [n], device)?,
-                Tensor::from_vec(len, [n], device)?,
-            ])
+            Some(CacheIndexDevice {
+                table: Tensor::from_vec(table.clone(), [n, width], device)?,
+                len: Tensor::from_vec(len.clone(), [n], device)?,
+            })
         } else {
             None
         };
-        Ok(Self { slot, pos, device })
+        Ok(Self { table, width, len, pool, device })
+    }
+    /// Contiguous slots: request i holds slot `slot[i]` (a one-block table row).
+    pub fn slots(slot: &[i32], pos: &[i32], pool: PoolShape, device: &Device) -> Result<Self> {
+        Self::new(slot.to_vec(), 1, pos, pool, device)
     }
     pub fn len(&self) -> usize {
-        self.slot.len()
+        self.len.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.slot.is_empty()
+        self.len.is_empty()
+    }
+}
+
+/// Pool rows of a cache write, resolved and checked on the host ([`PoolShape::row`]), uploaded once.
+#[derive(Debug)]
+pub struct CacheRows {
+    rows: Vec<i32>,
+    device: Option<Tensor>,
+}
+
+impl CacheRows {
+    pub fn new(rows: Vec<i32>, pool: PoolShape, device: &Device) -> Result<Self> {
+        if let Some((i, r)) = rows.iter().enumerate().find(|(_, &r)| r < 0 || r as usize >= pool.rows()) {
+            return Err(EngineError::invalid(
+                "kv cache",
+                format!("write row {i}: pool row {r} outside {}", pool.rows()),
+            ));
+        }
+        let device = if device.is_cuda() { Some(Tensor::from_vec(rows.clone(), [rows.len()], device)?) } else { None };
+        Ok(Self { rows, device })
+    }
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// Whole-block copies src[i] → dst[i]: every block in the pool, no destination written twice or read
+/// by another copy (so copies may run in any order).
+#[derive(Debug)]
+pub struct BlockCopies {
+    src: Vec<i32>,
+    dst: Vec<i32>,
+    device: Option<[Tensor; 2]>,
+}
+
+impl BlockCopies {
+    pub fn new(src: Vec<i32>, dst: Vec<i32>, pool: PoolShape, device: &Device) -> Result<Self> {
+        if src.len() != dst.len() {
+            return Err(EngineError::invalid(
+                "kv cache",
+                format!("{} copy sources for {} destinations", src.len(), dst.len()),
+            ));
+        }
+        for &b in src.iter().chain(&dst) {
+            pool.check_block(b)?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(&b) = dst.iter().find(|&&b| !seen.insert(b) || src.contains(&b)) {
+            return Err(EngineError::invalid(
+                "kv cache",
+                format!("block {b} is written twice or both read and written by one copy call"),
+            ));
+        }
+        let device = if device.is_cuda() && !src.is_empty() {
+            let n = src.len();
+            Some([Tensor::from_vec(src.clone(), [n], device)?, Tensor::from_vec(dst.clone(), [n], device)?])
+        } else {
+            None
+        };
+        Ok(Self { src, dst, device })
+    }
+    pub fn len(&self) -> usize {
+        self.src.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.src.is_empty()
+    }
+}
+
+fn as_cuda(s: &Storage) -> &CudaStorage {
+    match s {
+        Storage::Cuda(c) => c,
+        Storage::Cpu(_) => unreachable!("uploaded to the device"),
     }
 }
 
 impl KvCache {
-    pub fn new(
-        slots: usize,
-        max_len: usize,
-        hkv: usize,
-        d: usize,
-        hq: usize,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn new(pool: PoolShape, hkv: usize, d: usize, hq: usize, dtype: DType, device: &Device) -> Result<Self> {
         if hkv == 0 || !hq.is_multiple_of(hkv) {
             return Err(EngineError::invalid(
                 "kv cache",
                 format!("{hq} query heads are not a multiple of {hkv} KV heads"),
             ));
         }
-        let shape = Shape::new([slots, max_len, hkv, d]);
+        let shape = Shape::new([pool.blocks, pool.block_size, hkv, d]);
         Ok(Self {
             k: Tensor::zeros(shape.clone(), dtype, device)?,
             v: Tensor::zeros(shape, dtype, device)?,
-            geom: DecodeGeom { hq, hkv, d, max_len },
-            slots,
+            pool,
+            hq,
+            hkv,
+            d,
         })
     }
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-    pub fn max_len(&self) -> usize {
-        self.geom.max_len
+    pub fn pool(&self) -> PoolShape {
+        self.pool
     }
     /// Bytes held by this layer's K and V.
     pub fn bytes(&self) -> usize {
         2 * self.k.numel() * self.k.dtype().size_in_bytes()
     }
+    fn geom(&self, width: usize) -> DecodeGeom {
+        DecodeGeom {
+            hq: self.hq,
+            hkv: self.hkv,
+            d: self.d,
+            block_size: self.pool.block_size,
+            width,
+            blocks: self.pool.blocks,
+        }
+    }
 
-    /// Write rows k, v [n, Hkv, D] at the index's (slot, position) pairs.
-    pub fn write(&self, k: &Tensor, v: &Tensor, idx: &CacheIndex) -> Result<()> {
-        let g = self.geom;
-        let want = [idx.len(), g.hkv, g.d];
+    /// Write rows k, v [n, Hkv, D] at the pool rows of `rows`.
+    pub fn write(&self, k: &Tensor, v: &Tensor, rows: &CacheRows) -> Result<()> {
+        let g = self.geom(1);
+        let want = [rows.len(), g.hkv, g.d];
         if k.dims() != want || v.dims() != want || k.dtype() != self.k.dtype() || v.dtype() != self.k.dtype() {
             return Err(EngineError::shape(
                 "kv cache write",
@@ -116,23 +272,56 @@ impl KvCache {
         let (mut kc, mut vc) = (self.k.storage_mut(), self.v.storage_mut());
         match (&mut *kc, &mut *vc, &*ks, &*vs) {
             (Storage::Cuda(kc), Storage::Cuda(vc), Storage::Cuda(ks), Storage::Cuda(vs)) => {
-                let [slot, pos, _] =
-                    idx.device.as_ref().ok_or_else(|| EngineError::invalid("kv cache", "index built for the CPU"))?;
-                let (s, p) = (slot.storage(), pos.storage());
-                let (Storage::Cuda(s), Storage::Cuda(p)) = (&*s, &*p) else { unreachable!("uploaded") };
-                cuda_decode::kv_write(kc, vc, ks, vs, s, p, idx.len(), &g)
+                let dst =
+                    rows.device.as_ref().ok_or_else(|| EngineError::invalid("kv cache", "rows built for the CPU"))?;
+                let dst = dst.storage();
+                cuda_decode::kv_write(kc, vc, ks, vs, as_cuda(&dst), rows.len(), &g, self.pool.rows())
             }
             (Storage::Cpu(kc), Storage::Cpu(vc), Storage::Cpu(ks), Storage::Cpu(vs)) => {
-                write_cpu(kc, ks, idx, &g)?;
-                write_cpu(vc, vs, idx, &g)
+                write_cpu(kc, ks, &rows.rows, &g)?;
+                write_cpu(vc, vs, &rows.rows, &g)
             }
             _ => Err(EngineError::invalid("kv cache write", "cache and rows on different devices")),
         }
     }
 
-    /// Decode attention: q [B, Hq, D] (row b = request b's new token at idx.pos[b]) → o [B, Hq, D].
+    /// Copy whole blocks (K and V) within the pool.
+    pub fn copy_blocks(&self, copies: &BlockCopies) -> Result<()> {
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let block_elems = self.pool.block_size * self.hkv * self.d;
+        let (mut kc, mut vc) = (self.k.storage_mut(), self.v.storage_mut());
+        for cache in [&mut *kc, &mut *vc] {
+            match cache {
+                Storage::Cuda(c) => {
+                    let [s, d] = copies
+                        .device
+                        .as_ref()
+                        .ok_or_else(|| EngineError::invalid("kv cache", "block copies built for the CPU"))?;
+                    let (s, d) = (s.storage(), d.storage());
+                    cuda_decode::copy_blocks(c, as_cuda(&s), as_cuda(&d), copies.len(), block_elems)?;
+                }
+                Storage::Cpu(c) => match c {
+                    CpuStorage::F32(x) => cpu_copy_blocks(x, &copies.src, &copies.dst, block_elems),
+                    CpuStorage::F64(x) => cpu_copy_blocks(x, &copies.src, &copies.dst, block_elems),
+                    CpuStorage::BF16(x) => cpu_copy_blocks(x, &copies.src, &copies.dst, block_elems),
+                    _ => return Err(EngineError::invalid("kv cache", "block copy of an integer cache")),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Decode attention: q [B, Hq, D] (row b = request b's new token at position len[b] − 1) → o [B, Hq, D].
     pub fn attend(&self, q: &Tensor, idx: &CacheIndex) -> Result<Tensor> {
-        let g = self.geom;
+        let g = self.geom(idx.width);
+        if idx.pool != self.pool {
+            return Err(EngineError::invalid(
+                "decode attention",
+                format!("an index for pool {:?} on a cache of pool {:?}", idx.pool, self.pool),
+            ));
+        }
         if q.dims() != [idx.len(), g.hq, g.d] || q.dtype() != self.k.dtype() {
             return Err(EngineError::shape(
                 "decode attention",
@@ -143,17 +332,24 @@ impl KvCache {
         let (qs, kc, vc) = (q.storage(), self.k.storage(), self.v.storage());
         let st = match (&*qs, &*kc, &*vc) {
             (Storage::Cuda(qs), Storage::Cuda(kc), Storage::Cuda(vc)) => {
-                let [slot, _, len] =
+                let dev =
                     idx.device.as_ref().ok_or_else(|| EngineError::invalid("kv cache", "index built for the CPU"))?;
-                let (s, l) = (slot.storage(), len.storage());
-                let (Storage::Cuda(s), Storage::Cuda(l)) = (&*s, &*l) else { unreachable!("uploaded") };
-                let max_keys = idx.pos.iter().map(|&p| p as usize + 1).max().unwrap_or(0);
-                Storage::Cuda(cuda_decode::decode_attention(qs, kc, vc, s, l, idx.len(), max_keys, &g)?)
+                let (t, l) = (dev.table.storage(), dev.len.storage());
+                let max_keys = idx.len.iter().copied().max().unwrap_or(0) as usize;
+                Storage::Cuda(cuda_decode::decode_attention(
+                    qs,
+                    kc,
+                    vc,
+                    as_cuda(&t),
+                    as_cuda(&l),
+                    idx.len(),
+                    max_keys,
+                    &g,
+                )?)
             }
             (Storage::Cpu(qs), Storage::Cpu(kc), Storage::Cpu(vc)) => {
-                let len: Vec<i32> = idx.pos.iter().map(|p| p + 1).collect();
                 let (q64, k64, v64) = (qs.to_f64_vec(), kc.to_f64_vec(), vc.to_f64_vec());
-                let o = cpu_decode(&q64, &k64, &v64, &idx.slot, &len, &g);
+                let o = cpu_decode(&q64, &k64, &v64, &idx.table, &idx.len, &g);
                 Storage::Cpu(CpuStorage::from_f64(qs.dtype(), &o))
             }
             _ => return Err(EngineError::invalid("decode attention", "cache and query on different devices")),
@@ -162,12 +358,76 @@ impl KvCache {
     }
 }
 
-fn write_cpu(cache: &mut CpuStorage, rows: &CpuStorage, idx: &CacheIndex, g: &DecodeGeom) -> Result<()> {
+fn write_cpu(cache: &mut CpuStorage, rows: &CpuStorage, dst: &[i32], g: &DecodeGeom) -> Result<()> {
     match (cache, rows) {
-        (CpuStorage::F32(c), CpuStorage::F32(r)) => cpu_kv_write(c, r, &idx.slot, &idx.pos, g),
-        (CpuStorage::F64(c), CpuStorage::F64(r)) => cpu_kv_write(c, r, &idx.slot, &idx.pos, g),
-        (CpuStorage::BF16(c), CpuStorage::BF16(r)) => cpu_kv_write(c, r, &idx.slot, &idx.pos, g),
+        (CpuStorage::F32(c), CpuStorage::F32(r)) => cpu_kv_write(c, r, dst, g),
+        (CpuStorage::F64(c), CpuStorage::F64(r)) => cpu_kv_write(c, r, dst, g),
+        (CpuStorage::BF16(c), CpuStorage::BF16(r)) => cpu_kv_write(c, r, dst, g),
         _ => return Err(EngineError::invalid("kv cache write", "cache and rows differ in dtype")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_shapes_and_indices_are_checked_before_anything_is_uploaded() {
+        let cpu = Device::Cpu;
+        assert!(PoolShape::new(4, 0).unwrap_err().to_string().contains("block size 0"));
+        assert!(PoolShape::new(0, 16).is_err());
+        assert!(PoolShape::new(1 << 28, 16).unwrap_err().to_string().contains("i32"));
+        let pool = PoolShape::new(4, 3).unwrap();
+        assert_eq!((pool.rows(), pool.blocks_for(7)), (12, 3));
+        assert_eq!(pool.row(&[2, 0, 3], 7).unwrap(), 3 * 3 + 1);
+        assert!(pool.row(&[2, 0], 7).unwrap_err().to_string().contains("needs block 2"));
+        assert!(pool.row(&[2, 9], 4).unwrap_err().to_string().contains("block 9 outside"));
+        // a position past the row's blocks, a block outside the pool among those read, a ragged table
+        assert!(CacheIndex::new(vec![0, 1], 2, &[6], pool, &cpu).is_err());
+        assert!(CacheIndex::new(vec![0, 7], 2, &[4], pool, &cpu).unwrap_err().to_string().contains("block 7"));
+        assert!(CacheIndex::new(vec![0, 7], 2, &[2], pool, &cpu).is_ok(), "block 7 is never read");
+        assert!(CacheIndex::new(vec![0, 1, 2], 2, &[2], pool, &cpu).is_err());
+        assert!(CacheRows::new(vec![0, 12], pool, &cpu).is_err());
+        assert!(BlockCopies::new(vec![0, 1], vec![2, 2], pool, &cpu).unwrap_err().to_string().contains("twice"));
+        assert!(BlockCopies::new(vec![0, 1], vec![1, 2], pool, &cpu).is_err());
+        assert!(BlockCopies::new(vec![0], vec![4], pool, &cpu).is_err());
+        assert_eq!(BlockCopies::new(vec![0, 1], vec![2, 3], pool, &cpu).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn paged_and_contiguous_layouts_attend_identically() {
+        let cpu = Device::Cpu;
+        let (hq, hkv, d) = (4, 2, 8);
+        let lens = [5usize, 1, 9];
+        let flat = PoolShape::contiguous(3, 9).unwrap();
+        let paged = PoolShape::new(10, 2).unwrap();
+        let a = KvCache::new(flat, hkv, d, hq, DType::F64, &cpu).unwrap();
+        let b = KvCache::new(paged, hkv, d, hq, DType::F64, &cpu).unwrap();
+        // scrambled blocks: request r takes blocks from the back of the pool
+        let tables: Vec<Vec<i32>> = vec![vec![8, 6, 4, 0, 0], vec![7, 0, 0, 0, 0], vec![5, 3, 2, 1, 0]];
+        let n: usize = lens.iter().sum();
+        let k = Tensor::randn([n, hkv, d], 1.0, DType::F64, &cpu, 1).unwrap();
+        let v = Tensor::randn([n, hkv, d], 1.0, DType::F64, &cpu, 2).unwrap();
+        let (mut ra, mut rb) = (Vec::new(), Vec::new());
+        for (r, &l) in lens.iter().enumerate() {
+            for p in 0..l {
+                ra.push(flat.row(&[r as i32], p).unwrap());
+                rb.push(paged.row(&tables[r], p).unwrap());
+            }
+        }
+        a.write(&k, &v, &CacheRows::new(ra, flat, &cpu).unwrap()).unwrap();
+        b.write(&k, &v, &CacheRows::new(rb, paged, &cpu).unwrap()).unwrap();
+        let pos: Vec<i32> = lens.iter().map(|&l| l as i32 - 1).collect();
+        let q = Tensor::randn([3, hq, d], 1.0, DType::F64, &cpu, 3).unwrap();
+        let oa = a.attend(&q, &CacheIndex::slots(&[0, 1, 2], &pos, flat, &cpu).unwrap()).unwrap();
+        let table: Vec<i32> = tables.concat();
+        let ob = b.attend(&q, &CacheIndex::new(table, 5, &pos, paged, &cpu).unwrap()).unwrap();
+        assert_eq!(oa.to_vec_f64().unwrap(), ob.to_vec_f64().unwrap());
+        // a copied block attends like its source: request 0's first block copied into the free block 9
+        b.copy_blocks(&BlockCopies::new(vec![8], vec![9], paged, &cpu).unwrap()).unwrap();
+        let moved: Vec<i32> = [vec![9, 6, 4, 0, 0], tables[1].clone(), tables[2].clone()].concat();
+        let oc = b.attend(&q, &CacheIndex::new(moved, 5, &pos, paged, &cpu).unwrap()).unwrap();
+        assert_eq!(oa.to_vec_f64().unwrap(), oc.to_vec_f64().unwrap());
+    }
 }

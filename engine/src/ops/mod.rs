@@ -17,7 +17,7 @@ mod softmax;
 mod weights;
 
 pub use attention::{attention, attention_with, normalized_entropy, AttentionOutput, AttnKernel};
-pub use decode::{CacheIndex, KvCache};
+pub use decode::{BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape};
 pub use matmul::MatmulSpec;
 pub use norm::add_rms_norm;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
