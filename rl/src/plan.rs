@@ -81,6 +81,10 @@ use entrl_engine::cuda::alloc::size_class;
 use entrl_engine::memory::bytes_of;
 use entrl_qwen3::Qwen3Config;
 
+#[path = "plan_rollout.rs"]
+pub mod paged;
+pub use paged::{paged_rollout, DecodeMode, KvCache, PagedConfig, PagedRollout};
+
 const GIB: f64 = (1u64 << 30) as f64;
 /// Rows of the fused LM-head + loss chunk (BENCHMARKS.md `bench loss`: "chunk 1024").
 pub const LOSS_CHUNK_ROWS: u64 = 1024;
@@ -526,6 +530,11 @@ fn class(bytes: u64) -> u64 {
     }
 }
 
+/// Bytes held in every phase (weights + optimizer shard + workspace): what the KV cache cannot use.
+pub fn persistent_bytes(input: &PlanInput) -> u64 {
+    memory(input, 0).persistent()
+}
+
 /// The memory plan with `max_concurrent` KV slots, in saturating arithmetic (an absurd input gives a plan
 /// that does not fit, never a wrapped small one).
 fn memory(input: &PlanInput, max_concurrent: usize) -> MemoryPlan {
@@ -633,12 +642,11 @@ fn time(input: &PlanInput) -> TimePlan {
     let longest = ((mean as f64 * TAIL_FACTOR).ceil() as usize).min(max_response);
     let decode_steps = seqs.saturating_mul(mean).div_ceil(wave_size).saturating_add(longest.saturating_sub(mean));
     let ctx = input.prompt_tokens as f64 + mean as f64 / 2.0;
-    let step_bytes = input.weight_bytes as f64 * matmul_params(m)
-        + wave_size as f64 * ctx * kv_bytes_per_token(m, input.weight_bytes) as f64;
-    // A decode query sees all ctx keys: 4·ctx·L·H·d (QKᵀ and PV), no causal half.
-    let step_flops = wave_size as f64 * (2.0 * matmul_params(m) + 4.0 * ctx * attn_width(m));
-    let host_s = m.num_hidden_layers as f64 * HOST_DECODE_S_PER_LAYER;
-    let decode_step_s = (step_bytes / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY)).max(step_flops / flops).max(host_s);
+    // Bytes: weights + the K/V of c contexts; a decode query sees all ctx keys: 4·ctx·L·H·d FLOPs (QKᵀ and
+    // PV), no causal half; eager: max(memory, compute, host enqueue).
+    let batch = wave_size as f64;
+    let decode_step_s =
+        paged::decode_step_cost(m, input.weight_bytes, batch, batch * ctx, flops, DecodeMode::Eager).step_s;
     // Prefill: the prompts' FLOPs at the rate, plus one weight read per admission pass (freed slots are
     // refilled in batches of refill_batch(c); the first pass fills all c).
     let passes = 1 + seqs.saturating_sub(wave_size).div_ceil(entrl_qwen3::generate::refill_batch(wave_size));
