@@ -569,18 +569,173 @@ impl SplitMix {
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan;
     use super::*;
 
     fn paper() -> PlanInput {
-        PlanInput::new(Qwen3Config::named("qwen3-8b").unwrap())
+        let mut input = PlanInput { max_concurrent: 0, ..PlanInput::new(Qwen3Config::named("qwen3-8b").unwrap()) };
+        input.resolve_max_concurrent(true);
+        input
+    }
+
+    fn rollout(input: &PlanInput, f: impl Fn(&mut PagedConfig)) -> PagedRollout {
+        let mut cfg = PagedConfig::new(input);
+        f(&mut cfg);
+        paged_rollout(input, &cfg).unwrap()
     }
 
     #[test]
-    fn zz_print_paper() {
-        let mut input = paper();
-        input.resolve_max_concurrent(true);
-        let (_, old) = super::super::plan(&input);
-        let new = paged_rollout(&input, &PagedConfig::new(&input)).unwrap();
-        eprintln!("old {} {:?}\nnew {:?}", old.rollout_s, old, new);
+    fn the_papers_paged_rollout_is_well_under_half_the_old_one() {
+        // qwen3-8b, 8 GPUs, seq 9216, 512 × 16, mean response 3000 of at most 8192. The old model keeps 31
+        // dense slots of 9216 tokens; the paged pool holds ~4× the sequences, each step device time only.
+        // (The issue's target was ≤ 40%; under the documented assumptions the model gives ~41.5%: the KV
+        // read of ~124 live 3,000-token contexts, not the weights, bounds the paged step.)
+        let input = paper();
+        assert_eq!(input.max_concurrent, 31);
+        let (_, old) = plan(&input);
+        let new = rollout(&input, |_| {});
+        assert_eq!(new.seqs, 1024);
+        assert_eq!(new.thinning, 1);
+        assert!(new.rollout_s <= 0.45 * old.rollout_s, "new {} vs old {}", new.rollout_s, old.rollout_s);
+        assert!(new.mean_concurrency > 3.0 * old.slots as f64, "{new:?}");
+        // the longest response bounds it from below: at least max_response steps
+        assert_eq!(new.longest_response, 8192);
+        assert!(new.decode_steps >= 8192);
+        // graphs alone (eager steps on the same pool) save less; sharing the prompts saves blocks and prefill
+        let eager = rollout(&input, |c| c.decode = DecodeMode::Eager);
+        assert!(eager.rollout_s > new.rollout_s);
+        let unshared = rollout(&input, |c| c.share_prompts = false);
+        assert!(unshared.prefill_s > new.prefill_s && unshared.rollout_s > new.rollout_s);
+    }
+
+    #[test]
+    fn block_granular_kv_never_exceeds_the_pool() {
+        let input = paper();
+        let cases: Vec<Box<dyn Fn(&mut PagedConfig)>> = vec![
+            Box::new(|_| {}),
+            Box::new(|c| c.share_prompts = false),
+            Box::new(|c| c.block_size = 1),
+            Box::new(|c| c.block_size = 256),
+            // a pool of barely two whole sequences: constant preemption
+            Box::new(|c| c.blocks = 2 * (300 + 8192usize).div_ceil(16)),
+            Box::new(|c| c.max_batch = 7),
+        ];
+        for (k, f) in cases.iter().enumerate() {
+            let r = rollout(&input, f);
+            assert_eq!(r.sim_pool_blocks, r.pool_blocks, "case {k}: not thinned");
+            assert!(r.peak_blocks <= r.pool_blocks, "case {k}: {r:?}");
+            assert!(r.peak_blocks * 10 >= r.pool_blocks * 9 || k == 5, "case {k}: the pool binds: {r:?}");
+            assert!(r.rollout_s.is_finite() && r.rollout_s > 0.0);
+        }
+        // the capped batch never decodes more than the cap
+        assert!(rollout(&input, |c| c.max_batch = 7).peak_concurrency <= 7);
+        // the pool is what the memory plan leaves: budget / block bytes
+        let r = rollout(&input, |_| {});
+        assert_eq!(r.pool_blocks, kv_budget_bytes(&input) / r.block_bytes);
+        assert_eq!(r.block_bytes, 16 * (144 << 10));
+    }
+
+    #[test]
+    fn a_longer_mean_response_costs_more() {
+        let mut last = 0.0;
+        for mean in [250, 500, 1000, 2000, 3000, 4000, 6000, 8000] {
+            let input = PlanInput { mean_response: mean, ..paper() };
+            let r = rollout(&input, |_| {});
+            assert!((r.mean_response - mean as f64).abs() < 1.0, "{mean}: {}", r.mean_response);
+            assert!(r.rollout_s > last, "mean {mean}: {} after {last}", r.rollout_s);
+            last = r.rollout_s;
+        }
+    }
+
+    #[test]
+    fn the_eager_step_matches_the_measured_decode_and_graphs_drop_the_host_floor() {
+        // BENCHMARKS.md: qwen3-8b, batch 16, 256 + 128 tokens, eager: 10.57 ms a step (H100, 2026-11-27).
+        // The old model's context is prompt + half the response.
+        let m = Qwen3Config::named("qwen3-8b").unwrap();
+        let flops = effective_flops(None);
+        let eager = decode_step_cost(&m, 2, 16.0, 16.0 * (256.0 + 64.0), flops, DecodeMode::Eager);
+        assert!((eager.step_s / 10.57e-3 - 1.0).abs() < 0.15, "{eager:?}");
+        let graph = decode_step_cost(&m, 2, 16.0, 16.0 * (256.0 + 64.0), flops, DecodeMode::Graph);
+        assert!(graph.step_s < eager.step_s && graph.step_s > 5.6e-3 * 0.9, "{graph:?}");
+        // qwen3-0.6b at batch 32 (5.60 ms eager, 5.24 of it host enqueue): graph replay removes the host term
+        let small = Qwen3Config::named("qwen3-0.6b").unwrap();
+        let eager = decode_step_cost(&small, 2, 32.0, 32.0 * 192.0, flops, DecodeMode::Eager);
+        let graph = decode_step_cost(&small, 2, 32.0, 32.0 * 192.0, flops, DecodeMode::Graph);
+        assert!((eager.step_s / 5.60e-3 - 1.0).abs() < 0.15, "{eager:?}");
+        assert!(graph.step_s < eager.step_s / 3.0, "{graph:?}");
+    }
+
+    #[test]
+    fn lengths_have_the_mean_a_long_tail_and_the_clip() {
+        let l = response_lengths(1024, 3000, 8192, LENGTH_SEED);
+        let mean = l.iter().sum::<usize>() as f64 / 1024.0;
+        assert!((mean - 3000.0).abs() < 1.0, "{mean}");
+        assert_eq!(*l.iter().max().unwrap(), 8192);
+        let clipped = l.iter().filter(|&&x| x == 8192).count();
+        assert!((10..=120).contains(&clipped), "{clipped} clipped");
+        assert!(*l.iter().min().unwrap() >= 1);
+        assert_eq!(l, response_lengths(1024, 3000, 8192, LENGTH_SEED), "seeded");
+        assert!(response_lengths(5, 9000, 8192, 1).iter().all(|&x| x == 8192));
+    }
+
+    #[test]
+    fn pools_that_cannot_hold_a_sequence_or_exceed_memory_are_errors() {
+        let input = paper();
+        let e = paged_rollout(&input, &PagedConfig { blocks: 10, ..PagedConfig::new(&input) }).unwrap_err();
+        assert!(e.to_string().contains("cannot hold one sequence"), "{e}");
+        let e = paged_rollout(&input, &PagedConfig { blocks: 1 << 30, ..PagedConfig::new(&input) }).unwrap_err();
+        assert!(e.to_string().contains("exceed the"), "{e}");
+        let name = |f: &'static str| format!("--{f}");
+        let bad = PagedConfig { block_size: 0, ..PagedConfig::new(&input) };
+        assert!(bad.validate_with(&input, &name).unwrap_err().starts_with("--kv_block_size 0"));
+        let bad = PagedConfig { max_response: 100, ..PagedConfig::new(&input) };
+        assert!(bad.validate_with(&input, &name).unwrap_err().contains("--max_response 100"));
+    }
+
+    #[test]
+    fn a_huge_step_is_thinned_and_stays_finite() {
+        let input = PlanInput {
+            prompts_per_step: 1_000_000,
+            n: 1024,
+            gpus: 1,
+            max_concurrent: 32,
+            ..PlanInput::new(Qwen3Config::named("qwen3-0.6b").unwrap())
+        };
+        let r = rollout(&input, |_| {});
+        assert!(r.thinning > 1 && r.rollout_s.is_finite() && r.rollout_s > 0.0, "{r:?}");
+        assert!(r.peak_blocks <= r.sim_pool_blocks);
+    }
+
+    fn scratch(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("entrl-plan-{name}-{}.jsonl", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn logged_lengths_weigh_steps_by_responses_and_name_bad_lines() {
+        let p = scratch(
+            "ok",
+            "{\"step\":0,\"eval_acc\":0.5}\n{\"step\":1,\"response_len_mean\":100.0,\"response_len_max\":300,\
+             \"responses\":10}\n\n{\"step\":2,\"response_len_mean\":400.0,\"response_len_max\":900,\"responses\":30}\n",
+        );
+        let l = logged_lengths(&p).unwrap();
+        assert_eq!((l.steps, l.max), (2, 900));
+        assert!((l.mean - 325.0).abs() < 1e-9, "{l:?}");
+        for (name, text, want) in [
+            ("json", "{\"step\":1,\"response_len_mean\":5}\n{oops\n", "line 2: malformed JSON"),
+            ("array", "[1,2]\n", "line 1: expected a JSON object"),
+            ("string", "{\"step\":1,\"response_len_mean\":\"long\"}\n", "line 1: \"response_len_mean\" is \"long\""),
+            ("negative", "{\"step\":1,\"response_len_mean\":-3}\n", "line 1: \"response_len_mean\" is -3"),
+            ("none", "{\"step\":0,\"eval_acc\":0.5}\n", "no line with \"response_len_mean\""),
+        ] {
+            let p = scratch(name, text);
+            let e = logged_lengths(&p).unwrap_err();
+            assert!(e.contains(&p.display().to_string()) && e.contains(want), "{name}: {e}");
+            let _ = std::fs::remove_file(p);
+        }
+        let e = logged_lengths(Path::new("/nonexistent/metrics.jsonl")).unwrap_err();
+        assert!(e.contains("cannot read /nonexistent/metrics.jsonl"), "{e}");
+        let _ = std::fs::remove_file(p);
     }
 }
