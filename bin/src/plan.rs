@@ -152,7 +152,12 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     input.validate_with(&flag)?;
     cfg.validate_with(&input, &flag)?;
     let (mem, time) = plan::plan(&input);
-    let new = paged::paged_rollout(&input, &cfg).map_err(|e| e.to_string())?;
+    // An explicit pool that cannot work is an input error; an auto pool that cannot (the rest of the plan
+    // leaves too little memory) is a plan that does not fit.
+    let new = match paged::paged_rollout(&input, &cfg) {
+        Err(e) if cfg.blocks != 0 => return Err(e.to_string().into()),
+        r => r,
+    };
     let kv = match a.kv_cache {
         KvCacheArg::Paged => KvCache::Paged,
         KvCacheArg::Contiguous => KvCache::Contiguous,
@@ -188,7 +193,11 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             l.max
         );
     }
-    print!("{}", paged::side_by_side(&input, &time, &new, kv));
+    match &new {
+        Ok(new) => print!("{}", paged::side_by_side(&input, &time, new, kv)),
+        Err(e) => println!("paged rollout: not estimated: {e}"),
+    }
     println!("assumptions: see `rl/src/plan.rs` and ARCHITECTURE.md");
-    Ok(if mem.fits() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let paged_ok = new.is_ok() || kv == KvCache::Contiguous;
+    Ok(if mem.fits() && paged_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -97,8 +97,7 @@ impl PagedConfig {
             let max = super::MAX_PLAN_CONCURRENT;
             return Err(format!("{} {} must be 0 (auto) to {max}", name("max_concurrent"), self.max_batch));
         }
-        if self.max_response < input.mean_response
-            || self.max_response > input.seq.saturating_sub(input.prompt_tokens)
+        if self.max_response < input.mean_response || self.max_response > input.seq.saturating_sub(input.prompt_tokens)
         {
             return Err(format!(
                 "{} {} must be at least {} {} and at most {} {} − {} {}",
@@ -435,15 +434,14 @@ pub fn side_by_side(input: &PlanInput, old: &super::TimePlan, new: &PagedRollout
         "rollout per GPU: {} sequences ({} prompts × {}), mean response {:.0} tokens (lognormal σ {LENGTH_SIGMA}, \
          seeded, clipped at {}; longest {})
 ",
-        new.seqs,
-        input.prompts_per_step,
-        input.n,
-        new.mean_response,
-        new.max_response,
-        new.longest_response
+        new.seqs, input.prompts_per_step, input.n, new.mean_response, new.max_response, new.longest_response
     );
-    let row = |name: &str, a: String, b: String| format!("  {name:<16} {a:<34} {b}
-");
+    let row = |name: &str, a: String, b: String| {
+        format!(
+            "  {name:<16} {a:<34} {b}
+"
+        )
+    };
     s += &row("", "contiguous + eager (old)".into(), format!("paged + {decode} (new)"));
     s += &row(
         "KV cache",
@@ -479,8 +477,11 @@ pub fn side_by_side(input: &PlanInput, old: &super::TimePlan, new: &PagedRollout
         format!("{:.1} s ({:.0}% of old)", new.rollout_s, 100.0 * new.rollout_s / old.rollout_s),
     );
     if new.thinning > 1 {
-        s += &format!("  (simulated 1 in {} sequences in 1/{} of the pool, scaled back)
-", new.thinning, new.thinning);
+        s += &format!(
+            "  (simulated 1 in {} sequences in 1/{} of the pool, scaled back)
+",
+            new.thinning, new.thinning
+        );
     }
     let (name, rollout) = match kv {
         KvCache::Paged => ("paged", new.rollout_s),
@@ -541,7 +542,10 @@ pub fn logged_lengths(path: &Path) -> Result<LoggedLengths, String> {
         steps += 1;
     }
     if steps == 0 {
-        return Err(format!("{}: no line with \"response_len_mean\" (has this run logged a step yet?)", path.display()));
+        return Err(format!(
+            "{}: no line with \"response_len_mean\" (has this run logged a step yet?)",
+            path.display()
+        ));
     }
     Ok(LoggedLengths { mean: sum / weight, max, steps })
 }
