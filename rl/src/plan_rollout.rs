@@ -615,17 +615,18 @@ mod tests {
     #[test]
     fn block_granular_kv_never_exceeds_the_pool() {
         let input = paper();
-        let cases: Vec<Box<dyn Fn(&mut PagedConfig)>> = vec![
-            Box::new(|_| {}),
-            Box::new(|c| c.share_prompts = false),
-            Box::new(|c| c.block_size = 1),
-            Box::new(|c| c.block_size = 256),
+        let base = PagedConfig::new(&input);
+        let cases = [
+            base.clone(),
+            PagedConfig { share_prompts: false, ..base.clone() },
+            PagedConfig { block_size: 1, ..base.clone() },
+            PagedConfig { block_size: 256, ..base.clone() },
             // a pool of barely two whole sequences: constant preemption
-            Box::new(|c| c.blocks = 2 * (300 + 8192usize).div_ceil(16)),
-            Box::new(|c| c.max_batch = 7),
+            PagedConfig { blocks: 2 * (300 + 8192usize).div_ceil(16), ..base.clone() },
+            PagedConfig { max_batch: 7, ..base.clone() },
         ];
-        for (k, f) in cases.iter().enumerate() {
-            let r = rollout(&input, f);
+        for (k, cfg) in cases.iter().enumerate() {
+            let r = paged_rollout(&input, cfg).unwrap();
             assert_eq!(r.sim_pool_blocks, r.pool_blocks, "case {k}: not thinned");
             assert!(r.peak_blocks <= r.pool_blocks, "case {k}: {r:?}");
             assert!(r.peak_blocks * 10 >= r.pool_blocks * 9 || k == 5, "case {k}: the pool binds: {r:?}");
