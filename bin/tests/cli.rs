@@ -275,6 +275,9 @@ fn plan_refuses_bad_rollout_input_in_one_line() {
     assert_clear_error(&out, &[metrics.to_str().unwrap(), "rounds to 0 tokens"]);
     let out = entrl(&["plan", "--model", "qwen3-8b", "--metrics", d.join("none.jsonl").to_str().unwrap()]);
     assert_clear_error(&out, &["cannot read", "none.jsonl"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--metrics", "m.jsonl", "--mean-response", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
     // choices are enums: clap names the flag and the values
     let out = entrl(&["plan", "--model", "qwen3-8b", "--kv-cache", "dense"]);
     assert_eq!(out.status.code(), Some(2));

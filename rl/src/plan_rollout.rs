@@ -364,6 +364,9 @@ pub fn paged_rollout(input: &PlanInput, cfg: &PagedConfig) -> Result<PagedRollou
         peak_blocks = peak_blocks.max(used);
         debug_assert!(used <= sim_pool);
         if live.is_empty() {
+            // Alone, a sequence always fits (the pool holds prompt + longest response), so an empty batch
+            // after admission means nothing is left.
+            assert!(waiting.is_empty(), "paged rollout: a waiting sequence fits no empty pool");
             continue;
         }
         // One decode step: every live sequence reads its whole context (the shared prompt blocks once per
@@ -475,6 +478,19 @@ pub fn side_by_side(input: &PlanInput, old: &super::TimePlan, new: &PagedRollout
         "rollout",
         format!("{:.1} s", old.rollout_s),
         format!("{:.1} s ({:.0}% of old)", new.rollout_s, 100.0 * new.rollout_s / old.rollout_s),
+    );
+    let step = match new.decode {
+        DecodeMode::Graph => format!(
+            "max(bytes / ({:.2} TB/s × {GRAPH_DECODE_EFFICIENCY}), FLOPs / rate) + L × {:.0} µs, no host term",
+            H100_HBM_BYTES_PER_S / 1e12,
+            GRAPH_DEVICE_S_PER_LAYER * 1e6
+        ),
+        DecodeMode::Eager => "the old eager step".into(),
+    };
+    s += &format!(
+        "  new model: step = {step};\n  new model: bytes = weights + every live context's K/V; admission by free blocks \
+         (1% watermark), the youngest preempted and recomputed when dry
+"
     );
     if new.thinning > 1 {
         s += &format!(
