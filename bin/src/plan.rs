@@ -1,8 +1,9 @@
 //! `entrl plan`: per-GPU memory budget and estimated DAPO step time for data-parallel training with ZeRO-2
 //! on H100s (the model and its sources: `rl/src/plan.rs`). Exit code 0 when the plan fits, 1 when not.
 use entrl_qwen3::Qwen3Config;
+use entrl_rl::plan::paged::{self, DecodeMode, KvCache, PagedConfig};
 use entrl_rl::plan::{self, PlanInput};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -25,14 +26,37 @@ pub struct Args {
     /// Responses per prompt (rollout.n).
     #[arg(long, default_value_t = 16)]
     n: usize,
-    /// Mean response length in tokens.
-    #[arg(long, default_value_t = 3000)]
-    mean_response: usize,
+    /// Mean response length in tokens [default: 3000, dapo.md §12's example]. The paged model samples the
+    /// lengths from a seeded lognormal with this mean, clipped at --max-response.
+    #[arg(long, conflicts_with = "metrics")]
+    mean_response: Option<usize>,
+    /// A run's metrics.jsonl: the mean response length it logged (`response_len_mean`) instead of
+    /// --mean-response.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Longest response (rollout.max_response_len) [default: 8192, DAPO's, at most --seq − --prompt-tokens].
+    #[arg(long)]
+    max_response: Option<usize>,
+    /// The rollout engine the step total uses; both estimates are printed side by side.
+    #[arg(long, value_enum, default_value_t = KvCacheArg::Paged)]
+    kv_cache: KvCacheArg,
+    /// Tokens per KV block (rollout.kv_block_size), paged model.
+    #[arg(long, default_value_t = paged::DEFAULT_KV_BLOCK_SIZE)]
+    kv_block_size: usize,
+    /// KV blocks in the pool (rollout.kv_blocks), paged model; 0 = what the memory plan leaves.
+    #[arg(long, default_value_t = 0)]
+    kv_blocks: usize,
+    /// The n responses of a prompt share its prompt's KV blocks and prefill (rollout.share_prompts).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    share_prompts: bool,
+    /// How the paged model's decode steps run: one CUDA graph replay a step, or kernel by kernel.
+    #[arg(long, value_enum, default_value_t = DecodeArg::Graph)]
+    decode: DecodeArg,
     /// Mean prompt length in tokens.
     #[arg(long, default_value_t = 300)]
     prompt_tokens: usize,
-    /// Sequences decoding at once per GPU (rollout.max_concurrent); each holds a KV slot of --seq tokens.
-    /// 0 = auto, as training resolves it on a GPU.
+    /// Sequences decoding at once per GPU (rollout.max_concurrent); contiguous: each holds a KV slot of
+    /// --seq tokens, 0 = auto as training resolves it on a GPU; paged: a cap, 0 = as many as the blocks allow.
     #[arg(long, default_value_t = 0)]
     max_concurrent: usize,
     /// Optimizer updates per step (train.batch_size / train.mini_batch_size).
@@ -50,6 +74,21 @@ pub struct Args {
     #[arg(long)]
     train_tokens_per_s_8b: Option<f64>,
 }
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KvCacheArg {
+    Paged,
+    Contiguous,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DecodeArg {
+    Graph,
+    Eager,
+}
+
+/// Default mean response length: dapo.md §12's example (3,000-token responses after 300-token prompts).
+const DEFAULT_MEAN_RESPONSE: usize = 3000;
 
 fn load_model(spec: &str) -> Result<Qwen3Config, String> {
     let dir = Path::new(spec);
@@ -70,6 +109,17 @@ fn flag(field: &'static str) -> String {
 
 pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let model = load_model(&a.model)?;
+    let logged = a.metrics.as_deref().map(paged::logged_lengths).transpose()?;
+    let mean_response = match (&logged, a.mean_response) {
+        (Some(l), _) => match l.mean.round() {
+            x if x < 1.0 => {
+                let path = a.metrics.as_deref().unwrap_or(Path::new("")).display();
+                return Err(format!("{path}: mean response length {:.2} rounds to 0 tokens", l.mean).into());
+            }
+            x => x.min(usize::MAX as f64) as usize,
+        },
+        (None, m) => m.unwrap_or(DEFAULT_MEAN_RESPONSE),
+    };
     let mut input = PlanInput {
         gpus: a.gpus,
         sharded: a.gpus > 1,
@@ -78,7 +128,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         prompts_per_step: a.prompts,
         n: a.n,
         prompt_tokens: a.prompt_tokens,
-        mean_response: a.mean_response,
+        mean_response,
         max_concurrent: a.max_concurrent,
         updates_per_step: a.updates_per_step,
         gpu_mem_gib: a.gpu_mem_gib,
@@ -87,9 +137,31 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         train_tokens_per_s_8b: a.train_tokens_per_s_8b,
         ..PlanInput::new(model)
     };
+    let cfg = PagedConfig {
+        block_size: a.kv_block_size,
+        blocks: a.kv_blocks,
+        share_prompts: a.share_prompts,
+        decode: match a.decode {
+            DecodeArg::Graph => DecodeMode::Graph,
+            DecodeArg::Eager => DecodeMode::Eager,
+        },
+        max_response: a.max_response.unwrap_or(PagedConfig::new(&input).max_response),
+        max_batch: a.max_concurrent,
+    };
     input.resolve_max_concurrent(true);
     input.validate_with(&flag)?;
+    cfg.validate_with(&input, &flag)?;
     let (mem, time) = plan::plan(&input);
+    // An explicit pool that cannot work is an input error; an auto pool that cannot (the rest of the plan
+    // leaves too little memory) is a plan that does not fit.
+    let new = match paged::paged_rollout(&input, &cfg) {
+        Err(e) if cfg.blocks != 0 => return Err(e.to_string().into()),
+        r => r,
+    };
+    let kv = match a.kv_cache {
+        KvCacheArg::Paged => KvCache::Paged,
+        KvCacheArg::Contiguous => KvCache::Contiguous,
+    };
     println!(
         "entrl plan: {} ({} parameters), {} × H100 {} GiB, data-parallel + bucketed ZeRO-2, seq {}, checkpointing {}",
         a.model,
@@ -112,6 +184,20 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         c => println!(" (largest max_concurrent that fits: {c})"),
     }
     print!("{}", time.table());
+    if let (Some(l), Some(path)) = (&logged, &a.metrics) {
+        println!(
+            "response lengths from {}: mean {:.1} over {} steps, longest logged {}",
+            path.display(),
+            l.mean,
+            l.steps,
+            l.max
+        );
+    }
+    match &new {
+        Ok(new) => print!("{}", paged::side_by_side(&input, &time, new, kv)),
+        Err(e) => println!("paged rollout: not estimated: {e}"),
+    }
     println!("assumptions: see `rl/src/plan.rs` and ARCHITECTURE.md");
-    Ok(if mem.fits() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let paged_ok = new.is_ok() || kv == KvCache::Contiguous;
+    Ok(if mem.fits() && paged_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -230,3 +230,58 @@ fn plan_refuses_absurd_models_and_flags_by_name() {
     assert_clear_error(&out, &["--gpu-mem-gib inf"]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn plan_prints_the_old_and_the_paged_rollout_side_by_side() {
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--gpus", "8", "--seq", "9216"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for item in ["contiguous + eager (old)", "paged + graph-replayed (new)", "blocks × 16 tokens", "% of old"] {
+        assert!(text.contains(item), "{item} missing:\n{text}");
+    }
+    assert!(text.contains("mean response 3000 tokens") && text.contains("step total with the paged rollout"));
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--kv-cache", "contiguous", "--decode", "eager"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("paged + eager (new)") && text.contains("step total with the contiguous rollout"), "{text}");
+    // a run's metrics.jsonl sets the mean response length
+    let d = scratch("plan-metrics");
+    let metrics = d.join("metrics.jsonl");
+    std::fs::write(&metrics, "{\"step\":1,\"response_len_mean\":1200.4,\"response_len_max\":8192}\n").unwrap();
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--metrics", metrics.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("mean response 1200 tokens"), "{text}");
+    assert!(text.contains("mean 1200.4 over 1 steps, longest logged 8192"), "{text}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn plan_refuses_bad_rollout_input_in_one_line() {
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--mean-response", "0"]);
+    assert_clear_error(&out, &["--mean-response 0 must be 1 to"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--kv-block-size", "0"]);
+    assert_clear_error(&out, &["--kv-block-size 0 must be 1 to"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--kv-blocks", "10"]);
+    assert_clear_error(&out, &["KV pool of 10 blocks cannot hold one sequence"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--max-response", "100"]);
+    assert_clear_error(&out, &["--max-response 100 must be at least --mean-response 3000"]);
+    let d = scratch("plan-bad-metrics");
+    let metrics = d.join("metrics.jsonl");
+    std::fs::write(&metrics, "{\"step\":1,\"response_len_mean\":10}\n{\"step\":2,\"response_len_mean\":null}\n")
+        .unwrap();
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--metrics", metrics.to_str().unwrap()]);
+    assert_clear_error(&out, &[metrics.to_str().unwrap(), "line 2", "response_len_mean"]);
+    std::fs::write(&metrics, "{\"step\":1,\"response_len_mean\":0.2}\n").unwrap();
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--metrics", metrics.to_str().unwrap()]);
+    assert_clear_error(&out, &[metrics.to_str().unwrap(), "rounds to 0 tokens"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--metrics", d.join("none.jsonl").to_str().unwrap()]);
+    assert_clear_error(&out, &["cannot read", "none.jsonl"]);
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--metrics", "m.jsonl", "--mean-response", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+    // choices are enums: clap names the flag and the values
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--kv-cache", "dense"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kv-cache") && err.contains("paged") && err.contains("contiguous"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

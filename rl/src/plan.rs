@@ -58,7 +58,8 @@
 //!   (optimistic for small models, whose GEMMs run below peak).
 //! * Update: tokens per GPU × training FLOPs (S = prompt_tokens + mean_response) / rate.
 //! * Old log-probs: tokens per GPU × forward FLOPs / rate.
-//! * Rollout: decode is memory-bound. Each GPU keeps c = min(max_concurrent, sequences per GPU) sequences
+//! * Rollout, the old model (`rollout.kv_cache = "contiguous"`, eager decode; [`TimePlan`]): decode is
+//!   memory-bound. Each GPU keeps c = min(max_concurrent, sequences per GPU) sequences
 //!   decoding (continuous batching: a finished sequence's slot takes the next waiting one), so its
 //!   sequences × mean_response tokens take that many / c full steps, plus a drain at the end while the
 //!   last ones finish: the longest response, taken as 1.5 × mean_response for the long tail of response
@@ -73,13 +74,55 @@
 //!   small models decode launch-bound: raise `rollout.max_concurrent` for them, each step costs the same). Prefill of the prompts runs at the rate, plus one weight
 //!   read per admission pass (freed slots are refilled c/8 at a time, `generate::refill_batch`).
 //!   Dynamic sampling's extra generation rounds are not included (multiply the rollout by the rounds).
+//! * Rollout, the new model (`rollout.kv_cache = "paged"`, CUDA-graph decode; [`paged::paged_rollout`]):
+//!   see the next section. `entrl plan` prints both side by side and totals the step with `--kv-cache`'s.
 //! * Communication per update (ZeRO-2): reduce-scatter of the f32 gradients (4P bytes) + all-gather of the
 //!   weights (b·P bytes); a ring moves bytes × (g − 1)/g per GPU at the bus bandwidth, assumed 400 GB/s
 //!   (NVLink 4 on H100 SXM is 900 GB/s bidirectional per GPU; NCCL's large all-reduce reaches ~370–450 GB/s
 //!   bus bandwidth on 8×H100). One GPU communicates nothing.
+//!
+//! # Rollout, paged and graph-replayed ([`paged::paged_rollout`], `plan_rollout.rs`)
+//! A seeded simulation of one GPU's share of the step, decode step by decode step:
+//! * Response lengths: a lognormal with σ = 0.8 of the log (assumed; ~5% of the responses clipped at the
+//!   maximum at mean 3000 of 8192), clipped at `max_response` (default DAPO's 8192, at most seq −
+//!   prompt_tokens), its location solved so the sampled lengths have the requested mean: `--mean-response`
+//!   (default 3000, dapo.md §12's example) or the mean `response_len_mean` of a run's `metrics.jsonl`
+//!   (`--metrics`, steps weighted by `responses`). Seeded: the estimate is a function of its input. Every
+//!   prompt has the same `prompt_tokens`.
+//! * KV blocks of B = `kv_block_size` tokens (16). The pool: the KV budget the memory plan leaves in the
+//!   rollout phase, capacity − (weights + optimizer shard + workspace), / (B · L·2·Hkv·d·b) bytes, or
+//!   `kv_blocks` when given (more than the budget is an error). A sequence of context p + t holds
+//!   ceil((p + t + 1)/B) blocks; with shared prompts the floor(p/B) full prompt blocks are held once per
+//!   prompt group while any of its responses is live and each response holds the rest (its copy of the
+//!   partial prompt block and its own tokens). Never more than the pool is held.
+//! * Scheduling (the paged engine's): sequences admitted in order, a group's n responses together, while
+//!   the free blocks less a 1% watermark (none when nothing decodes) hold the new sequence's blocks and the
+//!   batch is under `max_concurrent` (paged: 0 = no cap); when a growing sequence finds the pool dry the
+//!   youngest live sequence is preempted: its blocks freed, requeued first, its prompt + generated tokens
+//!   recomputed (prefilled) when readmitted.
+//! * Prefill: the prompt once per group when shared (else once per sequence) plus recomputed tokens, at the
+//!   effective rate, plus one weight read (eager bandwidth) per step that admits any sequence.
+//! * Decode step, graph-replayed: device time only, max(bytes / (3.35 TB/s × 0.75), FLOPs / rate) + L × 26
+//!   µs. Bytes = b·N weights + the K/V of every live sequence's whole context (the shared prompt read once
+//!   per sequence: no reuse across sequences assumed); FLOPs = batch × 2N + 4·Σctx·L·H·d. 0.75 of the
+//!   datasheet is 85% of a plain device copy (h100.md, assumed); 26 µs a layer is ~13 kernels at ~2 µs of
+//!   gap and small-kernel latency (assumed). `--decode eager` uses the old step (0.43, host floor) instead.
+//!   Both constants await `entrl bench generate` with graphs on.
+//! * The rollout = Σ step times + prefill; it is at least `longest response` steps (the last sequence).
+//! * Bounded work: above 2^25 simulated tokens a thinned copy runs (1/f of the sequences, 1/f of the pool;
+//!   the batch, KV read and prefill scaled back by f).
+//!
+//! For verl's recipe (qwen3-8b, 8 GPUs, seq 9216, 512 × 16, mean 3000) the pool is ~21,300 blocks (46.7
+//! GiB); ~124 sequences decode at once against 31 dense slots, but each step reads their ~3,000-token
+//! contexts (≈ 3× the weights): ~26 ms a step against 16 ms, so the rollout falls to ~41% of the old
+//! model's, not further: past this point the KV read, not the weights or the host, bounds decode.
 use entrl_engine::cuda::alloc::size_class;
 use entrl_engine::memory::bytes_of;
 use entrl_qwen3::Qwen3Config;
+
+#[path = "plan_rollout.rs"]
+pub mod paged;
+pub use paged::{paged_rollout, DecodeMode, KvCache, PagedConfig, PagedRollout};
 
 const GIB: f64 = (1u64 << 30) as f64;
 /// Rows of the fused LM-head + loss chunk (BENCHMARKS.md `bench loss`: "chunk 1024").
@@ -526,6 +569,11 @@ fn class(bytes: u64) -> u64 {
     }
 }
 
+/// Bytes held in every phase (weights + optimizer shard + workspace): what the KV cache cannot use.
+pub fn persistent_bytes(input: &PlanInput) -> u64 {
+    memory(input, 0).persistent()
+}
+
 /// The memory plan with `max_concurrent` KV slots, in saturating arithmetic (an absurd input gives a plan
 /// that does not fit, never a wrapped small one).
 fn memory(input: &PlanInput, max_concurrent: usize) -> MemoryPlan {
@@ -633,12 +681,11 @@ fn time(input: &PlanInput) -> TimePlan {
     let longest = ((mean as f64 * TAIL_FACTOR).ceil() as usize).min(max_response);
     let decode_steps = seqs.saturating_mul(mean).div_ceil(wave_size).saturating_add(longest.saturating_sub(mean));
     let ctx = input.prompt_tokens as f64 + mean as f64 / 2.0;
-    let step_bytes = input.weight_bytes as f64 * matmul_params(m)
-        + wave_size as f64 * ctx * kv_bytes_per_token(m, input.weight_bytes) as f64;
-    // A decode query sees all ctx keys: 4·ctx·L·H·d (QKᵀ and PV), no causal half.
-    let step_flops = wave_size as f64 * (2.0 * matmul_params(m) + 4.0 * ctx * attn_width(m));
-    let host_s = m.num_hidden_layers as f64 * HOST_DECODE_S_PER_LAYER;
-    let decode_step_s = (step_bytes / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY)).max(step_flops / flops).max(host_s);
+    // Bytes: weights + the K/V of c contexts; a decode query sees all ctx keys: 4·ctx·L·H·d FLOPs (QKᵀ and
+    // PV), no causal half; eager: max(memory, compute, host enqueue).
+    let batch = wave_size as f64;
+    let decode_step_s =
+        paged::decode_step_cost(m, input.weight_bytes, batch, batch * ctx, flops, DecodeMode::Eager).step_s;
     // Prefill: the prompts' FLOPs at the rate, plus one weight read per admission pass (freed slots are
     // refilled in batches of refill_batch(c); the first pass fills all c).
     let passes = 1 + seqs.saturating_sub(wave_size).div_ceil(entrl_qwen3::generate::refill_batch(wave_size));
