@@ -112,15 +112,28 @@ pub fn axpy(acc: &CudaStorage, x: &CudaStorage, alpha: f64) -> Result<()> {
 }
 
 pub fn copy_strided(x: &CudaStorage, dims: &[usize], in_strides: &[usize]) -> Result<CudaStorage> {
+    copy_strided_at(x, 0, dims, in_strides)
+}
+
+/// [`copy_strided`] reading from element `offset` of `x` on (the same kernel, given a shifted base pointer):
+/// out[i] = x[offset + off(i)]. Every element read must lie inside `x`.
+pub fn copy_strided_at(x: &CudaStorage, offset: usize, dims: &[usize], in_strides: &[usize]) -> Result<CudaStorage> {
     let dev = &x.device;
     let n: usize = dims.iter().product();
+    let last = dims.iter().zip(in_strides).map(|(&d, &s)| d.saturating_sub(1) * s).sum::<usize>();
+    if n > 0 && offset + last >= x.len {
+        return Err(EngineError::shape(
+            "copy_strided",
+            format!("a view of {dims:?} at element {offset} reads past the {} elements stored", x.len),
+        ));
+    }
     let out = CudaStorage::alloc(dev, x.dtype, n)?;
     let g = CopyGeo {
         ndim: dims.len() as i32,
         dims: pack("permute", dims, 1)?,
         in_strides: pack("permute", in_strides, 0)?,
     };
-    let (o, i, nn) = (out.ptr(), x.ptr(), n as i64);
+    let (o, i, nn) = (out.ptr(), x.ptr() + (offset * x.dtype.size_in_bytes()) as u64, n as i64);
     launch!(
         dev,
         "elementwise",
