@@ -179,7 +179,7 @@ pub fn all_cases() -> Vec<OpCase> {
         OpCase::new("linear", vec![fl(&[37, 3, 64]), fl(&[96, 64])], |x| x[0].linear(&x[1])).big().tol(1e-5, 2e-2),
         OpCase::new("permute", vec![fl(&[3, 5, 7])], |x| x[0].permute(&[2, 0, 1])),
         OpCase::new("transpose", vec![fl(&[33, 65])], |x| x[0].transpose(0, 1)).big(),
-        // Each part of a fused projection's output (the gradient reaches only that part's columns).
+        // Each part of a fused projection's output (its gradient reaches only that part's columns; the others get zeros).
         OpCase::new("split_last part 0", vec![fl(&[4, 10])], |x| split_part(&x[0], &[3, 5, 2], 0)),
         OpCase::new("split_last part 1", vec![fl(&[2, 3, 10])], |x| split_part(&x[0], &[3, 5, 2], 1)),
         OpCase::new("split_last part 2", vec![fl(&[4, 10])], |x| split_part(&x[0], &[3, 5, 2], 2)),

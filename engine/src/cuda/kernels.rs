@@ -144,6 +144,27 @@ pub fn copy_strided_at(x: &CudaStorage, offset: usize, dims: &[usize], in_stride
     Ok(out)
 }
 
+/// out[r·cols + off + c] = x[r·w + c] for r < rows, c < w: the part x [rows, w] written into its columns
+/// off .. off + w of out [rows, cols] (the other columns are left as they are).
+pub fn place_cols(out: &CudaStorage, x: &CudaStorage, rows: usize, w: usize, cols: usize, off: usize) -> Result<()> {
+    let fits = x.len >= rows * w && out.len >= rows * cols && off + w <= cols;
+    if x.dtype != out.dtype || !fits {
+        return Err(EngineError::shape(
+            "place_cols",
+            format!("a {} part [{rows}, {w}] at column {off} of a {} [{rows}, {cols}]", x.dtype, out.dtype),
+        ));
+    }
+    if rows * w == 0 {
+        return Ok(());
+    }
+    let dev = &x.device;
+    let (o, i) = (out.ptr(), x.ptr());
+    let (r, wi, c, at) = (rows as i64, w as i64, cols as i64, off as i64);
+    let name = format!("place_cols_{}", float_only("split_last", x.dtype)?);
+    launch!(dev, "elementwise", name, grid(rows * w), [o, i, r, wi, c, at]);
+    Ok(())
+}
+
 /// out[o] = scale · Σ_r x[off(o) + off(r)]
 pub fn reduce_sum(
     x: &CudaStorage,
