@@ -6,6 +6,7 @@ use crate::cpu::elementwise::{copy_strided, CopyStrided};
 use crate::cpu::storage::run_float;
 use crate::cpu::CpuStorage;
 use crate::cuda::kernels;
+use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::shape::Shape;
@@ -104,7 +105,12 @@ impl Tensor {
             let part = Tensor::from_storage(st, Shape::new(shape), self.device());
             parts.push(match &joint {
                 Some(joint) => {
-                    let rule = SplitPart { slots: slots.clone(), index: j, joint: joint.clone() };
+                    let rule = SplitPart {
+                        slots: slots.clone(),
+                        index: j,
+                        dtype: joint.dtype(),
+                        device: joint.device().clone(),
+                    };
                     Tensor::from_op_output(part, &[joint], rule)?
                 }
                 None => part,
@@ -149,7 +155,9 @@ fn concat_last_cpu<T: Copy>(parts: &[Option<&[T]>], zero: T, rows: usize, sizes:
 struct SplitPart {
     slots: Arc<Mutex<Vec<Option<Tensor>>>>,
     index: usize,
-    joint: Tensor,
+    /// The shared node's dtype and device (its gradient is a zero of one element).
+    dtype: DType,
+    device: Device,
 }
 impl Backward for SplitPart {
     fn name(&self) -> &'static str {
@@ -157,7 +165,7 @@ impl Backward for SplitPart {
     }
     fn backward(&self, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())[self.index] = Some(g.clone());
-        Ok(vec![Some(Tensor::zeros([1], self.joint.dtype(), self.joint.device())?)])
+        Ok(vec![Some(Tensor::zeros([1], self.dtype, &self.device)?)])
     }
 }
 
