@@ -133,3 +133,50 @@ fn cpu_f32_and_bf16_paths_match_the_f64_reference() {
     let failed: Vec<_> = rows.iter().filter(|r| !r.pass).cloned().collect();
     assert!(failed.is_empty(), "{}", format_table(&failed));
 }
+
+/// split_last's backward by central differences in f64: the gradient of the input is the parts' gradients
+/// side by side, zero in the columns of a part the loss does not use.
+#[test]
+fn split_last_gradient_matches_finite_differences() {
+    let dev = Device::Cpu;
+    let (rows, sizes) = (3, [2usize, 4, 1]);
+    let cols: usize = sizes.iter().sum();
+    let x0: Vec<f64> = (0..rows * cols).map(|i| ((i * 7 % 11) as f64 - 5.0) / 3.0).collect();
+    let c0: Vec<f64> = (0..rows * sizes[0]).map(|i| 0.5 + i as f64).collect();
+    let c2: Vec<f64> = (0..rows * sizes[2]).map(|i| 1.5 - i as f64).collect();
+    let loss = |x: &Tensor| -> Tensor {
+        let p = x.split_last(&sizes).unwrap();
+        assert_eq!(
+            p.iter().map(|t| t.dims().to_vec()).collect::<Vec<_>>(),
+            vec![vec![rows, 2], vec![rows, 4], vec![rows, 1]]
+        );
+        let a = Tensor::from_f64(&c0, [rows, sizes[0]], DType::F64, &dev).unwrap();
+        let b = Tensor::from_f64(&c2, [rows, sizes[2]], DType::F64, &dev).unwrap();
+        // part 1 is not used: its columns get a zero gradient
+        let l0 = p[0].mul(&p[0]).unwrap().mul(&a).unwrap().sum().unwrap();
+        l0.add(&p[2].mul(&b).unwrap().sum().unwrap()).unwrap()
+    };
+    let x = Tensor::from_f64(&x0, [rows, cols], DType::F64, &dev).unwrap().param();
+    loss(&x).backward().unwrap();
+    let analytic = x.grad().unwrap().to_vec_f64().unwrap();
+    let eps = 1e-6;
+    let _ng = no_grad();
+    for i in 0..x0.len() {
+        let at = |d: f64| {
+            let mut v = x0.clone();
+            v[i] += d;
+            loss(&Tensor::from_f64(&v, [rows, cols], DType::F64, &dev).unwrap()).to_vec_f64().unwrap()[0]
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        assert!((numeric - analytic[i]).abs() < 1e-6, "element {i}: analytic {} numeric {numeric}", analytic[i]);
+        let col = i % cols;
+        if (2..6).contains(&col) {
+            assert_eq!(analytic[i], 0.0, "an unused part's columns get zeros");
+        }
+    }
+    // parts that do not add up to the last dimension are an error, not a panic
+    for bad in [&[2usize, 4][..], &[3, 4, 1], &[]] {
+        let e = x.split_last(bad).unwrap_err().to_string();
+        assert!(e.contains("split_last"), "{e}");
+    }
+}

@@ -19,6 +19,11 @@ fn verify(name: &str, checkpoint: bool) {
         rows.iter().filter(|r| !r.pass).map(|r| format!("{}: {:.3e} > {:.1e}", r.what, r.rel_err, r.tol)).collect();
     assert!(bad.is_empty(), "{name}: {bad:#?}");
     assert!(rows.iter().any(|r| r.what.starts_with("grad model.layers.0.self_attn.q_norm")));
+    // the fused projections' gradients are compared under their HF names
+    for hf in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"] {
+        let want = format!("grad model.layers.0.{hf}.weight");
+        assert!(rows.iter().any(|r| r.what == want), "no row {want}");
+    }
     assert!(rows.iter().any(|r| r.what == "attention entropy (normalised), layer 0"));
 }
 

@@ -51,7 +51,14 @@ fn resume_continues_exactly() {
     let full = train(config(&a, &extra), None).unwrap();
     let mut first = extra.to_vec();
     first[0] = "train.steps=2";
-    train(config(&b, &first), None).unwrap();
+    let ck = train(config(&b, &first), None).unwrap().checkpoint.unwrap();
+    // The optimizer state is keyed by HF names, as the weights: the fused projections are split.
+    let ost = entrl_qwen3::checkpoint::Checkpoint::open_file(&ck.join("optimizer.safetensors")).unwrap();
+    let names: Vec<String> = ost.shapes().unwrap().into_iter().map(|(n, _)| n).collect();
+    for hf in ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"] {
+        assert!(names.contains(&format!("model.layers.0.{hf}.weight.exp_avg")), "{hf}: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("qkv_proj") || n.contains("gate_up_proj")), "{names:?}");
     let resumed = train(config(&b, &extra), Some(&b)).unwrap();
     assert_eq!(resumed.steps.len(), 2);
     for (x, y) in full.steps[2..].iter().zip(&resumed.steps) {

@@ -7,6 +7,7 @@
 //   bcast_*:       out_i = a[off_a(i)] (+,-,*) b[off_b(i)]      (numpy broadcasting, strides 0 on bcast dims)
 //   axpy:          y_i  += alpha * x_i                           (y is an f32 accumulator)
 //   copy_strided:  out_i = x[off(i)]                             (permute / transpose / contiguous copy)
+//   place_cols:    out[r·cols + off + c] = x[r·w + c]            (one part of a last-dim concatenation)
 //
 // off(i) decomposes the output index i over the row-major output dims (last dim fastest) and dots it
 // with the input's element strides (common.cuh: strided_offset).
@@ -59,6 +60,16 @@ __device__ __forceinline__ void copy_strided_body(T* out, const T* x, long long 
         out[i] = x[strided_offset(i, g.ndim, g.dims, g.in_strides)];
 }
 
+template <typename T>
+__device__ __forceinline__ void place_cols_body(T* out, const T* x, long long rows, long long w, long long cols,
+                                                long long off) {
+    const long long n = rows * w;
+    for (long long i = global_tid(); i < n; i += grid_stride()) {
+        const long long r = i / w, c = i - r * w;
+        out[r * cols + off + c] = x[i];
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // extern "C" entry points (README table).
 // ------------------------------------------------------------------------------------------------
@@ -78,7 +89,10 @@ __device__ __forceinline__ void copy_strided_body(T* out, const T* x, long long 
         bcast_body<T, OP_MUL>(out, a, b, n, g);                                                                \
     }                                                                                                          \
     KERNEL axpy_##SFX(float* y, const T* x, float alpha, long long n) { axpy_body<T>(y, x, alpha, n); }        \
-    KERNEL copy_strided_##SFX(T* out, const T* x, long long n, CopyGeo g) { copy_strided_body<T>(out, x, n, g); }
+    KERNEL copy_strided_##SFX(T* out, const T* x, long long n, CopyGeo g) { copy_strided_body<T>(out, x, n, g); } \
+    KERNEL place_cols_##SFX(T* out, const T* x, long long rows, long long w, long long cols, long long off) {    \
+        place_cols_body<T>(out, x, rows, w, cols, off);                                                        \
+    }
 
 DEFINE_ELEMENTWISE(f32, float)
 DEFINE_ELEMENTWISE(bf16, __nv_bfloat16)

@@ -1,6 +1,6 @@
 // Executes the strided elementwise and reduction kernels (cuda/elementwise.cu, cuda/reduce.cu, compiled
 // unchanged against the emu/ shims) against host formulas: broadcast add/sub/mul over a 3-D shape with
-// size-1 and stride-0 dims, a strided copy (a transpose), casts both ways, fill/scale/axpy, reduce_sum over
+// size-1 and stride-0 dims, a strided copy (a transpose), split_last's parts and their concatenation, casts both ways, fill/scale/axpy, reduce_sum over
 // an inner and an outer axis with a scale, the clipping pipeline (sumsq partials → sum → coefficient →
 // scale), and the counter-based normal generator's moments. One line per kernel; exit 1 on failure.
 // Built and run by kernels-cu/tests/emulated_kernels.rs.
@@ -56,6 +56,24 @@ int main() {
         for (int i = 0; i < 7; ++i)
             for (int j = 0; j < 3; ++j) want[i * 3 + j] = x[j * 7 + i];
         ok &= report("copy_strided (transpose)", max_abs_diff(out, want), 1e-12);
+    }
+    // split_last on a GPU: each part [3, w] of x [3, 10] by copy_strided from a shifted base pointer, and
+    // the parts placed back into their columns by place_cols (the concatenation its backward makes)
+    {
+        const int R = 3, C = 10, W[3] = {3, 5, 2};
+        auto x = randn(R * C);
+        std::vector<float> back(R * C, NAN);
+        double e = 0;
+        for (int j = 0, off = 0; j < 3; off += W[j], ++j) {
+            CopyGeo g{2, {R, W[j], 1, 1, 1, 1}, {C, 1, 0, 0, 0, 0}};
+            std::vector<float> part(R * W[j], NAN);
+            run_grid(1, 32, [&] { copy_strided_f32(part.data(), x.data() + off, R * W[j], g); });
+            for (int r = 0; r < R; ++r)
+                for (int c = 0; c < W[j]; ++c) e = std::max(e, (double)std::abs(part[r * W[j] + c] - x[r * C + off + c]));
+            run_grid(2, 32, [&] { place_cols_f32(back.data(), part.data(), R, W[j], C, off); });
+        }
+        for (int i = 0; i < R * C; ++i) e = std::max(e, std::isnan(back[i]) ? INFINITY : (double)std::abs(back[i] - x[i]));
+        ok &= report("split_last parts and place_cols", e, 1e-12);
     }
     // casts, fill, scale, axpy
     {

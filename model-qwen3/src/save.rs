@@ -95,12 +95,13 @@ impl Qwen3Config {
 }
 
 impl Qwen3 {
-    /// Write `dir/config.json` and `dir/model.safetensors` (creating `dir`); loadable with [`Qwen3::load`].
+    /// Write `dir/config.json` and `dir/model.safetensors` (creating `dir`) in the HF layout (q/k/v and
+    /// gate/up as separate tensors); loadable with [`Qwen3::load`] and by HF transformers.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ModelError::Checkpoint { file: dir.display().to_string(), msg: e.to_string() })?;
-        let tensors: Vec<(String, Tensor)> = self.params().iter().map(|(n, t)| (n.clone(), t.detach())).collect();
-        write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+        // The HF layout: the fused projections are written as their HF tensors.
+        write_safetensors(&dir.join("model.safetensors"), &self.hf_tensors()?)?;
         write_atomic(&dir.join("config.json"), self.config.to_hf_json().as_bytes())
     }
 }

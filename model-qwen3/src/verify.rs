@@ -190,9 +190,16 @@ fn measure(dir: &Path, device: &Device, o: &VerifyOptions) -> Result<Vec<Measure
     let loss = dapo_loss(&hidden_rows, model.lm_head(), &batch, &cfg)?;
     push("dapo loss".into(), rel_l2(&[loss.loss.to_scalar()?], &host(&refs, "dapo_loss")?), false);
     loss.loss.backward()?;
-    for (name, p) in model.params() {
+    // Each gradient under its HF name (a fused projection's gradient is cut into its HF tensors' rows).
+    for (spec, (_, p)) in model.param_specs().iter().zip(model.params()) {
         let g = p.grad().map(|g| g.to_vec_f64()).transpose()?.unwrap_or_else(|| vec![0.0; p.numel()]);
-        push(format!("grad {name}"), rel_l2(&g, &host(&grads, &format!("grad.{name}"))?), true);
+        let mut rest = g.as_slice();
+        for part in &spec.hf {
+            let (g, tail) = rest.split_at(part.shape.iter().product::<usize>().min(rest.len()));
+            rest = tail;
+            let name = &part.name;
+            push(format!("grad {name}"), rel_l2(g, &host(&grads, &format!("grad.{name}"))?), true);
+        }
     }
     Ok(rows)
 }

@@ -13,6 +13,7 @@ use entrl_engine::dist::Communicator;
 use entrl_engine::optim::{AdamW, AdamWConfig, ShardedAdamW};
 use entrl_engine::{DType, Device, Tensor};
 use entrl_qwen3::checkpoint::Checkpoint;
+use entrl_qwen3::model::{fused_state_key, state_to_hf};
 use entrl_qwen3::save::{write_atomic, write_safetensors_tagged};
 use entrl_qwen3::{Qwen3, Qwen3Config, Tokenizer};
 use serde::{Deserialize, Serialize};
@@ -291,10 +292,16 @@ impl Session {
             let ost = Checkpoint::open_file(&file).map_err(|e| e.to_string())?;
             // The first tensor that fails to load (missing, wrong shape, non-finite) is the error.
             let failed = std::cell::RefCell::new(None);
+            // The file holds HF names: a fused parameter's state is assembled from its HF tensors' rows.
+            let specs = model.param_specs();
             let lookup = |k: &str, shape: &[usize]| {
-                ost.load(k, shape, DType::F32, &device)
-                    .map_err(|e| failed.borrow_mut().get_or_insert(e.to_string()).clone())
-                    .ok()
+                let t = match fused_state_key(specs, k) {
+                    Some((spec, suffix)) => {
+                        spec.assemble(|name, s| ost.load(&format!("{name}{suffix}"), s, DType::F32, &device))
+                    }
+                    None => ost.load(k, shape, DType::F32, &device),
+                };
+                t.map_err(|e| failed.borrow_mut().get_or_insert(e.to_string()).clone()).ok()
             };
             let loaded = match &mut opt {
                 Optim::Plain(o) => o.load_state(&names, st.optimizer_steps, lookup),
@@ -377,6 +384,8 @@ impl Session {
             Optim::Sharded(o) => o.state_tensors(),
         }
         .map_err(|e| e.to_string())?;
+        // HF names and shapes, as the weights (the fused projections' state cut into their HF tensors).
+        let state = state_to_hf(self.model.param_specs(), state).map_err(|e| e.to_string())?;
         let tags = [
             (TAG_STEP, self.step.to_string()),
             (TAG_OPTIMIZER_STEPS, steps.to_string()),

@@ -179,6 +179,11 @@ pub fn all_cases() -> Vec<OpCase> {
         OpCase::new("linear", vec![fl(&[37, 3, 64]), fl(&[96, 64])], |x| x[0].linear(&x[1])).big().tol(1e-5, 2e-2),
         OpCase::new("permute", vec![fl(&[3, 5, 7])], |x| x[0].permute(&[2, 0, 1])),
         OpCase::new("transpose", vec![fl(&[33, 65])], |x| x[0].transpose(0, 1)).big(),
+        // Each part of a fused projection's output (its gradient reaches only that part's columns; the others get zeros).
+        OpCase::new("split_last part 0", vec![fl(&[4, 10])], |x| split_part(&x[0], &[3, 5, 2], 0)),
+        OpCase::new("split_last part 1", vec![fl(&[2, 3, 10])], |x| split_part(&x[0], &[3, 5, 2], 1)),
+        OpCase::new("split_last part 2", vec![fl(&[4, 10])], |x| split_part(&x[0], &[3, 5, 2], 2)),
+        OpCase::new("split_last qkv", vec![fl(&[37, 8 * 128])], |x| split_part(&x[0], &[512, 256, 256], 1)).big(),
         OpCase::new("embedding", vec![fl(&[11, 6]), ix(&[9], 11)], |x| x[0].embedding(&x[1])),
         OpCase::new("embedding", vec![fl(&[5003, 129]), ix(&[2, 777], 5003)], |x| x[0].embedding(&x[1])).big(),
         OpCase::new("gather_last", vec![fl(&[7, 13]), ix(&[7], 13)], |x| x[0].gather_last(&x[1])),
@@ -378,4 +383,10 @@ fn add_norm(x: &[Tensor], which: usize) -> Result<Tensor> {
     let _no_grad = crate::autograd::no_grad();
     let (s, n) = crate::ops::add_rms_norm(&x[0], &x[1], &x[2], 1e-6)?;
     Ok(if which == 0 { s } else { n })
+}
+
+/// Part `j` of `x` split along its last dimension into `sizes`.
+fn split_part(x: &Tensor, sizes: &[usize], j: usize) -> Result<Tensor> {
+    let mut parts = x.split_last(sizes)?;
+    Ok(parts.swap_remove(j))
 }

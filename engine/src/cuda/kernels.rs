@@ -112,15 +112,28 @@ pub fn axpy(acc: &CudaStorage, x: &CudaStorage, alpha: f64) -> Result<()> {
 }
 
 pub fn copy_strided(x: &CudaStorage, dims: &[usize], in_strides: &[usize]) -> Result<CudaStorage> {
+    copy_strided_at(x, 0, dims, in_strides)
+}
+
+/// [`copy_strided`] reading from element `offset` of `x` on (the same kernel, given a shifted base pointer):
+/// out[i] = x[offset + off(i)]. Every element read must lie inside `x`.
+pub fn copy_strided_at(x: &CudaStorage, offset: usize, dims: &[usize], in_strides: &[usize]) -> Result<CudaStorage> {
     let dev = &x.device;
     let n: usize = dims.iter().product();
+    let last = dims.iter().zip(in_strides).map(|(&d, &s)| d.saturating_sub(1) * s).sum::<usize>();
+    if n > 0 && offset + last >= x.len {
+        return Err(EngineError::shape(
+            "copy_strided",
+            format!("a view of {dims:?} at element {offset} reads past the {} elements stored", x.len),
+        ));
+    }
     let out = CudaStorage::alloc(dev, x.dtype, n)?;
     let g = CopyGeo {
         ndim: dims.len() as i32,
         dims: pack("permute", dims, 1)?,
         in_strides: pack("permute", in_strides, 0)?,
     };
-    let (o, i, nn) = (out.ptr(), x.ptr(), n as i64);
+    let (o, i, nn) = (out.ptr(), x.ptr() + (offset * x.dtype.size_in_bytes()) as u64, n as i64);
     launch!(
         dev,
         "elementwise",
@@ -129,6 +142,27 @@ pub fn copy_strided(x: &CudaStorage, dims: &[usize], in_strides: &[usize]) -> Re
         [o, i, nn, g]
     );
     Ok(out)
+}
+
+/// out[r·cols + off + c] = x[r·w + c] for r < rows, c < w: the part x [rows, w] written into its columns
+/// off .. off + w of out [rows, cols] (the other columns are left as they are).
+pub fn place_cols(out: &CudaStorage, x: &CudaStorage, rows: usize, w: usize, cols: usize, off: usize) -> Result<()> {
+    let fits = x.len >= rows * w && out.len >= rows * cols && off + w <= cols;
+    if x.dtype != out.dtype || !fits {
+        return Err(EngineError::shape(
+            "place_cols",
+            format!("a {} part [{rows}, {w}] at column {off} of a {} [{rows}, {cols}]", x.dtype, out.dtype),
+        ));
+    }
+    if rows * w == 0 {
+        return Ok(());
+    }
+    let dev = &x.device;
+    let (o, i) = (out.ptr(), x.ptr());
+    let (r, wi, c, at) = (rows as i64, w as i64, cols as i64, off as i64);
+    let name = format!("place_cols_{}", float_only("split_last", x.dtype)?);
+    launch!(dev, "elementwise", name, grid(rows * w), [o, i, r, wi, c, at]);
+    Ok(())
 }
 
 /// out[o] = scale · Σ_r x[off(o) + off(r)]
