@@ -48,7 +48,8 @@ pub fn generate(
 /// frees its KV-cache slot and waiting requests are prefilled into freed slots (in batches of
 /// [`refill_batch`] slots, each prefill being a pass over the weights), so a long response does not hold a
 /// whole wave of finished ones. Each response token is sampled with the uniform keyed by its request's
-/// seed and its position, from logits that depend on its own tokens only, so the outputs equal those of [`generate`] for any `slots` (up to GPU rounding).
+/// seed and its position, from logits that depend on its own tokens only, so the outputs equal those of
+/// [`generate`] for any `slots` (up to GPU rounding).
 pub fn generate_batched(
     model: &Qwen3,
     reqs: &[Request],
