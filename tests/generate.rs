@@ -1,6 +1,9 @@
 //! Generation with the KV cache against full recomputation on the fixture model (CPU, f32).
 use entrl_engine::{DType, Device, Packing, Tensor};
-use entrl_qwen3::{generate, generate_batched, FinishReason, ForwardOptions, Qwen3, Request, SamplingParams};
+use entrl_qwen3::sampling::sample;
+use entrl_qwen3::{
+    generate, generate_batched, FinishReason, ForwardOptions, Qwen3, Request, SampleKey, SamplingParams,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -63,6 +66,55 @@ fn batching_does_not_change_sampled_outputs_and_seeds_are_deterministic() {
     assert_eq!(again[0].tokens, batched[0].tokens);
     let other = generate(&m, &[Request { seed: 99, ..reqs[0].clone() }], &p, &[], |_, _| {}).unwrap();
     assert_ne!(other[0].tokens, batched[0].tokens, "a different seed should sample differently");
+}
+
+/// Logits (f32) of the last position, by a full forward over the whole sequence.
+fn last_logits(m: &Qwen3, seq: &[u32]) -> Vec<f32> {
+    let p = Arc::new(Packing::single(seq.len()).unwrap());
+    let ids = Tensor::from_vec(seq.iter().map(|&t| t as i32).collect::<Vec<_>>(), [seq.len()], &Device::Cpu).unwrap();
+    let h = m.forward(&ids, &p, &ForwardOptions::default()).unwrap().hidden;
+    let z = h.linear(m.lm_head()).unwrap().to_vec_f32().unwrap();
+    let v = m.config.vocab_size;
+    z[(seq.len() - 1) * v..].to_vec()
+}
+
+/// Response token t of a request is drawn with the uniform keyed by (its seed, t) — nothing else — so the
+/// response is the same alone, inside batches of other requests (in any place), with few slots, and each
+/// token is the host sampler's pick for that key from a full recomputation of the logits.
+#[test]
+fn a_response_is_keyed_by_its_seed_and_positions_alone_or_in_any_batch() {
+    let m = model();
+    let p = SamplingParams { temperature: 1.0, top_p: 0.8, top_k: 0 };
+    let me = Request { prompt: vec![11, 22, 33], max_new_tokens: 10, seed: 4242 };
+    let others: Vec<Request> = (0..5)
+        .map(|i| Request {
+            prompt: (0..1 + i % 4).map(|t| (40 + 13 * i + t) as u32).collect(),
+            max_new_tokens: 3 + 2 * i,
+            seed: 4242 + 1 + i as u64,
+        })
+        .collect();
+    let alone = generate(&m, std::slice::from_ref(&me), &p, &[], |_, _| {}).unwrap().remove(0);
+    assert_eq!(alone.tokens.len(), 10);
+    for at in [0, 2, 5] {
+        let mut batch = others.clone();
+        batch.insert(at, me.clone());
+        for slots in [batch.len(), 2, 1] {
+            let got = generate_batched(&m, &batch, &p, &[], slots, |_, _| {}).unwrap();
+            assert_eq!(got[at].tokens, alone.tokens, "at {at} of the batch, {slots} slots");
+            for (x, y) in got[at].logprobs.iter().zip(&alone.logprobs) {
+                assert!((x - y).abs() < 1e-9, "at {at}, {slots} slots: log-prob {x} vs {y}");
+            }
+        }
+    }
+    // each token is `sample` of the recomputed logits with key (seed, position)
+    let mut seq = me.prompt.clone();
+    for (t, &tok) in alone.tokens.iter().enumerate() {
+        let key = SampleKey { seed: me.seed, position: t as u64 };
+        assert_eq!(sample(&last_logits(&m, &seq), &p, &key).token, tok, "position {t}");
+        seq.push(tok);
+    }
+    let other_seed = generate(&m, &[Request { seed: 7, ..me.clone() }], &p, &[], |_, _| {}).unwrap();
+    assert_ne!(other_seed[0].tokens, alone.tokens, "a different seed should sample differently");
 }
 
 #[test]

@@ -1,30 +1,13 @@
 //! Generation with a KV cache: prefill the packed prompts with the fused attention (writing K/V into
 //! each request's cache slot), then decode one token per active request per step with decode attention.
-//! Sampling (temperature, top-k, top-p, per-request seeds): plain temperature / greedy sampling on a GPU
-//! runs on the device (only the picks cross to the host); truncated sampling and CPU runs sample on the host.
+//! Sampling (temperature, top-k, top-p; one uniform keyed by request seed and response position) is
+//! `crate::sampling`: on the device on a GPU, on the host on the CPU.
 use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs_fused, layer_output_normed, Qwen3};
-use entrl_engine::cpu::sampling::pick_by_cdf;
-use entrl_engine::ops::{attention, sample_rows, CacheIndex, CacheRows, KvCache, PoolShape};
+pub use crate::sampling::{sample, SamplingParams};
+use crate::sampling::{sample_active, SampleKey};
+use entrl_engine::ops::{attention, CacheIndex, CacheRows, KvCache, PoolShape};
 use entrl_engine::{no_grad, profile, Packing, Tensor};
-use rand::{Rng, SeedableRng};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct SamplingParams {
-    /// 0 = greedy.
-    pub temperature: f64,
-    /// Nucleus mass in (0, 1]; 1 = off.
-    pub top_p: f64,
-    /// 0 = off.
-    pub top_k: usize,
-}
-
-impl Default for SamplingParams {
-    /// DAPO rollouts: temperature 1, top-p 1, no top-k.
-    fn default() -> Self {
-        Self { temperature: 1.0, top_p: 1.0, top_k: 0 }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -64,8 +47,9 @@ pub fn generate(
 /// Generate with at most `slots` requests decoding at once (continuous batching): a request that stops
 /// frees its KV-cache slot and waiting requests are prefilled into freed slots (in batches of
 /// [`refill_batch`] slots, each prefill being a pass over the weights), so a long response does not hold a
-/// whole wave of finished ones. Each request samples with its own generator from logits that depend
-/// on its own tokens only, so the outputs equal those of [`generate`] for any `slots` (up to GPU rounding).
+/// whole wave of finished ones. Each response token is sampled with the uniform keyed by its request's
+/// seed and its position, from logits that depend on its own tokens only, so the outputs equal those of
+/// [`generate`] for any `slots` (up to GPU rounding).
 pub fn generate_batched(
     model: &Qwen3,
     reqs: &[Request],
@@ -97,7 +81,6 @@ pub fn generate_batched(
         .map(|_| KvCache::new(pool, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev))
         .collect::<std::result::Result<_, _>>()?;
     let mut cache = SlotCache { layers, pool, slot_of: vec![usize::MAX; n] };
-    let mut rngs: Vec<rand::rngs::StdRng> = reqs.iter().map(|r| rand::rngs::StdRng::seed_from_u64(r.seed)).collect();
     let mut out: Vec<Generation> = reqs
         .iter()
         .map(|_| Generation { tokens: Vec::new(), logprobs: Vec::new(), finish: FinishReason::Length })
@@ -120,9 +103,9 @@ pub fn generate_batched(
             }
             let dev = &model.device;
             let logits = profile::region("generate: prefill", dev, || prefill(model, reqs, &admit, &cache))?;
-            let picks = profile::region("generate: sample", dev, || {
-                sample_active(&logits, &admit, &mut rngs, params, c.vocab_size)
-            })?;
+            let keys = sample_keys(&admit, reqs, &out);
+            let picks =
+                profile::region("generate: sample", dev, || sample_active(&logits, &keys, params, c.vocab_size))?;
             check_finite_picks(&admit, &picks, reqs, &out)?;
             record(&admit, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
         }
@@ -136,9 +119,8 @@ pub fn generate_batched(
         let step = std::mem::take(&mut decoding);
         let dev = &model.device;
         let logits = profile::region("generate: decode step", dev, || decode_step(model, reqs, &step, &out, &cache))?;
-        let picks = profile::region("generate: sample", dev, || {
-            sample_active(&logits, &step, &mut rngs, params, c.vocab_size)
-        })?;
+        let keys = sample_keys(&step, reqs, &out);
+        let picks = profile::region("generate: sample", dev, || sample_active(&logits, &keys, params, c.vocab_size))?;
         check_finite_picks(&step, &picks, reqs, &out)?;
         record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
     }
@@ -308,107 +290,8 @@ fn record(
     }
 }
 
-/// One (token, log-prob) per active request, in `active` order; request `active[i]` is row i of `logits`.
-/// Temperature / greedy sampling on a GPU runs on the device (`ops::sample_rows`: only the picks are
-/// copied back), drawing the same one uniform per request from its generator as [`sample`] does; top-k /
-/// top-p truncation, and every CPU run, sample on the host with [`sample`].
-fn sample_active(
-    logits: &Tensor,
-    active: &[usize],
-    rngs: &mut [rand::rngs::StdRng],
-    params: &SamplingParams,
-    vocab: usize,
-) -> Result<Vec<(u32, f64)>> {
-    if logits.device().is_cuda() && params.top_k == 0 && params.top_p >= 1.0 {
-        let u: Vec<f64> =
-            active.iter().map(|&r| if params.temperature > 0.0 { rngs[r].random::<f64>() } else { 0.0 }).collect();
-        let at: Vec<usize> = (0..active.len()).collect();
-        return Ok(sample_rows(logits, &at, &u, params.temperature)?);
-    }
-    let host = logits.to_vec_f32()?;
-    // Sample every active request in parallel (each has its own generator, so results are independent of
-    // the thread split), then return the tokens in request order.
-    let mut work: Vec<(&[f32], &mut rand::rngs::StdRng)> = Vec::new();
-    let mut rng_refs: Vec<Option<&mut rand::rngs::StdRng>> = rngs.iter_mut().map(Some).collect();
-    for (row, &r) in active.iter().enumerate() {
-        work.push((&host[row * vocab..(row + 1) * vocab], rng_refs[r].take().expect("one row per request")));
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(work.len()).max(1);
-    let chunk = work.len().div_ceil(threads);
-    Ok(std::thread::scope(|sc| {
-        let handles: Vec<_> = work
-            .chunks_mut(chunk)
-            .map(|part| {
-                sc.spawn(move || part.iter_mut().map(|(row, rng)| sample(row, params, *rng)).collect::<Vec<_>>())
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("sampling thread")).collect()
-    }))
-}
-
-/// Sample one token from a row of logits; returns (token, log-prob under softmax(logits / T)).
-pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut impl Rng) -> (u32, f64) {
-    let t = if p.temperature > 0.0 { p.temperature } else { 1.0 };
-    let z: Vec<f64> = logits.iter().map(|&x| x as f64 / t).collect();
-    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
-    let logp = |i: usize| z[i] - lse;
-    if p.temperature == 0.0 {
-        let best = (0..z.len()).fold(0, |b, i| if z[i] > z[b] { i } else { b });
-        return (best as u32, logp(best));
-    }
-    // Candidates by probability (ties by id), cut by top-k then by the nucleus mass.
-    let mut order: Vec<usize> = (0..z.len()).collect();
-    let truncate = p.top_k > 0 || p.top_p < 1.0;
-    if truncate {
-        order.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
-        if p.top_k > 0 {
-            order.truncate(p.top_k.min(order.len()));
-        }
-        if p.top_p < 1.0 {
-            let mut mass = 0.0;
-            let mut keep = 0;
-            for &i in &order {
-                mass += logp(i).exp();
-                keep += 1;
-                if mass >= p.top_p {
-                    break;
-                }
-            }
-            order.truncate(keep.max(1));
-        }
-    }
-    let weights: Vec<f64> = order.iter().map(|&i| logp(i).exp()).collect();
-    let i = order[pick_by_cdf(&weights, rng.random::<f64>())];
-    (i as u32, logp(i))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use entrl_engine::Device;
-
-    /// The device sampler's rule (`ops::sample_rows`, here its CPU reference) and the host sampler draw the
-    /// same tokens from the same generators when nothing is truncated, so switching a run to the GPU path
-    /// changes only rounding.
-    #[test]
-    fn device_rule_and_host_sampler_agree_without_truncation() {
-        let (rows, vocab) = (64, 301);
-        let mut g = rand::rngs::StdRng::seed_from_u64(7);
-        let host: Vec<f32> = (0..rows * vocab).map(|_| (g.random::<f32>() - 0.5) * 8.0).collect();
-        let logits = Tensor::from_vec(host.clone(), [rows, vocab], &Device::Cpu).unwrap();
-        for temperature in [0.0, 0.7, 1.0] {
-            let params = SamplingParams { temperature, top_p: 1.0, top_k: 0 };
-            let mut a: Vec<_> = (0..rows).map(|r| rand::rngs::StdRng::seed_from_u64(r as u64)).collect();
-            let mut b = a.clone();
-            let u: Vec<f64> =
-                a.iter_mut().map(|rng| if temperature > 0.0 { rng.random::<f64>() } else { 0.0 }).collect();
-            let rule = sample_rows(&logits, &(0..rows).collect::<Vec<_>>(), &u, temperature).unwrap();
-            for (r, (tok, lp)) in rule.into_iter().enumerate() {
-                let (t2, lp2) = sample(&host[r * vocab..(r + 1) * vocab], &params, &mut b[r]);
-                assert_eq!(tok, t2, "row {r}, T={temperature}");
-                assert!((lp - lp2).abs() < 1e-9);
-            }
-        }
-    }
+/// The sampling key of each request of `active` (row i of its logits): its seed and the index of the
+/// response token being sampled.
+fn sample_keys(active: &[usize], reqs: &[Request], out: &[Generation]) -> Vec<SampleKey> {
+    active.iter().map(|&r| SampleKey { seed: reqs[r].seed, position: out[r].tokens.len() as u64 }).collect()
 }

@@ -1,8 +1,11 @@
-//! Device sampling (`ops::sample_rows`) on `dev` against the f64 inverse CDF of the same logits: every pick
-//! must have nonzero probability and a CDF interval holding u·total (to 1e-5 of the row mass), greedy picks
-//! must be the first maximum, log-probs must match. Qwen3's vocabulary, odd sizes, masked (−inf) logits,
-//! tied logits, u = 0 and u → 1, f32 and bf16.
+//! Device sampling (`ops::sample_rows`: temperature, top-k, top-p, keyed uniforms) on `dev` against the f64
+//! reference (`cpu::sampling::sample_row`) of the same logits and keys: every pick must be a candidate the
+//! reference keeps, with a CDF interval (over the kept weights in id order) holding u·Σ kept to 1e-5 of the
+//! kept mass; greedy picks must be the first maximum; log-probs (under the full distribution) must match.
+//! Qwen3's vocabulary, odd sizes, masked (−inf) logits, tied logits, top-k only, top-p only, both, k = 1,
+//! k past the vocabulary, a tiny top-p; f32 and bf16.
 use super::CheckRow;
+use crate::cpu::sampling::{sample_row, SampleKey, SamplingParams};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::Result;
@@ -14,28 +17,44 @@ struct Case {
     rows: usize,
     vocab: usize,
     dtype: DType,
-    temperature: f64,
+    params: SamplingParams,
     masked: bool,
     ties: bool,
 }
 
+fn p(temperature: f64, top_k: usize, top_p: f64) -> SamplingParams {
+    SamplingParams { temperature, top_p, top_k }
+}
+
 pub fn sampling_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
+    let case = |rows, vocab, dtype, params, masked, ties| Case { rows, vocab, dtype, params, masked, ties };
     let cases = [
-        Case { rows: 7, vocab: 151_936, dtype: DType::BF16, temperature: 1.0, masked: false, ties: false },
-        Case { rows: 9, vocab: 1001, dtype: DType::F32, temperature: 0.7, masked: true, ties: false },
-        Case { rows: 5, vocab: 777, dtype: DType::F32, temperature: 1.0, masked: false, ties: true },
-        Case { rows: 6, vocab: 151_936, dtype: DType::BF16, temperature: 0.0, masked: false, ties: false },
-        Case { rows: 5, vocab: 5003, dtype: DType::BF16, temperature: 0.0, masked: true, ties: true },
+        case(7, 151_936, DType::BF16, p(1.0, 0, 1.0), false, false),
+        case(9, 1001, DType::F32, p(0.7, 0, 1.0), true, false),
+        case(5, 777, DType::F32, p(1.0, 0, 1.0), false, true),
+        case(6, 151_936, DType::BF16, p(0.0, 0, 1.0), false, false),
+        case(5, 5003, DType::BF16, p(0.0, 0, 1.0), true, true),
+        case(6, 151_936, DType::BF16, p(1.0, 50, 1.0), false, false),
+        case(6, 151_936, DType::BF16, p(0.8, 0, 0.9), false, false),
+        case(6, 151_936, DType::F32, p(1.0, 20, 0.95), false, false),
+        case(8, 777, DType::F32, p(1.0, 7, 0.8), false, true),
+        case(5, 1001, DType::BF16, p(1.2, 3, 1.0), true, true),
+        case(4, 19, DType::F32, p(1.0, 1000, 1.0), false, false),
+        case(5, 301, DType::F32, p(0.9, 1, 1.0), false, false),
+        case(5, 4097, DType::BF16, p(1.0, 0, 1e-6), false, false),
     ];
     cases
         .iter()
         .enumerate()
         .map(|(i, c)| {
+            let q = &c.params;
             let shape = format!(
-                "{} rows x {}, T={}{}{}",
+                "{} rows x {}, T={} top-k {} top-p {}{}{}",
                 c.rows,
                 c.vocab,
-                c.temperature,
+                q.temperature,
+                q.top_k,
+                q.top_p,
                 if c.masked { ", masked" } else { "" },
                 if c.ties { ", ties" } else { "" }
             );
@@ -47,7 +66,7 @@ pub fn sampling_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
         .collect()
 }
 
-/// The worst of (CDF miss, log-prob error); infinity for an impossible pick.
+/// The worst of (CDF miss, log-prob error); infinity for a pick the reference does not keep.
 fn run(dev: &Device, c: &Case, seed: u64) -> Result<f64> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let r = c.rows + 2;
@@ -65,39 +84,65 @@ fn run(dev: &Device, c: &Case, seed: u64) -> Result<f64> {
     let logits = Tensor::from_vec(host, [r, c.vocab], &Device::Cpu)?.to_dtype(c.dtype)?;
     let z_all = logits.to_vec_f64()?; // the values the device sees (bf16-rounded when bf16)
     let rows: Vec<usize> = (0..c.rows).map(|i| (5 * i + 1) % r).collect();
-    let u: Vec<f64> = (0..c.rows)
-        .map(|i| match i {
-            0 => 0.0,
-            1 => 0.999_999_9,
-            _ => rng.random::<f64>(),
-        })
-        .collect();
-    let picks = sample_rows(&logits.to_device(dev)?, &rows, &u, c.temperature)?;
-    let inv_t = if c.temperature == 0.0 { 1.0 } else { 1.0 / c.temperature };
+    let keys: Vec<SampleKey> = (0..c.rows).map(|i| SampleKey { seed: rng.random(), position: i as u64 }).collect();
+    let picks = sample_rows(&logits.to_device(dev)?, &rows, &keys, &c.params)?;
+    let t = c.params.temperature;
+    let inv_t = if t == 0.0 { 1.0 } else { 1.0 / t };
     let mut worst = 0f64;
-    for ((&row, &ui), &(tok, logp)) in rows.iter().zip(&u).zip(&picks) {
+    for ((&row, key), pick) in rows.iter().zip(&keys).zip(&picks) {
         let z: Vec<f64> = z_all[row * c.vocab..(row + 1) * c.vocab].iter().map(|x| x * inv_t).collect();
-        let tok = tok as usize;
+        let tok = pick.token as usize;
         if tok >= c.vocab {
             return Ok(f64::INFINITY);
         }
+        let reference = sample_row(&z, key.uniform(), &c.params);
         let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let p: Vec<f64> = z.iter().map(|&x| (x - m).exp()).collect();
-        let total: f64 = p.iter().sum();
-        worst = worst.max((logp - (z[tok] - m - total.ln())).abs());
-        if c.temperature == 0.0 {
-            if z.iter().position(|&x| x == m) != Some(tok) {
-                return Ok(f64::INFINITY);
-            }
+        let total: f64 = z.iter().map(|&x| (x - m).exp()).sum();
+        worst = worst.max((pick.logprob - (z[tok] - m - total.ln())).abs());
+        if tok == reference.token as usize {
             continue;
         }
-        let before: f64 = p[..tok].iter().sum();
-        let target = ui * total;
-        let miss = (before - target).max(target - (before + p[tok])).max(0.0) / total;
-        if p[tok] == 0.0 && !(ui == 0.0 && tok == 0) {
+        if t == 0.0 {
             return Ok(f64::INFINITY);
         }
-        worst = worst.max(miss);
+        // a different pick: it must lie next to the reference's in the kept CDF (rounding at a boundary)
+        let kept = kept_weights(&z, &c.params);
+        if kept[tok] == 0.0 {
+            return Ok(f64::INFINITY);
+        }
+        let kept_total: f64 = kept.iter().sum();
+        let before: f64 = kept[..tok].iter().sum();
+        let target = key.uniform() * kept_total;
+        worst = worst.max((before - target).max(target - (before + kept[tok])).max(0.0) / kept_total);
     }
     Ok(worst)
+}
+
+/// e^(z − m) of the candidates the f64 reference keeps, 0 elsewhere: the first `top_k` by z descending
+/// (ties by id), then the shortest prefix reaching mass top_p (by sorting, independently of the threshold
+/// search under test).
+fn kept_weights(z: &[f64], q: &SamplingParams) -> Vec<f64> {
+    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = z.iter().map(|&x| (x - m).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut order: Vec<usize> = (0..z.len()).collect();
+    order.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
+    if q.top_k > 0 {
+        order.truncate(q.top_k);
+    }
+    let mut keep = 0;
+    let mut mass = 0.0;
+    for &i in &order {
+        keep += 1;
+        mass += w[i];
+        if q.top_p < 1.0 && mass >= q.top_p * total {
+            break;
+        }
+    }
+    order.truncate(keep);
+    let mut kept = vec![0.0; z.len()];
+    for i in order {
+        kept[i] = w[i];
+    }
+    kept
 }

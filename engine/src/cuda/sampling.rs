@@ -6,22 +6,41 @@ use cudarc::driver::LaunchConfig;
 
 const THREADS: u32 = 256;
 
-/// (tokens i32 [m], log-probs f32 [m]) for rows `rows` (i32 [m]) of `logits` [R, vocab] with uniforms
-/// `u` (f32 [m]); `inv_t` = 1/temperature (1 when greedy).
+/// The row-independent arguments of the device sampler.
+pub struct DeviceSampling {
+    pub vocab: usize,
+    /// 1 / temperature (1 when greedy).
+    pub inv_t: f32,
+    pub greedy: bool,
+    /// 0 = off.
+    pub top_k: usize,
+    /// In (0, 1]; 1 = off.
+    pub top_p: f32,
+}
+
+/// The device sampler's outputs: tokens i32 [m], log-probs f32 [m].
+pub struct DevicePicks {
+    pub tokens: CudaStorage,
+    pub logprobs: CudaStorage,
+}
+
+/// One pick per row `rows` (i32 [m]) of `logits` [R, vocab], keyed by `keys` (i32 [m, 4]: seed lo, seed
+/// hi, position lo, position hi).
 pub fn sample_rows(
     logits: &CudaStorage,
     rows: &CudaStorage,
-    u: &CudaStorage,
-    vocab: usize,
-    inv_t: f32,
-    greedy: bool,
-) -> Result<(CudaStorage, CudaStorage)> {
+    keys: &CudaStorage,
+    cfg: &DeviceSampling,
+) -> Result<DevicePicks> {
     let dev = &logits.device;
     let m = rows.len;
+    if keys.len != 4 * m {
+        return Err(EngineError::invalid("sample_rows", format!("{m} rows but {} key words (need 4 a row)", keys.len)));
+    }
     let tokens = CudaStorage::alloc(dev, DType::I32, m)?;
-    let logps = CudaStorage::alloc(dev, DType::F32, m)?;
+    let logprobs = CudaStorage::alloc(dev, DType::F32, m)?;
     if m == 0 {
-        return Ok((tokens, logps));
+        return Ok(DevicePicks { tokens, logprobs });
     }
     if m >= 1 << 31 {
         return Err(EngineError::invalid("sample_rows", format!("{m} rows exceed the grid")));
@@ -33,10 +52,15 @@ pub fn sample_rows(
             return Err(EngineError::UnsupportedDType { op: "sample_rows", dtype: other, msg: "f32 or bf16 logits" })
         }
     };
-    let cfg =
-        LaunchConfig { grid_dim: (m as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: (THREADS + 1) * 4 };
-    let vocab = super::kernels::i32_arg("sample_rows", vocab)?;
-    let (pt, pl, pz, pr, pu, g) = (tokens.ptr(), logps.ptr(), logits.ptr(), rows.ptr(), u.ptr(), greedy as i32);
-    launch!(dev, "sample", name, cfg, [pt, pl, pz, pr, pu, vocab, inv_t, g]);
-    Ok((tokens, logps))
+    let launch = LaunchConfig {
+        grid_dim: (m as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: (2 * THREADS + 2) * 4,
+    };
+    let vocab = super::kernels::i32_arg("sample_rows", cfg.vocab)?;
+    let top_k = super::kernels::i32_arg("sample_rows", cfg.top_k)?;
+    let (inv_t, top_p, greedy) = (cfg.inv_t, cfg.top_p, cfg.greedy as i32);
+    let (pt, pl, pz, pr, pk) = (tokens.ptr(), logprobs.ptr(), logits.ptr(), rows.ptr(), keys.ptr());
+    launch!(dev, "sample", name, launch, [pt, pl, pz, pr, pk, vocab, inv_t, greedy, top_k, top_p]);
+    Ok(DevicePicks { tokens, logprobs })
 }

@@ -22,7 +22,7 @@ pub use matmul::MatmulSpec;
 pub use norm::add_rms_norm;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
 pub use rope::{qk_norm_rope, RopeSpec};
-pub use sampling::sample_rows;
+pub use sampling::{sample_rows, sample_uniform, Sample, SampleKey, SamplingParams};
 pub use select::{
     radix_sort, radix_sort_with, select_random, select_tails, select_tails_with, tail_count, TailMasks, COUNT_SLACK,
 };
