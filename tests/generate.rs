@@ -209,8 +209,11 @@ fn a_kv_cache_beyond_memory_is_refused_before_allocating() {
     let e = generate(&m, std::slice::from_ref(&r), &greedy(), &[], |_, _| {}).unwrap_err().to_string();
     assert!(e.contains("positions are i32"), "{e}");
     let r = Request { prompt: vec![1, 2], max_new_tokens: i32::MAX as usize - 2, seed: 0 };
-    let e = generate(&m, &[r.clone(), r.clone()], &greedy(), &[], |_, _| {}).unwrap_err().to_string();
+    let e = generate_batched(&m, &[r.clone(), r.clone()], &greedy(), &[], 2, |_, _| {}).unwrap_err().to_string();
     assert!(e.contains("the KV cache (2 slots × 2147483647 positions × 3 layers") && e.contains("available"), "{e}");
+    // the paged cache sizes its pool by the memory and refuses a request that cannot fit it alone
+    let e = generate(&m, &[r.clone(), r.clone()], &greedy(), &[], |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("needs 134217728 blocks of 16 positions") && e.contains("all the memory allows"), "{e}");
     // prompt + max_new_tokens does not wrap
     let r = Request { prompt: vec![1, 2], max_new_tokens: usize::MAX, seed: 0 };
     let e = generate(&m, std::slice::from_ref(&r), &greedy(), &[], |_, _| {}).unwrap_err().to_string();

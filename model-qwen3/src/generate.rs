@@ -1,12 +1,26 @@
-//! Generation with a KV cache: prefill the packed prompts with the fused attention (writing K/V into
-//! each request's cache slot), then decode one token per active request per step with decode attention.
+//! Generation with a paged KV cache and continuous batching: prefill the packed prompts with the fused
+//! attention (writing K/V through each sequence's block table), then decode one token per running
+//! request per step with decode attention through the block tables.
+//!
+//! Scheduling ([`generate_run`]): requests wait in order; a waiting unit (the fresh responses of one
+//! prompt when prompts are shared, else one request) is admitted when the pool has its blocks, plus a
+//! watermark of 1% of the pool kept for growth. Admission is batched (each prefill is a pass over the
+//! weights): units are admitted when nothing is decoding or when at least max(1, running / 8) fit.
+//! The responses of a shared prompt reference its full blocks (reference counts) and take their own copy
+//! of its last, partial block; the prompt is prefilled once. Before each decode step every running
+//! request holds the blocks its next position needs; when the pool is dry the youngest running request
+//! is preempted: its blocks are released and it waits at the front of the queue, to be recomputed (prompt
+//! and tokens so far prefilled again) when blocks are free. Sampling keys depend on (seed, position) only,
+//! so preemption and batch composition never change a response beyond rounding. The contiguous layout
+//! is the same scheduler with one block of `prompt + max_new_tokens` positions per request.
 //! Sampling (temperature, top-k, top-p; one uniform keyed by request seed and response position) is
 //! `crate::sampling`: on the device on a GPU, on the host on the CPU.
+use crate::blocks::BlockPool;
 use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs_fused, layer_output_normed, Qwen3};
 pub use crate::sampling::{sample, SamplingParams};
 use crate::sampling::{sample_active, SampleKey};
-use entrl_engine::ops::{attention, CacheIndex, CacheRows, KvCache, PoolShape};
+use entrl_engine::ops::{attention, BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape};
 use entrl_engine::{no_grad, profile, Packing, Tensor};
 
 #[derive(Clone, Debug)]
@@ -32,8 +46,74 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// Generate for every request (all decoding together); `on_token(request, token)` is called as tokens are
-/// produced.
+/// Paged KV-cache settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagedKv {
+    /// Positions per block.
+    pub block_size: usize,
+    /// Blocks in the pool; 0 = auto: [`KV_MEMORY_FRACTION`] of the device's available memory, capped at
+    /// what the requests can ever hold.
+    pub blocks: usize,
+    /// The fresh responses of one prompt share its blocks and one prefill.
+    pub share_prompts: bool,
+}
+
+impl Default for PagedKv {
+    fn default() -> Self {
+        Self { block_size: 16, blocks: 0, share_prompts: true }
+    }
+}
+
+/// The KV-cache layout of a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvLayout {
+    /// One slot of the longest `prompt + max_new_tokens` per running request.
+    Contiguous,
+    Paged(PagedKv),
+}
+
+/// Share of the available device memory an automatic paged pool takes.
+pub const KV_MEMORY_FRACTION: f64 = 0.8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenerateOptions {
+    /// Most requests running at once (contiguous: the slots); 0 = no limit.
+    pub max_seqs: usize,
+    pub kv: KvLayout,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { max_seqs: 0, kv: KvLayout::Paged(PagedKv::default()) }
+    }
+}
+
+/// What the scheduler did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenerateStats {
+    pub pool_blocks: usize,
+    pub block_size: usize,
+    /// Most blocks held at once.
+    pub peak_blocks: usize,
+    /// Most requests running at once.
+    pub peak_running: usize,
+    pub preemptions: usize,
+    /// Prefill passes and the positions they computed (recomputation included).
+    pub prefills: usize,
+    pub prefill_tokens: usize,
+    pub decode_steps: usize,
+    /// Prompt positions not prefilled again because a response shared its prompt's blocks.
+    pub shared_prompt_tokens: usize,
+}
+
+#[derive(Debug)]
+pub struct GenerateRun {
+    pub generations: Vec<Generation>,
+    pub stats: GenerateStats,
+}
+
+/// Generate for every request with the default options (paged cache, shared prompts, no limit on
+/// running requests); `on_token(request, token)` is called as tokens are produced.
 pub fn generate(
     model: &Qwen3,
     reqs: &[Request],
@@ -41,29 +121,48 @@ pub fn generate(
     stop_ids: &[u32],
     on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Generation>> {
-    generate_batched(model, reqs, params, stop_ids, reqs.len(), on_token)
+    generate_with(model, reqs, params, stop_ids, &GenerateOptions::default(), on_token)
 }
 
-/// Generate with at most `slots` requests decoding at once (continuous batching): a request that stops
-/// frees its KV-cache slot and waiting requests are prefilled into freed slots (in batches of
-/// [`refill_batch`] slots, each prefill being a pass over the weights), so a long response does not hold a
-/// whole wave of finished ones. Each response token is sampled with the uniform keyed by its request's
-/// seed and its position, from logits that depend on its own tokens only, so the outputs equal those of
-/// [`generate`] for any `slots` (up to GPU rounding).
+/// Generate with at most `slots` requests decoding at once in contiguous KV slots (continuous batching:
+/// a finished request frees its slot for a waiting one). The outputs equal those of [`generate`] for any
+/// `slots` (up to rounding).
 pub fn generate_batched(
     model: &Qwen3,
     reqs: &[Request],
     params: &SamplingParams,
     stop_ids: &[u32],
     slots: usize,
-    mut on_token: impl FnMut(usize, u32),
+    on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Generation>> {
+    let opts = GenerateOptions { max_seqs: slots.max(1), kv: KvLayout::Contiguous };
+    generate_with(model, reqs, params, stop_ids, &opts, on_token)
+}
+
+pub fn generate_with(
+    model: &Qwen3,
+    reqs: &[Request],
+    params: &SamplingParams,
+    stop_ids: &[u32],
+    opts: &GenerateOptions,
+    on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Generation>> {
+    Ok(generate_run(model, reqs, params, stop_ids, opts, on_token)?.generations)
+}
+
+/// Generate and report what the scheduler did (see the module doc).
+pub fn generate_run(
+    model: &Qwen3,
+    reqs: &[Request],
+    params: &SamplingParams,
+    stop_ids: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<GenerateRun> {
     let _ng = no_grad();
     let c = &model.config;
-    if !(params.temperature >= 0.0 && params.temperature.is_finite() && params.top_p > 0.0 && params.top_p <= 1.0) {
-        return Err(ModelError::Invalid(format!(
-            "sampling needs a finite temperature >= 0 and 0 < top_p <= 1, got {params:?}"
-        )));
+    if let Some(msg) = params.invalid() {
+        return Err(ModelError::Invalid(msg));
     }
     if let Some(r) = reqs.iter().find(|r| r.prompt.is_empty()) {
         return Err(ModelError::Invalid(format!("empty prompt (seed {})", r.seed)));
@@ -71,153 +170,392 @@ pub fn generate_batched(
     if let Some(&bad) = reqs.iter().flat_map(|r| r.prompt.iter()).find(|&&t| t as usize >= c.vocab_size) {
         return Err(ModelError::Invalid(format!("prompt token {bad} outside the vocabulary of {}", c.vocab_size)));
     }
+    let plan = CachePlan::new(model, reqs, opts)?;
     let dev = &model.device;
-    let n = reqs.len();
-    let slots = slots.clamp(1, n.max(1));
-    let max_len = reqs.iter().map(|r| r.prompt.len().saturating_add(r.max_new_tokens)).max().unwrap_or(1).max(1);
-    check_kv_cache(model, slots, max_len)?;
-    let pool = PoolShape::contiguous(slots, max_len)?;
     let layers: Vec<KvCache> = (0..c.num_hidden_layers)
-        .map(|_| KvCache::new(pool, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev))
+        .map(|_| KvCache::new(plan.pool, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev))
         .collect::<std::result::Result<_, _>>()?;
-    let mut cache = SlotCache { layers, pool, slot_of: vec![usize::MAX; n] };
+    let mut s = Scheduler::new(reqs, &plan);
     let mut out: Vec<Generation> = reqs
         .iter()
         .map(|_| Generation { tokens: Vec::new(), logprobs: Vec::new(), finish: FinishReason::Length })
         .collect();
-    let mut waiting = (0..n).filter(|&i| reqs[i].max_new_tokens > 0).collect::<std::collections::VecDeque<_>>();
-    let mut free: Vec<usize> = (0..slots).rev().collect();
-    let mut decoding: Vec<usize> = Vec::new(); // requests whose next token comes from a decode step
-
-    // Each admission is a prefill pass (one more read of every weight), so freed slots are refilled in
-    // batches of at least `refill` (or whenever nothing is decoding): at most refill − 1 slots idle.
-    let refill = refill_batch(slots);
+    let mut decoding: Vec<usize> = Vec::new(); // running requests whose next token comes from a decode step
     loop {
-        // 1. admit waiting requests into free slots: packed prefill, then their first token
-        let ready = decoding.is_empty() || free.len() >= refill;
-        let take = if ready { free.len().min(waiting.len()) } else { 0 };
-        let admit: Vec<usize> = (0..take).filter_map(|_| waiting.pop_front()).collect();
-        if !admit.is_empty() {
-            for &r in &admit {
-                cache.slot_of[r] = free.pop().expect("a free slot per admitted request");
-            }
-            let dev = &model.device;
-            let logits = profile::region("generate: prefill", dev, || prefill(model, reqs, &admit, &cache))?;
-            let keys = sample_keys(&admit, reqs, &out);
+        // 1. admission: packed prefill of the admitted units, then each admitted request's next token
+        let units = s.admit(reqs, &out, decoding.len());
+        if !units.is_empty() {
+            let (logits, rows) =
+                profile::region("generate: prefill", dev, || prefill(model, reqs, &out, &units, &mut s, &layers))?;
+            let keys = sample_keys(&rows, reqs, &out);
             let picks =
                 profile::region("generate: sample", dev, || sample_active(&logits, &keys, params, c.vocab_size))?;
-            check_finite_picks(&admit, &picks, reqs, &out)?;
-            record(&admit, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
+            check_finite_picks(&rows, &picks, reqs, &out)?;
+            s.record(&rows, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding)?;
         }
         if decoding.is_empty() {
-            if waiting.is_empty() {
+            if s.waiting.is_empty() {
                 break;
             }
             continue;
         }
-        // 2. one decode step for every request past its prefill
-        let step = std::mem::take(&mut decoding);
-        let dev = &model.device;
-        let logits = profile::region("generate: decode step", dev, || decode_step(model, reqs, &step, &out, &cache))?;
+        // 2. one decode step for every running request that still holds its blocks
+        let step = s.reserve_step(std::mem::take(&mut decoding), reqs, &out)?;
+        if step.is_empty() {
+            continue;
+        }
+        let logits =
+            profile::region("generate: decode step", dev, || decode_step(model, reqs, &step, &out, &s, &layers))?;
+        s.stats.decode_steps += 1;
         let keys = sample_keys(&step, reqs, &out);
         let picks = profile::region("generate: sample", dev, || sample_active(&logits, &keys, params, c.vocab_size))?;
         check_finite_picks(&step, &picks, reqs, &out)?;
-        record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding, &mut free, &cache.slot_of);
+        s.record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding)?;
     }
-    Ok(out)
-}
-
-/// Refuse a KV cache of `slots` × `max_len` positions that cannot be indexed (positions are i32) or does
-/// not fit the model's device: slots × max_len × layers × (K and V) × KV heads × head_dim × dtype bytes,
-/// in saturating arithmetic, against the available memory, before anything is allocated.
-fn check_kv_cache(model: &Qwen3, slots: usize, max_len: usize) -> Result<()> {
-    let c = &model.config;
-    if max_len > i32::MAX as usize {
-        return Err(ModelError::Invalid(format!(
-            "prompt + max_new_tokens = {max_len} positions; positions are i32 (at most {})",
-            i32::MAX
-        )));
+    if s.pool.in_use() != 0 {
+        return Err(ModelError::Invalid(format!("kv cache: {} blocks still held after generation", s.pool.in_use())));
     }
-    let u = |x: usize| x as u64;
-    let bytes = entrl_engine::memory::bytes_of(&[
-        u(slots),
-        u(max_len),
-        u(c.num_hidden_layers),
-        2,
-        u(c.num_key_value_heads),
-        u(c.head_dim),
-        u(model.dtype.size_in_bytes()),
-    ]);
-    let what = format!(
-        "the KV cache ({slots} slots × {max_len} positions × {} layers × K and V × {} KV heads × {} × {})",
-        c.num_hidden_layers, c.num_key_value_heads, c.head_dim, model.dtype
-    );
-    Ok(model.device.ensure_fits(&what, bytes)?)
+    Ok(GenerateRun { generations: out, stats: s.stats })
 }
 
-/// A sampled token whose log-prob is not finite came from a logits row holding NaN or ±Inf (non-finite
-/// weights or activations): an error naming the request and the response position, never a garbage token.
-fn check_finite_picks(active: &[usize], picks: &[(u32, f64)], reqs: &[Request], out: &[Generation]) -> Result<()> {
-    match active.iter().zip(picks).find(|(_, (_, lp))| !lp.is_finite()) {
-        None => Ok(()),
-        Some((&r, (_, lp))) => Err(ModelError::Invalid(format!(
-            "generation: request {r} (seed {}): the logits of response token {} are not finite (log-prob {lp}); \
-             the model's weights or activations hold NaN or Inf",
-            reqs[r].seed,
-            out[r].tokens.len()
-        ))),
-    }
+/// Units admitted per prefill pass while requests decode: an eighth of the running requests (at least
+/// one), so each pass over the weights admits a batch.
+pub fn refill_batch(running: usize) -> usize {
+    (running / 8).max(1)
 }
 
-/// Freed slots refilled per prefill pass in continuous batching: an eighth of the slots (at least one).
-pub fn refill_batch(slots: usize) -> usize {
-    (slots / 8).max(1)
-}
-
-/// The per-layer KV caches of a generation and which slot each request holds.
-struct SlotCache {
-    layers: Vec<KvCache>,
+/// The pool of a generation, checked before anything is allocated.
+struct CachePlan {
     pool: PoolShape,
-    /// Slot of each request while it is being generated.
-    slot_of: Vec<usize>,
+    share_prompts: bool,
+    max_seqs: usize,
+    /// Free blocks kept back at admission for running requests to grow into.
+    watermark: usize,
 }
 
-impl SlotCache {
-    /// Cache rows of (request, position) pairs.
-    fn rows(&self, at: impl Iterator<Item = (usize, i32)>, dev: &entrl_engine::Device) -> Result<CacheRows> {
-        let rows = at
-            .map(|(r, p)| self.pool.row(&[self.slot_of[r] as i32], p as usize))
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(CacheRows::new(rows, self.pool, dev)?)
-    }
-    /// The decode index of requests `step` at positions `pos`.
-    fn index(&self, step: &[usize], pos: &[i32], dev: &entrl_engine::Device) -> Result<CacheIndex> {
-        let slot: Vec<i32> = step.iter().map(|&r| self.slot_of[r] as i32).collect();
-        Ok(CacheIndex::slots(&slot, pos, self.pool, dev)?)
+impl CachePlan {
+    fn new(model: &Qwen3, reqs: &[Request], opts: &GenerateOptions) -> Result<Self> {
+        let c = &model.config;
+        let n = reqs.len().max(1);
+        let max_seqs = if opts.max_seqs == 0 { n } else { opts.max_seqs.min(n) };
+        let longest = reqs.iter().map(|r| r.prompt.len().saturating_add(r.max_new_tokens)).max().unwrap_or(1).max(1);
+        if longest > i32::MAX as usize {
+            return Err(ModelError::Invalid(format!(
+                "prompt + max_new_tokens = {longest} positions; positions are i32 (at most {})",
+                i32::MAX
+            )));
+        }
+        let u = |x: usize| x as u64;
+        let per_position = entrl_engine::memory::bytes_of(&[
+            u(c.num_hidden_layers),
+            2,
+            u(c.num_key_value_heads),
+            u(c.head_dim),
+            u(model.dtype.size_in_bytes()),
+        ]);
+        let (blocks, block_size, share_prompts, watermark) = match opts.kv {
+            KvLayout::Contiguous => (max_seqs, longest, false, 0),
+            KvLayout::Paged(p) => {
+                if p.block_size == 0 {
+                    return Err(ModelError::Invalid(
+                        "rollout.kv_block_size: a block holds at least 1 position, got 0".into(),
+                    ));
+                }
+                let need = |r: &Request| r.prompt.len().saturating_add(r.max_new_tokens).div_ceil(p.block_size);
+                let most = reqs.iter().map(need).max().unwrap_or(1).max(1);
+                let all = reqs.iter().map(need).fold(0usize, |a, b| a.saturating_add(b)).max(1);
+                let blocks = if p.blocks > 0 {
+                    p.blocks
+                } else {
+                    let avail = model.device.available_memory()? as f64 * KV_MEMORY_FRACTION;
+                    let per_block = per_position.saturating_mul(u(p.block_size)).max(1) as f64;
+                    ((avail / per_block) as usize).min(all)
+                };
+                if blocks < most {
+                    let (r, req) = reqs.iter().enumerate().max_by_key(|(_, r)| need(r)).expect("a request");
+                    return Err(ModelError::Invalid(format!(
+                        "kv cache: request {r} (prompt {} + max_new_tokens {}) needs {most} blocks of {} positions, \
+                         the pool holds {blocks}{}",
+                        req.prompt.len(),
+                        req.max_new_tokens,
+                        p.block_size,
+                        if p.blocks == 0 { " (all the memory allows)" } else { "" }
+                    )));
+                }
+                (blocks, p.block_size, p.share_prompts, (blocks / 100).min(blocks - most))
+            }
+        };
+        let bytes = per_position.saturating_mul(u(blocks)).saturating_mul(u(block_size));
+        let unit = if matches!(opts.kv, KvLayout::Contiguous) { "slots" } else { "blocks" };
+        let what = format!(
+            "the KV cache ({blocks} {unit} × {block_size} positions × {} layers × K and V × {} KV heads × {} × {})",
+            c.num_hidden_layers, c.num_key_value_heads, c.head_dim, model.dtype
+        );
+        model.device.ensure_fits(&what, bytes)?;
+        let pool = PoolShape::new(blocks, block_size)?;
+        Ok(Self { pool, share_prompts, max_seqs, watermark })
     }
 }
 
-/// Prefill the prompts of `admit` (packed) into their cache slots; logits [admit.len(), vocab] of each
-/// prompt's last position.
-fn prefill(model: &Qwen3, reqs: &[Request], admit: &[usize], cache: &SlotCache) -> Result<Tensor> {
+/// A sequence to prefill: `members` (requests) continue from the tokens `prefix` of `members[0]`
+/// (its prompt, plus its tokens so far when it is recomputed after preemption).
+struct Unit {
+    members: Vec<usize>,
+    /// Positions prefilled: prompt length, plus the tokens so far of a recomputed request.
+    len: usize,
+}
+
+struct Scheduler {
+    pool: BlockPool,
+    plan_pool: PoolShape,
+    plan_share: bool,
+    max_seqs: usize,
+    watermark: usize,
+    /// Waiting requests in admission order (preempted ones go to the front).
+    waiting: std::collections::VecDeque<usize>,
+    /// Block table of each request while it runs.
+    tables: Vec<Vec<i32>>,
+    /// Admission order of running requests (larger = younger).
+    admitted_at: Vec<u64>,
+    clock: u64,
+    running: usize,
+    stats: GenerateStats,
+}
+
+impl Scheduler {
+    fn new(reqs: &[Request], plan: &CachePlan) -> Self {
+        Self {
+            pool: BlockPool::new(plan.pool.blocks),
+            plan_pool: plan.pool,
+            plan_share: plan.share_prompts,
+            max_seqs: plan.max_seqs,
+            watermark: plan.watermark,
+            waiting: (0..reqs.len()).filter(|&i| reqs[i].max_new_tokens > 0).collect(),
+            tables: vec![Vec::new(); reqs.len()],
+            admitted_at: vec![0; reqs.len()],
+            clock: 0,
+            running: 0,
+            stats: GenerateStats {
+                pool_blocks: plan.pool.blocks,
+                block_size: plan.pool.block_size,
+                ..GenerateStats::default()
+            },
+        }
+    }
+
+    /// Take admission units off the front of the queue while their blocks fit (see the module doc);
+    /// none unless nothing decodes, the whole queue fits, or at least [`refill_batch`] requests fit.
+    fn admit(&mut self, reqs: &[Request], out: &[Generation], decoding: usize) -> Vec<Unit> {
+        let bs = self.plan_pool.block_size;
+        let mut units: Vec<Unit> = Vec::new();
+        let mut free = self.pool.free_blocks();
+        let mut running = self.running;
+        let mut taken = 0;
+        while taken < self.waiting.len() && running < self.max_seqs {
+            let first = self.waiting[taken];
+            let done = out[first].tokens.len();
+            let len = reqs[first].prompt.len() + done;
+            let full = self.pool_blocks_for(len);
+            // fresh responses of the same prompt right behind `first` share its prefill and full blocks
+            let mut members = vec![first];
+            if self.plan_share && done == 0 {
+                let partial = usize::from(!len.is_multiple_of(bs));
+                while taken + members.len() < self.waiting.len() && running + members.len() < self.max_seqs {
+                    let next = self.waiting[taken + members.len()];
+                    // blocks of the members so far plus this one
+                    let cost = full + partial * members.len();
+                    if out[next].tokens.is_empty()
+                        && reqs[next].prompt == reqs[first].prompt
+                        && free >= cost + self.watermark
+                    {
+                        members.push(next);
+                    } else {
+                        break;
+                    }
+                }
+            }
+            let cost = full + usize::from(!len.is_multiple_of(bs)) * (members.len() - 1);
+            // the first unit of an idle scheduler ignores the watermark (a request that fits the pool runs)
+            let reserve = if decoding == 0 && units.is_empty() && running == 0 { 0 } else { self.watermark };
+            if free < cost + reserve {
+                break;
+            }
+            free -= cost;
+            running += members.len();
+            taken += members.len();
+            units.push(Unit { members, len });
+        }
+        let drains = taken == self.waiting.len();
+        if units.is_empty() || (decoding > 0 && !drains && taken < refill_batch(self.running)) {
+            return Vec::new();
+        }
+        self.waiting.drain(..taken);
+        for u in &units {
+            let full = self.pool_blocks_for(u.len);
+            let first = u.members[0];
+            self.tables[first] = (0..full).map(|_| self.pool.take().expect("counted free blocks")).collect();
+            for &m in &u.members[1..] {
+                let shared = u.len / self.plan_pool.block_size;
+                let mut t: Vec<i32> = self.tables[first][..shared].to_vec();
+                for &b in &t {
+                    self.pool.share(b);
+                }
+                if shared < full {
+                    t.push(self.pool.take().expect("counted free blocks"));
+                }
+                self.tables[m] = t;
+                self.stats.shared_prompt_tokens += u.len;
+            }
+            for &m in &u.members {
+                self.clock += 1;
+                self.admitted_at[m] = self.clock;
+            }
+            self.running += u.members.len();
+        }
+        self.note_peak();
+        units
+    }
+
+    fn pool_blocks_for(&self, positions: usize) -> usize {
+        self.plan_pool.blocks_for(positions)
+    }
+
+    fn note_peak(&mut self) {
+        self.stats.peak_blocks = self.stats.peak_blocks.max(self.pool.in_use());
+        self.stats.peak_running = self.stats.peak_running.max(self.running);
+    }
+
+    /// Give every request of `step` the block its next position needs, oldest first, preempting the
+    /// youngest running requests when the pool is dry; returns the requests that decode this step.
+    fn reserve_step(&mut self, mut step: Vec<usize>, reqs: &[Request], out: &[Generation]) -> Result<Vec<usize>> {
+        step.sort_by_key(|&r| self.admitted_at[r]);
+        let mut i = 0;
+        while i < step.len() {
+            let r = step[i];
+            let need = self.pool_blocks_for(reqs[r].prompt.len() + out[r].tokens.len());
+            while self.tables[r].len() < need {
+                if let Some(b) = self.pool.take() {
+                    self.tables[r].push(b);
+                    continue;
+                }
+                // preempt the youngest request of the step (possibly r itself)
+                let victim = step.pop().expect("r is in the step");
+                self.preempt(victim)?;
+                if victim == r {
+                    break;
+                }
+            }
+            if step.get(i) == Some(&r) {
+                i += 1;
+            }
+        }
+        self.note_peak();
+        Ok(step)
+    }
+
+    fn preempt(&mut self, r: usize) -> Result<()> {
+        let t = std::mem::take(&mut self.tables[r]);
+        self.pool.release(&t)?;
+        self.running -= 1;
+        self.waiting.push_front(r);
+        self.stats.preemptions += 1;
+        Ok(())
+    }
+
+    /// Append each request's pick; a request that stops or reaches its length releases its blocks, the
+    /// others go back to `decoding`.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        rows: &[usize],
+        picks: Vec<(u32, f64)>,
+        reqs: &[Request],
+        stop_ids: &[u32],
+        out: &mut [Generation],
+        on_token: &mut impl FnMut(usize, u32),
+        decoding: &mut Vec<usize>,
+    ) -> Result<()> {
+        for (&r, (tok, lp)) in rows.iter().zip(picks) {
+            out[r].tokens.push(tok);
+            out[r].logprobs.push(lp);
+            on_token(r, tok);
+            let stop = stop_ids.contains(&tok);
+            if stop {
+                out[r].finish = FinishReason::Stop;
+            }
+            if stop || out[r].tokens.len() >= reqs[r].max_new_tokens {
+                let t = std::mem::take(&mut self.tables[r]);
+                self.pool.release(&t)?;
+                self.running -= 1;
+            } else {
+                decoding.push(r);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prefill each unit's sequence (packed) through its first member's block table, copy the last partial
+/// block to the other members, and return the logits [rows, vocab] of each member's last position with
+/// the member of each row.
+fn prefill(
+    model: &Qwen3,
+    reqs: &[Request],
+    out: &[Generation],
+    units: &[Unit],
+    s: &mut Scheduler,
+    layers: &[KvCache],
+) -> Result<(Tensor, Vec<usize>)> {
     let (c, dev) = (&model.config, &model.device);
-    let lens: Vec<usize> = admit.iter().map(|&r| reqs[r].prompt.len()).collect();
+    let pool = s.plan_pool;
+    let lens: Vec<usize> = units.iter().map(|u| u.len).collect();
     let packing = Packing::from_lengths(&lens)?;
-    let ids: Vec<i32> = admit.iter().flat_map(|&r| reqs[r].prompt.iter().map(|&t| t as i32)).collect();
-    let pos = packing.positions();
-    let owners = admit.iter().zip(&lens).flat_map(|(&r, &l)| std::iter::repeat_n(r, l));
-    let idx = cache.rows(owners.zip(pos.iter().copied()), dev)?;
-    let pos_t = Tensor::from_vec(pos, [packing.total()], dev)?;
+    let mut ids: Vec<i32> = Vec::with_capacity(packing.total());
+    let mut dst: Vec<i32> = Vec::with_capacity(packing.total());
+    for u in units {
+        let r = u.members[0];
+        let seq = reqs[r].prompt.iter().chain(&out[r].tokens).take(u.len);
+        ids.extend(seq.map(|&t| t as i32));
+        for p in 0..u.len {
+            dst.push(pool.row(&s.tables[r], p)?);
+        }
+    }
+    let rows = CacheRows::new(dst, pool, dev)?;
+    let pos_t = Tensor::from_vec(packing.positions(), [packing.total()], dev)?;
     let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [packing.total()], dev)?)?;
-    for (i, (layer, cache)) in model.layers.iter().zip(&cache.layers).enumerate() {
+    for (i, (layer, cache)) in model.layers.iter().zip(layers).enumerate() {
         let (q, k, v) = attention_inputs_fused(layer, c, &h, &pos_t)?;
-        cache.write(&k, &v, &idx)?;
+        cache.write(&k, &v, &rows)?;
         let a = attention(&q, &k, &v, &packing, false)?;
         (x, h) = layer_output_normed(layer, c, &x, &a.out, next_norm(model, i))?;
     }
-    let last: Vec<i32> = packing.spans().map(|(s, l)| (s + l - 1) as i32).collect();
-    let last_t = Tensor::from_vec(last, [admit.len()], dev)?;
-    Ok(h.embedding(&last_t)?.linear(model.lm_head())?)
+    // the last, partial prompt block of each shared unit, copied to its other members
+    let (mut src, mut to) = (Vec::new(), Vec::new());
+    for u in units.iter().filter(|u| !u.len.is_multiple_of(pool.block_size)) {
+        let last = u.len / pool.block_size;
+        for &m in &u.members[1..] {
+            src.push(s.tables[u.members[0]][last]);
+            to.push(s.tables[m][last]);
+        }
+    }
+    if !src.is_empty() {
+        let copies = BlockCopies::new(src, to, pool, dev)?;
+        for cache in layers {
+            cache.copy_blocks(&copies)?;
+        }
+    }
+    s.stats.prefills += 1;
+    s.stats.prefill_tokens += packing.total();
+    let mut last = Vec::new();
+    let mut members = Vec::new();
+    for (u, (start, l)) in units.iter().zip(packing.spans()) {
+        for &m in &u.members {
+            last.push((start + l - 1) as i32);
+            members.push(m);
+        }
+    }
+    let last_t = Tensor::from_vec(last, [members.len()], dev)?;
+    Ok((h.embedding(&last_t)?.linear(model.lm_head())?, members))
 }
 
 /// The embedded tokens and their first normed copy (the first layer's input norm; the final norm for a
@@ -240,16 +578,25 @@ fn decode_step(
     reqs: &[Request],
     step: &[usize],
     out: &[Generation],
-    cache: &SlotCache,
+    s: &Scheduler,
+    layers: &[KvCache],
 ) -> Result<Tensor> {
-    let (c, dev) = (&model.config, &model.device);
+    let (c, dev, pool) = (&model.config, &model.device, s.plan_pool);
     let ids: Vec<i32> = step.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
     let pos: Vec<i32> = step.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
-    let rows = cache.rows(step.iter().copied().zip(pos.iter().copied()), dev)?;
-    let idx = cache.index(step, &pos, dev)?;
+    let width = step.iter().map(|&r| s.tables[r].len()).max().unwrap_or(1).max(1);
+    let mut table = Vec::with_capacity(step.len() * width);
+    let mut dst = Vec::with_capacity(step.len());
+    for (&r, &p) in step.iter().zip(&pos) {
+        let t = &s.tables[r];
+        dst.push(pool.row(t, p as usize)?);
+        table.extend(t.iter().copied().chain(std::iter::repeat(0)).take(width));
+    }
+    let rows = CacheRows::new(dst, pool, dev)?;
+    let idx = CacheIndex::new(table, width, &pos, pool, dev)?;
     let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
     let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [step.len()], dev)?)?;
-    for (i, (layer, cache)) in model.layers.iter().zip(&cache.layers).enumerate() {
+    for (i, (layer, cache)) in model.layers.iter().zip(layers).enumerate() {
         let (q, k, v) =
             profile::region("decode: q/k/v, q/k norm + rope", dev, || attention_inputs_fused(layer, c, &h, &pos_t))?;
         profile::region("decode: kv-cache write", dev, || cache.write(&k, &v, &rows))?;
@@ -261,32 +608,17 @@ fn decode_step(
     profile::region("decode: LM head", dev, || Ok(h.linear(model.lm_head())?))
 }
 
-/// Append each request's pick; a request that stops or reaches its length frees its slot, the others
-/// go back to `decoding`.
-#[allow(clippy::too_many_arguments)]
-fn record(
-    reqs_now: &[usize],
-    picks: Vec<(u32, f64)>,
-    reqs: &[Request],
-    stop_ids: &[u32],
-    out: &mut [Generation],
-    on_token: &mut impl FnMut(usize, u32),
-    decoding: &mut Vec<usize>,
-    free: &mut Vec<usize>,
-    slot_of: &[usize],
-) {
-    for (&r, (tok, lp)) in reqs_now.iter().zip(picks) {
-        out[r].tokens.push(tok);
-        out[r].logprobs.push(lp);
-        on_token(r, tok);
-        if stop_ids.contains(&tok) {
-            out[r].finish = FinishReason::Stop;
-            free.push(slot_of[r]);
-        } else if out[r].tokens.len() < reqs[r].max_new_tokens {
-            decoding.push(r);
-        } else {
-            free.push(slot_of[r]);
-        }
+/// A sampled token whose log-prob is not finite came from a logits row holding NaN or ±Inf (non-finite
+/// weights or activations): an error naming the request and the response position, never a garbage token.
+fn check_finite_picks(active: &[usize], picks: &[(u32, f64)], reqs: &[Request], out: &[Generation]) -> Result<()> {
+    match active.iter().zip(picks).find(|(_, (_, lp))| !lp.is_finite()) {
+        None => Ok(()),
+        Some((&r, (_, lp))) => Err(ModelError::Invalid(format!(
+            "generation: request {r} (seed {}): the logits of response token {} are not finite (log-prob {lp}); \
+             the model's weights or activations hold NaN or Inf",
+            reqs[r].seed,
+            out[r].tokens.len()
+        ))),
     }
 }
 

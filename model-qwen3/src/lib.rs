@@ -1,6 +1,7 @@
 //! Qwen3 for entrl: HF checkpoint loading (config.json, safetensors through memmap2), the training
 //! forward over packed sequences with per-layer attention entropy from the fused kernel, and the
 //! verification against HF references.
+mod blocks;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -15,7 +16,10 @@ pub mod verify;
 pub use config::Qwen3Config;
 pub use entrl_engine as engine;
 pub use error::{ModelError, Result};
-pub use generate::{generate, generate_batched, FinishReason, Generation, Request};
+pub use generate::{
+    generate, generate_batched, generate_run, generate_with, FinishReason, GenerateOptions, GenerateRun, GenerateStats,
+    Generation, KvLayout, PagedKv, Request, KV_MEMORY_FRACTION,
+};
 pub use model::{ForwardOptions, ForwardOutput, Qwen3};
 pub use sampling::{sample_uniform, Sample, SampleKey, SamplingParams};
 pub use tokenizer::{Message, Tokenizer};
