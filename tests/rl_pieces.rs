@@ -143,7 +143,7 @@ fn evaluation_bounds_its_requests_and_refuses_non_finite_logits() {
         encode_prompts(&builtin_prompts(9)[..4], &tok, 64, entrl_rl::config::LongPrompts::Drop).unwrap().prompts;
     let params = SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0 };
     let verifier = entrl_rl::reward::verifier_for;
-    let eval = |m: &Qwen3, k: usize| evaluate(m, &tok, &prompts, 0, k, params, 3, 8, &verifier, 0);
+    let eval = |m: &Qwen3, k: usize| evaluate(m, &tok, &prompts, 0, k, params, 3, Default::default(), &verifier, 0);
     // a billion samples per prompt aborted building the requests
     for k in [0, 1025, 1_000_000_000] {
         let e = eval(&model, k).unwrap_err();
@@ -152,8 +152,14 @@ fn evaluation_bounds_its_requests_and_refuses_non_finite_logits() {
     assert_eq!(eval(&model, 2).unwrap().per_source.values().map(|v| v.1).sum::<usize>(), 8);
     // a rollout of more than 2^24 requests is refused before any is built
     let refs: Vec<&EncodedPrompt> = prompts.iter().collect();
-    let spec =
-        RolloutSpec { n: 1 << 23, params, max_response_len: 3, max_concurrent: 8, overlong: None, verifier: &verifier };
+    let spec = RolloutSpec {
+        n: 1 << 23,
+        params,
+        max_response_len: 3,
+        generate: Default::default(),
+        overlong: None,
+        verifier: &verifier,
+    };
     let e = rollout(&model, &tok, &refs, 0, &spec, 0, || {}).unwrap_err();
     assert!(e.contains("4 prompts × 8388608 responses each are more than 16777216 requests"), "{e}");
     // NaN weights: an error, not a mean@k over garbage tokens

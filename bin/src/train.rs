@@ -128,8 +128,16 @@ pub struct EvalArgs {
     max_response_len: usize,
     #[arg(long, default_value_t = 1024)]
     max_prompt_len: usize,
-    #[arg(long, default_value_t = 256)]
+    /// Sequences decoding at once: the slots of the contiguous cache (0 = 256), a cap for the paged one
+    /// (0 = none: the pool's blocks bound them).
+    #[arg(long, default_value_t = 0)]
     max_concurrent: usize,
+    /// KV-cache layout (rollout.kv_cache).
+    #[arg(long, value_enum, default_value_t = KvCacheArg::Paged)]
+    kv_cache: KvCacheArg,
+    /// Positions per block of the paged cache (rollout.kv_block_size), 1 to 65536.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    kv_block_size: u32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// cpu, cuda or cuda:N (default: the first GPU if there is one).
@@ -182,7 +190,7 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let verifier = move |source: &str| entrl_rl::reward::verifier_by_choice(choice, source);
     let t0 = std::time::Instant::now();
     let rep =
-        evaluate(&model, &tok, &prompts, 0, a.k, params, a.max_response_len, a.max_concurrent, &verifier, a.seed)?;
+        evaluate(&model, &tok, &prompts, 0, a.k, params, a.max_response_len, a.generate_options(), &verifier, a.seed)?;
     print!("{}", rep.table());
     eprintln!("[{} prompts × {} samples in {:.1} s on {device}]", prompts.len(), a.k, t0.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
@@ -199,4 +207,30 @@ pub fn plot(a: &PlotArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         println!("{}", p.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KvCacheArg {
+    Paged,
+    Contiguous,
+}
+
+impl EvalArgs {
+    fn generate_options(&self) -> entrl_qwen3::GenerateOptions {
+        use entrl_qwen3::{GenerateOptions, KvLayout, PagedKv};
+        match self.kv_cache {
+            KvCacheArg::Contiguous => GenerateOptions {
+                max_seqs: if self.max_concurrent == 0 { 256 } else { self.max_concurrent },
+                kv: KvLayout::Contiguous,
+            },
+            KvCacheArg::Paged => GenerateOptions {
+                max_seqs: self.max_concurrent,
+                kv: KvLayout::Paged(PagedKv {
+                    block_size: self.kv_block_size as usize,
+                    blocks: 0,
+                    share_prompts: true,
+                }),
+            },
+        }
+    }
 }

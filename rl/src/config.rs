@@ -47,6 +47,17 @@ choice! {
 }
 
 choice! {
+    /// `rollout.kv_cache`: the rollout's KV-cache layout.
+    KvCacheChoice {
+        /// Blocks of `rollout.kv_block_size` positions from one pool, admission by free blocks, shared
+        /// prompt blocks, preemption when the pool runs dry (vLLM's layout, which verl rolls out with).
+        Paged = "paged",
+        /// One slot of `max_prompt_len + max_response_len` positions per running sequence.
+        Contiguous = "contiguous",
+    }
+}
+
+choice! {
     /// `model.checkpoint_activations`: recompute each layer in backward instead of keeping its activations.
     Checkpointing {
         /// On for sequences of 2048 tokens or more.
@@ -203,6 +214,50 @@ pub struct RolloutConfig {
     /// Sequences decoding at once: KV-cache slots of continuous batching (bounds the preallocated cache).
     /// 0 = auto: on a GPU 90% of what the memory plan fits (`entrl plan` prints it), on the CPU 32.
     pub max_concurrent: usize,
+    /// KV-cache layout of the rollouts.
+    #[serde(default = "default_kv_cache")]
+    pub kv_cache: KvCacheChoice,
+    /// Positions per block of the paged cache.
+    #[serde(default = "default_kv_block_size")]
+    pub kv_block_size: usize,
+    /// Blocks in the paged pool (all layers); 0 = auto: 80% of the device's available memory.
+    #[serde(default)]
+    pub kv_blocks: usize,
+    /// The n responses of a prompt share its prompt blocks and one prefill (paged cache).
+    #[serde(default = "default_true")]
+    pub share_prompts: bool,
+}
+
+fn default_kv_cache() -> KvCacheChoice {
+    KvCacheChoice::Paged
+}
+fn default_kv_block_size() -> usize {
+    16
+}
+fn default_true() -> bool {
+    true
+}
+
+impl RolloutConfig {
+    /// Generation options of the rollouts. `contiguous_slots`: the slots of the contiguous layout
+    /// (`max_concurrent`, auto resolved); with the paged cache `max_concurrent` caps the running
+    /// sequences (0 = no cap: the pool's blocks bound them).
+    pub fn generate_options(&self, contiguous_slots: usize) -> entrl_qwen3::GenerateOptions {
+        use entrl_qwen3::{GenerateOptions, KvLayout, PagedKv};
+        match self.kv_cache {
+            KvCacheChoice::Contiguous => {
+                GenerateOptions { max_seqs: contiguous_slots.max(1), kv: KvLayout::Contiguous }
+            }
+            KvCacheChoice::Paged => GenerateOptions {
+                max_seqs: self.max_concurrent,
+                kv: KvLayout::Paged(PagedKv {
+                    block_size: self.kv_block_size,
+                    blocks: self.kv_blocks,
+                    share_prompts: self.share_prompts,
+                }),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -389,6 +444,12 @@ pub const RULES: &[Rule] = &[
         ok: |c| (1..=100_000).contains(&c.rollout.max_gen_rounds),
     },
     Rule { key: "rollout.max_concurrent", range: "0 (auto) to 65536", ok: |c| c.rollout.max_concurrent <= 65_536 },
+    Rule { key: "rollout.kv_block_size", range: "1 to 65536", ok: |c| (1..=65_536).contains(&c.rollout.kv_block_size) },
+    Rule {
+        key: "rollout.kv_blocks",
+        range: "0 (auto) to 2147483647 / rollout.kv_block_size",
+        ok: |c| c.rollout.kv_blocks.saturating_mul(c.rollout.kv_block_size.max(1)) <= i32::MAX as usize,
+    },
     Rule {
         key: "reward.overlong_buffer",
         range: "with reward.overlong_penalty: 1 to rollout.max_response_len − 1",
@@ -494,6 +555,10 @@ pub const RESUME_FREE: &[&str] = &[
     "model.device",
     "model.checkpoint_activations",
     "rollout.max_concurrent",
+    "rollout.kv_cache",
+    "rollout.kv_block_size",
+    "rollout.kv_blocks",
+    "rollout.share_prompts",
     "data.eval",
     "run.",
 ];
@@ -506,6 +571,7 @@ fn extra_range(key: &str) -> Option<String> {
         "model.dtype" => names(DtypeChoice::NAMES),
         "model.checkpoint_activations" => names(Checkpointing::NAMES),
         "rollout.long_prompts" => names(LongPrompts::NAMES),
+        "rollout.kv_cache" => names(KvCacheChoice::NAMES),
         "rollout.on_short_batch" => names(ShortBatch::NAMES),
         "reward.verifier" => names(VerifierChoice::NAMES),
         "tokens.pool" => names(Pool::NAMES),
@@ -551,6 +617,10 @@ impl TrainConfig {
                 max_gen_rounds: 10,
                 on_short_batch: ShortBatch::Error,
                 max_concurrent: 0,
+                kv_cache: KvCacheChoice::Paged,
+                kv_block_size: 16,
+                kv_blocks: 0,
+                share_prompts: true,
             },
             reward: RewardConfig {
                 verifier: VerifierChoice::Auto,

@@ -106,14 +106,14 @@ pub fn evaluate(
     k: usize,
     params: SamplingParams,
     max_response_len: usize,
-    max_concurrent: usize,
+    generate: entrl_qwen3::GenerateOptions,
     verifier: &crate::reward::VerifierFor,
     seed: u64,
 ) -> Result<EvalReport, String> {
     if !(1..=MAX_K).contains(&k) {
         return Err(format!("mean@k takes 1 to {MAX_K} samples per prompt, not k = {k}"));
     }
-    let spec = RolloutSpec { n: k, params, max_response_len, max_concurrent, overlong: None, verifier };
+    let spec = RolloutSpec { n: k, params, max_response_len, generate, overlong: None, verifier };
     let refs: Vec<&EncodedPrompt> = prompts.iter().collect();
     let samples = rollout(model, tok, &refs, first_group, &spec, mix_seed(&[seed, 0xE7A1]), || {})?;
     let mut report = EvalReport { per_source: BTreeMap::new(), k };

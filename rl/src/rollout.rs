@@ -5,7 +5,7 @@ use crate::config::{LongPrompts, MAX_ROUND_RESPONSES};
 use crate::data::PromptRow;
 use crate::reward::overlong_penalty;
 use entrl_engine::memory::bytes_of;
-use entrl_qwen3::{generate_batched, FinishReason, Qwen3, Request, SamplingParams, Tokenizer};
+use entrl_qwen3::{generate_with, FinishReason, GenerateOptions, Qwen3, Request, SamplingParams, Tokenizer};
 use std::cell::OnceCell;
 use std::sync::Arc;
 
@@ -321,8 +321,8 @@ pub struct RolloutSpec<'a> {
     pub n: usize,
     pub params: SamplingParams,
     pub max_response_len: usize,
-    /// Sequences decoding at once (KV-cache slots; continuous batching refills a slot when one finishes).
-    pub max_concurrent: usize,
+    /// KV-cache layout and the cap on sequences decoding at once (continuous batching either way).
+    pub generate: GenerateOptions,
     /// (buffer, factor) of DAPO's soft overlong penalty, when on.
     pub overlong: Option<(usize, f64)>,
     pub verifier: &'a crate::reward::VerifierFor,
@@ -367,9 +367,8 @@ pub fn rollout(
             });
         }
     }
-    // Continuous batching: at most max_concurrent sequences hold a KV-cache slot; a finished one hands its
-    // slot to the next waiting request.
-    let gens = generate_batched(model, &reqs, &spec.params, tok.stop_ids(), spec.max_concurrent, |_, _| on_token())
+    // Continuous batching: a finished sequence hands its KV cache (slot or blocks) to waiting requests.
+    let gens = generate_with(model, &reqs, &spec.params, tok.stop_ids(), &spec.generate, |_, _| on_token())
         .map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(gens.len());
     for (i, g) in gens.into_iter().enumerate() {

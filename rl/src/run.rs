@@ -139,7 +139,7 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
         r.eval_k,
         params,
         s.cfg.rollout.max_response_len,
-        s.rollout_slots,
+        s.cfg.rollout.generate_options(s.rollout_slots),
         &verifier,
         s.cfg.train.seed ^ s.step,
     )?;
@@ -328,8 +328,18 @@ fn run_rank(
             s.eval_prompts.len(),
             s.eval_prompt_counts
         );
-        if cfg.rollout.max_concurrent == 0 {
-            println!("# rollout: {} KV-cache slots per rank (rollout.max_concurrent = 0: auto)", s.rollout_slots);
+        match cfg.rollout.kv_cache {
+            crate::config::KvCacheChoice::Contiguous if cfg.rollout.max_concurrent == 0 => {
+                println!("# rollout: {} KV-cache slots per rank (rollout.max_concurrent = 0: auto)", s.rollout_slots)
+            }
+            crate::config::KvCacheChoice::Contiguous => {}
+            crate::config::KvCacheChoice::Paged => println!(
+                "# rollout: paged KV cache, blocks of {} positions, {} blocks{}, shared prompts {}",
+                cfg.rollout.kv_block_size,
+                cfg.rollout.kv_blocks,
+                if cfg.rollout.kv_blocks == 0 { " (auto: 80% of free memory)" } else { "" },
+                if cfg.rollout.share_prompts { "on" } else { "off" }
+            ),
         }
         if s.device.is_cuda() {
             print!("# per-GPU memory plan (this GPU)\n{}", s.memory_plan);

@@ -173,7 +173,7 @@ impl Session {
             n: r.n,
             params: SamplingParams { temperature: r.temperature, top_p: r.top_p, top_k: r.top_k },
             max_response_len: r.max_response_len,
-            max_concurrent: self.rollout_slots,
+            generate: self.cfg.rollout.generate_options(self.rollout_slots),
             overlong: self
                 .cfg
                 .reward
