@@ -19,9 +19,9 @@ PART="${1:-all}"
 # Parts: kernels = selftest..matmul (issues 3, 4); model = model8b dapo_nccl dapo (issues 5, 7, 6);
 # all = both; or a comma-separated list of sections.
 case "$PART" in
-  all) SECTIONS="selftest verify attention select loss matmul model8b dapo_nccl dapo" ;;
+  all) SECTIONS="selftest verify attention select loss matmul model8b rollout dapo_nccl dapo" ;;
   kernels) SECTIONS="selftest verify attention select loss matmul" ;;
-  model) SECTIONS="model8b dapo_nccl dapo" ;;
+  model) SECTIONS="model8b rollout dapo_nccl dapo" ;;
   *) SECTIONS="${PART//,/ }" ;;
 esac
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
@@ -160,6 +160,14 @@ echo "== qwen3-8b shape: train step and generation (entrl, then HF transformers)
   timeout $(t 240) python3 benches/torch_model.py > "$D/torch_model.jsonl" 2>&1; tail -n 2 "$D/torch_model.jsonl"
 fi
 
+if want rollout && room 90 "rollout workload"; then
+# Issue 16's workload (256 prompts × 512 tokens × 4 samples, mean 2000, max 8192) takes minutes per path on
+# the 8B shape; the quick default keeps the shape and the long tail at an eighth of the requests.
+echo "== rollout workload, qwen3-8b shape: paged KV cache vs contiguous slots (same call)"
+if [ "${ENTRL_ROLLOUT:-quick}" = full ]; then RARGS=""; else RARGS="--prompts 32 --max-response 4096 --mean-response 1000"; fi
+timeout $(t 420) "$BIN" bench rollout $RARGS --json "$D/rollout.jsonl" 2>&1 | tee "$D/rollout.txt"
+fi
+
 python3 - > "$D/dapo_prompts.jsonl" <<'PY'
 import json
 for a in range(8):
@@ -291,6 +299,10 @@ hf = [r for r in lines("torch_model.jsonl") if r.get("impl") == "hf_generate"]
 for r in gen:
     ratio = f"{r['tok_per_s'] / hf[0]['tok_per_s']:.1f}x HF" if hf and r["batch"] == 16 else ""
     print(f"| generate batch {r['batch']} | {r['tok_per_s']:.0f} tok/s overall, decode {r['decode_tok_per_s']:.0f}, prefill {r['prefill_tok_per_s']:.0f} | {ratio} |")
+ro = {r.get("impl"): r for r in lines("rollout.jsonl")}
+for k, r in ro.items():
+    print(f"| rollout {r['prompts']}x{r['samples']} prompts of {r['prompt_len']}, {k} | {r['tok_per_s']:.0f} tok/s, {r['seconds']:.1f} s, "
+          f"peak {r['peak_gib']:.1f} GiB, running <= {r['peak_running']}, preemptions {r['preemptions']} |")
 dl = lines("dapo_metrics.jsonl")
 for m in dl:
     print(f"| DAPO qwen3-0.6b step {m['step']} (16 prompts x 8, <=512 new) | rollout {m['time_rollout_s']:.2f} s, old-logprob "
@@ -343,6 +355,9 @@ t.append(("4: fused loss no slower than torch eager", None if not (le and lt) el
 t.append(("4: fused loss <= 2 GiB extra (besides the f32 LM-head gradient)", None if not le else le["extra_gib"] - le["dw_gib"] <= 2.0))
 g16 = next((r for r in gen if r.get("batch") == 16), None)
 t.append(("5: decode at batch 16 >= 5x HF generate", None if not (g16 and hf) else g16["tok_per_s"] >= 5 * hf[0]["tok_per_s"]))
+rp, rc_ = ro.get("entrl-paged"), ro.get("entrl-contiguous")
+t.append(("16: rollout workload paged >= 3x contiguous slots", None if not (rp and rc_) else rp["tok_per_s"] >= 3 * rc_["tok_per_s"]))
+t.append(("16: rollout >= 5000 generated tok/s (8B shape)", None if not rp else rp["tok_per_s"] >= 5000))
 t.append(("6: DAPO steps on qwen3-0.6b ran", None if not dl else True))
 t.append(("7: world size 1 through NCCL ran DAPO steps", None if nrc == "not run" else nrc == "0"))
 print("\n| issue target | verdict |\n|---|---|")

@@ -35,6 +35,9 @@ pub enum Bench {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Issue 16's rollout workload (long-tailed response lengths) through the paged KV cache and through
+    /// contiguous slots in the same call.
+    Rollout(crate::bench_rollout::RolloutArgs),
     /// One checkpointed forward+backward (fused loss) of a named Qwen3 shape: tokens/s and peak memory.
     TrainStep {
         #[arg(long, default_value = "qwen3-8b")]
@@ -108,6 +111,7 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Bench::Generate { shape, batches, prompt, new, json } => {
             crate::bench_model::generate_bench(shape, batches, *prompt, *new, json.as_deref())
         }
+        Bench::Rollout(a) => crate::bench_rollout::rollout_bench(a),
         Bench::TrainStep { shape, seq, reps, json } => {
             crate::bench_model::train_step_bench(shape, *seq, *reps, json.as_deref())
         }

@@ -2,6 +2,7 @@
 //! verify-reference, bench, info.
 mod bench;
 mod bench_model;
+mod bench_rollout;
 mod bench_select;
 mod generate;
 mod plan;
