@@ -6,7 +6,8 @@
 # Build here first (pinned nvcc, see README), then call the device tool with:
 #   cp -r ../shared/fixtures .device-fixtures      (once; ../shared does not travel, .device-fixtures is ignored)
 #   cp -r ../shared/tokenizers/qwen3 .device-fixtures/tokenizer-qwen3
-#   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures"]   timeout_s: 590
+#   scripts/fetch-trl-wheels.sh                     (once; TRL for the `trl` section, into the ignored .whl/)
+#   command: bash scripts/device-check.sh   carry: ["target/release/entrl", ".device-fixtures", ".whl"]   timeout_s: 590
 #   (the DAPO runs add up to ~5 min; "kernels" skips the 8B model benches to stay inside one call)
 # Usage: [ENTRL_DEADLINE=S] bash scripts/device-check.sh [all|kernels|model]  (two calls fit a 15-minute lease:
 #   kernels with ENTRL_DEADLINE=270/timeout_s 290, then model on the still-warm machine). For the select
@@ -19,9 +20,9 @@ PART="${1:-all}"
 # Parts: kernels = selftest..matmul (issues 3, 4); model = model8b dapo_nccl dapo (issues 5, 7, 6);
 # all = both; or a comma-separated list of sections.
 case "$PART" in
-  all) SECTIONS="selftest verify attention select loss matmul model8b rollout dapo_nccl dapo" ;;
+  all) SECTIONS="selftest verify attention select loss matmul model8b rollout trl dapo_nccl dapo" ;;
   kernels) SECTIONS="selftest verify attention select loss matmul" ;;
-  model) SECTIONS="model8b rollout dapo_nccl dapo" ;;
+  model) SECTIONS="model8b rollout trl dapo_nccl dapo" ;;
   *) SECTIONS="${PART//,/ }" ;;
 esac
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
@@ -175,6 +176,24 @@ for a in range(8):
         msg = [{"role": "user", "content": f"What is {a} + {b}? Put the final answer in \\boxed{{}}."}]
         print(json.dumps({"prompt": msg, "reward_model": {"ground_truth": str(a + b)}, "data_source": "math_dapo"}))
 PY
+if want trl && room 60 "DAPO vs TRL"; then
+# TRL's anchor shape (benches/trl_dapo.py: qwen3-0.6b, 4 prompts × 16 completions × 512 tokens, 4 steps);
+# TRL needs the wheels of scripts/fetch-trl-wheels.sh (carry ".whl").
+echo "== DAPO step at TRL's anchor shape: entrl, then TRL GRPOTrainer(loss_type=dapo) in the same call"
+timeout $(t 150) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
+  data.train="$D/dapo_prompts.jsonl" rollout.n=16 train.batch_size=4 train.mini_batch_size=4 rollout.max_response_len=512 \
+  rollout.dynamic_sampling=false reward.overlong_penalty=false train.steps=4 train.warmup_steps=0 \
+  run.out_dir=/tmp/entrl-trl-shape run.save_final=false run.plot=false run.progress=false > "$D/trl_entrl.txt" 2>&1
+echo "entrl at TRL's shape rc=$?"; tail -n 2 "$D/trl_entrl.txt"
+cp /tmp/entrl-trl-shape/metrics.jsonl "$D/trl_entrl_metrics.jsonl" 2>/dev/null
+if ls .whl/trl-*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && OUT="$D" PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 timeout $(t 240) python3 benches/trl_dapo.py > "$D/trl.txt" 2>&1
+  echo "trl rc=$?"; tail -n 6 "$D/trl.txt"
+else
+  echo "trl: no .whl/trl-*.whl (run scripts/fetch-trl-wheels.sh here and carry .whl)"
+fi
+fi
 if want dapo_nccl && room 30 "DAPO through NCCL"; then
 echo "== DAPO, 1 step on the qwen3-0.6b shape, world size 1 through NCCL (sharded optimizer path)"
 timeout $(t 120) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
@@ -298,11 +317,20 @@ gen = [r for r in lines("generate.jsonl") if r.get("impl") == "entrl"]
 hf = [r for r in lines("torch_model.jsonl") if r.get("impl") == "hf_generate"]
 for r in gen:
     ratio = f"{r['tok_per_s'] / hf[0]['tok_per_s']:.1f}x HF" if hf and r["batch"] == 16 else ""
-    print(f"| generate batch {r['batch']} | {r['tok_per_s']:.0f} tok/s overall, decode {r['decode_tok_per_s']:.0f}, prefill {r['prefill_tok_per_s']:.0f} | {ratio} |")
+    floor = f"{r['step_ms']:.2f} ms/step = {r['step_ms'] / r['floor_ms']:.2f}x the {r['floor_ms']:.2f} ms weight-read floor ({r['copy_gb_per_s']:.0f} GB/s)" if "floor_ms" in r else ""
+    print(f"| generate batch {r['batch']} | {r['tok_per_s']:.0f} tok/s overall, decode {r['decode_tok_per_s']:.0f}, prefill {r['prefill_tok_per_s']:.0f}; {floor} | {ratio} |")
 ro = {r.get("impl"): r for r in lines("rollout.jsonl")}
 for k, r in ro.items():
     print(f"| rollout {r['prompts']}x{r['samples']} prompts of {r['prompt_len']}, {k} | {r['tok_per_s']:.0f} tok/s, {r['seconds']:.1f} s, "
           f"peak {r['peak_gib']:.1f} GiB, running <= {r['peak_running']}, preemptions {r['preemptions']} |")
+te = [m for m in lines("trl_entrl_metrics.jsonl") if "time_step_s" in m]
+trl = json.loads((out / "trl.json").read_text()) if (out / "trl.json").exists() else None
+e_steady = sorted(m["time_step_s"] for m in te[1:])[len(te[1:]) // 2] if len(te) > 1 else None
+if te:
+    steps = ", ".join("%.2f" % m["time_step_s"] for m in te)
+    trl_steps = trl["step_s"] if trl else "not run"
+    ratio = "%.1fx faster" % (trl["steady_step_s"] / e_steady) if trl and e_steady else ""
+    print(f"| DAPO at TRL's shape (qwen3-0.6b, 4 x 16 x 512) | entrl steps {steps} s | TRL {trl_steps} s | {ratio} |")
 dl = lines("dapo_metrics.jsonl")
 for m in dl:
     print(f"| DAPO qwen3-0.6b step {m['step']} (16 prompts x 8, <=512 new) | rollout {m['time_rollout_s']:.2f} s, old-logprob "
@@ -358,6 +386,8 @@ t.append(("5: decode at batch 16 >= 5x HF generate", None if not (g16 and hf) el
 rp, rc_ = ro.get("entrl-paged"), ro.get("entrl-contiguous")
 t.append(("16: rollout workload paged >= 3x contiguous slots", None if not (rp and rc_) else rp["tok_per_s"] >= 3 * rc_["tok_per_s"]))
 t.append(("16: rollout >= 5000 generated tok/s (8B shape)", None if not rp else rp["tok_per_s"] >= 5000))
+t.append(("16: decode step at batch 16 <= 1.25x the weight-read floor", None if not (g16 and "floor_ms" in g16) else g16["step_ms"] <= 1.25 * g16["floor_ms"]))
+t.append(("16: DAPO step at TRL's shape >= 5x faster than TRL", None if not (trl and e_steady) else trl["steady_step_s"] >= 5 * e_steady))
 t.append(("6: DAPO steps on qwen3-0.6b ran", None if not dl else True))
 t.append(("7: world size 1 through NCCL ran DAPO steps", None if nrc == "not run" else nrc == "0"))
 print("\n| issue target | verdict |\n|---|---|")

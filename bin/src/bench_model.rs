@@ -35,6 +35,19 @@ pub fn generate_bench(
     let (dev, m) = gpu_model(shape)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
     let params = SamplingParams::default();
+    // The weight-read floor of a decode step: every weight read once at the copy bandwidth measured here
+    // (a 2 GiB device-to-device copy reads and writes each byte: 2 × bytes / time).
+    let floor_ms = {
+        let n = 1usize << 30;
+        let src = entrl_engine::Tensor::zeros([n], DType::BF16, &dev)?;
+        let dst = entrl_engine::Tensor::zeros([n], DType::BF16, &dev)?;
+        let t = entrl_engine::cuda::timing::time_ms(&cuda, 2, 10, || dst.copy_from(&src))?;
+        let gb_per_s = 2.0 * (2 * n) as f64 / (entrl_engine::cuda::timing::median(&t) * 1e-3) / 1e9;
+        let weight_bytes = m.config.num_params() as f64 * 2.0;
+        let floor = weight_bytes / (gb_per_s * 1e9) * 1e3;
+        println!("copy bandwidth {gb_per_s:.0} GB/s: weight-read floor {floor:.2} ms a decode step ({:.1} GB of bf16 weights)", weight_bytes / 1e9);
+        (floor, gb_per_s)
+    };
     let mut lines = String::new();
     for &b in batches {
         let reqs = |n: usize| -> Vec<Request> {
@@ -57,15 +70,18 @@ pub fn generate_bench(
         let decode = (total - prefill).max(1e-9);
         let (tps_total, tps_decode, tps_prefill) =
             ((b * new) as f64 / total, (b * (new - 1)) as f64 / decode, (b * prompt) as f64 / prefill);
+        let step_ms = decode * 1e3 / (new - 1) as f64;
         println!(
-            "batch {b:>3}: {tps_total:>8.0} tok/s overall ({prompt}+{new}), decode {tps_decode:>8.0} tok/s ({:.2} ms/step), prefill {tps_prefill:>9.0} tok/s",
-            decode * 1e3 / (new - 1) as f64
+            "batch {b:>3}: {tps_total:>8.0} tok/s overall ({prompt}+{new}), decode {tps_decode:>8.0} tok/s ({step_ms:.2} ms/step, {:.2}× the floor), prefill {tps_prefill:>9.0} tok/s",
+            step_ms / floor_ms.0
         );
         if let Some(report) = entrl_engine::profile::take_report() {
             println!("ENTRL_PROFILE batch {b}:\n{report}");
         }
         lines.push_str(&format!(
-            "{{\"bench\":\"generate\",\"impl\":\"entrl\",\"shape\":\"{shape}\",\"batch\":{b},\"prompt\":{prompt},\"new\":{new},\"tok_per_s\":{tps_total:.1},\"decode_tok_per_s\":{tps_decode:.1},\"prefill_tok_per_s\":{tps_prefill:.1},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+            "{{\"bench\":\"generate\",\"impl\":\"entrl\",\"shape\":\"{shape}\",\"batch\":{b},\"prompt\":{prompt},\"new\":{new},\"tok_per_s\":{tps_total:.1},\"decode_tok_per_s\":{tps_decode:.1},\"prefill_tok_per_s\":{tps_prefill:.1},\"step_ms\":{step_ms:.3},\"floor_ms\":{:.3},\"copy_gb_per_s\":{:.0},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+            floor_ms.0,
+            floor_ms.1,
             cuda.name(),
             crate::COMMIT
         ));
