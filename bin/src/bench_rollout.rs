@@ -27,7 +27,7 @@ pub struct RolloutArgs {
     pub prompt_len: usize,
     #[arg(long, default_value_t = 4)]
     pub samples: usize,
-    /// Mean response length (lognormal, σ = 1, clipped at --max-response).
+    /// Mean response length (lognormal, σ = 0.8, clipped at --max-response; `entrl plan`'s distribution).
     #[arg(long, default_value_t = 2000)]
     pub mean_response: usize,
     #[arg(long, default_value_t = 8192)]
@@ -51,30 +51,10 @@ pub enum BenchDevice {
     Cpu,
 }
 
-/// Response lengths: lognormal(μ, 1) rounded and clipped to 1..=max, μ bisected so that the clipped
-/// mean of the drawn sample is `mean` (within one token).
-pub fn response_lengths(n: usize, mean: usize, max: usize, seed: u64) -> Vec<usize> {
-    let mut g = rand::rngs::StdRng::seed_from_u64(seed);
-    let z: Vec<f64> = (0..n)
-        .map(|_| {
-            // Box-Muller
-            let (u1, u2): (f64, f64) = (g.random::<f64>().max(1e-300), g.random());
-            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-        })
-        .collect();
-    let draw = |mu: f64| -> Vec<usize> { z.iter().map(|z| ((mu + z).exp().round() as usize).clamp(1, max)).collect() };
-    let avg = |v: &[usize]| v.iter().sum::<usize>() as f64 / v.len().max(1) as f64;
-    let (mut lo, mut hi) = (-5.0f64, (max as f64).ln() + 5.0);
-    for _ in 0..100 {
-        let mid = 0.5 * (lo + hi);
-        if avg(&draw(mid)) < mean as f64 {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    draw(hi)
-}
+/// Response lengths: the seeded lognormal of `entrl plan`'s paged model (σ
+/// [`entrl_rl::plan::paged::LENGTH_SIGMA`], clipped at the maximum, located so the mean is exact), so the
+/// bench and the plan see the same workload.
+pub use entrl_rl::plan::paged::response_lengths;
 
 struct RunResult {
     seconds: f64,
@@ -216,7 +196,7 @@ mod tests {
             s.sort();
             s[512]
         };
-        assert!(median < 1600 && *l.iter().max().unwrap() > 6000, "median {median}: a long tail");
+        assert!(median < 1800 && *l.iter().max().unwrap() > 6000, "median {median}: a long tail");
         assert_eq!(l, response_lengths(1024, 2000, 8192, 1), "seeded");
     }
 }

@@ -334,10 +334,12 @@ fn run_rank(
             }
             crate::config::KvCacheChoice::Contiguous => {}
             crate::config::KvCacheChoice::Paged => println!(
-                "# rollout: paged KV cache, blocks of {} positions, {} blocks{}, shared prompts {}",
+                "# rollout: paged KV cache, blocks of {} positions, {}, shared prompts {}",
                 cfg.rollout.kv_block_size,
-                cfg.rollout.kv_blocks,
-                if cfg.rollout.kv_blocks == 0 { " (auto: 80% of free memory)" } else { "" },
+                match cfg.rollout.kv_blocks {
+                    0 => "a pool of 80% of the free memory (rollout.kv_blocks = 0: auto)".to_string(),
+                    n => format!("a pool of {n} blocks"),
+                },
                 if cfg.rollout.share_prompts { "on" } else { "off" }
             ),
         }
