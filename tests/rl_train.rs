@@ -87,6 +87,11 @@ fn dynamic_sampling_fills_every_batch_with_informative_groups() {
     // Chance accuracy is ~5%, so many groups are all-wrong and refills are needed.
     assert!(s.steps.iter().all(|m| m.gen_rounds > 1), "{:?}", s.steps.iter().map(|m| m.gen_rounds).collect::<Vec<_>>());
     assert!(s.steps.iter().all(|m| m.acc_mean > m.acc_generated));
+    // the paged rollout's scheduler is reported per step: each round decodes its 256 responses together
+    for m in &s.steps {
+        assert!(m.rollout_peak_running >= 256 && m.rollout_decode_steps >= m.gen_rounds, "{m:?}");
+        assert_eq!(m.rollout_preemptions, 0, "an ample pool never preempts");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 
     // A cap that cannot be met is a clear error (verl), or a short batch when asked for.

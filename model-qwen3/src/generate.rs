@@ -269,7 +269,8 @@ impl CachePlan {
                 } else {
                     let avail = model.device.available_memory()? as f64 * KV_MEMORY_FRACTION;
                     let per_block = per_position.saturating_mul(u(p.block_size)).max(1) as f64;
-                    ((avail / per_block) as usize).min(all)
+                    // at most what every request at its longest holds, plus the watermark's share
+                    ((avail / per_block) as usize).min(all.saturating_add(all / 100 + 1))
                 };
                 if blocks < most {
                     let (r, req) = reqs.iter().enumerate().max_by_key(|(_, r)| need(r)).expect("a request");

@@ -115,7 +115,7 @@ pub fn evaluate(
     }
     let spec = RolloutSpec { n: k, params, max_response_len, generate, overlong: None, verifier };
     let refs: Vec<&EncodedPrompt> = prompts.iter().collect();
-    let samples = rollout(model, tok, &refs, first_group, &spec, mix_seed(&[seed, 0xE7A1]), || {})?;
+    let samples = rollout(model, tok, &refs, first_group, &spec, mix_seed(&[seed, 0xE7A1]), || {})?.samples;
     let mut report = EvalReport { per_source: BTreeMap::new(), k };
     for s in &samples {
         let e = report.per_source.entry(s.data_source.clone()).or_insert((0, 0));

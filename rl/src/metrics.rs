@@ -40,6 +40,14 @@ pub struct StepMetrics {
     pub time_step_s: f64,
     /// (prompt + response tokens generated, scored and trained) / step time.
     pub tokens_per_s: f64,
+    /// This rank's KV-cache scheduler over the step's rounds: sequences preempted (and recomputed), the
+    /// most sequences decoding at once, decode steps.
+    #[serde(default)]
+    pub rollout_preemptions: usize,
+    #[serde(default)]
+    pub rollout_peak_running: usize,
+    #[serde(default)]
+    pub rollout_decode_steps: usize,
     /// At an evaluation step: held-out accuracy over every response pooled ([`EvalReport::pooled`]). The
     /// line also carries `val/<source>/mean@<k>` and `val/average` ([`StepMetrics::to_json_line_with`]).
     #[serde(skip_serializing_if = "Option::is_none", default)]

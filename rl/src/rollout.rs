@@ -5,7 +5,9 @@ use crate::config::{LongPrompts, MAX_ROUND_RESPONSES};
 use crate::data::PromptRow;
 use crate::reward::overlong_penalty;
 use entrl_engine::memory::bytes_of;
-use entrl_qwen3::{generate_with, FinishReason, GenerateOptions, Qwen3, Request, SamplingParams, Tokenizer};
+use entrl_qwen3::{
+    generate_run, FinishReason, GenerateOptions, GenerateStats, Qwen3, Request, SamplingParams, Tokenizer,
+};
 use std::cell::OnceCell;
 use std::sync::Arc;
 
@@ -341,6 +343,13 @@ pub fn mix_seed(parts: &[u64]) -> u64 {
     h
 }
 
+/// A rollout's scored samples and what the KV-cache scheduler did.
+#[derive(Debug)]
+pub struct RolloutOutput {
+    pub samples: Vec<Sample>,
+    pub cache: GenerateStats,
+}
+
 /// Generate `spec.n` responses for each prompt (groups numbered from `first_group`) and score them.
 /// `seed` makes every request's sampling reproducible; `on_token` counts generated tokens.
 pub fn rollout(
@@ -351,9 +360,10 @@ pub fn rollout(
     spec: &RolloutSpec,
     seed: u64,
     mut on_token: impl FnMut(),
-) -> Result<Vec<Sample>, String> {
+) -> Result<RolloutOutput, String> {
     if prompts.is_empty() {
-        return Ok(Vec::new()); // a data-parallel rank whose share of the round is empty
+        // a data-parallel rank whose share of the round is empty
+        return Ok(RolloutOutput { samples: Vec::new(), cache: GenerateStats::default() });
     }
     check_request_count(prompts, spec.n)?;
     let mut reqs = Vec::with_capacity(prompts.len() * spec.n);
@@ -368,8 +378,9 @@ pub fn rollout(
         }
     }
     // Continuous batching: a finished sequence hands its KV cache (slot or blocks) to waiting requests.
-    let gens = generate_with(model, &reqs, &spec.params, tok.stop_ids(), &spec.generate, |_, _| on_token())
+    let run = generate_run(model, &reqs, &spec.params, tok.stop_ids(), &spec.generate, |_, _| on_token())
         .map_err(|e| e.to_string())?;
+    let (gens, cache) = (run.generations, run.stats);
     let mut out = Vec::with_capacity(gens.len());
     for (i, g) in gens.into_iter().enumerate() {
         let p = prompts[i / spec.n];
@@ -389,7 +400,7 @@ pub fn rollout(
             advantage: 0.0,
         });
     }
-    Ok(out)
+    Ok(RolloutOutput { samples: out, cache })
 }
 
 /// Refuse a rollout of more than [`MAX_ROUND_RESPONSES`] requests, or whose requests (each with its copy of

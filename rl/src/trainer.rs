@@ -21,7 +21,7 @@ use crate::strategy::{Strategy, TokenScores};
 use entrl_engine::ops::{dapo_loss, normalized_entropy, select_tails, DapoBatch, DapoLossConfig, LossNormalizer};
 use entrl_engine::optim::clip_grad_norm;
 use entrl_engine::{no_grad, profile, DType, Packing, Tensor};
-use entrl_qwen3::{FinishReason, ForwardOptions, SamplingParams};
+use entrl_qwen3::{FinishReason, ForwardOptions, GenerateStats, SamplingParams};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Instant;
@@ -107,6 +107,7 @@ struct Prepared {
     gen_tokens: usize,
     gen_correct: Vec<bool>,
     rounds: usize,
+    cache: GenerateStats,
     t_rollout: f64,
     t_old: f64,
 }
@@ -138,6 +139,16 @@ struct UpdateSums {
     updates: usize,
     skipped: usize,
     diag: Vec<Diagnostics>,
+}
+
+/// Phase 1's result: the batch (groups in order), every generated sample's tokens and correctness (the
+/// pre-filter accuracy), the generation rounds, and this rank's KV-cache scheduler summed over rounds.
+struct Collected {
+    batch: Vec<Sample>,
+    generated_tokens: usize,
+    generated_correct: Vec<bool>,
+    rounds: usize,
+    cache: GenerateStats,
 }
 
 impl Session {
@@ -185,13 +196,14 @@ impl Session {
 
     /// Phase 1: rollouts with dynamic sampling. Returns the batch (groups in order) and every sample
     /// generated this step (for the pre-filter accuracy).
-    fn collect(&mut self, step: u64, progress: &Progress) -> Res<(Vec<Sample>, usize, Vec<bool>, usize)> {
+    fn collect(&mut self, step: u64, progress: &Progress) -> Res<Collected> {
         let (n, batch) = (self.cfg.rollout.n, self.cfg.train.batch_size);
         let dynamic = self.cfg.rollout.dynamic_sampling;
         let per_round = if dynamic { self.cfg.rollout.gen_batch_size } else { batch };
         let mut sampler = DynamicSampler::new(batch, if dynamic { self.cfg.rollout.max_gen_rounds } else { 1 });
         let mut by_group: HashMap<usize, Vec<Sample>> = HashMap::new();
         let (mut generated_correct, mut generated_tokens) = (Vec::new(), 0usize);
+        let mut cache = GenerateStats::default();
         let verifier = self.verifier();
         for round in 0.. {
             let idx = self.stream.take(per_round);
@@ -213,6 +225,10 @@ impl Session {
                 mix_seed(&[self.cfg.train.seed, step, round]),
                 || progress.phase.inc(1),
             )?;
+            cache.preemptions += local.cache.preemptions;
+            cache.decode_steps += local.cache.decode_steps;
+            cache.peak_running = cache.peak_running.max(local.cache.peak_running);
+            let local = local.samples;
             let samples = match &self.comm {
                 None => local,
                 Some(c) => {
@@ -243,7 +259,7 @@ impl Session {
                 (first..first + prompts.len()).collect()
             };
             let batch: Vec<Sample> = groups.iter().flat_map(|g| by_group.remove(g).unwrap_or_default()).collect();
-            return Ok((batch, generated_tokens, generated_correct, round as usize + 1));
+            return Ok(Collected { batch, generated_tokens, generated_correct, rounds: round as usize + 1, cache });
         }
         unreachable!("the loop returns or fails")
     }
@@ -494,7 +510,8 @@ impl Session {
     /// Phases 1–3: rollouts, advantages, old log-probs and token scores, grouped into mini-batches.
     fn prepare(&mut self, step: u64, progress: &Progress) -> Res<Prepared> {
         let t0 = Instant::now();
-        let (mut batch, gen_tokens, gen_correct, rounds) = self.collect(step, progress)?;
+        let Collected { mut batch, generated_tokens: gen_tokens, generated_correct: gen_correct, rounds, cache } =
+            self.collect(step, progress)?;
         let rewards: Vec<f64> = batch.iter().map(|s| s.reward).collect();
         let groups: Vec<usize> = batch.iter().map(|s| s.group).collect();
         for (s, a) in batch.iter_mut().zip(group_advantages(&rewards, &groups, self.cfg.train.norm_adv_by_std)) {
@@ -549,7 +566,7 @@ impl Session {
             });
         }
         let t_old = t1.elapsed().as_secs_f64();
-        Ok(Prepared { batch, minis, gen_tokens, gen_correct, rounds, t_rollout, t_old })
+        Ok(Prepared { batch, minis, gen_tokens, gen_correct, rounds, cache, t_rollout, t_old })
     }
 
     /// The token scores and strategy weights of the next step's mini-batches, without updating the model
@@ -577,7 +594,7 @@ impl Session {
         let t0 = Instant::now();
         let step = self.step;
         let lr = self.lr_at(step);
-        let Prepared { batch, minis, gen_tokens, gen_correct, rounds, t_rollout, t_old } =
+        let Prepared { batch, minis, gen_tokens, gen_correct, rounds, cache, t_rollout, t_old } =
             self.prepare(step, progress)?;
         let rewards: Vec<f64> = batch.iter().map(|s| s.reward).collect();
 
@@ -635,6 +652,9 @@ impl Session {
             time_update_s: t_update,
             time_step_s: time_step,
             tokens_per_s: gen_tokens as f64 / time_step.max(1e-9),
+            rollout_preemptions: cache.preemptions,
+            rollout_peak_running: cache.peak_running,
+            rollout_decode_steps: cache.decode_steps,
             eval_acc: None,
             diag,
         })
