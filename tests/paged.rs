@@ -32,7 +32,8 @@ fn workload(m: &Qwen3, prompts: usize, samples: usize, seed: u64) -> Vec<Request
 }
 
 fn paged(block_size: usize, blocks: usize, share_prompts: bool) -> GenerateOptions {
-    GenerateOptions { max_seqs: 0, kv: KvLayout::Paged(PagedKv { block_size, blocks, share_prompts }) }
+    let kv = KvLayout::Paged(PagedKv { block_size, blocks, share_prompts });
+    GenerateOptions { max_seqs: 0, kv, ..GenerateOptions::default() }
 }
 
 fn assert_same(a: &[Generation], b: &[Generation], what: &str) {
@@ -120,4 +121,18 @@ fn bad_pools_are_refused_before_allocating() {
     assert!(e.contains("needs 10 blocks") && e.contains("holds 9"), "{e}");
     let e = generate_run(&m, &reqs, &greedy, &[], &paged(16, 1 << 30, true), |_, _| {}).unwrap_err().to_string();
     assert!(e.contains("i32") || e.contains("KV cache"), "{e}");
+}
+
+#[test]
+fn a_prefill_budget_splits_admission_into_more_passes_with_the_same_results() {
+    let m = model();
+    let greedy = SamplingParams { temperature: 0.0, ..Default::default() };
+    let reqs = workload(&m, 6, 2, 21);
+    let whole = generate_run(&m, &reqs, &greedy, &[], &paged(4, 0, true), |_, _| {}).unwrap();
+    // 30 positions a pass: most prompts go alone, a longer one still goes (alone)
+    let opts = GenerateOptions { max_prefill_tokens: 30, ..paged(4, 0, true) };
+    let split = generate_run(&m, &reqs, &greedy, &[], &opts, |_, _| {}).unwrap();
+    assert_same(&whole.generations, &split.generations, "prefill budget 30");
+    assert!(split.stats.prefills > whole.stats.prefills, "{:?} vs {:?}", split.stats, whole.stats);
+    assert_eq!(whole.stats.prefills, 1, "one pass admits everything without a budget");
 }

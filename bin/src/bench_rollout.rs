@@ -128,6 +128,7 @@ pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Er
     let paged = GenerateOptions {
         max_seqs: 0,
         kv: KvLayout::Paged(PagedKv { block_size: a.block_size, blocks: 0, share_prompts: true }),
+        ..Default::default()
     };
     let mut lines = String::new();
     let p = run(&m, &reqs, &paged)?;
@@ -171,7 +172,7 @@ pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Er
             ((dev.available_memory()? as f64 * KV_MEMORY_FRACTION / per_slot) as usize).clamp(1, n)
         };
         println!("contiguous: {slots} slots of {} positions", a.prompt_len + a.max_response);
-        let c = run(&m, &reqs, &GenerateOptions { max_seqs: slots, kv: KvLayout::Contiguous })?;
+        let c = run(&m, &reqs, &GenerateOptions { max_seqs: slots, kv: KvLayout::Contiguous, ..Default::default() })?;
         lines.push_str(&report("contiguous", &c));
         println!("paged / contiguous: {:.2}× tokens/s", c.seconds / p.seconds);
     }

@@ -222,6 +222,7 @@ impl EvalArgs {
             KvCacheArg::Contiguous => GenerateOptions {
                 max_seqs: if self.max_concurrent == 0 { 256 } else { self.max_concurrent },
                 kv: KvLayout::Contiguous,
+                ..Default::default()
             },
             KvCacheArg::Paged => GenerateOptions {
                 max_seqs: self.max_concurrent,
@@ -230,6 +231,7 @@ impl EvalArgs {
                     blocks: 0,
                     share_prompts: true,
                 }),
+                ..Default::default()
             },
         }
     }

@@ -5,7 +5,9 @@
 //! Scheduling ([`generate_run`]): requests wait in order; a waiting unit (the fresh responses of one
 //! prompt when prompts are shared, else one request) is admitted when the pool has its blocks, plus a
 //! watermark of 1% of the pool kept for growth. Admission is batched (each prefill is a pass over the
-//! weights): units are admitted when nothing is decoding or when at least max(1, running / 8) fit.
+//! weights): units are admitted when nothing is decoding, when at least max(1, running / 8) requests fit,
+//! when the whole queue fits, or when a pass reaches the prefill budget (`max_prefill_tokens`, 64k
+//! positions by default: a pass's activations scale with its positions).
 //! The responses of a shared prompt reference its full blocks (reference counts) and take their own copy
 //! of its last, partial block; the prompt is prefilled once. Before each decode step every running
 //! request holds the blocks its next position needs; when the pool is dry the youngest running request
@@ -80,11 +82,18 @@ pub struct GenerateOptions {
     /// Most requests running at once (contiguous: the slots); 0 = no limit.
     pub max_seqs: usize,
     pub kv: KvLayout,
+    /// Most positions one prefill pass computes (its activations scale with them); a unit longer than
+    /// this is prefilled alone. 0 = no limit.
+    pub max_prefill_tokens: usize,
 }
+
+/// Default [`GenerateOptions::max_prefill_tokens`]: 64k positions, about 4 GiB of the widest bf16
+/// activation (fused gate/up) at the 8B shape.
+pub const MAX_PREFILL_TOKENS: usize = 65_536;
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_seqs: 0, kv: KvLayout::Paged(PagedKv::default()) }
+        Self { max_seqs: 0, kv: KvLayout::Paged(PagedKv::default()), max_prefill_tokens: MAX_PREFILL_TOKENS }
     }
 }
 
@@ -135,7 +144,7 @@ pub fn generate_batched(
     slots: usize,
     on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Generation>> {
-    let opts = GenerateOptions { max_seqs: slots.max(1), kv: KvLayout::Contiguous };
+    let opts = GenerateOptions { max_seqs: slots.max(1), kv: KvLayout::Contiguous, ..GenerateOptions::default() };
     generate_with(model, reqs, params, stop_ids, &opts, on_token)
 }
 
@@ -231,6 +240,7 @@ struct CachePlan {
     max_seqs: usize,
     /// Free blocks kept back at admission for running requests to grow into.
     watermark: usize,
+    max_prefill_tokens: usize,
 }
 
 impl CachePlan {
@@ -294,7 +304,8 @@ impl CachePlan {
         );
         model.device.ensure_fits(&what, bytes)?;
         let pool = PoolShape::new(blocks, block_size)?;
-        Ok(Self { pool, share_prompts, max_seqs, watermark })
+        let max_prefill_tokens = if opts.max_prefill_tokens == 0 { usize::MAX } else { opts.max_prefill_tokens };
+        Ok(Self { pool, share_prompts, max_seqs, watermark, max_prefill_tokens })
     }
 }
 
@@ -312,6 +323,7 @@ struct Scheduler {
     plan_share: bool,
     max_seqs: usize,
     watermark: usize,
+    max_prefill_tokens: usize,
     /// Waiting requests in admission order (preempted ones go to the front).
     waiting: std::collections::VecDeque<usize>,
     /// Block table of each request while it runs.
@@ -331,6 +343,7 @@ impl Scheduler {
             plan_share: plan.share_prompts,
             max_seqs: plan.max_seqs,
             watermark: plan.watermark,
+            max_prefill_tokens: plan.max_prefill_tokens,
             waiting: (0..reqs.len()).filter(|&i| reqs[i].max_new_tokens > 0).collect(),
             tables: vec![Vec::new(); reqs.len()],
             admitted_at: vec![0; reqs.len()],
@@ -352,6 +365,8 @@ impl Scheduler {
         let mut free = self.pool.free_blocks();
         let mut running = self.running;
         let mut taken = 0;
+        let mut tokens = 0usize;
+        let mut budget_full = false;
         while taken < self.waiting.len() && running < self.max_seqs {
             let first = self.waiting[taken];
             let done = out[first].tokens.len();
@@ -381,13 +396,18 @@ impl Scheduler {
             if free < cost + reserve {
                 break;
             }
+            if !units.is_empty() && tokens + len > self.max_prefill_tokens {
+                budget_full = true;
+                break;
+            }
+            tokens += len;
             free -= cost;
             running += members.len();
             taken += members.len();
             units.push(Unit { members, len });
         }
         let drains = taken == self.waiting.len();
-        if units.is_empty() || (decoding > 0 && !drains && taken < refill_batch(self.running)) {
+        if units.is_empty() || (decoding > 0 && !drains && !budget_full && taken < refill_batch(self.running)) {
             return Vec::new();
         }
         self.waiting.drain(..taken);

@@ -18,7 +18,7 @@ pub use entrl_engine as engine;
 pub use error::{ModelError, Result};
 pub use generate::{
     generate, generate_batched, generate_run, generate_with, FinishReason, GenerateOptions, GenerateRun, GenerateStats,
-    Generation, KvLayout, PagedKv, Request, KV_MEMORY_FRACTION,
+    Generation, KvLayout, PagedKv, Request, KV_MEMORY_FRACTION, MAX_PREFILL_TOKENS,
 };
 pub use model::{ForwardOptions, ForwardOutput, Qwen3};
 pub use sampling::{sample_uniform, Sample, SampleKey, SamplingParams};

@@ -246,7 +246,7 @@ impl RolloutConfig {
         use entrl_qwen3::{GenerateOptions, KvLayout, PagedKv};
         match self.kv_cache {
             KvCacheChoice::Contiguous => {
-                GenerateOptions { max_seqs: contiguous_slots.max(1), kv: KvLayout::Contiguous }
+                GenerateOptions { max_seqs: contiguous_slots.max(1), kv: KvLayout::Contiguous, ..Default::default() }
             }
             KvCacheChoice::Paged => GenerateOptions {
                 max_seqs: self.max_concurrent,
@@ -255,6 +255,7 @@ impl RolloutConfig {
                     blocks: self.kv_blocks,
                     share_prompts: self.share_prompts,
                 }),
+                ..Default::default()
             },
         }
     }
