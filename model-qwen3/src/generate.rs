@@ -197,6 +197,16 @@ pub fn generate_run(
             if s.waiting.is_empty() {
                 break;
             }
+            if units.is_empty() {
+                // an idle scheduler admits the front request whenever its blocks are free: a hang otherwise
+                let r = s.waiting[0];
+                return Err(ModelError::Invalid(format!(
+                    "kv cache: request {r} cannot be admitted ({} of {} blocks free, {} running)",
+                    s.pool.free_blocks(),
+                    s.pool.total(),
+                    s.running
+                )));
+            }
             continue;
         }
         // 2. one decode step for every running request that still holds its blocks
@@ -282,7 +292,9 @@ impl CachePlan {
                         if p.blocks == 0 { " (all the memory allows)" } else { "" }
                     )));
                 }
-                (blocks, p.block_size, p.share_prompts, (blocks / 100).min(blocks - most))
+                // a pool that holds every request whole never preempts: it keeps nothing back
+                let watermark = if blocks >= all { 0 } else { (blocks / 100).min(blocks - most) };
+                (blocks, p.block_size, p.share_prompts, watermark)
             }
         };
         let bytes = per_position.saturating_mul(u(blocks)).saturating_mul(u(block_size));
