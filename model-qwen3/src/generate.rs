@@ -4,7 +4,7 @@
 //!
 //! Scheduling ([`generate_run`]): requests wait in order; a waiting unit (the fresh responses of one
 //! prompt when prompts are shared, else one request) is admitted when the pool has its blocks, plus a
-//! watermark of 1% of the pool kept for growth. Admission is batched (each prefill is a pass over the
+//! watermark of 1% of the pool kept for growth (none when the pool holds every request whole). Admission is batched (each prefill is a pass over the
 //! weights): units are admitted when nothing is decoding or when at least max(1, running / 8) fit.
 //! The responses of a shared prompt reference its full blocks (reference counts) and take their own copy
 //! of its last, partial block; the prompt is prefilled once. Before each decode step every running
