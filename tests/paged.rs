@@ -130,8 +130,13 @@ fn greedy() -> SamplingParams {
 /// block is still held at the end).
 fn check(m: &Qwen3, reqs: &[Request], stop: &[u32], opts: &GenerateOptions, what: &str) -> entrl_qwen3::GenerateStats {
     let contiguous = generate_batched(m, reqs, &greedy(), stop, 3, |_, _| {}).unwrap();
-    let run = generate_run(m, reqs, &greedy(), stop, opts, |_, _| {}).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut streamed = vec![Vec::new(); reqs.len()];
+    let run = generate_run(m, reqs, &greedy(), stop, opts, |r, t| streamed[r].push(t))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(run.generations.len(), reqs.len());
+    for (r, (s, g)) in streamed.iter().zip(&run.generations).enumerate() {
+        assert_eq!(s, &g.tokens, "{what}: request {r}: each token streamed once, in order (preemption included)");
+    }
     assert_same(&contiguous, &run.generations, what);
     for (r, (g, q)) in run.generations.iter().zip(reqs).enumerate() {
         assert!(g.tokens.len() <= q.max_new_tokens, "{what}: request {r}");
@@ -284,5 +289,38 @@ fn a_pool_holding_every_request_runs_them_all_at_once() {
         assert_eq!((st.pool_blocks, st.preemptions), (120, 0), "{st:?}");
         assert_eq!(st.peak_running, reqs.len(), "{st:?}");
         assert_eq!(st.prefills, 1, "{st:?}");
+    }
+}
+
+/// Random small workloads (repeated and interleaved prompts, zero-length requests, stop tokens) under
+/// random block sizes, pools from the minimum up, running limits and sharing.
+#[test]
+fn random_options_match_the_contiguous_cache() {
+    let m = model();
+    let mut g = rand::rngs::StdRng::seed_from_u64(7);
+    for case in 0..60 {
+        let prompts: Vec<Vec<u32>> =
+            (0..3).map(|_| (0..g.random_range(1..=12)).map(|_| g.random_range(0..512)).collect()).collect();
+        let reqs: Vec<Request> = (0..g.random_range(1..=7))
+            .map(|i| Request {
+                prompt: prompts[g.random_range(0..3)].clone(),
+                max_new_tokens: g.random_range(0..=9),
+                seed: i,
+            })
+            .collect();
+        let bs = [1, 2, 3, 4, 8, 32][g.random_range(0..6)];
+        let most = reqs.iter().map(|r| (r.prompt.len() + r.max_new_tokens).div_ceil(bs)).max().unwrap().max(1);
+        let blocks = if g.random_bool(0.2) { 0 } else { most + g.random_range(0..=most) };
+        let max_seqs = g.random_range(0..=3);
+        // a stop token some response produces (at a random place), or none
+        let free = generate_batched(&m, &reqs, &greedy(), &[], 2, |_, _| {}).unwrap();
+        let produced: Vec<u32> = free.iter().flat_map(|x| x.tokens.iter().copied()).collect();
+        let stop: Vec<u32> = match produced.len() {
+            0 => vec![],
+            n if g.random_bool(0.6) => vec![produced[g.random_range(0..n)]],
+            _ => vec![],
+        };
+        let opts = GenerateOptions { max_seqs, ..paged(bs, blocks, g.random_bool(0.7)) };
+        check(&m, &reqs, &stop, &opts, &format!("case {case}: {opts:?}"));
     }
 }
