@@ -4,10 +4,10 @@
 //!
 //! Scheduling ([`generate_run`]): requests wait in order; a waiting unit (the fresh responses of one
 //! prompt when prompts are shared, else one request) is admitted when the pool has its blocks, plus a
-//! watermark of 1% of the pool kept for growth. Admission is batched (each prefill is a pass over the
-//! weights): units are admitted when nothing is decoding, when at least max(1, running / 8) requests fit,
-//! when the whole queue fits, or when a pass reaches the prefill budget (`max_prefill_tokens`, 64k
-//! positions by default: a pass's activations scale with its positions).
+//! watermark of 1% of the pool kept for growth (none when the pool holds every request whole). Admission
+//! is batched (each prefill is a pass over the weights): units are admitted when nothing is decoding, when
+//! at least max(1, running / 8) requests fit, when the whole queue fits, or when a pass reaches the prefill
+//! budget (`max_prefill_tokens`, 64k positions by default: a pass's activations scale with its positions).
 //! The responses of a shared prompt reference its full blocks (reference counts) and take their own copy
 //! of its last, partial block; the prompt is prefilled once. Before each decode step every running
 //! request holds the blocks its next position needs; when the pool is dry the youngest running request
@@ -206,6 +206,16 @@ pub fn generate_run(
             if s.waiting.is_empty() {
                 break;
             }
+            if units.is_empty() {
+                // an idle scheduler admits the front request whenever its blocks are free: a hang otherwise
+                let r = s.waiting[0];
+                return Err(ModelError::Invalid(format!(
+                    "kv cache: request {r} cannot be admitted ({} of {} blocks free, {} running)",
+                    s.pool.free_blocks(),
+                    s.pool.total(),
+                    s.running
+                )));
+            }
             continue;
         }
         // 2. one decode step for every running request that still holds its blocks
@@ -279,8 +289,7 @@ impl CachePlan {
                 } else {
                     let avail = model.device.available_memory()? as f64 * KV_MEMORY_FRACTION;
                     let per_block = per_position.saturating_mul(u(p.block_size)).max(1) as f64;
-                    // at most what every request at its longest holds, plus the watermark's share
-                    ((avail / per_block) as usize).min(all.saturating_add(all / 100 + 1))
+                    ((avail / per_block) as usize).min(all)
                 };
                 if blocks < most {
                     let (r, req) = reqs.iter().enumerate().max_by_key(|(_, r)| need(r)).expect("a request");
@@ -293,7 +302,9 @@ impl CachePlan {
                         if p.blocks == 0 { " (all the memory allows)" } else { "" }
                     )));
                 }
-                (blocks, p.block_size, p.share_prompts, (blocks / 100).min(blocks - most))
+                // a pool that holds every request whole never preempts: it keeps nothing back
+                let watermark = if blocks >= all { 0 } else { (blocks / 100).min(blocks - most) };
+                (blocks, p.block_size, p.share_prompts, watermark)
             }
         };
         let bytes = per_position.saturating_mul(u(blocks)).saturating_mul(u(block_size));

@@ -347,11 +347,21 @@ impl KvCache {
                     &g,
                 )?)
             }
-            (Storage::Cpu(qs), Storage::Cpu(kc), Storage::Cpu(vc)) => {
-                let (q64, k64, v64) = (qs.to_f64_vec(), kc.to_f64_vec(), vc.to_f64_vec());
-                let o = cpu_decode(&q64, &k64, &v64, &idx.table, &idx.len, &g);
-                Storage::Cpu(CpuStorage::from_f64(qs.dtype(), &o))
-            }
+            // The reference reads an f32/f64 pool in place (f64 accumulation): only the rows it attends to.
+            (Storage::Cpu(qs), Storage::Cpu(kc), Storage::Cpu(vc)) => Storage::Cpu(match (qs, kc, vc) {
+                (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
+                    CpuStorage::F32(cpu_decode(q, k, v, &idx.table, &idx.len, &g))
+                }
+                (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v)) => {
+                    CpuStorage::F64(cpu_decode(q, k, v, &idx.table, &idx.len, &g))
+                }
+                // bf16 on the CPU (rare: the CPU default is f32) widens the pool first
+                (q @ CpuStorage::BF16(_), k @ CpuStorage::BF16(_), v @ CpuStorage::BF16(_)) => {
+                    let o = cpu_decode(&q.to_f64_vec(), &k.to_f64_vec(), &v.to_f64_vec(), &idx.table, &idx.len, &g);
+                    CpuStorage::from_f64(DType::BF16, &o)
+                }
+                _ => return Err(EngineError::invalid("decode attention", "query and cache differ in dtype")),
+            }),
             _ => return Err(EngineError::invalid("decode attention", "cache and query on different devices")),
         };
         Ok(Tensor::from_storage(st, q.shape().clone(), q.device()))
