@@ -32,6 +32,10 @@ impl BlockPool {
         debug_assert!(self.refs[b as usize] > 0, "sharing a free block");
         self.refs[b as usize] += 1;
     }
+    /// Whether releasing `blocks` would return at least one of them to the free list.
+    pub fn frees_any(&self, blocks: &[i32]) -> bool {
+        blocks.iter().any(|&b| self.refs[b as usize] == 1)
+    }
     /// Drop one reference to each block; a block with none left returns to the free list.
     pub fn release(&mut self, blocks: &[i32]) -> Result<()> {
         for &b in blocks {
@@ -59,6 +63,7 @@ mod tests {
         let b = p.take().unwrap();
         p.share(a);
         assert_eq!((p.free_blocks(), p.in_use()), (1, 2));
+        assert!(!p.frees_any(&[a]) && p.frees_any(&[a, b]), "a is shared, b is not");
         p.release(&[a, b]).unwrap();
         assert_eq!(p.free_blocks(), 2, "a is still referenced once");
         p.release(&[a]).unwrap();

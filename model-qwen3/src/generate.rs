@@ -470,8 +470,10 @@ impl Scheduler {
                     self.tables[r].push(b);
                     continue;
                 }
-                // preempt the youngest request of the step (possibly r itself)
-                let victim = step.pop().expect("r is in the step");
+                // preempt the youngest request not yet served this step (possibly r itself) whose release
+                // returns a block; the youngest when none would (all their blocks shared)
+                let j = (i..step.len()).rev().find(|&j| self.pool.frees_any(&self.tables[step[j]]));
+                let victim = step.remove(j.unwrap_or(step.len() - 1));
                 self.preempt(victim)?;
                 if victim == r {
                     break;
