@@ -4,7 +4,7 @@
 // the f64 reference (engine/src/cpu/sampling.rs `sample_row`).
 //
 // Per output i, row r = rows[i] of the logits, z = logits[r]·(1/T) in f32, p_j = e^(z_j − m):
-//   0. u_i = sample_uniform(seed_i, position_i): splitmix64(splitmix64(seed + γ) + (position + 1)·γ),
+//   0. u_i = sample_uniform(seed_i, position_i): splitmix64(splitmix64(seed) + position·γ) (splitmix64 adds γ),
 //      γ = 0x9E3779B97F4A7C15, top 53 bits → [0, 1). A pure function of the request's seed and the response
 //      position, so a response never depends on its batch neighbours or on being preempted and recomputed.
 //   1. m = max z, s = Σ p_j, lse = m + ln s                          (block reductions, fixed order)
@@ -41,7 +41,9 @@ namespace {
 constexpr int kSampleThreads = 256;
 constexpr unsigned long long kGolden = 0x9E3779B97F4A7C15ull;
 
+// splitmix64 (engine/src/cpu/random.rs; randn in elementwise.cu): add γ, then mix.
 __device__ __forceinline__ unsigned long long splitmix64(unsigned long long z) {
+    z += kGolden;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
@@ -49,7 +51,7 @@ __device__ __forceinline__ unsigned long long splitmix64(unsigned long long z) {
 
 // engine/src/cpu/sampling.rs `sample_uniform`: bit-identical.
 __device__ __forceinline__ double sample_uniform(unsigned long long seed, unsigned long long position) {
-    const unsigned long long h = splitmix64(splitmix64(seed + kGolden) + (position + 1ull) * kGolden);
+    const unsigned long long h = splitmix64(splitmix64(seed) + position * kGolden);
     return (double)(h >> 11) * (1.0 / 9007199254740992.0);
 }
 

@@ -184,7 +184,7 @@ pub fn generate_run(
     let layers: Vec<KvCache> = (0..c.num_hidden_layers)
         .map(|_| KvCache::new(plan.pool, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev))
         .collect::<std::result::Result<_, _>>()?;
-    let mut s = Scheduler::new(reqs, &plan);
+    let mut s = Scheduler::new(reqs, plan);
     let mut out: Vec<Generation> = reqs
         .iter()
         .map(|_| Generation { tokens: Vec::new(), logprobs: Vec::new(), finish: FinishReason::Length })
@@ -320,8 +320,8 @@ impl CachePlan {
     }
 }
 
-/// A sequence to prefill: `members` (requests) continue from the tokens `prefix` of `members[0]`
-/// (its prompt, plus its tokens so far when it is recomputed after preemption).
+/// A sequence to prefill: `members` (requests) continue from the first `len` tokens of `members[0]`'s
+/// prompt and tokens so far (more than the prompt only when it is recomputed after preemption).
 struct Unit {
     members: Vec<usize>,
     /// Positions prefilled: prompt length, plus the tokens so far of a recomputed request.
@@ -330,11 +330,7 @@ struct Unit {
 
 struct Scheduler {
     pool: BlockPool,
-    plan_pool: PoolShape,
-    plan_share: bool,
-    max_seqs: usize,
-    watermark: usize,
-    max_prefill_tokens: usize,
+    plan: CachePlan,
     /// Waiting requests in admission order (preempted ones go to the front).
     waiting: std::collections::VecDeque<usize>,
     /// Block table of each request while it runs.
@@ -347,14 +343,9 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn new(reqs: &[Request], plan: &CachePlan) -> Self {
+    fn new(reqs: &[Request], plan: CachePlan) -> Self {
         Self {
             pool: BlockPool::new(plan.pool.blocks),
-            plan_pool: plan.pool,
-            plan_share: plan.share_prompts,
-            max_seqs: plan.max_seqs,
-            watermark: plan.watermark,
-            max_prefill_tokens: plan.max_prefill_tokens,
             waiting: (0..reqs.len()).filter(|&i| reqs[i].max_new_tokens > 0).collect(),
             tables: vec![Vec::new(); reqs.len()],
             admitted_at: vec![0; reqs.len()],
@@ -365,35 +356,36 @@ impl Scheduler {
                 block_size: plan.pool.block_size,
                 ..GenerateStats::default()
             },
+            plan,
         }
     }
 
     /// Take admission units off the front of the queue while their blocks fit (see the module doc);
     /// none unless nothing decodes, the whole queue fits, or at least [`refill_batch`] requests fit.
     fn admit(&mut self, reqs: &[Request], out: &[Generation], decoding: usize) -> Vec<Unit> {
-        let bs = self.plan_pool.block_size;
+        let (plan, bs) = (&self.plan, self.plan.pool.block_size);
         let mut units: Vec<Unit> = Vec::new();
         let mut free = self.pool.free_blocks();
         let mut running = self.running;
         let mut taken = 0;
         let mut tokens = 0usize;
         let mut budget_full = false;
-        while taken < self.waiting.len() && running < self.max_seqs {
+        while taken < self.waiting.len() && running < plan.max_seqs {
             let first = self.waiting[taken];
             let done = out[first].tokens.len();
             let len = reqs[first].prompt.len() + done;
-            let full = self.pool_blocks_for(len);
+            let full = plan.pool.blocks_for(len);
+            let partial = usize::from(!len.is_multiple_of(bs));
             // fresh responses of the same prompt right behind `first` share its prefill and full blocks
             let mut members = vec![first];
-            if self.plan_share && done == 0 {
-                let partial = usize::from(!len.is_multiple_of(bs));
-                while taken + members.len() < self.waiting.len() && running + members.len() < self.max_seqs {
+            if plan.share_prompts && done == 0 {
+                while taken + members.len() < self.waiting.len() && running + members.len() < plan.max_seqs {
                     let next = self.waiting[taken + members.len()];
                     // blocks of the members so far plus this one
                     let cost = full + partial * members.len();
                     if out[next].tokens.is_empty()
                         && reqs[next].prompt == reqs[first].prompt
-                        && free >= cost + self.watermark
+                        && free >= cost + plan.watermark
                     {
                         members.push(next);
                     } else {
@@ -401,13 +393,13 @@ impl Scheduler {
                     }
                 }
             }
-            let cost = full + usize::from(!len.is_multiple_of(bs)) * (members.len() - 1);
+            let cost = full + partial * (members.len() - 1);
             // the first unit of an idle scheduler ignores the watermark (a request that fits the pool runs)
-            let reserve = if decoding == 0 && units.is_empty() && running == 0 { 0 } else { self.watermark };
+            let reserve = if decoding == 0 && units.is_empty() && running == 0 { 0 } else { plan.watermark };
             if free < cost + reserve {
                 break;
             }
-            if !units.is_empty() && tokens + len > self.max_prefill_tokens {
+            if !units.is_empty() && tokens + len > plan.max_prefill_tokens {
                 budget_full = true;
                 break;
             }
@@ -423,11 +415,11 @@ impl Scheduler {
         }
         self.waiting.drain(..taken);
         for u in &units {
-            let full = self.pool_blocks_for(u.len);
+            let full = self.plan.pool.blocks_for(u.len);
+            let shared = u.len / bs;
             let first = u.members[0];
             self.tables[first] = (0..full).map(|_| self.pool.take().expect("counted free blocks")).collect();
             for &m in &u.members[1..] {
-                let shared = u.len / self.plan_pool.block_size;
                 let mut t: Vec<i32> = self.tables[first][..shared].to_vec();
                 for &b in &t {
                     self.pool.share(b);
@@ -448,10 +440,6 @@ impl Scheduler {
         units
     }
 
-    fn pool_blocks_for(&self, positions: usize) -> usize {
-        self.plan_pool.blocks_for(positions)
-    }
-
     fn note_peak(&mut self) {
         self.stats.peak_blocks = self.stats.peak_blocks.max(self.pool.in_use());
         self.stats.peak_running = self.stats.peak_running.max(self.running);
@@ -464,7 +452,7 @@ impl Scheduler {
         let mut i = 0;
         while i < step.len() {
             let r = step[i];
-            let need = self.pool_blocks_for(reqs[r].prompt.len() + out[r].tokens.len());
+            let need = self.plan.pool.blocks_for(reqs[r].prompt.len() + out[r].tokens.len());
             while self.tables[r].len() < need {
                 if let Some(b) = self.pool.take() {
                     self.tables[r].push(b);
@@ -541,7 +529,7 @@ fn prefill(
     layers: &[KvCache],
 ) -> Result<(Tensor, Vec<usize>)> {
     let (c, dev) = (&model.config, &model.device);
-    let pool = s.plan_pool;
+    let pool = s.plan.pool;
     let lens: Vec<usize> = units.iter().map(|u| u.len).collect();
     let packing = Packing::from_lengths(&lens)?;
     let mut ids: Vec<i32> = Vec::with_capacity(packing.total());
@@ -615,7 +603,7 @@ fn decode_step(
     s: &Scheduler,
     layers: &[KvCache],
 ) -> Result<Tensor> {
-    let (c, dev, pool) = (&model.config, &model.device, s.plan_pool);
+    let (c, dev, pool) = (&model.config, &model.device, s.plan.pool);
     let ids: Vec<i32> = step.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
     let pos: Vec<i32> = step.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
     let width = step.iter().map(|&r| s.tables[r].len()).max().unwrap_or(1).max(1);

@@ -1,6 +1,7 @@
 //! CPU reference of next-token sampling (`ops::sample_rows`, `kernels-cu/cuda/sample.cu`), in f64: the keyed
 //! uniform, temperature, top-k and top-p by a threshold over the value bits (the kernel's stages), then the
 //! inverse CDF over the kept candidates in id order.
+use super::random::splitmix64;
 
 /// Temperature, top-k and top-p of a sampler.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -51,19 +52,13 @@ pub struct Sample {
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
-fn splitmix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The uniform in [0, 1) (53 bits) that samples response token `position` of the request seeded `seed`:
-/// splitmix64(splitmix64(seed + γ) + (position + 1)·γ), γ the golden-ratio constant. A pure function (a
+/// splitmix64(splitmix64(seed) + position·γ) with `cpu::random::splitmix64` (which adds γ, the golden-ratio
+/// constant, before mixing). A pure function (a
 /// counter-based hash), bit-identical in `kernels-cu/cuda/sample.cu`, so a response depends on neither its
 /// batch nor preemption.
 pub fn sample_uniform(seed: u64, position: u64) -> f64 {
-    let h =
-        splitmix64(splitmix64(seed.wrapping_add(GOLDEN)).wrapping_add(position.wrapping_add(1).wrapping_mul(GOLDEN)));
+    let h = splitmix64(splitmix64(seed).wrapping_add(position.wrapping_mul(GOLDEN)));
     (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
