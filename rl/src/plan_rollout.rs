@@ -570,12 +570,11 @@ pub fn logged_lengths(path: &Path) -> Result<LoggedLengths, String> {
 struct SplitMix(u64);
 
 impl SplitMix {
+    /// The splitmix64 stream: the state advances by γ, each output mixes it (`splitmix64` adds γ itself).
     fn next_u64(&mut self) -> u64 {
+        let z = entrl_engine::cpu::random::splitmix64(self.0);
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        z
     }
     /// Uniform in (0, 1].
     fn unit(&mut self) -> f64 {

@@ -87,6 +87,7 @@ pub struct KvCache {
 /// uploaded once, shared by every layer.
 #[derive(Debug)]
 pub struct CacheIndex {
+    /// The host table (CPU runs; on a GPU it moves into `device`).
     table: Vec<i32>,
     width: usize,
     len: Vec<i32>,
@@ -123,13 +124,14 @@ impl CacheIndex {
             }
         }
         let len: Vec<i32> = pos.iter().map(|p| p + 1).collect();
-        let device = if device.is_cuda() {
-            Some(CacheIndexDevice {
-                table: Tensor::from_vec(table.clone(), [n, width], device)?,
+        let (table, device) = if device.is_cuda() {
+            let d = CacheIndexDevice {
+                table: Tensor::from_vec(table, [n, width], device)?,
                 len: Tensor::from_vec(len.clone(), [n], device)?,
-            })
+            };
+            (Vec::new(), Some(d))
         } else {
-            None
+            (table, None)
         };
         Ok(Self { table, width, len, pool, device })
     }
@@ -148,6 +150,8 @@ impl CacheIndex {
 /// Pool rows of a cache write, resolved and checked on the host ([`PoolShape::row`]), uploaded once.
 #[derive(Debug)]
 pub struct CacheRows {
+    n: usize,
+    /// The host rows (CPU runs; on a GPU they move into `device`).
     rows: Vec<i32>,
     device: Option<Tensor>,
 }
@@ -160,14 +164,17 @@ impl CacheRows {
                 format!("write row {i}: pool row {r} outside {}", pool.rows()),
             ));
         }
-        let device = if device.is_cuda() { Some(Tensor::from_vec(rows.clone(), [rows.len()], device)?) } else { None };
-        Ok(Self { rows, device })
+        let n = rows.len();
+        if device.is_cuda() {
+            return Ok(Self { n, rows: Vec::new(), device: Some(Tensor::from_vec(rows, [n], device)?) });
+        }
+        Ok(Self { n, rows, device: None })
     }
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.n
     }
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.n == 0
     }
 }
 
