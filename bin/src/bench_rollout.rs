@@ -80,9 +80,10 @@ fn run(m: &Qwen3, reqs: &[Request], opts: &GenerateOptions) -> Result<RunResult,
 }
 
 pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    if a.prompts == 0 || a.samples == 0 || a.prompt_len == 0 || a.mean_response == 0 || a.max_response == 0 {
+    let sizes = [a.prompts, a.samples, a.prompt_len, a.mean_response, a.max_response, a.block_size];
+    if sizes.contains(&0) {
         return Err(
-            "bench rollout: --prompts, --samples, --prompt-len, --mean-response and --max-response are ≥ 1".into()
+            "bench rollout: --prompts, --samples, --prompt-len, --mean-response, --max-response and --block-size are ≥ 1".into()
         );
     }
     if a.mean_response > a.max_response {
