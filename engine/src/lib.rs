@@ -19,6 +19,7 @@ pub mod dist;
 pub mod dtype;
 pub mod env_choice;
 pub mod error;
+pub mod graph;
 pub mod memory;
 pub mod ops;
 pub mod optim;

@@ -64,6 +64,21 @@ impl CudaStorage {
         Ok(out)
     }
 
+    /// Overwrite an i32 block in place from the host, queued on the stream (a pageable source is staged
+    /// before the call returns, so `values` may be dropped at once).
+    pub fn write_i32(&self, values: &[i32]) -> Result<()> {
+        if self.dtype != DType::I32 || values.len() != self.len {
+            return Err(EngineError::invalid(
+                "write_i32",
+                format!("{} values into {} {}", values.len(), self.len, self.dtype),
+            ));
+        }
+        self.device.bind()?;
+        // SAFETY: the block holds len i32 values.
+        unsafe { result::memcpy_htod_async(self.ptr(), values, self.device.stream().cu_stream()) }
+            .map_err(|e| EngineError::cuda("host-to-device copy", e))
+    }
+
     pub fn to_cpu(&self) -> Result<CpuStorage> {
         self.device.synchronize()?;
         self.device.bind()?;

@@ -129,6 +129,7 @@ impl Tensor {
     }
 
     pub(crate) fn from_cpu(s: CpuStorage, shape: Shape, device: &Device) -> Result<Tensor> {
+        crate::graph::check_no_transfer("a host-to-device upload")?;
         let storage = match device {
             Device::Cpu => Storage::Cpu(s),
             Device::Cuda(d) => Storage::Cuda(CudaStorage::from_cpu(d, &s)?),
@@ -256,6 +257,7 @@ impl Tensor {
     // ---------------------------------------------------------------- transfers
     /// Copy to the host as a `CpuStorage` (synchronises the device).
     pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
+        crate::graph::check_no_transfer("a device-to-host read")?;
         match &*self.storage() {
             Storage::Cpu(s) => Ok(s.clone()),
             Storage::Cuda(s) => s.to_cpu(),
@@ -446,6 +448,26 @@ impl Tensor {
     }
 
     /// Overwrite this tensor's values with `src`'s (same shape and dtype; used by optimizers and loaders).
+    /// Overwrite this i32 tensor's values in place from the host (the device buffer keeps its address:
+    /// the way to feed a captured step graph its next inputs).
+    pub fn write_i32(&self, values: &[i32]) -> Result<()> {
+        crate::graph::check_no_transfer("a host-to-device upload")?;
+        if self.dtype() != DType::I32 || values.len() != self.numel() {
+            return Err(EngineError::shape(
+                "write_i32",
+                format!("{} i32 values into {} {}", values.len(), self.shape(), self.dtype()),
+            ));
+        }
+        match &mut *self.storage_mut() {
+            Storage::Cpu(CpuStorage::I32(v)) => {
+                v.copy_from_slice(values);
+                Ok(())
+            }
+            Storage::Cuda(c) => c.write_i32(values),
+            Storage::Cpu(_) => Err(EngineError::invalid("write_i32", "storage is not i32")),
+        }
+    }
+
     pub fn copy_from(&self, src: &Tensor) -> Result<()> {
         if self.shape() != src.shape() || self.dtype() != src.dtype() {
             return Err(EngineError::shape(

@@ -22,6 +22,9 @@
 // reduction over the key subsets.
 #include "common.cuh"
 
+// Write row −1 marks a padding row of a fixed-size batch (a replayed decode graph): it writes nothing.
+constexpr int kPaddingRow = -1;
+
 template <typename T>
 __device__ void kv_write_body(T* __restrict__ k_cache, T* __restrict__ v_cache, const T* __restrict__ k,
                               const T* __restrict__ v, const int* __restrict__ dst, int n, int hkv, int d,
@@ -31,6 +34,7 @@ __device__ void kv_write_body(T* __restrict__ k_cache, T* __restrict__ v_cache, 
     for (long long e = global_tid(); e < total; e += grid_stride()) {
         const long long i = e / row, c = e - i * row;
         const int r = dst[i];
+        if (r == kPaddingRow) continue;  // a padding row of a fixed-size (graph) batch: nothing written
         if (r < 0 || r >= cache_rows) {
             if (c == 0) atomicExch(err, 1);
             continue;

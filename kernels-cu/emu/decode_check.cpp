@@ -3,8 +3,8 @@
 // output with an f64 reference over the logical (unpaged) K/V: ragged lengths (1 key, exactly one chunk,
 // chunk + 1, several chunks), GQA groups of 1, 4 and 12 (12 is split into CTAs of 6 heads), bf16 and f32,
 // block sizes 16, 7, 1 and one block per request (the contiguous layout), blocks scattered over the pool,
-// the first request's last block moved by a block copy, and a write row outside the pool raising the error
-// flag. Outputs start poisoned. One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
+// the first request's last block moved by a block copy, a write row outside the pool raising the error
+// flag, and a padding row (−1) writing nothing. Outputs start poisoned. One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "decode.cu"
 #include "harness.h"
 
@@ -56,6 +56,17 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
             wk.insert(wk.end(), lk.begin() + src, lk.begin() + src + row);
             wv.insert(wv.end(), lv.begin() + src, lv.begin() + src + row);
         }
+    // a padding row (−1) writes nothing and raises nothing: written alone first, the pool must stay untouched
+    int pad_err = 0;
+    const std::vector<int> pad = {-1};
+    const std::vector<T> pad_rows(row, from_f32<T>(0.0f));
+    const std::vector<T> kc_before = kc;
+    run_grid(dim3{(unsigned)((row + 127) / 128), 1, 1}, 128, [&] {
+        write(kc.data(), vc.data(), pad_rows.data(), pad_rows.data(), pad.data(), 1, hkv, d, blocks * bs, &pad_err);
+    });
+    bool pad_ok = pad_err == 0;
+    for (size_t e = 0; e < kc.size(); ++e)
+        pad_ok &= std::isnan(to_f32(kc[e])) && std::isnan(to_f32(kc_before[e]));
     dst.push_back(blocks * bs);  // outside the pool: flagged and skipped
     wk.insert(wk.end(), row, from_f32<T>(0.0f));
     wv.insert(wv.end(), row, from_f32<T>(0.0f));
@@ -115,9 +126,10 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
             }
         }
     const double tol = cs.bf16 ? 1e-2 : 1e-5;
-    const bool ok = err_max < tol && err == 1;
-    std::printf("%-34s %-4s max rel err %.2e (tol %.0e, %d heads per CTA, %d chunks, block %d, error flag %d)\n",
-                cs.name, ok ? "ok" : "FAIL", err_max, tol, heads, chunks, bs, err);
+    const bool ok = err_max < tol && err == 1 && pad_ok;
+    std::printf(
+        "%-34s %-4s max rel err %.2e (tol %.0e, %d heads per CTA, %d chunks, block %d, error flag %d, padding row %s)\n",
+        cs.name, ok ? "ok" : "FAIL", err_max, tol, heads, chunks, bs, err, pad_ok ? "untouched" : "WROTE");
     return ok;
 }
 

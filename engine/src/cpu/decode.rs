@@ -24,10 +24,16 @@ impl DecodeGeom {
     }
 }
 
-/// cache[dst[i]] = rows[i] for the rows [n, Hkv, D] (dst: pool rows).
+/// Write row of a padding row (a fixed-size graph batch's unused row): nothing is written.
+pub const PADDING_ROW: i32 = -1;
+
+/// cache[dst[i]] = rows[i] for the rows [n, Hkv, D] (dst: pool rows; [`PADDING_ROW`] writes nothing).
 pub fn kv_write<T: Copy>(cache: &mut [T], rows: &[T], dst: &[i32], g: &DecodeGeom) {
     let row = g.hkv * g.d;
     for (i, &r) in dst.iter().enumerate() {
+        if r == PADDING_ROW {
+            continue;
+        }
         let at = r as usize * row;
         cache[at..at + row].copy_from_slice(&rows[i * row..(i + 1) * row]);
     }

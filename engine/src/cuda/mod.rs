@@ -25,6 +25,7 @@ pub mod decode;
 pub mod gemm;
 pub mod gemm_lt;
 pub mod geo;
+pub mod graph;
 pub mod kernels;
 #[cfg(test)]
 mod launch_sites;
@@ -114,6 +115,11 @@ struct Inner {
     debug_sync: AtomicBool,
     /// Page-locked buffers of the non-draining reads (`read_i32_async`).
     pinned: readback::PinnedPool,
+    /// The stream of CUDA-graph capture and replay (the main stream is the legacy default stream,
+    /// which cannot be captured), created on first use.
+    graph_stream: std::sync::OnceLock<Arc<CudaStream>>,
+    /// While a graph is captured, the stream every launch goes to instead of `stream`.
+    capturing: Mutex<Option<Arc<CudaStream>>>,
 }
 
 impl Drop for Inner {
@@ -164,6 +170,8 @@ impl CudaDevice {
                 err_flag,
                 debug_sync: AtomicBool::new(false),
                 pinned: Arc::new(Mutex::new(Vec::new())),
+                graph_stream: std::sync::OnceLock::new(),
+                capturing: Mutex::new(None),
             }),
         };
         dev.clear_error_flag()?;
@@ -195,8 +203,13 @@ impl CudaDevice {
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.inner.ctx
     }
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.inner.stream
+    /// The stream work is queued on: the device's one stream, or the graph stream while a graph is
+    /// captured.
+    pub fn stream(&self) -> Arc<CudaStream> {
+        match &*self.inner.capturing.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(s) => s.clone(),
+            None => self.inner.stream.clone(),
+        }
     }
     pub(crate) fn blas(&self) -> &CudaBlas {
         &self.inner.blas
@@ -308,7 +321,7 @@ impl CudaDevice {
 
     /// Called after each launch: in debug-sync mode, wait and surface the kernel's own fault.
     pub(crate) fn after_launch(&self, name: &str) -> Result<()> {
-        if self.inner.debug_sync.load(Ordering::Relaxed) {
+        if self.inner.debug_sync.load(Ordering::Relaxed) && !crate::graph::capturing() {
             self.inner.stream.synchronize().map_err(|e| EngineError::cuda(format!("kernel {name}"), e))?;
         }
         Ok(())

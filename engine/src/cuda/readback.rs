@@ -78,7 +78,7 @@ impl CudaDevice {
         // ordered on the device's stream and read only after the event recorded below.
         unsafe { result::memcpy_dtoh_async(&mut dst[..len], src, self.stream().cu_stream()) }
             .map_err(|e| EngineError::cuda("device-to-host copy", e))?;
-        slot.event.record(self.stream()).map_err(|e| EngineError::cuda("recording a read-back event", e))?;
+        slot.event.record(&self.stream()).map_err(|e| EngineError::cuda("recording a read-back event", e))?;
         Ok(PendingRead { slot: Some(slot), len, pool })
     }
 }

@@ -6,6 +6,7 @@
 //! [`KvCache::write`] after the fused attention; each decode step writes the new token's K/V and attends
 //! with [`KvCache::attend`]. Inference only: no gradients.
 use super::check_same_device;
+pub use crate::cpu::decode::PADDING_ROW;
 use crate::cpu::decode::{
     copy_blocks as cpu_copy_blocks, decode_attention as cpu_decode, kv_write as cpu_kv_write, DecodeGeom,
 };
@@ -82,99 +83,139 @@ pub struct KvCache {
     d: usize,
 }
 
-/// The requests of one decode-attention call: block-table row i and key count pos[i] + 1 for query row i
-/// (request i's new token at position pos[i], attending to positions 0..=pos[i]). Validated on the host,
-/// uploaded once, shared by every layer.
+/// The requests of one decode-attention call: block-table row i and key count len[i] for query row i
+/// (request i's new token at position len[i] − 1, attending to positions 0..len[i]). Built from host
+/// vectors (checked, uploaded once, shared by every layer) or bound to a step graph's fixed buffers.
 #[derive(Debug)]
 pub struct CacheIndex {
-    /// The host table (CPU runs; on a GPU it moves into `device`).
-    table: Vec<i32>,
-    width: usize,
-    len: Vec<i32>,
-    pool: PoolShape,
-    device: Option<CacheIndexDevice>,
-}
-
-#[derive(Debug)]
-struct CacheIndexDevice {
+    /// i32 [n, width] and i32 [n].
     table: Tensor,
     len: Tensor,
+    n: usize,
+    width: usize,
+    /// The largest key count a row may have: it sets the split-K chunk count, so a graph fixes it.
+    max_keys: usize,
+    pool: PoolShape,
+}
+
+/// Check a block table of `pos.len()` rows of `width` entries for queries at `pos`: every block a row
+/// reads (those of positions 0..=pos) must lie in the pool. The key counts pos + 1.
+pub fn check_index(table: &[i32], width: usize, pos: &[i32], pool: PoolShape) -> Result<Vec<i32>> {
+    let n = pos.len();
+    if width == 0 || table.len() != n.saturating_mul(width) {
+        return Err(EngineError::invalid(
+            "kv cache",
+            format!("a block table of {} entries for {n} rows of width {width}", table.len()),
+        ));
+    }
+    for (i, &p) in pos.iter().enumerate() {
+        if p < 0 || p as usize >= width * pool.block_size {
+            return Err(EngineError::invalid(
+                "kv cache",
+                format!("row {i}: position {p} outside its {width} blocks × {} positions", pool.block_size),
+            ));
+        }
+        for &b in &table[i * width..i * width + pool.blocks_for(p as usize + 1)] {
+            pool.check_block(b).map_err(|e| EngineError::invalid("kv cache", format!("row {i}: {e}")))?;
+        }
+    }
+    Ok(pos.iter().map(|p| p + 1).collect())
+}
+
+/// Check the pool rows of a cache write: each in the pool, or [`PADDING_ROW`] when `padding` is allowed.
+pub fn check_write_rows(rows: &[i32], pool: PoolShape, padding: bool) -> Result<()> {
+    let bad = |r: i32| !(padding && r == PADDING_ROW) && (r < 0 || r as usize >= pool.rows());
+    match rows.iter().enumerate().find(|(_, &r)| bad(r)) {
+        Some((i, r)) => {
+            Err(EngineError::invalid("kv cache", format!("write row {i}: pool row {r} outside {}", pool.rows())))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The i32 values of a host tensor, borrowed (a CPU step graph reads its bound buffers this way).
+fn with_host_i32<R>(t: &Tensor, f: impl FnOnce(&[i32]) -> Result<R>) -> Result<R> {
+    match &*t.storage() {
+        Storage::Cpu(CpuStorage::I32(v)) => f(v),
+        _ => Err(EngineError::invalid("kv cache", "an index buffer that is not i32 on the host")),
+    }
+}
+
+fn check_i32(what: &str, t: &Tensor, dims: &[usize]) -> Result<()> {
+    if t.dtype() != DType::I32 || t.dims() != dims {
+        return Err(EngineError::shape("kv cache", format!("{what} {} {} for i32 {dims:?}", t.shape(), t.dtype())));
+    }
+    Ok(())
 }
 
 impl CacheIndex {
-    /// `table`: n rows of `width` block ids; `pos`: n positions. Every block a row reads (those of
-    /// positions 0..=pos) must lie in the pool.
+    /// `table`: n rows of `width` block ids; `pos`: n positions (checked with [`check_index`]).
     pub fn new(table: Vec<i32>, width: usize, pos: &[i32], pool: PoolShape, device: &Device) -> Result<Self> {
+        let len = check_index(&table, width, pos, pool)?;
         let n = pos.len();
-        if width == 0 || table.len() != n.saturating_mul(width) {
-            return Err(EngineError::invalid(
-                "kv cache",
-                format!("a block table of {} entries for {n} rows of width {width}", table.len()),
-            ));
-        }
-        for (i, &p) in pos.iter().enumerate() {
-            if p < 0 || p as usize >= width * pool.block_size {
-                return Err(EngineError::invalid(
-                    "kv cache",
-                    format!("row {i}: position {p} outside its {width} blocks × {} positions", pool.block_size),
-                ));
-            }
-            for &b in &table[i * width..i * width + pool.blocks_for(p as usize + 1)] {
-                pool.check_block(b).map_err(|e| EngineError::invalid("kv cache", format!("row {i}: {e}")))?;
-            }
-        }
-        let len: Vec<i32> = pos.iter().map(|p| p + 1).collect();
-        let (table, device) = if device.is_cuda() {
-            let d = CacheIndexDevice {
-                table: Tensor::from_vec(table, [n, width], device)?,
-                len: Tensor::from_vec(len.clone(), [n], device)?,
-            };
-            (Vec::new(), Some(d))
-        } else {
-            (table, None)
-        };
-        Ok(Self { table, width, len, pool, device })
+        let max_keys = len.iter().copied().max().unwrap_or(0) as usize;
+        Ok(Self {
+            table: Tensor::from_vec(table, [n, width], device)?,
+            len: Tensor::from_vec(len, [n], device)?,
+            n,
+            width,
+            max_keys,
+            pool,
+        })
     }
     /// Contiguous slots: request i holds slot `slot[i]` (a one-block table row).
     pub fn slots(slot: &[i32], pos: &[i32], pool: PoolShape, device: &Device) -> Result<Self> {
         Self::new(slot.to_vec(), 1, pos, pool, device)
     }
-    pub fn len(&self) -> usize {
-        self.len.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len.is_empty()
-    }
-}
-
-/// Pool rows of a cache write, resolved and checked on the host ([`PoolShape::row`]), uploaded once.
-#[derive(Debug)]
-pub struct CacheRows {
-    n: usize,
-    /// The host rows (CPU runs; on a GPU they move into `device`).
-    rows: Vec<i32>,
-    device: Option<Tensor>,
-}
-
-impl CacheRows {
-    pub fn new(rows: Vec<i32>, pool: PoolShape, device: &Device) -> Result<Self> {
-        if let Some((i, r)) = rows.iter().enumerate().find(|(_, &r)| r < 0 || r as usize >= pool.rows()) {
+    /// An index over a step graph's buffers `table` i32 [n, width] and `len` i32 [n], whose contents the
+    /// caller checks with [`check_index`] before each write; every row has at most `max_keys` keys.
+    pub fn bound(table: &Tensor, len: &Tensor, max_keys: usize, pool: PoolShape) -> Result<Self> {
+        let (n, width) = match table.dims() {
+            &[n, w] => (n, w),
+            _ => return Err(EngineError::shape("kv cache", format!("block table {}", table.shape()))),
+        };
+        check_i32("block table", table, &[n, width])?;
+        check_i32("key counts", len, &[n])?;
+        if width == 0 || max_keys == 0 || max_keys > width * pool.block_size {
             return Err(EngineError::invalid(
                 "kv cache",
-                format!("write row {i}: pool row {r} outside {}", pool.rows()),
+                format!("{max_keys} keys per row with {width} blocks of {} positions", pool.block_size),
             ));
         }
-        let n = rows.len();
-        if device.is_cuda() {
-            return Ok(Self { n, rows: Vec::new(), device: Some(Tensor::from_vec(rows, [n], device)?) });
-        }
-        Ok(Self { n, rows, device: None })
+        Ok(Self { table: table.clone(), len: len.clone(), n, width, max_keys, pool })
     }
     pub fn len(&self) -> usize {
         self.n
     }
     pub fn is_empty(&self) -> bool {
         self.n == 0
+    }
+}
+
+/// Pool rows of a cache write (i32 [n]): resolved and checked on the host ([`PoolShape::row`]) and
+/// uploaded once, or bound to a step graph's buffer.
+#[derive(Debug)]
+pub struct CacheRows {
+    rows: Tensor,
+}
+
+impl CacheRows {
+    pub fn new(rows: Vec<i32>, pool: PoolShape, device: &Device) -> Result<Self> {
+        check_write_rows(&rows, pool, false)?;
+        let n = rows.len();
+        Ok(Self { rows: Tensor::from_vec(rows, [n], device)? })
+    }
+    /// Rows from a step graph's buffer i32 [n], whose contents the caller checks with
+    /// [`check_write_rows`] (padding allowed) before each write.
+    pub fn bound(rows: &Tensor) -> Result<Self> {
+        check_i32("write rows", rows, &[rows.numel()])?;
+        Ok(Self { rows: rows.clone() })
+    }
+    pub fn len(&self) -> usize {
+        self.rows.numel()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -279,14 +320,18 @@ impl KvCache {
         let (mut kc, mut vc) = (self.k.storage_mut(), self.v.storage_mut());
         match (&mut *kc, &mut *vc, &*ks, &*vs) {
             (Storage::Cuda(kc), Storage::Cuda(vc), Storage::Cuda(ks), Storage::Cuda(vs)) => {
-                let dst =
-                    rows.device.as_ref().ok_or_else(|| EngineError::invalid("kv cache", "rows built for the CPU"))?;
-                let dst = dst.storage();
-                cuda_decode::kv_write(kc, vc, ks, vs, as_cuda(&dst), rows.len(), &g, self.pool.rows())
+                let dst = rows.rows.storage();
+                let Storage::Cuda(dst) = &*dst else {
+                    return Err(EngineError::invalid("kv cache write", "rows on the host for a device cache"));
+                };
+                cuda_decode::kv_write(kc, vc, ks, vs, dst, rows.len(), &g, self.pool.rows())
             }
             (Storage::Cpu(kc), Storage::Cpu(vc), Storage::Cpu(ks), Storage::Cpu(vs)) => {
-                write_cpu(kc, ks, &rows.rows, &g)?;
-                write_cpu(vc, vs, &rows.rows, &g)
+                with_host_i32(&rows.rows, |dst| {
+                    check_write_rows(dst, self.pool, true)?;
+                    write_cpu(kc, ks, dst, &g)?;
+                    write_cpu(vc, vs, dst, &g)
+                })
             }
             _ => Err(EngineError::invalid("kv cache write", "cache and rows on different devices")),
         }
@@ -339,36 +384,37 @@ impl KvCache {
         let (qs, kc, vc) = (q.storage(), self.k.storage(), self.v.storage());
         let st = match (&*qs, &*kc, &*vc) {
             (Storage::Cuda(qs), Storage::Cuda(kc), Storage::Cuda(vc)) => {
-                let dev =
-                    idx.device.as_ref().ok_or_else(|| EngineError::invalid("kv cache", "index built for the CPU"))?;
-                let (t, l) = (dev.table.storage(), dev.len.storage());
-                let max_keys = idx.len.iter().copied().max().unwrap_or(0) as usize;
-                Storage::Cuda(cuda_decode::decode_attention(
-                    qs,
-                    kc,
-                    vc,
-                    as_cuda(&t),
-                    as_cuda(&l),
-                    idx.len(),
-                    max_keys,
-                    &g,
-                )?)
+                let (t, l) = (idx.table.storage(), idx.len.storage());
+                let (Storage::Cuda(t), Storage::Cuda(l)) = (&*t, &*l) else {
+                    return Err(EngineError::invalid("decode attention", "an index on the host for a device cache"));
+                };
+                Storage::Cuda(cuda_decode::decode_attention(qs, kc, vc, t, l, idx.len(), idx.max_keys, &g)?)
             }
             // The reference reads an f32/f64 pool in place (f64 accumulation): only the rows it attends to.
-            (Storage::Cpu(qs), Storage::Cpu(kc), Storage::Cpu(vc)) => Storage::Cpu(match (qs, kc, vc) {
-                (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                    CpuStorage::F32(cpu_decode(q, k, v, &idx.table, &idx.len, &g))
-                }
-                (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v)) => {
-                    CpuStorage::F64(cpu_decode(q, k, v, &idx.table, &idx.len, &g))
-                }
-                // bf16 on the CPU (rare: the CPU default is f32) widens the pool first
-                (q @ CpuStorage::BF16(_), k @ CpuStorage::BF16(_), v @ CpuStorage::BF16(_)) => {
-                    let o = cpu_decode(&q.to_f64_vec(), &k.to_f64_vec(), &v.to_f64_vec(), &idx.table, &idx.len, &g);
-                    CpuStorage::from_f64(DType::BF16, &o)
-                }
-                _ => return Err(EngineError::invalid("decode attention", "query and cache differ in dtype")),
-            }),
+            (Storage::Cpu(qs), Storage::Cpu(kc), Storage::Cpu(vc)) => {
+                with_host_i32(&idx.table, |table| {
+                    with_host_i32(&idx.len, |len| {
+                        let pos: Vec<i32> = len.iter().map(|l| l - 1).collect();
+                        check_index(table, idx.width, &pos, self.pool)?;
+                        Ok(Storage::Cpu(match (qs, kc, vc) {
+                            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
+                                CpuStorage::F32(cpu_decode(q, k, v, table, len, &g))
+                            }
+                            (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v)) => {
+                                CpuStorage::F64(cpu_decode(q, k, v, table, len, &g))
+                            }
+                            // bf16 on the CPU (rare: the CPU default is f32) widens the pool first
+                            (q @ CpuStorage::BF16(_), k @ CpuStorage::BF16(_), v @ CpuStorage::BF16(_)) => {
+                                let o = cpu_decode(&q.to_f64_vec(), &k.to_f64_vec(), &v.to_f64_vec(), table, len, &g);
+                                CpuStorage::from_f64(DType::BF16, &o)
+                            }
+                            _ => {
+                                return Err(EngineError::invalid("decode attention", "query and cache differ in dtype"))
+                            }
+                        }))
+                    })
+                })?
+            }
             _ => return Err(EngineError::invalid("decode attention", "cache and query on different devices")),
         };
         Ok(Tensor::from_storage(st, q.shape().clone(), q.device()))

@@ -17,12 +17,14 @@ mod softmax;
 mod weights;
 
 pub use attention::{attention, attention_with, normalized_entropy, AttentionOutput, AttnKernel};
-pub use decode::{BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape};
+pub use decode::{check_index, check_write_rows, BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape, PADDING_ROW};
 pub use matmul::MatmulSpec;
 pub use norm::add_rms_norm;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
 pub use rope::{qk_norm_rope, RopeSpec};
-pub use sampling::{sample_rows, sample_uniform, Sample, SampleKey, SamplingParams};
+pub use sampling::{
+    key_words, sample_keyed, sample_rows, sample_uniform, Sample, SampleKey, SampledRows, SamplingParams,
+};
 pub use select::{
     radix_sort, radix_sort_with, select_random, select_tails, select_tails_with, tail_count, TailMasks, COUNT_SLACK,
 };
