@@ -18,6 +18,8 @@
 //! Sampling (temperature, top-k, top-p; one uniform keyed by request seed and response position) is
 //! `crate::sampling`: on the device on a GPU, on the host on the CPU.
 use crate::blocks::BlockPool;
+pub use crate::decode_graph::GraphStats;
+use crate::decode_graph::{DecodeGraphs, StepRow};
 use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs_fused, layer_output_normed, Qwen3};
 pub use crate::sampling::{sample, SamplingParams};
@@ -77,11 +79,23 @@ pub enum KvLayout {
 /// Share of the available device memory an automatic paged pool takes.
 pub const KV_MEMORY_FRACTION: f64 = 0.8;
 
+/// How a decode step is issued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DecodeMode {
+    /// Op by op from the host (a few launches and library calls per layer).
+    #[default]
+    Eager,
+    /// Captured once per (batch, key-capacity) bucket and replayed (`crate::decode_graph`): a CUDA
+    /// graph on a GPU, the stand-in with the same contract on the CPU.
+    Graph,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GenerateOptions {
     /// Most requests running at once (contiguous: the slots); 0 = no limit.
     pub max_seqs: usize,
     pub kv: KvLayout,
+    pub decode: DecodeMode,
     /// Most positions one prefill pass computes (its activations scale with them); a unit longer than
     /// this is prefilled alone. 0 = no limit.
     pub max_prefill_tokens: usize,
@@ -93,7 +107,12 @@ pub const MAX_PREFILL_TOKENS: usize = 65_536;
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_seqs: 0, kv: KvLayout::Paged(PagedKv::default()), max_prefill_tokens: MAX_PREFILL_TOKENS }
+        Self {
+            max_seqs: 0,
+            kv: KvLayout::Paged(PagedKv::default()),
+            decode: DecodeMode::Eager,
+            max_prefill_tokens: MAX_PREFILL_TOKENS,
+        }
     }
 }
 
@@ -113,6 +132,8 @@ pub struct GenerateStats {
     pub decode_steps: usize,
     /// Prompt positions not prefilled again because a response shared its prompt's blocks.
     pub shared_prompt_tokens: usize,
+    /// Decode graphs: buckets captured, steps replayed, padding rows computed ([`DecodeMode::Graph`]).
+    pub graphs: GraphStats,
 }
 
 #[derive(Debug)]
@@ -184,6 +205,13 @@ pub fn generate_run(
     let layers: Vec<KvCache> = (0..c.num_hidden_layers)
         .map(|_| KvCache::new(plan.pool, c.num_key_value_heads, c.head_dim, c.num_attention_heads, model.dtype, dev))
         .collect::<std::result::Result<_, _>>()?;
+    let mut graphs = match opts.decode {
+        DecodeMode::Eager => None,
+        DecodeMode::Graph => {
+            let width = reqs.iter().map(|r| plan.pool.blocks_for(r.prompt.len() + r.max_new_tokens)).max().unwrap_or(1);
+            Some(DecodeGraphs::new(dev, plan.pool, width, plan.max_seqs, *params))
+        }
+    };
     let mut s = Scheduler::new(reqs, plan);
     let mut out: Vec<Generation> = reqs
         .iter()
@@ -223,16 +251,28 @@ pub fn generate_run(
         if step.is_empty() {
             continue;
         }
-        let logits =
-            profile::region("generate: decode step", dev, || decode_step(model, reqs, &step, &out, &s, &layers))?;
+        let picks = match graphs.as_mut() {
+            Some(g) => profile::region("generate: decode step (graph)", dev, || {
+                let rows = step_rows(reqs, &step, &out, &s)?;
+                g.step(model, &layers, &rows)
+            })?,
+            None => {
+                let logits = profile::region("generate: decode step", dev, || {
+                    decode_step(model, reqs, &step, &out, &s, &layers)
+                })?;
+                let keys = sample_keys(&step, reqs, &out);
+                profile::region("generate: sample", dev, || sample_active(&logits, &keys, params, c.vocab_size))?
+            }
+        };
         s.stats.decode_steps += 1;
-        let keys = sample_keys(&step, reqs, &out);
-        let picks = profile::region("generate: sample", dev, || sample_active(&logits, &keys, params, c.vocab_size))?;
         check_finite_picks(&step, &picks, reqs, &out)?;
         s.record(&step, picks, reqs, stop_ids, &mut out, &mut on_token, &mut decoding)?;
     }
     if s.pool.in_use() != 0 {
         return Err(ModelError::Invalid(format!("kv cache: {} blocks still held after generation", s.pool.in_use())));
+    }
+    if let Some(g) = graphs {
+        s.stats.graphs = g.stats;
     }
     Ok(GenerateRun { generations: out, stats: s.stats })
 }
@@ -594,6 +634,11 @@ fn next_norm(model: &Qwen3, i: usize) -> &Tensor {
     model.layers.get(i + 1).map_or(&model.norm, |l| &l.input_norm)
 }
 
+/// The position of each request of `step`'s next input token (its last sampled one).
+fn step_positions(reqs: &[Request], step: &[usize], out: &[Generation]) -> Vec<usize> {
+    step.iter().map(|&r| reqs[r].prompt.len() + out[r].tokens.len() - 1).collect()
+}
+
 /// Feed each request of `step` its last sampled token; logits [step.len(), vocab].
 fn decode_step(
     model: &Qwen3,
@@ -603,9 +648,9 @@ fn decode_step(
     s: &Scheduler,
     layers: &[KvCache],
 ) -> Result<Tensor> {
-    let (c, dev, pool) = (&model.config, &model.device, s.plan.pool);
+    let (dev, pool) = (&model.device, s.plan.pool);
     let ids: Vec<i32> = step.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
-    let pos: Vec<i32> = step.iter().map(|&r| (reqs[r].prompt.len() + out[r].tokens.len() - 1) as i32).collect();
+    let pos: Vec<i32> = step_positions(reqs, step, out).into_iter().map(|p| p as i32).collect();
     let width = step.iter().map(|&r| s.tables[r].len()).max().unwrap_or(1).max(1);
     let mut table = Vec::with_capacity(step.len() * width);
     let mut dst = Vec::with_capacity(step.len());
@@ -617,12 +662,44 @@ fn decode_step(
     let rows = CacheRows::new(dst, pool, dev)?;
     let idx = CacheIndex::new(table, width, &pos, pool, dev)?;
     let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
-    let (mut x, mut h) = embed_normed(model, &Tensor::from_vec(ids, [step.len()], dev)?)?;
+    let ids_t = Tensor::from_vec(ids, [step.len()], dev)?;
+    forward_decode(model, layers, &ids_t, &pos_t, &rows, &idx)
+}
+
+/// The rows of a graph-replayed decode step (see [`decode_step`]).
+fn step_rows<'a>(reqs: &[Request], step: &[usize], out: &[Generation], s: &'a Scheduler) -> Result<Vec<StepRow<'a>>> {
+    let pool = s.plan.pool;
+    step.iter()
+        .zip(step_positions(reqs, step, out))
+        .map(|(&r, pos)| {
+            Ok(StepRow {
+                token: *out[r].tokens.last().expect("sampled"),
+                pos,
+                write_row: pool.row(&s.tables[r], pos)?,
+                table: &s.tables[r],
+                key: SampleKey { seed: reqs[r].seed, position: out[r].tokens.len() as u64 },
+            })
+        })
+        .collect()
+}
+
+/// One decode forward, eager or inside a step graph: tokens `ids` [B] at positions `pos` [B] (i32), their
+/// K/V written at `rows` and attending through `idx`; logits [B, vocab]. Reads only its arguments.
+pub(crate) fn forward_decode(
+    model: &Qwen3,
+    layers: &[KvCache],
+    ids: &Tensor,
+    pos: &Tensor,
+    rows: &CacheRows,
+    idx: &CacheIndex,
+) -> Result<Tensor> {
+    let (c, dev) = (&model.config, &model.device);
+    let (mut x, mut h) = embed_normed(model, ids)?;
     for (i, (layer, cache)) in model.layers.iter().zip(layers).enumerate() {
         let (q, k, v) =
-            profile::region("decode: q/k/v, q/k norm + rope", dev, || attention_inputs_fused(layer, c, &h, &pos_t))?;
-        profile::region("decode: kv-cache write", dev, || cache.write(&k, &v, &rows))?;
-        let o = profile::region("decode: attention (split-K)", dev, || cache.attend(&q, &idx))?;
+            profile::region("decode: q/k/v, q/k norm + rope", dev, || attention_inputs_fused(layer, c, &h, pos))?;
+        profile::region("decode: kv-cache write", dev, || cache.write(&k, &v, rows))?;
+        let o = profile::region("decode: attention (split-K)", dev, || cache.attend(&q, idx))?;
         (x, h) = profile::region("decode: o_proj, residual + norm, MLP, residual + norm", dev, || {
             layer_output_normed(layer, c, &x, &o, next_norm(model, i))
         })?;

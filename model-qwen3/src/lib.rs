@@ -4,6 +4,7 @@
 mod blocks;
 pub mod checkpoint;
 pub mod config;
+mod decode_graph;
 pub mod error;
 pub mod files;
 pub mod generate;
@@ -17,8 +18,8 @@ pub use config::Qwen3Config;
 pub use entrl_engine as engine;
 pub use error::{ModelError, Result};
 pub use generate::{
-    generate, generate_batched, generate_run, generate_with, FinishReason, GenerateOptions, GenerateRun, GenerateStats,
-    Generation, KvLayout, PagedKv, Request, KV_MEMORY_FRACTION, MAX_PREFILL_TOKENS,
+    generate, generate_batched, generate_run, generate_with, DecodeMode, FinishReason, GenerateOptions, GenerateRun,
+    GenerateStats, Generation, GraphStats, KvLayout, PagedKv, Request, KV_MEMORY_FRACTION, MAX_PREFILL_TOKENS,
 };
 pub use model::{ForwardOptions, ForwardOutput, Qwen3};
 pub use sampling::{sample_uniform, Sample, SampleKey, SamplingParams};

@@ -63,7 +63,7 @@ pub fn copy_blocks(
 }
 
 /// Keys per CTA of `decode_chunk_*` (`kChunk`) and the most query heads one CTA takes (`kMaxGroup`).
-const CHUNK: usize = 256;
+pub const CHUNK: usize = 256;
 const MAX_GROUP: usize = 8;
 const THREADS: u32 = 128;
 

@@ -19,6 +19,9 @@ use crate::shape::Shape;
 use crate::storage::{CudaStorage, Storage};
 use crate::tensor::Tensor;
 
+/// Keys per split-K chunk of the device's decode attention (a step graph's key capacity is a multiple).
+pub const DECODE_CHUNK_KEYS: usize = crate::cuda::decode::CHUNK;
+
 /// The block pool of a cache: `blocks` blocks of `block_size` positions (rows are i32 on the device).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolShape {

@@ -17,7 +17,10 @@ mod softmax;
 mod weights;
 
 pub use attention::{attention, attention_with, normalized_entropy, AttentionOutput, AttnKernel};
-pub use decode::{check_index, check_write_rows, BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape, PADDING_ROW};
+pub use decode::{
+    check_index, check_write_rows, BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape, DECODE_CHUNK_KEYS,
+    PADDING_ROW,
+};
 pub use matmul::MatmulSpec;
 pub use norm::add_rms_norm;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
