@@ -1,6 +1,7 @@
 //! `entrl bench ...`: GPU benchmarks timed with CUDA events (median of repetitions after warm-up).
 use entrl_engine::cuda::timing::{median, time_ms};
 use entrl_engine::{DType, Device, Tensor};
+use entrl_rl::config::DecodeChoice;
 use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
@@ -32,6 +33,9 @@ pub enum Bench {
         prompt: usize,
         #[arg(long, default_value_t = 128)]
         new: usize,
+        /// Decode modes to time, each at every batch (eager, graph).
+        #[arg(long, value_delimiter = ',', default_value = "eager,graph", value_parser = crate::train::choice::<DecodeChoice>(DecodeChoice::NAMES))]
+        decode: Vec<DecodeChoice>,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -108,8 +112,8 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Bench::Attention { heads, kv_heads, head_dim, reps, json } => {
             attention(*heads, *kv_heads, *head_dim, *reps, json.as_deref())
         }
-        Bench::Generate { shape, batches, prompt, new, json } => {
-            crate::bench_model::generate_bench(shape, batches, *prompt, *new, json.as_deref())
+        Bench::Generate { shape, batches, prompt, new, decode, json } => {
+            crate::bench_model::generate_bench(shape, batches, *prompt, *new, decode, json.as_deref())
         }
         Bench::Rollout(a) => crate::bench_rollout::rollout_bench(a),
         Bench::TrainStep { shape, seq, reps, json } => {

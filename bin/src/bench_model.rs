@@ -2,7 +2,8 @@
 //! named Qwen3 shape (bf16 on the GPU), for comparison with HF in `benches/torch_model.py`.
 use entrl_engine::ops::{dapo_loss, DapoBatch, DapoLossConfig};
 use entrl_engine::{DType, Device, Packing, Tensor};
-use entrl_qwen3::{generate, ForwardOptions, Qwen3, Qwen3Config, Request, SamplingParams};
+use entrl_qwen3::{generate_run, ForwardOptions, GenerateOptions, Qwen3, Qwen3Config, Request, SamplingParams};
+use entrl_rl::config::DecodeChoice;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,8 +31,12 @@ pub fn generate_bench(
     batches: &[usize],
     prompt: usize,
     new: usize,
+    modes: &[DecodeChoice],
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if new < 2 || prompt == 0 {
+        return Err(format!("bench generate: --new {new} and --prompt {prompt} (need --new ≥ 2, --prompt ≥ 1)").into());
+    }
     let (dev, m) = gpu_model(shape)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
     let params = SamplingParams::default();
@@ -49,42 +54,54 @@ pub fn generate_bench(
         (floor, gb_per_s)
     };
     let mut lines = String::new();
-    for &b in batches {
-        let reqs = |n: usize| -> Vec<Request> {
-            (0..b)
-                .map(|i| Request {
-                    prompt: (0..prompt).map(|j| ((i * 7919 + j * 104_729) % 151_000) as u32).collect(),
-                    max_new_tokens: n,
-                    seed: i as u64,
-                })
-                .collect()
-        };
-        generate(&m, &reqs(2), &params, &[], |_, _| {})?; // warm-up
-        let _ = entrl_engine::profile::take_report(); // ENTRL_PROFILE: report the measured runs only
-        let t0 = Instant::now();
-        generate(&m, &reqs(1), &params, &[], |_, _| {})?;
-        let prefill = t0.elapsed().as_secs_f64();
-        let t0 = Instant::now();
-        generate(&m, &reqs(new), &params, &[], |_, _| {})?;
-        let total = t0.elapsed().as_secs_f64();
-        let decode = (total - prefill).max(1e-9);
-        let (tps_total, tps_decode, tps_prefill) =
-            ((b * new) as f64 / total, (b * (new - 1)) as f64 / decode, (b * prompt) as f64 / prefill);
-        let step_ms = decode * 1e3 / (new - 1) as f64;
-        println!(
-            "batch {b:>3}: {tps_total:>8.0} tok/s overall ({prompt}+{new}), decode {tps_decode:>8.0} tok/s ({step_ms:.2} ms/step, {:.2}× the floor), prefill {tps_prefill:>9.0} tok/s",
-            step_ms / floor_ms.0
-        );
-        if let Some(report) = entrl_engine::profile::take_report() {
-            println!("ENTRL_PROFILE batch {b}:\n{report}");
+    for &mode in modes {
+        let opts = GenerateOptions { decode: mode.mode(), ..Default::default() };
+        for &b in batches {
+            let reqs = |n: usize| -> Vec<Request> {
+                (0..b)
+                    .map(|i| Request {
+                        prompt: (0..prompt).map(|j| ((i * 7919 + j * 104_729) % 151_000) as u32).collect(),
+                        max_new_tokens: n,
+                        seed: i as u64,
+                    })
+                    .collect()
+            };
+            let run = |n: usize| generate_run(&m, &reqs(n), &params, &[], &opts, |_, _| {});
+            run(2)?; // warm-up
+            let _ = entrl_engine::profile::take_report(); // ENTRL_PROFILE: report the measured runs only
+            let t0 = Instant::now();
+            run(1)?;
+            let prefill = t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            let timed = run(new)?;
+            let total = t0.elapsed().as_secs_f64();
+            // a graph run's captures (each with its eager warm-up) are paid once per generation: reported
+            // apart from the steady-state step
+            let capture = timed.stats.graphs.capture_us as f64 * 1e-6;
+            let decode = (total - prefill - capture).max(1e-9);
+            let (tps_total, tps_decode, tps_prefill) =
+                ((b * new) as f64 / total, (b * (new - 1)) as f64 / decode, (b * prompt) as f64 / prefill);
+            let step_ms = decode * 1e3 / (new - 1) as f64;
+            let name = mode.name();
+            println!(
+                "{name:<5} batch {b:>3}: {tps_total:>8.0} tok/s overall ({prompt}+{new}), decode {tps_decode:>8.0} tok/s ({step_ms:.2} ms/step, {:.2}× the floor), prefill {tps_prefill:>9.0} tok/s, {} captures in {:.0} ms",
+                step_ms / floor_ms.0,
+                timed.stats.graphs.captures,
+                capture * 1e3
+            );
+            if let Some(report) = entrl_engine::profile::take_report() {
+                println!("ENTRL_PROFILE {name} batch {b}:\n{report}");
+            }
+            lines.push_str(&format!(
+                "{{\"bench\":\"generate\",\"impl\":\"entrl-{name}\",\"shape\":\"{shape}\",\"batch\":{b},\"prompt\":{prompt},\"new\":{new},\"tok_per_s\":{tps_total:.1},\"decode_tok_per_s\":{tps_decode:.1},\"prefill_tok_per_s\":{tps_prefill:.1},\"step_ms\":{step_ms:.3},\"floor_ms\":{:.3},\"copy_gb_per_s\":{:.0},\"captures\":{},\"capture_ms\":{:.1},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+                floor_ms.0,
+                floor_ms.1,
+                timed.stats.graphs.captures,
+                capture * 1e3,
+                cuda.name(),
+                crate::COMMIT
+            ));
         }
-        lines.push_str(&format!(
-            "{{\"bench\":\"generate\",\"impl\":\"entrl\",\"shape\":\"{shape}\",\"batch\":{b},\"prompt\":{prompt},\"new\":{new},\"tok_per_s\":{tps_total:.1},\"decode_tok_per_s\":{tps_decode:.1},\"prefill_tok_per_s\":{tps_prefill:.1},\"step_ms\":{step_ms:.3},\"floor_ms\":{:.3},\"copy_gb_per_s\":{:.0},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
-            floor_ms.0,
-            floor_ms.1,
-            cuda.name(),
-            crate::COMMIT
-        ));
     }
     json_line(json, &lines)?;
     Ok(ExitCode::SUCCESS)

@@ -5,9 +5,10 @@
 //! the paged scheduler did.
 use entrl_engine::{DType, Device};
 use entrl_qwen3::{
-    generate_run, GenerateOptions, GenerateStats, KvLayout, PagedKv, Qwen3, Qwen3Config, Request, SamplingParams,
-    KV_MEMORY_FRACTION,
+    generate_run, GenerateOptions, GenerateStats, Generation, KvLayout, PagedKv, Qwen3, Qwen3Config, Request,
+    SamplingParams, KV_MEMORY_FRACTION,
 };
+use entrl_rl::config::DecodeChoice;
 use rand::{Rng, SeedableRng};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -41,6 +42,9 @@ pub struct RolloutArgs {
     pub contiguous_slots: usize,
     #[arg(long)]
     pub skip_contiguous: bool,
+    /// Decode modes of the paged runs (eager, graph); the contiguous run decodes eagerly.
+    #[arg(long, value_delimiter = ',', default_value = "eager,graph", value_parser = crate::train::choice::<DecodeChoice>(DecodeChoice::NAMES))]
+    pub decode: Vec<DecodeChoice>,
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 }
@@ -61,6 +65,7 @@ struct RunResult {
     tokens: usize,
     peak_gib: f64,
     stats: GenerateStats,
+    generations: Vec<Generation>,
 }
 
 fn run(m: &Qwen3, reqs: &[Request], opts: &GenerateOptions) -> Result<RunResult, Box<dyn std::error::Error>> {
@@ -76,7 +81,7 @@ fn run(m: &Qwen3, reqs: &[Request], opts: &GenerateOptions) -> Result<RunResult,
     let seconds = t0.elapsed().as_secs_f64();
     let tokens = out.generations.iter().map(|g| g.tokens.len()).sum();
     let peak_gib = dev.as_cuda().map_or(0.0, |c| c.memory_stats().peak_in_use as f64 / (1u64 << 30) as f64);
-    Ok(RunResult { seconds, tokens, peak_gib, stats: out.stats })
+    Ok(RunResult { seconds, tokens, peak_gib, stats: out.stats, generations: out.generations })
 }
 
 pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -126,23 +131,23 @@ pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Er
         total as f64 / n as f64,
         lens.iter().max().unwrap_or(&0)
     );
-    let paged = GenerateOptions {
-        max_seqs: 0,
-        kv: KvLayout::Paged(PagedKv { block_size: a.block_size, blocks: 0, share_prompts: true }),
-        ..Default::default()
-    };
+    if a.decode.is_empty() {
+        return Err("bench rollout: --decode names at least one mode".into());
+    }
     let mut lines = String::new();
-    let p = run(&m, &reqs, &paged)?;
     let report = |name: &str, r: &RunResult| {
         println!(
-            "{name:<10} {:>9.0} tok/s  {:>8.1} s  peak {:>6.1} GiB  running ≤ {}  preemptions {}  prefill tokens {}  decode steps {}",
+            "{name:<12} {:>9.0} tok/s  {:>8.1} s  peak {:>6.1} GiB  running ≤ {}  preemptions {}  prefill tokens {}  decode steps {}  graphs {} ({:.1} s, {} padding rows)",
             r.tokens as f64 / r.seconds,
             r.seconds,
             r.peak_gib,
             r.stats.peak_running,
             r.stats.preemptions,
             r.stats.prefill_tokens,
-            r.stats.decode_steps
+            r.stats.decode_steps,
+            r.stats.graphs.captures,
+            r.stats.graphs.capture_us as f64 * 1e-6,
+            r.stats.graphs.padded_rows
         );
         format!(
             "{{\"bench\":\"rollout\",\"impl\":\"entrl-{name}\",\"shape\":\"{}\",\"layers\":{},\"prompts\":{},\"prompt_len\":{},\"samples\":{},\"tokens\":{},\"seconds\":{:.3},\"tok_per_s\":{:.1},\"peak_gib\":{:.2},\"peak_running\":{},\"preemptions\":{},\"pool_blocks\":{},\"block_size\":{},\"device\":\"{dev}\",\"commit\":\"{}\"}}\n",
@@ -162,7 +167,24 @@ pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Er
             crate::COMMIT
         )
     };
-    lines.push_str(&report("paged", &p));
+    let mut paged: Vec<(DecodeChoice, RunResult)> = Vec::new();
+    for &mode in &a.decode {
+        let opts = GenerateOptions {
+            max_seqs: 0,
+            kv: KvLayout::Paged(PagedKv { block_size: a.block_size, blocks: 0, share_prompts: true }),
+            decode: mode.mode(),
+            ..Default::default()
+        };
+        let r = run(&m, &reqs, &opts)?;
+        lines.push_str(&report(&format!("paged-{}", mode.name()), &r));
+        paged.push((mode, r));
+    }
+    // the same keyed samples either way, up to rounding (a padded batch may take other GEMM kernels)
+    if let [(ma, ra), (mb, rb), ..] = &paged[..] {
+        let same = ra.generations.iter().zip(&rb.generations).filter(|(x, y)| x.tokens == y.tokens).count();
+        println!("paged-{} vs paged-{}: {same} of {n} responses identical", ma.name(), mb.name());
+    }
+    let p = &paged.iter().min_by(|x, y| x.1.seconds.total_cmp(&y.1.seconds)).expect("one mode").1;
     if !a.skip_contiguous {
         let slots = if a.contiguous_slots > 0 {
             a.contiguous_slots
@@ -175,7 +197,10 @@ pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Er
         println!("contiguous: {slots} slots of {} positions", a.prompt_len + a.max_response);
         let c = run(&m, &reqs, &GenerateOptions { max_seqs: slots, kv: KvLayout::Contiguous, ..Default::default() })?;
         lines.push_str(&report("contiguous", &c));
-        println!("paged / contiguous: {:.2}× tokens/s", c.seconds / p.seconds);
+        for (mode, r) in &paged {
+            println!("paged-{} / contiguous: {:.2}× tokens/s", mode.name(), c.seconds / r.seconds);
+        }
+        println!("best paged / contiguous: {:.2}× tokens/s", c.seconds / p.seconds);
     }
     if let Some(path) = &a.json {
         crate::bench::write_atomic(path, &lines)?;

@@ -1,6 +1,6 @@
 //! `entrl train` (the DAPO loop; with no arguments the built-in demo), `entrl eval` (mean@k of a model
 //! folder on a dataset) and `entrl plot` (charts of a run's metrics).
-use entrl_rl::config::{LongPrompts, VerifierChoice};
+use entrl_rl::config::{DecodeChoice, LongPrompts, VerifierChoice};
 use entrl_rl::eval::evaluate;
 use entrl_rl::rollout::encode_prompts;
 use entrl_rl::session::resolve_device;
@@ -135,6 +135,9 @@ pub struct EvalArgs {
     /// KV-cache layout (rollout.kv_cache).
     #[arg(long, value_enum, default_value_t = KvCacheArg::Paged)]
     kv_cache: KvCacheArg,
+    /// Decode steps issued op by op or replayed as graphs (rollout.decode).
+    #[arg(long, default_value = "eager", value_parser = choice::<DecodeChoice>(DecodeChoice::NAMES))]
+    decode: DecodeChoice,
     /// Positions per block of the paged cache (rollout.kv_block_size), 1 to 65536.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=65536))]
     kv_block_size: u32,
@@ -155,7 +158,7 @@ pub struct EvalArgs {
 }
 
 /// A command-line parser for a configuration enum: one of `names`, read as the configuration file reads it.
-fn choice<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+pub(crate) fn choice<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
 where
     T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
 {
@@ -218,7 +221,7 @@ enum KvCacheArg {
 impl EvalArgs {
     fn generate_options(&self) -> entrl_qwen3::GenerateOptions {
         use entrl_qwen3::{GenerateOptions, KvLayout, PagedKv};
-        match self.kv_cache {
+        let opts = match self.kv_cache {
             KvCacheArg::Contiguous => GenerateOptions {
                 max_seqs: if self.max_concurrent == 0 { 256 } else { self.max_concurrent },
                 kv: KvLayout::Contiguous,
@@ -233,6 +236,7 @@ impl EvalArgs {
                 }),
                 ..Default::default()
             },
-        }
+        };
+        GenerateOptions { decode: self.decode.mode(), ..opts }
     }
 }

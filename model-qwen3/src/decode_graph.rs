@@ -49,6 +49,8 @@ pub struct GraphStats {
     pub replays: usize,
     /// Padding rows computed and discarded over all steps.
     pub padded_rows: usize,
+    /// Wall time of the captures (their eager warm-up runs included), microseconds.
+    pub capture_us: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -144,11 +146,15 @@ impl DecodeGraphs {
         };
         let host = self.pack(rows, key.batch)?;
         if !self.buckets.contains_key(&key) {
+            model.device.synchronize()?;
+            let t0 = std::time::Instant::now();
             let buffers = StepBuffers::new(&model.device, key.batch, self.width)?;
             host.write_to(&buffers)?;
             let (pool, params) = (self.pool, self.params);
             let (graph, out) = self.set.capture(|| step_body(model, layers, &buffers, key.keys, pool, &params))?;
+            model.device.synchronize()?;
             self.stats.captures += 1;
+            self.stats.capture_us += t0.elapsed().as_micros() as u64;
             self.buckets.insert(key, Bucket { buffers, graph, out });
         }
         let b = self.buckets.get_mut(&key).expect("captured above");

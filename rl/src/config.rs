@@ -58,6 +58,17 @@ choice! {
 }
 
 choice! {
+    /// `rollout.decode`: how each decode step of a rollout is issued.
+    DecodeChoice {
+        /// Op by op from the host.
+        Eager = "eager",
+        /// Captured once per (batch, key-capacity) bucket and replayed: a CUDA graph on a GPU (the host
+        /// does O(1) work a step); the same scheduling through a stand-in on the CPU.
+        Graph = "graph",
+    }
+}
+
+choice! {
     /// `model.checkpoint_activations`: recompute each layer in backward instead of keeping its activations.
     Checkpointing {
         /// On for sequences of 2048 tokens or more.
@@ -226,10 +237,25 @@ pub struct RolloutConfig {
     /// The n responses of a prompt share its prompt blocks and one prefill (paged cache).
     #[serde(default = "default_true")]
     pub share_prompts: bool,
+    /// Decode steps issued op by op or replayed as graphs (either cache layout).
+    #[serde(default = "default_decode")]
+    pub decode: DecodeChoice,
 }
 
 fn default_kv_cache() -> KvCacheChoice {
     KvCacheChoice::Paged
+}
+impl DecodeChoice {
+    pub fn mode(self) -> entrl_qwen3::DecodeMode {
+        match self {
+            Self::Eager => entrl_qwen3::DecodeMode::Eager,
+            Self::Graph => entrl_qwen3::DecodeMode::Graph,
+        }
+    }
+}
+
+fn default_decode() -> DecodeChoice {
+    DecodeChoice::Eager
 }
 fn default_kv_block_size() -> usize {
     16
@@ -244,7 +270,7 @@ impl RolloutConfig {
     /// sequences (0 = no cap: the pool's blocks bound them).
     pub fn generate_options(&self, contiguous_slots: usize) -> entrl_qwen3::GenerateOptions {
         use entrl_qwen3::{GenerateOptions, KvLayout, PagedKv};
-        match self.kv_cache {
+        let opts = match self.kv_cache {
             KvCacheChoice::Contiguous => {
                 GenerateOptions { max_seqs: contiguous_slots.max(1), kv: KvLayout::Contiguous, ..Default::default() }
             }
@@ -257,7 +283,8 @@ impl RolloutConfig {
                 }),
                 ..Default::default()
             },
-        }
+        };
+        GenerateOptions { decode: self.decode.mode(), ..opts }
     }
 }
 
@@ -560,6 +587,7 @@ pub const RESUME_FREE: &[&str] = &[
     "rollout.kv_block_size",
     "rollout.kv_blocks",
     "rollout.share_prompts",
+    "rollout.decode",
     "data.eval",
     "run.",
 ];
@@ -573,6 +601,7 @@ fn extra_range(key: &str) -> Option<String> {
         "model.checkpoint_activations" => names(Checkpointing::NAMES),
         "rollout.long_prompts" => names(LongPrompts::NAMES),
         "rollout.kv_cache" => names(KvCacheChoice::NAMES),
+        "rollout.decode" => names(DecodeChoice::NAMES),
         "rollout.on_short_batch" => names(ShortBatch::NAMES),
         "reward.verifier" => names(VerifierChoice::NAMES),
         "tokens.pool" => names(Pool::NAMES),
@@ -619,6 +648,7 @@ impl TrainConfig {
                 on_short_batch: ShortBatch::Error,
                 max_concurrent: 0,
                 kv_cache: KvCacheChoice::Paged,
+                decode: DecodeChoice::Eager,
                 kv_block_size: 16,
                 kv_blocks: 0,
                 share_prompts: true,

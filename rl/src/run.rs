@@ -343,6 +343,9 @@ fn run_rank(
                 if cfg.rollout.share_prompts { "on" } else { "off" }
             ),
         }
+        if cfg.rollout.decode == crate::config::DecodeChoice::Graph {
+            println!("# rollout: decode steps replayed as graphs (rollout.decode = graph)");
+        }
         if s.device.is_cuda() {
             print!("# per-GPU memory plan (this GPU)\n{}", s.memory_plan);
         }
