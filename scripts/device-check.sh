@@ -219,12 +219,12 @@ echo "== decode on qwen3-0.6b, batch 32: host-only vs synchronised region times 
 for mode in host 1; do
   ENTRL_PROFILE=$mode timeout $(t 60) "$BIN" bench generate --shape qwen3-0.6b --batches 32 --prompt 128 --new 128 \
     > "$D/decode_profile_$mode.txt" 2>&1
-  echo "ENTRL_PROFILE=$mode rc=$?"; grep -E "^batch|generate:|decode:|cuda:|region" "$D/decode_profile_$mode.txt"
+  echo "ENTRL_PROFILE=$mode rc=$?"; grep -E "batch +[0-9]+:|generate:|decode:|cuda:|region" "$D/decode_profile_$mode.txt"
 done
 echo "-- the same through cuBLASLt with cached plans (ENTRL_GEMM=lt; the selftest's [lt] rows check it)"
 ENTRL_GEMM=lt ENTRL_PROFILE=host timeout $(t 60) "$BIN" bench generate --shape qwen3-0.6b --batches 32 --prompt 128 \
   --new 128 > "$D/decode_profile_lt.txt" 2>&1
-echo "ENTRL_GEMM=lt rc=$?"; grep -E "^batch|generate: decode|cuda:" "$D/decode_profile_lt.txt"
+echo "ENTRL_GEMM=lt rc=$?"; grep -E "batch +[0-9]+:|generate: decode|cuda:" "$D/decode_profile_lt.txt"
 fi
 if want profile && room 40 "DAPO profile"; then
 echo "== ENTRL_PROFILE=1: where one DAPO step on qwen3-0.6b spends its time (synchronised regions)"
@@ -313,12 +313,12 @@ tr = {r.get("impl"): r for r in lines("train.jsonl") + lines("torch_model.jsonl"
 if "entrl" in tr and "hf_sdpa_ckpt" in tr:
     e, t = tr["entrl"], tr["hf_sdpa_ckpt"]
     print(f"\n| qwen3-8b train step 8192 tok | entrl {e['tok_per_s']:.0f} tok/s, {e['peak_gib']:.1f} GiB | HF {t['tok_per_s']:.0f} tok/s, {t['peak_gib']:.1f} GiB | ratio {e['tok_per_s'] / t['tok_per_s']:.2f}x |")
-gen = [r for r in lines("generate.jsonl") if r.get("impl") == "entrl"]
+gen = [r for r in lines("generate.jsonl") if str(r.get("impl", "")).startswith("entrl")]
 hf = [r for r in lines("torch_model.jsonl") if r.get("impl") == "hf_generate"]
 for r in gen:
     ratio = f"{r['tok_per_s'] / hf[0]['tok_per_s']:.1f}x HF" if hf and r["batch"] == 16 else ""
     floor = f"{r['step_ms']:.2f} ms/step = {r['step_ms'] / r['floor_ms']:.2f}x the {r['floor_ms']:.2f} ms weight-read floor ({r['copy_gb_per_s']:.0f} GB/s)" if "floor_ms" in r else ""
-    print(f"| generate batch {r['batch']} | {r['tok_per_s']:.0f} tok/s overall, decode {r['decode_tok_per_s']:.0f}, prefill {r['prefill_tok_per_s']:.0f}; {floor} | {ratio} |")
+    print(f"| generate {r['impl']} batch {r['batch']} | {r['tok_per_s']:.0f} tok/s overall, decode {r['decode_tok_per_s']:.0f}, prefill {r['prefill_tok_per_s']:.0f}; {floor} | {ratio} |")
 ro = {r.get("impl"): r for r in lines("rollout.jsonl")}
 for k, r in ro.items():
     print(f"| rollout {r['prompts']}x{r['samples']} prompts of {r['prompt_len']}, {k} | {r['tok_per_s']:.0f} tok/s, {r['seconds']:.1f} s, "
@@ -381,9 +381,11 @@ t.append(("4: select top+bottom 20% of 4M >= 4x faster than 2x topk (default ver
 le, lt = loss.get("entrl"), loss.get("torch_eager")
 t.append(("4: fused loss no slower than torch eager", None if not (le and lt) else le["ms"] <= lt["ms"]))
 t.append(("4: fused loss <= 2 GiB extra (besides the f32 LM-head gradient)", None if not le else le["extra_gib"] - le["dw_gib"] <= 2.0))
-g16 = next((r for r in gen if r.get("batch") == 16), None)
+# the faster decode mode at batch 16 (graph once it runs; eager otherwise)
+g16 = min((r for r in gen if r.get("batch") == 16), key=lambda r: r["step_ms"], default=None)
 t.append(("5: decode at batch 16 >= 5x HF generate", None if not (g16 and hf) else g16["tok_per_s"] >= 5 * hf[0]["tok_per_s"]))
-rp, rc_ = ro.get("entrl-paged"), ro.get("entrl-contiguous")
+rp = max((r for k, r in ro.items() if k.startswith("entrl-paged")), key=lambda r: r["tok_per_s"], default=None)
+rc_ = ro.get("entrl-contiguous")
 t.append(("16: rollout workload paged >= 3x contiguous slots", None if not (rp and rc_) else rp["tok_per_s"] >= 3 * rc_["tok_per_s"]))
 t.append(("16: rollout >= 5000 generated tok/s (8B shape)", None if not rp else rp["tok_per_s"] >= 5000))
 t.append(("16: decode step at batch 16 <= 1.25x the weight-read floor", None if not (g16 and "floor_ms" in g16) else g16["step_ms"] <= 1.25 * g16["floor_ms"]))

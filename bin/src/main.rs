@@ -7,6 +7,7 @@ mod bench_select;
 mod generate;
 mod plan;
 mod selftest;
+mod selftest_graph;
 mod signals;
 mod train;
 mod verify;

@@ -34,6 +34,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     backend_rows.extend(check::decode::decode_checks(&Device::Cpu, seed));
     backend_rows.push(check::decode::randn_check(&Device::Cpu, seed));
     backend_rows.extend(check::sampling::sampling_checks(&Device::Cpu, seed));
+    backend_rows.extend(crate::selftest_graph::graph_rows(&Device::Cpu, seed));
     println!("CPU backend: f32 and bf16 paths vs the f64 reference\n{}", format_table(&backend_rows));
     all.extend(backend_rows);
 
@@ -50,6 +51,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 rows.extend(check::decode::decode_checks(&dev, seed));
                 rows.push(check::decode::randn_check(&dev, seed));
                 rows.extend(check::sampling::sampling_checks(&dev, seed));
+                rows.extend(crate::selftest_graph::graph_rows(&dev, seed));
                 println!(
                     "\nCUDA kernels vs CPU reference (f64), poisoned outputs, every launch checked\n{}",
                     format_table(&rows)

@@ -73,7 +73,8 @@ impl CudaDevice {
         gs.join(&self.inner.stream).map_err(|e| EngineError::cuda("ordering the graph stream", e))?;
         self.route(Some((&gs, pool)))?;
         let captured = (|| {
-            drop(body()?); // warm-up on the graph stream, in the private pool
+            // warm-up on the graph stream, in the private pool, under the capture's rules
+            drop(crate::graph::with_capture_flag(&mut body)?);
             gs.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
                 .map_err(|e| EngineError::cuda("beginning a graph capture", e))?;
             let out = crate::graph::with_capture_flag(&mut body);
