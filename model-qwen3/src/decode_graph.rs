@@ -139,6 +139,12 @@ impl DecodeGraphs {
     /// One decode step for `rows` (at most `max_batch`): (token, log-prob) per row.
     pub(crate) fn step(&mut self, model: &Qwen3, layers: &[KvCache], rows: &[StepRow]) -> Result<Vec<(u32, f64)>> {
         let n = rows.len();
+        if n == 0 || n > self.max_batch {
+            return Err(crate::ModelError::Invalid(format!(
+                "decode graph: a step of {n} rows for graphs of 1 to {} rows (the most requests that can run)",
+                self.max_batch
+            )));
+        }
         let longest = rows.iter().map(|r| r.pos + 1).max().unwrap_or(1);
         let key = BucketKey {
             batch: batch_bucket(n, self.max_batch),
@@ -254,6 +260,39 @@ fn into_engine(e: crate::ModelError) -> entrl_engine::EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Qwen3Config;
+    use entrl_engine::DType;
+
+    #[test]
+    fn bad_steps_are_refused_before_anything_is_captured() {
+        let dev = Device::Cpu;
+        let mut c = Qwen3Config::named("qwen3-0.6b").unwrap();
+        (c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers) = (64, 32, 64, 1);
+        (c.num_attention_heads, c.num_key_value_heads, c.head_dim) = (2, 1, 32);
+        let m = Qwen3::random(c, DType::F32, &dev, 1).unwrap();
+        let pool = PoolShape::new(6, 4).unwrap();
+        let layers = vec![KvCache::new(pool, 1, 32, 2, DType::F32, &dev).unwrap()];
+        let mut g = DecodeGraphs::new(&dev, pool, 2, 2, SamplingParams::default());
+        fn row(pos: usize, write_row: i32, table: &[i32]) -> StepRow<'_> {
+            StepRow { token: 1, pos, write_row, table, key: SampleKey { seed: 0, position: 0 } }
+        }
+        let _ng = entrl_engine::no_grad();
+        let (two, wide, outside) = ([0i32, 1], [0i32, 1, 2], [0i32, 9]);
+        let err = |g: &mut DecodeGraphs, rows: &[StepRow]| g.step(&m, &layers, rows).unwrap_err().to_string();
+        // more rows than the graphs hold, and none
+        assert!(
+            err(&mut g, &[row(0, 0, &two), row(1, 1, &two), row(2, 2, &two)]).contains("3 rows for graphs of 1 to 2")
+        );
+        assert!(err(&mut g, &[]).contains("0 rows"));
+        // a table wider than the graphs', a block outside the pool, a write row outside the pool
+        assert!(err(&mut g, &[row(0, 0, &wide)]).contains("holds 3 blocks"));
+        assert!(err(&mut g, &[row(5, 0, &outside)]).contains("block 9"));
+        assert!(err(&mut g, &[row(0, 24, &two)]).contains("pool row 24"));
+        assert_eq!(g.stats, GraphStats::default(), "nothing captured or replayed");
+        // a good step runs
+        assert_eq!(g.step(&m, &layers, &[row(0, 0, &two)]).unwrap().len(), 1);
+        assert_eq!((g.stats.captures, g.stats.replays, g.stats.padded_rows), (1, 1, 0));
+    }
 
     #[test]
     fn buckets_cover_each_step_with_bounded_padding() {
