@@ -100,7 +100,7 @@ pub(crate) struct DecodeGraphs {
 }
 
 /// The batch bucket of a step of `n` rows when at most `cap` can run.
-pub(crate) fn batch_bucket(n: usize, cap: usize) -> usize {
+pub fn batch_bucket(n: usize, cap: usize) -> usize {
     let b = if n <= 8 {
         n.next_power_of_two()
     } else if n <= 256 {
@@ -112,7 +112,7 @@ pub(crate) fn batch_bucket(n: usize, cap: usize) -> usize {
 }
 
 /// The key capacity of a step whose longest request has `keys` keys, for tables of `capacity` positions.
-pub(crate) fn key_bucket(keys: usize, capacity: usize) -> usize {
+pub fn key_bucket(keys: usize, capacity: usize) -> usize {
     (keys.div_ceil(DECODE_CHUNK_KEYS).max(1).next_power_of_two() * DECODE_CHUNK_KEYS).min(capacity)
 }
 

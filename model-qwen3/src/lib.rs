@@ -15,6 +15,7 @@ pub mod tokenizer;
 pub mod verify;
 
 pub use config::Qwen3Config;
+pub use decode_graph::{batch_bucket, key_bucket};
 pub use entrl_engine as engine;
 pub use error::{ModelError, Result};
 pub use generate::{

@@ -102,19 +102,21 @@
 //!   recomputed (prefilled) when readmitted.
 //! * Prefill: the prompt once per group when shared (else once per sequence) plus recomputed tokens, at the
 //!   effective rate, plus one weight read (eager bandwidth) per step that admits any sequence.
-//! * Decode step, graph-replayed: device time only, max(bytes / (3.35 TB/s × 0.75), FLOPs / rate) + L × 26
-//!   µs. Bytes = b·N weights + the K/V of every live sequence's whole context (the shared prompt read once
+//! * Decode step, graph-replayed: max(bytes / (3.35 TB/s × 0.75), FLOPs / rate) + L × 26 µs of device
+//!   time + 60 µs of host between replays (picks read, next inputs packed and uploaded, launch), plus 50 ms
+//!   per (batch, key-capacity) bucket the simulation visits (its capture; the buckets of
+//!   `model-qwen3/src/decode_graph.rs`). Bytes = b·N weights + the K/V of every live sequence's whole context (the shared prompt read once
 //!   per sequence: no reuse across sequences assumed); FLOPs = batch × 2N + 4·Σctx·L·H·d. 0.75 of the
 //!   datasheet is 85% of a plain device copy (h100.md, assumed); 26 µs a layer is ~13 kernels at ~2 µs of
 //!   gap and small-kernel latency (assumed). `--decode eager` uses the old step (0.43, host floor) instead.
-//!   Both constants await `entrl bench generate` with graphs on.
+//!   The constants await `entrl bench generate --decode graph` on a GPU.
 //! * The rollout = Σ step times + prefill; it is at least `longest response` steps (the last sequence).
 //! * Bounded work: above 2^25 simulated tokens a thinned copy runs (1/f of the sequences, 1/f of the pool;
 //!   the batch, KV read and prefill scaled back by f).
 //!
 //! For verl's recipe (qwen3-8b, 8 GPUs, seq 9216, 512 × 16, mean 3000) the pool is ~21,300 blocks (46.7
 //! GiB); ~124 sequences decode at once against 31 dense slots, but each step reads their ~3,000-token
-//! contexts (≈ 3× the weights): ~26 ms a step against 16 ms, so the rollout falls to ~41% of the old
+//! contexts (≈ 3× the weights): ~26 ms a step against 16 ms, so the rollout falls to ~42% of the old
 //! model's, not further: past this point the KV read, not the weights or the host, bounds decode.
 use entrl_engine::cuda::alloc::size_class;
 use entrl_engine::memory::bytes_of;

@@ -6,6 +6,7 @@ use super::{
     DECODE_EFFICIENCY, H100_HBM_BYTES_PER_S, HOST_DECODE_S_PER_LAYER,
 };
 use entrl_qwen3::Qwen3Config;
+use entrl_qwen3::{batch_bucket, key_bucket};
 use std::collections::VecDeque;
 use std::path::Path;
 
@@ -32,6 +33,13 @@ pub const GRAPH_DECODE_EFFICIENCY: f64 = 0.75;
 /// after the fusions of BENCHMARKS.md ("fewer decode launches": 18 − 5) at ~2 µs of launch gap and
 /// small-kernel latency each.
 pub const GRAPH_DEVICE_S_PER_LAYER: f64 = 13.0 * 2e-6;
+/// Host time between two replays, the device idle (assumed): the picks are read back (a synchronising
+/// read), then the next step's inputs are packed, checked and uploaded (six copies) and the graph launched:
+/// ~60 µs (`model-qwen3/src/decode_graph.rs`).
+pub const GRAPH_HOST_S_PER_STEP: f64 = 60e-6;
+/// One capture of a decode bucket (assumed): its eager warm-up step, the capture of ~13 × L + 3 nodes and
+/// the instantiation, ~50 ms at the 8B shape; paid once per (batch, key-capacity) bucket a generation visits.
+pub const GRAPH_CAPTURE_S: f64 = 0.05;
 /// Free blocks kept back when admitting a sequence while others decode (1% of the pool, vLLM's watermark),
 /// so that an admission does not preempt at once.
 pub const ADMIT_WATERMARK: f64 = 0.01;
@@ -130,6 +138,8 @@ pub struct PagedRollout {
     pub sim_pool_blocks: u64,
     pub peak_blocks: u64,
     pub decode_steps: usize,
+    /// Decode-graph buckets captured (graph decode), each [`GRAPH_CAPTURE_S`] (in `decode_s`).
+    pub captures: usize,
     /// Mean seconds per decode step, mean and peak sequences decoding at once.
     pub mean_step_s: f64,
     pub mean_concurrency: f64,
@@ -217,7 +227,8 @@ pub struct DecodeStepCost {
 
 /// The decode step model: bytes read (weights b·N + K/V of the contexts) at the mode's share of the HBM
 /// bandwidth; compute batch × 2N + 4·kv_tokens·L·H·d at the rate. Eager: max(memory, compute, host
-/// enqueue L × 0.187 ms). Graph: max(memory, compute) + L × [`GRAPH_DEVICE_S_PER_LAYER`], no host term.
+/// enqueue L × 0.187 ms). Graph: max(memory, compute) + L × [`GRAPH_DEVICE_S_PER_LAYER`] +
+/// [`GRAPH_HOST_S_PER_STEP`] (the host gap between replays; no per-layer host term).
 pub fn decode_step_cost(
     m: &Qwen3Config,
     weight_bytes: usize,
@@ -237,7 +248,7 @@ pub fn decode_step_cost(
         }
         DecodeMode::Graph => {
             let memory_s = bytes / (H100_HBM_BYTES_PER_S * GRAPH_DECODE_EFFICIENCY);
-            let fixed_s = layers * GRAPH_DEVICE_S_PER_LAYER;
+            let fixed_s = layers * GRAPH_DEVICE_S_PER_LAYER + GRAPH_HOST_S_PER_STEP;
             DecodeStepCost { memory_s, compute_s, fixed_s, step_s: memory_s.max(compute_s) + fixed_s }
         }
     }
@@ -302,6 +313,7 @@ pub fn paged_rollout(input: &PlanInput, cfg: &PagedConfig) -> Result<PagedRollou
     let (mut steps, mut concurrency_sum, mut peak_concurrency, mut peak_blocks, mut preemptions) =
         (0usize, 0.0f64, 0usize, 0u64, 0usize);
     let prompt_flops = |tokens: usize| tokens as f64 * forward_flops_per_token(m, tokens);
+    let mut buckets = std::collections::HashSet::new(); // decode-graph buckets visited
 
     while !(waiting.is_empty() && live.is_empty()) {
         // Admit in order while the blocks (less the watermark when others decode) and the batch cap allow.
@@ -373,6 +385,12 @@ pub fn paged_rollout(input: &PlanInput, cfg: &PagedConfig) -> Result<PagedRollou
         // sequence: no cross-sequence reuse assumed) and writes one token.
         let kv_tokens: f64 = live.iter().map(|s| (prompt + s.generated + 1) as f64).sum();
         let batch = live.len() as f64;
+        if cfg.decode == DecodeMode::Graph {
+            let longest = live.iter().map(|s| prompt + s.generated + 1).max().unwrap_or(1);
+            let capacity = needed as usize * block;
+            let b = live.len() * thinning;
+            buckets.insert((batch_bucket(b, max_batch.saturating_mul(thinning).max(b)), key_bucket(longest, capacity)));
+        }
         decode_s += decode_step_cost(m, input.weight_bytes, batch * f, kv_tokens * f, flops, cfg.decode).step_s;
         steps += 1;
         concurrency_sum += batch * f;
@@ -398,8 +416,11 @@ pub fn paged_rollout(input: &PlanInput, cfg: &PagedConfig) -> Result<PagedRollou
     // Prefill at the rate, plus one weight read per admission pass (at the eager decode bandwidth).
     let weight_read_s = input.weight_bytes as f64 * matmul_params(m) / (H100_HBM_BYTES_PER_S * DECODE_EFFICIENCY);
     let prefill_s = prefill_flops * f / flops + prefill_passes as f64 * weight_read_s;
+    let captures = buckets.len();
+    decode_s += captures as f64 * GRAPH_CAPTURE_S;
     let rollout_s = decode_s + prefill_s;
     Ok(PagedRollout {
+        captures,
         rollout_s,
         decode_s,
         prefill_s,
@@ -481,9 +502,13 @@ pub fn side_by_side(input: &PlanInput, old: &super::TimePlan, new: &PagedRollout
     );
     let step = match new.decode {
         DecodeMode::Graph => format!(
-            "max(bytes / ({:.2} TB/s × {GRAPH_DECODE_EFFICIENCY}), FLOPs / rate) + L × {:.0} µs, no host term",
+            "max(bytes / ({:.2} TB/s × {GRAPH_DECODE_EFFICIENCY}), FLOPs / rate) + L × {:.0} µs + {:.0} µs of host \
+             between replays; {} bucket captures × {:.0} ms",
             H100_HBM_BYTES_PER_S / 1e12,
-            GRAPH_DEVICE_S_PER_LAYER * 1e6
+            GRAPH_DEVICE_S_PER_LAYER * 1e6,
+            GRAPH_HOST_S_PER_STEP * 1e6,
+            new.captures,
+            GRAPH_CAPTURE_S * 1e3
         ),
         DecodeMode::Eager => "the old eager step".into(),
     };
