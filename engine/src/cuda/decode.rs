@@ -65,6 +65,15 @@ pub fn copy_blocks(
 /// Keys per CTA of `decode_chunk_*` (`kChunk`) and the most query heads one CTA takes (`kMaxGroup`).
 pub const CHUNK: usize = 256;
 const MAX_GROUP: usize = 8;
+/// The most query rows (group members × heads per CTA) one `decode_prefix_*` CTA takes (`kMaxPrefixRows`).
+pub const MAX_PREFIX_ROWS: usize = 64;
+
+/// Query heads one CTA of the decode kernels takes: the largest divisor of the GQA group that is at most
+/// `MAX_GROUP`.
+pub fn heads_per_cta(hq: usize, hkv: usize) -> usize {
+    let group = hq / hkv.max(1);
+    (1..=group.min(MAX_GROUP)).rev().find(|&h| group.is_multiple_of(h)).unwrap_or(1)
+}
 const THREADS: u32 = 128;
 
 /// Split-K decode attention (see decode.cu): chunk partials into f32 workspaces, then the combine.
@@ -89,9 +98,7 @@ pub fn decode_attention(
     if ![32, 64, 128].contains(&g.d) {
         return Err(EngineError::shape("decode_attention", format!("head_dim {} (the kernel takes 32, 64, 128)", g.d)));
     }
-    // query heads per CTA: the largest divisor of the GQA group that is at most MAX_GROUP
-    let group = g.hq / g.hkv;
-    let heads = (1..=group.min(MAX_GROUP)).rev().find(|&h| group.is_multiple_of(h)).unwrap_or(1);
+    let heads = heads_per_cta(g.hq, g.hkv);
     let chunks = max_keys.clamp(1, g.width * g.block_size).div_ceil(CHUNK);
     let rows = batch * g.hq * chunks;
     let ws_o = CudaStorage::alloc(dev, DType::F32, rows * g.d)?;

@@ -99,6 +99,86 @@ pub struct CacheIndex {
     /// The largest key count a row may have: it sets the split-K chunk count, so a graph fixes it.
     max_keys: usize,
     pool: PoolShape,
+    /// Rows grouped by a shared prefix of their block tables, whose keys a device reads once per group.
+    prefix: Option<PrefixGroups>,
+}
+
+/// Groups of rows sharing a prefix (`ops::check_prefix_groups`): `group_rows` i32 [n] (at a group's first
+/// row its row count, 0 at its other rows; a row outside any group is a group of 1 with no prefix) and
+/// `prefix_len` i32 [n] (the group's shared keys, at every row of the group); `max_prefix` bounds them.
+#[derive(Debug)]
+struct PrefixGroups {
+    group_rows: Tensor,
+    prefix_len: Tensor,
+    max_prefix: usize,
+}
+
+/// Rows of one group of a decode step whose block tables share their first blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixGroup {
+    /// The group's first row; its rows are `first..first + rows`.
+    pub first: usize,
+    pub rows: usize,
+    /// Keys 0..prefix_len (whole blocks) lie in blocks every row of the group shares.
+    pub prefix_len: usize,
+}
+
+/// The per-row buffers of groups covering rows 0..n (rows outside every group become groups of 1 with no
+/// prefix): (group_rows, prefix_len), checked with [`check_prefix_groups`] by the caller.
+pub fn prefix_group_rows(groups: &[PrefixGroup], n: usize) -> (Vec<i32>, Vec<i32>) {
+    let (mut rows, mut prefix) = (vec![1i32; n], vec![0i32; n]);
+    for g in groups {
+        for r in g.first..(g.first + g.rows).min(n) {
+            rows[r] = if r == g.first { g.rows as i32 } else { 0 };
+            prefix[r] = g.prefix_len as i32;
+        }
+    }
+    (rows, prefix)
+}
+
+/// Check prefix groups over a checked index (`table` of `width`, key counts `len`): the groups tile the
+/// rows in order (a count ≥ 1 at a group's first row, 0 at its others, at most `max_rows` rows), every row
+/// of a group has the group's prefix length, which is a whole number of blocks below every row's key count,
+/// and the rows' tables agree on the prefix's blocks.
+pub fn check_prefix_groups(
+    table: &[i32],
+    width: usize,
+    len: &[i32],
+    group_rows: &[i32],
+    prefix_len: &[i32],
+    pool: PoolShape,
+    max_rows: usize,
+) -> Result<()> {
+    let n = len.len();
+    let bad = |msg: String| Err(EngineError::invalid("kv cache prefix groups", msg));
+    if group_rows.len() != n || prefix_len.len() != n {
+        return bad(format!("{} group counts and {} prefix lengths for {n} rows", group_rows.len(), prefix_len.len()));
+    }
+    let mut i = 0;
+    while i < n {
+        let rows = group_rows[i];
+        if rows < 1 || rows as usize > max_rows.max(1) || i + rows as usize > n {
+            return bad(format!("row {i} starts a group of {rows} rows (1 to {max_rows}, within {n})"));
+        }
+        let (p, end) = (prefix_len[i], i + rows as usize);
+        if p < 0 || p as usize % pool.block_size != 0 || p as usize > width * pool.block_size {
+            return bad(format!("row {i}: a prefix of {p} keys (whole blocks of {} within {width})", pool.block_size));
+        }
+        let blocks = p as usize / pool.block_size;
+        for r in i..end {
+            if r > i && group_rows[r] != 0 {
+                return bad(format!("row {r} inside the group of row {i} starts a group"));
+            }
+            if prefix_len[r] != p || p >= len[r] {
+                return bad(format!("row {r}: prefix {} in a group of prefix {p}, {} keys", prefix_len[r], len[r]));
+            }
+            if table[r * width..r * width + blocks] != table[i * width..i * width + blocks] {
+                return bad(format!("row {r} does not share the first {blocks} blocks of row {i}"));
+            }
+        }
+        i = end;
+    }
+    Ok(())
 }
 
 /// Check a block table of `pos.len()` rows of `width` entries for queries at `pos`: every block a row
@@ -154,8 +234,34 @@ fn check_i32(what: &str, t: &Tensor, dims: &[usize]) -> Result<()> {
 impl CacheIndex {
     /// `table`: n rows of `width` block ids; `pos`: n positions (checked with [`check_index`]).
     pub fn new(table: Vec<i32>, width: usize, pos: &[i32], pool: PoolShape, device: &Device) -> Result<Self> {
+        Self::new_grouped(table, width, pos, pool, None, device)
+    }
+    /// [`CacheIndex::new`] with the rows grouped by shared prefixes (`groups` and the most rows a group
+    /// may have; checked with [`check_prefix_groups`]). Results do not change; a device reads each group's
+    /// prefix keys once for all its rows.
+    pub fn new_grouped(
+        table: Vec<i32>,
+        width: usize,
+        pos: &[i32],
+        pool: PoolShape,
+        groups: Option<(&[PrefixGroup], usize)>,
+        device: &Device,
+    ) -> Result<Self> {
         let len = check_index(&table, width, pos, pool)?;
         let n = pos.len();
+        let prefix = match groups {
+            None => None,
+            Some((groups, max_rows)) => {
+                let (rows, prefix) = prefix_group_rows(groups, n);
+                check_prefix_groups(&table, width, &len, &rows, &prefix, pool, max_rows)?;
+                let max_prefix = prefix.iter().copied().max().unwrap_or(0) as usize;
+                Some(PrefixGroups {
+                    group_rows: Tensor::from_vec(rows, [n], device)?,
+                    prefix_len: Tensor::from_vec(prefix, [n], device)?,
+                    max_prefix,
+                })
+            }
+        };
         let max_keys = len.iter().copied().max().unwrap_or(0) as usize;
         Ok(Self {
             table: Tensor::from_vec(table, [n, width], device)?,
@@ -164,6 +270,7 @@ impl CacheIndex {
             width,
             max_keys,
             pool,
+            prefix,
         })
     }
     /// Contiguous slots: request i holds slot `slot[i]` (a one-block table row).
@@ -185,7 +292,23 @@ impl CacheIndex {
                 format!("{max_keys} keys per row with {width} blocks of {} positions", pool.block_size),
             ));
         }
-        Ok(Self { table: table.clone(), len: len.clone(), n, width, max_keys, pool })
+        Ok(Self { table: table.clone(), len: len.clone(), n, width, max_keys, pool, prefix: None })
+    }
+    /// Prefix groups over a step graph's buffers `group_rows`, `prefix_len` i32 [n], whose contents the
+    /// caller checks with [`check_prefix_groups`] before each write; every prefix has at most `max_prefix`
+    /// keys.
+    pub fn with_bound_prefix_groups(self, group_rows: &Tensor, prefix_len: &Tensor, max_prefix: usize) -> Result<Self> {
+        check_i32("group rows", group_rows, &[self.n])?;
+        check_i32("prefix lengths", prefix_len, &[self.n])?;
+        if max_prefix > self.width * self.pool.block_size {
+            return Err(EngineError::invalid("kv cache prefix groups", format!("prefixes of {max_prefix} keys")));
+        }
+        let prefix = PrefixGroups { group_rows: group_rows.clone(), prefix_len: prefix_len.clone(), max_prefix };
+        Ok(Self { prefix: Some(prefix), ..self })
+    }
+    /// The longest shared prefix of its groups (0 without groups).
+    pub fn prefix_keys(&self) -> usize {
+        self.prefix.as_ref().map_or(0, |p| p.max_prefix)
     }
     pub fn len(&self) -> usize {
         self.n
@@ -293,6 +416,11 @@ impl KvCache {
     pub fn pool(&self) -> PoolShape {
         self.pool
     }
+    /// The most rows a prefix group of [`CacheIndex::new_grouped`] may have for this cache's heads (the
+    /// query rows one device CTA takes over the heads it serves).
+    pub fn max_prefix_group_rows(&self) -> usize {
+        (cuda_decode::MAX_PREFIX_ROWS / cuda_decode::heads_per_cta(self.hq, self.hkv)).max(1)
+    }
     /// Bytes held by this layer's K and V.
     pub fn bytes(&self) -> usize {
         2 * self.k.numel() * self.k.dtype().size_in_bytes()
@@ -399,6 +527,15 @@ impl KvCache {
                     with_host_i32(&idx.len, |len| {
                         let pos: Vec<i32> = len.iter().map(|l| l - 1).collect();
                         check_index(table, idx.width, &pos, self.pool)?;
+                        // grouping never changes the result; the reference checks it as a device relies on it
+                        if let Some(p) = &idx.prefix {
+                            with_host_i32(&p.group_rows, |rows| {
+                                with_host_i32(&p.prefix_len, |prefix| {
+                                    let most = rows.iter().copied().max().unwrap_or(1).max(1) as usize;
+                                    check_prefix_groups(table, idx.width, len, rows, prefix, self.pool, most)
+                                })
+                            })?;
+                        }
                         Ok(Storage::Cpu(match (qs, kc, vc) {
                             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
                                 CpuStorage::F32(cpu_decode(q, k, v, table, len, &g))
@@ -495,5 +632,40 @@ mod tests {
         let moved: Vec<i32> = [vec![9, 6, 4, 0, 0], tables[1].clone(), tables[2].clone()].concat();
         let oc = b.attend(&q, &CacheIndex::new(moved, 5, &pos, paged, &cpu).unwrap()).unwrap();
         assert_eq!(oa.to_vec_f64().unwrap(), oc.to_vec_f64().unwrap());
+    }
+
+    #[test]
+    fn prefix_groups_are_checked_and_leave_results_unchanged() {
+        let cpu = Device::Cpu;
+        let (hq, hkv, d) = (4, 2, 8);
+        let pool = PoolShape::new(12, 2).unwrap();
+        let cache = KvCache::new(pool, hkv, d, hq, DType::F64, &cpu).unwrap();
+        let k = Tensor::randn([24, hkv, d], 1.0, DType::F64, &cpu, 1).unwrap();
+        let v = Tensor::randn([24, hkv, d], 1.0, DType::F64, &cpu, 2).unwrap();
+        cache.write(&k, &v, &CacheRows::new((0..24).collect(), pool, &cpu).unwrap()).unwrap();
+        // rows 0-2 share blocks 0, 1 (a 4-key prefix); row 3 is alone
+        let table = vec![0, 1, 2, 0, 1, 3, 0, 1, 4, 5, 6, 7];
+        let pos = [4, 5, 4, 5];
+        let q = Tensor::randn([4, hq, d], 1.0, DType::F64, &cpu, 3).unwrap();
+        let plain = cache.attend(&q, &CacheIndex::new(table.clone(), 3, &pos, pool, &cpu).unwrap()).unwrap();
+        let g = [PrefixGroup { first: 0, rows: 3, prefix_len: 4 }];
+        let idx = CacheIndex::new_grouped(table.clone(), 3, &pos, pool, Some((&g, 4)), &cpu).unwrap();
+        assert_eq!(idx.prefix_keys(), 4);
+        assert_eq!(cache.attend(&q, &idx).unwrap().to_vec_f64().unwrap(), plain.to_vec_f64().unwrap());
+        assert_eq!(prefix_group_rows(&g, 4), (vec![3, 0, 0, 1], vec![4, 4, 4, 0]));
+        let bad = |groups: &[PrefixGroup], max_rows: usize, pos: &[i32]| {
+            CacheIndex::new_grouped(table.clone(), 3, pos, pool, Some((groups, max_rows)), &cpu)
+                .unwrap_err()
+                .to_string()
+        };
+        let group = |first, rows, prefix_len| PrefixGroup { first, rows, prefix_len };
+        assert!(bad(&g, 2, &pos).contains("group of 3 rows"), "more rows than a group may have");
+        assert!(bad(&[group(0, 3, 3)], 4, &pos).contains("whole blocks"));
+        let other = vec![0, 1, 2, 0, 8, 3, 0, 1, 4, 5, 6, 7];
+        let e = CacheIndex::new_grouped(other, 3, &pos, pool, Some((&g, 4)), &cpu).unwrap_err().to_string();
+        assert!(e.contains("row 1 does not share the first 2 blocks"), "{e}");
+        assert!(bad(&[group(1, 3, 2)], 4, &pos).contains("does not share"), "row 3 holds other blocks");
+        assert!(bad(&[group(0, 3, 4)], 4, &[3, 5, 4, 5]).contains("prefix 4"), "the prefix reaches row 0's query");
+        assert!(bad(&[group(0, 5, 0)], 8, &pos).contains("within 4"));
     }
 }
