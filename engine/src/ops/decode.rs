@@ -161,7 +161,7 @@ pub fn check_prefix_groups(
             return bad(format!("row {i} starts a group of {rows} rows (1 to {max_rows}, within {n})"));
         }
         let (p, end) = (prefix_len[i], i + rows as usize);
-        if p < 0 || p as usize % pool.block_size != 0 || p as usize > width * pool.block_size {
+        if p < 0 || !(p as usize).is_multiple_of(pool.block_size) || p as usize > width * pool.block_size {
             return bad(format!("row {i}: a prefix of {p} keys (whole blocks of {} within {width})", pool.block_size));
         }
         let blocks = p as usize / pool.block_size;
