@@ -125,3 +125,27 @@ fn random_options_replay_like_eager_steps() {
         assert_same(&eager.generations, &graph.generations, &format!("case {case}: {opts:?} {params:?}"));
     }
 }
+
+#[test]
+fn prefix_grouped_attention_gives_the_same_generations_eager_and_replayed() {
+    let m = model();
+    let sampled = SamplingParams { temperature: 1.0, top_p: 0.95, top_k: 0 };
+    // many responses of few prompts (groups larger than a device CTA takes are split), prompts shorter
+    // than a block (no shared block), and a tiny pool (preempted members leave their group)
+    let mut reqs = workload(&m, 2, 40, 31);
+    reqs.extend(workload(&m, 3, 4, 32));
+    for (name, base) in [("ample", paged(4, 0)), ("tiny", paged(4, 90)), ("block 16", paged(16, 0))] {
+        let plain = run(&m, &reqs, &sampled, base, DecodeMode::Eager);
+        let grouped = GenerateOptions { prefix_attention: true, ..base };
+        let eager = run(&m, &reqs, &sampled, grouped, DecodeMode::Eager);
+        let graph = run(&m, &reqs, &sampled, grouped, DecodeMode::Graph);
+        assert_same(&plain.generations, &eager.generations, &format!("{name}: grouped eager"));
+        assert_same(&plain.generations, &graph.generations, &format!("{name}: grouped graph"));
+        assert_eq!(plain.stats.prefix_grouped_rows, 0);
+        assert!(eager.stats.prefix_grouped_rows > 0, "{name}: {:?}", eager.stats);
+        assert_eq!(eager.stats.prefix_grouped_rows, graph.stats.prefix_grouped_rows, "{name}");
+        if name == "tiny" {
+            assert!(eager.stats.preemptions > 0, "{name}: {:?}", eager.stats);
+        }
+    }
+}

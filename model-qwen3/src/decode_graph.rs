@@ -21,8 +21,8 @@ use crate::generate::forward_decode;
 use crate::model::Qwen3;
 use entrl_engine::graph::{GraphSet, StepGraph};
 use entrl_engine::ops::{
-    check_index, check_write_rows, key_words, sample_keyed, CacheIndex, CacheRows, KvCache, PoolShape, SampleKey,
-    SampledRows, SamplingParams, DECODE_CHUNK_KEYS, PADDING_ROW,
+    check_index, check_prefix_groups, check_write_rows, key_words, prefix_group_rows, sample_keyed, CacheIndex,
+    CacheRows, KvCache, PoolShape, PrefixGroup, SampleKey, SampledRows, SamplingParams, DECODE_CHUNK_KEYS, PADDING_ROW,
 };
 use entrl_engine::{Device, Tensor};
 use std::collections::BTreeMap;
@@ -69,6 +69,9 @@ struct StepBuffers {
     keys: Tensor,
     /// 0..batch: the logits row of each pick (constant).
     sample_rows: Tensor,
+    /// Prefix groups (`ops::prefix_group_rows`), read when the graphs group rows.
+    group_rows: Tensor,
+    prefix_len: Tensor,
 }
 
 /// The host side of one step's inputs, padded to the bucket.
@@ -79,6 +82,8 @@ struct HostInputs {
     len: Vec<i32>,
     table: Vec<i32>,
     keys: Vec<i32>,
+    group_rows: Vec<i32>,
+    prefix_len: Vec<i32>,
 }
 
 struct Bucket {
@@ -96,6 +101,8 @@ pub(crate) struct DecodeGraphs {
     width: usize,
     max_batch: usize,
     params: SamplingParams,
+    /// With prefix groups: the longest shared prefix of the call (keys), fixed for its graphs.
+    prefix: Option<usize>,
     pub stats: GraphStats,
 }
 
@@ -117,15 +124,18 @@ pub fn key_bucket(keys: usize, capacity: usize) -> usize {
 }
 
 impl DecodeGraphs {
-    /// Graphs for tables of `width` blocks of `pool` and at most `max_batch` rows a step.
+    /// Graphs for tables of `width` blocks of `pool` and at most `max_batch` rows a step; `prefix`: group
+    /// rows by shared prefixes of at most this many keys (None: no groups).
     pub(crate) fn new(
         device: &Device,
         pool: PoolShape,
         width: usize,
         max_batch: usize,
         params: SamplingParams,
+        prefix: Option<usize>,
     ) -> Self {
         Self {
+            prefix,
             buckets: BTreeMap::new(),
             set: GraphSet::new(device),
             pool,
@@ -137,7 +147,14 @@ impl DecodeGraphs {
     }
 
     /// One decode step for `rows` (at most `max_batch`): (token, log-prob) per row.
-    pub(crate) fn step(&mut self, model: &Qwen3, layers: &[KvCache], rows: &[StepRow]) -> Result<Vec<(u32, f64)>> {
+    /// `groups`: the rows' prefix groups (graphs built with a prefix capacity).
+    pub(crate) fn step(
+        &mut self,
+        model: &Qwen3,
+        layers: &[KvCache],
+        rows: &[StepRow],
+        groups: Option<&[PrefixGroup]>,
+    ) -> Result<Vec<(u32, f64)>> {
         let n = rows.len();
         if n == 0 || n > self.max_batch {
             return Err(crate::ModelError::Invalid(format!(
@@ -150,14 +167,16 @@ impl DecodeGraphs {
             batch: batch_bucket(n, self.max_batch),
             keys: key_bucket(longest, self.width * self.pool.block_size),
         };
-        let host = self.pack(rows, key.batch)?;
+        let max_rows = layers.first().map_or(1, |l| l.max_prefix_group_rows());
+        let host = self.pack(rows, key.batch, groups.unwrap_or(&[]), max_rows)?;
         if !self.buckets.contains_key(&key) {
             model.device.synchronize()?;
             let t0 = std::time::Instant::now();
             let buffers = StepBuffers::new(&model.device, key.batch, self.width)?;
             host.write_to(&buffers)?;
-            let (pool, params) = (self.pool, self.params);
-            let (graph, out) = self.set.capture(|| step_body(model, layers, &buffers, key.keys, pool, &params))?;
+            let (pool, params, prefix) = (self.pool, self.params, self.prefix);
+            let body = || step_body(model, layers, &buffers, key.keys, pool, &params, prefix);
+            let (graph, out) = self.set.capture(body)?;
             model.device.synchronize()?;
             self.stats.captures += 1;
             self.stats.capture_us += t0.elapsed().as_micros() as u64;
@@ -165,9 +184,10 @@ impl DecodeGraphs {
         }
         let b = self.buckets.get_mut(&key).expect("captured above");
         host.write_to(&b.buffers)?;
-        let (pool, params) = (self.pool, self.params);
+        let (pool, params, prefix) = (self.pool, self.params, self.prefix);
         let (buffers, graph) = (&b.buffers, &b.graph);
-        self.set.replay(graph, || step_body(model, layers, buffers, key.keys, pool, &params), &mut b.out)?;
+        let body = || step_body(model, layers, buffers, key.keys, pool, &params, prefix);
+        self.set.replay(graph, body, &mut b.out)?;
         self.stats.replays += 1;
         self.stats.padded_rows += key.batch - n;
         let tokens = b.out.tokens.to_vec_i32()?;
@@ -176,7 +196,7 @@ impl DecodeGraphs {
     }
 
     /// The step's inputs padded to `batch` rows, checked as the body will read them.
-    fn pack(&self, rows: &[StepRow], batch: usize) -> Result<HostInputs> {
+    fn pack(&self, rows: &[StepRow], batch: usize, groups: &[PrefixGroup], max_rows: usize) -> Result<HostInputs> {
         let w = self.width;
         let mut h = HostInputs {
             ids: vec![0; batch],
@@ -185,6 +205,8 @@ impl DecodeGraphs {
             len: vec![1; batch],
             table: vec![0; batch * w],
             keys: vec![0; batch * 4],
+            group_rows: Vec::new(),
+            prefix_len: Vec::new(),
         };
         let mut keys = Vec::with_capacity(batch);
         for (i, r) in rows.iter().enumerate() {
@@ -204,6 +226,16 @@ impl DecodeGraphs {
         h.keys = key_words(&keys);
         h.len = check_index(&h.table, w, &h.pos, self.pool)?;
         check_write_rows(&h.write_rows, self.pool, true)?;
+        // padding rows are groups of 1 without a prefix
+        (h.group_rows, h.prefix_len) = prefix_group_rows(groups, batch);
+        if let Some(cap) = self.prefix {
+            check_prefix_groups(&h.table, w, &h.len, &h.group_rows, &h.prefix_len, self.pool, max_rows)?;
+            if let Some(p) = h.prefix_len.iter().find(|&&p| p as usize > cap) {
+                return Err(crate::ModelError::Invalid(format!(
+                    "decode graph: a prefix of {p} keys past the {cap} of the graphs"
+                )));
+            }
+        }
         Ok(h)
     }
 }
@@ -219,6 +251,8 @@ impl StepBuffers {
             table: Tensor::from_vec(vec![0i32; batch * width], [batch, width], device)?,
             keys: Tensor::from_vec(vec![0i32; batch * 4], [batch, 4], device)?,
             sample_rows: Tensor::from_vec((0..batch as i32).collect::<Vec<_>>(), [batch], device)?,
+            group_rows: zeros(batch)?,
+            prefix_len: zeros(batch)?,
         })
     }
 }
@@ -231,6 +265,8 @@ impl HostInputs {
         b.len.write_i32(&self.len)?;
         b.table.write_i32(&self.table)?;
         b.keys.write_i32(&self.keys)?;
+        b.group_rows.write_i32(&self.group_rows)?;
+        b.prefix_len.write_i32(&self.prefix_len)?;
         Ok(())
     }
 }
@@ -243,9 +279,13 @@ fn step_body(
     max_keys: usize,
     pool: PoolShape,
     params: &SamplingParams,
+    prefix: Option<usize>,
 ) -> entrl_engine::Result<SampledRows> {
     let rows = CacheRows::bound(&b.write_rows)?;
-    let idx = CacheIndex::bound(&b.table, &b.len, max_keys, pool)?;
+    let mut idx = CacheIndex::bound(&b.table, &b.len, max_keys, pool)?;
+    if let Some(cap) = prefix {
+        idx = idx.with_bound_prefix_groups(&b.group_rows, &b.prefix_len, cap)?;
+    }
     let logits = forward_decode(model, layers, &b.ids, &b.pos, &rows, &idx).map_err(into_engine)?;
     sample_keyed(&logits, &b.sample_rows, &b.keys, params)
 }
@@ -272,13 +312,13 @@ mod tests {
         let m = Qwen3::random(c, DType::F32, &dev, 1).unwrap();
         let pool = PoolShape::new(6, 4).unwrap();
         let layers = vec![KvCache::new(pool, 1, 32, 2, DType::F32, &dev).unwrap()];
-        let mut g = DecodeGraphs::new(&dev, pool, 2, 2, SamplingParams::default());
+        let mut g = DecodeGraphs::new(&dev, pool, 2, 2, SamplingParams::default(), None);
         fn row(pos: usize, write_row: i32, table: &[i32]) -> StepRow<'_> {
             StepRow { token: 1, pos, write_row, table, key: SampleKey { seed: 0, position: 0 } }
         }
         let _ng = entrl_engine::no_grad();
         let (two, wide, outside) = ([0i32, 1], [0i32, 1, 2], [0i32, 9]);
-        let err = |g: &mut DecodeGraphs, rows: &[StepRow]| g.step(&m, &layers, rows).unwrap_err().to_string();
+        let err = |g: &mut DecodeGraphs, rows: &[StepRow]| g.step(&m, &layers, rows, None).unwrap_err().to_string();
         // more rows than the graphs hold, and none
         assert!(
             err(&mut g, &[row(0, 0, &two), row(1, 1, &two), row(2, 2, &two)]).contains("3 rows for graphs of 1 to 2")
@@ -290,7 +330,7 @@ mod tests {
         assert!(err(&mut g, &[row(0, 24, &two)]).contains("pool row 24"));
         assert_eq!(g.stats, GraphStats::default(), "nothing captured or replayed");
         // a good step runs
-        assert_eq!(g.step(&m, &layers, &[row(0, 0, &two)]).unwrap().len(), 1);
+        assert_eq!(g.step(&m, &layers, &[row(0, 0, &two)], None).unwrap().len(), 1);
         assert_eq!((g.stats.captures, g.stats.replays, g.stats.padded_rows), (1, 1, 0));
     }
 

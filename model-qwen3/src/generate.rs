@@ -24,7 +24,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs_fused, layer_output_normed, Qwen3};
 pub use crate::sampling::{sample, SamplingParams};
 use crate::sampling::{sample_active, SampleKey};
-use entrl_engine::ops::{attention, BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape};
+use entrl_engine::ops::{attention, BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape, PrefixGroup};
 use entrl_engine::{no_grad, profile, Packing, Tensor};
 
 #[derive(Clone, Debug)]
@@ -96,6 +96,9 @@ pub struct GenerateOptions {
     pub max_seqs: usize,
     pub kv: KvLayout,
     pub decode: DecodeMode,
+    /// Decode attention reads each shared prompt's blocks once for all its running responses (paged cache
+    /// with shared prompts; `ops::CacheIndex::new_grouped`). Results are the same either way.
+    pub prefix_attention: bool,
     /// Most positions one prefill pass computes (its activations scale with them); a unit longer than
     /// this is prefilled alone. 0 = no limit.
     pub max_prefill_tokens: usize,
@@ -111,6 +114,7 @@ impl Default for GenerateOptions {
             max_seqs: 0,
             kv: KvLayout::Paged(PagedKv::default()),
             decode: DecodeMode::Eager,
+            prefix_attention: false,
             max_prefill_tokens: MAX_PREFILL_TOKENS,
         }
     }
@@ -132,6 +136,9 @@ pub struct GenerateStats {
     pub decode_steps: usize,
     /// Prompt positions not prefilled again because a response shared its prompt's blocks.
     pub shared_prompt_tokens: usize,
+    /// Decode rows that read their prompt's blocks as part of a prefix group, over all steps
+    /// ([`GenerateOptions::prefix_attention`]).
+    pub prefix_grouped_rows: usize,
     /// Decode graphs: buckets captured, steps replayed, padding rows computed ([`DecodeMode::Graph`]).
     pub graphs: GraphStats,
 }
@@ -209,7 +216,11 @@ pub fn generate_run(
         DecodeMode::Eager => None,
         DecodeMode::Graph => {
             let width = reqs.iter().map(|r| plan.pool.blocks_for(r.prompt.len() + r.max_new_tokens)).max().unwrap_or(1);
-            Some(DecodeGraphs::new(dev, plan.pool, width, plan.max_seqs, *params))
+            let prefix = (opts.prefix_attention && plan.share_prompts).then(|| {
+                let bs = plan.pool.block_size;
+                reqs.iter().map(|r| r.prompt.len() / bs * bs).max().unwrap_or(0)
+            });
+            Some(DecodeGraphs::new(dev, plan.pool, width, plan.max_seqs, *params, prefix))
         }
     };
     let mut s = Scheduler::new(reqs, plan);
@@ -247,18 +258,25 @@ pub fn generate_run(
             continue;
         }
         // 2. one decode step for every running request that still holds its blocks
-        let step = s.reserve_step(std::mem::take(&mut decoding), reqs, &out)?;
+        let mut step = s.reserve_step(std::mem::take(&mut decoding), reqs, &out)?;
         if step.is_empty() {
             continue;
         }
+        let groups = if opts.prefix_attention && s.plan.share_prompts {
+            let groups = s.group_step(&mut step, layers.first().map_or(1, |l| l.max_prefix_group_rows()));
+            s.stats.prefix_grouped_rows += groups.iter().map(|g| g.rows).sum::<usize>();
+            Some(groups)
+        } else {
+            None
+        };
         let picks = match graphs.as_mut() {
             Some(g) => profile::region("generate: decode step (graph)", dev, || {
                 let rows = step_rows(reqs, &step, &out, &s)?;
-                g.step(model, &layers, &rows)
+                g.step(model, &layers, &rows, groups.as_deref())
             })?,
             None => {
                 let logits = profile::region("generate: decode step", dev, || {
-                    decode_step(model, reqs, &step, &out, &s, &layers)
+                    decode_step(model, reqs, &step, &out, &s, &layers, groups.as_deref())
                 })?;
                 let keys = sample_keys(&step, reqs, &out);
                 profile::region("generate: sample", dev, || sample_active(&logits, &keys, params, c.vocab_size))?
@@ -368,6 +386,13 @@ struct Unit {
     len: usize,
 }
 
+/// A running request's shared prompt: its group and the full blocks it shares with the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SharedPrefix {
+    group: usize,
+    blocks: usize,
+}
+
 struct Scheduler {
     pool: BlockPool,
     plan: CachePlan,
@@ -377,6 +402,10 @@ struct Scheduler {
     tables: Vec<Vec<i32>>,
     /// Admission order of running requests (larger = younger).
     admitted_at: Vec<u64>,
+    /// The shared-prompt group of a running request and the blocks it shares (None once preempted: a
+    /// recomputed request holds its own blocks).
+    share: Vec<Option<SharedPrefix>>,
+    next_share: usize,
     clock: u64,
     running: usize,
     stats: GenerateStats,
@@ -389,6 +418,8 @@ impl Scheduler {
             waiting: (0..reqs.len()).filter(|&i| reqs[i].max_new_tokens > 0).collect(),
             tables: vec![Vec::new(); reqs.len()],
             admitted_at: vec![0; reqs.len()],
+            share: vec![None; reqs.len()],
+            next_share: 0,
             clock: 0,
             running: 0,
             stats: GenerateStats {
@@ -470,9 +501,14 @@ impl Scheduler {
                 self.tables[m] = t;
                 self.stats.shared_prompt_tokens += u.len;
             }
+            let group = (u.members.len() > 1 && shared > 0).then(|| {
+                self.next_share += 1;
+                SharedPrefix { group: self.next_share, blocks: shared }
+            });
             for &m in &u.members {
                 self.clock += 1;
                 self.admitted_at[m] = self.clock;
+                self.share[m] = group;
             }
             self.running += u.members.len();
         }
@@ -515,7 +551,28 @@ impl Scheduler {
         Ok(step)
     }
 
+    /// Order `step` so that the running members of each shared prompt are adjacent, and return their
+    /// prefix groups (at most `max_rows` rows each; a lone member is no group).
+    fn group_step(&self, step: &mut [usize], max_rows: usize) -> Vec<PrefixGroup> {
+        step.sort_by_key(|&r| self.share[r].map_or(usize::MAX, |g| g.group));
+        let mut groups = Vec::new();
+        let mut i = 0;
+        while i < step.len() {
+            let Some(g) = self.share[step[i]] else { break };
+            let run = step[i..].iter().take_while(|&&r| self.share[r] == Some(g)).count();
+            for first in (i..i + run).step_by(max_rows.max(1)) {
+                let rows = (i + run - first).min(max_rows.max(1));
+                if rows > 1 {
+                    groups.push(PrefixGroup { first, rows, prefix_len: g.blocks * self.plan.pool.block_size });
+                }
+            }
+            i += run;
+        }
+        groups
+    }
+
     fn preempt(&mut self, r: usize) -> Result<()> {
+        self.share[r] = None;
         let t = std::mem::take(&mut self.tables[r]);
         self.pool.release(&t)?;
         self.running -= 1;
@@ -647,6 +704,7 @@ fn decode_step(
     out: &[Generation],
     s: &Scheduler,
     layers: &[KvCache],
+    groups: Option<&[PrefixGroup]>,
 ) -> Result<Tensor> {
     let (dev, pool) = (&model.device, s.plan.pool);
     let ids: Vec<i32> = step.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
@@ -660,7 +718,8 @@ fn decode_step(
         table.extend(t.iter().copied().chain(std::iter::repeat(0)).take(width));
     }
     let rows = CacheRows::new(dst, pool, dev)?;
-    let idx = CacheIndex::new(table, width, &pos, pool, dev)?;
+    let max_rows = layers.first().map_or(1, |l| l.max_prefix_group_rows());
+    let idx = CacheIndex::new_grouped(table, width, &pos, pool, groups.map(|g| (g, max_rows)), dev)?;
     let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
     let ids_t = Tensor::from_vec(ids, [step.len()], dev)?;
     forward_decode(model, layers, &ids_t, &pos_t, &rows, &idx)

@@ -19,7 +19,7 @@ mod weights;
 pub use attention::{attention, attention_with, normalized_entropy, AttentionOutput, AttnKernel};
 pub use decode::{
     check_index, check_prefix_groups, check_write_rows, prefix_group_rows, BlockCopies, CacheIndex, CacheRows, KvCache,
-    PoolShape, DECODE_CHUNK_KEYS, PADDING_ROW,
+    PoolShape, PrefixGroup, DECODE_CHUNK_KEYS, PADDING_ROW,
 };
 pub use matmul::MatmulSpec;
 pub use norm::add_rms_norm;
