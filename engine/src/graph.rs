@@ -57,11 +57,17 @@ pub struct StepGraph {
 }
 
 impl GraphSet {
-    pub fn new(device: &Device) -> Self {
-        Self { device: device.clone(), pool: device.as_cuda().map(|d| d.new_private_pool()) }
+    pub fn new(device: &Device) -> Result<Self> {
+        let pool = match device.as_cuda() {
+            Some(d) => Some(d.new_private_pool()?),
+            None => None,
+        };
+        Ok(Self { device: device.clone(), pool })
     }
 
-    /// Capture `body` (a GPU runs it once eagerly first); the graph and the captured run's result.
+    /// Capture `body` (a GPU runs it once eagerly first): the graph and the captured run's result, whose
+    /// buffers are meaningful only after a replay. The graphs of one set share their temporaries: a
+    /// graph's result buffers hold its results until another graph of the set is replayed.
     pub fn capture<T>(&self, mut body: impl FnMut() -> Result<T>) -> Result<(StepGraph, T)> {
         match (&self.device, &self.pool) {
             (Device::Cuda(d), Some(pool)) => {
@@ -78,9 +84,9 @@ impl GraphSet {
     /// Replay `graph`, which rewrites the buffers of `out` (the result its capture returned). On the CPU
     /// the body runs again under the no-transfer rule and its result replaces `out`.
     pub fn replay<T>(&self, graph: &StepGraph, mut body: impl FnMut() -> Result<T>, out: &mut T) -> Result<()> {
-        match &graph.cuda {
-            Some(g) => g.replay(),
-            None => {
+        match (&graph.cuda, &self.pool) {
+            (Some(g), Some(pool)) => g.replay(pool),
+            _ => {
                 *out = with_capture_flag(&mut body)?;
                 Ok(())
             }
@@ -95,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_body_that_moves_data_between_host_and_device_is_refused() {
-        let set = GraphSet::new(&Device::Cpu);
+        let set = GraphSet::new(&Device::Cpu).unwrap();
         let x = Tensor::from_vec(vec![1.0f32, 2.0], [2], &Device::Cpu).unwrap();
         let e = set.capture(|| Tensor::from_vec(vec![1.0f32], [1], &Device::Cpu)).err().unwrap();
         assert!(e.to_string().contains("inside a captured step body"), "{e}");
@@ -105,6 +111,7 @@ mod tests {
         let table = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 2], &Device::Cpu).unwrap();
         let ids = Tensor::from_vec(vec![0i32, 2], [2], &Device::Cpu).unwrap();
         let (g, mut out) = set.capture(|| table.embedding(&ids)).unwrap();
+        set.replay(&g, || table.embedding(&ids), &mut out).unwrap();
         assert_eq!(out.to_vec_f32().unwrap(), [1.0, 2.0, 5.0, 6.0]);
         ids.write_i32(&[1, 1]).unwrap();
         set.replay(&g, || table.embedding(&ids), &mut out).unwrap();

@@ -1,7 +1,7 @@
 //! Decode steps as replayed step graphs ([`DecodeMode::Graph`](crate::generate::DecodeMode)): the whole
 //! step (embedding, every layer with its KV write and decode attention, the LM head and the sampler) is
-//! captured once per bucket and replayed, so a step costs the host O(1) driver calls: six input uploads,
-//! one graph launch and two reads of the picks, whatever the model's depth.
+//! captured once per bucket and replayed, so a step costs the host O(1) driver calls: eight input uploads,
+//! one replay and two reads of the picks, whatever the model's depth.
 //!
 //! A bucket is (batch rows, key capacity). A step of n requests runs in the smallest batch bucket ≥ n
 //! (powers of two to 8, then multiples of 8 to 256, then of 32; capped at the most requests that can
@@ -15,7 +15,8 @@
 //! Each bucket owns fixed input buffers; the host packs and checks a step's inputs
 //! ([`check_index`], [`check_write_rows`]) before writing them, then replays. The body reads nothing
 //! else per step: sampling parameters are fixed for the call and each row's uniform is keyed by its
-//! buffer row of (seed, position), so a graph gives the eager path's picks.
+//! buffer row of (seed, position), so a graph gives the eager path's picks (on a GPU up to the rounding of
+//! GEMMs that a padded batch may run with other kernels).
 use crate::error::Result;
 use crate::generate::forward_decode;
 use crate::model::Qwen3;
@@ -133,17 +134,17 @@ impl DecodeGraphs {
         max_batch: usize,
         params: SamplingParams,
         prefix: Option<usize>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Ok(Self {
             prefix,
             buckets: BTreeMap::new(),
-            set: GraphSet::new(device),
+            set: GraphSet::new(device)?,
             pool,
             width: width.max(1),
             max_batch: max_batch.max(1),
             params,
             stats: GraphStats::default(),
-        }
+        })
     }
 
     /// One decode step for `rows` (at most `max_batch`): (token, log-prob) per row.
@@ -226,9 +227,9 @@ impl DecodeGraphs {
         h.keys = key_words(&keys);
         h.len = check_index(&h.table, w, &h.pos, self.pool)?;
         check_write_rows(&h.write_rows, self.pool, true)?;
-        // padding rows are groups of 1 without a prefix
-        (h.group_rows, h.prefix_len) = prefix_group_rows(groups, batch);
         if let Some(cap) = self.prefix {
+            // padding rows are groups of 1 without a prefix
+            (h.group_rows, h.prefix_len) = prefix_group_rows(groups, batch);
             check_prefix_groups(&h.table, w, &h.len, &h.group_rows, &h.prefix_len, self.pool, max_rows)?;
             if let Some(p) = h.prefix_len.iter().find(|&&p| p as usize > cap) {
                 return Err(crate::ModelError::Invalid(format!(
@@ -265,8 +266,10 @@ impl HostInputs {
         b.len.write_i32(&self.len)?;
         b.table.write_i32(&self.table)?;
         b.keys.write_i32(&self.keys)?;
-        b.group_rows.write_i32(&self.group_rows)?;
-        b.prefix_len.write_i32(&self.prefix_len)?;
+        if !self.group_rows.is_empty() {
+            b.group_rows.write_i32(&self.group_rows)?;
+            b.prefix_len.write_i32(&self.prefix_len)?;
+        }
         Ok(())
     }
 }
@@ -312,7 +315,7 @@ mod tests {
         let m = Qwen3::random(c, DType::F32, &dev, 1).unwrap();
         let pool = PoolShape::new(6, 4).unwrap();
         let layers = vec![KvCache::new(pool, 1, 32, 2, DType::F32, &dev).unwrap()];
-        let mut g = DecodeGraphs::new(&dev, pool, 2, 2, SamplingParams::default(), None);
+        let mut g = DecodeGraphs::new(&dev, pool, 2, 2, SamplingParams::default(), None).unwrap();
         fn row(pos: usize, write_row: i32, table: &[i32]) -> StepRow<'_> {
             StepRow { token: 1, pos, write_row, table, key: SampleKey { seed: 0, position: 0 } }
         }

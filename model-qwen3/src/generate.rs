@@ -220,7 +220,7 @@ pub fn generate_run(
                 let bs = plan.pool.block_size;
                 reqs.iter().map(|r| r.prompt.len() / bs * bs).max().unwrap_or(0)
             });
-            Some(DecodeGraphs::new(dev, plan.pool, width, plan.max_seqs, *params, prefix))
+            Some(DecodeGraphs::new(dev, plan.pool, width, plan.max_seqs, *params, prefix)?)
         }
     };
     let mut s = Scheduler::new(reqs, plan);

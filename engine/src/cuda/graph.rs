@@ -5,18 +5,28 @@
 //! allocation of the body goes to the graph stream and to the graph set's private allocator pool, and
 //! the main stream waits for the graph stream afterwards. The body runs once eagerly before the capture
 //! (kernels loaded, shared-memory attributes set, the private pool filled), so the capture itself
-//! allocates nothing from the driver. A replay is: graph stream waits for main, one graph launch, main
-//! waits for graph stream (three driver calls whatever the body launches).
+//! allocates nothing from the driver. cuBLAS works in a workspace block the pool owns (set while routed,
+//! so no graph allocates a workspace of its own). A replay is five driver calls: record an event on the
+//! main stream, the graph stream waits for it, one graph launch, record on the graph stream, the main
+//! stream waits for it.
+use super::alloc::DeviceBlock;
 use super::CudaDevice;
 use crate::error::{EngineError, Result};
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, CudaStream};
+use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaEvent, CudaGraph, CudaStream};
 use std::sync::Arc;
 
+/// cuBLAS workspace of a graph set: 32 MiB (cuBLAS's recommendation for Hopper).
+const CUBLAS_WORKSPACE: usize = 32 << 20;
+
 /// A private allocator pool shared by the graphs of one set: the temporaries of every captured body
-/// live here (graphs of one set never run concurrently: they replay one at a time on one stream).
+/// live here (graphs of one set never run concurrently: they replay one at a time on one stream), with
+/// the set's cuBLAS workspace and the two events that order a replay.
 pub struct PrivatePool {
     id: u32,
+    workspace: DeviceBlock,
+    main_done: CudaEvent,
+    graph_done: CudaEvent,
     device: CudaDevice,
 }
 
@@ -42,37 +52,62 @@ impl CudaDevice {
         Ok(self.inner.graph_stream.get_or_init(|| s).clone())
     }
 
-    pub fn new_private_pool(&self) -> PrivatePool {
-        PrivatePool { id: self.inner.alloc.new_private_pool(), device: self.clone() }
+    pub fn new_private_pool(&self) -> Result<PrivatePool> {
+        let event = || {
+            self.inner
+                .ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DISABLE_TIMING))
+                .map_err(|e| EngineError::cuda("creating a graph event", e))
+        };
+        Ok(PrivatePool {
+            id: self.inner.alloc.new_private_pool(),
+            workspace: self.alloc(CUBLAS_WORKSPACE)?,
+            main_done: event()?,
+            graph_done: event()?,
+            device: self.clone(),
+        })
     }
 
-    /// Route launches, cuBLAS and allocations to the graph stream and `pool` (Some), or back (None).
+    /// Route launches, cuBLAS and allocations to the graph stream and `pool` (Some), or back (None). The
+    /// engine's own routing is switched first, so a failing cuBLAS call cannot leave it half switched.
     fn route(&self, to: Option<(&Arc<CudaStream>, &PrivatePool)>) -> Result<()> {
-        let stream = to.map(|(s, _)| s.clone()).unwrap_or_else(|| self.inner.stream.clone());
-        // SAFETY: the handle lives as long as the device; the stream is this context's.
-        unsafe { cudarc::cublas::result::set_stream(*self.inner.blas.handle(), stream.cu_stream() as _) }
-            .map_err(|e| EngineError::cuda("pointing cuBLAS at the graph stream", e))?;
+        let handle = *self.inner.blas.handle();
         match to {
             Some((s, pool)) => {
                 self.inner.alloc.set_active_pool(pool.id, Some(s.clone()));
                 *self.inner.capturing.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+                // SAFETY: the handle lives as long as the device; the stream is this context's; the
+                // workspace block lives as long as the pool, which outlives its graphs.
+                unsafe {
+                    cudarc::cublas::result::set_stream(handle, s.cu_stream() as _)
+                        .map_err(|e| EngineError::cuda("pointing cuBLAS at the graph stream", e))?;
+                    cudarc::cublas::sys::cublasSetWorkspace_v2(
+                        handle,
+                        pool.workspace.ptr() as *mut std::ffi::c_void,
+                        pool.workspace.capacity(),
+                    )
+                    .result()
+                    .map_err(|e| EngineError::cuda("setting the graph cuBLAS workspace", e))
+                }
             }
             None => {
                 self.inner.alloc.set_active_pool(0, None);
                 *self.inner.capturing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                // SAFETY: as above; setting the stream also returns cuBLAS to its own workspace.
+                unsafe { cudarc::cublas::result::set_stream(handle, self.inner.stream.cu_stream() as _) }
+                    .map_err(|e| EngineError::cuda("pointing cuBLAS back at the main stream", e))
             }
         }
-        Ok(())
     }
 
-    /// Run `body` once eagerly, then capture it; the graph and the captured run's result (whose device
-    /// buffers each replay rewrites).
+    /// Run `body` once eagerly, then capture it: the graph, and the captured run's result, whose device
+    /// buffers hold nothing until the first replay.
     pub fn capture<T>(&self, pool: &PrivatePool, mut body: impl FnMut() -> Result<T>) -> Result<(CapturedGraph, T)> {
         let gs = self.graph_stream()?;
         self.bind()?;
         gs.join(&self.inner.stream).map_err(|e| EngineError::cuda("ordering the graph stream", e))?;
-        self.route(Some((&gs, pool)))?;
-        let captured = (|| {
+        let routed = self.route(Some((&gs, pool)));
+        let captured = routed.and_then(|()| {
             // warm-up on the graph stream, in the private pool, under the capture's rules
             drop(crate::graph::with_capture_flag(&mut body)?);
             gs.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
@@ -85,7 +120,7 @@ impl CudaDevice {
                 .map_err(|e| EngineError::cuda("ending a graph capture", e))?
                 .ok_or_else(|| EngineError::invalid("graph capture", "the captured body queued no work"))?;
             Ok((graph, out))
-        })();
+        });
         let restored = self.route(None);
         let joined = self.inner.stream.join(&gs).map_err(|e| EngineError::cuda("ordering the main stream", e));
         let (graph, out) = captured?;
@@ -98,12 +133,15 @@ impl CudaDevice {
 
 impl CapturedGraph {
     /// Replay after the work queued so far on the main stream; later work on the main stream waits for it.
-    pub fn replay(&self) -> Result<()> {
+    pub fn replay(&self, pool: &PrivatePool) -> Result<()> {
         let dev = &self.device;
         let gs = dev.graph_stream()?;
-        gs.join(&dev.inner.stream).map_err(|e| EngineError::cuda("ordering the graph stream", e))?;
+        let order = |e: cudarc::driver::DriverError| EngineError::cuda("ordering a graph replay", e);
+        pool.main_done.record(&dev.inner.stream).map_err(order)?;
+        gs.wait(&pool.main_done).map_err(order)?;
         self.graph.launch().map_err(|e| EngineError::cuda("launching a graph", e))?;
-        dev.inner.stream.join(&gs).map_err(|e| EngineError::cuda("ordering the main stream", e))?;
+        pool.graph_done.record(&gs).map_err(order)?;
+        dev.inner.stream.wait(&pool.graph_done).map_err(order)?;
         dev.after_launch("graph replay")
     }
 }

@@ -246,6 +246,7 @@ impl CudaDevice {
 
     /// Wait for all queued work; report asynchronous kernel faults and index errors raised by kernels.
     pub fn synchronize(&self) -> Result<()> {
+        crate::graph::check_no_transfer("a device synchronisation")?;
         self.inner.stream.synchronize().map_err(|e| EngineError::cuda("stream synchronize", e))?;
         let mut flag = [0i32];
         // SAFETY: err_flag is a live 4-byte block; the stream is idle.

@@ -32,6 +32,7 @@ impl PendingRead {
     /// Waits for the stream to reach the copy (not for work queued after it), then returns the words.
     /// Reports an asynchronous fault of the work before the copy.
     pub fn wait(self) -> Result<Vec<i32>> {
+        crate::graph::check_no_transfer("a device-to-host read")?;
         let slot = self.slot.as_ref().expect("held until drop");
         slot.event.synchronize().map_err(|e| EngineError::cuda("waiting for a device-to-host read", e))?;
         let words = slot.buf.as_slice().map_err(|e| EngineError::cuda("reading a page-locked buffer", e))?;
@@ -53,6 +54,7 @@ impl CudaDevice {
     /// Queues a copy of `len` (<= [`READBACK_WORDS`]) i32 at device address `src` to the host, after the work
     /// queued so far, and returns at once.
     pub fn read_i32_async(&self, src: u64, len: usize) -> Result<PendingRead> {
+        crate::graph::check_no_transfer("a device-to-host read")?;
         if len > READBACK_WORDS {
             return Err(EngineError::invalid("read_i32_async", format!("{len} words (at most {READBACK_WORDS})")));
         }
