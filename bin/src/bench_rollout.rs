@@ -45,6 +45,10 @@ pub struct RolloutArgs {
     /// Decode modes of the paged runs (eager, graph); the contiguous run decodes eagerly.
     #[arg(long, value_delimiter = ',', default_value = "eager,graph", value_parser = crate::train::choice::<DecodeChoice>(DecodeChoice::NAMES))]
     pub decode: Vec<DecodeChoice>,
+    /// Also run each paged mode with prefix-grouped decode attention (each prompt's blocks read once per
+    /// group of its responses).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefix_attention: bool,
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 }
@@ -167,22 +171,27 @@ pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Er
             crate::COMMIT
         )
     };
-    let mut paged: Vec<(DecodeChoice, RunResult)> = Vec::new();
+    let mut paged: Vec<(String, RunResult)> = Vec::new();
+    let prefix_modes: &[bool] = if a.prefix_attention { &[false, true] } else { &[false] };
     for &mode in &a.decode {
-        let opts = GenerateOptions {
-            max_seqs: 0,
-            kv: KvLayout::Paged(PagedKv { block_size: a.block_size, blocks: 0, share_prompts: true }),
-            decode: mode.mode(),
-            ..Default::default()
-        };
-        let r = run(&m, &reqs, &opts)?;
-        lines.push_str(&report(&format!("paged-{}", mode.name()), &r));
-        paged.push((mode, r));
+        for &prefix_attention in prefix_modes {
+            let opts = GenerateOptions {
+                max_seqs: 0,
+                kv: KvLayout::Paged(PagedKv { block_size: a.block_size, blocks: 0, share_prompts: true }),
+                decode: mode.mode(),
+                prefix_attention,
+                ..Default::default()
+            };
+            let r = run(&m, &reqs, &opts)?;
+            let name = format!("paged-{}{}", mode.name(), if prefix_attention { "-prefix" } else { "" });
+            lines.push_str(&report(&name, &r));
+            paged.push((name, r));
+        }
     }
     // the same keyed samples either way, up to rounding (a padded batch may take other GEMM kernels)
     if let [(ma, ra), (mb, rb), ..] = &paged[..] {
         let same = ra.generations.iter().zip(&rb.generations).filter(|(x, y)| x.tokens == y.tokens).count();
-        println!("paged-{} vs paged-{}: {same} of {n} responses identical", ma.name(), mb.name());
+        println!("{ma} vs {mb}: {same} of {n} responses identical");
     }
     let p = &paged.iter().min_by(|x, y| x.1.seconds.total_cmp(&y.1.seconds)).expect("one mode").1;
     if !a.skip_contiguous {
@@ -198,7 +207,7 @@ pub fn rollout_bench(a: &RolloutArgs) -> Result<ExitCode, Box<dyn std::error::Er
         let c = run(&m, &reqs, &GenerateOptions { max_seqs: slots, kv: KvLayout::Contiguous, ..Default::default() })?;
         lines.push_str(&report("contiguous", &c));
         for (mode, r) in &paged {
-            println!("paged-{} / contiguous: {:.2}× tokens/s", mode.name(), c.seconds / r.seconds);
+            println!("{mode} / contiguous: {:.2}× tokens/s", c.seconds / r.seconds);
         }
         println!("best paged / contiguous: {:.2}× tokens/s", c.seconds / p.seconds);
     }

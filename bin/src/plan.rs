@@ -49,6 +49,10 @@ pub struct Args {
     /// The n responses of a prompt share its prompt's KV blocks and prefill (rollout.share_prompts).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     share_prompts: bool,
+    /// Decode attention reads a shared prompt's blocks once per group of its responses
+    /// (rollout.prefix_attention), paged model with shared prompts.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    prefix_attention: bool,
     /// How the paged model's decode steps run: one CUDA graph replay a step, or kernel by kernel.
     #[arg(long, value_enum, default_value_t = DecodeArg::Graph)]
     decode: DecodeArg,
@@ -141,6 +145,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         block_size: a.kv_block_size,
         blocks: a.kv_blocks,
         share_prompts: a.share_prompts,
+        prefix_attention: a.prefix_attention,
         decode: match a.decode {
             DecodeArg::Graph => DecodeMode::Graph,
             DecodeArg::Eager => DecodeMode::Eager,

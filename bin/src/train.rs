@@ -138,6 +138,9 @@ pub struct EvalArgs {
     /// Decode steps issued op by op or replayed as graphs (rollout.decode).
     #[arg(long, default_value = "eager", value_parser = choice::<DecodeChoice>(DecodeChoice::NAMES))]
     decode: DecodeChoice,
+    /// Read each prompt's shared KV blocks once per group of its responses (rollout.prefix_attention).
+    #[arg(long)]
+    prefix_attention: bool,
     /// Positions per block of the paged cache (rollout.kv_block_size), 1 to 65536.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=65536))]
     kv_block_size: u32,
@@ -237,6 +240,6 @@ impl EvalArgs {
                 ..Default::default()
             },
         };
-        GenerateOptions { decode: self.decode.mode(), ..opts }
+        GenerateOptions { decode: self.decode.mode(), prefix_attention: self.prefix_attention, ..opts }
     }
 }

@@ -240,6 +240,10 @@ pub struct RolloutConfig {
     /// Decode steps issued op by op or replayed as graphs (either cache layout).
     #[serde(default = "default_decode")]
     pub decode: DecodeChoice,
+    /// Decode attention reads each shared prompt's blocks once per group of its running responses (paged
+    /// cache with shared prompts).
+    #[serde(default)]
+    pub prefix_attention: bool,
 }
 
 fn default_kv_cache() -> KvCacheChoice {
@@ -284,7 +288,7 @@ impl RolloutConfig {
                 ..Default::default()
             },
         };
-        GenerateOptions { decode: self.decode.mode(), ..opts }
+        GenerateOptions { decode: self.decode.mode(), prefix_attention: self.prefix_attention, ..opts }
     }
 }
 
@@ -588,6 +592,7 @@ pub const RESUME_FREE: &[&str] = &[
     "rollout.kv_blocks",
     "rollout.share_prompts",
     "rollout.decode",
+    "rollout.prefix_attention",
     "data.eval",
     "run.",
 ];
@@ -649,6 +654,7 @@ impl TrainConfig {
                 max_concurrent: 0,
                 kv_cache: KvCacheChoice::Paged,
                 decode: DecodeChoice::Eager,
+                prefix_attention: false,
                 kv_block_size: 16,
                 kv_blocks: 0,
                 share_prompts: true,
