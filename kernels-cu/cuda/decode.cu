@@ -72,8 +72,8 @@ template <typename T, int D>
 __device__ void decode_chunk_body(float* __restrict__ ws_o, float* __restrict__ ws_m, float* __restrict__ ws_l,
                                   const T* __restrict__ q, const T* __restrict__ k_cache,
                                   const T* __restrict__ v_cache, const int* __restrict__ table,
-                                  const int* __restrict__ len, int hq, int hkv, int group_heads, int block_size,
-                                  int width, float scale) {
+                                  const int* __restrict__ len, const int* __restrict__ start, int hq, int hkv,
+                                  int group_heads, int block_size, int width, float scale, int slot0, int slots) {
     constexpr int EPV = 16 / sizeof(T);       // elements per 16-byte vector
     constexpr int VECS = D / EPV;             // vectors per row (<= 32)
     constexpr int KPI = kDecodeThreads / VECS;  // keys handled per pass of the CTA
@@ -85,18 +85,21 @@ __device__ void decode_chunk_body(float* __restrict__ ws_o, float* __restrict__ 
     float* sred = sp + G * kChunk;
     long long* srow = reinterpret_cast<long long*>(sred + (kDecodeThreads / VECS) * G * D);
 
-    // which tile: request b, heads h0..h0+G-1 (one KV head), chunk c
+    // which tile: request b, heads h0..h0+G-1 (one KV head), chunk c of the keys from start[b] on
     const int b = blockIdx.x, h0 = blockIdx.y * G, chunk = blockIdx.z;
     const int kvh = h0 / (hq / hkv);
     const int n = min(len[b], width * block_size);
-    const int j0 = chunk * kChunk, nk = max(0, min(kChunk, n - j0));
-    const long long out = ((long long)b * hq + h0) * gridDim.z + chunk;  // partial row of head h0
+    const int j0 = (start ? start[b] : 0) + chunk * kChunk, nk = max(0, min(kChunk, n - j0));
+    const long long out = ((long long)b * hq + h0) * slots + slot0 + chunk;  // partial row of head h0
+    ws_o += out * D;  // head g's partial row is g · slots further on
+    ws_m += out;
+    ws_l += out;
     const int tid = threadIdx.x, vi = tid % VECS, kk = tid / VECS;
     if (nk == 0) {  // past the request's length: a neutral partial
-        for (int i = tid; i < G * D; i += kDecodeThreads) ws_o[(out + (long long)(i / D) * gridDim.z) * D + i % D] = 0.0f;
+        for (int i = tid; i < G * D; i += kDecodeThreads) ws_o[(long long)(i / D) * slots * D + i % D] = 0.0f;
         if (tid < G) {
-            ws_m[out + (long long)tid * gridDim.z] = -CUDART_INF_F;
-            ws_l[out + (long long)tid * gridDim.z] = 0.0f;
+            ws_m[(long long)tid * slots] = -CUDART_INF_F;
+            ws_l[(long long)tid * slots] = 0.0f;
         }
         return;
     }
@@ -148,8 +151,8 @@ __device__ void decode_chunk_body(float* __restrict__ ws_o, float* __restrict__ 
         }
         l = warp_sum(l);
         if (lane == 0) {
-            ws_m[out + (long long)g * gridDim.z] = m;
-            ws_l[out + (long long)g * gridDim.z] = l;
+            ws_m[(long long)g * slots] = m;
+            ws_l[(long long)g * slots] = l;
         }
     }
     __syncthreads();
@@ -182,7 +185,178 @@ __device__ void decode_chunk_body(float* __restrict__ ws_o, float* __restrict__ 
         const int g = i / D, c = i % D;
         float sum = 0.0f;
         for (int r = 0; r < KPI; ++r) sum += sred[(r * G + g) * D + c];
-        ws_o[(out + (long long)g * gridDim.z) * D + c] = sum;
+        ws_o[(long long)g * slots * D + c] = sum;
+    }
+}
+
+namespace {
+constexpr int kPrefixChunk = 128;   // shared-prefix keys per CTA of decode_prefix
+constexpr int kMaxPrefixRows = 64;  // query rows (members × heads) per CTA of decode_prefix
+constexpr int kPrefixPad = 4;       // f32 padding of each staged row: 16-byte loads of 8 neighbouring rows hit 32 banks
+}  // namespace
+
+// Dynamic shared memory of decode_prefix for head dim D and R = n · G query rows (mirrored by the launcher, which
+// sizes it for the largest group of the launch, at most kMaxPrefixRows rows):
+// pool rows [kPrefixChunk] i64 | K, then V, tile [kPrefixChunk][D + 4] f32 | per query row [R][(D + 4) + (kPrefixChunk + 4)]
+// f32 (the q row, then its scores / probabilities). Bytes: 8·128 + 4·128·(D + 4) + 4·R·(D + 136).
+template <typename T, int D>
+__device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__ ws_m, float* __restrict__ ws_l,
+                                   const T* __restrict__ q, const T* __restrict__ k_cache,
+                                   const T* __restrict__ v_cache, const int* __restrict__ table,
+                                   const int* __restrict__ prefix_len, const int* __restrict__ group_rows, int hq,
+                                   int hkv, int group_heads, int block_size, int width, float scale, int slots) {
+    constexpr int EPV = 16 / sizeof(T);  // elements per 16-byte vector
+    constexpr int VECS = D / EPV;        // vectors per row
+    constexpr int KS = D + kPrefixPad;   // f32 stride of a staged K/V row
+    constexpr int RS = KS + kPrefixChunk + kPrefixPad;  // f32 stride of a query row's region (q, then scores)
+    constexpr int TC = 8, TR = kDecodeThreads / TC;     // thread (tr, tc) of a TR × TC grid
+    constexpr int RPT = kMaxPrefixRows / TR;            // query rows per thread: tr + TR·i
+    constexpr int KPT = 8;                              // keys per thread and score pass: tc + TC·jj
+    constexpr int C4 = D / (4 * TC);                    // float4 columns of õ per thread: tc + TC·v
+    static_assert(kDecodeThreads % TC == 0 && kMaxPrefixRows % TR == 0 && D % (4 * TC) == 0, "thread tiles");
+    static_assert(kPrefixChunk % (TC * KPT) == 0 && D % EPV == 0, "key passes");
+    const int b = blockIdx.x, chunk = blockIdx.z;
+    const int members = group_rows[b];
+    if (members == 0) return;  // not a group leader: its leader's CTAs write its partials
+    DYNAMIC_SMEM(smem, 16);
+    const int G = group_heads, R = members * G, h0 = blockIdx.y * G;
+    long long* srow = reinterpret_cast<long long*>(smem);
+    float* skv = reinterpret_cast<float*>(srow + kPrefixChunk);
+    float* sr = skv + kPrefixChunk * KS;
+    const int kvh = h0 / (hq / hkv);
+    const int P = min(prefix_len[b], width * block_size);
+    const int j0 = chunk * kPrefixChunk, nk = max(0, min(kPrefixChunk, P - j0));
+    const int tid = threadIdx.x;
+    // partial row of query row r = member · G + head
+    auto out_row = [&](int r) { return ((long long)(b + r / G) * hq + h0 + r % G) * slots + chunk; };
+    if (nk == 0) {  // past the prefix: neutral partials for every member and head
+        for (int i = tid; i < R * D; i += kDecodeThreads) ws_o[out_row(i / D) * D + i % D] = 0.0f;
+        for (int r = tid; r < R; r += kDecodeThreads) {
+            ws_m[out_row(r)] = -CUDART_INF_F;
+            ws_l[out_row(r)] = 0.0f;
+        }
+        return;
+    }
+    const long long row = (long long)hkv * D;
+    const T* kc = k_cache + (long long)kvh * D;
+    const T* vc = v_cache + (long long)kvh * D;
+    // one chunk's rows of K or V (through the leader's block table) into the f32 tile, 16-byte loads
+    auto stage = [&](const T* cache) {
+        for (int i = tid; i < nk * VECS; i += kDecodeThreads) {
+            const int j = i / VECS, vi = i % VECS;
+            const uint4 raw = *reinterpret_cast<const uint4*>(cache + srow[j] + vi * EPV);
+            const T* e = reinterpret_cast<const T*>(&raw);
+            float* dst = skv + j * KS + vi * EPV;
+#pragma unroll
+            for (int t = 0; t < EPV; t += 4)
+                *reinterpret_cast<float4*>(dst + t) =
+                    make_float4(to_f32(e[t]), to_f32(e[t + 1]), to_f32(e[t + 2]), to_f32(e[t + 3]));
+        }
+    };
+
+    // 0. the chunk's pool rows (element offsets of the leader's position j0 + j)
+    const int* trow = table + (long long)b * width;
+    for (int j = tid; j < nk; j += kDecodeThreads) srow[j] = paged_row(trow, j0 + j, block_size) * row;
+    // 1. the query rows of every member and head (f32)
+    for (int i = tid; i < R * D; i += kDecodeThreads) {
+        const int r = i / D, c = i % D;
+        sr[r * RS + c] = to_f32(q[((long long)(b + r / G) * hq + h0 + r % G) * D + c]);
+    }
+    __syncthreads();
+    stage(kc);
+    __syncthreads();
+
+    // 2. scores s[r][j] = scale · q_r · k_j: thread (tr, tc) a register tile of rows tr + TR·i × keys tc + TC·jj
+    const int tr = tid / TC, tc = tid % TC;
+    for (int jb = 0; jb < nk; jb += TC * KPT) {
+        float acc[RPT][KPT];
+#pragma unroll
+        for (int i = 0; i < RPT; ++i)
+#pragma unroll
+            for (int jj = 0; jj < KPT; ++jj) acc[i][jj] = 0.0f;
+        for (int c = 0; c < D; c += 4) {
+            float4 qv[RPT];
+#pragma unroll
+            for (int i = 0; i < RPT; ++i) {
+                const int r = tr + TR * i;
+                qv[i] = r < R ? *reinterpret_cast<const float4*>(sr + r * RS + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+#pragma unroll
+            for (int jj = 0; jj < KPT; ++jj) {
+                const float4 kv = *reinterpret_cast<const float4*>(skv + (jb + tc + TC * jj) * KS + c);
+#pragma unroll
+                for (int i = 0; i < RPT; ++i)
+                    acc[i][jj] += qv[i].x * kv.x + qv[i].y * kv.y + qv[i].z * kv.z + qv[i].w * kv.w;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < RPT; ++i) {
+            const int r = tr + TR * i;
+#pragma unroll
+            for (int jj = 0; jj < KPT; ++jj) {
+                const int j = jb + tc + TC * jj;
+                if (r < R && j < nk) sr[r * RS + KS + j] = acc[i][jj] * scale;
+            }
+        }
+    }
+    __syncthreads();
+
+    // 3. V replaces K in the tile; per query row max and sum (one warp per row), p = e^(s − m) in place
+    stage(vc);
+    const int warp = tid / 32, lane = tid % 32;
+    for (int r = warp; r < R; r += kDecodeThreads / 32) {
+        float* s = sr + r * RS + KS;
+        float m = -CUDART_INF_F;
+        for (int j = lane; j < nk; j += 32) m = fmaxf(m, s[j]);
+        m = warp_max(m);
+        float l = 0.0f;
+        for (int j = lane; j < nk; j += 32) {
+            const float e = expf(s[j] - m);
+            s[j] = e;
+            l += e;
+        }
+        l = warp_sum(l);
+        if (lane == 0) {
+            ws_m[out_row(r)] = m;
+            ws_l[out_row(r)] = l;
+        }
+    }
+    __syncthreads();
+
+    // 4. õ[r] = Σ_j p[r][j] v_j: thread (tr, tc) rows tr + TR·i × float4 columns tc + TC·v
+    float acc[RPT][C4][4];
+#pragma unroll
+    for (int i = 0; i < RPT; ++i)
+#pragma unroll
+        for (int v = 0; v < C4; ++v)
+#pragma unroll
+            for (int t = 0; t < 4; ++t) acc[i][v][t] = 0.0f;
+    for (int j = 0; j < nk; ++j) {
+        float4 vv[C4];
+#pragma unroll
+        for (int v = 0; v < C4; ++v) vv[v] = *reinterpret_cast<const float4*>(skv + j * KS + 4 * (tc + TC * v));
+#pragma unroll
+        for (int i = 0; i < RPT; ++i) {
+            const int r = tr + TR * i;
+            const float p = r < R ? sr[r * RS + KS + j] : 0.0f;
+#pragma unroll
+            for (int v = 0; v < C4; ++v) {
+                acc[i][v][0] += p * vv[v].x;
+                acc[i][v][1] += p * vv[v].y;
+                acc[i][v][2] += p * vv[v].z;
+                acc[i][v][3] += p * vv[v].w;
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < RPT; ++i) {
+        const int r = tr + TR * i;
+        if (r >= R) continue;
+        float* dst = ws_o + out_row(r) * D;
+#pragma unroll
+        for (int v = 0; v < C4; ++v)
+            *reinterpret_cast<float4*>(dst + 4 * (tc + TC * v)) =
+                make_float4(acc[i][v][0], acc[i][v][1], acc[i][v][2], acc[i][v][3]);
     }
 }
 
@@ -220,10 +394,20 @@ __device__ void decode_combine_body(T* __restrict__ o, const float* __restrict__
 #define DEFINE_DECODE_CHUNK(SFX, T, D)                                                                         \
     extern "C" __global__ void __launch_bounds__(kDecodeThreads)                                              \
         decode_chunk_##SFX##_d##D(float* ws_o, float* ws_m, float* ws_l, const T* q, const T* k_cache,         \
-                                  const T* v_cache, const int* table, const int* len, int hq, int hkv,         \
-                                  int group_heads, int block_size, int width, float scale) {                   \
-        decode_chunk_body<T, D>(ws_o, ws_m, ws_l, q, k_cache, v_cache, table, len, hq, hkv, group_heads,      \
-                                block_size, width, scale);                                                     \
+                                  const T* v_cache, const int* table, const int* len, const int* start, int hq,  \
+                                  int hkv, int group_heads, int block_size, int width, float scale, int slot0, \
+                                  int slots) {                                                                 \
+        decode_chunk_body<T, D>(ws_o, ws_m, ws_l, q, k_cache, v_cache, table, len, start, hq, hkv, group_heads, \
+                                block_size, width, scale, slot0, slots);                                       \
+    }
+#define DEFINE_DECODE_PREFIX(SFX, T, D)                                                                        \
+    extern "C" __global__ void __launch_bounds__(kDecodeThreads)                                              \
+        decode_prefix_##SFX##_d##D(float* ws_o, float* ws_m, float* ws_l, const T* q, const T* k_cache,        \
+                                   const T* v_cache, const int* table, const int* prefix_len,                 \
+                                   const int* group_rows, int hq, int hkv, int group_heads, int block_size,    \
+                                   int width, float scale, int slots) {                                       \
+        decode_prefix_body<T, D>(ws_o, ws_m, ws_l, q, k_cache, v_cache, table, prefix_len, group_rows, hq, hkv, \
+                                 group_heads, block_size, width, scale, slots);                               \
     }
 DEFINE_DECODE(f32, float)
 DEFINE_DECODE(bf16, __nv_bfloat16)
@@ -233,3 +417,9 @@ DEFINE_DECODE_CHUNK(f32, float, 128)
 DEFINE_DECODE_CHUNK(bf16, __nv_bfloat16, 32)
 DEFINE_DECODE_CHUNK(bf16, __nv_bfloat16, 64)
 DEFINE_DECODE_CHUNK(bf16, __nv_bfloat16, 128)
+DEFINE_DECODE_PREFIX(f32, float, 32)
+DEFINE_DECODE_PREFIX(f32, float, 64)
+DEFINE_DECODE_PREFIX(f32, float, 128)
+DEFINE_DECODE_PREFIX(bf16, __nv_bfloat16, 32)
+DEFINE_DECODE_PREFIX(bf16, __nv_bfloat16, 64)
+DEFINE_DECODE_PREFIX(bf16, __nv_bfloat16, 128)
