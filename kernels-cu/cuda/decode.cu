@@ -20,6 +20,25 @@
 // 16-byte slice of one key row, slices of a row reduced by shuffles; 3. per-head chunk max and sum (one
 // warp per head); 4. õ, each thread a 16-byte slice of V for a strided subset of keys, then a shared-memory
 // reduction over the key subsets.
+//
+// Both kernels write partials into one workspace of `slots` partials per (request row r, query head h): partial row
+// (r · hq + h) · slots + s, ws_o [.., D] f32, ws_m and ws_l [..] f32; decode_combine (chunks = slots) merges them.
+// decode_chunk covers the keys j in [start[b], len[b]) (start null: from 0): chunk c = blockIdx.z takes
+// [start + c·kChunk, min(len, start + (c + 1)·kChunk)) and writes slot slot0 + c. Plain decode: start null,
+// slot0 0, slots = chunks.
+//
+// Shared-prefix ("cascade") decode: the n responses of one prompt (a group: contiguous rows b .. b + n − 1, leader b,
+// group_rows[b] = n, 0 for the other members) share the prompt's first P = prefix_len[b] keys, read through the
+// leader's block-table row. decode_prefix reads each of those K/V rows once per (group, KV head) for all n · G query
+// rows (members × heads of the head group), writing the partials of the prefix chunks into slots 0 .. prefix_chunks − 1
+// of every member; then decode_chunk (start[r] = P of r's group, slot0 = prefix_chunks) adds each member's own keys
+// and decode_combine merges prefix and suffix partials — the result is attention over [0, len[r]).
+// Stages of the prefix kernel (CTA = group leader b, head group y, prefix chunk c of kPrefixChunk keys): 0. pool rows of
+// the chunk; 1. the n · G query rows into shared memory (f32); 2. K rows of the chunk into a shared f32 tile (16-byte
+// loads, each row once); scores s[r][j] as a register-tiled product (thread: 4 query rows × 8 keys, float4 shared
+// loads over D); 3. V rows replace K in the tile while one warp per query row takes the max and sum, p = e^(s − m);
+// 4. õ = P·V, thread: 4 query rows × D/8 columns, float4 stores to ws_o. Rows of the tile are padded by 4 floats so
+// the 16-byte loads of 8 neighbouring key rows fall on 32 distinct banks.
 #include "common.cuh"
 
 // Write row −1 marks a padding row of a fixed-size batch (a replayed decode graph): it writes nothing.
