@@ -34,12 +34,14 @@
 // of every member; then decode_chunk (start[r] = P of r's group, slot0 = prefix_chunks) adds each member's own keys
 // and decode_combine merges prefix and suffix partials — the result is attention over [0, len[r]).
 // Stages of the prefix kernel (CTA = group leader b, head group y, prefix chunk c of kPrefixChunk keys): 0. pool rows of
-// the chunk; 1. the n · G query rows into shared memory (f32); 2. K rows of the chunk into a shared f32 tile (16-byte
-// loads, each row once); scores s[r][j] as a register-tiled product (thread: 4 query rows × 8 keys, float4 shared
-// loads over D); 3. V rows replace K in the tile while one warp per query row takes the max and sum, p = e^(s − m);
-// 4. õ = P·V, thread: 4 query rows × D/8 columns, float4 stores to ws_o. Rows of the tile are padded by 4 floats so
-// the 16-byte loads of 8 neighbouring key rows fall on 32 distinct banks.
+// the chunk; 1. K and V rows of the chunk into shared tiles of T by cp.async (16 bytes each, each row read once, K and
+// V in two commit groups so V lands while the scores are computed), meanwhile the n · G query rows into shared memory
+// (f32); 2. scores s[r][j] as a register-tiled product (thread: 4 query rows × 8 keys, q as float4, K converted to
+// f32 as it is read); 3. one warp per query row takes the max and sum, p = e^(s − m); 4. õ = P·V (thread: 4 query
+// rows × D/8 columns), float4 stores to ws_o. Tile rows are padded by 16 bytes so the loads of 8 neighbouring key
+// rows fall on distinct banks.
 #include "common.cuh"
+#include "mma.cuh"  // cp.async
 
 // Write row −1 marks a padding row of a fixed-size batch (a replayed decode graph): it writes nothing.
 constexpr int kPaddingRow = -1;
@@ -211,13 +213,22 @@ __device__ void decode_chunk_body(float* __restrict__ ws_o, float* __restrict__ 
 namespace {
 constexpr int kPrefixChunk = 128;   // shared-prefix keys per CTA of decode_prefix
 constexpr int kMaxPrefixRows = 64;  // query rows (members × heads) per CTA of decode_prefix
-constexpr int kPrefixPad = 4;       // f32 padding of each staged row: 16-byte loads of 8 neighbouring rows hit 32 banks
 }  // namespace
 
-// Dynamic shared memory of decode_prefix for head dim D and R = n · G query rows (mirrored by the launcher, which
-// sizes it for the largest group of the launch, at most kMaxPrefixRows rows):
-// pool rows [kPrefixChunk] i64 | K, then V, tile [kPrefixChunk][D + 4] f32 | per query row [R][(D + 4) + (kPrefixChunk + 4)]
-// f32 (the q row, then its scores / probabilities). Bytes: 8·128 + 4·128·(D + 4) + 4·R·(D + 136).
+// 4 consecutive elements of a shared-memory row as f32 (8-byte loads of bf16, 16-byte loads of f32).
+__device__ __forceinline__ float4 load4_f32(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4_f32(const __nv_bfloat16* p) {
+    const uint2 raw = *reinterpret_cast<const uint2*>(p);
+    const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&raw);
+    return make_float4(to_f32(e[0]), to_f32(e[1]), to_f32(e[2]), to_f32(e[3]));
+}
+
+// Dynamic shared memory of decode_prefix for head dim D, element type T and R = n · G query rows (mirrored by the
+// launcher, which sizes it for the largest group of the launch, R <= kMaxPrefixRows):
+// pool rows [kPrefixChunk] i64 | K tile [kPrefixChunk][D + EPV] T | V tile [kPrefixChunk][D + EPV] T |
+// per query row [R][(D + 4) + (kPrefixChunk + 4)] f32 (the q row, then its scores / probabilities).
+// Bytes: 8·128 + 2·128·(D·sizeof(T) + 16) + 4·R·(D + 136), EPV = 16 / sizeof(T). A tile row is padded by 16 bytes so
+// that the loads of 8 neighbouring key rows fall on distinct banks.
 template <typename T, int D>
 __device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__ ws_m, float* __restrict__ ws_l,
                                    const T* __restrict__ q, const T* __restrict__ k_cache,
@@ -226,12 +237,12 @@ __device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__
                                    int hkv, int group_heads, int block_size, int width, float scale, int slots) {
     constexpr int EPV = 16 / sizeof(T);  // elements per 16-byte vector
     constexpr int VECS = D / EPV;        // vectors per row
-    constexpr int KS = D + kPrefixPad;   // f32 stride of a staged K/V row
-    constexpr int RS = KS + kPrefixChunk + kPrefixPad;  // f32 stride of a query row's region (q, then scores)
+    constexpr int KS = D + EPV;          // element stride of a K / V tile row
+    constexpr int RS = D + 4 + kPrefixChunk + 4;        // f32 stride of a query row's region (q, then scores)
     constexpr int TC = 8, TR = kDecodeThreads / TC;     // thread (tr, tc) of a TR × TC grid
     constexpr int RPT = kMaxPrefixRows / TR;            // query rows per thread: tr + TR·i
     constexpr int KPT = 8;                              // keys per thread and score pass: tc + TC·jj
-    constexpr int C4 = D / (4 * TC);                    // float4 columns of õ per thread: tc + TC·v
+    constexpr int C4 = D / (4 * TC);                    // 4-column groups of õ per thread: tc + TC·v
     static_assert(kDecodeThreads % TC == 0 && kMaxPrefixRows % TR == 0 && D % (4 * TC) == 0, "thread tiles");
     static_assert(kPrefixChunk % (TC * KPT) == 0 && D % EPV == 0, "key passes");
     const int b = blockIdx.x, chunk = blockIdx.z;
@@ -240,8 +251,9 @@ __device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__
     DYNAMIC_SMEM(smem, 16);
     const int G = group_heads, R = members * G, h0 = blockIdx.y * G;
     long long* srow = reinterpret_cast<long long*>(smem);
-    float* skv = reinterpret_cast<float*>(srow + kPrefixChunk);
-    float* sr = skv + kPrefixChunk * KS;
+    T* sk = reinterpret_cast<T*>(srow + kPrefixChunk);
+    T* sv = sk + kPrefixChunk * KS;
+    float* sr = reinterpret_cast<float*>(sv + kPrefixChunk * KS);
     const int kvh = h0 / (hq / hkv);
     const int P = min(prefix_len[b], width * block_size);
     const int j0 = chunk * kPrefixChunk, nk = max(0, min(kPrefixChunk, P - j0));
@@ -257,36 +269,31 @@ __device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__
         return;
     }
     const long long row = (long long)hkv * D;
-    const T* kc = k_cache + (long long)kvh * D;
-    const T* vc = v_cache + (long long)kvh * D;
-    // one chunk's rows of K or V (through the leader's block table) into the f32 tile, 16-byte loads
-    auto stage = [&](const T* cache) {
-        for (int i = tid; i < nk * VECS; i += kDecodeThreads) {
-            const int j = i / VECS, vi = i % VECS;
-            const uint4 raw = *reinterpret_cast<const uint4*>(cache + srow[j] + vi * EPV);
-            const T* e = reinterpret_cast<const T*>(&raw);
-            float* dst = skv + j * KS + vi * EPV;
-#pragma unroll
-            for (int t = 0; t < EPV; t += 4)
-                *reinterpret_cast<float4*>(dst + t) =
-                    make_float4(to_f32(e[t]), to_f32(e[t + 1]), to_f32(e[t + 2]), to_f32(e[t + 3]));
-        }
-    };
 
-    // 0. the chunk's pool rows (element offsets of the leader's position j0 + j)
+    // 0. the chunk's pool rows (element offsets of the leader's position j0 + j, KV head kvh)
     const int* trow = table + (long long)b * width;
-    for (int j = tid; j < nk; j += kDecodeThreads) srow[j] = paged_row(trow, j0 + j, block_size) * row;
-    // 1. the query rows of every member and head (f32)
+    for (int j = tid; j < nk; j += kDecodeThreads)
+        srow[j] = paged_row(trow, j0 + j, block_size) * row + (long long)kvh * D;
+    __syncthreads();
+    // 1. K and V rows of the chunk into the tiles (cp.async, 16 bytes each, two groups: K first), each row read once;
+    // meanwhile the query rows of every member and head (f32)
+    for (int i = tid; i < nk * VECS; i += kDecodeThreads)
+        cp_async_16(sk + (i / VECS) * KS + (i % VECS) * EPV, k_cache + srow[i / VECS] + (i % VECS) * EPV, true);
+    cp_async_commit();
+    for (int i = tid; i < nk * VECS; i += kDecodeThreads)
+        cp_async_16(sv + (i / VECS) * KS + (i % VECS) * EPV, v_cache + srow[i / VECS] + (i % VECS) * EPV, true);
+    cp_async_commit();
     for (int i = tid; i < R * D; i += kDecodeThreads) {
         const int r = i / D, c = i % D;
         sr[r * RS + c] = to_f32(q[((long long)(b + r / G) * hq + h0 + r % G) * D + c]);
     }
-    __syncthreads();
-    stage(kc);
+    cp_async_wait<1>();  // this thread's K rows have landed
     __syncthreads();
 
     // 2. scores s[r][j] = scale · q_r · k_j: thread (tr, tc) a register tile of rows tr + TR·i × keys tc + TC·jj
+    // (key rows at or past nk hold stale data: computed, never stored)
     const int tr = tid / TC, tc = tid % TC;
+    const int rpt = min(RPT, (R + TR - 1) / TR);  // row blocks holding a query row (uniform over the CTA)
     for (int jb = 0; jb < nk; jb += TC * KPT) {
         float acc[RPT][KPT];
 #pragma unroll
@@ -302,10 +309,10 @@ __device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__
             }
 #pragma unroll
             for (int jj = 0; jj < KPT; ++jj) {
-                const float4 kv = *reinterpret_cast<const float4*>(skv + (jb + tc + TC * jj) * KS + c);
+                const float4 kv = load4_f32(sk + (jb + tc + TC * jj) * KS + c);
 #pragma unroll
                 for (int i = 0; i < RPT; ++i)
-                    acc[i][jj] += qv[i].x * kv.x + qv[i].y * kv.y + qv[i].z * kv.z + qv[i].w * kv.w;
+                    if (i < rpt) acc[i][jj] += qv[i].x * kv.x + qv[i].y * kv.y + qv[i].z * kv.z + qv[i].w * kv.w;
             }
         }
 #pragma unroll
@@ -314,17 +321,16 @@ __device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__
 #pragma unroll
             for (int jj = 0; jj < KPT; ++jj) {
                 const int j = jb + tc + TC * jj;
-                if (r < R && j < nk) sr[r * RS + KS + j] = acc[i][jj] * scale;
+                if (r < R && j < nk) sr[r * RS + D + 4 + j] = acc[i][jj] * scale;
             }
         }
     }
     __syncthreads();
 
-    // 3. V replaces K in the tile; per query row max and sum (one warp per row), p = e^(s − m) in place
-    stage(vc);
+    // 3. per query row max and sum (one warp per row), p = e^(s − m) in place
     const int warp = tid / 32, lane = tid % 32;
     for (int r = warp; r < R; r += kDecodeThreads / 32) {
-        float* s = sr + r * RS + KS;
+        float* s = sr + r * RS + D + 4;
         float m = -CUDART_INF_F;
         for (int j = lane; j < nk; j += 32) m = fmaxf(m, s[j]);
         m = warp_max(m);
@@ -340,9 +346,10 @@ __device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__
             ws_l[out_row(r)] = l;
         }
     }
+    cp_async_wait<0>();  // this thread's V rows have landed
     __syncthreads();
 
-    // 4. õ[r] = Σ_j p[r][j] v_j: thread (tr, tc) rows tr + TR·i × float4 columns tc + TC·v
+    // 4. õ[r] = Σ_j p[r][j] v_j: thread (tr, tc) rows tr + TR·i × columns 4·(tc + TC·v) .. + 3
     float acc[RPT][C4][4];
 #pragma unroll
     for (int i = 0; i < RPT; ++i)
@@ -353,11 +360,12 @@ __device__ void decode_prefix_body(float* __restrict__ ws_o, float* __restrict__
     for (int j = 0; j < nk; ++j) {
         float4 vv[C4];
 #pragma unroll
-        for (int v = 0; v < C4; ++v) vv[v] = *reinterpret_cast<const float4*>(skv + j * KS + 4 * (tc + TC * v));
+        for (int v = 0; v < C4; ++v) vv[v] = load4_f32(sv + j * KS + 4 * (tc + TC * v));
 #pragma unroll
         for (int i = 0; i < RPT; ++i) {
+            if (i >= rpt) break;
             const int r = tr + TR * i;
-            const float p = r < R ? sr[r * RS + KS + j] : 0.0f;
+            const float p = r < R ? sr[r * RS + D + 4 + j] : 0.0f;
 #pragma unroll
             for (int v = 0; v < C4; ++v) {
                 acc[i][v][0] += p * vv[v].x;

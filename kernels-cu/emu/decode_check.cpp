@@ -7,7 +7,7 @@
 // flag, and a padding row (−1) writing nothing (decode_chunk with start = null, slot0 = 0, slots = chunks).
 // Then shared-prefix (cascade) decode: decode_prefix_{f32,bf16}_d{32,64,128} + decode_chunk from start[r] into slots
 // after the prefix slots + decode_combine over all slots, against full attention over each row's [0, len): groups of
-// 1, 2, 3, 8 and 16 members mixed with singletons of prefix 0, prefixes of 0, one block, non-multiples of the block,
+// 1, 2, 3, 8 and 16 members mixed with singletons of prefix 0, prefixes of 0 (a group of 16 too), one block, non-multiples of the block,
 // exactly kPrefixChunk and several prefix chunks, member suffixes of 1 key to 3 chunks, GQA groups of 1, 4 and 8 query
 // heads per KV head (up to kMaxPrefixRows = 64 query rows per prefix CTA), block sizes 16 and 7, shuffled pools,
 // members' own copies of a partial prefix block holding NaN at the prefix positions, workspaces, outputs and shared
@@ -218,7 +218,8 @@ static bool run_prefix_case(const PrefixCase& cs, std::mt19937_64& rng,
     const int prefix_chunks = (max_prefix + kPrefixChunk - 1) / kPrefixChunk;
     const int suffix_chunks = (max_suffix + kChunk - 1) / kChunk, slots = prefix_chunks + suffix_chunks;
     // the launcher's shared-memory formula must fit the buffer (227 KB, the device's per-CTA limit)
-    const size_t prefix_smem = 8 * kPrefixChunk + 4 * (size_t)kPrefixChunk * (d + 4) + 4 * (size_t)max_rows * (d + kPrefixChunk + 8);
+    const size_t prefix_smem = 8 * kPrefixChunk + 2 * (size_t)kPrefixChunk * (d * sizeof(T) + 16) +
+                               4 * (size_t)max_rows * (d + kPrefixChunk + 8);
     std::vector<float> ws_o((size_t)batch * hq * slots * d, NAN), ws_m((size_t)batch * hq * slots, NAN),
         ws_l(ws_m.size(), NAN);
     std::vector<T> o((size_t)batch * hq * d, from_f32<T>(NAN));
@@ -296,5 +297,11 @@ int main() {
     ok &= run_prefix_case<float>({"prefix f32 d128 hq 16 hkv 2, blocks 16", 16, 2, 128, false, 16,
                                   {{8, 269}, {1, 50}, {3, 128}, {1, 0}}},
                                  rng, decode_prefix_f32_d128, decode_chunk_f32_d128, decode_combine_f32);
+    ok &= run_prefix_case<__nv_bfloat16>({"prefix bf16 d64 hq 16 hkv 4, blocks 16", 16, 4, 64, true, 16,
+                                          {{16, 257}, {3, 16}, {1, 0}}},
+                                         rng, decode_prefix_bf16_d64, decode_chunk_bf16_d64, decode_combine_bf16);
+    ok &= run_prefix_case<float>({"prefix f32 d32 hq 8 hkv 8, blocks 7", 8, 8, 32, false, 7,
+                                  {{16, 0}, {2, 390}, {1, 0}}},
+                                 rng, decode_prefix_f32_d32, decode_chunk_f32_d32, decode_combine_f32);
     return ok ? 0 : 1;
 }
