@@ -33,6 +33,8 @@
 // rows (members × heads of the head group), writing the partials of the prefix chunks into slots 0 .. prefix_chunks − 1
 // of every member; then decode_chunk (start[r] = P of r's group, slot0 = prefix_chunks) adds each member's own keys
 // and decode_combine merges prefix and suffix partials — the result is attention over [0, len[r]).
+// kPrefixChunk = 128 keys per CTA, kDecodeThreads = 128 threads, n · G <= kMaxPrefixRows = 64 query rows per CTA (the
+// host guarantees it, and P < len[r] for every member, so each member's new token is its own).
 // Stages of the prefix kernel (CTA = group leader b, head group y, prefix chunk c of kPrefixChunk keys): 0. pool rows of
 // the chunk; 1. K and V rows of the chunk into shared tiles of T by cp.async (16 bytes each, each row read once, K and
 // V in two commit groups so V lands while the scores are computed), meanwhile the n · G query rows into shared memory
