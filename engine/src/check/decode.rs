@@ -5,7 +5,7 @@ use super::{max_rel_err, CheckRow};
 use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::{BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape};
+use crate::ops::{BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape, PrefixGroup};
 use crate::tensor::Tensor;
 
 const NAME: &str = "paged kv cache + decode attention";
@@ -26,7 +26,89 @@ pub fn decode_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
             Err(e) => rows.push(CheckRow::failed(NAME, &label, dtype.suffix(), e.to_string())),
         }
     }
+    for (dtype, hq, hkv, d, block_size, members, tol) in [
+        (DType::BF16, 32, 8, 128, 16, 16, 2e-2),
+        (DType::F32, 8, 2, 64, 7, 5, 1e-5),
+        (DType::BF16, 12, 1, 32, 16, 40, 2e-2),
+    ] {
+        let label = format!("Hq {hq} Hkv {hkv} d {d}, blocks of {block_size}, {members} rows sharing a prefix");
+        let op = "decode attention, prefix groups";
+        match run_grouped(dev, dtype, [hq, hkv, d], block_size, members, seed) {
+            Ok(err) => rows.push(CheckRow::new(op, &label, dtype.suffix(), err, tol)),
+            Err(e) => rows.push(CheckRow::failed(op, &label, dtype.suffix(), e.to_string())),
+        }
+    }
     rows
+}
+
+/// `members` requests sharing a 300-token prompt (its whole blocks shared, the partial one each
+/// request's own) with responses of 1 to ~300 tokens, then three unrelated requests; grouped decode
+/// attention on `dev` (groups split at the rows a CTA takes) against the ungrouped f64 reference.
+fn run_grouped(
+    dev: &Device,
+    dtype: DType,
+    [hq, hkv, d]: [usize; 3],
+    bs: usize,
+    members: usize,
+    seed: u64,
+) -> Result<f64> {
+    let prompt = 300usize;
+    let shared = prompt / bs; // whole prompt blocks
+    let mut lens: Vec<usize> = (0..members).map(|i| prompt + 1 + (i * 37 + 11) % 300).collect();
+    lens.extend([1, 45, 400]);
+    let width = lens.iter().max().copied().unwrap_or(1).div_ceil(bs);
+    let blocks = shared + lens.iter().map(|&l| l.div_ceil(bs)).sum::<usize>();
+    let pool = PoolShape::new(blocks, bs)?;
+    // blocks from the back of the pool: the shared ones first, then each request's own
+    let mut next = blocks as i32;
+    let mut take = || {
+        next -= 1;
+        next
+    };
+    let prefix_blocks: Vec<i32> = (0..shared).map(|_| take()).collect();
+    let tables: Vec<Vec<i32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(r, &l)| {
+            let mut t = if r < members { prefix_blocks.clone() } else { Vec::new() };
+            while t.len() < l.div_ceil(bs) {
+                t.push(take());
+            }
+            t.resize(width, 0);
+            t
+        })
+        .collect();
+    // every logical position written once: the shared prefix through request 0's table
+    let mut dst = Vec::new();
+    for (r, &l) in lens.iter().enumerate() {
+        let from = if r > 0 && r < members { shared * bs } else { 0 };
+        for p in from..l {
+            dst.push(pool.row(&tables[r], p)?);
+        }
+    }
+    let cpu = Device::Cpu;
+    let cache = KvCache::new(pool, hkv, d, hq, dtype, dev)?;
+    let reference = KvCache::new(pool, hkv, d, hq, DType::F64, &cpu)?;
+    let n = dst.len();
+    let k = Tensor::randn([n, hkv, d], 1.0, dtype, dev, seed + 5)?;
+    let v = Tensor::randn([n, hkv, d], 1.0, dtype, dev, seed + 6)?;
+    cache.write(&k, &v, &CacheRows::new(dst.clone(), pool, dev)?)?;
+    let f64_of = |t: &Tensor| Tensor::from_f64(&t.to_vec_f64()?, t.shape().clone(), DType::F64, &cpu);
+    reference.write(&f64_of(&k)?, &f64_of(&v)?, &CacheRows::new(dst, pool, &cpu)?)?;
+    let table: Vec<i32> = tables.concat();
+    let pos: Vec<i32> = lens.iter().map(|&l| l as i32 - 1).collect();
+    let most = cache.max_prefix_group_rows();
+    let groups: Vec<PrefixGroup> = (0..members)
+        .step_by(most)
+        .map(|first| PrefixGroup { first, rows: most.min(members - first), prefix_len: shared * bs })
+        .filter(|g| g.rows > 1)
+        .collect();
+    let q = Tensor::randn([lens.len(), hq, d], 1.0, dtype, dev, seed + 7)?;
+    let idx = CacheIndex::new_grouped(table.clone(), width, &pos, pool, Some((&groups, most)), dev)?;
+    let o = cache.attend(&q, &idx)?;
+    let o_ref = reference.attend(&f64_of(&q)?, &CacheIndex::new(table, width, &pos, pool, &cpu)?)?;
+    dev.synchronize()?;
+    Ok(max_rel_err(&o.to_vec_f64()?, &o_ref.to_vec_f64()?))
 }
 
 /// Fill five requests' caches with one prefill-style write, copy request 0's last block into a fresh

@@ -76,9 +76,22 @@ pub fn heads_per_cta(hq: usize, hkv: usize) -> usize {
 }
 const THREADS: u32 = 128;
 
+/// Keys per CTA of `decode_prefix_*` (`kPrefixChunk`).
+pub const PREFIX_CHUNK: usize = 128;
+
+/// Prefix groups of a decode-attention call (`ops::check_prefix_groups`): `group_rows`, `prefix_len` i32
+/// [batch]; `max_prefix` bounds the prefixes (sets the prefix pass's chunk count).
+pub struct PrefixArgs<'a> {
+    pub group_rows: &'a CudaStorage,
+    pub prefix_len: &'a CudaStorage,
+    pub max_prefix: usize,
+}
+
 /// Split-K decode attention (see decode.cu): chunk partials into f32 workspaces, then the combine.
 /// `table` [batch, g.width] block-table rows, `len` [batch] key counts; `max_keys` = the largest key
-/// count, which sets the number of chunks.
+/// count, which sets the number of chunks. With prefix groups, `decode_prefix` first writes each group's
+/// shared-prefix partials (every key row read once for the group's rows) into the first slots and the
+/// chunk pass covers each row's keys from its prefix on.
 #[allow(clippy::too_many_arguments)]
 pub fn decode_attention(
     q: &CudaStorage,
@@ -89,6 +102,7 @@ pub fn decode_attention(
     batch: usize,
     max_keys: usize,
     g: &DecodeGeom,
+    prefix: Option<PrefixArgs>,
 ) -> Result<CudaStorage> {
     let dev = &q.device;
     let o = CudaStorage::alloc(dev, q.dtype, q.len)?;
@@ -99,14 +113,51 @@ pub fn decode_attention(
         return Err(EngineError::shape("decode_attention", format!("head_dim {} (the kernel takes 32, 64, 128)", g.d)));
     }
     let heads = heads_per_cta(g.hq, g.hkv);
-    let chunks = max_keys.clamp(1, g.width * g.block_size).div_ceil(CHUNK);
-    let rows = batch * g.hq * chunks;
+    let capacity = g.width * g.block_size;
+    let prefix = prefix.filter(|p| p.max_prefix > 0);
+    let prefix_chunks = prefix.as_ref().map_or(0, |p| p.max_prefix.min(capacity).div_ceil(PREFIX_CHUNK));
+    let chunks = max_keys.clamp(1, capacity).div_ceil(CHUNK);
+    let slots = prefix_chunks + chunks;
+    let rows = batch * g.hq * slots;
     let ws_o = CudaStorage::alloc(dev, DType::F32, rows * g.d)?;
     let ws_m = CudaStorage::alloc(dev, DType::F32, rows)?;
     let ws_l = CudaStorage::alloc(dev, DType::F32, rows)?;
+    let sfx = q.dtype.suffix();
+    let (pwo, pwm, pwl) = (ws_o.ptr(), ws_m.ptr(), ws_l.ptr());
+    let (pq, pk, pv, pt, pl) = (q.ptr(), k_cache.ptr(), v_cache.ptr(), table.ptr(), len.ptr());
+    let (hq, hkv, gh, bs, width, scale, nslots) = (
+        i32_of(g.hq)?,
+        i32_of(g.hkv)?,
+        i32_of(heads)?,
+        i32_of(g.block_size)?,
+        i32_of(g.width)?,
+        (1.0 / (g.d as f64).sqrt()) as f32,
+        i32_of(slots)?,
+    );
+    let mut start = 0u64; // null: every row's keys from 0
+    if let Some(p) = &prefix {
+        // pool-row offsets | K and V tiles (rows padded by 16 bytes) | per query row its f32 q and scores
+        let es = q.dtype.size_in_bytes();
+        let smem = 8 * PREFIX_CHUNK + 2 * PREFIX_CHUNK * (g.d * es + 16) + 4 * MAX_PREFIX_ROWS * (g.d + 136);
+        let name = format!("decode_prefix_{sfx}_d{}", g.d);
+        dev.allow_shared_memory("decode", &name, smem)?;
+        let cfg = LaunchConfig {
+            grid_dim: (i32_of(batch)? as u32, (g.hq / heads) as u32, i32_of(prefix_chunks)? as u32),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: smem as u32,
+        };
+        let (pg, pp) = (p.group_rows.ptr(), p.prefix_len.ptr());
+        launch!(
+            dev,
+            "decode",
+            name,
+            cfg,
+            [pwo, pwm, pwl, pq, pk, pv, pt, pp, pg, hq, hkv, gh, bs, width, scale, nslots]
+        );
+        start = pp;
+    }
     let per_thread_keys = THREADS as usize / (g.d / (16 / q.dtype.size_in_bytes()));
     let smem = (heads * g.d + heads * CHUNK + per_thread_keys * heads * g.d) * 4 + CHUNK * 8;
-    let sfx = q.dtype.suffix();
     let name = format!("decode_chunk_{sfx}_d{}", g.d);
     dev.allow_shared_memory("decode", &name, smem)?;
     let cfg = LaunchConfig {
@@ -114,20 +165,17 @@ pub fn decode_attention(
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: smem as u32,
     };
-    let (pwo, pwm, pwl) = (ws_o.ptr(), ws_m.ptr(), ws_l.ptr());
-    let (pq, pk, pv, pt, pl) = (q.ptr(), k_cache.ptr(), v_cache.ptr(), table.ptr(), len.ptr());
-    let (hq, hkv, gh, bs, width, scale) = (
-        i32_of(g.hq)?,
-        i32_of(g.hkv)?,
-        i32_of(heads)?,
-        i32_of(g.block_size)?,
-        i32_of(g.width)?,
-        (1.0 / (g.d as f64).sqrt()) as f32,
+    let slot0 = i32_of(prefix_chunks)?;
+    launch!(
+        dev,
+        "decode",
+        name,
+        cfg,
+        [pwo, pwm, pwl, pq, pk, pv, pt, pl, start, hq, hkv, gh, bs, width, scale, slot0, nslots]
     );
-    launch!(dev, "decode", name, cfg, [pwo, pwm, pwl, pq, pk, pv, pt, pl, hq, hkv, gh, bs, width, scale]);
     let combine =
         LaunchConfig { grid_dim: (batch as u32, g.hq as u32, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
-    let (po, d, nc) = (o.ptr(), i32_of(g.d)?, i32_of(chunks)?);
-    launch!(dev, "decode", format!("decode_combine_{sfx}"), combine, [po, pwo, pwm, pwl, hq, d, nc]);
+    let (po, d) = (o.ptr(), i32_of(g.d)?);
+    launch!(dev, "decode", format!("decode_combine_{sfx}"), combine, [po, pwo, pwm, pwl, hq, d, nslots]);
     Ok(o)
 }

@@ -519,7 +519,18 @@ impl KvCache {
                 let (Storage::Cuda(t), Storage::Cuda(l)) = (&*t, &*l) else {
                     return Err(EngineError::invalid("decode attention", "an index on the host for a device cache"));
                 };
-                Storage::Cuda(cuda_decode::decode_attention(qs, kc, vc, t, l, idx.len(), idx.max_keys, &g)?)
+                let groups =
+                    idx.prefix.as_ref().map(|p| (p.group_rows.storage(), p.prefix_len.storage(), p.max_prefix));
+                let prefix = match &groups {
+                    None => None,
+                    Some((rows, prefix, max_prefix)) => match (&**rows, &**prefix) {
+                        (Storage::Cuda(group_rows), Storage::Cuda(prefix_len)) => {
+                            Some(cuda_decode::PrefixArgs { group_rows, prefix_len, max_prefix: *max_prefix })
+                        }
+                        _ => return Err(EngineError::invalid("decode attention", "prefix groups on the host")),
+                    },
+                };
+                Storage::Cuda(cuda_decode::decode_attention(qs, kc, vc, t, l, idx.len(), idx.max_keys, &g, prefix)?)
             }
             // The reference reads an f32/f64 pool in place (f64 accumulation): only the rows it attends to.
             (Storage::Cpu(qs), Storage::Cpu(kc), Storage::Cpu(vc)) => {
