@@ -165,8 +165,10 @@ if want rollout && room 90 "rollout workload"; then
 # Issue 16's workload (256 prompts × 512 tokens × 4 samples, mean 2000, max 8192) takes minutes per path on
 # the 8B shape; the quick default keeps the shape and the long tail at an eighth of the requests.
 echo "== rollout workload, qwen3-8b shape: paged KV cache vs contiguous slots (same call)"
-if [ "${ENTRL_ROLLOUT:-quick}" = full ]; then RARGS=""; else RARGS="--prompts 32 --max-response 4096 --mean-response 1000"; fi
-timeout $(t 420) "$BIN" bench rollout $RARGS --json "$D/rollout.jsonl" 2>&1 | tee "$D/rollout.txt"
+# quick: 8 prompts × 16 samples (DAPO's group size, so prefix groups of 16), paged eager / graph, each
+# with and without prefix attention, then contiguous slots
+if [ "${ENTRL_ROLLOUT:-quick}" = full ]; then RARGS=""; else RARGS="--prompts 8 --samples 16 --max-response 4096 --mean-response 1000"; fi
+timeout $(t 480) "$BIN" bench rollout $RARGS --json "$D/rollout.jsonl" 2>&1 | tee "$D/rollout.txt"
 fi
 
 python3 - > "$D/dapo_prompts.jsonl" <<'PY'
