@@ -2,50 +2,15 @@
 //! f32): the CPU stand-in captures one body per (batch, key-capacity) bucket and replays it from fixed
 //! buffers under the no-transfer rule, so these tests check the graph path's scheduling (buckets,
 //! padding rows, fixed-width tables, keyed sampling from buffers) gives the eager path's generations.
-use entrl_engine::{DType, Device};
+mod common;
+use common::generation::{assert_same, model, workload};
 use entrl_qwen3::{
-    generate_run, DecodeMode, GenerateOptions, GenerateRun, Generation, KvLayout, PagedKv, Qwen3, Request,
-    SamplingParams,
+    generate_run, DecodeMode, GenerateOptions, GenerateRun, KvLayout, PagedKv, Qwen3, Request, SamplingParams,
 };
 use rand::{Rng, SeedableRng};
-use std::path::Path;
-
-fn model() -> Qwen3 {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/qwen3-tiny");
-    Qwen3::load(&dir, DType::F32, &Device::Cpu).unwrap()
-}
-
-/// `prompts` prompts of 1..=40 tokens, `samples` requests each, responses of 1..=24 tokens.
-fn workload(m: &Qwen3, prompts: usize, samples: usize, seed: u64) -> Vec<Request> {
-    let mut g = rand::rngs::StdRng::seed_from_u64(seed);
-    let vocab = m.config.vocab_size as u32;
-    let mut reqs = Vec::new();
-    for p in 0..prompts {
-        let prompt: Vec<u32> = (0..g.random_range(1..=40)).map(|_| g.random_range(0..vocab)).collect();
-        for s in 0..samples {
-            reqs.push(Request {
-                prompt: prompt.clone(),
-                max_new_tokens: g.random_range(1..=24),
-                seed: (p * 100 + s) as u64,
-            });
-        }
-    }
-    reqs
-}
 
 fn run(m: &Qwen3, reqs: &[Request], params: &SamplingParams, opts: GenerateOptions, decode: DecodeMode) -> GenerateRun {
     generate_run(m, reqs, params, &[], &GenerateOptions { decode, ..opts }, |_, _| {}).unwrap()
-}
-
-fn assert_same(a: &[Generation], b: &[Generation], what: &str) {
-    assert_eq!(a.len(), b.len());
-    for (r, (x, y)) in a.iter().zip(b).enumerate() {
-        assert_eq!(x.tokens, y.tokens, "{what}: request {r} tokens");
-        assert_eq!(x.finish, y.finish, "{what}: request {r} finish");
-        for (lx, ly) in x.logprobs.iter().zip(&y.logprobs) {
-            assert!((lx - ly).abs() < 1e-6, "{what}: request {r} log-prob {lx} vs {ly}");
-        }
-    }
 }
 
 fn paged(block_size: usize, blocks: usize) -> GenerateOptions {

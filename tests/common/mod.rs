@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 use entrl_engine::{checkpoint, DType, Device, Result, Tensor};
 
+pub mod generation;
 pub mod runs;
 
 /// Parameters of one pre-norm transformer block (attention with RoPE and a causal mask, SwiGLU MLP).

@@ -22,29 +22,13 @@ pub fn sample_rows(
     keys: &[SampleKey],
     params: &SamplingParams,
 ) -> Result<Vec<Sample>> {
-    let bad = |msg: String| EngineError::invalid("sample_rows", msg);
-    if logits.rank() != 2 || !logits.dtype().is_float() {
-        return Err(bad(format!(
-            "logits must be a float [rows, vocab] matrix, got {} {}",
-            logits.dtype(),
-            logits.shape()
-        )));
-    }
-    let (r, vocab) = (logits.dims()[0], logits.dims()[1]);
-    if vocab == 0 || vocab >= 1 << 24 {
-        return Err(bad(format!("vocabulary of {vocab} (need 1 ..= 2^24 - 1)")));
-    }
+    let Checked { rows: r, vocab, greedy: _, inv_t } = check(logits, params)?;
     if rows.len() != keys.len() {
         return Err(bad(format!("{} rows but {} keys", rows.len(), keys.len())));
     }
     if let Some(&bad_row) = rows.iter().find(|&&i| i >= r) {
         return Err(bad(format!("row {bad_row} outside the {r} rows of the logits")));
     }
-    if let Some(msg) = params.invalid() {
-        return Err(bad(msg));
-    }
-    let greedy = params.temperature == 0.0;
-    let inv_t = if greedy { 1.0 } else { 1.0 / params.temperature };
     let dev = logits.device();
     let g = logits.storage();
     match &*g {
@@ -70,6 +54,38 @@ pub fn sample_rows(
     }
 }
 
+fn bad(msg: String) -> EngineError {
+    EngineError::invalid("sample_rows", msg)
+}
+
+/// The checked shape and temperature of a sampling call.
+struct Checked {
+    rows: usize,
+    vocab: usize,
+    greedy: bool,
+    /// 1 / temperature (1 when greedy).
+    inv_t: f64,
+}
+
+fn check(logits: &Tensor, params: &SamplingParams) -> Result<Checked> {
+    if logits.rank() != 2 || !logits.dtype().is_float() {
+        return Err(bad(format!(
+            "logits must be a float [rows, vocab] matrix, got {} {}",
+            logits.dtype(),
+            logits.shape()
+        )));
+    }
+    let (rows, vocab) = (logits.dims()[0], logits.dims()[1]);
+    if vocab == 0 || vocab >= 1 << 24 {
+        return Err(bad(format!("vocabulary of {vocab} (need 1 ..= 2^24 - 1)")));
+    }
+    if let Some(msg) = params.invalid() {
+        return Err(bad(msg));
+    }
+    let greedy = params.temperature == 0.0;
+    Ok(Checked { rows, vocab, greedy, inv_t: if greedy { 1.0 } else { 1.0 / params.temperature } })
+}
+
 /// Each key as four u32 words carried as i32: seed lo, seed hi, position lo, position hi (the layout of
 /// [`sample_keyed`]'s key buffer and of `sample.cu`).
 pub fn key_words(keys: &[SampleKey]) -> Vec<i32> {
@@ -93,15 +109,7 @@ pub struct SampledRows {
 /// [`sample_rows`] over buffers: `rows` i32 [m] and `keys` i32 [m, 4] ([`key_words`]), results left in
 /// tensors on the logits' device (nothing moves between host and device: a step graph's sampler).
 pub fn sample_keyed(logits: &Tensor, rows: &Tensor, keys: &Tensor, params: &SamplingParams) -> Result<SampledRows> {
-    let bad = |msg: String| EngineError::invalid("sample_rows", msg);
-    if logits.rank() != 2 || !logits.dtype().is_float() {
-        return Err(bad(format!(
-            "logits must be a float [rows, vocab] matrix, got {} {}",
-            logits.dtype(),
-            logits.shape()
-        )));
-    }
-    let (r, vocab) = (logits.dims()[0], logits.dims()[1]);
+    let Checked { rows: r, vocab, greedy, inv_t } = check(logits, params)?;
     let m = rows.numel();
     if rows.dtype() != DType::I32 || keys.dtype() != DType::I32 || rows.rank() != 1 || keys.dims() != [m, 4] {
         return Err(bad(format!(
@@ -112,14 +120,6 @@ pub fn sample_keyed(logits: &Tensor, rows: &Tensor, keys: &Tensor, params: &Samp
             keys.dtype()
         )));
     }
-    if vocab == 0 || vocab >= 1 << 24 {
-        return Err(bad(format!("vocabulary of {vocab} (need 1 ..= 2^24 - 1)")));
-    }
-    if let Some(msg) = params.invalid() {
-        return Err(bad(msg));
-    }
-    let greedy = params.temperature == 0.0;
-    let inv_t = if greedy { 1.0 } else { 1.0 / params.temperature };
     let dev = logits.device();
     let (g, rg, kg) = (logits.storage(), rows.storage(), keys.storage());
     match (&*g, &*rg, &*kg) {
