@@ -29,6 +29,40 @@ struct Case {
     int block_size;  // 0: one block of max_len per request
 };
 
+// Largest error of o [batch, hq, d] against f64 attention of row b over logical keys lk / lv
+// [batch, max_len, hkv, d] at positions 0..lens[b] (NaN counts as infinite).
+template <typename T>
+static double max_err_vs_reference(const std::vector<T>& o, const std::vector<T>& q, const std::vector<T>& lk,
+                                   const std::vector<T>& lv, const std::vector<int>& lens, int max_len, int hq,
+                                   int hkv, int d) {
+    const int batch = (int)lens.size(), group = hq / hkv;
+    const size_t row = (size_t)hkv * d;
+    double err_max = 0;
+    for (int b = 0; b < batch; ++b)
+        for (int h = 0; h < hq; ++h) {
+            const int kvh = h / group;
+            std::vector<double> s(lens[b]);
+            for (int j = 0; j < lens[b]; ++j) {
+                double acc = 0;
+                for (int c = 0; c < d; ++c)
+                    acc += (double)to_f32(q[((size_t)b * hq + h) * d + c]) *
+                           to_f32(lk[((size_t)b * max_len + j) * row + (size_t)kvh * d + c]);
+                s[j] = acc / std::sqrt((double)d);
+            }
+            const double m = *std::max_element(s.begin(), s.end());
+            double l = 0;
+            for (double& x : s) l += (x = std::exp(x - m));
+            for (int c = 0; c < d; ++c) {
+                double acc = 0;
+                for (int j = 0; j < lens[b]; ++j)
+                    acc += s[j] / l * to_f32(lv[((size_t)b * max_len + j) * row + (size_t)kvh * d + c]);
+                const double got = to_f32(o[((size_t)b * hq + h) * d + c]);
+                err_max = std::max(err_max, std::isnan(got) ? INFINITY : std::abs(got - acc) / (1.0 + std::abs(acc)));
+            }
+        }
+    return err_max;
+}
+
 template <typename T>
 static bool run_case(const Case& cs, std::mt19937_64& rng,
                      void (*write)(T*, T*, const T*, const T*, const int*, int, int, int, int, int*),
@@ -110,29 +144,7 @@ static bool run_case(const Case& cs, std::mt19937_64& rng,
     run_grid(dim3{(unsigned)batch, (unsigned)hq, 1}, kDecodeThreads,
              [&] { combine(o.data(), ws_o.data(), ws_m.data(), ws_l.data(), hq, d, chunks); });
 
-    double err_max = 0;
-    for (int b = 0; b < batch; ++b)
-        for (int h = 0; h < hq; ++h) {
-            const int kvh = h / group;
-            std::vector<double> s(lens[b]);
-            for (int j = 0; j < lens[b]; ++j) {
-                double acc = 0;
-                for (int c = 0; c < d; ++c)
-                    acc += (double)to_f32(q[((size_t)b * hq + h) * d + c]) *
-                           to_f32(lk[((size_t)b * max_len + j) * row + (size_t)kvh * d + c]);
-                s[j] = acc / std::sqrt((double)d);
-            }
-            const double m = *std::max_element(s.begin(), s.end());
-            double l = 0;
-            for (double& x : s) l += (x = std::exp(x - m));
-            for (int c = 0; c < d; ++c) {
-                double acc = 0;
-                for (int j = 0; j < lens[b]; ++j)
-                    acc += s[j] / l * to_f32(lv[((size_t)b * max_len + j) * row + (size_t)kvh * d + c]);
-                const double got = to_f32(o[((size_t)b * hq + h) * d + c]);
-                err_max = std::max(err_max, std::isnan(got) ? INFINITY : std::abs(got - acc) / (1.0 + std::abs(acc)));
-            }
-        }
+    const double err_max = max_err_vs_reference(o, q, lk, lv, lens, max_len, hq, hkv, d);
     const double tol = cs.bf16 ? 1e-2 : 1e-5;
     const bool ok = err_max < tol && err == 1 && pad_ok;
     std::printf(
@@ -240,29 +252,7 @@ static bool run_prefix_case(const PrefixCase& cs, std::mt19937_64& rng,
                  [&] { combine(o.data(), ws_o.data(), ws_m.data(), ws_l.data(), hq, d, slots); });
     }
 
-    double err_max = 0;
-    for (int b = 0; b < batch; ++b)
-        for (int h = 0; h < hq; ++h) {
-            const int kvh = h / group;
-            std::vector<double> s(lens[b]);
-            for (int j = 0; j < lens[b]; ++j) {
-                double acc = 0;
-                for (int c = 0; c < d; ++c)
-                    acc += (double)to_f32(q[((size_t)b * hq + h) * d + c]) *
-                           to_f32(lk[((size_t)b * max_len + j) * row + (size_t)kvh * d + c]);
-                s[j] = acc / std::sqrt((double)d);
-            }
-            const double m = *std::max_element(s.begin(), s.end());
-            double l = 0;
-            for (double& x : s) l += (x = std::exp(x - m));
-            for (int c = 0; c < d; ++c) {
-                double acc = 0;
-                for (int j = 0; j < lens[b]; ++j)
-                    acc += s[j] / l * to_f32(lv[((size_t)b * max_len + j) * row + (size_t)kvh * d + c]);
-                const double got = to_f32(o[((size_t)b * hq + h) * d + c]);
-                err_max = std::max(err_max, std::isnan(got) ? INFINITY : std::abs(got - acc) / (1.0 + std::abs(acc)));
-            }
-        }
+    const double err_max = max_err_vs_reference(o, q, lk, lv, lens, max_len, hq, hkv, d);
     const double tol = cs.bf16 ? 1e-2 : 1e-5;
     ok &= err_max < tol;
     std::printf("%-34s %-4s max rel err %.2e (tol %.0e, %d rows, %d heads per CTA, max %d rows per prefix CTA, "
