@@ -177,6 +177,9 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if !(1..=entrl_rl::eval::MAX_K).contains(&a.k) {
         return Err(format!("--k {}: mean@k takes 1 to {} samples per prompt", a.k, entrl_rl::eval::MAX_K).into());
     }
+    if a.prefix_attention && matches!(a.kv_cache, KvCacheArg::Contiguous) {
+        return Err("--prefix-attention needs --kv-cache paged (shared prompt blocks)".into());
+    }
     let device = resolve_device(&a.device)?;
     let dtype = device.default_dtype();
     let tok = Tokenizer::from_dir(&a.model)?;

@@ -478,6 +478,11 @@ pub const RULES: &[Rule] = &[
     Rule { key: "rollout.max_concurrent", range: "0 (auto) to 65536", ok: |c| c.rollout.max_concurrent <= 65_536 },
     Rule { key: "rollout.kv_block_size", range: "1 to 65536", ok: |c| (1..=65_536).contains(&c.rollout.kv_block_size) },
     Rule {
+        key: "rollout.prefix_attention",
+        range: "true only with rollout.kv_cache = \"paged\" and rollout.share_prompts = true",
+        ok: |c| !c.rollout.prefix_attention || (c.rollout.kv_cache == KvCacheChoice::Paged && c.rollout.share_prompts),
+    },
+    Rule {
         key: "rollout.kv_blocks",
         range: "0 (auto) to 2147483647 / rollout.kv_block_size",
         ok: |c| c.rollout.kv_blocks.saturating_mul(c.rollout.kv_block_size.max(1)) <= i32::MAX as usize,
@@ -1055,6 +1060,16 @@ mod tests {
         assert!(err(&["tokens.strategy=middle:0.2"]).contains("unknown token strategy"));
         assert!(err(&["train.batch_size=5"]).contains("multiple of train.mini_batch_size"));
         assert!(err(&["preset=dapo"]).contains("model.path = \"\": must be"));
+        // prefix attention reads shared prompt blocks: it needs them
+        let c = TrainConfig::resolve(None, &["rollout.prefix_attention=true".into(), "rollout.decode=graph".into()])
+            .unwrap();
+        let o = c.rollout.generate_options(1);
+        assert!(o.prefix_attention && o.decode == entrl_qwen3::DecodeMode::Graph);
+        for bad in ["rollout.kv_cache=contiguous", "rollout.share_prompts=false"] {
+            let e = err(&["rollout.prefix_attention=true", bad]);
+            assert!(e.contains("rollout.prefix_attention") && e.contains("paged"), "{e}");
+        }
+        assert!(err(&["rollout.decode=graphs"]).contains("rollout.decode"));
     }
 
     /// Each value the hostile-user report found accepted, or refused only after a model load, is refused
