@@ -135,6 +135,9 @@ fn every_strategy_selects_what_it_claims() {
         ("pred-top:0.2", "sequence"),
         ("pred-bottom:0.2", "micro-batch"),
         ("position-random:0.2", "micro-batch"),
+        ("position-random-explorers:0.2", "mini-batch"),
+        ("anchors-matched:0.2", "micro-batch"),
+        ("explorers-matched:0.3", "sequence"),
         ("soft", "micro-batch"),
     ] {
         let strat = format!("tokens.strategy={name:?}");
@@ -164,8 +167,9 @@ fn every_strategy_selects_what_it_claims() {
                         let want = (k * p.len() as f64).ceil() as usize;
                         assert!(p.iter().all(|x| x.1 == 0.0 || x.1 == 1.0));
                         assert_eq!(kept(&p), want, "{name}: exact-k per pool");
-                        let low = name.starts_with("anchors") || name == "pred-bottom:0.2";
-                        let high = name.starts_with("explorers") || name == "pred-top:0.2";
+                        // The matched strategies take tails within strata, not of the pool (unit tests).
+                        let low = name.starts_with("anchors:") || name == "pred-bottom:0.2";
+                        let high = name.starts_with("explorers:") || name == "pred-top:0.2";
                         if low {
                             assert!(
                                 p[..want].iter().all(|x| x.1 == 1.0 || x.0 == p[want - 1].0),

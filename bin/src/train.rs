@@ -20,7 +20,9 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Token strategy (same as tokens.strategy=...): full, random:K, anchors:K, explorers:K, pred-top:K,
-    /// pred-bottom:K, position-random:K, soft. `soft` is entrl's own weighting family, not the seed
+    /// pred-bottom:K, position-random:K, soft, and entrl's controls (not the paper's)
+    /// position-random-explorers:K, anchors-matched:K, explorers-matched:K (lowest / highest attention
+    /// entropy within relative-position × predictive-entropy decile strata, matching the pool). `soft` is entrl's own weighting family, not the seed
     /// paper's formula (the paper gives none): per pool, z = (s − μ)/(σ + 1e-6) over the valid tokens'
     /// attention entropy s, weight = floor + (1 − floor)·sigmoid(d·z/τ), d moving linearly from
     /// d_start to d_end over ramp_steps rollout steps (tokens.soft_*; defaults τ 1, d −1 → 0.5 over 200

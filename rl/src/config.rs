@@ -336,7 +336,8 @@ pub struct OptimConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// full, random:K, anchors:K, explorers:K, pred-top:K, pred-bottom:K, position-random:K, soft.
+    /// full, random:K, anchors:K, explorers:K, pred-top:K, pred-bottom:K, position-random:K,
+    /// position-random-explorers:K, anchors-matched:K, explorers-matched:K, soft.
     pub strategy: String,
     /// 0-based layers whose head-mean normalised attention entropy (averaged) is the token score.
     pub entropy_layers: Vec<usize>,
@@ -618,7 +619,9 @@ fn extra_range(key: &str) -> Option<String> {
         "tokens.normalizer" => names(Normalizer::NAMES),
         "run.comm" => names(CommChoice::NAMES),
         "tokens.strategy" => {
-            "full, soft, or random|anchors|explorers|pred-top|pred-bottom|position-random:K with K in (0, 1]".into()
+            "full, soft, or random|anchors|explorers|pred-top|pred-bottom|position-random|position-random-explorers|\
+             anchors-matched|explorers-matched:K with K in (0, 1]"
+                .into()
         }
         "run.debug_fail_at" => "\"\", RANK:STEP, RANK:STEP:panic or RANK:STEP:kill@PHASE".into(),
         "run.debug_nan_at" => "\"\", STEP or STEP:grad".into(),
@@ -1050,6 +1053,11 @@ mod tests {
         let c = TrainConfig::resolve(None, &["train.lr=1e-2".into(), "tokens.strategy=anchors:0.2".into()]).unwrap();
         assert_eq!(c.train.lr, 1e-2);
         assert_eq!(c.tokens.strategy, "anchors:0.2");
+        for name in ["anchors-matched:0.2", "explorers-matched:30%", "position-random-explorers:0.2"] {
+            let c = TrainConfig::resolve(None, &[format!("tokens.strategy={name}")]).unwrap();
+            assert_eq!(c.strategy().unwrap(), name.parse().unwrap(), "{name}");
+        }
+        assert!(err(&["tokens.strategy=anchors-matched"]).contains("needs a fraction"));
         let c =
             TrainConfig::resolve(None, &["preset=dapo".into(), "model.path=/m".into(), "data.train=x.jsonl".into()])
                 .unwrap();

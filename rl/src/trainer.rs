@@ -397,7 +397,10 @@ impl Session {
             | Strategy::Explorers(k)
             | Strategy::PredTop(k)
             | Strategy::PredBottom(k)
-            | Strategy::PositionRandom(k) => k,
+            | Strategy::PositionRandom(k)
+            | Strategy::PositionRandomExplorers(k)
+            | Strategy::AnchorsMatched(k)
+            | Strategy::ExplorersMatched(k) => k,
             _ => 0.2,
         };
         let n = valid.len();
