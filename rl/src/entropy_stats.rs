@@ -241,7 +241,7 @@ mod tests {
     fn anchor_and_explorer_means_are_the_tails() {
         // Ten values: tails of ⌈0.2·10⌉ = 2.
         let h: Vec<f64> = (0..10).map(|i| i as f64 / 10.0).rev().collect();
-        let s = layer_stats(1, &h, None, &vec![0.0; 10]);
+        let s = layer_stats(1, &h, None, &[0.0; 10]);
         assert!(close(s.anchor_mean, 0.05) && close(s.explorer_mean, 0.85), "{s:?}");
         assert_eq!(s.rho_pred, None, "no predictive entropy");
         // Eleven values: ⌈2.2⌉ = 3 each.

@@ -291,6 +291,9 @@ fn probe_layers(rows: &[Row]) -> Vec<usize> {
         .collect()
 }
 
+/// A shaded band: its legend and `(step, lo, hi)` points.
+type Band<'a> = (&'a str, Vec<(f64, f64, f64)>);
+
 /// `(step, lo, hi)` of the rows where both keys are finite numbers.
 fn band(rows: &[Row], lo: &str, hi: &str) -> Vec<(f64, f64, f64)> {
     let num = |r: &Row, k: &str| r.fields.get(k)?.as_f64().filter(|v| v.is_finite());
@@ -321,7 +324,7 @@ fn draw_dynamics_panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     title: &str,
     y_desc: &str,
-    bands: &[(&str, Vec<(f64, f64, f64)>)],
+    bands: &[Band<'_>],
     series: &[(&str, Vec<(f64, f64)>)],
     fixed_y: Option<(f64, f64)>,
 ) -> Result<(), String> {
