@@ -297,7 +297,8 @@ fn shipped_configs_resolve() {
 }
 
 /// Two held-out sources of 55 and 1 prompts: metrics.jsonl carries each source's mean@k and their
-/// unweighted average at every evaluation (step 0 included), and the run reports that average.
+/// unweighted average at every evaluation (step 0 included), and the run reports that average. With two
+/// probe layers, every step's line also carries the entropy dynamics of each (`hnorm_l{layer}_*`), in range.
 #[test]
 fn evaluations_report_each_source_and_their_average() {
     let dir = tmp("heldout");
@@ -316,7 +317,8 @@ fn evaluations_report_each_source_and_their_average() {
     text += &row("1 + 1 =", "2", "other");
     std::fs::write(&data, text).unwrap();
     let eval = format!("data.eval={:?}", data.display().to_string());
-    let s = train(config(&dir, &["train.steps=2", "run.eval_every=1", &eval, "run.plot=true"]), None).unwrap();
+    let extra = ["train.steps=2", "run.eval_every=1", &eval, "run.plot=true", "tokens.entropy_layers=[0, 1]"];
+    let s = train(config(&dir, &extra), None).unwrap();
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -334,6 +336,26 @@ fn evaluations_report_each_source_and_their_average() {
         assert!((pooled - add * 55.0 / 56.0).abs() < 1e-12, "eval_acc pools every response: {v}");
     }
     assert!(dir.join("plots/heldout.svg").is_file());
+    for v in &lines[1..] {
+        for layer in [0, 1] {
+            let num = |s: &str| {
+                let x = v[format!("hnorm_l{layer}_{s}")].as_f64();
+                x.unwrap_or_else(|| panic!("hnorm_l{layer}_{s} is not a number: {v}"))
+            };
+            let q = ["q05", "q25", "q50", "q75", "q95"].map(num);
+            assert!(q.iter().all(|x| (0.0..=1.0).contains(x)), "quantiles in [0, 1]: {q:?}");
+            assert!(q.windows(2).all(|w| w[0] <= w[1]), "quantiles ordered: {q:?}");
+            let (a, e) = (num("anchor_mean"), num("explorer_mean"));
+            assert!(q[0] - 1e-12 <= a && a <= q[2] && q[2] <= e && e <= q[4] + 1e-12, "tails {a} {e}, {q:?}");
+            for rho in ["rho_pred", "rho_relpos"] {
+                assert!((-1.0..=1.0).contains(&num(rho)), "{rho}: {v}");
+            }
+        }
+        assert!(v.get("hnorm_l2_q50").is_none(), "only the probe layers: {v}");
+    }
+    assert!(lines[0].get("hnorm_l0_q50").is_none(), "the step-0 evaluation line has no step statistics");
+    let svg = std::fs::read_to_string(dir.join("plots/entropy_dynamics.svg")).unwrap();
+    assert!(svg.contains("Layer 0:") && svg.contains("Layer 1:"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod config;
 pub mod data;
 pub mod dynamic_sampling;
+pub mod entropy_stats;
 pub mod eval;
 pub mod interrupt;
 pub mod metrics;

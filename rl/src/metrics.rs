@@ -1,6 +1,7 @@
 //! Per-step metrics, one JSON object per line in `RUN_DIR/metrics.jsonl` (the keys `entrl plot` draws).
 //! An evaluation adds `eval_acc` (every response pooled), `val/<source>/mean@<k>` per data source and
 //! `val/average` (their unweighted mean, what `run.stop_at_accuracy` compares with).
+use crate::entropy_stats::LayerStats;
 use crate::eval::EvalReport;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -54,6 +55,10 @@ pub struct StepMetrics {
     pub eval_acc: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub diag: Option<Diagnostics>,
+    /// Entropy dynamics per probe layer ([`crate::entropy_stats`]), flattened into the JSON line as
+    /// `hnorm_l{layer}_*` keys ([`LayerStats::fields`]; undefined values are null).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub hnorm: Vec<LayerStats>,
 }
 
 /// `--diagnose`: the paper's gradient geometry and what the anchor / explorer tails look like, averaged
@@ -73,7 +78,7 @@ pub struct Diagnostics {
 }
 
 impl StepMetrics {
-    /// The JSON line (diagnostics flattened to top-level `diag_*` keys).
+    /// The JSON line (diagnostics flattened to top-level `diag_*` keys, entropy dynamics to `hnorm_l*`).
     pub fn to_json_line(&self) -> String {
         self.to_json_line_with(None)
     }
@@ -84,6 +89,10 @@ impl StepMetrics {
         let o = v.as_object_mut().expect("metrics serialize to an object");
         if let Some(serde_json::Value::Object(d)) = o.remove("diag") {
             o.extend(d);
+        }
+        o.remove("hnorm");
+        for (k, x) in self.hnorm.iter().flat_map(LayerStats::fields) {
+            o.insert(k, x.into());
         }
         o.extend(eval.map(val_fields).unwrap_or_default());
         v.to_string()
@@ -147,8 +156,30 @@ mod tests {
         assert_eq!(v["eval_acc"], 91.0 / 110.0);
         let plain: serde_json::Value = serde_json::from_str(&m.to_json_line()).unwrap();
         assert!(plain.as_object().unwrap().keys().all(|k| !k.starts_with("val/")), "{plain}");
+        assert!(plain.as_object().unwrap().keys().all(|k| !k.starts_with("hnorm")), "{plain}");
         let v: serde_json::Value = serde_json::from_str(&eval_json_line(0, &report())).unwrap();
         assert_eq!((v["step"].as_u64(), v["val/average"].as_f64()), (Some(0), Some(0.5)));
         assert_eq!(v["eval_acc"], 91.0 / 110.0);
+    }
+
+    #[test]
+    fn entropy_dynamics_are_flat_keys_with_nulls() {
+        let layer = LayerStats {
+            layer: 2,
+            quantiles: [Some(0.1), Some(0.2), Some(0.3), Some(0.4), Some(0.5)],
+            anchor_mean: Some(0.05),
+            explorer_mean: Some(0.6),
+            rho_pred: Some(-0.25),
+            rho_relpos: None,
+        };
+        let m = StepMetrics { step: 1, hnorm: vec![layer], ..Default::default() };
+        let v: serde_json::Value = serde_json::from_str(&m.to_json_line()).unwrap();
+        let o = v.as_object().unwrap();
+        assert!(!o.contains_key("hnorm"), "{v}");
+        assert_eq!((v["hnorm_l2_q05"].as_f64(), v["hnorm_l2_q95"].as_f64()), (Some(0.1), Some(0.5)));
+        assert_eq!(v["hnorm_l2_explorer_mean"].as_f64(), Some(0.6));
+        assert_eq!(v["hnorm_l2_rho_pred"].as_f64(), Some(-0.25));
+        assert!(o["hnorm_l2_rho_relpos"].is_null(), "undefined is null, never NaN: {v}");
+        assert_eq!(o.keys().filter(|k| k.starts_with("hnorm_l2_")).count(), 9);
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! [`plot_run`] reads `RUN_DIR/metrics.jsonl` (one JSON object per step, each with a numeric `"step"`)
 //! and writes one SVG per chart in `CHARTS` into `RUN_DIR/plots/`, `heldout.svg` (one curve per `val/` key:
-//! each data source's mean@k and `val/average`, their unweighted mean), plus a 2×2 `summary.svg`
-//! (`SUMMARY_PANELS`).
+//! each data source's mean@k and `val/average`, their unweighted mean), `entropy_dynamics.svg` (one row per
+//! probe layer of the `hnorm_l{layer}_*` keys: the Hnorm quantile bands 5–95% and 25–75% with the median and
+//! the anchor / explorer means, and the Spearman correlations with predictive entropy and relative position),
+//! plus a 2×2 `summary.svg` (`SUMMARY_PANELS`).
 //! Metrics that are absent, null or non-numeric in a row are skipped; a chart with no data is not written.
 //! Every file is rendered in memory and written atomically (`name.svg.tmp`, then renamed).
 
@@ -65,6 +67,12 @@ const CHARTS: [Chart; 9] = [
 ];
 
 const SUMMARY_FILE: &str = "summary.svg";
+
+/// The entropy-dynamics chart: the probe layers are those with a `hnorm_l{layer}_` key.
+const DYNAMICS_FILE: &str = "entropy_dynamics.svg";
+const DYNAMICS_PREFIX: &str = "hnorm_l";
+/// Its size per probe layer (one row of two panels each).
+const DYNAMICS_ROW: (u32, u32) = (1400, 450);
 
 /// The held-out chart: every key starting with [`HELD_OUT_PREFIX`], the average last.
 const HELD_OUT_FILE: &str = "heldout.svg";
@@ -134,6 +142,18 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, String> {
         let panel = Panel { title: "Held-out mean@k per data source", y_desc: "accuracy", keys: &[] };
         let svg = render(CHART_SIZE, |root| draw_panel(root, &panel, &series))?;
         written.push(write_atomic(&out_dir, HELD_OUT_FILE, &svg)?);
+    }
+
+    let layers = probe_layers(&rows);
+    if !layers.is_empty() {
+        let size = (DYNAMICS_ROW.0, DYNAMICS_ROW.1 * layers.len() as u32);
+        let svg = render(size, |root| {
+            for (row, &layer) in root.split_evenly((layers.len(), 2)).chunks(2).zip(&layers) {
+                draw_dynamics_row(&row[0], &row[1], &rows, layer)?;
+            }
+            Ok(())
+        })?;
+        written.push(write_atomic(&out_dir, DYNAMICS_FILE, &svg)?);
     }
 
     let panels: Vec<_> = SUMMARY_PANELS.iter().map(|p| (p, collect_series(&rows, p.keys))).collect();
@@ -245,6 +265,115 @@ fn draw_panel(
         .map_err(|e| e.to_string())?;
     for (i, (name, points)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
+        let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(markers))
+            .map_err(|e| e.to_string())?
+            .label(legend(name))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The layers `l` of every `hnorm_l{l}_…` key, ascending.
+fn probe_layers(rows: &[Row]) -> Vec<usize> {
+    rows.iter()
+        .flat_map(|r| r.fields.keys())
+        .filter_map(|k| k.strip_prefix(DYNAMICS_PREFIX)?.split_once('_')?.0.parse().ok())
+        .collect::<std::collections::BTreeSet<usize>>()
+        .into_iter()
+        .collect()
+}
+
+/// A shaded band: its legend and `(step, lo, hi)` points.
+type Band<'a> = (&'a str, Vec<(f64, f64, f64)>);
+
+/// `(step, lo, hi)` of the rows where both keys are finite numbers.
+fn band(rows: &[Row], lo: &str, hi: &str) -> Vec<(f64, f64, f64)> {
+    let num = |r: &Row, k: &str| r.fields.get(k)?.as_f64().filter(|v| v.is_finite());
+    rows.iter().filter_map(|r| Some((r.step, num(r, lo)?, num(r, hi)?))).collect()
+}
+
+/// One probe layer's row of `entropy_dynamics.svg`: quantile bands, median and tail means on the left, the
+/// two rank correlations (axis fixed to [-1, 1]) on the right.
+fn draw_dynamics_row(
+    left: &DrawingArea<SVGBackend<'_>, Shift>,
+    right: &DrawingArea<SVGBackend<'_>, Shift>,
+    rows: &[Row],
+    layer: usize,
+) -> Result<(), String> {
+    let key = |s: &str| format!("{DYNAMICS_PREFIX}{layer}_{s}");
+    let bands = [("5–95%", band(rows, &key("q05"), &key("q95"))), ("25–75%", band(rows, &key("q25"), &key("q75")))];
+    let line_keys = [key("q50"), key("anchor_mean"), key("explorer_mean")];
+    let lines = collect_series(rows, &line_keys.iter().map(String::as_str).collect::<Vec<_>>());
+    draw_dynamics_panel(left, &format!("Layer {layer}: Hnorm over response tokens"), "Hnorm", &bands, &lines, None)?;
+    let rho_keys = [key("rho_pred"), key("rho_relpos")];
+    let rho = collect_series(rows, &rho_keys.iter().map(String::as_str).collect::<Vec<_>>());
+    draw_dynamics_panel(right, &format!("Layer {layer}: Spearman ρ of Hnorm"), "ρ", &[], &rho, Some((-1.0, 1.0)))
+}
+
+/// A titled chart of shaded `bands` under line `series`, in [`draw_panel`]'s style; `fixed_y` pins the value
+/// axis. Empty data leaves just the title.
+fn draw_dynamics_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    title: &str,
+    y_desc: &str,
+    bands: &[Band<'_>],
+    series: &[(&str, Vec<(f64, f64)>)],
+    fixed_y: Option<(f64, f64)>,
+) -> Result<(), String> {
+    let xs = || {
+        bands.iter().flat_map(|b| b.1.iter().map(|p| p.0)).chain(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)))
+    };
+    let ys = || {
+        bands
+            .iter()
+            .flat_map(|b| b.1.iter().flat_map(|p| [p.1, p.2]))
+            .chain(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)))
+    };
+    let (Some((x_lo, x_hi)), Some((y_lo, y_hi))) = (bounds(xs()), bounds(ys())) else {
+        area.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+        return Ok(());
+    };
+    let (y_lo, y_hi) = fixed_y.map_or((y_lo, y_hi), |(lo, hi)| (lo.min(y_lo), hi.max(y_hi)));
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .margin_right(28)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_range(x_lo, x_hi), y_range(y_lo, y_hi))
+        .map_err(|e| e.to_string())?;
+    let x_label = |v: &f64| tick_label(*v, x_hi - x_lo);
+    let y_label = |v: &f64| tick_label(*v, y_hi - y_lo);
+    chart
+        .configure_mesh()
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .x_desc("step")
+        .y_desc(y_desc)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let base = PALETTE[0];
+    for (i, (name, points)) in bands.iter().enumerate().filter(|(_, b)| !b.1.is_empty()) {
+        let fill = base.mix(0.15 + 0.15 * i as f64);
+        let outline: Vec<(f64, f64)> =
+            points.iter().map(|p| (p.0, p.2)).chain(points.iter().rev().map(|p| (p.0, p.1))).collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(outline, fill.filled())))
+            .map_err(|e| e.to_string())?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], fill.filled()));
+    }
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = PALETTE[(i + 1) % PALETTE.len()];
         let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(markers))
@@ -405,6 +534,7 @@ mod tests {
         assert!(!plots.join("diagnostics.svg").exists());
         assert!(!plots.join("heldout.svg").exists(), "no val/ keys, no held-out chart");
         assert!(!plots.join("entropy_groups.svg").exists());
+        assert!(!plots.join("entropy_dynamics.svg").exists(), "no hnorm_l keys, no dynamics chart");
 
         let reward = fs::read_to_string(plots.join("reward.svg")).unwrap();
         for text in ["reward_mean", "acc_mean", "eval_acc", "Reward and accuracy", "step"] {
@@ -438,6 +568,50 @@ mod tests {
         assert!(at("val/aime24/mean@8") < at("val/math500/mean@8") && at("val/math500/mean@8") < at("val/average"));
         let reward = fs::read_to_string(dir.0.join("plots").join("reward.svg")).unwrap();
         assert!(reward.contains("eval_acc (pooled)") && reward.contains("val/average"), "reward.svg");
+    }
+
+    /// One row per probe layer: bands, median, tails and both correlations; null values are skipped.
+    #[test]
+    fn entropy_dynamics_has_a_row_per_probe_layer() {
+        let dir = TempDir::new("dynamics");
+        let row = |step: u64, layer: usize, rho: Option<f64>| {
+            let s = step as f64 * 0.01;
+            let mut v = serde_json::json!({"step": step});
+            for (k, x) in [("q05", 0.1), ("q25", 0.3), ("q50", 0.5), ("q75", 0.7), ("q95", 0.9)] {
+                v[format!("hnorm_l{layer}_{k}")] = serde_json::json!(x + s);
+            }
+            v[format!("hnorm_l{layer}_anchor_mean")] = serde_json::json!(0.05 + s);
+            v[format!("hnorm_l{layer}_explorer_mean")] = serde_json::json!(0.95);
+            v[format!("hnorm_l{layer}_rho_pred")] = serde_json::json!(rho);
+            v[format!("hnorm_l{layer}_rho_relpos")] = serde_json::json!(-0.3);
+            v
+        };
+        let lines: Vec<String> = (1..=5)
+            .map(|s| {
+                let mut v = row(s, 3, Some(0.4));
+                let w = row(s, 12, (s > 1).then_some(-0.2));
+                v.as_object_mut().unwrap().extend(w.as_object().unwrap().clone());
+                v.to_string()
+            })
+            .collect();
+        dir.write_metrics(&lines.join("\n"));
+        let files = plot_run(&dir.0).unwrap();
+        let path = dir.0.join("plots").join("entropy_dynamics.svg");
+        assert_eq!(files, vec![path.clone()]);
+        let svg = fs::read_to_string(&path).unwrap();
+        for text in [
+            "Layer 3: Hnorm",
+            "Layer 12: Spearman",
+            "5–95%",
+            "25–75%",
+            "hnorm_l3_q50",
+            "hnorm_l12_explorer_mean",
+            "hnorm_l12_rho_pred",
+            "hnorm_l3_rho_relpos",
+        ] {
+            assert!(svg.contains(text), "entropy_dynamics.svg lacks {text:?}");
+        }
+        assert!(svg.find("Layer 3:").unwrap() < svg.find("Layer 12:").unwrap(), "layers in numeric order");
     }
 
     #[test]

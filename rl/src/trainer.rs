@@ -13,6 +13,7 @@ use crate::batch::{micro_batches, DeviceRows, Rows};
 use crate::codec::{Reader, Writer};
 use crate::config::{Normalizer, Pool, ShortBatch};
 use crate::dynamic_sampling::{DynamicSampler, Outcome, SamplerState};
+use crate::entropy_stats::{layer_stats, subsample, LayerStats, SUBSAMPLE_CAP};
 use crate::metrics::{Diagnostics, StepMetrics};
 use crate::progress::Progress;
 use crate::rollout::{decode_samples, encode_samples, mix_seed, rollout, EncodedPrompt, RolloutSpec, Sample};
@@ -38,6 +39,9 @@ struct Scored {
     old_logp: Vec<f32>,
     attn: Vec<f32>,
     pred: Vec<f32>,
+    /// Per probe layer (layer order, as the forward returns them): the layer and its head-mean normalised
+    /// attention entropy, the vectors `attn` averages (kept for the step's entropy dynamics).
+    layers: Vec<(usize, Vec<f32>)>,
 }
 
 /// One mini-batch: its micro-batches in order (every rank's, so selection can pool them all) and which of
@@ -60,6 +64,11 @@ impl Scored {
         w.f32s(&self.old_logp);
         w.f32s(&self.attn);
         w.f32s(&self.pred);
+        w.u64(self.layers.len() as u64);
+        for (layer, h) in &self.layers {
+            w.u64(*layer as u64);
+            w.f32s(h);
+        }
     }
 
     fn decode(r: &mut Reader) -> Res<Self> {
@@ -72,7 +81,9 @@ impl Scored {
             response_len: r.usizes()?,
             seq_lens: r.usizes()?,
         };
-        Ok(Self { rows, old_logp: r.f32s()?, attn: r.f32s()?, pred: r.f32s()? })
+        let (old_logp, attn, pred) = (r.f32s()?, r.f32s()?, r.f32s()?);
+        let layers = (0..r.u64()?).map(|_| Ok((r.u64()? as usize, r.f32s()?))).collect::<Res<Vec<_>>>()?;
+        Ok(Self { rows, old_logp, attn, pred, layers })
     }
 }
 
@@ -277,14 +288,17 @@ impl Session {
         let out = dapo_loss(&fwd.hidden, self.model.lm_head(), &b, &self.loss_config(LossNormalizer::AllTokens, true))
             .map_err(err)?;
         let mut attn = vec![0f32; rows.len()];
-        for (_, h) in &fwd.entropy {
+        let mut layers = Vec::with_capacity(fwd.entropy.len());
+        for (layer, h) in &fwd.entropy {
             let (_, mean) = normalized_entropy(h, &d.packing).map_err(err)?;
-            for (a, v) in attn.iter_mut().zip(mean.to_vec_f32().map_err(err)?) {
+            let mean = mean.to_vec_f32().map_err(err)?;
+            for (a, v) in attn.iter_mut().zip(&mean) {
                 *a += v / fwd.entropy.len() as f32;
             }
+            layers.push((*layer, mean));
         }
         let pred = out.entropy.as_ref().map(|e| e.to_vec_f32()).transpose().map_err(err)?.unwrap_or_default();
-        Ok(Scored { old_logp: out.logp.to_vec_f32().map_err(err)?, attn, pred, rows })
+        Ok(Scored { old_logp: out.logp.to_vec_f32().map_err(err)?, attn, pred, layers, rows })
     }
 
     /// The selection pools of a mini-batch as contiguous row segments.
@@ -628,6 +642,7 @@ impl Session {
         let tok = sums.tokens.max(1.0);
         let time_step = t0.elapsed().as_secs_f64();
         let diag = (!sums.diag.is_empty()).then(|| mean_diagnostics(&sums.diag));
+        let hnorm = entropy_dynamics(&minis, self.cfg.train.seed, step);
         Ok(StepMetrics {
             step: self.step,
             reward_mean: rewards.iter().sum::<f64>() / nb,
@@ -660,6 +675,7 @@ impl Session {
             rollout_decode_steps: cache.decode_steps,
             eval_acc: None,
             diag,
+            hnorm,
         })
     }
 }
@@ -690,6 +706,38 @@ impl Session {
             .map_err(err)?;
         target.copy_from(&poisoned).map_err(err)
     }
+}
+
+/// The step's entropy dynamics (issue 17) from the scores the old-log-prob pass left on the host, no extra
+/// pass: every mini-batch's micro-batches (every rank's, after the gather, so each rank logs the same
+/// numbers), response tokens only (mask ≠ 0), at most [`SUBSAMPLE_CAP`] of them (a sample seeded by the run's
+/// seed and `step`). Relative position = position / response length, as `--diagnose` has it.
+fn entropy_dynamics(minis: &[MiniBatch], seed: u64, step: u64) -> Vec<LayerStats> {
+    let micros = || minis.iter().flat_map(|mb| &mb.micros);
+    let Some(first) = micros().next() else { return Vec::new() };
+    let ids: Vec<usize> = first.layers.iter().map(|(l, _)| *l).collect();
+    let n_valid: usize = micros().map(|m| m.rows.mask.iter().filter(|&&v| v != 0.0).count()).sum();
+    let pick = subsample(n_valid, SUBSAMPLE_CAP, mix_seed(&[seed, step, 0xd1a7]));
+    let mut h: Vec<Vec<f64>> = vec![Vec::with_capacity(pick.len()); ids.len()];
+    let (mut pred, mut relpos) = (Vec::with_capacity(pick.len()), Vec::with_capacity(pick.len()));
+    let (mut has_pred, mut t, mut next) = (true, 0usize, pick.iter().copied().peekable());
+    for m in micros() {
+        let r = &m.rows;
+        has_pred &= m.pred.len() == r.len();
+        for i in (0..r.len()).filter(|&i| r.mask[i] != 0.0) {
+            if next.peek() == Some(&t) {
+                next.next();
+                for (hl, (_, v)) in h.iter_mut().zip(&m.layers) {
+                    hl.push(v[i] as f64);
+                }
+                pred.push(m.pred.get(i).copied().unwrap_or(0.0) as f64);
+                relpos.push(r.position[i] as f64 / r.response_len[i].max(1) as f64);
+            }
+            t += 1;
+        }
+    }
+    let pred = has_pred.then_some(&pred[..]);
+    ids.iter().zip(&h).map(|(&l, hl)| layer_stats(l, hl, pred, &relpos)).collect()
 }
 
 fn mean_diagnostics(d: &[Diagnostics]) -> Diagnostics {
