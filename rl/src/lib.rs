@@ -6,6 +6,7 @@ pub mod advantage;
 pub mod batch;
 pub mod checkpoints;
 pub mod codec;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod dynamic_sampling;
@@ -22,6 +23,7 @@ pub mod run;
 pub mod session;
 pub mod stats;
 pub mod strategy;
+pub mod sweep;
 pub mod task;
 pub mod trainer;
 

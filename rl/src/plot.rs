@@ -450,6 +450,65 @@ fn tick_label(v: f64, span: f64) -> String {
     }
 }
 
+/// An arm's curve for [`arms_chart`]: its name and (step, mean, low, high) points.
+pub(crate) type ArmCurve = (String, Vec<(f64, f64, f64, f64)>);
+
+/// One chart of several arms' curves, each a mean line over a shaded low–high band in the arm's colour
+/// (`entrl compare`'s held-out chart), as an SVG string.
+pub(crate) fn arms_chart(title: &str, y_desc: &str, arms: &[ArmCurve]) -> Result<String, String> {
+    render(CHART_SIZE, |root| {
+        let pts = || arms.iter().flat_map(|(_, p)| p.iter());
+        let (Some((x_lo, x_hi)), Some((y_lo, y_hi))) =
+            (bounds(pts().map(|p| p.0)), bounds(pts().flat_map(|p| [p.2, p.3])))
+        else {
+            root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+            return Ok(());
+        };
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .margin_right(28)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x_range(x_lo, x_hi), y_range(y_lo, y_hi))
+            .map_err(|e| e.to_string())?;
+        let x_label = |v: &f64| tick_label(*v, x_hi - x_lo);
+        let y_label = |v: &f64| tick_label(*v, y_hi - y_lo);
+        chart
+            .configure_mesh()
+            .x_label_formatter(&x_label)
+            .y_label_formatter(&y_label)
+            .x_desc("step")
+            .y_desc(y_desc)
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (i, (name, points)) in arms.iter().enumerate().filter(|(_, a)| !a.1.is_empty()) {
+            let color = PALETTE[i % PALETTE.len()];
+            let outline: Vec<(f64, f64)> =
+                points.iter().map(|p| (p.0, p.3)).chain(points.iter().rev().map(|p| (p.0, p.2))).collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.2).filled())))
+                .map_err(|e| e.to_string())?;
+            let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
+            chart
+                .draw_series(
+                    LineSeries::new(points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)).point_size(markers),
+                )
+                .map_err(|e| e.to_string())?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
 /// Write `contents` to `dir/name` atomically (the model crate's writer: `name.tmp`, fsync, rename).
 fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, String> {
     let path = dir.join(name);
