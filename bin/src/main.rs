@@ -1,5 +1,5 @@
 //! `entrl`: one binary for the whole engine. Subcommands: train, eval, plot, generate, selftest,
-//! verify-reference, bench, info.
+//! verify-reference, bench, info, sweep, compare.
 mod bench;
 mod bench_model;
 mod bench_rollout;
@@ -9,6 +9,7 @@ mod plan;
 mod selftest;
 mod selftest_graph;
 mod signals;
+mod sweep;
 mod train;
 mod verify;
 
@@ -45,6 +46,12 @@ enum Command {
     Generate(generate::Args),
     /// Run a model folder in the format of shared/fixtures/ and compare with its HF references.
     VerifyReference(verify::Args),
+    /// Train every cell of a grid of configuration values × seeds, each in its own run folder under a sweep
+    /// folder (resumable), then compare the arms.
+    Sweep(sweep::SweepArgs),
+    /// Compare runs grouped into arms (all keys but the seed): final and best held-out average over seeds,
+    /// bootstrap intervals, paired tests against a baseline; comparison.md and comparison.svg.
+    Compare(sweep::CompareArgs),
     /// What this build and machine provide (kernels compiled in, CUDA devices).
     Info,
 }
@@ -75,6 +82,8 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(&b),
         Command::VerifyReference(a) => verify::run(&a),
         Command::Generate(a) => generate::run(&a),
+        Command::Sweep(a) => sweep::sweep(&a),
+        Command::Compare(a) => sweep::compare_cmd(&a),
         Command::Info => info(),
     };
     match result {
