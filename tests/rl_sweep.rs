@@ -30,8 +30,10 @@ fn a_sweep_resumes_skips_finished_cells_and_compares_its_arms() {
     let metrics = |i: usize| std::fs::read_to_string(out.join(&m.cells[i].dir).join("metrics.jsonl")).unwrap();
     let before = [metrics(0), metrics(1)];
     for text in &before {
-        let steps: Vec<u64> =
-            text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+        let steps: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .collect();
         assert_eq!(steps, [0, 1, 2], "an evaluation line at 0 and a line per step, resumed without a gap");
     }
     assert!(out.join("sweep.json").is_file());

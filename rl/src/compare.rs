@@ -301,10 +301,15 @@ mod tests {
         let root = std::env::temp_dir().join(format!("entrl-compare-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let mut dirs = Vec::new();
-        for (i, (strategy, seed, fin)) in
-            [("full", 1, 0.5), ("full", 2, 0.6), ("anchors:0.2", 1, 0.7), ("anchors:0.2", 2, 0.9), ("anchors:0.2", 3, 0.8)]
-                .iter()
-                .enumerate()
+        for (i, (strategy, seed, fin)) in [
+            ("full", 1, 0.5),
+            ("full", 2, 0.6),
+            ("anchors:0.2", 1, 0.7),
+            ("anchors:0.2", 2, 0.9),
+            ("anchors:0.2", 3, 0.8),
+        ]
+        .iter()
+        .enumerate()
         {
             let d = root.join(format!("r{i}"));
             run(&d, strategy, *seed, &[(0, 0.1), (5, 0.95), (10, *fin)]);

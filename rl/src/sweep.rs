@@ -44,11 +44,8 @@ pub struct Manifest {
 
 /// A folder name for a cell: its grid values (each key's last part) and seed, with only `[A-Za-z0-9._-]`.
 fn cell_dir(parts: &[(String, String)], seed: u64) -> String {
-    let mut name: String = parts
-        .iter()
-        .map(|(k, v)| format!("{}-{v}", k.rsplit('.').next().unwrap_or(k)))
-        .collect::<Vec<_>>()
-        .join("_");
+    let mut name: String =
+        parts.iter().map(|(k, v)| format!("{}-{v}", k.rsplit('.').next().unwrap_or(k))).collect::<Vec<_>>().join("_");
     name = name.chars().map(|c| if c.is_ascii_alphanumeric() || ".-".contains(c) { c } else { '_' }).collect();
     format!("{name}_seed{seed}")
 }
@@ -67,8 +64,9 @@ impl Manifest {
         let base = TrainConfig::resolve(config, overrides)?;
         let mut axes: Vec<(String, Vec<String>)> = Vec::new();
         for g in grid {
-            let (key, values) =
-                g.split_once('=').ok_or_else(|| format!("--grid {g:?}: expected KEY=V1,V2,... (e.g. tokens.strategy=full,anchors:0.2)"))?;
+            let (key, values) = g.split_once('=').ok_or_else(|| {
+                format!("--grid {g:?}: expected KEY=V1,V2,... (e.g. tokens.strategy=full,anchors:0.2)")
+            })?;
             let key = key.trim().to_string();
             if key == SEED_KEY || key == "run.out_dir" {
                 return Err(format!("--grid {key}: set by the sweep itself (use --seeds / --out)"));
