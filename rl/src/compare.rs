@@ -334,7 +334,7 @@ mod tests {
         let empty = root.join("empty");
         std::fs::create_dir_all(&empty).unwrap();
         std::fs::copy(dirs[0].join("config.toml"), empty.join("config.toml")).unwrap();
-        let e = compare(&[empty.clone()], None, &root).unwrap_err();
+        let e = compare(std::slice::from_ref(&empty), None, &root).unwrap_err();
         assert!(e.contains("metrics.jsonl"), "{e}");
         std::fs::write(empty.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
         assert!(compare(&[empty], None, &root).unwrap_err().contains("no held-out line (val/average)"));
