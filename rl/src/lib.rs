@@ -20,6 +20,7 @@ pub mod reward;
 pub mod rollout;
 pub mod run;
 pub mod session;
+pub mod sft;
 pub mod strategy;
 pub mod task;
 pub mod trainer;
