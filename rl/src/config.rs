@@ -476,7 +476,11 @@ pub const RULES: &[Rule] = &[
         range: "0, or any with data.train = \"builtin:chain\" (the task with worked solutions)",
         ok: |c| c.train.warmup_sft_steps == 0 || c.data.train == crate::task::CHAIN_SPEC,
     },
-    Rule { key: "train.warmup_sft_batch", range: "1 to 65536", ok: |c| (1..=65536).contains(&c.train.warmup_sft_batch) },
+    Rule {
+        key: "train.warmup_sft_batch",
+        range: "1 to 65536",
+        ok: |c| (1..=65536).contains(&c.train.warmup_sft_batch),
+    },
     Rule {
         key: "train.warmup_sft_lr",
         range: "finite, ≥ 0",

@@ -378,7 +378,7 @@ fn run_rank(
                 if let Err(e) = append_line(&sft_path, &st.to_json_line()) {
                     io_err.get_or_insert(format!("{}: {e}", sft_path.display()));
                 }
-                if verbose && (st.step == 1 || st.step % 50 == 0 || st.step == total) {
+                if verbose && (st.step == 1 || st.step.is_multiple_of(50) || st.step == total) {
                     progress.println(&format!(
                         "warm start {:>4}/{total}: nll {:.4} |g| {:.3} ({:.1} s)",
                         st.step,

@@ -184,14 +184,16 @@ impl Session {
             (None, _, t) => Tokenizer::from_dir(Path::new(t)).map_err(|e| e.to_string())?,
         };
         let encoder = PromptEncoder::new(&tok, cfg.rollout.max_prompt_len, cfg.rollout.long_prompts);
-        let train_set =
-            encoder.encode(&load_rows(&cfg.data.train, &cfg, false)?).map_err(|e| format!("{}: {e}", cfg.data.train))?;
+        let train_set = encoder
+            .encode(&load_rows(&cfg.data.train, &cfg, false)?)
+            .map_err(|e| format!("{}: {e}", cfg.data.train))?;
         let (prompts, prompt_counts) = (train_set.prompts, train_set.counts);
         let (eval_prompts, eval_prompt_counts) = if cfg.data.eval.is_empty() {
             (Vec::new(), PromptCounts::default())
         } else {
-            let set =
-                encoder.encode(&load_rows(&cfg.data.eval, &cfg, true)?).map_err(|e| format!("{}: {e}", cfg.data.eval))?;
+            let set = encoder
+                .encode(&load_rows(&cfg.data.eval, &cfg, true)?)
+                .map_err(|e| format!("{}: {e}", cfg.data.eval))?;
             (set.prompts, set.counts)
         };
         // The memory plan comes before any allocation: a configuration that cannot fit is refused here.

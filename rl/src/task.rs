@@ -130,7 +130,7 @@ impl Chain {
         let mut steps = Vec::with_capacity(ops);
         for _ in 0..ops {
             let b = (splitmix(rng) % 10) as u32;
-            let mut op = if splitmix(rng) % 2 == 0 { '+' } else { '-' };
+            let mut op = if splitmix(rng).is_multiple_of(2) { '+' } else { '-' };
             if op == '+' && v + b > CHAIN_MAX {
                 op = '-';
             } else if op == '-' && b > v {
