@@ -245,7 +245,7 @@ pub fn earlier_run(run_dir: &Path) -> Option<String> {
 
 /// Delete what a run writes into its folder (for `run.overwrite`), leaving other files alone.
 pub fn clear_run(run_dir: &Path) -> Result<(), String> {
-    for name in ["metrics.jsonl", "config.toml"] {
+    for name in ["metrics.jsonl", "sft.jsonl", "config.toml"] {
         let p = run_dir.join(name);
         if p.exists() {
             std::fs::remove_file(&p).map_err(|e| io(&p, e))?;

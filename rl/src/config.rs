@@ -6,8 +6,9 @@
 //!
 //! Presets: `dapo` (verl's DAPO recipe, `shared/docs/dapo.md` §8: 512 prompts × 16 responses, mini-batches
 //! of 32 prompts, lr 1e-6 with 10 warm-up steps, ε 0.2/0.28, c = 10, lengths 1024/8192, overlong buffer
-//! 4096, left truncation of long prompts) and `builtin` (the tiny Qwen3 learning the built-in addition
-//! task on a laptop in minutes).
+//! 4096, left truncation of long prompts), `builtin` (the tiny Qwen3 learning the built-in addition
+//! task on a laptop in minutes) and `chain` (the same model on the built-in reasoning task, warm-started
+//! by `train.warmup_sft_steps` teacher-forced updates).
 use crate::strategy::Strategy;
 use entrl_engine::ops::SoftWeightSchedule;
 use serde::{Deserialize, Serialize};
@@ -192,9 +193,11 @@ impl ModelConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// verl-layout prompts (`.jsonl` or `.parquet`), or `builtin` (the addition task).
+    /// verl-layout prompts (`.jsonl` or `.parquet`), `builtin` (the addition task) or `builtin:chain`
+    /// (multi-step arithmetic answered in a boxed chain, [`crate::task`]).
     pub train: String,
-    /// Held-out prompts for `run.eval_every` ("" = none; `builtin` = the built-in task).
+    /// Held-out prompts for `run.eval_every` ("" = none; `builtin` = the built-in task; `builtin:chain` =
+    /// the chain task's 200 held-out problems).
     pub eval: String,
     /// Largest sum in the built-in task.
     pub builtin_max_sum: usize,
@@ -331,6 +334,24 @@ pub struct OptimConfig {
     /// An update whose loss or gradient norm is not finite is skipped (counted, one warning line); this
     /// many skipped in a row stop the run with an error, `latest` still naming the last checkpoint.
     pub max_consecutive_skips: u64,
+    /// Supervised warm start before rollout step 1: this many teacher-forced updates on worked solutions
+    /// (needs `data.train = "builtin:chain"`; 0 = none). Run once by a fresh run; a resumed run skips it
+    /// (its checkpoint holds the warm-started weights).
+    #[serde(default)]
+    pub warmup_sft_steps: u64,
+    /// Worked solutions per warm-start update.
+    #[serde(default = "default_sft_batch")]
+    pub warmup_sft_batch: usize,
+    /// Learning rate of the warm start (constant).
+    #[serde(default = "default_sft_lr")]
+    pub warmup_sft_lr: f64,
+}
+
+fn default_sft_batch() -> usize {
+    64
+}
+fn default_sft_lr() -> f64 {
+    1e-3
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -445,7 +466,26 @@ pub const RULES: &[Rule] = &[
                     .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.len() < 6)
         },
     },
-    Rule { key: "data.train", range: "a .jsonl or .parquet file, or \"builtin\"", ok: |c| !c.data.train.is_empty() },
+    Rule {
+        key: "data.train",
+        range: "a .jsonl or .parquet file, \"builtin\" or \"builtin:chain\"",
+        ok: |c| !c.data.train.is_empty(),
+    },
+    Rule {
+        key: "train.warmup_sft_steps",
+        range: "0, or any with data.train = \"builtin:chain\" (the task with worked solutions)",
+        ok: |c| c.train.warmup_sft_steps == 0 || c.data.train == crate::task::CHAIN_SPEC,
+    },
+    Rule {
+        key: "train.warmup_sft_batch",
+        range: "1 to 65536",
+        ok: |c| (1..=65536).contains(&c.train.warmup_sft_batch),
+    },
+    Rule {
+        key: "train.warmup_sft_lr",
+        range: "finite, ≥ 0",
+        ok: |c| c.train.warmup_sft_lr.is_finite() && c.train.warmup_sft_lr >= 0.0,
+    },
     Rule { key: "data.builtin_max_sum", range: "0 to 9", ok: |c| c.data.builtin_max_sum <= 9 },
     Rule { key: "rollout.n", range: "1 to 1024", ok: |c| (1..=1024).contains(&c.rollout.n) },
     Rule {
@@ -607,7 +647,7 @@ pub const RESUME_FREE: &[&str] = &[
 fn extra_range(key: &str) -> Option<String> {
     let names = |n: &[&str]| format!("one of {}", n.join(", "));
     Some(match key {
-        "preset" => "dapo or builtin".into(),
+        "preset" => "dapo, builtin or chain".into(),
         "model.dtype" => names(DtypeChoice::NAMES),
         "model.checkpoint_activations" => names(Checkpointing::NAMES),
         "rollout.long_prompts" => names(LongPrompts::NAMES),
@@ -691,6 +731,9 @@ impl TrainConfig {
                 norm_adv_by_std: true,
                 seed: 1,
                 max_consecutive_skips: 3,
+                warmup_sft_steps: 0,
+                warmup_sft_batch: default_sft_batch(),
+                warmup_sft_lr: default_sft_lr(),
             },
             tokens: TokenConfig {
                 strategy: "full".into(),
@@ -756,11 +799,39 @@ impl TrainConfig {
         c
     }
 
+    /// The built-in reasoning task (`builtin:chain`): the tiny Qwen3 warm-started by 300 teacher-forced
+    /// updates on worked solutions, then DAPO on multi-step arithmetic answered in a boxed chain.
+    pub fn chain() -> Self {
+        let mut c = Self::builtin();
+        c.preset = "chain".into();
+        c.data.train = crate::task::CHAIN_SPEC.into();
+        c.data.eval = crate::task::CHAIN_SPEC.into();
+        c.rollout.n = 8;
+        c.rollout.max_prompt_len = 24;
+        c.rollout.max_response_len = 40;
+        c.rollout.gen_batch_size = 24;
+        c.rollout.max_gen_rounds = 4;
+        c.train.steps = 60;
+        c.train.batch_size = 16;
+        c.train.mini_batch_size = 16;
+        c.train.lr = 3e-4;
+        c.train.warmup_steps = 0;
+        c.train.warmup_sft_steps = 300;
+        c.train.warmup_sft_batch = 64;
+        c.train.warmup_sft_lr = 1e-3;
+        c.run.out_dir = "runs/chain".into();
+        c.run.eval_every = 20;
+        c.run.eval_k = 2;
+        c.run.stop_at_accuracy = 0.0;
+        c
+    }
+
     pub fn preset(name: &str) -> Result<Self, String> {
         match name {
             "dapo" => Ok(Self::dapo()),
             "builtin" => Ok(Self::builtin()),
-            other => Err(format!("preset = {other:?}: must be dapo or builtin")),
+            "chain" => Ok(Self::chain()),
+            other => Err(format!("preset = {other:?}: must be dapo, builtin or chain")),
         }
     }
 

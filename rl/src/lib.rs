@@ -21,6 +21,7 @@ pub mod reward;
 pub mod rollout;
 pub mod run;
 pub mod session;
+pub mod sft;
 pub mod stats;
 pub mod strategy;
 pub mod sweep;

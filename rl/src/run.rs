@@ -1,7 +1,8 @@
 //! `entrl train`: the run loop around [`Session::step`]: resolved config printed and saved, progress bars,
 //! a JSONL metrics line per step, periodic mean@k evaluation, checkpoints ([`crate::checkpoints`]), exact
 //! resume into the run a checkpoint belongs to, a stop at the next step boundary on request
-//! ([`crate::interrupt`]), plots.
+//! ([`crate::interrupt`]), plots. A fresh run with `train.warmup_sft_steps` first runs the supervised
+//! warm start ([`crate::sft`]), logged to `RUN_DIR/sft.jsonl`.
 use crate::checkpoints;
 use crate::config::{CommChoice, TrainConfig};
 use crate::eval::{evaluate, EvalReport};
@@ -31,6 +32,8 @@ pub struct RunSummary {
     /// The run stopped early on [`crate::interrupt::request`] (after saving a checkpoint when it had
     /// trained since it started).
     pub interrupted: bool,
+    /// The supervised warm start's updates (`train.warmup_sft_steps`; empty when resumed or off).
+    pub sft: Vec<crate::sft::SftStep>,
 }
 
 /// Where to resume from: a checkpoint folder, or a run directory (its latest checkpoint; an interrupted
@@ -359,7 +362,38 @@ fn run_rank(
         plots: Vec::new(),
         seconds: 0.0,
         interrupted: false,
+        sft: Vec::new(),
     };
+    if ckpt.is_none() && cfg.train.warmup_sft_steps > 0 {
+        // The supervised warm start of a fresh run (a resumed one's checkpoint already holds its weights).
+        let sft_path = run_dir.join("sft.jsonl");
+        if lead && sft_path.exists() {
+            std::fs::remove_file(&sft_path).map_err(|e| format!("{}: {e}", sft_path.display()))?;
+        }
+        let t = Instant::now();
+        let total = cfg.train.warmup_sft_steps;
+        let mut io_err = None;
+        let steps = s.warm_start(|st| {
+            if lead {
+                if let Err(e) = append_line(&sft_path, &st.to_json_line()) {
+                    io_err.get_or_insert(format!("{}: {e}", sft_path.display()));
+                }
+                if verbose && (st.step == 1 || st.step.is_multiple_of(50) || st.step == total) {
+                    progress.println(&format!(
+                        "warm start {:>4}/{total}: nll {:.4} |g| {:.3} ({:.1} s)",
+                        st.step,
+                        st.nll,
+                        st.grad_norm,
+                        t.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+        })?;
+        if let Some(e) = io_err {
+            return Err(e);
+        }
+        summary.sft = steps;
+    }
     let has_eval = cfg.run.eval_every > 0 && !s.eval_prompts.is_empty();
     if has_eval && s.step == 0 {
         let rep = evaluate_session(&s)?;

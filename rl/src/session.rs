@@ -8,7 +8,7 @@ use crate::plan::{cpu_training_bytes, plan, PlanInput};
 use crate::reward::{verifier_by_choice, Verifier};
 use crate::rollout::{EncodedPrompt, PromptCounts, PromptEncoder, PromptStream};
 use crate::strategy::Strategy;
-use crate::task::{builtin_model_config, builtin_prompts, builtin_tokenizer};
+use crate::task::{builtin_model_config, builtin_prompts, builtin_tokenizer_for};
 use entrl_engine::dist::Communicator;
 use entrl_engine::optim::{AdamW, AdamWConfig, ShardedAdamW};
 use entrl_engine::{DType, Device, Tensor};
@@ -115,9 +115,16 @@ impl ModelSource {
     }
 }
 
-fn load_rows(spec: &str, cfg: &TrainConfig) -> Result<Vec<PromptRow>, String> {
+/// The rows `data.train` (`eval` false) or `data.eval` names; `builtin:chain` is the chain task's
+/// training or held-out set.
+pub(crate) fn load_rows(spec: &str, cfg: &TrainConfig, eval: bool) -> Result<Vec<PromptRow>, String> {
+    use crate::task::{chain_eval_problems, chain_rows, chain_train_problems, CHAIN_SPEC, CHAIN_TRAIN_SEED};
     if spec == "builtin" {
         Ok(builtin_prompts(cfg.data.builtin_max_sum))
+    } else if spec == CHAIN_SPEC && eval {
+        Ok(chain_rows(&chain_eval_problems()))
+    } else if spec == CHAIN_SPEC {
+        Ok(chain_rows(&chain_train_problems(CHAIN_TRAIN_SEED)))
     } else {
         read_prompts(Path::new(spec))
     }
@@ -169,7 +176,7 @@ impl Session {
         let source = ModelSource::parse(&cfg.model.path);
         let tok = match (ckpt, &source, cfg.model.tokenizer.as_str()) {
             (Some(dir), _, _) => Tokenizer::from_dir(dir).map_err(|e| e.to_string())?,
-            (None, ModelSource::Builtin, _) => builtin_tokenizer(),
+            (None, ModelSource::Builtin, _) => builtin_tokenizer_for(&cfg.data.train, &cfg.data.eval),
             (None, ModelSource::Random(shape), "") => {
                 return Err(format!("model.path \"random:{shape}\" needs model.tokenizer (a tokenizer folder)"))
             }
@@ -177,14 +184,16 @@ impl Session {
             (None, _, t) => Tokenizer::from_dir(Path::new(t)).map_err(|e| e.to_string())?,
         };
         let encoder = PromptEncoder::new(&tok, cfg.rollout.max_prompt_len, cfg.rollout.long_prompts);
-        let train_set =
-            encoder.encode(&load_rows(&cfg.data.train, &cfg)?).map_err(|e| format!("{}: {e}", cfg.data.train))?;
+        let train_set = encoder
+            .encode(&load_rows(&cfg.data.train, &cfg, false)?)
+            .map_err(|e| format!("{}: {e}", cfg.data.train))?;
         let (prompts, prompt_counts) = (train_set.prompts, train_set.counts);
         let (eval_prompts, eval_prompt_counts) = if cfg.data.eval.is_empty() {
             (Vec::new(), PromptCounts::default())
         } else {
-            let set =
-                encoder.encode(&load_rows(&cfg.data.eval, &cfg)?).map_err(|e| format!("{}: {e}", cfg.data.eval))?;
+            let set = encoder
+                .encode(&load_rows(&cfg.data.eval, &cfg, true)?)
+                .map_err(|e| format!("{}: {e}", cfg.data.eval))?;
             (set.prompts, set.counts)
         };
         // The memory plan comes before any allocation: a configuration that cannot fit is refused here.

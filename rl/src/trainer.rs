@@ -163,7 +163,7 @@ struct Collected {
 }
 
 impl Session {
-    fn loss_config(&self, normalizer: LossNormalizer, want_entropy: bool) -> DapoLossConfig {
+    pub(crate) fn loss_config(&self, normalizer: LossNormalizer, want_entropy: bool) -> DapoLossConfig {
         let t = &self.cfg.train;
         let mut c = DapoLossConfig::default();
         c.clip.eps_low = t.eps_low;
@@ -175,7 +175,7 @@ impl Session {
         c
     }
 
-    fn forward_options(&self, with_entropy: bool, longest: usize) -> ForwardOptions {
+    pub(crate) fn forward_options(&self, with_entropy: bool, longest: usize) -> ForwardOptions {
         let checkpoint = self.cfg.model.checkpoint_for(longest);
         ForwardOptions {
             entropy_layers: if with_entropy { self.cfg.tokens.entropy_layers.clone() } else { Vec::new() },
