@@ -244,25 +244,7 @@ fn draw_panel(
         area.titled(panel.title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
         return Ok(());
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(panel.title, ("sans-serif", 22))
-        .margin(12)
-        .margin_right(28)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x_range(x_lo, x_hi), y_range(y_lo, y_hi))
-        .map_err(|e| e.to_string())?;
-    let x_label = |v: &f64| tick_label(*v, x_hi - x_lo);
-    let y_label = |v: &f64| tick_label(*v, y_hi - y_lo);
-    chart
-        .configure_mesh()
-        .x_label_formatter(&x_label)
-        .y_label_formatter(&y_label)
-        .x_desc("step")
-        .y_desc(panel.y_desc)
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    let mut chart = step_chart(area, panel.title, panel.y_desc, (x_lo, x_hi), (y_lo, y_hi))?;
     for (i, (name, points)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
@@ -342,25 +324,7 @@ fn draw_dynamics_panel(
         return Ok(());
     };
     let (y_lo, y_hi) = fixed_y.map_or((y_lo, y_hi), |(lo, hi)| (lo.min(y_lo), hi.max(y_hi)));
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .margin_right(28)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x_range(x_lo, x_hi), y_range(y_lo, y_hi))
-        .map_err(|e| e.to_string())?;
-    let x_label = |v: &f64| tick_label(*v, x_hi - x_lo);
-    let y_label = |v: &f64| tick_label(*v, y_hi - y_lo);
-    chart
-        .configure_mesh()
-        .x_label_formatter(&x_label)
-        .y_label_formatter(&y_label)
-        .x_desc("step")
-        .y_desc(y_desc)
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(|e| e.to_string())?;
+    let mut chart = step_chart(area, title, y_desc, (x_lo, x_hi), (y_lo, y_hi))?;
     let base = PALETTE[0];
     for (i, (name, points)) in bands.iter().enumerate().filter(|(_, b)| !b.1.is_empty()) {
         let fill = base.mix(0.15 + 0.15 * i as f64);
@@ -388,6 +352,44 @@ fn draw_dynamics_panel(
         .draw()
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The frame every chart here shares: a caption, ranges padded around (lo, hi), tick labels sized to the
+/// span, "step" on x.
+fn step_chart<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    y_desc: &str,
+    (x_lo, x_hi): (f64, f64),
+    (y_lo, y_hi): (f64, f64),
+) -> Result<
+    ChartContext<
+        'a,
+        SVGBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    String,
+> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .margin_right(28)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_range(x_lo, x_hi), y_range(y_lo, y_hi))
+        .map_err(|e| e.to_string())?;
+    let x_label = |v: &f64| tick_label(*v, x_hi - x_lo);
+    let y_label = |v: &f64| tick_label(*v, y_hi - y_lo);
+    chart
+        .configure_mesh()
+        .x_label_formatter(&x_label)
+        .y_label_formatter(&y_label)
+        .x_desc("step")
+        .y_desc(y_desc)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(chart)
 }
 
 /// A series' legend: its metrics.jsonl key, with what `eval_acc` measures spelled out.
@@ -464,25 +466,7 @@ pub(crate) fn arms_chart(title: &str, y_desc: &str, arms: &[ArmCurve]) -> Result
             root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
             return Ok(());
         };
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 22))
-            .margin(12)
-            .margin_right(28)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x_range(x_lo, x_hi), y_range(y_lo, y_hi))
-            .map_err(|e| e.to_string())?;
-        let x_label = |v: &f64| tick_label(*v, x_hi - x_lo);
-        let y_label = |v: &f64| tick_label(*v, y_hi - y_lo);
-        chart
-            .configure_mesh()
-            .x_label_formatter(&x_label)
-            .y_label_formatter(&y_label)
-            .x_desc("step")
-            .y_desc(y_desc)
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        let mut chart = step_chart(root, title, y_desc, (x_lo, x_hi), (y_lo, y_hi))?;
         for (i, (name, points)) in arms.iter().enumerate().filter(|(_, a)| !a.1.is_empty()) {
             let color = PALETTE[i % PALETTE.len()];
             let outline: Vec<(f64, f64)> =
