@@ -269,16 +269,16 @@ pub fn generate_run(
         } else {
             None
         };
+        let rows = step_rows(reqs, &step, &out, &s)?;
         let picks = match graphs.as_mut() {
             Some(g) => profile::region("generate: decode step (graph)", dev, || {
-                let rows = step_rows(reqs, &step, &out, &s)?;
                 g.step(model, &layers, &rows, groups.as_deref())
             })?,
             None => {
                 let logits = profile::region("generate: decode step", dev, || {
-                    decode_step(model, reqs, &step, &out, &s, &layers, groups.as_deref())
+                    decode_step(model, &rows, s.plan.pool, &layers, groups.as_deref())
                 })?;
-                let keys = sample_keys(&step, reqs, &out);
+                let keys: Vec<SampleKey> = rows.iter().map(|r| r.key).collect();
                 profile::region("generate: sample", dev, || sample_active(&logits, &keys, params, c.vocab_size))?
             }
         };
@@ -691,46 +691,33 @@ fn next_norm(model: &Qwen3, i: usize) -> &Tensor {
     model.layers.get(i + 1).map_or(&model.norm, |l| &l.input_norm)
 }
 
-/// The position of each request of `step`'s next input token (its last sampled one).
-fn step_positions(reqs: &[Request], step: &[usize], out: &[Generation]) -> Vec<usize> {
-    step.iter().map(|&r| reqs[r].prompt.len() + out[r].tokens.len() - 1).collect()
-}
-
-/// Feed each request of `step` its last sampled token; logits [step.len(), vocab].
+/// Feed each row its token; logits [rows.len(), vocab].
 fn decode_step(
     model: &Qwen3,
-    reqs: &[Request],
-    step: &[usize],
-    out: &[Generation],
-    s: &Scheduler,
+    rows: &[StepRow],
+    pool: PoolShape,
     layers: &[KvCache],
     groups: Option<&[PrefixGroup]>,
 ) -> Result<Tensor> {
-    let (dev, pool) = (&model.device, s.plan.pool);
-    let ids: Vec<i32> = step.iter().map(|&r| *out[r].tokens.last().expect("sampled") as i32).collect();
-    let pos: Vec<i32> = step_positions(reqs, step, out).into_iter().map(|p| p as i32).collect();
-    let width = step.iter().map(|&r| s.tables[r].len()).max().unwrap_or(1).max(1);
-    let mut table = Vec::with_capacity(step.len() * width);
-    let mut dst = Vec::with_capacity(step.len());
-    for (&r, &p) in step.iter().zip(&pos) {
-        let t = &s.tables[r];
-        dst.push(pool.row(t, p as usize)?);
-        table.extend(t.iter().copied().chain(std::iter::repeat(0)).take(width));
-    }
-    let rows = CacheRows::new(dst, pool, dev)?;
+    let (dev, n) = (&model.device, rows.len());
+    let width = rows.iter().map(|r| r.table.len()).max().unwrap_or(1).max(1);
+    let table: Vec<i32> =
+        rows.iter().flat_map(|r| r.table.iter().copied().chain(std::iter::repeat(0)).take(width)).collect();
+    let pos: Vec<i32> = rows.iter().map(|r| r.pos as i32).collect();
+    let writes = CacheRows::new(rows.iter().map(|r| r.write_row).collect(), pool, dev)?;
     let max_rows = layers.first().map_or(1, |l| l.max_prefix_group_rows());
     let idx = CacheIndex::new_grouped(table, width, &pos, pool, groups.map(|g| (g, max_rows)), dev)?;
-    let pos_t = Tensor::from_vec(pos, [step.len()], dev)?;
-    let ids_t = Tensor::from_vec(ids, [step.len()], dev)?;
-    forward_decode(model, layers, &ids_t, &pos_t, &rows, &idx)
+    let pos_t = Tensor::from_vec(pos, [n], dev)?;
+    let ids_t = Tensor::from_vec(rows.iter().map(|r| r.token as i32).collect::<Vec<_>>(), [n], dev)?;
+    forward_decode(model, layers, &ids_t, &pos_t, &writes, &idx)
 }
 
-/// The rows of a graph-replayed decode step (see [`decode_step`]).
+/// The rows of a decode step: each request of `step` fed its last sampled token.
 fn step_rows<'a>(reqs: &[Request], step: &[usize], out: &[Generation], s: &'a Scheduler) -> Result<Vec<StepRow<'a>>> {
     let pool = s.plan.pool;
     step.iter()
-        .zip(step_positions(reqs, step, out))
-        .map(|(&r, pos)| {
+        .map(|&r| {
+            let pos = reqs[r].prompt.len() + out[r].tokens.len() - 1;
             Ok(StepRow {
                 token: *out[r].tokens.last().expect("sampled"),
                 pos,
