@@ -101,6 +101,8 @@ pub struct CacheIndex {
     pool: PoolShape,
     /// Rows grouped by a shared prefix of their block tables, whose keys a device reads once per group.
     prefix: Option<PrefixGroups>,
+    /// Built from host vectors already checked; a bound index's buffers are checked where they are read.
+    checked: bool,
 }
 
 /// Groups of rows sharing a prefix (`ops::check_prefix_groups`): `group_rows` i32 [n] (at a group's first
@@ -271,6 +273,7 @@ impl CacheIndex {
             max_keys,
             pool,
             prefix,
+            checked: true,
         })
     }
     /// Contiguous slots: request i holds slot `slot[i]` (a one-block table row).
@@ -292,7 +295,7 @@ impl CacheIndex {
                 format!("{max_keys} keys per row with {width} blocks of {} positions", pool.block_size),
             ));
         }
-        Ok(Self { table: table.clone(), len: len.clone(), n, width, max_keys, pool, prefix: None })
+        Ok(Self { table: table.clone(), len: len.clone(), n, width, max_keys, pool, prefix: None, checked: false })
     }
     /// Prefix groups over a step graph's buffers `group_rows`, `prefix_len` i32 [n], whose contents the
     /// caller checks with [`check_prefix_groups`] before each write; every prefix has at most `max_prefix`
@@ -536,10 +539,13 @@ impl KvCache {
             (Storage::Cpu(qs), Storage::Cpu(kc), Storage::Cpu(vc)) => {
                 with_host_i32(&idx.table, |table| {
                     with_host_i32(&idx.len, |len| {
-                        let pos: Vec<i32> = len.iter().map(|l| l - 1).collect();
-                        check_index(table, idx.width, &pos, self.pool)?;
-                        // grouping never changes the result; the reference checks it as a device relies on it
-                        if let Some(p) = &idx.prefix {
+                        // a bound index (a step graph's buffers) is checked here, as the reference reads it;
+                        // grouping never changes the result, but a device relies on it
+                        if !idx.checked {
+                            let pos: Vec<i32> = len.iter().map(|l| l - 1).collect();
+                            check_index(table, idx.width, &pos, self.pool)?;
+                        }
+                        if let (false, Some(p)) = (idx.checked, &idx.prefix) {
                             with_host_i32(&p.group_rows, |rows| {
                                 with_host_i32(&p.prefix_len, |prefix| {
                                     let most = rows.iter().copied().max().unwrap_or(1).max(1) as usize;
