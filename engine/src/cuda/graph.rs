@@ -76,6 +76,7 @@ impl CudaDevice {
             Some((s, pool)) => {
                 self.inner.alloc.set_active_pool(pool.id, Some(s.clone()));
                 *self.inner.capturing.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+                self.inner.routed.store(true, std::sync::atomic::Ordering::Release);
                 // SAFETY: the handle lives as long as the device; the stream is this context's; the
                 // workspace block lives as long as the pool, which outlives its graphs.
                 unsafe {
@@ -92,6 +93,7 @@ impl CudaDevice {
             }
             None => {
                 self.inner.alloc.set_active_pool(0, None);
+                self.inner.routed.store(false, std::sync::atomic::Ordering::Release);
                 *self.inner.capturing.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 // SAFETY: as above; setting the stream also returns cuBLAS to its own workspace.
                 unsafe { cudarc::cublas::result::set_stream(handle, self.inner.stream.cu_stream() as _) }

@@ -118,8 +118,10 @@ struct Inner {
     /// The stream of CUDA-graph capture and replay (the main stream is the legacy default stream,
     /// which cannot be captured), created on first use.
     graph_stream: std::sync::OnceLock<Arc<CudaStream>>,
-    /// While a graph is captured, the stream every launch goes to instead of `stream`.
+    /// While a graph is captured, the stream every launch goes to instead of `stream`; `routed` says
+    /// whether it is set, so a launch outside a capture takes no lock.
     capturing: Mutex<Option<Arc<CudaStream>>>,
+    routed: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -172,6 +174,7 @@ impl CudaDevice {
                 pinned: Arc::new(Mutex::new(Vec::new())),
                 graph_stream: std::sync::OnceLock::new(),
                 capturing: Mutex::new(None),
+                routed: AtomicBool::new(false),
             }),
         };
         dev.clear_error_flag()?;
@@ -206,6 +209,9 @@ impl CudaDevice {
     /// The stream work is queued on: the device's one stream, or the graph stream while a graph is
     /// captured.
     pub fn stream(&self) -> Arc<CudaStream> {
+        if !self.inner.routed.load(Ordering::Acquire) {
+            return self.inner.stream.clone();
+        }
         match &*self.inner.capturing.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(s) => s.clone(),
             None => self.inner.stream.clone(),
