@@ -62,7 +62,7 @@ fn warm_start_needs_the_chain_task() {
     let c = TrainConfig::resolve(None, &["preset=chain".into()]).unwrap();
     assert_eq!(
         (c.data.train.as_str(), c.data.eval.as_str(), c.train.warmup_sft_steps),
-        ("builtin:chain", "builtin:chain", 300)
+        ("builtin:chain", "builtin:chain", 200)
     );
     assert_eq!(TrainConfig::resolve(None, &[]).unwrap().train.warmup_sft_steps, 0);
 }

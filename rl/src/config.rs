@@ -799,7 +799,7 @@ impl TrainConfig {
         c
     }
 
-    /// The built-in reasoning task (`builtin:chain`): the tiny Qwen3 warm-started by 300 teacher-forced
+    /// The built-in reasoning task (`builtin:chain`): the tiny Qwen3 warm-started by 200 teacher-forced
     /// updates on worked solutions, then DAPO on multi-step arithmetic answered in a boxed chain.
     pub fn chain() -> Self {
         let mut c = Self::builtin();
@@ -811,16 +811,16 @@ impl TrainConfig {
         c.rollout.max_response_len = 40;
         c.rollout.gen_batch_size = 24;
         c.rollout.max_gen_rounds = 4;
-        c.train.steps = 60;
-        c.train.batch_size = 16;
+        c.train.steps = 300;
+        c.train.batch_size = 32;
         c.train.mini_batch_size = 16;
-        c.train.lr = 3e-4;
+        c.train.lr = 1e-4;
         c.train.warmup_steps = 0;
-        c.train.warmup_sft_steps = 300;
+        c.train.warmup_sft_steps = 200;
         c.train.warmup_sft_batch = 64;
         c.train.warmup_sft_lr = 1e-3;
         c.run.out_dir = "runs/chain".into();
-        c.run.eval_every = 20;
+        c.run.eval_every = 50;
         c.run.eval_k = 2;
         c.run.stop_at_accuracy = 0.0;
         c
