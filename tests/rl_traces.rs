@@ -135,7 +135,7 @@ fn keyed(t: &trace::Table) -> Vec<(i64, i64, f64, f64)> {
         t.f64s("token_weight").unwrap(),
     );
     let mut v: Vec<(i64, i64, f64, f64)> = (0..t.rows()).map(|i| (s[i] as i64, p[i] as i64, r[i], w[i])).collect();
-    v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    v.sort_by_key(|a| (a.0, a.1));
     v
 }
 
@@ -156,7 +156,7 @@ fn each_rank_writes_its_own_rows_and_together_they_are_the_step() {
     let single = keyed(&trace::read(&trace::list(&one).unwrap()[0]).unwrap());
     let mut both = keyed(&a);
     both.extend(keyed(&b));
-    both.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    both.sort_by_key(|a| (a.0, a.1));
     assert_eq!(single.len(), both.len());
     for (x, y) in single.iter().zip(&both) {
         assert_eq!((x.0, x.1, x.2), (y.0, y.1, y.2));
