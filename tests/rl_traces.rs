@@ -192,3 +192,48 @@ fn a_resumed_run_replaces_the_trace_of_a_step_it_repeats() {
     assert!(step2.rows() > 0 && step2.f64s("step").unwrap().iter().all(|&s| s == 2.0));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `entrl analyze` end to end: a short traced run, then the report's sections, its numbers' shape and the
+/// charts in the run folder.
+#[test]
+fn analyze_reports_partial_correlations_entropy_relation_and_matched_subsets() {
+    let dir = tmp("traces-analyze");
+    let extra = ["train.steps=2", "run.eval_every=0", "run.trace_every=1", "tokens.entropy_layers=[0, 1]"];
+    train(config(&dir, &extra), None).unwrap();
+    let a = entrl_rl::analyze::analyze(&dir).unwrap();
+    let md = std::fs::read_to_string(dir.join("analysis.md")).unwrap();
+    assert_eq!(md, a.markdown);
+    for section in [
+        "## Data",
+        "## Partial correlation of Hnorm with the gradient-signal magnitude",
+        "### Per step (partial Pearson r)",
+        "## Attention entropy vs predictive entropy",
+        "## Matched subsets",
+        "### Layer 0",
+        "### Layer 1",
+        "| anchors-matched |",
+        "| explorers (tail) |",
+        "## Plots",
+    ] {
+        assert!(md.contains(section), "{section} missing:\n{md}");
+    }
+    // Both layers have a defined partial correlation with an interval inside [-1, 1].
+    for l in [0, 1] {
+        let row = md.lines().find(|r| r.starts_with(&format!("| {l} | "))).unwrap_or_else(|| panic!("{md}"));
+        assert!(row.contains('[') && !row.contains("undefined"), "{row}");
+    }
+    // The tails hold ⌈0.2·n⌉ tokens per step, as many as their matched twins.
+    let count = |name: &str| -> usize {
+        let row = md.lines().find(|r| r.starts_with(&format!("| {name} |"))).unwrap();
+        row.split('|').nth(2).unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(count("anchors (tail)"), count("anchors-matched"));
+    assert_eq!(count("explorers (tail)"), count("explorers-matched"));
+    let all = count("all tokens");
+    assert!(count("anchors (tail)") * 5 >= all && count("anchors (tail)") * 5 < all + 10);
+    for f in ["analysis_hnorm_grad.svg", "analysis_hnorm_pred.svg"] {
+        let svg = std::fs::read_to_string(dir.join(f)).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("layer 1"), "{f}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
