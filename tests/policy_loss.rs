@@ -151,3 +151,40 @@ fn bad_inputs_are_clear_errors() {
     let batch = DapoBatch { targets: &bad_t, old_logp: &old, advantages: &adv, mask: &mask, weights: &w };
     assert!(dapo_loss(&x, &lm, &batch, &Default::default()).is_err());
 }
+
+/// The gradient-signal magnitude against the gradient itself: with the identity as LM head (H = V) the
+/// hidden states are the logits, so the recorded dX rows are the logit-gradient rows the loss applies, and
+/// each must have norm c_t·grad_norm_t (c_t = mask·w / Z). Tokens with A = 0 have magnitude 0; a token
+/// with weight 0 keeps its (unweighted) magnitude.
+#[test]
+fn grad_norm_is_the_logit_gradient_row_norm_before_the_token_factor() {
+    let (t, v) = (16, 11);
+    let dev = Device::Cpu;
+    let x = Tensor::randn([t, v], 1.5, DType::F64, &dev, 5).unwrap().param();
+    let eye: Vec<f64> = (0..v * v).map(|i| (i / v == i % v) as i32 as f64).collect();
+    let lm = Tensor::from_f64(&eye, [v, v], DType::F64, &dev).unwrap();
+    let c = case(t, v, &x, &lm);
+    let [tg, old, adv, mask, w] = tensors(&c, &dev);
+    let batch = DapoBatch { targets: &tg, old_logp: &old, advantages: &adv, mask: &mask, weights: &w };
+    let cfg = DapoLossConfig { temperature: 0.8, want_grad_norm: true, ..Default::default() };
+    let out = dapo_loss(&x, &lm, &batch, &cfg).unwrap();
+    let gn = out.grad_norm.as_ref().expect("asked for").to_vec_f64().unwrap();
+    out.loss.backward().unwrap();
+    let dx = x.grad().expect("gradient").to_vec_f64().unwrap();
+    let z: f64 = c.mask.iter().sum();
+    let (mut weighted_nonzero, mut unweighted_nonzero) = (0, 0);
+    for i in 0..t {
+        let row = (0..v).map(|j| dx[i * v + j].powi(2)).sum::<f64>().sqrt();
+        let ct = c.mask[i] * c.w[i] / z;
+        assert!((row - ct * gn[i]).abs() < 1e-9 * (1.0 + row), "token {i}: ‖dZ‖ {row} vs c·grad_norm {}", ct * gn[i]);
+        if c.adv[i] == 0.0 {
+            assert_eq!(gn[i], 0.0, "token {i}: A = 0");
+        }
+        weighted_nonzero += (row > 0.0) as usize;
+        unweighted_nonzero += (ct == 0.0 && gn[i] > 0.0) as usize;
+    }
+    assert!(weighted_nonzero >= 3 && unweighted_nonzero >= 1, "{weighted_nonzero} {unweighted_nonzero}");
+    // not asked for: absent
+    let cfg = DapoLossConfig { want_grad_norm: false, ..cfg };
+    assert!(dapo_loss(&x, &lm, &batch, &cfg).unwrap().grad_norm.is_none());
+}

@@ -1,5 +1,6 @@
 //! `entrl`: one binary for the whole engine. Subcommands: train, eval, plot, generate, selftest,
-//! verify-reference, bench, info, sweep, compare.
+//! verify-reference, bench, info, sweep, compare, analyze.
+mod analyze;
 mod bench;
 mod bench_model;
 mod bench_rollout;
@@ -52,6 +53,9 @@ enum Command {
     /// Compare runs grouped into arms (all keys but the seed): final and best held-out average over seeds,
     /// bootstrap intervals, paired tests against a baseline; comparison.md and comparison.svg.
     Compare(sweep::CompareArgs),
+    /// Partial correlation of attention entropy with the gradient signal, the entropy relation and matched
+    /// subsets from a run's token traces (run.trace_every); analysis.md and SVG charts in the run folder.
+    Analyze(analyze::AnalyzeArgs),
     /// What this build and machine provide (kernels compiled in, CUDA devices).
     Info,
 }
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => generate::run(&a),
         Command::Sweep(a) => sweep::sweep(&a),
         Command::Compare(a) => sweep::compare_cmd(&a),
+        Command::Analyze(a) => analyze::run(&a),
         Command::Info => info(),
     };
     match result {

@@ -286,3 +286,29 @@ fn plan_refuses_bad_rollout_input_in_one_line() {
     assert!(err.contains("--kv-cache") && err.contains("paged") && err.contains("contiguous"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn analyze_reads_the_traces_of_a_run_or_says_there_are_none() {
+    let empty = scratch("analyze-empty");
+    assert_clear_error(&entrl(&["analyze", empty.to_str().unwrap()]), &["no token traces", "run.trace_every"]);
+    let dir = scratch("analyze-run");
+    let out_dir = format!("run.out_dir={:?}", dir.display().to_string());
+    let out = entrl(&[
+        "train",
+        "train.steps=2",
+        "run.eval_every=0",
+        "run.trace_every=1",
+        "run.overwrite=true",
+        "model.device=cpu",
+        &out_dir,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = entrl(&["analyze", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("## Partial correlation of Hnorm with the gradient-signal magnitude"), "{text}");
+    assert!(dir.join("analysis.md").is_file() && dir.join("analysis_hnorm_grad.svg").is_file());
+    for d in [empty, dir] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -9,12 +9,17 @@
 //   ℓ = max(−A r, −A clip(r, 1−ε_low, 1+ε_high)); A < 0: ℓ = min(ℓ, −A c)     (verl compute_policy_loss_vanilla)
 //   c_t = mask·w / Z;  g = c_t·∂ℓ/∂logp (−A r on the unclipped branch, else 0; 0 outside the ±20 clamp)
 //   dZ_j = g (onehot_y(j) − e^(s_j − lse)) / T_temp
-// Outputs per row: token_loss = c_t ℓ, logp, entropy (optional), flags [4] = (clipped, dual-clipped, −δ, 1).
+// Outputs per row: token_loss = c_t ℓ, logp, entropy (optional), flags [4] = (clipped, dual-clipped, −δ, 1),
+// and (optional, gnorm ≠ null) the token's gradient-signal magnitude: the L2 norm of its logit-gradient row
+// before the c_t = mask·w / Z factor, ‖∂ℓ/∂logits‖ = |∂ℓ/∂logp| · sqrt((1 − p_y)² + Σ_{j≠y} p_j²) / T_temp
+// (the row dZ holds is c_t times it). Σ_{j≠y} p_j² comes from a block reduction in step 2, so it is formed
+// whether or not dZ is written; 1 − p_y = −expm1(logp) keeps it exact when p_y ≈ 1.
 #include "common.cuh"
 
 template <typename OUT>
 __device__ void dapo_rows_body(const float* __restrict__ logits, OUT* __restrict__ dlogits, float* __restrict__ token_loss,
-                               float* __restrict__ logp_out, float* __restrict__ ent_out, float* __restrict__ flags,
+                               float* __restrict__ logp_out, float* __restrict__ ent_out, float* __restrict__ gnorm_out,
+                               float* __restrict__ flags,
                                const int* __restrict__ targets, const float* __restrict__ old_logp,
                                const float* __restrict__ adv, const float* __restrict__ mask,
                                const float* __restrict__ weights, const float* __restrict__ z_norm, int rows, int vocab,
@@ -28,26 +33,30 @@ __device__ void dapo_rows_body(const float* __restrict__ logits, OUT* __restrict
         float m = -CUDART_INF_F;
         for (int j = threadIdx.x; j < vocab; j += blockDim.x) m = fmaxf(m, z[j] * inv_t);
         m = block_max(m);
-        // 2. Σ e^(s − m) and the entropy sum Σ e^(s − m)(s − m)
-        float l = 0.0f, t = 0.0f;
+        // 2. Σ e^(s − m), the entropy sum Σ e^(s − m)(s − m) and (for gnorm) Σ_{j≠y} e^(2(s − m))
+        const int yr = targets[r];
+        float l = 0.0f, t = 0.0f, q = 0.0f;
         for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
             const float d = z[j] * inv_t - m;
             const float e = expf(d);
             l += e;
             t += e * d;
+            q += j == yr ? 0.0f : e * e;
         }
         l = block_sum(l);
         if (want_entropy) t = block_sum(t);
+        if (gnorm_out) q = block_sum(q);
         // 3. one thread: log-prob, the DAPO term, its weight and gradient
         if (threadIdx.x == 0) {
             const float lse = m + logf(l);
-            const int y = targets[r];
+            const int y = yr;
             float g = 0.0f;
             if (y < 0 || y >= vocab) {
                 atomicExch(err, 1);
                 token_loss[r] = 0.0f;
                 logp_out[r] = 0.0f;
                 flags[4 * r] = flags[4 * r + 1] = flags[4 * r + 2] = 0.0f;
+                if (gnorm_out) gnorm_out[r] = 0.0f;
             } else {
                 const float logp = z[y] * inv_t - lse;
                 const float a = adv[r];
@@ -74,6 +83,10 @@ __device__ void dapo_rows_body(const float* __restrict__ logits, OUT* __restrict
                 flags[4 * r + 1] = lower ? 1.0f : 0.0f;
                 flags[4 * r + 2] = -delta;
                 g = c * dlogp;
+                if (gnorm_out) {
+                    const float miss = -expm1f(logp), other = q / (l * l);
+                    gnorm_out[r] = fabsf(dlogp) * sqrtf(miss * miss + other) * inv_t;
+                }
             }
             flags[4 * r + 3] = 1.0f;
             if (want_entropy) ent_out[r] = logf(l) - t / l;
@@ -84,7 +97,7 @@ __device__ void dapo_rows_body(const float* __restrict__ logits, OUT* __restrict
         // 4. dZ in place of the logits' role: g (onehot − p) / T
         if (want_grad) {
             const float g = s_g, lse = s_lse;
-            const int y = targets[r];
+            const int y = yr;
             OUT* dz = dlogits + (long long)r * vocab;
             for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
                 const float p = g == 0.0f ? 0.0f : expf(z[j] * inv_t - lse);
@@ -95,13 +108,13 @@ __device__ void dapo_rows_body(const float* __restrict__ logits, OUT* __restrict
     }
 }
 
-#define DEFINE_DAPO_ROWS(SFX, OUT)                                                                             \
+#define DEFINE_DAPO_ROWS(SFX, OUT)                                                                              \
     KERNEL dapo_rows_##SFX(const float* logits, OUT* dlogits, float* token_loss, float* logp, float* ent,       \
-                           float* flags, const int* targets, const float* old_logp, const float* adv,           \
-                           const float* mask, const float* weights, const float* z_norm, int rows, int vocab,   \
-                           float temperature, float eps_low, float eps_high, float clip_c, int want_entropy,    \
-                           int want_grad, int* err) {                                                           \
-        dapo_rows_body<OUT>(logits, dlogits, token_loss, logp, ent, flags, targets, old_logp, adv, mask,        \
+                           float* gnorm, float* flags, const int* targets, const float* old_logp,               \
+                           const float* adv, const float* mask, const float* weights, const float* z_norm,      \
+                           int rows, int vocab, float temperature, float eps_low, float eps_high, float clip_c, \
+                           int want_entropy, int want_grad, int* err) {                                         \
+        dapo_rows_body<OUT>(logits, dlogits, token_loss, logp, ent, gnorm, flags, targets, old_logp, adv, mask, \
                             weights, z_norm, rows, vocab, temperature, eps_low, eps_high, clip_c, want_entropy, \
                             want_grad, err);                                                                    \
     }

@@ -1,7 +1,8 @@
 // Executes dapo_rows_{f32,bf16} (cuda/policy_loss.cu, compiled unchanged against the emu/ shims) on the CPU and
 // compares every output with an f64 evaluation of the same formulas (the kernel header's): log-prob,
 // predictive entropy, the DAPO clip-higher + dual-clip token loss with its weight and normaliser, the clip
-// flags and the logit gradient, over rows with A = 0, A < 0 far beyond clip_ratio_c, ratios beyond the ±20
+// flags, the logit gradient and the per-row gradient-signal magnitude (the logit-gradient row's L2 norm
+// before the c_t factor, checked against c_t times the norm of the dZ row the same call wrote), over rows with A = 0, A < 0 far beyond clip_ratio_c, ratios beyond the ±20
 // log-ratio clamp (also with the dual clip off, where the clamp alone zeroes the gradient), zero weights and
 // masks, temperature ≠ 1, and an out-of-range target (error flag, zeroed row). One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "policy_loss.cu"
@@ -17,8 +18,8 @@ struct Row {
 };
 
 template <typename OUT>
-static bool run_case(const char* name, int vocab, float temperature, float clip_c,
-                     void (*kern)(const float*, OUT*, float*, float*, float*, float*, const int*, const float*,
+static bool run_case(const char* name, int vocab, float temperature, float clip_c, bool with_gnorm,
+                     void (*kern)(const float*, OUT*, float*, float*, float*, float*, float*, const int*, const float*,
                                   const float*, const float*, const float*, const float*, int, int, float, float,
                                   float, float, int, int, int*),
                      std::mt19937_64& rng) {
@@ -43,10 +44,10 @@ static bool run_case(const char* name, int vocab, float temperature, float clip_
         w[r] = spec[r].weight;
     }
     std::vector<OUT> dz((size_t)rows * vocab, from_f32<OUT>(NAN));
-    std::vector<float> loss(rows, NAN), logp(rows, NAN), ent(rows, NAN), flags(4 * rows, NAN);
+    std::vector<float> loss(rows, NAN), logp(rows, NAN), ent(rows, NAN), gnorm(rows, NAN), flags(4 * rows, NAN);
     int err = 0;
     run_grid(3, 256, [&] {  // fewer blocks than rows: the row loop strides
-        kern(logits.data(), dz.data(), loss.data(), logp.data(), ent.data(), flags.data(), targets.data(), old.data(),
+        kern(logits.data(), dz.data(), loss.data(), logp.data(), ent.data(), with_gnorm ? gnorm.data() : nullptr, flags.data(), targets.data(), old.data(),
              adv.data(), mask.data(), w.data(), &zn, rows, vocab, temperature, eps_low, eps_high, clip_c, 1, 1, &err);
     });
 
@@ -68,10 +69,11 @@ static bool run_case(const char* name, int vocab, float temperature, float clip_
         cmp(ent[r], std::log(l) - t / l, 1.0);
         cmp(flags[4 * r + 3], 1.0, 1.0);
         const int y = targets[r];
-        double g = 0;
+        double g = 0, c = 0;
         if (y >= vocab) {
             cmp(loss[r], 0.0, 1.0);
             cmp(logp[r], 0.0, 1.0);
+            if (with_gnorm) cmp(gnorm[r], 0.0, 1.0);
         } else {
             const double lp = s[y] - lse, a = adv[r], raw = lp - old[r];
             const double delta = std::min(std::max(raw, -20.0), 20.0), ratio = std::exp(delta);
@@ -85,13 +87,34 @@ static bool run_case(const char* name, int vocab, float temperature, float clip_
                 lower = true;
             }
             if (raw != delta) dlogp = 0;
-            const double c = mask[r] * w[r] / zn;
+            c = mask[r] * w[r] / zn;
             cmp(loss[r], c * lo, 1.0);
             cmp(logp[r], lp, 1.0);
             cmp(flags[4 * r], clipped, 1.0);
             cmp(flags[4 * r + 1], lower, 1.0);
             cmp(flags[4 * r + 2], -delta, 1.0);
             g = c * dlogp;
+            // ‖∂ℓ/∂logits‖ from the probabilities directly (without gnorm: nothing written there)
+            if (with_gnorm) {
+                double sq = 0;
+                for (int j = 0; j < vocab; ++j) {
+                    const double d = (j == y ? 1.0 : 0.0) - std::exp(s[j] - lse);
+                    sq += d * d;
+                }
+                const double want = std::abs(dlogp) * std::sqrt(sq) * inv_t;
+                cmp(gnorm[r], want, std::abs(dlogp) * inv_t + 1e-6);
+                // the same magnitude from the dZ row the kernel wrote (c_t times it)
+                if (c > 0) {
+                    double dn = 0;
+                    for (int j = 0; j < vocab; ++j) {
+                        const double d = to_f32(dz[(size_t)r * vocab + j]);
+                        dn += d * d;
+                    }
+                    cmp(c * gnorm[r], std::sqrt(dn), c * std::abs(dlogp) * inv_t + 1e-6);
+                }
+            } else if (!std::isnan(gnorm[r])) {
+                worst = INFINITY;
+            }
         }
         const double gscale = std::abs(g) + 1e-3;  // dZ errors relative to the row's gradient size
         for (int j = 0; j < vocab; ++j) {
@@ -108,9 +131,11 @@ static bool run_case(const char* name, int vocab, float temperature, float clip_
 int main() {
     std::mt19937_64 rng(20261131);
     bool ok = true;
-    ok &= run_case<float>("f32 dZ, vocab 1001, T=1", 1001, 1.0f, 10.0f, dapo_rows_f32, rng);
-    ok &= run_case<__nv_bfloat16>("bf16 dZ, vocab 4099, T=0.7", 4099, 0.7f, 10.0f, dapo_rows_bf16, rng);
+    ok &= run_case<float>("f32 dZ, vocab 1001, T=1", 1001, 1.0f, 10.0f, true, dapo_rows_f32, rng);
+    ok &= run_case<__nv_bfloat16>("bf16 dZ, vocab 4099, T=0.7", 4099, 0.7f, 10.0f, true, dapo_rows_bf16, rng);
     // no dual clip: a negative advantage far past the ±20 log-ratio clamp reaches the unclipped branch
-    ok &= run_case<float>("f32 dZ, clip_ratio_c 1e30", 1001, 1.0f, 1e30f, dapo_rows_f32, rng);
+    ok &= run_case<float>("f32 dZ, clip_ratio_c 1e30", 1001, 1.0f, 1e30f, true, dapo_rows_f32, rng);
+    // the gradient-signal magnitude is optional: a null pointer leaves its buffer untouched
+    ok &= run_case<float>("f32 dZ, no gnorm output", 1001, 1.0f, 10.0f, false, dapo_rows_f32, rng);
     return ok ? 0 : 1;
 }

@@ -251,7 +251,7 @@ pub fn clear_run(run_dir: &Path) -> Result<(), String> {
             std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
         }
     }
-    for dir in [root(run_dir), run_dir.join("plots")] {
+    for dir in [root(run_dir), run_dir.join("plots"), crate::trace::trace_dir(run_dir)] {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
         }

@@ -401,6 +401,10 @@ pub struct RunConfig {
     pub stop_at_accuracy: f64,
     /// Write the plots at the end of the run.
     pub plot: bool,
+    /// Write a token trace (`traces/step_{step:06}.parquet`, one row per response token) every N steps
+    /// (0 = never).
+    #[serde(default)]
+    pub trace_every: u64,
     /// Data-parallel ranks (one worker thread each): 0 = every visible GPU (1 on CPU). On a machine
     /// without GPUs, or with model.device = "cpu", N > 1 runs N CPU ranks (the CI path).
     pub world_size: usize,
@@ -615,6 +619,7 @@ pub const RULES: &[Rule] = &[
         range: "in [0, 1] (0 = never)",
         ok: |c| (0.0..=1.0).contains(&c.run.stop_at_accuracy),
     },
+    Rule { key: "run.trace_every", range: "0 (never) to 1000000000", ok: |c| c.run.trace_every <= 1_000_000_000 },
     Rule { key: "run.world_size", range: "0 (every GPU) to 4096", ok: |c| c.run.world_size <= MAX_WORLD_SIZE },
     Rule { key: "run.comm_timeout_s", range: "1 to 1000000", ok: |c| (1..=1_000_000).contains(&c.run.comm_timeout_s) },
     Rule {
@@ -760,6 +765,7 @@ impl TrainConfig {
                 log_every: 1,
                 stop_at_accuracy: 0.0,
                 plot: true,
+                trace_every: 0,
                 world_size: 0,
                 comm: CommChoice::Auto,
                 comm_timeout_s: 7200,
@@ -1171,6 +1177,7 @@ mod tests {
             ("data.builtin_max_sum=12", "data.builtin_max_sum = 12: must be 0 to 9"),
             ("rollout.top_p=0", "rollout.top_p = 0.0"),
             ("run.eval_k=0", "run.eval_k = 0"),
+            ("run.trace_every=2000000000", "run.trace_every = 2000000000"),
             ("tokens.entropy_layers=[1, 1]", "tokens.entropy_layers = [1, 1]"),
             ("model.device=gpu", "model.device = \"gpu\""),
             ("model.path=random:qwen3-99b", "model.path = \"random:qwen3-99b\""),

@@ -119,7 +119,7 @@ pub fn average_ranks(x: &[f64]) -> Vec<f64> {
 }
 
 /// Pearson correlation, `None` for fewer than 2 pairs or a constant variable.
-fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
     let n = x.len();
     if n < 2 || y.len() != n {
         return None;

@@ -3,6 +3,7 @@
 //! entropy from the fused loss), strategy weights, mini-batch updates with the fused DAPO loss; the run
 //! loop with metrics, checkpoints, exact resume, evaluation and plots; and the built-in task.
 pub mod advantage;
+pub mod analyze;
 pub mod batch;
 pub mod checkpoints;
 pub mod codec;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod plan;
 pub mod plot;
 pub mod progress;
+pub mod regress;
 pub mod reward;
 pub mod rollout;
 pub mod run;
@@ -26,6 +28,7 @@ pub mod stats;
 pub mod strategy;
 pub mod sweep;
 pub mod task;
+pub mod trace;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -244,7 +244,7 @@ fn draw_panel(
         area.titled(panel.title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
         return Ok(());
     };
-    let mut chart = step_chart(area, panel.title, panel.y_desc, (x_lo, x_hi), (y_lo, y_hi))?;
+    let mut chart = step_chart(area, panel.title, ("step", panel.y_desc), (x_lo, x_hi), (y_lo, y_hi))?;
     for (i, (name, points)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
@@ -324,7 +324,7 @@ fn draw_dynamics_panel(
         return Ok(());
     };
     let (y_lo, y_hi) = fixed_y.map_or((y_lo, y_hi), |(lo, hi)| (lo.min(y_lo), hi.max(y_hi)));
-    let mut chart = step_chart(area, title, y_desc, (x_lo, x_hi), (y_lo, y_hi))?;
+    let mut chart = step_chart(area, title, ("step", y_desc), (x_lo, x_hi), (y_lo, y_hi))?;
     let base = PALETTE[0];
     for (i, (name, points)) in bands.iter().enumerate().filter(|(_, b)| !b.1.is_empty()) {
         let fill = base.mix(0.15 + 0.15 * i as f64);
@@ -355,11 +355,11 @@ fn draw_dynamics_panel(
 }
 
 /// The frame every chart here shares: a caption, ranges padded around (lo, hi), tick labels sized to the
-/// span, "step" on x.
+/// span, `x_desc` on x ("step" for the run charts).
 fn step_chart<'a, 'b>(
     area: &'a DrawingArea<SVGBackend<'b>, Shift>,
     title: &str,
-    y_desc: &str,
+    (x_desc, y_desc): (&str, &str),
     (x_lo, x_hi): (f64, f64),
     (y_lo, y_hi): (f64, f64),
 ) -> Result<
@@ -384,7 +384,7 @@ fn step_chart<'a, 'b>(
         .configure_mesh()
         .x_label_formatter(&x_label)
         .y_label_formatter(&y_label)
-        .x_desc("step")
+        .x_desc(x_desc)
         .y_desc(y_desc)
         .light_line_style(WHITE.mix(0.0))
         .draw()
@@ -458,6 +458,12 @@ pub(crate) type ArmCurve = (String, Vec<(f64, f64, f64, f64)>);
 /// One chart of several arms' curves, each a mean line over a shaded low–high band in the arm's colour
 /// (`entrl compare`'s held-out chart), as an SVG string.
 pub(crate) fn arms_chart(title: &str, y_desc: &str, arms: &[ArmCurve]) -> Result<String, String> {
+    curves_chart(title, "step", y_desc, arms)
+}
+
+/// [`arms_chart`] with `x_desc` on x instead of the step (`entrl analyze`'s binned relations: x the bin's
+/// mean, the line the bin's mean of y, the band its interquartile range).
+pub(crate) fn curves_chart(title: &str, x_desc: &str, y_desc: &str, arms: &[ArmCurve]) -> Result<String, String> {
     render(CHART_SIZE, |root| {
         let pts = || arms.iter().flat_map(|(_, p)| p.iter());
         let (Some((x_lo, x_hi)), Some((y_lo, y_hi))) =
@@ -466,7 +472,7 @@ pub(crate) fn arms_chart(title: &str, y_desc: &str, arms: &[ArmCurve]) -> Result
             root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
             return Ok(());
         };
-        let mut chart = step_chart(root, title, y_desc, (x_lo, x_hi), (y_lo, y_hi))?;
+        let mut chart = step_chart(root, title, (x_desc, y_desc), (x_lo, x_hi), (y_lo, y_hi))?;
         for (i, (name, points)) in arms.iter().enumerate().filter(|(_, a)| !a.1.is_empty()) {
             let color = PALETTE[i % PALETTE.len()];
             let outline: Vec<(f64, f64)> =

@@ -19,6 +19,7 @@ use crate::progress::Progress;
 use crate::rollout::{decode_samples, encode_samples, mix_seed, rollout, EncodedPrompt, RolloutSpec, Sample};
 use crate::session::{Optim, Session};
 use crate::strategy::{Strategy, TokenScores};
+use crate::trace;
 use entrl_engine::ops::{dapo_loss, normalized_entropy, select_tails, DapoBatch, DapoLossConfig, LossNormalizer};
 use entrl_engine::optim::clip_grad_norm;
 use entrl_engine::{no_grad, profile, DType, Packing, Tensor};
@@ -36,6 +37,8 @@ fn err(e: impl std::fmt::Display) -> String {
 /// Scores and old log-probs of one micro-batch, from the old-log-prob pass.
 struct Scored {
     rows: Rows,
+    /// Index in the step's batch of the first sample these rows hold (the rest follow in order).
+    first_sample: usize,
     old_logp: Vec<f32>,
     attn: Vec<f32>,
     pred: Vec<f32>,
@@ -64,6 +67,7 @@ impl Scored {
         w.f32s(&self.old_logp);
         w.f32s(&self.attn);
         w.f32s(&self.pred);
+        w.u64(self.first_sample as u64);
         w.u64(self.layers.len() as u64);
         for (layer, h) in &self.layers {
             w.u64(*layer as u64);
@@ -82,8 +86,9 @@ impl Scored {
             seq_lens: r.usizes()?,
         };
         let (old_logp, attn, pred) = (r.f32s()?, r.f32s()?, r.f32s()?);
+        let first_sample = r.u64()? as usize;
         let layers = (0..r.u64()?).map(|_| Ok((r.u64()? as usize, r.f32s()?))).collect::<Res<Vec<_>>>()?;
-        Ok(Self { rows, old_logp, attn, pred, layers })
+        Ok(Self { rows, first_sample, old_logp, attn, pred, layers })
     }
 }
 
@@ -109,6 +114,15 @@ impl MiniBatch {
     fn cat<T: Copy>(&self, f: impl Fn(&Scored) -> &[T]) -> Vec<T> {
         self.micros.iter().flat_map(|m| f(m).iter().copied()).collect()
     }
+}
+
+/// This rank's share of one mini-batch in the scoring plan.
+struct Share<'a> {
+    /// Index in the step's batch of the share's first sample.
+    first: usize,
+    samples: &'a [Sample],
+    /// Micro-batches as sample ranges within `samples`.
+    micros: Vec<Range<usize>>,
 }
 
 /// What phases 1–3 hand to the updates.
@@ -150,6 +164,24 @@ struct UpdateSums {
     updates: usize,
     skipped: usize,
     diag: Vec<Diagnostics>,
+    /// The first epoch's update of each mini-batch, on a traced step (`run.trace_every`).
+    traced: Vec<TracedUpdate>,
+}
+
+/// What a traced mini-batch update leaves for the token trace.
+struct TracedUpdate {
+    /// Strategy weights of the whole mini-batch, and the normaliser Z.
+    weights: Vec<f32>,
+    z: f64,
+    /// Per micro-batch of this rank (in order); empty when nothing was selected and no backward ran.
+    micros: Vec<LossTrace>,
+}
+
+/// Per row of one micro-batch, from the update's fused loss: the new log-prob and the gradient-signal
+/// magnitude ‖∂ℓ/∂logits‖ (before c_t).
+struct LossTrace {
+    new_logp: Vec<f32>,
+    grad_norm: Vec<f32>,
 }
 
 /// Phase 1's result: the batch (groups in order), every generated sample's tokens and correctness (the
@@ -276,7 +308,7 @@ impl Session {
     }
 
     /// Phase 3: old log-probs and token scores of one micro-batch (no gradient).
-    fn score(&self, rows: Rows) -> Res<Scored> {
+    fn score(&self, rows: Rows, first_sample: usize) -> Res<Scored> {
         let _ng = no_grad();
         let dev = &self.device;
         let d = DeviceRows::upload(&rows, dev).map_err(err)?;
@@ -298,7 +330,7 @@ impl Session {
             layers.push((*layer, mean));
         }
         let pred = out.entropy.as_ref().map(|e| e.to_vec_f32()).transpose().map_err(err)?.unwrap_or_default();
-        Ok(Scored { old_logp: out.logp.to_vec_f32().map_err(err)?, attn, pred, layers, rows })
+        Ok(Scored { old_logp: out.logp.to_vec_f32().map_err(err)?, attn, pred, layers, rows, first_sample })
     }
 
     /// The selection pools of a mini-batch as contiguous row segments.
@@ -335,10 +367,18 @@ impl Session {
 
     /// Forward + fused loss + backward over this rank's micro-batches of `mb` with the given weights (one
     /// per row of the whole mini-batch) and normaliser. Returns this rank's
-    /// (Σ loss, Σ clip·tokens, Σ clip_lower·tokens, Σ kl·tokens, tokens).
-    fn backward_pass(&self, mb: &MiniBatch, weights: &[f32], z: f64) -> Res<[f64; 5]> {
+    /// (Σ loss, Σ clip·tokens, Σ clip_lower·tokens, Σ kl·tokens, tokens); with `trace`, also pushes each
+    /// micro-batch's new log-probs and gradient-signal magnitudes there.
+    fn backward_pass(
+        &self,
+        mb: &MiniBatch,
+        weights: &[f32],
+        z: f64,
+        mut trace: Option<&mut Vec<LossTrace>>,
+    ) -> Res<[f64; 5]> {
         let dev = &self.device;
-        let cfg = self.loss_config(LossNormalizer::Fixed(z), false);
+        let mut cfg = self.loss_config(LossNormalizer::Fixed(z), false);
+        cfg.want_grad_norm = trace.is_some();
         let mut acc = [0.0; 5];
         let mut off: usize = mb.micros[..mb.mine.start].iter().map(|m| m.rows.len()).sum();
         for m in &mb.micros[mb.mine.clone()] {
@@ -362,6 +402,10 @@ impl Session {
             })
             .map_err(err)?;
             profile::region("update: backward", dev, || out.loss.backward()).map_err(err)?;
+            if let Some(t) = trace.as_deref_mut() {
+                let grad_norm = out.grad_norm.as_ref().ok_or("dapo_loss: no grad_norm")?.to_vec_f32().map_err(err)?;
+                t.push(LossTrace { new_logp: out.logp.to_vec_f32().map_err(err)?, grad_norm });
+            }
             let met = out.metrics().map_err(err)?;
             acc[0] += out.loss.to_scalar().map_err(err)?;
             acc[1] += met.clip_frac * met.response_tokens;
@@ -383,7 +427,7 @@ impl Session {
         self.zero_grads();
         let valid = mb.cat(|m| &m.rows.mask);
         let z: f64 = valid.iter().map(|&v| v as f64).sum();
-        self.backward_pass(mb, &valid, z)?;
+        self.backward_pass(mb, &valid, z, None)?;
         let (mut dot, mut ns, mut nf) = (0.0, 0.0, 0.0);
         {
             let _ng = no_grad();
@@ -453,8 +497,17 @@ impl Session {
         })
     }
 
-    /// Phase 4 for one mini-batch: weights, backward, clip, AdamW (or skip when non-finite).
-    fn update(&mut self, mb: &MiniBatch, step: u64, mb_index: usize, lr: f64, sums: &mut UpdateSums) -> Res<()> {
+    /// Phase 4 for one mini-batch: weights, backward, clip, AdamW (or skip when non-finite). With `trace`,
+    /// what the token trace needs of it goes to `sums.traced`.
+    fn update(
+        &mut self,
+        mb: &MiniBatch,
+        step: u64,
+        mb_index: usize,
+        lr: f64,
+        sums: &mut UpdateSums,
+        trace: bool,
+    ) -> Res<()> {
         let weights = profile::region("update: token weights", &self.device, || self.weights(mb, step, mb_index))?;
         let valid = mb.cat(|m| &m.rows.mask);
         let n_valid: f64 = valid.iter().map(|&v| v as f64).sum();
@@ -462,10 +515,18 @@ impl Session {
         sums.kept += kept;
         sums.valid += n_valid;
         let z = if self.cfg.tokens.normalizer == Normalizer::Selected { kept } else { n_valid };
-        if z <= 0.0 {
-            return Ok(()); // nothing selected in this mini-batch: no update
+        let mut loss_trace = Vec::new();
+        let acc = if z <= 0.0 {
+            None
+        } else {
+            Some(self.backward_pass(mb, &weights, z, trace.then_some(&mut loss_trace))?)
+        };
+        if trace {
+            sums.traced.push(TracedUpdate { weights, z, micros: loss_trace });
         }
-        let mut acc = self.backward_pass(mb, &weights, z)?;
+        let Some(mut acc) = acc else {
+            return Ok(()); // nothing selected in this mini-batch: no update
+        };
         if mb_index == 0 && self.nan_hook(step)?.is_some_and(|h| h.grad) {
             self.poison_first_element(true)?;
         }
@@ -543,21 +604,23 @@ impl Session {
             (0..batch.len()).step_by(per_mini.max(1)).map(|s| s..(s + per_mini).min(batch.len())).collect();
         // This rank's token-balanced share of each mini-batch, cut into micro-batches (sample ranges).
         let budget = self.cfg.train.micro_batch_tokens;
-        let plan: Vec<(&[Sample], Vec<Range<usize>>)> = ranges
+        let plan: Vec<Share> = ranges
             .iter()
             .map(|r| {
                 let part = &batch[r.clone()];
                 let lens: Vec<usize> = part.iter().map(Sample::len).collect();
-                let mine = &part[token_split(&lens, self.world_size())[self.rank()].clone()];
-                (mine, micro_batches(mine, budget))
+                let share = token_split(&lens, self.world_size())[self.rank()].clone();
+                let mine = &part[share.clone()];
+                Share { first: r.start + share.start, samples: mine, micros: micro_batches(mine, budget) }
             })
             .collect();
-        progress.phase("old-logprob", plan.iter().map(|p| p.1.len() as u64).sum());
+        progress.phase("old-logprob", plan.iter().map(|p| p.micros.len() as u64).sum());
         let mut minis = Vec::with_capacity(ranges.len());
-        for (mine, cuts) in plan {
+        for Share { first, samples, micros: cuts } in plan {
             let mut micros = Vec::new();
             for m in cuts {
-                micros.push(self.score(Rows::build(&mine[m]))?);
+                let first = first + m.start;
+                micros.push(self.score(Rows::build(&samples[m]), first)?);
                 progress.phase.inc(1);
             }
             minis.push(match &self.comm {
@@ -620,11 +683,13 @@ impl Session {
             self.poison_first_element(false)?;
         }
         let mut sums = UpdateSums::default();
+        let every = self.cfg.run.trace_every;
+        let traced = every > 0 && (step + 1).is_multiple_of(every);
         progress.phase("update", (minis.len() * self.cfg.train.epochs) as u64);
         for epoch in 0..self.cfg.train.epochs {
             for (i, mb) in minis.iter().enumerate() {
-                // Each epoch draws its own random selections.
-                self.update(mb, step, epoch * minis.len() + i, lr, &mut sums)?;
+                // Each epoch draws its own random selections; a traced step records its first epoch.
+                self.update(mb, step, epoch * minis.len() + i, lr, &mut sums, traced && epoch == 0)?;
                 progress.phase.inc(1);
             }
         }
@@ -643,6 +708,11 @@ impl Session {
         let time_step = t0.elapsed().as_secs_f64();
         let diag = (!sums.diag.is_empty()).then(|| mean_diagnostics(&sums.diag));
         let hnorm = entropy_dynamics(&minis, self.cfg.train.seed, step);
+        if traced {
+            let path = trace::trace_path(&self.run_dir(), step + 1, self.rank(), self.world_size());
+            let t = token_trace(&minis, &sums.traced, &batch, step + 1);
+            profile::region("trace: write", &self.device, || trace::write(&path, &t.table()))?;
+        }
         Ok(StepMetrics {
             step: self.step,
             reward_mean: rewards.iter().sum::<f64>() / nb,
@@ -738,6 +808,54 @@ fn entropy_dynamics(minis: &[MiniBatch], seed: u64, step: u64) -> Vec<LayerStats
     }
     let pred = has_pred.then_some(&pred[..]);
     ids.iter().zip(&h).map(|(&l, hl)| layer_stats(l, hl, pred, &relpos)).collect()
+}
+
+/// The token trace of step `step` (1-based) from this rank's micro-batches: their scores (old-log-prob
+/// pass) and the first epoch's update of each mini-batch (`traced`, in mini-batch order), response rows
+/// only. A mini-batch whose update ran no backward (nothing selected) has NaN new log-prob, ratio and
+/// gradient magnitudes.
+fn token_trace(minis: &[MiniBatch], traced: &[TracedUpdate], batch: &[Sample], step: u64) -> trace::TokenTrace {
+    let layers: Vec<usize> =
+        minis.first().and_then(|mb| mb.micros.first()).map_or(Vec::new(), |m| m.layers.iter().map(|l| l.0).collect());
+    let mut t = trace::TokenTrace::new(&layers);
+    for (mb, up) in minis.iter().zip(traced) {
+        let mut off: usize = mb.micros[..mb.mine.start].iter().map(|m| m.rows.len()).sum();
+        for (k, m) in mb.micros[mb.mine.clone()].iter().enumerate() {
+            let r = &m.rows;
+            let lt = up.micros.get(k);
+            let seq_of: Vec<usize> =
+                r.seq_lens.iter().enumerate().flat_map(|(s, &n)| std::iter::repeat_n(s, n)).collect();
+            for i in (0..r.len()).filter(|&i| r.mask[i] != 0.0) {
+                let idx = m.first_sample + seq_of[i];
+                let s = &batch[idx];
+                let w = up.weights[off + i];
+                let (new, g) = lt.map_or((f32::NAN, f32::NAN), |l| (l.new_logp[i], l.grad_norm[i]));
+                t.step.push(step as i64);
+                t.sample.push(idx as i32);
+                t.prompt.push(s.group as i64);
+                t.data_source.push(s.data_source.clone());
+                t.position.push(r.position[i] as i32);
+                t.rel_position.push(r.position[i] as f32 / r.response_len[i].max(1) as f32);
+                t.response_len.push(r.response_len[i] as i32);
+                for ((_, col), (_, h)) in t.hnorm.iter_mut().zip(&m.layers) {
+                    col.push(h[i]);
+                }
+                t.pred_entropy.push(m.pred.get(i).copied().unwrap_or(f32::NAN));
+                t.old_logp.push(m.old_logp[i]);
+                t.new_logp.push(new);
+                t.ratio.push(((new as f64) - (m.old_logp[i] as f64)).exp() as f32);
+                t.advantage.push(r.advantages[i]);
+                t.reward.push(s.reward);
+                t.selected.push(w != 0.0);
+                t.token_weight.push(w);
+                t.grad_norm.push(g);
+                let c = if up.z > 0.0 { (r.mask[i] * w) as f64 / up.z } else { 0.0 };
+                t.grad_norm_applied.push((c * g as f64) as f32);
+            }
+            off += r.len();
+        }
+    }
+    t
 }
 
 fn mean_diagnostics(d: &[Diagnostics]) -> Diagnostics {

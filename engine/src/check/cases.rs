@@ -252,6 +252,7 @@ enum LossOut {
     Loss,
     Logp,
     Entropy,
+    GradNorm,
 }
 
 /// The fused LM-head DAPO loss over `t` tokens, hidden `h`, vocab `v`, in chunks of `chunk` tokens, with
@@ -275,6 +276,7 @@ fn loss_case(name: &'static str, t: usize, h: usize, v: usize, chunk: usize, wha
             normalizer,
             chunk_tokens: chunk,
             want_entropy: what == LossOut::Entropy,
+            want_grad_norm: what == LossOut::GradNorm,
             ..Default::default()
         };
         let out = dapo_loss(&x[0], &x[1], &batch, &cfg)?;
@@ -282,6 +284,7 @@ fn loss_case(name: &'static str, t: usize, h: usize, v: usize, chunk: usize, wha
             LossOut::Loss => out.loss,
             LossOut::Logp => out.logp,
             LossOut::Entropy => out.entropy.expect("asked for"),
+            LossOut::GradNorm => out.grad_norm.expect("asked for"),
         })
     });
     if what == LossOut::Loss {
@@ -297,6 +300,7 @@ fn loss_cases() -> Vec<OpCase> {
         loss_case("dapo_loss (fused LM head)", 37, 64, 1001, 16, LossOut::Loss).big().tol(1e-4, 3e-2),
         loss_case("dapo_loss logp", 37, 64, 1001, 16, LossOut::Logp).tol(1e-5, 2e-2),
         loss_case("dapo_loss entropy", 37, 64, 1001, 16, LossOut::Entropy).tol(1e-5, 2e-2),
+        loss_case("dapo_loss grad norm", 37, 64, 1001, 16, LossOut::GradNorm).tol(1e-5, 2e-2),
         loss_case("dapo_loss (fused LM head)", 300, 128, 32003, 128, LossOut::Loss).big().gpu_only().tol(1e-4, 3e-2),
     ]
 }

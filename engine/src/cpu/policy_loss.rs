@@ -7,6 +7,8 @@
 //!   L = Σ_t c_t ℓ_t,  c_t = mask_t w_t / Z
 //! ∂L/∂logp_t = c_t g_t with g_t = −A r on the active (unclipped) branch and 0 otherwise (kernels.md §5);
 //! ∂L/∂z_t = c_t g_t (onehot(y_t) − p_t) / T, then dX = dZ W and dW = dZᵀ X.
+//! The per-token gradient-signal magnitude is that row's L2 norm before the c_t factor:
+//! ‖∂ℓ_t/∂z_t‖ = |g_t| ‖onehot(y_t) − p_t‖ / T (the row dZ holds is c_t times it).
 use super::storage::FloatKernel;
 use super::Real;
 use crate::error::Result;
@@ -73,8 +75,8 @@ pub struct LossRows<'a> {
     pub clip: ClipParams,
 }
 
-/// Inputs (x [T, H], w [V, H]); outputs (token_loss c_t ℓ_t [T], logp [T], entropy [T], dx [T, H], dw [V, H],
-/// flags [T, 3] = (clipped, clipped_lower, −δ)).
+/// Inputs (x [T, H], w [V, H]); outputs (token_loss c_t ℓ_t [T], logp [T], entropy [T], grad_norm [T]
+/// = ‖∂ℓ_t/∂z_t‖, dx [T, H], dw [V, H], flags [T, 3] = (clipped, clipped_lower, −δ)).
 pub struct DapoLossRef<'a> {
     pub rows: LossRows<'a>,
     pub hidden: usize,
@@ -89,8 +91,8 @@ impl FloatKernel for DapoLossRef<'_> {
         if let Some(bad) = r.targets.iter().find(|&&y| y < 0 || y as usize >= v) {
             return Err(crate::error::EngineError::invalid("dapo_loss", format!("target id {bad} outside [0, {v})")));
         }
-        let (mut tl, mut lp, mut ent, mut fl) =
-            (vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); 3 * n]);
+        let (mut tl, mut lp, mut ent, mut gn, mut fl) =
+            (vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); 3 * n]);
         let mut dx = vec![0f64; n * h];
         let mut dw = vec![0f64; v * h];
         for t in 0..n {
@@ -113,6 +115,9 @@ impl FloatKernel for DapoLossRef<'_> {
             fl[3 * t] = T::of(term.clipped as i32 as f64);
             fl[3 * t + 1] = T::of(term.clipped_lower as i32 as f64);
             fl[3 * t + 2] = T::of(term.neg_log_ratio);
+            let miss: f64 =
+                z.iter().enumerate().map(|(j, zj)| ((j == y) as i32 as f64 - (zj - lse).exp()).powi(2)).sum();
+            gn[t] = T::of(term.dlogp.abs() * miss.sqrt() / r.temperature);
             // 3. dZ = c g (onehot − p) / T, then dX and dW
             let g = c * term.dlogp;
             if g == 0.0 {
@@ -127,6 +132,6 @@ impl FloatKernel for DapoLossRef<'_> {
             }
         }
         let cast = |v: Vec<f64>| v.into_iter().map(T::of).collect();
-        Ok(vec![tl, lp, ent, cast(dx), cast(dw), fl])
+        Ok(vec![tl, lp, ent, gn, cast(dx), cast(dw), fl])
     }
 }

@@ -24,6 +24,8 @@ pub struct FusedLossOut {
     pub token_loss: CudaStorage,
     pub logp: CudaStorage,
     pub entropy: Option<CudaStorage>,
+    /// ‖∂ℓ_t/∂logits_t‖ per token (before c_t) when asked for.
+    pub grad_norm: Option<CudaStorage>,
     /// [T, 4]: clipped, dual-clipped, −δ, 1.
     pub flags: CudaStorage,
     /// dX (hidden's dtype) and dW (f32) when gradients were asked for.
@@ -40,6 +42,7 @@ pub fn fused_dapo_loss(
     temperature: f64,
     chunk: usize,
     want_entropy: bool,
+    want_grad_norm: bool,
     want_grad: bool,
 ) -> Result<FusedLossOut> {
     let dev = &x.device;
@@ -55,6 +58,7 @@ pub fn fused_dapo_loss(
     let token_loss = CudaStorage::alloc(dev, DType::F32, tokens)?;
     let logp = CudaStorage::alloc(dev, DType::F32, tokens)?;
     let entropy = if want_entropy { Some(CudaStorage::alloc(dev, DType::F32, tokens)?) } else { None };
+    let grad_norm = if want_grad_norm { Some(CudaStorage::alloc(dev, DType::F32, tokens)?) } else { None };
     let flags = CudaStorage::alloc(dev, DType::F32, tokens * 4)?;
     let grads = if want_grad {
         Some((CudaStorage::alloc(dev, dt, tokens * hidden)?, CudaStorage::zeros(dev, DType::F32, vocab * hidden)?))
@@ -76,8 +80,8 @@ pub fn fused_dapo_loss(
         // 2. per-row log-prob, entropy, loss and dZ
         let at = |s: &CudaStorage, per: usize| s.ptr() + (c0 * per) as u64 * f4;
         let (pl, pdz) = (logits.ptr(), dlogits.as_ref().map_or(0u64, |d| d.ptr()));
-        let (ptl, plp, pen, pfl) =
-            (at(&token_loss, 1), at(&logp, 1), entropy.as_ref().map_or(0u64, |e| at(e, 1)), at(&flags, 4));
+        let (ptl, plp, pfl) = (at(&token_loss, 1), at(&logp, 1), at(&flags, 4));
+        let (pen, pgn) = (entropy.as_ref().map_or(0u64, |e| at(e, 1)), grad_norm.as_ref().map_or(0u64, |g| at(g, 1)));
         let (pt, po, pa, pm, pw, pz) = (
             at(rows.targets, 1),
             at(rows.old_logp, 1),
@@ -97,7 +101,7 @@ pub fn fused_dapo_loss(
             "policy_loss",
             name,
             cfg,
-            [pl, pdz, ptl, plp, pen, pfl, pt, po, pa, pm, pw, pz, nr, nv, temp, el, eh, cc, we, wg, err]
+            [pl, pdz, ptl, plp, pen, pgn, pfl, pt, po, pa, pm, pw, pz, nr, nv, temp, el, eh, cc, we, wg, err]
         );
         // 3. dX_c = dZ_c · W ; dW += dZ_cᵀ · X_c
         if let (Some((dx, dw)), Some(dz)) = (&grads, &dlogits) {
@@ -126,5 +130,5 @@ pub fn fused_dapo_loss(
         }
         c0 += rows_c;
     }
-    Ok(FusedLossOut { token_loss, logp, entropy, flags, grads })
+    Ok(FusedLossOut { token_loss, logp, entropy, grad_norm, flags, grads })
 }

@@ -35,6 +35,8 @@ pub struct DapoLossConfig {
     pub chunk_tokens: usize,
     /// Also return the predictive entropy of each next-token distribution.
     pub want_entropy: bool,
+    /// Also return each token's gradient-signal magnitude ([`DapoLossOutput::grad_norm`]).
+    pub want_grad_norm: bool,
 }
 
 impl Default for DapoLossConfig {
@@ -46,6 +48,7 @@ impl Default for DapoLossConfig {
             temperature: 1.0,
             chunk_tokens: 1024,
             want_entropy: false,
+            want_grad_norm: false,
         }
     }
 }
@@ -68,6 +71,11 @@ pub struct DapoLossOutput {
     pub logp: Tensor,
     /// Predictive entropy per token [T] when asked for.
     pub entropy: Option<Tensor>,
+    /// Per token [T], when asked for: the L2 norm of the token's logit-gradient row before the
+    /// c_t = mask·w / Z factor, ‖∂ℓ_t/∂logits_t‖ = |∂ℓ_t/∂logp_t|·‖onehot(y_t) − p_t‖ / T (0 where the
+    /// surrogate is flat: A = 0, a clipped branch, the ±20 log-ratio clamp). The gradient the loss applies to
+    /// the row is c_t times it. Formed whether or not gradients are recorded.
+    pub grad_norm: Option<Tensor>,
     /// c_t·ℓ_t per token [T] (sums to the loss).
     pub token_loss: Tensor,
     /// Σ_t mask_t·(clipped, dual-clipped, −δ, 1): read with [`DapoLossOutput::metrics`].
@@ -104,7 +112,7 @@ pub fn dapo_loss(hidden: &Tensor, lm_head: &Tensor, b: &DapoBatch, cfg: &DapoLos
     };
     let want_grad = Tensor::would_record(&[hidden, lm_head]);
     let cd = compute_dtype(hidden.dtype());
-    let (token_loss, logp, entropy, flags, grads) = match dev {
+    let (token_loss, logp, entropy, grad_norm, flags, grads) = match dev {
         crate::Device::Cpu => {
             let host = |x: &Tensor| x.to_vec_f64();
             let (old, adv, mask, w) = (host(b.old_logp)?, host(b.advantages)?, host(b.mask)?, host(b.weights)?);
@@ -130,11 +138,13 @@ pub fn dapo_loss(hidden: &Tensor, lm_head: &Tensor, b: &DapoBatch, cfg: &DapoLos
             let dw = Tensor::from_storage(Storage::Cpu(o.pop().expect("dw")), Shape::new([v, h]), dev);
             let dx =
                 Tensor::from_storage(Storage::Cpu(o.pop().expect("dx").cast(hidden.dtype())), Shape::new([t, h]), dev);
+            let gn = cpu(o.pop().expect("grad norm"));
             let ent = cpu(o.pop().expect("entropy"));
             let (logp, tl) = (cpu(o.pop().expect("logp")), cpu(o.pop().expect("token loss")));
             // The CPU reference returns 3 flag columns; append the count column to match the GPU layout.
             let flags = flags_with_count(&flags, cd)?;
-            (tl, logp, cfg.want_entropy.then_some(ent), flags, want_grad.then_some((dx, dw)))
+            let (ent, gn) = (cfg.want_entropy.then_some(ent), cfg.want_grad_norm.then_some(gn));
+            (tl, logp, ent, gn, flags, want_grad.then_some((dx, dw)))
         }
         crate::Device::Cuda(_) => {
             let guards = [b.targets, b.old_logp, b.advantages, b.mask, b.weights, &z].map(|x| x.storage());
@@ -165,6 +175,7 @@ pub fn dapo_loss(hidden: &Tensor, lm_head: &Tensor, b: &DapoBatch, cfg: &DapoLos
                     cfg.temperature,
                     cfg.chunk_tokens,
                     cfg.want_entropy,
+                    cfg.want_grad_norm,
                     want_grad,
                 )?
             };
@@ -176,7 +187,7 @@ pub fn dapo_loss(hidden: &Tensor, lm_head: &Tensor, b: &DapoBatch, cfg: &DapoLos
                 )
             });
             let flags = Tensor::from_storage(Storage::Cuda(out.flags), Shape::new([t, 4]), dev);
-            (vec_t(out.token_loss), vec_t(out.logp), out.entropy.map(vec_t), flags, grads)
+            (vec_t(out.token_loss), vec_t(out.logp), out.entropy.map(vec_t), out.grad_norm.map(vec_t), flags, grads)
         }
     };
     // Masked sums of the flags: Σ mask·(clipped, dual-clipped, −δ, 1).
@@ -192,7 +203,7 @@ pub fn dapo_loss(hidden: &Tensor, lm_head: &Tensor, b: &DapoBatch, cfg: &DapoLos
         Some(g) => Tensor::from_op_output(loss_value, &[hidden, lm_head], FusedLossBackward(Mutex::new(Some(g))))?,
         None => loss_value,
     };
-    Ok(DapoLossOutput { loss, logp, entropy, token_loss, stats })
+    Ok(DapoLossOutput { loss, logp, entropy, grad_norm, token_loss, stats })
 }
 
 /// [T, 3] flags → [T, 4] with a column of ones (so one masked sum also counts the response tokens).
