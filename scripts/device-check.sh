@@ -211,7 +211,7 @@ echo "== DAPO steps on the qwen3-0.6b shape (random weights, real Qwen3 tokenize
 timeout $(t 200) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
   data.train="$D/dapo_prompts.jsonl" rollout.n=8 train.batch_size=16 train.mini_batch_size=4 rollout.max_response_len=512 \
   rollout.dynamic_sampling=false reward.overlong_penalty=false train.steps=3 train.warmup_steps=0 \
-  tokens.strategy=anchors:0.2 run.diagnose=true run.out_dir=/tmp/entrl-dapo run.save_final=false run.plot=false \
+  tokens.strategy=anchors:0.2 run.diagnose_every=1 run.out_dir=/tmp/entrl-dapo run.save_final=false run.plot=false \
   run.progress=false > "$D/dapo.txt" 2>&1
 echo "dapo rc=$?"; tail -n 4 "$D/dapo.txt"
 cp /tmp/entrl-dapo/metrics.jsonl "$D/dapo_metrics.jsonl" 2>/dev/null
@@ -233,7 +233,7 @@ echo "== ENTRL_PROFILE=1: where one DAPO step on qwen3-0.6b spends its time (syn
 ENTRL_PROFILE=1 timeout $(t 120) "$BIN" train preset=dapo model.path=random:qwen3-0.6b model.tokenizer=.device-fixtures/tokenizer-qwen3 \
   data.train="$D/dapo_prompts.jsonl" rollout.n=8 train.batch_size=16 train.mini_batch_size=4 rollout.max_response_len=512 \
   rollout.dynamic_sampling=false reward.overlong_penalty=false train.steps=1 train.warmup_steps=0 \
-  tokens.strategy=anchors:0.2 run.diagnose=true run.out_dir=/tmp/entrl-dapo-prof run.save_final=false run.plot=false \
+  tokens.strategy=anchors:0.2 run.diagnose_every=1 run.out_dir=/tmp/entrl-dapo-prof run.save_final=false run.plot=false \
   run.progress=false > "$D/dapo_profile.txt" 2>&1
 echo "dapo profile rc=$?"; grep -A 24 "ENTRL_PROFILE" "$D/dapo_profile.txt" | head -26
 fi

@@ -128,3 +128,42 @@ fn sharded_run_resumes_exactly() {
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
+
+/// The diagnostics under ZeRO-2 (each rank reduce-scatters its own shard of each gradient, dot products
+/// are sums over shards) equal one process's, at world sizes 2 and 4.
+#[test]
+fn sharded_diagnostics_match_one_process() {
+    let run = |world: usize| {
+        let dir = tmp(&format!("diag-w{world}"));
+        let ws = format!("run.world_size={world}");
+        let comm = if world == 1 { "run.comm=auto" } else { "run.comm=threads" };
+        let s = train(
+            config(&dir, &["train.steps=2", &ws, comm, "tokens.strategy=explorers:0.3", "run.diagnose_every=1"]),
+            None,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        s.steps.into_iter().map(|m| m.diag.expect("diagnosed")).collect::<Vec<_>>()
+    };
+    let one = run(1);
+    assert!(one[1].geometry.cos_prev.iter().all(Option::is_some));
+    for world in [2, 4] {
+        let got = run(world);
+        for (a, b) in one.iter().zip(&got) {
+            let (x, y) = (&a.geometry, &b.geometry);
+            for k in 0..5 {
+                let rel = (x.norm[k] - y.norm[k]).abs() / x.norm[k];
+                assert!(rel < 2e-3, "world {world}: norm {k}: {} vs {}", x.norm[k], y.norm[k]);
+                for j in 0..5 {
+                    assert!((x.cos[k][j] - y.cos[k][j]).abs() < 2e-3, "world {world}: cos {k} {j}: {a:?} vs {b:?}");
+                }
+                match (x.cos_prev[k], y.cos_prev[k]) {
+                    (None, None) => {}
+                    (Some(p), Some(q)) => assert!((p - q).abs() < 2e-3, "world {world}: cos_prev {k}: {p} vs {q}"),
+                    other => panic!("world {world}: cos_prev {k}: {other:?}"),
+                }
+            }
+            assert_eq!(a.tails, b.tails, "world {world}: the tails are chosen from the gathered mini-batch");
+        }
+    }
+}

@@ -47,7 +47,7 @@ fn builtin_run_learns_and_writes_everything() {
 #[test]
 fn resume_continues_exactly() {
     let (a, b) = (tmp("resume-a"), tmp("resume-b"));
-    let extra = ["train.steps=4", "run.eval_every=0", "tokens.strategy=soft", "run.diagnose=true"];
+    let extra = ["train.steps=4", "run.eval_every=0", "tokens.strategy=soft", "run.diagnose_every=1"];
     let full = train(config(&a, &extra), None).unwrap();
     let mut first = extra.to_vec();
     first[0] = "train.steps=2";
@@ -196,26 +196,57 @@ fn every_strategy_selects_what_it_claims() {
 
 #[test]
 fn diagnostics_measure_gradient_geometry() {
+    use entrl_rl::diagnose::DiagGrad::{Anchors, Explorers, Full, Random, Selected};
     let dir = tmp("diag");
     let s = train(
-        config(&dir, &["train.steps=2", "run.eval_every=0", "tokens.strategy=anchors:0.2", "run.diagnose=true"]),
+        config(&dir, &["train.steps=3", "run.eval_every=0", "tokens.strategy=anchors:0.2", "run.diagnose_every=2"]),
         None,
     )
     .unwrap();
-    for m in &s.steps {
-        let d = m.diag.as_ref().expect("diagnostics on");
-        assert!(d.diag_grad_norm_selected > 0.0 && d.diag_grad_norm_full > 0.0);
-        assert!(d.diag_grad_cosine > -1.0 - 1e-9 && d.diag_grad_cosine < 1.0 + 1e-9);
-        assert!(d.diag_anchor_hnorm <= d.diag_explorer_hnorm, "{d:?}");
-        // kept fraction of anchors:0.2 is ⌈0.2·n⌉/n per pool: at least 0.2.
-        assert!(m.kept_frac >= 0.2 && m.kept_frac < 0.3, "{}", m.kept_frac);
+    // Every second step is diagnosed.
+    assert!(s.steps[0].diag.is_none() && s.steps[2].diag.is_none());
+    let m = &s.steps[1];
+    let d = m.diag.as_ref().expect("step 2 is diagnosed");
+    let g = &d.geometry;
+    for k in [Full, Anchors, Explorers, Random, Selected] {
+        assert!(g.norm[k as usize] > 0.0, "{k:?}: {d:?}");
+        for j in [Full, Anchors, Explorers, Random, Selected] {
+            let c = g.cos[k as usize][j as usize];
+            assert!((-1.0..=1.0).contains(&c), "cos({k:?}, {j:?}) = {c}");
+        }
     }
-    // With the full strategy the selected loss is the full loss: cosine 1, equal norms.
+    // anchors:0.2 trains exactly the anchor set: the same gradient, the same bf16 shard.
+    assert!((g.cos[Anchors as usize][Selected as usize] - 1.0).abs() < 1e-9, "{d:?}");
+    assert!((g.norm[Anchors as usize] - g.norm[Selected as usize]).abs() <= 1e-9 * g.norm[Selected as usize]);
+    // Disjoint tails are not the same direction; the subsets are part of the full loss.
+    assert!(g.cos[Anchors as usize][Explorers as usize] < 0.999, "{d:?}");
+    assert!(g.cos[Full as usize][Random as usize] > 0.0, "{d:?}");
+    // Every update of the step is diagnosed and the step's second one has a previous update.
+    assert!(m.updates >= 2, "{}", m.updates);
+    assert!(g.cos_prev.iter().all(|c| c.is_some_and(|c| (-1.0..=1.0).contains(&c))), "{d:?}");
+    assert!(d.tails.anchor_hnorm <= d.tails.explorer_hnorm, "{d:?}");
+    // Written as flat diag_* keys.
+    let line: serde_json::Value = serde_json::from_str(&m.to_json_line()).unwrap();
+    assert!(line["diag_norm_explorers"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(line["diag_cos_anchors_selected"].as_f64().is_some(), "{line}");
+    assert!(line.get("diag").is_none(), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // With the full strategy the selected loss is the full loss: cosine 1, equal norms; one update only
+    // (one mini-batch), so no previous gradient.
     let dir = tmp("diag-full");
-    let f = train(config(&dir, &["train.steps=1", "run.eval_every=0", "run.diagnose=true"]), None).unwrap();
+    let f = train(
+        config(&dir, &["train.steps=1", "run.eval_every=0", "train.mini_batch_size=16", "run.diagnose_every=1"]),
+        None,
+    )
+    .unwrap();
     let d = f.steps[0].diag.as_ref().unwrap();
-    assert!((d.diag_grad_cosine - 1.0).abs() < 1e-6, "{d:?}");
-    assert!((d.diag_grad_norm_selected - d.diag_grad_norm_full).abs() <= 1e-6 * d.diag_grad_norm_full);
+    let g = &d.geometry;
+    assert!((g.cos[Full as usize][Selected as usize] - 1.0).abs() < 1e-9, "{d:?}");
+    assert!((g.norm[Full as usize] - g.norm[Selected as usize]).abs() <= 1e-9 * g.norm[Full as usize]);
+    if f.steps[0].updates == 1 {
+        assert!(g.cos_prev.iter().all(Option::is_none), "{d:?}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

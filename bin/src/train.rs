@@ -29,9 +29,10 @@ pub struct TrainArgs {
     /// steps, floor 0.1).
     #[arg(long)]
     strategy: Option<String>,
-    /// Gradient geometry and anchor/explorer statistics per update (run.diagnose=true).
-    #[arg(long)]
-    diagnose: bool,
+    /// Gradient geometry (norms and cosines of the full, anchor, explorer, random and trained gradients)
+    /// on every update of every N-th rollout step (run.diagnose_every=N); a bare `--diagnose` is N = 1.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    diagnose: Option<u64>,
     /// Data-parallel GPUs, one worker thread each (run.world_size; default: every visible GPU).
     #[arg(long)]
     gpus: Option<usize>,
@@ -48,8 +49,8 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(s) = &a.strategy {
         overrides.push(format!("tokens.strategy={s:?}"));
     }
-    if a.diagnose {
-        overrides.push("run.diagnose=true".into());
+    if let Some(n) = a.diagnose {
+        overrides.push(format!("run.diagnose_every={n}"));
     }
     if let Some(n) = a.gpus {
         overrides.push(format!("run.world_size={n}"));

@@ -390,8 +390,12 @@ pub struct RunConfig {
     pub eval_k: usize,
     pub eval_temperature: f64,
     pub eval_top_p: f64,
-    /// Gradient geometry and anchor/explorer statistics per update (costs a second backward).
-    pub diagnose: bool,
+    /// Gradient geometry every N rollout steps (0 = never): on each update of a diagnosed step, the
+    /// gradients of the full, anchors@k, explorers@k, random@k and trained token sets, their norms,
+    /// pairwise cosines and cosines with the previous diagnosed update's (`crate::diagnose`). Costs four
+    /// extra backward passes per diagnosed update; works with data parallelism (ZeRO-2 shards).
+    #[serde(default)]
+    pub diagnose_every: u64,
     /// Progress bars on stderr.
     pub progress: bool,
     /// Print a metrics line every N steps (0 = quiet: nothing on stdout).
@@ -622,11 +626,7 @@ pub const RULES: &[Rule] = &[
     Rule { key: "run.trace_every", range: "0 (never) to 1000000000", ok: |c| c.run.trace_every <= 1_000_000_000 },
     Rule { key: "run.world_size", range: "0 (every GPU) to 4096", ok: |c| c.run.world_size <= MAX_WORLD_SIZE },
     Rule { key: "run.comm_timeout_s", range: "1 to 1000000", ok: |c| (1..=1_000_000).contains(&c.run.comm_timeout_s) },
-    Rule {
-        key: "run.diagnose",
-        range: "false with run.world_size > 1 (it compares gradients in one process)",
-        ok: |c| !(c.run.diagnose && c.run.world_size > 1),
-    },
+    Rule { key: "run.diagnose_every", range: "0 (never) to 1000000000", ok: |c| c.run.diagnose_every <= 1_000_000_000 },
 ];
 
 /// Keys a resumed run may set differently from the run its checkpoint belongs to: they change how long it
@@ -760,7 +760,7 @@ impl TrainConfig {
                 eval_k: 8,
                 eval_temperature: 1.0,
                 eval_top_p: 0.7,
-                diagnose: false,
+                diagnose_every: 0,
                 progress: true,
                 log_every: 1,
                 stop_at_accuracy: 0.0,

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod diagnose;
 pub mod dynamic_sampling;
 pub mod entropy_stats;
 pub mod eval;

@@ -1,6 +1,7 @@
 //! Per-step metrics, one JSON object per line in `RUN_DIR/metrics.jsonl` (the keys `entrl plot` draws).
 //! An evaluation adds `eval_acc` (every response pooled), `val/<source>/mean@<k>` per data source and
 //! `val/average` (their unweighted mean, what `run.stop_at_accuracy` compares with).
+use crate::diagnose::Diagnostics;
 use crate::entropy_stats::LayerStats;
 use crate::eval::EvalReport;
 use serde::{Deserialize, Serialize};
@@ -53,28 +54,14 @@ pub struct StepMetrics {
     /// line also carries `val/<source>/mean@<k>` and `val/average` ([`StepMetrics::to_json_line_with`]).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_acc: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// Gradient geometry of a diagnosed step (`run.diagnose_every`), flattened into the JSON line as
+    /// `diag_*` keys ([`Diagnostics::fields`]; undefined values are null).
+    #[serde(skip)]
     pub diag: Option<Diagnostics>,
     /// Entropy dynamics per probe layer ([`crate::entropy_stats`]), flattened into the JSON line as
     /// `hnorm_l{layer}_*` keys ([`LayerStats::fields`]; undefined values are null).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub hnorm: Vec<LayerStats>,
-}
-
-/// `--diagnose`: the paper's gradient geometry and what the anchor / explorer tails look like, averaged
-/// over the step's updates. Flattened into the JSON line with `diag_` keys.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Diagnostics {
-    pub diag_grad_norm_selected: f64,
-    pub diag_grad_norm_full: f64,
-    pub diag_grad_cosine: f64,
-    pub diag_anchor_hnorm: f64,
-    pub diag_explorer_hnorm: f64,
-    pub diag_anchor_pred_entropy: f64,
-    pub diag_explorer_pred_entropy: f64,
-    /// Mean relative position (position / response length) of the tail's tokens.
-    pub diag_anchor_position: f64,
-    pub diag_explorer_position: f64,
 }
 
 impl StepMetrics {
@@ -87,8 +74,8 @@ impl StepMetrics {
     pub fn to_json_line_with(&self, eval: Option<&EvalReport>) -> String {
         let mut v = serde_json::to_value(self).expect("metrics serialize");
         let o = v.as_object_mut().expect("metrics serialize to an object");
-        if let Some(serde_json::Value::Object(d)) = o.remove("diag") {
-            o.extend(d);
+        for (k, x) in self.diag.iter().flat_map(Diagnostics::fields) {
+            o.insert(k, x.into());
         }
         o.remove("hnorm");
         for (k, x) in self.hnorm.iter().flat_map(LayerStats::fields) {

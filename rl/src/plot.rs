@@ -34,7 +34,7 @@ const fn chart(file: &'static str, title: &'static str, y_desc: &'static str, ke
 }
 
 /// Chart file → title → y-axis label → metric keys.
-const CHARTS: [Chart; 9] = [
+const CHARTS: [Chart; 11] = [
     chart(
         "reward.svg",
         "Reward and accuracy",
@@ -54,9 +54,33 @@ const CHARTS: [Chart; 9] = [
     chart("throughput.svg", "Throughput", "tokens/s", &["tokens_per_s"]),
     chart(
         "diagnostics.svg",
-        "Gradient diagnostics",
-        "value",
-        &["diag_grad_norm_selected", "diag_grad_norm_full", "diag_grad_cosine"],
+        "Gradient norms (diagnosed updates)",
+        "norm",
+        &["diag_norm_full", "diag_norm_anchors", "diag_norm_explorers", "diag_norm_random", "diag_norm_selected"],
+    ),
+    chart(
+        "gradient_cosines.svg",
+        "Gradient cosines",
+        "cosine",
+        &[
+            "diag_cos_full_anchors",
+            "diag_cos_full_explorers",
+            "diag_cos_full_random",
+            "diag_cos_full_selected",
+            "diag_cos_anchors_explorers",
+        ],
+    ),
+    chart(
+        "gradient_volatility.svg",
+        "Cosine with the previous diagnosed update",
+        "cosine",
+        &[
+            "diag_cos_prev_full",
+            "diag_cos_prev_anchors",
+            "diag_cos_prev_explorers",
+            "diag_cos_prev_random",
+            "diag_cos_prev_selected",
+        ],
     ),
     chart(
         "entropy_groups.svg",
@@ -666,7 +690,7 @@ mod tests {
     #[test]
     fn diagnostics_written_when_present() {
         let dir = TempDir::new("diag");
-        dir.write_metrics("{\"step\": 1, \"diag_grad_cosine\": 0.5}\n");
+        dir.write_metrics("{\"step\": 1, \"diag_norm_full\": 0.5}\n");
         let files = plot_run(&dir.0).unwrap();
         assert_eq!(files, vec![dir.0.join("plots").join("diagnostics.svg")]);
     }

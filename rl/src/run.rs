@@ -197,9 +197,6 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
     if world == 1 && cfg.run.comm == CommChoice::Auto {
         return run_rank(cfg, start, None);
     }
-    if cfg.run.diagnose {
-        return Err("run.diagnose compares full and selected gradients in one process: use run.world_size = 1".into());
-    }
     let timeout = Duration::from_secs(cfg.run.comm_timeout_s);
     let comms: Vec<Arc<dyn Communicator>> = if devices.is_empty() {
         ThreadComm::group(world, timeout).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect()

@@ -57,6 +57,8 @@ pub struct Session {
     /// KV-cache slots of the rollouts: `rollout.max_concurrent`, or what auto (0) resolved to here (the
     /// config keeps 0, so a resumed run resolves it again for its own GPU).
     pub rollout_slots: usize,
+    /// This rank's gradient shards at the previous diagnosed update (`crate::diagnose`; not checkpointed).
+    pub(crate) diag_prev: Option<crate::diagnose::UpdateShards>,
 }
 
 /// The loop state saved next to the weights.
@@ -346,6 +348,7 @@ impl Session {
             eval_prompt_counts,
             memory_plan: mem.table(),
             rollout_slots,
+            diag_prev: None,
         })
     }
 

@@ -12,15 +12,16 @@ use crate::advantage::group_advantages;
 use crate::batch::{micro_batches, DeviceRows, Rows};
 use crate::codec::{Reader, Writer};
 use crate::config::{Normalizer, Pool, ShortBatch};
+use crate::diagnose::Diagnostics;
 use crate::dynamic_sampling::{DynamicSampler, Outcome, SamplerState};
 use crate::entropy_stats::{layer_stats, subsample, LayerStats, SUBSAMPLE_CAP};
-use crate::metrics::{Diagnostics, StepMetrics};
+use crate::metrics::StepMetrics;
 use crate::progress::Progress;
 use crate::rollout::{decode_samples, encode_samples, mix_seed, rollout, EncodedPrompt, RolloutSpec, Sample};
 use crate::session::{Optim, Session};
 use crate::strategy::{Strategy, TokenScores};
 use crate::trace;
-use entrl_engine::ops::{dapo_loss, normalized_entropy, select_tails, DapoBatch, DapoLossConfig, LossNormalizer};
+use entrl_engine::ops::{dapo_loss, normalized_entropy, DapoBatch, DapoLossConfig, LossNormalizer};
 use entrl_engine::optim::clip_grad_norm;
 use entrl_engine::{no_grad, profile, DType, Packing, Tensor};
 use entrl_qwen3::{FinishReason, ForwardOptions, GenerateStats, SamplingParams};
@@ -35,13 +36,13 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// Scores and old log-probs of one micro-batch, from the old-log-prob pass.
-struct Scored {
-    rows: Rows,
+pub(crate) struct Scored {
+    pub(crate) rows: Rows,
     /// Index in the step's batch of the first sample these rows hold (the rest follow in order).
     first_sample: usize,
     old_logp: Vec<f32>,
-    attn: Vec<f32>,
-    pred: Vec<f32>,
+    pub(crate) attn: Vec<f32>,
+    pub(crate) pred: Vec<f32>,
     /// Per probe layer (layer order, as the forward returns them): the layer and its head-mean normalised
     /// attention entropy, the vectors `attn` averages (kept for the step's entropy dynamics).
     layers: Vec<(usize, Vec<f32>)>,
@@ -49,7 +50,7 @@ struct Scored {
 
 /// One mini-batch: its micro-batches in order (every rank's, so selection can pool them all) and which of
 /// them this rank trains on.
-struct MiniBatch {
+pub(crate) struct MiniBatch {
     micros: Vec<Scored>,
     mine: Range<usize>,
 }
@@ -111,7 +112,7 @@ fn token_split(lens: &[usize], world: usize) -> Vec<Range<usize>> {
 }
 
 impl MiniBatch {
-    fn cat<T: Copy>(&self, f: impl Fn(&Scored) -> &[T]) -> Vec<T> {
+    pub(crate) fn cat<T: Copy>(&self, f: impl Fn(&Scored) -> &[T]) -> Vec<T> {
         self.micros.iter().flat_map(|m| f(m).iter().copied()).collect()
     }
 }
@@ -179,7 +180,7 @@ struct TracedUpdate {
 
 /// Per row of one micro-batch, from the update's fused loss: the new log-prob and the gradient-signal
 /// magnitude ‖∂ℓ/∂logits‖ (before c_t).
-struct LossTrace {
+pub(crate) struct LossTrace {
     new_logp: Vec<f32>,
     grad_norm: Vec<f32>,
 }
@@ -345,6 +346,19 @@ impl Session {
 
     /// Strategy weights (host, one per row of the mini-batch).
     fn weights(&self, mb: &MiniBatch, step: u64, mb_index: usize) -> Res<Vec<f32>> {
+        self.weights_for(&self.strategy, mb, step, mb_index, 0x5e1ec7)
+    }
+
+    /// Weights of `strategy` over `mb` (host, one per row), its random draws seeded by the run's seed,
+    /// `step`, `mb_index` and `salt`.
+    pub(crate) fn weights_for(
+        &self,
+        strategy: &Strategy,
+        mb: &MiniBatch,
+        step: u64,
+        mb_index: usize,
+        salt: u64,
+    ) -> Res<Vec<f32>> {
         let dev = &self.device;
         let n = mb.micros.iter().map(|m| m.rows.len()).sum::<usize>();
         let up = |v: Vec<f32>| Tensor::from_vec(v, [n], dev).map_err(err);
@@ -361,15 +375,15 @@ impl Session {
             response_len: &response_len,
         };
         let pools = self.pools(mb)?;
-        let seed = mix_seed(&[self.cfg.train.seed, step, mb_index as u64, 0x5e1ec7]);
-        self.strategy.weights(&scores, &pools, step, seed).map_err(err)?.to_vec_f32().map_err(err)
+        let seed = mix_seed(&[self.cfg.train.seed, step, mb_index as u64, salt]);
+        strategy.weights(&scores, &pools, step, seed).map_err(err)?.to_vec_f32().map_err(err)
     }
 
     /// Forward + fused loss + backward over this rank's micro-batches of `mb` with the given weights (one
     /// per row of the whole mini-batch) and normaliser. Returns this rank's
     /// (Σ loss, Σ clip·tokens, Σ clip_lower·tokens, Σ kl·tokens, tokens); with `trace`, also pushes each
     /// micro-batch's new log-probs and gradient-signal magnitudes there.
-    fn backward_pass(
+    pub(crate) fn backward_pass(
         &self,
         mb: &MiniBatch,
         weights: &[f32],
@@ -416,85 +430,8 @@ impl Session {
         Ok(acc)
     }
 
-    fn zero_grads(&self) {
+    pub(crate) fn zero_grads(&self) {
         self.params.iter().for_each(Tensor::zero_grad);
-    }
-
-    /// `--diagnose`: gradient of the full-token loss against the selected one (restoring the selected
-    /// gradients afterwards) and the anchor / explorer tails of the pool.
-    fn diagnose(&self, mb: &MiniBatch) -> Res<Diagnostics> {
-        let selected: Vec<Option<Tensor>> = self.params.iter().map(Tensor::grad).collect();
-        self.zero_grads();
-        let valid = mb.cat(|m| &m.rows.mask);
-        let z: f64 = valid.iter().map(|&v| v as f64).sum();
-        self.backward_pass(mb, &valid, z, None)?;
-        let (mut dot, mut ns, mut nf) = (0.0, 0.0, 0.0);
-        {
-            let _ng = no_grad();
-            let red = |a: &Tensor, b: &Tensor| a.mul(b).and_then(|p| p.sum()).and_then(|s| s.to_scalar()).map_err(err);
-            for (p, s) in self.params.iter().zip(&selected) {
-                let f = p.grad();
-                if let Some(s) = s {
-                    ns += red(s, s)?;
-                }
-                if let Some(f) = &f {
-                    nf += red(f, f)?;
-                }
-                if let (Some(s), Some(f)) = (s, &f) {
-                    dot += red(s, f)?;
-                }
-            }
-        }
-        for (p, s) in self.params.iter().zip(selected) {
-            p.set_grad(s).map_err(err)?;
-        }
-        // Tails by normalised attention entropy at the strategy's fraction (20% for the others).
-        let frac = match self.strategy {
-            Strategy::Random(k)
-            | Strategy::Anchors(k)
-            | Strategy::Explorers(k)
-            | Strategy::PredTop(k)
-            | Strategy::PredBottom(k)
-            | Strategy::PositionRandom(k)
-            | Strategy::PositionRandomExplorers(k)
-            | Strategy::AnchorsMatched(k)
-            | Strategy::ExplorersMatched(k) => k,
-            _ => 0.2,
-        };
-        let n = valid.len();
-        let dev = &self.device;
-        let attn = mb.cat(|m| &m.attn);
-        let tails = select_tails(
-            &Tensor::from_vec(attn.clone(), [n], dev).map_err(err)?,
-            &Tensor::from_vec(valid, [n], dev).map_err(err)?,
-            frac,
-            &self.pools(mb)?,
-        )
-        .map_err(err)?;
-        let (pred, pos, len) = (mb.cat(|m| &m.pred), mb.cat(|m| &m.rows.position), mb.cat(|m| &m.rows.response_len));
-        let stats = |mask: &Tensor| -> Res<[f64; 3]> {
-            let m = mask.to_vec_f32().map_err(err)?;
-            let (mut s, mut c) = ([0.0; 3], 0.0);
-            for i in (0..n).filter(|&i| m[i] != 0.0) {
-                s[0] += attn[i] as f64;
-                s[1] += pred.get(i).copied().unwrap_or(0.0) as f64;
-                s[2] += pos[i] as f64 / len[i].max(1) as f64;
-                c += 1.0;
-            }
-            Ok(s.map(|x| if c > 0.0 { x / c } else { 0.0 }))
-        };
-        let (a, e) = (stats(&tails.bottom)?, stats(&tails.top)?);
-        Ok(Diagnostics {
-            diag_grad_norm_selected: ns.sqrt(),
-            diag_grad_norm_full: nf.sqrt(),
-            diag_grad_cosine: dot / (ns.sqrt() * nf.sqrt()).max(1e-30),
-            diag_anchor_hnorm: a[0],
-            diag_explorer_hnorm: e[0],
-            diag_anchor_pred_entropy: a[1],
-            diag_explorer_pred_entropy: e[1],
-            diag_anchor_position: a[2],
-            diag_explorer_position: e[2],
-        })
     }
 
     /// Phase 4 for one mini-batch: weights, backward, clip, AdamW (or skip when non-finite). With `trace`,
@@ -516,11 +453,22 @@ impl Session {
         sums.valid += n_valid;
         let z = if self.cfg.tokens.normalizer == Normalizer::Selected { kept } else { n_valid };
         let mut loss_trace = Vec::new();
+        let diagnosed = self.diagnosed(step) && z > 0.0;
+        let pending = if diagnosed {
+            Some(profile::region("update: diagnose", &self.device, || self.diagnose_begin(mb, step, mb_index))?)
+        } else {
+            None
+        };
         let acc = if z <= 0.0 {
             None
         } else {
             Some(self.backward_pass(mb, &weights, z, trace.then_some(&mut loss_trace))?)
         };
+        if let Some(p) = pending {
+            let dev = self.device.clone();
+            let d = profile::region("update: diagnose", &dev, || self.diagnose_end(p))?;
+            sums.diag.push(d);
+        }
         if trace {
             sums.traced.push(TracedUpdate { weights, z, micros: loss_trace });
         }
@@ -533,9 +481,6 @@ impl Session {
         if let Some(c) = &self.comm {
             let global = c.all_reduce_host_many(&acc).map_err(err)?;
             acc.copy_from_slice(&global);
-        }
-        if self.cfg.run.diagnose {
-            sums.diag.push(profile::region("update: diagnose", &self.device, || self.diagnose(mb))?);
         }
         let clip = self.cfg.train.grad_clip;
         let (params, opt) = (&self.params, &mut self.opt);
@@ -706,7 +651,7 @@ impl Session {
         let upd = sums.updates.max(1) as f64;
         let tok = sums.tokens.max(1.0);
         let time_step = t0.elapsed().as_secs_f64();
-        let diag = (!sums.diag.is_empty()).then(|| mean_diagnostics(&sums.diag));
+        let diag = (!sums.diag.is_empty()).then(|| Diagnostics::mean(&sums.diag));
         let hnorm = entropy_dynamics(&minis, self.cfg.train.seed, step);
         if traced {
             let path = trace::trace_path(&self.run_dir(), step + 1, self.rank(), self.world_size());
@@ -781,7 +726,7 @@ impl Session {
 /// The step's entropy dynamics (issue 17) from the scores the old-log-prob pass left on the host, no extra
 /// pass: every mini-batch's micro-batches (every rank's, after the gather, so each rank logs the same
 /// numbers), response tokens only (mask ≠ 0), at most [`SUBSAMPLE_CAP`] of them (a sample seeded by the run's
-/// seed and `step`). Relative position = position / response length, as `--diagnose` has it.
+/// seed and `step`). Relative position = position / response length, as the diagnostics have it.
 fn entropy_dynamics(minis: &[MiniBatch], seed: u64, step: u64) -> Vec<LayerStats> {
     let micros = || minis.iter().flat_map(|mb| &mb.micros);
     let Some(first) = micros().next() else { return Vec::new() };
@@ -856,22 +801,6 @@ fn token_trace(minis: &[MiniBatch], traced: &[TracedUpdate], batch: &[Sample], s
         }
     }
     t
-}
-
-fn mean_diagnostics(d: &[Diagnostics]) -> Diagnostics {
-    let n = d.len() as f64;
-    let m = |f: fn(&Diagnostics) -> f64| d.iter().map(f).sum::<f64>() / n;
-    Diagnostics {
-        diag_grad_norm_selected: m(|x| x.diag_grad_norm_selected),
-        diag_grad_norm_full: m(|x| x.diag_grad_norm_full),
-        diag_grad_cosine: m(|x| x.diag_grad_cosine),
-        diag_anchor_hnorm: m(|x| x.diag_anchor_hnorm),
-        diag_explorer_hnorm: m(|x| x.diag_explorer_hnorm),
-        diag_anchor_pred_entropy: m(|x| x.diag_anchor_pred_entropy),
-        diag_explorer_pred_entropy: m(|x| x.diag_explorer_pred_entropy),
-        diag_anchor_position: m(|x| x.diag_anchor_position),
-        diag_explorer_position: m(|x| x.diag_explorer_position),
-    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,38 @@ impl FlatLayout {
     }
 }
 
+/// This rank's shard of Σ_ranks `grads` in `layout`, bucket by bucket, without touching `grads`: bucket
+/// j's flat elements are packed in f32, reduce-scattered (all ranks call this together) and this rank's
+/// k-element piece is handed to `piece(j, piece)`. With no communicator (`layout.world` = 1) the piece is
+/// the packed bucket itself. Only one bucket and one piece are in flight at a time.
+pub fn reduce_scatter_pieces(
+    grads: &[Option<Tensor>],
+    layout: &FlatLayout,
+    comm: Option<&dyn super::Communicator>,
+    device: &Device,
+    mut piece: impl FnMut(usize, Tensor) -> Result<()>,
+) -> Result<()> {
+    let world = comm.map_or(1, |c| c.world_size());
+    if world != layout.world {
+        return Err(EngineError::invalid(
+            "reduce_scatter_pieces",
+            format!("a layout over {} ranks in a group of {world}", layout.world),
+        ));
+    }
+    for j in 0..layout.buckets {
+        let bucket = layout.pack_range(grads, layout.bucket_range(j), DType::F32, device)?;
+        match comm {
+            None => piece(j, bucket)?,
+            Some(c) => {
+                let out = Tensor::zeros([layout.bucket], DType::F32, device)?;
+                c.reduce_scatter_sum(&bucket, &out)?;
+                piece(j, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Elements [start, start+len) of a 1-D tensor as a new tensor.
 pub fn slice(t: &Tensor, start: usize, len: usize) -> Result<Tensor> {
     if start + len > t.numel() {

@@ -7,7 +7,7 @@ mod guarded;
 mod nccl;
 mod thread;
 
-pub use flat::{slice as flat_slice, write_at as flat_write_at, FlatLayout, BUCKET_ELEMENTS};
+pub use flat::{reduce_scatter_pieces, slice as flat_slice, write_at as flat_write_at, FlatLayout, BUCKET_ELEMENTS};
 pub use nccl::NcclComm;
 pub use thread::ThreadComm;
 
