@@ -77,6 +77,10 @@ pub struct Args {
     /// entrl's measured `entrl bench train-step` tokens/s (qwen3-8b, 8192 tokens) instead of the torch anchor.
     #[arg(long)]
     train_tokens_per_s_8b: Option<f64>,
+    /// Also plan the gradient diagnostics run every N steps (run.diagnose_every): their extra GPU and host
+    /// memory and seconds per diagnosed update.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    diagnose_every: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -201,6 +205,9 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match &new {
         Ok(new) => print!("{}", paged::side_by_side(&input, &time, new, kv)),
         Err(e) => println!("paged rollout: not estimated: {e}"),
+    }
+    if let Some(every) = a.diagnose_every {
+        print!("{}", plan::diagnose::diagnose_plan(&input, every).table(&time));
     }
     println!("assumptions: see `rl/src/plan.rs` and ARCHITECTURE.md");
     let paged_ok = new.is_ok() || kv == KvCache::Contiguous;

@@ -147,6 +147,16 @@ fn plan_budgets_memory_and_time_for_a_node() {
     let out = entrl(&["plan", "--model", "qwen3-99b"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown model shape"));
+    // The gradient diagnostics at node scale: their memory and cost per diagnosed update.
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--gpus", "8", "--diagnose-every", "10"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for item in ["diagnostics every 10 step(s)", "host per rank", "peak unchanged", "per update", "per step"] {
+        assert!(text.contains(item), "{item} missing:\n{text}");
+    }
+    let out = entrl(&["plan", "--model", "qwen3-8b", "--diagnose-every", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--diagnose-every"));
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {

@@ -69,6 +69,17 @@ pub fn bf16_value(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
 }
 
+/// dst[i] = bf16(src[i]) on the machine's cores.
+fn round_into(dst: &mut [u16], src: &[f32]) {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(src.len().div_ceil(1 << 16)).max(1);
+    let chunk = src.len().div_ceil(threads).max(1);
+    std::thread::scope(|sc| {
+        for (d, s) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+            sc.spawn(move || d.iter_mut().zip(s).for_each(|(h, &x)| *h = bf16_bits(x)));
+        }
+    });
+}
+
 /// This rank's shard of one gradient, on the host in bf16 bits.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HostShard(pub Vec<u16>);
@@ -280,8 +291,7 @@ impl Session {
         let k = layout.bucket;
         let mut host = vec![0u16; layout.shard_len()];
         reduce_scatter_pieces(&grads, &layout, self.comm.as_deref(), &self.device, |j, piece| {
-            let v = piece.to_vec_f32()?;
-            host[j * k..(j + 1) * k].iter_mut().zip(&v).for_each(|(h, &x)| *h = bf16_bits(x));
+            round_into(&mut host[j * k..(j + 1) * k], &piece.to_vec_f32()?);
             Ok(())
         })
         .map_err(|e| e.to_string())?;

@@ -122,6 +122,8 @@ use entrl_engine::cuda::alloc::size_class;
 use entrl_engine::memory::bytes_of;
 use entrl_qwen3::Qwen3Config;
 
+#[path = "plan_diagnose.rs"]
+pub mod diagnose;
 #[path = "plan_rollout.rs"]
 pub mod paged;
 pub use paged::{paged_rollout, DecodeMode, KvCache, PagedConfig, PagedRollout};
@@ -514,7 +516,7 @@ pub fn matmul_params(m: &Qwen3Config) -> f64 {
 }
 
 /// P in f64 (the same sum as `Qwen3Config::num_params`, without its saturation at 2^64).
-fn params(m: &Qwen3Config) -> f64 {
+pub(crate) fn params(m: &Qwen3Config) -> f64 {
     let f = |x: usize| x as f64;
     let (h, hd) = (f(m.hidden_size), f(m.head_dim));
     let (q, kv) = (f(m.num_attention_heads) * hd, f(m.num_key_value_heads) * hd);
