@@ -396,6 +396,10 @@ pub struct RunConfig {
     /// extra backward passes per diagnosed update; works with data parallelism (ZeRO-2 shards).
     #[serde(default)]
     pub diagnose_every: u64,
+    /// The key's earlier form (`run.diagnose = true` = diagnose every step), still read so that configs
+    /// and checkpoints written before `diagnose_every` load; never written.
+    #[serde(default, rename = "diagnose", skip_serializing)]
+    pub legacy_diagnose: bool,
     /// Progress bars on stderr.
     pub progress: bool,
     /// Print a metrics line every N steps (0 = quiet: nothing on stdout).
@@ -761,6 +765,7 @@ impl TrainConfig {
                 eval_temperature: 1.0,
                 eval_top_p: 0.7,
                 diagnose_every: 0,
+                legacy_diagnose: false,
                 progress: true,
                 log_every: 1,
                 stop_at_accuracy: 0.0,
@@ -887,6 +892,10 @@ impl TrainConfig {
             let inner = e.into_inner().to_string();
             format!("configuration key {key}: {}", inner.lines().next().unwrap_or_default())
         })?;
+        let mut cfg = cfg;
+        if std::mem::take(&mut cfg.run.legacy_diagnose) && cfg.run.diagnose_every == 0 {
+            cfg.run.diagnose_every = 1;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -1007,6 +1016,16 @@ fn parse_override(s: &str) -> Result<(Vec<String>, toml::Value), String> {
     Ok((path, value))
 }
 
+/// The error of a key no section has (with the new name of a renamed one).
+fn unknown_key(name: &str) -> String {
+    match name {
+        "run.diagnose" => "unknown configuration key \"run.diagnose\": it is run.diagnose_every = N now (every N-th \
+                           step; `entrl train --diagnose` = 1)"
+            .into(),
+        _ => format!("unknown configuration key {name:?}"),
+    }
+}
+
 /// Merge `src` into `dst`; a key `dst` does not have is an error (typos must not pass silently).
 fn merge(dst: &mut toml::Table, src: toml::Table, prefix: &str) -> Result<(), String> {
     for (k, v) in src {
@@ -1015,7 +1034,7 @@ fn merge(dst: &mut toml::Table, src: toml::Table, prefix: &str) -> Result<(), St
             (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s, &name)?,
             (Some(toml::Value::Table(_)), _) => return Err(format!("{name:?} is a section; set one of its keys")),
             (Some(slot), v) => *slot = coerce(slot, v),
-            (None, _) => return Err(format!("unknown configuration key {name:?}")),
+            (None, _) => return Err(unknown_key(&name)),
         }
     }
     Ok(())
@@ -1036,7 +1055,7 @@ fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
     for p in parents {
         t = match t.get_mut(p) {
             Some(toml::Value::Table(inner)) => inner,
-            _ => return Err(format!("unknown configuration key {name:?}")),
+            _ => return Err(unknown_key(&name)),
         };
     }
     match t.get_mut(last) {
@@ -1045,7 +1064,7 @@ fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
             *slot = coerce(slot, value);
             Ok(())
         }
-        None => Err(format!("unknown configuration key {name:?}")),
+        None => Err(unknown_key(&name)),
     }
 }
 
@@ -1225,6 +1244,21 @@ mod tests {
         assert_eq!(c.len(), 2, "{c:?}");
         assert!(c.iter().any(|l| l.starts_with("train.lr: 0.001 → 0.002")), "{c:?}");
         assert!(c.iter().any(|l| l.starts_with("tokens.strategy")), "{c:?}");
+    }
+
+    #[test]
+    fn the_legacy_diagnose_key_reads_as_every_step() {
+        let c = TrainConfig::builtin();
+        let mut t: toml::Table = toml::from_str(&c.to_toml()).unwrap();
+        assert!(!c.to_toml().contains("diagnose ="), "the legacy key is never written");
+        t["run"].as_table_mut().unwrap().insert("diagnose".into(), true.into());
+        let old = TrainConfig::from_table(t).unwrap();
+        assert_eq!(old.run.diagnose_every, 1);
+        assert!(!old.run.legacy_diagnose);
+        let e = TrainConfig::resolve(None, &["run.diagnose=true".into()]).unwrap_err();
+        assert!(e.contains("run.diagnose_every"), "{e}");
+        let n = TrainConfig::resolve(None, &["run.diagnose_every=5".into()]).unwrap();
+        assert_eq!(n.run.diagnose_every, 5);
     }
 
     #[test]
