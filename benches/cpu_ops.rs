@@ -25,7 +25,7 @@ fn ops(c: &mut Criterion) {
 
 /// The CPU reference attention (materialising, f64 accumulation): fwd with entropy and fwd+bwd.
 fn attention(c: &mut Criterion) {
-    use entrl_engine::ops::attention;
+    use entrl_engine::ops::{attention, RowStats};
     use entrl_engine::Packing;
     let dev = Device::Cpu;
     let packing = Packing::from_lengths(&[96, 33, 1]).unwrap();
@@ -34,11 +34,11 @@ fn attention(c: &mut Criterion) {
     let k = Tensor::randn([t, 2, 32], 1.0, DType::F32, &dev, 2).unwrap().param();
     let v = Tensor::randn([t, 2, 32], 1.0, DType::F32, &dev, 3).unwrap().param();
     c.bench_function("attention fwd+entropy 130 tok 4/2 heads d32", |b| {
-        b.iter(|| black_box(attention(&q, &k, &v, &packing, true).unwrap()))
+        b.iter(|| black_box(attention(&q, &k, &v, &packing, RowStats::ENTROPY).unwrap()))
     });
     c.bench_function("attention fwd+bwd 130 tok 4/2 heads d32", |b| {
         b.iter(|| {
-            attention(&q, &k, &v, &packing, false).unwrap().out.sum().unwrap().backward().unwrap();
+            attention(&q, &k, &v, &packing, RowStats::NONE).unwrap().out.sum().unwrap().backward().unwrap();
             [&q, &k, &v].iter().for_each(|p| p.zero_grad());
         })
     });

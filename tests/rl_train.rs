@@ -474,3 +474,40 @@ fn a_checkpoint_holding_nan_is_not_resumed() {
     assert!(e.contains("optimizer.safetensors") && e.contains("non-finite value"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every `tokens.score` trains the built-in task on CPU, and its scores are what it says: hmix and Hnorm
+/// in [0, 1], the max probability in (0, 1], the sink mass in [0, 1] (1 at the first response position
+/// only when the prompt is shorter than the sink).
+#[test]
+fn every_token_score_trains_and_ranks_by_its_statistic() {
+    for score in ["hnorm", "hmix", "max-prob", "sink"] {
+        let dir = tmp(&format!("score-{score}"));
+        let sc = format!("tokens.score={score}");
+        let cfg = config(&dir, &["train.steps=2", "run.eval_every=0", "tokens.strategy=anchors:0.2", &sc]);
+        let mut s = Session::new(cfg.clone()).unwrap();
+        let views = s.preview().unwrap();
+        let attn: Vec<f32> = views.iter().flat_map(|v| v.attn.iter().copied()).collect();
+        assert!(!attn.is_empty());
+        assert!(attn.iter().all(|x| x.is_finite() && (0.0..=1.0 + 1e-5).contains(x)), "{score}: {attn:?}");
+        if score == "max-prob" {
+            assert!(attn.iter().all(|&x| x > 0.0), "{score}");
+        }
+        let r = train(cfg, None).unwrap();
+        assert_eq!(r.steps.len(), 2, "{score}");
+        assert!(r.steps.iter().all(|m| m.loss.is_finite() && m.kept_frac > 0.0), "{score}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // hmix and Hnorm are different statistics: on the same batch they rank differently.
+    let dir = tmp("score-diff");
+    let views = |score: &str| {
+        let sc = format!("tokens.score={score}");
+        let mut s = Session::new(config(&dir, &["run.eval_every=0", &sc])).unwrap();
+        s.preview().unwrap().into_iter().flat_map(|v| v.attn).collect::<Vec<f32>>()
+    };
+    let (h, m) = (views("hnorm"), views("hmix"));
+    assert_eq!(h.len(), m.len());
+    assert!(h.iter().zip(&m).any(|(a, b)| (a - b).abs() > 1e-4), "hmix equals Hnorm everywhere");
+    // Concavity: the mixture's entropy is at least the heads' mean entropy (same ln(#keys) divisor).
+    assert!(h.iter().zip(&m).all(|(a, b)| *b + 1e-5 >= *a), "hmix < mean Hnorm somewhere");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -172,7 +172,7 @@ fn attention(
     reps: usize,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::ops::{attention_with as attn, AttnKernel};
+    use entrl_engine::ops::{attention_with as attn, AttnKernel, RowStats};
     use entrl_engine::{no_grad, Packing};
     let dev = Device::cuda(0)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
@@ -186,10 +186,11 @@ fn attention(
         other.name()
     );
     println!(
-        "{:<10} {:>16} {:>16} {:>18} {:>16} {:>16}",
+        "{:<10} {:>16} {:>16} {:>16} {:>18} {:>16} {:>16}",
         "shape",
         "fwd ms (TF/s)",
         "fwd+H ms (TF/s)",
+        "fwd+H+hmix ms",
         "fwd+bwd ms (TF/s)",
         format!("{} fwd", other.name()),
         format!("{} fwd+H", other.name())
@@ -203,16 +204,18 @@ fn attention(
         let dout = Tensor::randn([t, hq, d], 1.0, DType::BF16, &dev, 4)?;
         // FLOPs as flash-attention's benchmark counts them: 4·S²·H·d per sequence, halved for causal.
         let fwd_flops: f64 = lens.iter().map(|&s| 2.0 * (s * s * hq * d) as f64).sum();
-        let forward = |kernel: AttnKernel, entropy: bool| -> Result<f64, Box<dyn std::error::Error>> {
+        let forward = |kernel: AttnKernel, stats: RowStats| -> Result<f64, Box<dyn std::error::Error>> {
             Ok(median(&time_ms(&cuda, 3, reps, || {
                 let _g = no_grad();
-                attn(&q, &k, &v, &packing, entropy, kernel).map(|_| ())
+                attn(&q, &k, &v, &packing, stats, kernel).map(|_| ())
             })?))
         };
-        let (fwd, fwd_h) = (forward(main, false)?, forward(main, true)?);
-        let (alt, alt_h) = (forward(other, false)?, forward(other, true)?);
+        let hmix = RowStats { head_mix: true, ..RowStats::ENTROPY };
+        let (fwd, fwd_h) = (forward(main, RowStats::NONE)?, forward(main, RowStats::ENTROPY)?);
+        let fwd_hmix = forward(main, hmix)?;
+        let (alt, alt_h) = (forward(other, RowStats::NONE)?, forward(other, RowStats::ENTROPY)?);
         let fwd_bwd = median(&time_ms(&cuda, 3, reps, || {
-            attn(&q, &k, &v, &packing, false, main)?.out.backward_with(dout.clone())?;
+            attn(&q, &k, &v, &packing, RowStats::NONE, main)?.out.backward_with(dout.clone())?;
             [&q, &k, &v].iter().for_each(|p| p.zero_grad());
             Ok(())
         })?);
@@ -220,9 +223,10 @@ fn attention(
         let cell = |ms: f64, flops: f64| format!("{ms:.3} ({:.0})", tf(flops, ms));
         let label = if lens.len() == 1 { format!("S={}", lens[0]) } else { format!("{}x{}", lens.len(), lens[0]) };
         println!(
-            "{label:<10} {:>16} {:>16} {:>18} {:>16} {:>16}",
+            "{label:<10} {:>16} {:>16} {:>16} {:>18} {:>16} {:>16}",
             cell(fwd, fwd_flops),
             cell(fwd_h, fwd_flops),
+            format!("{fwd_hmix:.3} (x{:.2})", (fwd_hmix - fwd_h) / fwd),
             cell(fwd_bwd, 3.5 * fwd_flops),
             cell(alt, fwd_flops),
             cell(alt_h, fwd_flops)
@@ -232,6 +236,8 @@ fn attention(
         for (imp, kernel, mode, ms, flops) in [
             ("entrl", main, "fwd", fwd, fwd_flops),
             ("entrl", main, "fwd_entropy", fwd_h, fwd_flops),
+            // forward + entropy + the head-mixture pass (the printed ×: the pass's time / the forward's)
+            ("entrl", main, "fwd_entropy_hmix", fwd_hmix, fwd_flops),
             ("entrl", main, "fwd_bwd", fwd_bwd, 3.5 * fwd_flops),
             (alt_impl.as_str(), other, "fwd", alt, fwd_flops),
             (alt_impl.as_str(), other, "fwd_entropy", alt_h, fwd_flops),

@@ -123,7 +123,7 @@ pub fn train_step_bench(
     let zeros = Tensor::zeros([seq], DType::F32, &dev)?;
     let ones = Tensor::ones([seq], DType::F32, &dev)?;
     let adv = Tensor::rand_uniform([seq], -1.0, 1.0, DType::F32, &dev, 3)?;
-    let opts = ForwardOptions { entropy_layers: vec![20.min(m.config.num_hidden_layers - 1)], checkpoint: true };
+    let opts = ForwardOptions::entropy_at(vec![20.min(m.config.num_hidden_layers - 1)], true);
     let step = || -> Result<(), Box<dyn std::error::Error>> {
         let out = m.forward(&ids_t, &packing, &opts)?;
         let batch = DapoBatch { targets: &targets, old_logp: &zeros, advantages: &adv, mask: &ones, weights: &ones };

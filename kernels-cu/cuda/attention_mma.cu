@@ -12,6 +12,8 @@
 //   t ← α·(t + (m − m')·l) + Σ p_j (x_j − m')                          (kernels.md §3, cancellation-safe)
 // end: O /= l,  LSE = ln2·m + ln l,  H = ln l − ln2·t/l.  l and t are kept as per-thread partial sums over
 // the thread's own columns (the recurrence is linear in them and α is per row) and reduced once at the end.
+// Two more row statistics come almost free: the largest probability is 2^(m − m)/l = 1/l, and the "sink"
+// mass of the first k keys (k ≤ 64, all in the first tile) is s/l with s ← α·s + Σ_{j<k} p_j.
 // Masked lanes (key past the row or the sequence end) get x = kMasked, a large finite negative: p = 0 and
 // p·(x − m') = −0, never 0·(−inf) = NaN. Every row sees key 0 in the first tile, so m is finite after it.
 //
@@ -21,11 +23,13 @@
 // (reversed blockIdx.x) so the causal tail of the grid is short. A warp skips the MMAs of a key tile that
 // lies entirely above its 16 rows (it still joins the CTA barriers).
 //
-// Layouts and grid: q/o [T, Hq, D], k/v [T, Hkv, D], lse/ent [T, Hq], cu_seqlens [num_seqs + 1]; grid
+// Layouts and grid (AttnFwdParams, attention_params.cuh): q/o [T, Hq, D], k/v [T, Hkv, D], lse and the
+// statistics [T, Hq], cu_seqlens [num_seqs + 1]; grid
 // (ceil(max_len/128), Hq, num_seqs), 256 threads, dynamic smem MmaSmem<D>::bytes = 384·(D+8)·2.
 #include "common.cuh"
 #include "mma.cuh"
 #include "tile_async.cuh"
+#include "attention_params.cuh"
 
 typedef __nv_bfloat16 bf16;
 
@@ -83,12 +87,13 @@ __device__ __forceinline__ void qk_tile(float (&s)[kNTiles][4], const unsigned (
 }
 
 // Scores to log2 units with the causal / sequence-end mask, the online softmax and entropy update of the
-// thread's two rows (state m, l, t; α returned for the O rescale), and P packed as the A operand of P·V
-// (the S accumulator layout is the A layout, so no data moves between threads).
+// thread's two rows (state m, l, t and the sink sum sk; α returned for the O rescale), and P packed as the A
+// operand of P·V (the S accumulator layout is the A layout, so no data moves between threads).
 template <bool kEntropy>
 __device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[2], float (&l)[2], float (&t)[2],
-                                             float (&alpha)[2], unsigned (&pf)[kBlockN / 16][4], float scale_log2,
-                                             bool edge, int k0, const int (&rows)[2], int len, int c) {
+                                             float (&sk)[2], float (&alpha)[2], unsigned (&pf)[kBlockN / 16][4],
+                                             float scale_log2, bool edge, int k0, const int (&rows)[2], int len, int c,
+                                             int sink_keys) {
     // log2 units; masked keys (past the row or the sequence end) take kMasked
 #pragma unroll
     for (int j = 0; j < kNTiles; ++j)
@@ -115,6 +120,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[
         alpha[i] = fast_exp2(m[i] - mx[i]);
         if (kEntropy) t[i] = alpha[i] * (t[i] + (m[i] - mx[i]) * l[i]);
         l[i] *= alpha[i];
+        sk[i] *= alpha[i];
         m[i] = mx[i];
     }
     // p = 2^(x − m'), the row sums and the entropy sum, P packed to bf16
@@ -127,6 +133,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[
             p[e] = fast_exp2(x);
             l[e >> 1] += p[e];
             if (kEntropy) t[e >> 1] = fmaf(p[e], x, t[e >> 1]);
+            if (k0 == 0 && j * 8 + 2 * c + (e & 1) < sink_keys) sk[e >> 1] += p[e];
         }
         pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);
         pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);
@@ -157,10 +164,15 @@ __device__ __forceinline__ void pv_tile(float (&acc_o)[D / 8][4], const unsigned
 }
 
 template <int D, bool kEntropy>
-__device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* __restrict__ lse,
-                                                  float* __restrict__ ent, const bf16* __restrict__ q,
-                                                  const bf16* __restrict__ k, const bf16* __restrict__ v,
-                                                  const int* __restrict__ cu_seqlens, int hq, int hkv, float scale) {
+__device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
+    bf16* __restrict__ o = p.o;
+    const bf16* __restrict__ q = p.q;
+    const bf16* __restrict__ k = p.k;
+    const bf16* __restrict__ v = p.v;
+    const int* __restrict__ cu_seqlens = p.cu_seqlens;
+    const int hq = p.hq, hkv = p.hkv;
+    const float scale = p.scale;
+    const int sink_keys = p.sink ? p.sink_keys : 0;
     using S = MmaSmem<D>;
     constexpr int LD = S::LD;
     static_assert(D % 32 == 0, "K fragments load two k16 slices at a time");
@@ -194,7 +206,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* _
     for (int dn = 0; dn < D / 8; ++dn)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc_o[dn][e] = 0.0f;
-    float m[2] = {kMasked, kMasked}, l[2] = {0.0f, 0.0f}, t[2] = {0.0f, 0.0f};
+    float m[2] = {kMasked, kMasked}, l[2] = {0.0f, 0.0f}, t[2] = {0.0f, 0.0f}, sk[2] = {0.0f, 0.0f};
     const float scale_log2 = scale * kLog2e;
 
     // 3. key tiles up to the diagonal
@@ -226,7 +238,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* _
             unsigned pf[kBlockN / 16][4];
             qk_tile<D>(s, qf, tK, lane);
             const bool edge = k0 + kBlockN - 1 > wq0 || k0 + kBlockN > len;
-            softmax_tile<kEntropy>(s, m, l, t, alpha, pf, scale_log2, edge, k0, rows, len, c);
+            softmax_tile<kEntropy>(s, m, l, t, sk, alpha, pf, scale_log2, edge, k0, rows, len, c, sink_keys);
             pv_tile<D>(acc_o, pf, alpha, tV, lane);
         }
         __syncthreads();  // every warp is done with this stage before 3a refills it
@@ -241,6 +253,10 @@ __device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* _
             t[i] += __shfl_xor_sync(0xffffffffu, t[i], 1);
             t[i] += __shfl_xor_sync(0xffffffffu, t[i], 2);
         }
+        if (sink_keys) {
+            sk[i] += __shfl_xor_sync(0xffffffffu, sk[i], 1);
+            sk[i] += __shfl_xor_sync(0xffffffffu, sk[i], 2);
+        }
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -253,20 +269,20 @@ __device__ __forceinline__ void attn_fwd_mma_body(bf16* __restrict__ o, float* _
             *reinterpret_cast<unsigned*>(orow + dn * 8 + 2 * c) =
                 pack_bf16x2(acc_o[dn][2 * i] * inv_l, acc_o[dn][2 * i + 1] * inv_l);
         if (c == 0) {
-            lse[row] = kLn2 * m[i] + logf(l[i]);
-            if (kEntropy) ent[row] = logf(l[i]) - kLn2 * t[i] / l[i];
+            p.lse[row] = kLn2 * m[i] + logf(l[i]);
+            if (kEntropy) p.ent[row] = logf(l[i]) - kLn2 * t[i] / l[i];
+            if (p.max_prob) p.max_prob[row] = inv_l;
+            if (sink_keys) p.sink[row] = sk[i] * inv_l;
         }
     }
 }
 
 #define DEFINE_ATTN_FWD_MMA(D)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(kThreads, 1)                                                   \
-        attn_fwd_mma_d##D(bf16* o, float* lse, float* ent, const bf16* q, const bf16* k, const bf16* v,         \
-                          const int* cu_seqlens, int hq, int hkv, float scale, int want_entropy) {              \
-        if (want_entropy)                                                                                       \
-            attn_fwd_mma_body<D, true>(o, lse, ent, q, k, v, cu_seqlens, hq, hkv, scale);                       \
+    extern "C" __global__ void __launch_bounds__(kThreads, 1) attn_fwd_mma_d##D(const AttnFwdParams p) {        \
+        if (p.ent)                                                                                              \
+            attn_fwd_mma_body<D, true>(p);                                                                      \
         else                                                                                                    \
-            attn_fwd_mma_body<D, false>(o, lse, ent, q, k, v, cu_seqlens, hq, hkv, scale);                      \
+            attn_fwd_mma_body<D, false>(p);                                                                     \
     }
 DEFINE_ATTN_FWD_MMA(32)
 DEFINE_ATTN_FWD_MMA(64)

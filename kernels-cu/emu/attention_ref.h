@@ -1,5 +1,6 @@
 // emu/attention_ref.h: what the attention harnesses share — a random bf16 problem (packed varlen sequences,
-// GQA) and the f64 reference of causal attention on it: O, LSE, entropy H, and the backward dQ, dK, dV with
+// GQA) and the f64 reference of causal attention on it: O, LSE, the row statistics (entropy H, largest
+// probability, sink mass of the first keys, head-mixture entropy), and the backward dQ, dK, dV with
 // D = rowsum(dO ∘ bf16(O)) as the engine forms it from the stored output.
 #pragma once
 
@@ -34,11 +35,12 @@ inline AttnProblem make_problem(const std::vector<int>& lens, int hq, int hkv, i
 
 struct AttnReference {
     std::vector<double> o, lse, ent;  // [T, Hq, D], [T, Hq], [T, Hq]
+    std::vector<double> max_prob, sink;  // [T, Hq]: max_j p_j, Σ_{j < sink_keys} p_j
     std::vector<float> lse_f, dvec_f;  // as the kernels take them
     std::vector<double> dq, dk, dv;   // [T, Hq, D], [T, Hkv, D], [T, Hkv, D] (when asked for)
 };
 
-inline AttnReference attention_reference(const AttnProblem& p, bool backward) {
+inline AttnReference attention_reference(const AttnProblem& p, bool backward, int sink_keys = 4) {
     const int d = p.d, hq = p.hq, hkv = p.hkv, group = hq / hkv;
     const double scale = 1.0 / std::sqrt((double)d);
     auto f = [](const std::vector<__nv_bfloat16>& x, size_t i) { return (double)bf16_to_f32(x[i]); };
@@ -46,6 +48,8 @@ inline AttnReference attention_reference(const AttnProblem& p, bool backward) {
     r.o.assign((size_t)p.total * hq * d, 0.0);
     r.lse.assign((size_t)p.total * hq, 0.0);
     r.ent = r.lse;
+    r.max_prob = r.lse;
+    r.sink = r.lse;
     r.lse_f.assign(r.lse.size(), 0.0f);
     r.dvec_f = r.lse_f;
     if (backward) {
@@ -76,6 +80,8 @@ inline AttnReference attention_reference(const AttnProblem& p, bool backward) {
                 r.lse[row] = m + std::log(l);
                 r.lse_f[row] = (float)r.lse[row];
                 r.ent[row] = ent;
+                r.max_prob[row] = *std::max_element(pr.begin(), pr.end());
+                for (int j = 0; j < std::min(n, sink_keys); ++j) r.sink[row] += pr[j];
                 double dd = 0;
                 for (int c = 0; c < d; ++c) {
                     double o = 0;
@@ -120,4 +126,36 @@ template <class F> inline double rel1_err(const std::vector<double>& ref, F got)
         e = std::max(e, std::isnan(g) ? INFINITY : std::abs(g - ref[i]) / (1.0 + std::abs(ref[i])));
     }
     return e;
+}
+
+// Head-mixture entropy per token [T]: −Σ_j p̄_j ln p̄_j with p̄_j the mean over the Hq heads of p_hj (f64).
+inline std::vector<double> hmix_reference(const AttnProblem& p) {
+    const int d = p.d, hq = p.hq, hkv = p.hkv, group = hq / hkv;
+    const double scale = 1.0 / std::sqrt((double)d);
+    auto f = [](const std::vector<__nv_bfloat16>& x, size_t i) { return (double)bf16_to_f32(x[i]); };
+    std::vector<double> out((size_t)p.total, 0.0);
+    for (size_t s = 0; s + 1 < p.cu.size(); ++s)
+        for (int i = p.cu[s]; i < p.cu[s + 1]; ++i) {
+            const int n = i - p.cu[s] + 1;
+            std::vector<double> mix(n, 0.0);
+            for (int h = 0; h < hq; ++h) {
+                const size_t qrow = ((size_t)i * hq + h) * d;
+                std::vector<double> pr(n);
+                for (int j = 0; j < n; ++j) {
+                    double acc = 0;
+                    const size_t krow = ((size_t)(p.cu[s] + j) * hkv + h / group) * d;
+                    for (int c = 0; c < d; ++c) acc += f(p.q, qrow + c) * f(p.k, krow + c);
+                    pr[j] = scale * acc;
+                }
+                const double m = *std::max_element(pr.begin(), pr.end());
+                double l = 0;
+                for (double& x : pr) l += (x = std::exp(x - m));
+                for (int j = 0; j < n; ++j) mix[j] += pr[j] / l / hq;
+            }
+            double e = 0;
+            for (double x : mix)
+                if (x > 0) e -= x * std::log(x);
+            out[i] = e;
+        }
+    return out;
 }

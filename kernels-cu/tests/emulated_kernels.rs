@@ -16,7 +16,7 @@ fn crate_dir() -> PathBuf {
 
 /// Real headers from `cuda/` that the kernels include and that need no shim (plain C++ under the shims'
 /// qualifier macros, or built on mma.cuh).
-const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh", "geometry.cuh"];
+const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh", "geometry.cuh", "attention_params.cuh"];
 
 /// A fresh directory holding the shims, the portable headers, the harness and the kernel file (so
 /// `#include "common.cuh"` in the kernel resolves to the shim).
@@ -88,6 +88,11 @@ fn emulate_files(kernels: &[&str], harness: &str, cases: usize) {
 #[test]
 fn attention_forward_mma_kernel_matches_the_f64_reference_when_emulated() {
     emulate("attention_mma.cu", "attention_mma_check.cpp", 5);
+}
+
+#[test]
+fn head_mixture_entropy_pass_matches_the_f64_reference_when_emulated() {
+    emulate_files(&["attention_mma.cu", "attention_hmix.cu"], "attention_hmix_check.cpp", 5);
 }
 
 #[test]

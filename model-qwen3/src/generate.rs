@@ -24,7 +24,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{attention_inputs_fused, layer_output_normed, Qwen3};
 pub use crate::sampling::{sample, SamplingParams};
 use crate::sampling::{sample_active, SampleKey};
-use entrl_engine::ops::{attention, BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape, PrefixGroup};
+use entrl_engine::ops::{attention, BlockCopies, CacheIndex, CacheRows, KvCache, PoolShape, PrefixGroup, RowStats};
 use entrl_engine::{no_grad, profile, Packing, Tensor};
 
 #[derive(Clone, Debug)]
@@ -645,7 +645,7 @@ fn prefill(
     for (i, (layer, cache)) in model.layers.iter().zip(layers).enumerate() {
         let (q, k, v) = attention_inputs_fused(layer, c, &h, &pos_t)?;
         cache.write(&k, &v, &rows)?;
-        let a = attention(&q, &k, &v, &packing, false)?;
+        let a = attention(&q, &k, &v, &packing, RowStats::NONE)?;
         (x, h) = layer_output_normed(layer, c, &x, &a.out, next_norm(model, i))?;
     }
     // the last, partial prompt block of each shared unit, copied to its other members

@@ -22,6 +22,6 @@ pub use generate::{
     generate, generate_batched, generate_run, generate_with, DecodeMode, FinishReason, GenerateOptions, GenerateRun,
     GenerateStats, Generation, GraphStats, KvLayout, PagedKv, Request, KV_MEMORY_FRACTION, MAX_PREFILL_TOKENS,
 };
-pub use model::{ForwardOptions, ForwardOutput, Qwen3};
+pub use model::{ForwardOptions, ForwardOutput, Probe, Qwen3};
 pub use sampling::{sample_uniform, Sample, SampleKey, SamplingParams};
 pub use tokenizer::{Message, Tokenizer};

@@ -10,7 +10,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::Qwen3Config;
 use crate::error::{ModelError, Result};
 use entrl_engine::dist::{flat_slice, flat_write_at};
-use entrl_engine::ops::{add_rms_norm, attention, qk_norm_rope, RopeSpec};
+use entrl_engine::ops::{add_rms_norm, attention, qk_norm_rope, AttnStats, RopeSpec, RowStats};
 use entrl_engine::{checkpoint, DType, Device, Packing, Tensor};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,17 +137,34 @@ impl ParamSpec {
 /// What a training forward computes besides the final hidden states.
 #[derive(Clone, Debug, Default)]
 pub struct ForwardOptions {
-    /// 0-based layers whose attention entropy to return (per token and head, natural log).
-    pub entropy_layers: Vec<usize>,
+    /// 0-based layers whose attention row statistics to return.
+    pub probe_layers: Vec<usize>,
+    /// Which row statistics the probe layers' attention emits (entropy, max probability, sink mass,
+    /// head-mixture entropy).
+    pub probe_stats: RowStats,
     /// Recompute each layer's activations in backward instead of keeping them.
     pub checkpoint: bool,
+}
+
+impl ForwardOptions {
+    /// The attention entropy of `layers` (per token and head, natural log), as the DAPO scores take it.
+    pub fn entropy_at(layers: Vec<usize>, checkpoint: bool) -> Self {
+        Self { probe_layers: layers, probe_stats: RowStats::ENTROPY, checkpoint }
+    }
+}
+
+/// One probe layer's attention statistics.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub layer: usize,
+    pub stats: AttnStats,
 }
 
 pub struct ForwardOutput {
     /// Final-normed hidden states [T, hidden]; logits = hidden · lm_headᵀ.
     pub hidden: Tensor,
-    /// (layer, entropy [T, Hq]) for each requested layer, in layer order.
-    pub entropy: Vec<(usize, Tensor)>,
+    /// Each probe layer's statistics, in layer order.
+    pub probes: Vec<Probe>,
 }
 
 /// The parameters of one layer, in the order of [`Layer`]'s fields.
@@ -332,44 +349,44 @@ impl Qwen3 {
                 packing.total()
             )));
         }
-        if let Some(&bad) = opts.entropy_layers.iter().find(|&&l| l >= c.num_hidden_layers) {
+        if let Some(&bad) = opts.probe_layers.iter().find(|&&l| l >= c.num_hidden_layers) {
             return Err(ModelError::Invalid(format!(
-                "entropy layer {bad} out of range (model has {})",
+                "probe layer {bad} out of range (model has {})",
                 c.num_hidden_layers
             )));
         }
         let pos = Tensor::from_vec(packing.positions(), [packing.total()], &self.device)?;
         let mut x = self.embed.embedding(ids)?;
-        let mut entropy = Vec::new();
+        let mut probes = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let want = opts.entropy_layers.contains(&i);
+            let want = if opts.probe_layers.contains(&i) { opts.probe_stats } else { RowStats::NONE };
             if opts.checkpoint {
-                // The entropy comes out of the first (unrecorded) run; the backward recompute skips it.
-                let slot: Arc<Mutex<Option<Tensor>>> = Arc::new(Mutex::new(None));
-                let first = Arc::new(AtomicBool::new(want));
+                // The statistics come out of the first (unrecorded) run; the backward recompute skips them.
+                let slot: Arc<Mutex<Option<AttnStats>>> = Arc::new(Mutex::new(None));
+                let first = Arc::new(AtomicBool::new(want.any()));
                 let (l, p, cfg, pk, s) = (layer.clone(), pos.clone(), c.clone(), packing.clone(), slot.clone());
                 x = checkpoint(std::slice::from_ref(&x), move |xs| {
-                    let want_now = first.swap(false, Ordering::Relaxed);
-                    let (y, h) = layer_forward(&l, &cfg, &xs[0], &p, &pk, want_now).map_err(into_engine)?;
-                    if let Some(h) = h {
-                        *s.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+                    let now = if first.swap(false, Ordering::Relaxed) { want } else { RowStats::NONE };
+                    let (y, st) = layer_forward(&l, &cfg, &xs[0], &p, &pk, now).map_err(into_engine)?;
+                    if now.any() {
+                        *s.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
                     }
                     Ok(y)
                 })?;
                 let captured = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-                if let Some(h) = captured {
-                    entropy.push((i, h));
+                if let Some(stats) = captured {
+                    probes.push(Probe { layer: i, stats });
                 }
             } else {
-                let (y, h) = layer_forward(layer, c, &x, &pos, packing, want)?;
+                let (y, stats) = layer_forward(layer, c, &x, &pos, packing, want)?;
                 x = y;
-                if let Some(h) = h {
-                    entropy.push((i, h));
+                if want.any() {
+                    probes.push(Probe { layer: i, stats });
                 }
             }
         }
         let hidden = x.rms_norm(&self.norm, c.rms_norm_eps)?;
-        Ok(ForwardOutput { hidden, entropy })
+        Ok(ForwardOutput { hidden, probes })
     }
 }
 
@@ -380,18 +397,18 @@ fn into_engine(e: ModelError) -> entrl_engine::EngineError {
     }
 }
 
-/// One decoder layer; returns the new residual stream and the attention entropy when asked for.
+/// One decoder layer; returns the new residual stream and the attention row statistics asked for.
 fn layer_forward(
     l: &Layer,
     c: &Qwen3Config,
     x: &Tensor,
     pos: &Tensor,
     packing: &Packing,
-    want_entropy: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
+    stats: RowStats,
+) -> Result<(Tensor, AttnStats)> {
     let (q, k, v) = attention_inputs(l, c, x, pos)?;
-    let a = attention(&q, &k, &v, packing, want_entropy)?;
-    Ok((layer_output(l, c, x, &a.out)?, a.entropy))
+    let a = attention(&q, &k, &v, packing, stats)?;
+    Ok((layer_output(l, c, x, &a.out)?, a.stats))
 }
 
 /// Pre-attention half of a layer: q [T, Hq, D], k and v [T, Hkv, D] (q/k normed and rotated), by

@@ -117,8 +117,7 @@ fn measure(dir: &Path, device: &Device, o: &VerifyOptions) -> Result<Vec<Measure
     let t = packing.total();
     let ids_t = Tensor::from_vec(ids.clone(), [t], device)?;
     let all_layers: Vec<usize> = (0..c.num_hidden_layers).collect();
-    let out =
-        model.forward(&ids_t, &packing, &ForwardOptions { entropy_layers: all_layers, checkpoint: o.checkpoint })?;
+    let out = model.forward(&ids_t, &packing, &ForwardOptions::entropy_at(all_layers, o.checkpoint))?;
     let mut rows = Vec::new();
     let mut push = |what: String, rel_err: f64, gradient: bool| rows.push(Measured { what, rel_err, gradient });
 
@@ -148,7 +147,8 @@ fn measure(dir: &Path, device: &Device, o: &VerifyOptions) -> Result<Vec<Measure
         (0..lens.len()).map(|i| host(&refs, &format!("attn_entropy.{i}"))).collect::<Result<_>>()?;
     let refs_norm: Vec<Vec<f64>> =
         (0..lens.len()).map(|i| host(&refs, &format!("attn_entropy_norm.{i}"))).collect::<Result<_>>()?;
-    for (layer, h) in &out.entropy {
+    for probe in &out.probes {
+        let (layer, h) = (&probe.layer, probe.stats.entropy.as_ref().expect("asked for"));
         let (norm, _) = normalized_entropy(h, &packing)?;
         for (label, ours_t, r) in [
             ("attention entropy", h.to_vec_f64()?, &refs_ent),

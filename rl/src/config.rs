@@ -132,6 +132,22 @@ choice! {
 }
 
 choice! {
+    /// `tokens.score`: the per-token attention statistic the strategies rank by (anchors take the lowest,
+    /// explorers the highest), averaged over `tokens.entropy_layers`.
+    TokenScore {
+        /// The paper's: the head-mean normalised attention entropy H / ln(#keys).
+        Hnorm = "hnorm",
+        /// The entropy of the head-averaged attention distribution / ln(#keys) (one reading of the paper's
+        /// definition; a second pass over the keys).
+        Hmix = "hmix",
+        /// The head-mean largest attention probability (high = peaked; not normalised).
+        MaxProb = "max-prob",
+        /// The head-mean attention mass on the sequence's first `tokens.sink_keys` keys.
+        Sink = "sink",
+    }
+}
+
+choice! {
     /// `tokens.normalizer`: the divisor of the summed token losses of a mini-batch.
     Normalizer {
         /// Every valid response token of the mini-batch (DAPO's token-mean).
@@ -347,6 +363,14 @@ pub struct OptimConfig {
     pub warmup_sft_lr: f64,
 }
 
+fn default_score() -> TokenScore {
+    TokenScore::Hnorm
+}
+
+fn default_sink_keys() -> usize {
+    4
+}
+
 fn default_sft_batch() -> usize {
     64
 }
@@ -360,8 +384,15 @@ pub struct TokenConfig {
     /// full, random:K, anchors:K, explorers:K, pred-top:K, pred-bottom:K, position-random:K,
     /// position-random-explorers:K, anchors-matched:K, explorers-matched:K, soft.
     pub strategy: String,
-    /// 0-based layers whose head-mean normalised attention entropy (averaged) is the token score.
+    /// 0-based probe layers: the token score is the mean of `score` over them (and every probe layer's
+    /// Hnorm is logged and traced).
     pub entropy_layers: Vec<usize>,
+    /// The attention statistic the strategies rank tokens by (default: the paper's Hnorm).
+    #[serde(default = "default_score")]
+    pub score: TokenScore,
+    /// Keys counted by `score = "sink"`: the sequence's first N (1 to 64).
+    #[serde(default = "default_sink_keys")]
+    pub sink_keys: usize,
     pub pool: Pool,
     pub normalizer: Normalizer,
     /// entrl's soft weighting (`soft`): w = floor + (1 − floor)·σ(d(step)·z/τ), z the pool-standardised
@@ -614,6 +645,7 @@ pub const RULES: &[Rule] = &[
     Rule { key: "tokens.soft_direction_start", range: "finite", ok: |c| c.tokens.soft_direction_start.is_finite() },
     Rule { key: "tokens.soft_direction_end", range: "finite", ok: |c| c.tokens.soft_direction_end.is_finite() },
     Rule { key: "tokens.soft_floor", range: "in [0, 1)", ok: |c| unit_interval_half_open(c.tokens.soft_floor) },
+    Rule { key: "tokens.sink_keys", range: "1 to 64", ok: |c| (1..=64).contains(&c.tokens.sink_keys) },
     Rule { key: "run.out_dir", range: "a folder path", ok: |c| !c.run.out_dir.is_empty() },
     Rule { key: "run.eval_k", range: "1 to 1024", ok: |c| (1..=1024).contains(&c.run.eval_k) },
     Rule {
@@ -665,6 +697,7 @@ fn extra_range(key: &str) -> Option<String> {
         "rollout.on_short_batch" => names(ShortBatch::NAMES),
         "reward.verifier" => names(VerifierChoice::NAMES),
         "tokens.pool" => names(Pool::NAMES),
+        "tokens.score" => names(TokenScore::NAMES),
         "tokens.normalizer" => names(Normalizer::NAMES),
         "run.comm" => names(CommChoice::NAMES),
         "tokens.strategy" => {
@@ -747,6 +780,8 @@ impl TrainConfig {
             tokens: TokenConfig {
                 strategy: "full".into(),
                 entropy_layers: vec![20],
+                score: TokenScore::Hnorm,
+                sink_keys: default_sink_keys(),
                 pool: Pool::MiniBatch,
                 normalizer: Normalizer::All,
                 soft_temperature: SoftWeightSchedule::default().temperature,

@@ -11,7 +11,7 @@
 use crate::advantage::group_advantages;
 use crate::batch::{micro_batches, DeviceRows, Rows};
 use crate::codec::{Reader, Writer};
-use crate::config::{Normalizer, Pool, ShortBatch};
+use crate::config::{Normalizer, Pool, ShortBatch, TokenScore};
 use crate::diagnose::Diagnostics;
 use crate::dynamic_sampling::{DynamicSampler, Outcome, SamplerState};
 use crate::entropy_stats::{layer_stats, subsample, LayerStats, SUBSAMPLE_CAP};
@@ -21,7 +21,7 @@ use crate::rollout::{decode_samples, encode_samples, mix_seed, rollout, EncodedP
 use crate::session::{Optim, Session};
 use crate::strategy::{Strategy, TokenScores};
 use crate::trace;
-use entrl_engine::ops::{dapo_loss, normalized_entropy, DapoBatch, DapoLossConfig, LossNormalizer};
+use entrl_engine::ops::{dapo_loss, normalized_entropy, DapoBatch, DapoLossConfig, LossNormalizer, RowStats};
 use entrl_engine::optim::clip_grad_norm;
 use entrl_engine::{no_grad, profile, DType, Packing, Tensor};
 use entrl_qwen3::{FinishReason, ForwardOptions, GenerateStats, SamplingParams};
@@ -208,10 +208,20 @@ impl Session {
         c
     }
 
-    pub(crate) fn forward_options(&self, with_entropy: bool, longest: usize) -> ForwardOptions {
+    /// With `with_scores`: the probe layers' Hnorm (always, for the entropy dynamics and traces) and the
+    /// statistic `tokens.score` ranks by.
+    pub(crate) fn forward_options(&self, with_scores: bool, longest: usize) -> ForwardOptions {
         let checkpoint = self.cfg.model.checkpoint_for(longest);
+        let t = &self.cfg.tokens;
+        let probe_stats = RowStats {
+            entropy: true,
+            max_prob: t.score == TokenScore::MaxProb,
+            sink_keys: if t.score == TokenScore::Sink { t.sink_keys } else { 0 },
+            head_mix: t.score == TokenScore::Hmix,
+        };
         ForwardOptions {
-            entropy_layers: if with_entropy { self.cfg.tokens.entropy_layers.clone() } else { Vec::new() },
+            probe_layers: if with_scores { t.entropy_layers.clone() } else { Vec::new() },
+            probe_stats,
             checkpoint,
         }
     }
@@ -321,14 +331,22 @@ impl Session {
         let out = dapo_loss(&fwd.hidden, self.model.lm_head(), &b, &self.loss_config(LossNormalizer::AllTokens, true))
             .map_err(err)?;
         let mut attn = vec![0f32; rows.len()];
-        let mut layers = Vec::with_capacity(fwd.entropy.len());
-        for (layer, h) in &fwd.entropy {
-            let (_, mean) = normalized_entropy(h, &d.packing).map_err(err)?;
-            let mean = mean.to_vec_f32().map_err(err)?;
-            for (a, v) in attn.iter_mut().zip(&mean) {
-                *a += v / fwd.entropy.len() as f32;
+        let mut layers = Vec::with_capacity(fwd.probes.len());
+        for p in &fwd.probes {
+            let hnorm = head_mean_hnorm(p.stats.entropy.as_ref(), &d.packing)?;
+            let score = match self.cfg.tokens.score {
+                TokenScore::Hnorm => hnorm.clone(),
+                TokenScore::Hmix => {
+                    let h = p.stats.head_mix.as_ref().ok_or("attention: no head-mixture entropy")?;
+                    head_mean_hnorm(Some(&h.reshape([rows.len(), 1]).map_err(err)?), &d.packing)?
+                }
+                TokenScore::MaxProb => head_mean(p.stats.max_prob.as_ref())?,
+                TokenScore::Sink => head_mean(p.stats.sink.as_ref())?,
+            };
+            for (a, v) in attn.iter_mut().zip(&score) {
+                *a += v / fwd.probes.len() as f32;
             }
-            layers.push((*layer, mean));
+            layers.push((p.layer, hnorm));
         }
         let pred = out.entropy.as_ref().map(|e| e.to_vec_f32()).transpose().map_err(err)?.unwrap_or_default();
         Ok(Scored { old_logp: out.logp.to_vec_f32().map_err(err)?, attn, pred, layers, rows, first_sample })
@@ -721,6 +739,20 @@ impl Session {
             .map_err(err)?;
         target.copy_from(&poisoned).map_err(err)
     }
+}
+
+/// Per token: the mean over heads of H / ln(#keys) of an entropy [T, H] (H = 1: the head-mixture entropy).
+fn head_mean_hnorm(h: Option<&Tensor>, packing: &Packing) -> Res<Vec<f32>> {
+    let h = h.ok_or("attention: no entropy")?;
+    normalized_entropy(h, packing).and_then(|(_, mean)| mean.to_vec_f32()).map_err(err)
+}
+
+/// Per token: the mean over heads of a row statistic [T, Hq].
+fn head_mean(x: Option<&Tensor>) -> Res<Vec<f32>> {
+    let x = x.ok_or("attention: a row statistic was not computed")?;
+    let hq = x.dims().get(1).copied().unwrap_or(1).max(1);
+    let v = x.to_vec_f32().map_err(err)?;
+    Ok(v.chunks(hq).map(|c| c.iter().sum::<f32>() / hq as f32).collect())
 }
 
 /// The step's entropy dynamics (issue 17) from the scores the old-log-prob pass left on the host, no extra

@@ -2,7 +2,7 @@
 //! over tensors, and the tolerances for f32 and bf16 against the f64 CPU reference.
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::{attention_with, normalized_entropy, AttnKernel, MatmulSpec};
+use crate::ops::{attention_with, normalized_entropy, AttnKernel, MatmulSpec, RowStats};
 use crate::packing::Packing;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -325,11 +325,23 @@ fn attn_via(
     let t = packing.total();
     let inputs = vec![fl(&[t, hq, d]), fl(&[t, hkv, d]), fl(&[t, hkv, d])];
     let case = OpCase::new(name, inputs, move |x| {
-        let a = attention_with(&x[0], &x[1], &x[2], &packing, what != AttnOut::Out, kernel)?;
+        let stats = RowStats {
+            entropy: matches!(what, AttnOut::Entropy | AttnOut::NormMean),
+            max_prob: what == AttnOut::MaxProb,
+            sink_keys: if what == AttnOut::Sink { 5 } else { 0 },
+            head_mix: what == AttnOut::HeadMix,
+        };
+        let a = attention_with(&x[0], &x[1], &x[2], &packing, stats, kernel)?;
+        let asked = |t: Option<Tensor>| {
+            t.ok_or_else(|| crate::EngineError::invalid("attention", "a statistic asked for is missing"))
+        };
         match what {
             AttnOut::Out => Ok(a.out),
-            AttnOut::Entropy => Ok(a.entropy.expect("asked for")),
-            AttnOut::NormMean => Ok(normalized_entropy(&a.entropy.expect("asked for"), &packing)?.1),
+            AttnOut::Entropy => asked(a.stats.entropy),
+            AttnOut::NormMean => Ok(normalized_entropy(&asked(a.stats.entropy)?, &packing)?.1),
+            AttnOut::MaxProb => asked(a.stats.max_prob),
+            AttnOut::Sink => asked(a.stats.sink),
+            AttnOut::HeadMix => asked(a.stats.head_mix),
         }
     });
     let case = if what == AttnOut::Out { case } else { case.no_fd() };
@@ -341,6 +353,10 @@ enum AttnOut {
     Out,
     Entropy,
     NormMean,
+    /// The row statistics besides the entropy (sink mass over the first 5 keys).
+    MaxProb,
+    Sink,
+    HeadMix,
 }
 
 /// Small packs (odd lengths, length 1, GQA ratios 1/4/6, head dims the CUDA kernel does not take) for finite
@@ -362,6 +378,15 @@ fn attention_cases() -> Vec<OpCase> {
         attn("attention Hnorm d64", &[1, 37, 64, 129], 4, 1, 64, NormMean).bf16_only(),
         attn("attention S=4096 d64", &[4096], 2, 1, 64, Out).bf16_only().gpu_only(),
         attn("attention entropy S=4099 d128", &[4099], 2, 1, 128, Entropy).bf16_only().gpu_only(),
+        // the other row statistics: largest probability, sink mass, head-mixture entropy (second pass)
+        attn("attention max prob", &[3, 1, 4], 4, 2, 4, MaxProb).cpu_only(),
+        attn("attention sink mass", &[7, 1, 9], 4, 2, 4, Sink).cpu_only(),
+        attn("attention head-mix entropy", &[3, 1, 6], 6, 2, 4, HeadMix).cpu_only(),
+        attn("attention max prob d64", &[1, 37, 64, 129], 4, 1, 64, MaxProb).bf16_only(),
+        attn("attention sink mass d128", &[200, 17, 65], 8, 2, 128, Sink).bf16_only(),
+        attn("attention head-mix d32", &[3, 50, 1, 70], 4, 2, 32, HeadMix).bf16_only(),
+        attn("attention head-mix d128 gqa4", &[200, 17, 65], 8, 2, 128, HeadMix).bf16_only(),
+        attn("attention head-mix S=4099 d128", &[4099], 8, 2, 128, HeadMix).bf16_only().gpu_only(),
         // the second forward kernel (attention.cu, WMMA) on the same shapes
         attn_via("attention d32 [wmma]", &[3, 50, 1, 70], 4, 2, 32, Out, Wmma).bf16_only().gpu_only(),
         attn_via("attention d128 gqa4 [wmma]", &[200, 17, 65], 8, 2, 128, Out, Wmma).bf16_only().gpu_only(),

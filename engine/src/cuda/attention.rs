@@ -1,13 +1,72 @@
-//! Launchers for `kernels-cu/cuda/attention.cu` and `attention_mma.cu`: the fused forward (with optional
-//! entropy; two kernels, see [`AttnKernel`]), the backward (row dot preprocess, main kernel with f32 dQ
-//! accumulation, final cast) and entropy normalisation.
+//! Launchers for `kernels-cu/cuda/attention.cu`, `attention_mma.cu` and `attention_hmix.cu`: the fused
+//! forward with the row statistics asked for (two kernels, see [`AttnKernel`]; the head-mixture entropy is a
+//! second pass), the backward (row dot preprocess, main kernel with f32 dQ accumulation, final cast) and
+//! entropy normalisation.
 use super::kernels::{self, grid};
 use crate::cpu::attention::AttnGeom;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
-use crate::ops::AttnKernel;
+use crate::ops::{AttnKernel, RowStats};
 use crate::storage::CudaStorage;
-use cudarc::driver::LaunchConfig;
+use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+/// `AttnFwdParams` of `kernels-cu/cuda/attention_params.cuh`, field for field (device pointers as u64; 0 =
+/// a statistic not asked for).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct AttnFwdParams {
+    o: u64,
+    lse: u64,
+    ent: u64,
+    max_prob: u64,
+    sink: u64,
+    q: u64,
+    k: u64,
+    v: u64,
+    cu_seqlens: u64,
+    hq: i32,
+    hkv: i32,
+    scale: f32,
+    sink_keys: i32,
+}
+
+/// `AttnHmixParams` of `attention_params.cuh`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct AttnHmixParams {
+    hmix: u64,
+    lse: u64,
+    q: u64,
+    k: u64,
+    cu_seqlens: u64,
+    hq: i32,
+    hkv: i32,
+    scale: f32,
+    pad: i32,
+}
+
+// SAFETY: plain-old-data #[repr(C)] structs matching the CUDA declarations field for field.
+unsafe impl DeviceRepr for AttnFwdParams {}
+unsafe impl DeviceRepr for AttnHmixParams {}
+
+/// What [`forward`] returns: the output, the LSE and each statistic asked for.
+pub struct CudaAttnOut {
+    pub o: CudaStorage,
+    pub lse: CudaStorage,
+    pub entropy: Option<CudaStorage>,
+    pub max_prob: Option<CudaStorage>,
+    pub sink: Option<CudaStorage>,
+    pub head_mix: Option<CudaStorage>,
+}
+
+/// `attention_hmix.cu`: 64 query rows per CTA (every head), 4 warps.
+const HMIX_ROWS: usize = 64;
+const HMIX_THREADS: u32 = 128;
+
+/// Dynamic shared memory of `attn_hmix_d*` (mirrors `HmixSmem<D>`: two stages of a 64-row Q and K tile).
+pub fn hmix_smem_bytes(d: usize) -> usize {
+    4 * HMIX_ROWS * (d + 8) * 2
+}
 
 const BLOCK: usize = 64;
 const THREADS: u32 = 128;
@@ -53,7 +112,8 @@ pub fn bwd_mma_smem_bytes(d: usize) -> usize {
     (6 * BLOCK * (d + 8) + BLOCK * (BLOCK + 8)) * 2 + 4 * BLOCK * 4
 }
 
-/// Returns (o bf16 [T, Hq, D], lse f32 [T, Hq], entropy f32 [T, Hq] when asked for), computed by `kernel`.
+/// o bf16 [T, Hq, D], lse f32 [T, Hq] and the statistics of `stats` (f32), computed by `kernel` (and the
+/// head-mixture pass).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     q: &CudaStorage,
@@ -62,20 +122,35 @@ pub fn forward(
     cu: &CudaStorage,
     g: &AttnGeom,
     max_len: usize,
-    want_entropy: bool,
+    stats: &RowStats,
     kernel: AttnKernel,
-) -> Result<(CudaStorage, CudaStorage, Option<CudaStorage>)> {
+) -> Result<CudaAttnOut> {
     let dev = &q.device;
-    let o = CudaStorage::alloc(dev, DType::BF16, q.len)?;
-    let lse = CudaStorage::alloc(dev, DType::F32, g.total * g.hq)?;
-    let ent = if want_entropy { Some(CudaStorage::alloc(dev, DType::F32, g.total * g.hq)?) } else { None };
+    let rows = g.total * g.hq;
+    let opt = |want: bool, n: usize| want.then(|| CudaStorage::alloc(dev, DType::F32, n)).transpose();
+    let r = CudaAttnOut {
+        o: CudaStorage::alloc(dev, DType::BF16, q.len)?,
+        lse: CudaStorage::alloc(dev, DType::F32, rows)?,
+        entropy: opt(stats.entropy, rows)?,
+        max_prob: opt(stats.max_prob, rows)?,
+        sink: opt(stats.sink_keys > 0, rows)?,
+        head_mix: opt(stats.head_mix, g.total)?,
+    };
     if g.total == 0 {
-        return Ok((o, lse, ent));
+        return Ok(r);
     }
-    let (po, pl, pe) = (o.ptr(), lse.ptr(), ent.as_ref().map_or(0u64, |e| e.ptr()));
+    let ptr = |s: &Option<CudaStorage>| s.as_ref().map_or(0u64, |s| s.ptr());
+    let (po, pl, pe) = (r.o.ptr(), r.lse.ptr(), ptr(&r.entropy));
     let (pq, pk, pv, pc) = (q.ptr(), k.ptr(), v.ptr(), cu.ptr());
-    let (hq, hkv, scale, we) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32, want_entropy as i32);
+    let (hq, hkv, scale, we) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32, stats.entropy as i32);
     match kernel {
+        AttnKernel::Wmma if stats.max_prob || stats.sink_keys > 0 => {
+            return Err(EngineError::invalid(
+                "attention",
+                "the WMMA forward (ENTRL_ATTN_KERNEL=wmma) emits only the entropy; the max probability and the sink \
+                 mass need the mma kernel",
+            ));
+        }
         AttnKernel::Wmma => {
             let name = format!("attn_fwd_d{}", g.d);
             let smem = smem_bytes(g.d, false);
@@ -88,10 +163,33 @@ pub fn forward(
             let smem = mma_smem_bytes(g.d);
             dev.allow_shared_memory("attention_mma", &name, smem)?;
             let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;
-            launch!(dev, "attention_mma", name, c, [po, pl, pe, pq, pk, pv, pc, hq, hkv, scale, we]);
+            let p = AttnFwdParams {
+                o: po,
+                lse: pl,
+                ent: pe,
+                max_prob: ptr(&r.max_prob),
+                sink: ptr(&r.sink),
+                q: pq,
+                k: pk,
+                v: pv,
+                cu_seqlens: pc,
+                hq,
+                hkv,
+                scale,
+                sink_keys: stats.sink_keys as i32,
+            };
+            launch!(dev, "attention_mma", name, c, [p]);
         }
     }
-    Ok((o, lse, ent))
+    if let Some(h) = &r.head_mix {
+        let name = format!("attn_hmix_d{}", g.d);
+        let smem = hmix_smem_bytes(g.d);
+        dev.allow_shared_memory("attention_hmix", &name, smem)?;
+        let c = cfg(max_len.div_ceil(HMIX_ROWS), 1, g.spans.len(), HMIX_THREADS, smem)?;
+        let p = AttnHmixParams { hmix: h.ptr(), lse: pl, q: pq, k: pk, cu_seqlens: pc, hq, hkv, scale, pad: 0 };
+        launch!(dev, "attention_hmix", name, c, [p]);
+    }
+    Ok(r)
 }
 
 /// Returns (dq, dk, dv), all bf16, computed by `kernel`'s backward.

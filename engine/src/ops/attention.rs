@@ -21,8 +21,59 @@ pub struct AttentionOutput {
     pub out: Tensor,
     /// Row log-sum-exp of the scaled scores, [tokens, Hq] (f32; f64 for f64 inputs).
     pub lse: Tensor,
-    /// Softmax entropy H (natural log) per (token, head), [tokens, Hq], when asked for.
+    /// The row statistics asked for ([`RowStats`]).
+    pub stats: AttnStats,
+}
+
+/// Row statistics of the attention distributions p_hi· that a forward emits on request (each costs nothing
+/// when it is not asked for). Every one has an f64 CPU reference (`cpu/attention.rs`), a kernel path, an
+/// emulator check and selftest rows; ARCHITECTURE.md ("How to add a row statistic") is the recipe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowStats {
+    /// Softmax entropy H = −Σ_j p_j ln p_j per (token, head), natural log.
+    pub entropy: bool,
+    /// The largest probability max_j p_j per (token, head): 1/l of the online softmax, free.
+    pub max_prob: bool,
+    /// The attention mass on the sequence's first `sink_keys` keys per (token, head) ("attention sink"
+    /// mass); 0 = not asked for, else 1 ..= [`RowStats::MAX_SINK_KEYS`].
+    pub sink_keys: usize,
+    /// The entropy of the head-averaged distribution p̄_j = mean_h p_hj per token (natural log): a second
+    /// pass over the keys with the forward's LSEs (`attention_hmix.cu`).
+    pub head_mix: bool,
+}
+
+impl RowStats {
+    pub const NONE: Self = Self { entropy: false, max_prob: false, sink_keys: 0, head_mix: false };
+    pub const ENTROPY: Self = Self { entropy: true, ..Self::NONE };
+    /// The sink keys lie in the forward kernel's first key tile.
+    pub const MAX_SINK_KEYS: usize = 64;
+
+    pub fn any(&self) -> bool {
+        *self != Self::NONE
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.sink_keys > Self::MAX_SINK_KEYS {
+            return Err(EngineError::invalid(
+                "attention",
+                format!("sink_keys {} must be 0 (off) to {}", self.sink_keys, Self::MAX_SINK_KEYS),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The row statistics a forward computed, each Some when it was asked for; no gradient flows through them.
+#[derive(Clone, Debug, Default)]
+pub struct AttnStats {
+    /// [tokens, Hq]
     pub entropy: Option<Tensor>,
+    /// [tokens, Hq]
+    pub max_prob: Option<Tensor>,
+    /// [tokens, Hq]
+    pub sink: Option<Tensor>,
+    /// [tokens]
+    pub head_mix: Option<Tensor>,
 }
 
 /// Which CUDA kernels compute the attention forward and backward (the CPU reference ignores it).
@@ -59,12 +110,12 @@ impl AttnKernel {
 }
 
 /// Causal self-attention of packed sequences: q [T, Hq, D], k and v [T, Hkv, D] (Hq a multiple of Hkv,
-/// GQA), scale 1/√D. Each sequence of `packing` attends only to itself. On a GPU the forward runs the
-/// process default kernel ([`AttnKernel::from_env`]).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, want_entropy: bool) -> Result<AttentionOutput> {
+/// GQA), scale 1/√D, with the row statistics `stats` asks for. Each sequence of `packing` attends only to
+/// itself. On a GPU the forward runs the process default kernel ([`AttnKernel::from_env`]).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, stats: RowStats) -> Result<AttentionOutput> {
     // The CPU reference ignores the kernel choice, so a bad $ENTRL_ATTN_KERNEL only matters on a GPU.
     let kernel = if q.device().is_cuda() { AttnKernel::from_env()? } else { AttnKernel::Mma };
-    attention_with(q, k, v, packing, want_entropy, kernel)
+    attention_with(q, k, v, packing, stats, kernel)
 }
 
 /// [`attention`] with the CUDA kernels named (checks and benchmarks compare the two).
@@ -73,41 +124,44 @@ pub fn attention_with(
     k: &Tensor,
     v: &Tensor,
     packing: &Packing,
-    want_entropy: bool,
+    stats: RowStats,
     kernel: AttnKernel,
 ) -> Result<AttentionOutput> {
     let g = validate(q, k, v, packing)?;
+    stats.validate()?;
     let dt = q.dtype();
     let cu = packing.on(q.device())?;
-    let mut st = dispatch(
+    // Both backends return o, lse and then the statistics asked for, in RowStats' field order.
+    let wanted = [stats.entropy, stats.max_prob, stats.sink_keys > 0, stats.head_mix];
+    let st = dispatch(
         "attention",
         &[q, k, v, &cu],
         |x| {
-            let mut o = run_float("attention", &AttentionFwd { g: &g }, &x[..3])?;
-            let (ent, lse) = (o.pop().expect("entropy"), o.pop().expect("lse"));
-            Ok(vec![o.pop().expect("o").cast(dt), lse, ent])
+            let fwd = AttentionFwd { g: &g, sink_keys: stats.sink_keys };
+            let mut all = run_float("attention", &fwd, &x[..3])?.into_iter();
+            let o = all.next().expect("o").cast(dt);
+            let lse = all.next().expect("lse");
+            Ok([o, lse].into_iter().chain(all.zip(wanted).filter(|(_, w)| *w).map(|(s, _)| s)).collect())
         },
         |x| {
-            let (o, lse, ent) =
-                cuda_attn::forward(x[0], x[1], x[2], x[3], &g, packing.max_len(), want_entropy, kernel)?;
-            Ok(match ent {
-                Some(e) => vec![o, lse, e],
-                None => vec![o, lse],
-            })
+            let r = cuda_attn::forward(x[0], x[1], x[2], x[3], &g, packing.max_len(), &stats, kernel)?;
+            let extra = [r.entropy, r.max_prob, r.sink, r.head_mix].into_iter().flatten();
+            Ok([r.o, r.lse].into_iter().chain(extra).collect())
         },
     )?;
     let rows = Shape::new([g.total, g.hq]);
     let dev = q.device();
-    let entropy = match (want_entropy, st.len()) {
-        (true, 3) => Some(Tensor::from_storage(st.pop().expect("entropy"), rows.clone(), dev)),
-        (false, 3) => {
-            st.pop();
-            None
-        }
-        _ => None,
+    let mut st = st.into_iter();
+    let out = Tensor::from_storage(st.next().expect("o"), q.shape().clone(), dev);
+    let lse = Tensor::from_storage(st.next().expect("lse"), rows.clone(), dev);
+    let mut take =
+        |want: bool, shape: Shape| want.then(|| Tensor::from_storage(st.next().expect("a statistic"), shape, dev));
+    let row_stats = AttnStats {
+        entropy: take(wanted[0], rows.clone()),
+        max_prob: take(wanted[1], rows.clone()),
+        sink: take(wanted[2], rows),
+        head_mix: take(wanted[3], Shape::new([g.total])),
     };
-    let lse = Tensor::from_storage(st.pop().expect("lse"), rows, dev);
-    let out = Tensor::from_storage(st.pop().expect("o"), q.shape().clone(), dev);
     let rule = AttentionBackward {
         q: q.detach(),
         k: k.detach(),
@@ -120,7 +174,7 @@ pub fn attention_with(
         kernel,
     };
     let out = Tensor::from_op_output(out, &[q, k, v], rule)?;
-    Ok(AttentionOutput { out, lse, entropy })
+    Ok(AttentionOutput { out, lse, stats: row_stats })
 }
 
 fn validate(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing) -> Result<AttnGeom> {

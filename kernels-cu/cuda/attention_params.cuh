@@ -1,0 +1,32 @@
+// attention_params.cuh: the by-value parameter structs of the fused attention forward and of the
+// head-mixture pass, identical in layout to their Rust #[repr(C)] twins in engine/src/cuda/attention.rs (the
+// engine checks the struct's size against the kernel's PTX parameter before every launch). A statistic's
+// pointer is null when the caller did not ask for it. Plain C++ apart from the bf16 type, so the CPU
+// emulation includes it unchanged.
+#pragma once
+
+struct AttnFwdParams {
+    __nv_bfloat16* o;          // [T, Hq, D]
+    float* lse;                // [T, Hq], natural log
+    float* ent;                // [T, Hq] softmax entropy H = −Σ p ln p, or null
+    float* max_prob;           // [T, Hq] max_j p_j, or null
+    float* sink;               // [T, Hq] Σ_{j < sink_keys} p_j (the "sink" mass of the first keys), or null
+    const __nv_bfloat16* q;    // [T, Hq, D]
+    const __nv_bfloat16* k;    // [T, Hkv, D]
+    const __nv_bfloat16* v;    // [T, Hkv, D]
+    const int* cu_seqlens;     // [num_seqs + 1]
+    int hq, hkv;
+    float scale;
+    int sink_keys;             // 1 .. 64 (the first key tile) when sink is asked for
+};
+
+struct AttnHmixParams {
+    float* hmix;               // [T] entropy of the head-averaged attention distribution, natural log
+    const float* lse;          // [T, Hq] from the forward
+    const __nv_bfloat16* q;    // [T, Hq, D]
+    const __nv_bfloat16* k;    // [T, Hkv, D]
+    const int* cu_seqlens;     // [num_seqs + 1]
+    int hq, hkv;
+    float scale;
+    int pad;
+};
