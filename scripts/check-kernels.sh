@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Compile every kernels-cu/cuda/*.cu to PTX for sm_90a, check the PTX ISA is 9.0 (what the H100's
+# Compile every kernels-cu/cuda/*.cu (shipped) and kernels-cu/dev/*.cu (the dev harness's other versions) to
+# PTX for sm_90a, check the PTX ISA is 9.0 (what the H100's
 # CUDA 13.0 driver loads), and assemble each with `ptxas -v` to print registers and spills per kernel.
 # Any compile or assembly error fails. Usage: NVCC=/path/to/nvcc scripts/check-kernels.sh
 set -euo pipefail
 : "${NVCC:?set NVCC to the pinned nvcc (scripts/install-nvcc.sh prints it)}"
 PTXAS="$(dirname "$NVCC")/ptxas"
 SRC="$(cd "$(dirname "$0")/../kernels-cu/cuda" && pwd)"
+DEV="$(cd "$(dirname "$0")/../kernels-cu/dev" && pwd)"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 status=0
-for cu in "$SRC"/*.cu; do
+for cu in "$SRC"/*.cu "$DEV"/*.cu; do
   name=$(basename "$cu" .cu)
+  [ "$(dirname "$cu")" = "$DEV" ] && name="dev_$name"
   "$NVCC" --ptx -arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr -lineinfo -I"$SRC" "$cu" -o "$OUT/$name.ptx"
   version=$(grep -m1 '^\.version' "$OUT/$name.ptx")
   if [ "$version" != ".version 9.0" ]; then
     echo "FAIL $name: PTX $version (expected .version 9.0: nvcc/nvvm pins are mixed)"; status=1; continue
   fi
-  echo "== $name.cu ($version, sm_90a)"
+  echo "== $name ($version, sm_90a)"
   "$PTXAS" -arch=sm_90a -v "$OUT/$name.ptx" -o "$OUT/$name.cubin" 2>&1 \
     | awk '/Compiling entry function/ { match($0, /'"'"'[^'"'"']+'"'"'/); fn = substr($0, RSTART+1, RLENGTH-2) }
            /bytes stack frame/ { frame = $0 }

@@ -172,28 +172,15 @@ fn attention(
     reps: usize,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::ops::{attention_with as attn, AttnKernel, RowStats};
+    use entrl_engine::ops::{attention as attn, RowStats};
     use entrl_engine::{no_grad, Packing};
     let dev = Device::cuda(0)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
-    let main = AttnKernel::from_env()?;
-    let other = if main == AttnKernel::Mma { AttnKernel::Wmma } else { AttnKernel::Mma };
     let mut lines = String::new();
+    println!("attention bf16, {hq} q heads / {hkv} kv heads, d={d}, causal ({}); attention_mma", cuda.name());
     println!(
-        "attention bf16, {hq} q heads / {hkv} kv heads, d={d}, causal ({}); forward kernel {}, second {}",
-        cuda.name(),
-        main.name(),
-        other.name()
-    );
-    println!(
-        "{:<10} {:>16} {:>16} {:>16} {:>18} {:>16} {:>16}",
-        "shape",
-        "fwd ms (TF/s)",
-        "fwd+H ms (TF/s)",
-        "fwd+H+hmix ms",
-        "fwd+bwd ms (TF/s)",
-        format!("{} fwd", other.name()),
-        format!("{} fwd+H", other.name())
+        "{:<10} {:>16} {:>16} {:>16} {:>18}",
+        "shape", "fwd ms (TF/s)", "fwd+H ms (TF/s)", "fwd+H+hmix ms", "fwd+bwd ms (TF/s)"
     );
     for lens in ATTN_SHAPES {
         let packing = Packing::from_lengths(lens)?;
@@ -204,18 +191,16 @@ fn attention(
         let dout = Tensor::randn([t, hq, d], 1.0, DType::BF16, &dev, 4)?;
         // FLOPs as flash-attention's benchmark counts them: 4·S²·H·d per sequence, halved for causal.
         let fwd_flops: f64 = lens.iter().map(|&s| 2.0 * (s * s * hq * d) as f64).sum();
-        let forward = |kernel: AttnKernel, stats: RowStats| -> Result<f64, Box<dyn std::error::Error>> {
+        let forward = |stats: RowStats| -> Result<f64, Box<dyn std::error::Error>> {
             Ok(median(&time_ms(&cuda, 3, reps, || {
                 let _g = no_grad();
-                attn(&q, &k, &v, &packing, stats, kernel).map(|_| ())
+                attn(&q, &k, &v, &packing, stats).map(|_| ())
             })?))
         };
         let hmix = RowStats { head_mix: true, ..RowStats::ENTROPY };
-        let (fwd, fwd_h) = (forward(main, RowStats::NONE)?, forward(main, RowStats::ENTROPY)?);
-        let fwd_hmix = forward(main, hmix)?;
-        let (alt, alt_h) = (forward(other, RowStats::NONE)?, forward(other, RowStats::ENTROPY)?);
+        let (fwd, fwd_h, fwd_hmix) = (forward(RowStats::NONE)?, forward(RowStats::ENTROPY)?, forward(hmix)?);
         let fwd_bwd = median(&time_ms(&cuda, 3, reps, || {
-            attn(&q, &k, &v, &packing, RowStats::NONE, main)?.out.backward_with(dout.clone())?;
+            attn(&q, &k, &v, &packing, RowStats::NONE)?.out.backward_with(dout.clone())?;
             [&q, &k, &v].iter().for_each(|p| p.zero_grad());
             Ok(())
         })?);
@@ -223,28 +208,21 @@ fn attention(
         let cell = |ms: f64, flops: f64| format!("{ms:.3} ({:.0})", tf(flops, ms));
         let label = if lens.len() == 1 { format!("S={}", lens[0]) } else { format!("{}x{}", lens.len(), lens[0]) };
         println!(
-            "{label:<10} {:>16} {:>16} {:>16} {:>18} {:>16} {:>16}",
+            "{label:<10} {:>16} {:>16} {:>16} {:>18}",
             cell(fwd, fwd_flops),
             cell(fwd_h, fwd_flops),
             format!("{fwd_hmix:.3} (x{:.2})", (fwd_hmix - fwd_h) / fwd),
-            cell(fwd_bwd, 3.5 * fwd_flops),
-            cell(alt, fwd_flops),
-            cell(alt_h, fwd_flops)
+            cell(fwd_bwd, 3.5 * fwd_flops)
         );
-        // impl "entrl" is the default kernel (what training runs); "entrl_<kernel>" the second one.
-        let alt_impl = format!("entrl_{}", other.name());
-        for (imp, kernel, mode, ms, flops) in [
-            ("entrl", main, "fwd", fwd, fwd_flops),
-            ("entrl", main, "fwd_entropy", fwd_h, fwd_flops),
+        for (mode, ms, flops) in [
+            ("fwd", fwd, fwd_flops),
+            ("fwd_entropy", fwd_h, fwd_flops),
             // forward + entropy + the head-mixture pass (the printed ×: the pass's time / the forward's)
-            ("entrl", main, "fwd_entropy_hmix", fwd_hmix, fwd_flops),
-            ("entrl", main, "fwd_bwd", fwd_bwd, 3.5 * fwd_flops),
-            (alt_impl.as_str(), other, "fwd", alt, fwd_flops),
-            (alt_impl.as_str(), other, "fwd_entropy", alt_h, fwd_flops),
+            ("fwd_entropy_hmix", fwd_hmix, fwd_flops),
+            ("fwd_bwd", fwd_bwd, 3.5 * fwd_flops),
         ] {
             lines.push_str(&format!(
-                "{{\"bench\":\"attention\",\"impl\":\"{imp}\",\"kernel\":\"{}\",\"shape\":\"{label}\",\"mode\":\"{mode}\",\"ms\":{ms:.4},\"tflops\":{:.2},\"heads\":{hq},\"kv_heads\":{hkv},\"d\":{d},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
-                kernel.name(),
+                "{{\"bench\":\"attention\",\"impl\":\"entrl\",\"kernel\":\"mma\",\"shape\":\"{label}\",\"mode\":\"{mode}\",\"ms\":{ms:.4},\"tflops\":{:.2},\"heads\":{hq},\"kv_heads\":{hkv},\"d\":{d},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
                 tf(flops, ms),
                 cuda.name(),
                 crate::COMMIT

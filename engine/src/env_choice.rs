@@ -1,5 +1,5 @@
 //! The process-wide choices between implementations that are read from the environment
-//! (`ENTRL_ATTN_KERNEL`, `ENTRL_GEMM`, `ENTRL_SELECT_HIST`, `ENTRL_SORT_SCATTER`): one parser, one error.
+//! (`ENTRL_GEMM`, `ENTRL_SELECT_HIST`, `ENTRL_SORT_SCATTER`): one parser, one error.
 use std::sync::OnceLock;
 
 /// `$var` as one of `all` by name; unset or empty gives `default`. The error names the variable, the value

@@ -19,7 +19,8 @@ fn crate_dir() -> PathBuf {
 const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh", "geometry.cuh", "attention_params.cuh"];
 
 /// A fresh directory holding the shims, the portable headers, the harness and the kernel file (so
-/// `#include "common.cuh"` in the kernel resolves to the shim).
+/// `#include "common.cuh"` in the kernel resolves to the shim). Kernel files and harnesses are looked up in
+/// `cuda/` and `emu/`, then in `dev/` (the versions that are not shipped, llm.c's dev/cuda).
 fn stage(kernels: &[&str], harness: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("entrl-emu-{}-{}", std::process::id(), harness.replace('.', "-")));
     let _ = std::fs::remove_dir_all(&dir);
@@ -29,8 +30,12 @@ fn stage(kernels: &[&str], harness: &str) -> PathBuf {
         let path = entry.expect("read kernels-cu/emu").path();
         std::fs::copy(&path, dir.join(path.file_name().expect("file name"))).expect("copy a shim");
     }
-    for file in PORTABLE_HEADERS.iter().chain(kernels) {
-        std::fs::copy(crate_dir().join("cuda").join(file), dir.join(file)).expect("copy a kernel source");
+    for file in PORTABLE_HEADERS.iter().chain(kernels).chain([&harness]) {
+        let shipped = crate_dir().join("cuda").join(file);
+        let src = if shipped.is_file() { shipped } else { crate_dir().join("dev").join(file) };
+        if src.is_file() {
+            std::fs::copy(&src, dir.join(file)).expect("copy a kernel source");
+        }
     }
     dir
 }
@@ -122,8 +127,8 @@ fn fused_dapo_loss_rows_match_the_f64_formulas_when_emulated() {
 }
 
 #[test]
-fn wmma_attention_kernels_match_the_f64_reference_when_emulated() {
-    emulate("attention.cu", "attention_wmma_check.cpp", 3);
+fn dev_wmma_attention_and_the_shipped_row_dot_and_entropy_norm_match_the_f64_reference_when_emulated() {
+    emulate_files(&["attention.cu", "attention_wmma.cu"], "attention_wmma_check.cpp", 3);
 }
 
 #[test]
@@ -137,15 +142,17 @@ fn strided_elementwise_and_reduction_kernels_match_their_formulas_when_emulated(
     emulate_files(&["elementwise.cu", "reduce.cu"], "strided_kernels_check.cpp", 8);
 }
 
-/// Every kernel file is executed by one of the tests above.
+/// Every kernel file, shipped or dev, is executed by one of the tests above.
 #[test]
 fn every_kernel_file_has_an_emulated_check() {
-    let emu = std::fs::read_dir(crate_dir().join("emu")).expect("emu").map(|e| e.expect("entry").path());
+    let emu = ["emu", "dev"].into_iter().flat_map(|d| std::fs::read_dir(crate_dir().join(d)).expect(d));
     let harnesses: String = emu
+        .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "cpp"))
         .map(|p| std::fs::read_to_string(p).expect("harness"))
         .collect();
-    for entry in std::fs::read_dir(crate_dir().join("cuda")).expect("cuda") {
+    let kernels = ["cuda", "dev"].into_iter().flat_map(|d| std::fs::read_dir(crate_dir().join(d)).expect(d));
+    for entry in kernels {
         let name = entry.expect("entry").file_name().to_string_lossy().to_string();
         if name.ends_with(".cu") {
             assert!(harnesses.contains(&format!("#include \"{name}\"")), "no emulated check includes {name}");

@@ -2,7 +2,7 @@
 //! over tensors, and the tolerances for f32 and bf16 against the f64 CPU reference.
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::{attention_with, normalized_entropy, AttnKernel, MatmulSpec, RowStats};
+use crate::ops::{attention, normalized_entropy, MatmulSpec, RowStats};
 use crate::packing::Packing;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -305,22 +305,8 @@ fn loss_cases() -> Vec<OpCase> {
     ]
 }
 
-/// Attention over a packing of `lens`, GQA `hq`/`hkv`, head_dim `d`: the output, the entropy, or the
-/// head-mean normalised entropy, with the default (mma) CUDA forward.
+/// Attention over a packing of `lens`, GQA `hq`/`hkv`, head_dim `d`: the output, or one row statistic.
 fn attn(name: &'static str, lens: &[usize], hq: usize, hkv: usize, d: usize, what: AttnOut) -> OpCase {
-    attn_via(name, lens, hq, hkv, d, what, AttnKernel::Mma)
-}
-
-/// [`attn`] with the CUDA forward kernel named.
-fn attn_via(
-    name: &'static str,
-    lens: &[usize],
-    hq: usize,
-    hkv: usize,
-    d: usize,
-    what: AttnOut,
-    kernel: AttnKernel,
-) -> OpCase {
     let packing = Arc::new(Packing::from_lengths(lens).expect("valid lengths"));
     let t = packing.total();
     let inputs = vec![fl(&[t, hq, d]), fl(&[t, hkv, d]), fl(&[t, hkv, d])];
@@ -331,7 +317,7 @@ fn attn_via(
             sink_keys: if what == AttnOut::Sink { 5 } else { 0 },
             head_mix: what == AttnOut::HeadMix,
         };
-        let a = attention_with(&x[0], &x[1], &x[2], &packing, stats, kernel)?;
+        let a = attention(&x[0], &x[1], &x[2], &packing, stats)?;
         let asked = |t: Option<Tensor>| {
             t.ok_or_else(|| crate::EngineError::invalid("attention", "a statistic asked for is missing"))
         };
@@ -363,7 +349,6 @@ enum AttnOut {
 /// differences and the CPU paths; the
 /// kernel's head dims 32/64/128 in bf16 with long rows (S >= 4096) for the GPU.
 fn attention_cases() -> Vec<OpCase> {
-    use AttnKernel::Wmma;
     use AttnOut::*;
     vec![
         attn("attention", &[3, 1, 4], 2, 2, 4, Out).cpu_only(),
@@ -387,11 +372,6 @@ fn attention_cases() -> Vec<OpCase> {
         attn("attention head-mix d32", &[3, 50, 1, 70], 4, 2, 32, HeadMix).bf16_only(),
         attn("attention head-mix d128 gqa4", &[200, 17, 65], 8, 2, 128, HeadMix).bf16_only(),
         attn("attention head-mix S=4099 d128", &[4099], 8, 2, 128, HeadMix).bf16_only().gpu_only(),
-        // the second forward kernel (attention.cu, WMMA) on the same shapes
-        attn_via("attention d32 [wmma]", &[3, 50, 1, 70], 4, 2, 32, Out, Wmma).bf16_only().gpu_only(),
-        attn_via("attention d128 gqa4 [wmma]", &[200, 17, 65], 8, 2, 128, Out, Wmma).bf16_only().gpu_only(),
-        attn_via("attention entropy d128 [wmma]", &[200, 17, 65], 8, 2, 128, Entropy, Wmma).bf16_only().gpu_only(),
-        attn_via("attention entropy S=4099 d128 [wmma]", &[4099], 2, 1, 128, Entropy, Wmma).bf16_only().gpu_only(),
     ]
 }
 

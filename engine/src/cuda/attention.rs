@@ -1,12 +1,12 @@
-//! Launchers for `kernels-cu/cuda/attention.cu`, `attention_mma.cu` and `attention_hmix.cu`: the fused
-//! forward with the row statistics asked for (two kernels, see [`AttnKernel`]; the head-mixture entropy is a
-//! second pass), the backward (row dot preprocess, main kernel with f32 dQ accumulation, final cast) and
-//! entropy normalisation.
+//! Launchers for `kernels-cu/cuda/attention_mma.cu`, `attention_mma_bwd.cu`, `attention_hmix.cu` and
+//! `attention.cu`: the fused forward with the row statistics asked for (the head-mixture entropy is a
+//! second pass), the backward (row dot preprocess, main kernel with f32 dQ accumulation, GQA reduce,
+//! final cast) and entropy normalisation.
 use super::kernels::{self, grid};
 use crate::cpu::attention::AttnGeom;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
-use crate::ops::{AttnKernel, RowStats};
+use crate::ops::RowStats;
 use crate::storage::CudaStorage;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
@@ -80,17 +80,6 @@ pub fn mma_smem_bytes(d: usize) -> usize {
     (MMA_BLOCK + 4 * BLOCK) * (d + 8) * 2
 }
 
-/// Dynamic shared memory of the forward / backward kernels (mirrors `Layout<D>` in attention.cu).
-pub fn smem_bytes(d: usize, backward: bool) -> usize {
-    let (ldq, ldo, lds, ldp) = (d + 8, d + 4, BLOCK + 4, BLOCK + 8);
-    let (tile, scores, probs, acc) = (BLOCK * ldq * 2, BLOCK * lds * 4, BLOCK * ldp * 2, BLOCK * ldo * 4);
-    if backward {
-        4 * tile + 2 * scores + 2 * probs + 2 * acc + 2 * BLOCK * 4
-    } else {
-        3 * tile + scores + probs + acc + BLOCK * 4
-    }
-}
-
 fn cfg(blocks_x: usize, heads: usize, seqs: usize, threads: u32, smem: usize) -> Result<LaunchConfig> {
     if heads > 65_535 || seqs > 65_535 {
         return Err(EngineError::shape("attention", format!("{heads} heads x {seqs} sequences exceed the grid")));
@@ -123,7 +112,6 @@ pub fn forward(
     g: &AttnGeom,
     max_len: usize,
     stats: &RowStats,
-    kernel: AttnKernel,
 ) -> Result<CudaAttnOut> {
     let dev = &q.device;
     let rows = g.total * g.hq;
@@ -142,45 +130,27 @@ pub fn forward(
     let ptr = |s: &Option<CudaStorage>| s.as_ref().map_or(0u64, |s| s.ptr());
     let (po, pl, pe) = (r.o.ptr(), r.lse.ptr(), ptr(&r.entropy));
     let (pq, pk, pv, pc) = (q.ptr(), k.ptr(), v.ptr(), cu.ptr());
-    let (hq, hkv, scale, we) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32, stats.entropy as i32);
-    match kernel {
-        AttnKernel::Wmma if stats.max_prob || stats.sink_keys > 0 => {
-            return Err(EngineError::invalid(
-                "attention",
-                "the WMMA forward (ENTRL_ATTN_KERNEL=wmma) emits only the entropy; the max probability and the sink \
-                 mass need the mma kernel",
-            ));
-        }
-        AttnKernel::Wmma => {
-            let name = format!("attn_fwd_d{}", g.d);
-            let smem = smem_bytes(g.d, false);
-            dev.allow_shared_memory("attention", &name, smem)?;
-            let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), THREADS, smem)?;
-            launch!(dev, "attention", name, c, [po, pl, pe, pq, pk, pv, pc, hq, hkv, scale, we]);
-        }
-        AttnKernel::Mma => {
-            let name = format!("attn_fwd_mma_d{}", g.d);
-            let smem = mma_smem_bytes(g.d);
-            dev.allow_shared_memory("attention_mma", &name, smem)?;
-            let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;
-            let p = AttnFwdParams {
-                o: po,
-                lse: pl,
-                ent: pe,
-                max_prob: ptr(&r.max_prob),
-                sink: ptr(&r.sink),
-                q: pq,
-                k: pk,
-                v: pv,
-                cu_seqlens: pc,
-                hq,
-                hkv,
-                scale,
-                sink_keys: stats.sink_keys as i32,
-            };
-            launch!(dev, "attention_mma", name, c, [p]);
-        }
-    }
+    let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);
+    let name = format!("attn_fwd_mma_d{}", g.d);
+    let smem = mma_smem_bytes(g.d);
+    dev.allow_shared_memory("attention_mma", &name, smem)?;
+    let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;
+    let p = AttnFwdParams {
+        o: po,
+        lse: pl,
+        ent: pe,
+        max_prob: ptr(&r.max_prob),
+        sink: ptr(&r.sink),
+        q: pq,
+        k: pk,
+        v: pv,
+        cu_seqlens: pc,
+        hq,
+        hkv,
+        scale,
+        sink_keys: stats.sink_keys as i32,
+    };
+    launch!(dev, "attention_mma", name, c, [p]);
     if let Some(h) = &r.head_mix {
         let name = format!("attn_hmix_d{}", g.d);
         let smem = hmix_smem_bytes(g.d);
@@ -192,7 +162,7 @@ pub fn forward(
     Ok(r)
 }
 
-/// Returns (dq, dk, dv), all bf16, computed by `kernel`'s backward.
+/// Returns (dq, dk, dv), all bf16.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     q: &CudaStorage,
@@ -204,7 +174,6 @@ pub fn backward(
     cu: &CudaStorage,
     g: &AttnGeom,
     max_len: usize,
-    kernel: AttnKernel,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     let dev = &q.device;
     if dout.dtype != DType::BF16 || lse.dtype != DType::F32 {
@@ -228,36 +197,17 @@ pub fn backward(
     let dq_acc = CudaStorage::zeros(dev, DType::F32, q.len)?;
     let (pq, pk, pv, pl, pc) = (q.ptr(), k.ptr(), v.ptr(), lse.ptr(), cu.ptr());
     let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);
-    match kernel {
-        // 2. main kernel: dK, dV per key tile (each CTA sums its KV head's query group); dQ in f32
-        AttnKernel::Wmma => {
-            let name = format!("attn_bwd_d{}", g.d);
-            let smem = smem_bytes(g.d, true);
-            dev.allow_shared_memory("attention", &name, smem)?;
-            let c = cfg(max_len.div_ceil(BLOCK), g.hkv, g.spans.len(), THREADS, smem)?;
-            let (pdq, pdk, pdv) = (dq_acc.ptr(), dk.ptr(), dv.ptr());
-            launch!(dev, "attention", name, c, [pdq, pdk, pdv, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
-        }
-        // 2. main kernel per (key tile, query head) into f32 per-head dK/dV, then the GQA group sum
-        AttnKernel::Mma => {
-            let dk_head = CudaStorage::alloc(dev, DType::F32, q.len)?;
-            let dv_head = CudaStorage::alloc(dev, DType::F32, q.len)?;
-            let name = format!("attn_bwd_mma_d{}", g.d);
-            let smem = bwd_mma_smem_bytes(g.d);
-            dev.allow_shared_memory("attention_mma_bwd", &name, smem)?;
-            let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), THREADS, smem)?;
-            let (pdq, pdkh, pdvh) = (dq_acc.ptr(), dk_head.ptr(), dv_head.ptr());
-            launch!(dev, "attention_mma_bwd", name, c, [pdq, pdkh, pdvh, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
-            let (pdk, pdv, n) = (dk.ptr(), dv.ptr(), k.len as i64);
-            launch!(
-                dev,
-                "attention_mma_bwd",
-                "attn_bwd_mma_reduce",
-                grid(k.len),
-                [pdk, pdv, pdkh, pdvh, n, hq, hkv, d]
-            );
-        }
-    }
+    // 2. main kernel per (key tile, query head) into f32 per-head dK/dV, then the GQA group sum
+    let dk_head = CudaStorage::alloc(dev, DType::F32, q.len)?;
+    let dv_head = CudaStorage::alloc(dev, DType::F32, q.len)?;
+    let name = format!("attn_bwd_mma_d{}", g.d);
+    let smem = bwd_mma_smem_bytes(g.d);
+    dev.allow_shared_memory("attention_mma_bwd", &name, smem)?;
+    let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), THREADS, smem)?;
+    let (pdq, pdkh, pdvh) = (dq_acc.ptr(), dk_head.ptr(), dv_head.ptr());
+    launch!(dev, "attention_mma_bwd", name, c, [pdq, pdkh, pdvh, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
+    let (pdk, pdv, n) = (dk.ptr(), dv.ptr(), k.len as i64);
+    launch!(dev, "attention_mma_bwd", "attn_bwd_mma_reduce", grid(k.len), [pdk, pdv, pdkh, pdvh, n, hq, hkv, d]);
     // 3. dQ to bf16
     let dq = kernels::cast(&dq_acc, DType::BF16)?;
     Ok((dq, dk, dv))

@@ -1,5 +1,5 @@
 //! Fused causal attention over packed sequences, with the per-(token, head) softmax entropy emitted by
-//! the same pass (switchable). GPU: the FlashAttention-2-style kernels in `kernels-cu/cuda/attention.cu`
+//! the same pass (switchable). GPU: the FlashAttention-2-style kernels in `kernels-cu/cuda/attention_mma*.cu`
 //! (bf16 in, f32 accumulation, the S×S matrix never written). CPU: the materialising f64 reference.
 //! The entropy is a measurement: it carries no gradient.
 use super::{check_float, check_same_device, check_same_dtype, dispatch};
@@ -76,57 +76,10 @@ pub struct AttnStats {
     pub head_mix: Option<Tensor>,
 }
 
-/// Which CUDA kernels compute the attention forward and backward (the CPU reference ignores it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttnKernel {
-    /// `attention_mma.cu` / `attention_mma_bwd.cu`: FlashAttention-2 structure with the tiles and
-    /// accumulators in registers, mma.sync m16n8k16 + ldmatrix, two-stage cp.async pipelines; the forward
-    /// takes 128 query rows per CTA, the backward 64 keys of one query head. The default.
-    Mma,
-    /// `attention.cu`: WMMA 16×16×16 with the score tiles and the accumulators staged in shared memory,
-    /// 64×64 tiles. Kept as the simpler second implementation to check and time against.
-    Wmma,
-}
-
-impl AttnKernel {
-    /// Environment variable that picks the process default (`mma` or `wmma`).
-    pub const ENV: &'static str = "ENTRL_ATTN_KERNEL";
-
-    pub const ALL: [AttnKernel; 2] = [Self::Mma, Self::Wmma];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Mma => "mma",
-            Self::Wmma => "wmma",
-        }
-    }
-
-    /// `$ENTRL_ATTN_KERNEL` when set (read once per process), else [`AttnKernel::Mma`].
-    pub fn from_env() -> Result<Self> {
-        static CHOICE: std::sync::OnceLock<std::result::Result<AttnKernel, String>> = std::sync::OnceLock::new();
-        crate::env_choice::env_choice_once(&CHOICE, Self::ENV, &Self::ALL, Self::name, Self::Mma)
-            .map_err(|msg| EngineError::invalid("attention", msg))
-    }
-}
-
 /// Causal self-attention of packed sequences: q [T, Hq, D], k and v [T, Hkv, D] (Hq a multiple of Hkv,
 /// GQA), scale 1/√D, with the row statistics `stats` asks for. Each sequence of `packing` attends only to
-/// itself. On a GPU the forward runs the process default kernel ([`AttnKernel::from_env`]).
+/// itself. GPU: `attention_mma.cu` (+ `attention_hmix.cu` for the head mixture); CPU: the f64 reference.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, stats: RowStats) -> Result<AttentionOutput> {
-    // The CPU reference ignores the kernel choice, so a bad $ENTRL_ATTN_KERNEL only matters on a GPU.
-    let kernel = if q.device().is_cuda() { AttnKernel::from_env()? } else { AttnKernel::Mma };
-    attention_with(q, k, v, packing, stats, kernel)
-}
-
-/// [`attention`] with the CUDA kernels named (checks and benchmarks compare the two).
-pub fn attention_with(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    packing: &Packing,
-    stats: RowStats,
-    kernel: AttnKernel,
-) -> Result<AttentionOutput> {
     let g = validate(q, k, v, packing)?;
     stats.validate()?;
     let dt = q.dtype();
@@ -144,7 +97,7 @@ pub fn attention_with(
             Ok([o, lse].into_iter().chain(all.zip(wanted).filter(|(_, w)| *w).map(|(s, _)| s)).collect())
         },
         |x| {
-            let r = cuda_attn::forward(x[0], x[1], x[2], x[3], &g, packing.max_len(), &stats, kernel)?;
+            let r = cuda_attn::forward(x[0], x[1], x[2], x[3], &g, packing.max_len(), &stats)?;
             let extra = [r.entropy, r.max_prob, r.sink, r.head_mix].into_iter().flatten();
             Ok([r.o, r.lse].into_iter().chain(extra).collect())
         },
@@ -171,7 +124,6 @@ pub fn attention_with(
         cu,
         g,
         max_len: packing.max_len(),
-        kernel,
     };
     let out = Tensor::from_op_output(out, &[q, k, v], rule)?;
     Ok(AttentionOutput { out, lse, stats: row_stats })
@@ -228,7 +180,6 @@ struct AttentionBackward {
     cu: Tensor,
     g: AttnGeom,
     max_len: usize,
-    kernel: AttnKernel,
 }
 
 impl Backward for AttentionBackward {
@@ -249,8 +200,7 @@ impl Backward for AttentionBackward {
                 Ok(out.into_iter().map(|s| s.cast(dt)).collect())
             },
             |x| {
-                let (dq, dk, dv) =
-                    cuda_attn::backward(x[0], x[1], x[2], x[3], x[4], x[5], x[6], g, self.max_len, self.kernel)?;
+                let (dq, dk, dv) = cuda_attn::backward(x[0], x[1], x[2], x[3], x[4], x[5], x[6], g, self.max_len)?;
                 Ok(vec![dq, dk, dv])
             },
         )?;

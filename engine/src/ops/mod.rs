@@ -16,7 +16,7 @@ mod select;
 mod softmax;
 mod weights;
 
-pub use attention::{attention, attention_with, normalized_entropy, AttentionOutput, AttnKernel, AttnStats, RowStats};
+pub use attention::{attention, normalized_entropy, AttentionOutput, AttnStats, RowStats};
 pub use decode::{
     check_index, check_prefix_groups, check_write_rows, prefix_group_rows, BlockCopies, CacheIndex, CacheRows, KvCache,
     PoolShape, PrefixGroup, DECODE_CHUNK_KEYS, PADDING_ROW,

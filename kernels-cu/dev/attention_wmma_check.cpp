@@ -1,9 +1,10 @@
-// Executes the WMMA attention kernels of cuda/attention.cu (the second implementation, `ENTRL_ATTN_KERNEL=wmma`)
-// on the CPU, compiled unchanged against the emu/ shims (emu/mma.h stands in for nvcuda::wmma): the forward
+// Executes the WMMA attention kernels of dev/attention_wmma.cu (the dev harness's losing version) and the
+// shipped helpers of cuda/attention.cu on the CPU, compiled unchanged against the emu/ shims (emu/mma.h stands in for nvcuda::wmma): the forward
 // (O, LSE, entropy), attn_bwd_dot (D), the backward (dQ, dK, dV) and attn_entropy_norm (H / ln(pos+1) and its
 // head mean), against the f64 reference of attention_ref.h. Outputs start poisoned. One line per case; exit 1
 // on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "attention.cu"
+#include "attention_wmma.cu"
 #include "attention_ref.h"
 #include "harness.h"
 
