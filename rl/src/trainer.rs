@@ -151,6 +151,28 @@ pub struct TokenView {
     pub weights: Vec<f32>,
 }
 
+/// What one update's backward pass sums over its micro-batches (this rank's, then all-reduced).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct LossSums {
+    pub loss: f64,
+    /// Σ clip_frac · response tokens, and the same for the lower clip and the approximate KL.
+    pub clip_tokens: f64,
+    pub clip_lower_tokens: f64,
+    pub kl_tokens: f64,
+    pub tokens: f64,
+}
+
+impl LossSums {
+    /// The host exchange's encoding (one all-reduce of five values).
+    fn to_array(self) -> [f64; 5] {
+        [self.loss, self.clip_tokens, self.clip_lower_tokens, self.kl_tokens, self.tokens]
+    }
+    fn from_array(v: &[f64]) -> Self {
+        let at = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+        Self { loss: at(0), clip_tokens: at(1), clip_lower_tokens: at(2), kl_tokens: at(3), tokens: at(4) }
+    }
+}
+
 /// Running sums over a step's updates.
 #[derive(Default)]
 struct UpdateSums {
@@ -398,20 +420,19 @@ impl Session {
     }
 
     /// Forward + fused loss + backward over this rank's micro-batches of `mb` with the given weights (one
-    /// per row of the whole mini-batch) and normaliser. Returns this rank's
-    /// (Σ loss, Σ clip·tokens, Σ clip_lower·tokens, Σ kl·tokens, tokens); with `trace`, also pushes each
-    /// micro-batch's new log-probs and gradient-signal magnitudes there.
+    /// per row of the whole mini-batch) and normaliser. Returns this rank's [`LossSums`]; with `trace`, also
+    /// pushes each micro-batch's new log-probs and gradient-signal magnitudes there.
     pub(crate) fn backward_pass(
         &self,
         mb: &MiniBatch,
         weights: &[f32],
         z: f64,
         mut trace: Option<&mut Vec<LossTrace>>,
-    ) -> Res<[f64; 5]> {
+    ) -> Res<LossSums> {
         let dev = &self.device;
         let mut cfg = self.loss_config(LossNormalizer::Fixed(z), false);
         cfg.want_grad_norm = trace.is_some();
-        let mut acc = [0.0; 5];
+        let mut acc = LossSums::default();
         let mut off: usize = mb.micros[..mb.mine.start].iter().map(|m| m.rows.len()).sum();
         for m in &mb.micros[mb.mine.clone()] {
             let n = m.rows.len();
@@ -439,11 +460,11 @@ impl Session {
                 t.push(LossTrace { new_logp: out.logp.to_vec_f32().map_err(err)?, grad_norm });
             }
             let met = out.metrics().map_err(err)?;
-            acc[0] += out.loss.to_scalar().map_err(err)?;
-            acc[1] += met.clip_frac * met.response_tokens;
-            acc[2] += met.clip_frac_lower * met.response_tokens;
-            acc[3] += met.approx_kl * met.response_tokens;
-            acc[4] += met.response_tokens;
+            acc.loss += out.loss.to_scalar().map_err(err)?;
+            acc.clip_tokens += met.clip_frac * met.response_tokens;
+            acc.clip_lower_tokens += met.clip_frac_lower * met.response_tokens;
+            acc.kl_tokens += met.approx_kl * met.response_tokens;
+            acc.tokens += met.response_tokens;
         }
         Ok(acc)
     }
@@ -497,8 +518,7 @@ impl Session {
             self.poison_first_element(true)?;
         }
         if let Some(c) = &self.comm {
-            let global = c.all_reduce_host_many(&acc).map_err(err)?;
-            acc.copy_from_slice(&global);
+            acc = LossSums::from_array(&c.all_reduce_host_many(&acc.to_array()).map_err(err)?);
         }
         let clip = self.cfg.train.grad_clip;
         let (params, opt) = (&self.params, &mut self.opt);
@@ -506,14 +526,14 @@ impl Session {
             Ok(match opt {
                 Optim::Plain(o) => {
                     let norm = clip_grad_norm(params, clip).map_err(err)?;
-                    let ok = norm.is_finite() && acc[0].is_finite();
+                    let ok = norm.is_finite() && acc.loss.is_finite();
                     if ok {
                         o.step(lr, None).map_err(err)?;
                     }
                     (norm, ok)
                 }
                 // The loss sum is global, so every rank takes the same decision.
-                Optim::Sharded(_) if !acc[0].is_finite() => (f64::NAN, false),
+                Optim::Sharded(_) if !acc.loss.is_finite() => (f64::NAN, false),
                 Optim::Sharded(o) => {
                     let r = o.step(lr, clip).map_err(err)?;
                     (r.norm, r.applied)
@@ -538,12 +558,12 @@ impl Session {
         } else {
             self.consecutive_skips = 0;
             sums.updates += 1;
-            sums.loss += acc[0];
+            sums.loss += acc.loss;
             sums.grad_norm += norm;
-            sums.clip += acc[1];
-            sums.clip_lower += acc[2];
-            sums.kl += acc[3];
-            sums.tokens += acc[4];
+            sums.clip += acc.clip_tokens;
+            sums.clip_lower += acc.clip_lower_tokens;
+            sums.kl += acc.kl_tokens;
+            sums.tokens += acc.tokens;
         }
         Ok(())
     }
