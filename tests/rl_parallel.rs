@@ -113,16 +113,20 @@ fn a_failing_rank_stops_all_ranks_without_a_partial_checkpoint() {
 #[test]
 fn sharded_run_resumes_exactly() {
     let (a, b) = (tmp("resume-a"), tmp("resume-b"));
-    let full = train(config(&a, &["train.steps=4", "run.world_size=2"]), None).unwrap();
-    train(config(&b, &["train.steps=2", "run.world_size=2"]), None).unwrap();
-    let resumed = train(config(&b, &["train.steps=4", "run.world_size=2"]), Some(&b)).unwrap();
+    // Diagnostics on: each rank's previous gradient shards travel in the checkpoint (cos_prev resumes too).
+    let d = "run.diagnose_every=1";
+    let full = train(config(&a, &["train.steps=4", "run.world_size=2", d]), None).unwrap();
+    train(config(&b, &["train.steps=2", "run.world_size=2", d]), None).unwrap();
+    assert!(b.join("checkpoints/step_000002/diag_prev.rank1.bin").is_file());
+    let resumed = train(config(&b, &["train.steps=4", "run.world_size=2", d]), Some(&b)).unwrap();
+    assert!(resumed.steps[0].diag.as_ref().unwrap().geometry.cos_prev.iter().all(Option::is_some));
     for (x, y) in full.steps[2..].iter().zip(&resumed.steps) {
         assert_eq!((x.step, x.loss, x.grad_norm, x.reward_mean), (y.step, y.loss, y.grad_norm, y.reward_mean));
         assert_eq!(deterministic(x), deterministic(y), "step {} differs after a sharded resume", x.step);
     }
     assert_eq!(weights(full.checkpoint.as_ref().unwrap()), weights(resumed.checkpoint.as_ref().unwrap()));
     // A checkpoint of 2 ranks cannot be resumed by 1.
-    let e = train(config(&b, &["train.steps=5", "run.world_size=1"]), Some(&b)).unwrap_err();
+    let e = train(config(&b, &["train.steps=5", "run.world_size=1", d]), Some(&b)).unwrap_err();
     assert!(e.contains("optimizer state for 2 rank(s)"), "{e}");
     for d in [a, b] {
         std::fs::remove_dir_all(&d).unwrap();

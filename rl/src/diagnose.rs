@@ -15,8 +15,10 @@
 //! step), the four others cost one forward + backward each.
 //!
 //! Normalisers follow `tokens.normalizer`: with `all-tokens` every set's loss is divided by the
-//! mini-batch's response tokens, with `selected` by the set's own weight sum. The previous gradients are
-//! not checkpointed: the first diagnosed update after a resume reports no `cos_prev` (null).
+//! mini-batch's response tokens, with `selected` by the set's own weight sum. The previous update's shards
+//! go into each checkpoint (`diag_prev.rank{r}.bin`, 2 bytes × P/g × 5 per rank), so a resumed run reports
+//! the same `cos_prev` as an uninterrupted one; shards holding a non-finite value are not saved (the first
+//! diagnosed update after such a resume reports null).
 use crate::config::Normalizer;
 use crate::strategy::Strategy;
 use crate::trainer::MiniBatch;
@@ -86,6 +88,58 @@ pub struct HostShard(pub Vec<u16>);
 
 /// The five shards of one diagnosed update, in [`DiagGrad::ALL`] order.
 pub type UpdateShards = Vec<HostShard>;
+
+/// The file of rank `rank`'s previous shards in a checkpoint folder.
+fn prev_file(dir: &std::path::Path, rank: usize) -> std::path::PathBuf {
+    dir.join(format!("diag_prev.rank{rank}.bin"))
+}
+
+const PREV_MAGIC: &[u8; 8] = b"ENTRLDG1";
+
+/// Write `prev` (five shards of one length) into checkpoint folder `dir` atomically, unless a value is not
+/// finite (then nothing is written).
+pub(crate) fn save_prev(dir: &std::path::Path, rank: usize, prev: &[HostShard]) -> Res<()> {
+    let finite = |b: u16| b & 0x7f80 != 0x7f80;
+    if prev.len() != KINDS || prev.iter().any(|s| s.0.len() != prev[0].0.len() || !s.0.iter().all(|&b| finite(b))) {
+        return Ok(());
+    }
+    let n = prev[0].0.len();
+    let mut bytes = Vec::with_capacity(24 + 2 * KINDS * n);
+    bytes.extend_from_slice(PREV_MAGIC);
+    bytes.extend_from_slice(&(KINDS as u64).to_le_bytes());
+    bytes.extend_from_slice(&(n as u64).to_le_bytes());
+    for s in prev {
+        s.0.iter().for_each(|b| bytes.extend_from_slice(&b.to_le_bytes()));
+    }
+    entrl_qwen3::save::write_atomic(&prev_file(dir, rank), &bytes).map_err(|e| e.to_string())
+}
+
+/// The previous shards saved in checkpoint folder `dir` for `rank` (None when the checkpoint has none); a
+/// file that is not one of ours, or whose sizes disagree with its length, is an error naming it.
+pub(crate) fn load_prev(dir: &std::path::Path, rank: usize) -> Res<Option<UpdateShards>> {
+    let path = prev_file(dir, rank);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = |why: &str| format!("{}: not a diagnostics file of this version ({why})", path.display());
+    if bytes.len() < 24 || &bytes[..8] != PREV_MAGIC {
+        return Err(bad("header"));
+    }
+    let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let (kinds, n) = (word(8), word(16));
+    if kinds != KINDS as u64 || n.checked_mul(2 * KINDS as u64) != Some(bytes.len() as u64 - 24) {
+        return Err(bad("sizes"));
+    }
+    let n = n as usize;
+    let shards = (0..KINDS)
+        .map(|k| {
+            let body = &bytes[24 + 2 * k * n..24 + 2 * (k + 1) * n];
+            HostShard(body.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+        })
+        .collect();
+    Ok(Some(shards))
+}
 
 /// Index of the pair (i, j), i < j, in the 10 pairwise entries.
 fn pair_index(i: usize, j: usize) -> usize {
@@ -448,6 +502,27 @@ mod tests {
         assert_eq!(m.geometry.norm[0], 2.0);
         assert_eq!(m.geometry.cos_prev[4], Some(0.5));
         assert_eq!(m.geometry.cos_prev[0], None);
+    }
+
+    #[test]
+    fn previous_shards_round_trip_through_a_checkpoint_file() {
+        let dir = std::env::temp_dir().join(format!("entrl-diag-prev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(load_prev(&dir, 0).unwrap(), None);
+        let prev: Vec<HostShard> = (0..KINDS).map(|k| shard(&[k as f32, -1.5, 0.25])).collect();
+        save_prev(&dir, 1, &prev).unwrap();
+        assert_eq!(load_prev(&dir, 1).unwrap(), Some(prev.clone()));
+        // A non-finite shard is not saved; a truncated file is an error naming it.
+        let mut bad = prev.clone();
+        bad[2] = shard(&[f32::NAN, 0.0, 0.0]);
+        save_prev(&dir, 2, &bad).unwrap();
+        assert_eq!(load_prev(&dir, 2).unwrap(), None);
+        let f = prev_file(&dir, 1);
+        let bytes = std::fs::read(&f).unwrap();
+        std::fs::write(&f, &bytes[..bytes.len() - 1]).unwrap();
+        let e = load_prev(&dir, 1).unwrap_err();
+        assert!(e.contains("diag_prev.rank1.bin"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

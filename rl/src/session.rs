@@ -270,6 +270,7 @@ impl Session {
         let mut stream = PromptStream::new(prompts.len(), cfg.train.seed, cfg.data.shuffle);
         let (mut step, mut next_group, mut skipped_total, mut expected_response) = (0, 0, 0, 0);
         let mut consecutive_skips = 0;
+        let mut diag_prev = None;
         if let Some(dir) = ckpt {
             let state_file = dir.join("state.json");
             let text = entrl_qwen3::files::read_to_string(&state_file).map_err(|e| e.to_string())?;
@@ -325,6 +326,7 @@ impl Session {
             (step, next_group, skipped_total, stream) = (st.step, st.next_group, st.skipped_total, st.stream);
             expected_response = st.expected_response;
             consecutive_skips = st.consecutive_skips;
+            diag_prev = crate::diagnose::load_prev(dir, rank)?;
         }
         Ok(Self {
             cfg,
@@ -348,7 +350,7 @@ impl Session {
             eval_prompt_counts,
             memory_plan: mem.table(),
             rollout_slots,
-            diag_prev: None,
+            diag_prev,
         })
     }
 
@@ -405,6 +407,9 @@ impl Session {
             (TAG_WORLD, world.to_string()),
         ];
         write_safetensors_tagged(&tmp.join(optimizer_file(rank, world)), &state, &tags).map_err(|e| e.to_string())?;
+        if let Some(prev) = &self.diag_prev {
+            crate::diagnose::save_prev(&tmp, rank, prev)?;
+        }
         barrier()?;
         let published = if rank == 0 {
             at(SavePhase::Written);
