@@ -117,7 +117,7 @@ fn sharded_run_resumes_exactly() {
     let d = "run.diagnose_every=1";
     let full = train(config(&a, &["train.steps=4", "run.world_size=2", d]), None).unwrap();
     train(config(&b, &["train.steps=2", "run.world_size=2", d]), None).unwrap();
-    assert!(b.join("checkpoints/step_000002/diag_prev.rank1.bin").is_file());
+    assert!(b.join("checkpoints/step_000002/diag_prev.rank1.safetensors").is_file());
     let resumed = train(config(&b, &["train.steps=4", "run.world_size=2", d]), Some(&b)).unwrap();
     assert!(resumed.steps[0].diag.as_ref().unwrap().geometry.cos_prev.iter().all(Option::is_some));
     for (x, y) in full.steps[2..].iter().zip(&resumed.steps) {

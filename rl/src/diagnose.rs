@@ -16,15 +16,19 @@
 //!
 //! Normalisers follow `tokens.normalizer`: with `all-tokens` every set's loss is divided by the
 //! mini-batch's response tokens, with `selected` by the set's own weight sum. The previous update's shards
-//! go into each checkpoint (`diag_prev.rank{r}.bin`, 2 bytes × P/g × 5 per rank), so a resumed run reports
+//! go into each checkpoint (`diag_prev.rank{r}.safetensors`, 2 bytes × P/g × 5 per rank), so a resumed run reports
 //! the same `cos_prev` as an uninterrupted one; shards holding a non-finite value are not saved (the first
 //! diagnosed update after such a resume reports null).
 use crate::config::Normalizer;
 use crate::strategy::Strategy;
 use crate::trainer::MiniBatch;
 use crate::Session;
+use entrl_engine::cpu::CpuStorage;
 use entrl_engine::dist::{reduce_scatter_pieces, FlatLayout, BUCKET_ELEMENTS};
-use entrl_engine::Tensor;
+use entrl_engine::{bf16, DType, Device, Tensor};
+use entrl_qwen3::checkpoint::Checkpoint;
+use entrl_qwen3::save::write_safetensors;
+use std::path::{Path, PathBuf};
 
 type Res<T> = Result<T, String>;
 
@@ -57,88 +61,66 @@ impl DiagGrad {
     }
 }
 
-/// f32 → bf16 bits, round to nearest even (NaN stays NaN).
-pub fn bf16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) as u16) | 0x40;
-    }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+/// (threads, elements per thread) for host work over `n` elements: the machine's cores, at least 64 Ki
+/// elements each.
+fn host_split(n: usize) -> (usize, usize) {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.div_ceil(1 << 16)).max(1);
+    (threads, n.div_ceil(threads).max(1))
 }
 
-/// bf16 bits → f32 (exact).
-pub fn bf16_value(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
-}
-
-/// dst[i] = bf16(src[i]) on the machine's cores.
-fn round_into(dst: &mut [u16], src: &[f32]) {
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(src.len().div_ceil(1 << 16)).max(1);
-    let chunk = src.len().div_ceil(threads).max(1);
+/// dst[i] = bf16(src[i]) (round to nearest even) on the machine's cores.
+fn round_into(dst: &mut [bf16], src: &[f32]) {
+    let (_, chunk) = host_split(src.len());
     std::thread::scope(|sc| {
         for (d, s) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
-            sc.spawn(move || d.iter_mut().zip(s).for_each(|(h, &x)| *h = bf16_bits(x)));
+            sc.spawn(move || d.iter_mut().zip(s).for_each(|(h, &x)| *h = bf16::from_f32(x)));
         }
     });
 }
 
-/// This rank's shard of one gradient, on the host in bf16 bits.
+/// This rank's shard of one gradient, on the host in bf16.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostShard(pub Vec<u16>);
+pub struct HostShard(pub Vec<bf16>);
 
 /// The five shards of one diagnosed update, in [`DiagGrad::ALL`] order.
 pub type UpdateShards = Vec<HostShard>;
 
-/// The file of rank `rank`'s previous shards in a checkpoint folder.
-fn prev_file(dir: &std::path::Path, rank: usize) -> std::path::PathBuf {
-    dir.join(format!("diag_prev.rank{rank}.bin"))
+/// The file of rank `rank`'s previous shards in a checkpoint folder (a safetensors file of five bf16
+/// tensors named by [`DiagGrad::name`]).
+fn prev_file(dir: &Path, rank: usize) -> PathBuf {
+    dir.join(format!("diag_prev.rank{rank}.safetensors"))
 }
 
-const PREV_MAGIC: &[u8; 8] = b"ENTRLDG1";
-
-/// Write `prev` (five shards of one length) into checkpoint folder `dir` atomically, unless a value is not
-/// finite (then nothing is written).
-pub(crate) fn save_prev(dir: &std::path::Path, rank: usize, prev: &[HostShard]) -> Res<()> {
-    let finite = |b: u16| b & 0x7f80 != 0x7f80;
-    if prev.len() != KINDS || prev.iter().any(|s| s.0.len() != prev[0].0.len() || !s.0.iter().all(|&b| finite(b))) {
+/// Write `prev` into checkpoint folder `dir` (atomically, by the checkpoint writer), unless a value is not
+/// finite: then nothing is written and a resume reports no `cos_prev` at first.
+pub(crate) fn save_prev(dir: &Path, rank: usize, prev: &[HostShard]) -> Res<()> {
+    if prev.iter().any(|s| s.0.iter().any(|x| !x.is_finite())) {
         return Ok(());
     }
-    let n = prev[0].0.len();
-    let mut bytes = Vec::with_capacity(24 + 2 * KINDS * n);
-    bytes.extend_from_slice(PREV_MAGIC);
-    bytes.extend_from_slice(&(KINDS as u64).to_le_bytes());
-    bytes.extend_from_slice(&(n as u64).to_le_bytes());
-    for s in prev {
-        s.0.iter().for_each(|b| bytes.extend_from_slice(&b.to_le_bytes()));
-    }
-    entrl_qwen3::save::write_atomic(&prev_file(dir, rank), &bytes).map_err(|e| e.to_string())
+    let tensors = DiagGrad::ALL
+        .iter()
+        .zip(prev)
+        .map(|(k, s)| Ok((k.name().to_string(), Tensor::from_vec(s.0.clone(), [s.0.len()], &Device::Cpu)?)))
+        .collect::<entrl_engine::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    write_safetensors(&prev_file(dir, rank), &tensors).map_err(|e| e.to_string())
 }
 
-/// The previous shards saved in checkpoint folder `dir` for `rank` (None when the checkpoint has none); a
-/// file that is not one of ours, or whose sizes disagree with its length, is an error naming it.
-pub(crate) fn load_prev(dir: &std::path::Path, rank: usize) -> Res<Option<UpdateShards>> {
+/// The previous shards saved in checkpoint folder `dir` for `rank`, each `len` long (None when the
+/// checkpoint has none); a tensor that is missing, of another length or not finite is an error naming it.
+pub(crate) fn load_prev(dir: &Path, rank: usize, len: usize) -> Res<Option<UpdateShards>> {
     let path = prev_file(dir, rank);
     if !path.is_file() {
         return Ok(None);
     }
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let bad = |why: &str| format!("{}: not a diagnostics file of this version ({why})", path.display());
-    if bytes.len() < 24 || &bytes[..8] != PREV_MAGIC {
-        return Err(bad("header"));
-    }
-    let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-    let (kinds, n) = (word(8), word(16));
-    if kinds != KINDS as u64 || n.checked_mul(2 * KINDS as u64) != Some(bytes.len() as u64 - 24) {
-        return Err(bad("sizes"));
-    }
-    let n = n as usize;
-    let shards = (0..KINDS)
-        .map(|k| {
-            let body = &bytes[24 + 2 * k * n..24 + 2 * (k + 1) * n];
-            HostShard(body.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
-        })
-        .collect();
-    Ok(Some(shards))
+    let file = Checkpoint::open_file(&path).map_err(|e| e.to_string())?;
+    let shard = |k: DiagGrad| -> entrl_qwen3::Result<HostShard> {
+        match file.load(k.name(), &[len], DType::BF16, &Device::Cpu)?.to_cpu_storage()? {
+            CpuStorage::BF16(v) => Ok(HostShard(v)),
+            _ => unreachable!("loaded as bf16"),
+        }
+    };
+    DiagGrad::ALL.into_iter().map(shard).collect::<entrl_qwen3::Result<Vec<_>>>().map(Some).map_err(|e| e.to_string())
 }
 
 /// Index of the pair (i, j), i < j, in the 10 pairwise entries.
@@ -155,12 +137,11 @@ const SUMS: usize = KINDS + PAIRS + 2 * KINDS;
 /// are 0. Chunks run on the machine's cores.
 pub fn partial_sums(cur: &[HostShard], prev: Option<&[HostShard]>) -> Vec<f64> {
     let n = cur.first().map_or(0, |s| s.0.len());
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.div_ceil(1 << 16)).max(1);
-    let chunk = n.div_ceil(threads).max(1);
+    let (threads, chunk) = host_split(n);
     let part = |r: std::ops::Range<usize>| {
         let mut s = vec![0f64; SUMS];
         for e in r {
-            let g: [f64; KINDS] = std::array::from_fn(|k| bf16_value(cur[k].0[e]) as f64);
+            let g: [f64; KINDS] = std::array::from_fn(|k| cur[k].0[e].to_f64());
             for i in 0..KINDS {
                 s[i] += g[i] * g[i];
                 for j in i + 1..KINDS {
@@ -169,7 +150,7 @@ pub fn partial_sums(cur: &[HostShard], prev: Option<&[HostShard]>) -> Vec<f64> {
             }
             if let Some(p) = prev {
                 for k in 0..KINDS {
-                    let q = bf16_value(p[k].0[e]) as f64;
+                    let q = p[k].0[e].to_f64();
                     s[KINDS + PAIRS + k] += g[k] * q;
                     s[2 * KINDS + PAIRS + k] += q * q;
                 }
@@ -343,7 +324,7 @@ impl Session {
         let layout = FlatLayout::new(&self.params, self.world_size(), BUCKET_ELEMENTS);
         let grads: Vec<Option<Tensor>> = self.params.iter().map(Tensor::grad).collect();
         let k = layout.bucket;
-        let mut host = vec![0u16; layout.shard_len()];
+        let mut host = vec![bf16::ZERO; layout.shard_len()];
         reduce_scatter_pieces(&grads, &layout, self.comm.as_deref(), &self.device, |j, piece| {
             round_into(&mut host[j * k..(j + 1) * k], &piece.to_vec_f32()?);
             Ok(())
@@ -425,18 +406,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bf16_rounds_to_nearest_even() {
-        assert_eq!(bf16_value(bf16_bits(1.0)), 1.0);
-        assert_eq!(bf16_value(bf16_bits(-3.5)), -3.5);
+    fn shards_round_to_nearest_even_bf16() {
+        let mut out = [bf16::ZERO; 4];
         // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1).
-        assert_eq!(bf16_value(bf16_bits(1.0 + 1.0 / 256.0)), 1.0);
-        assert_eq!(bf16_value(bf16_bits(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
-        assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
-        assert_eq!(bf16_value(bf16_bits(f32::INFINITY)), f32::INFINITY);
+        round_into(&mut out, &[1.0, -3.5, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0]);
+        assert_eq!(out.map(|x| x.to_f32()), [1.0, -3.5, 1.0, 1.0 + 4.0 / 256.0]);
     }
 
     fn shard(v: &[f32]) -> HostShard {
-        HostShard(v.iter().map(|&x| bf16_bits(x)).collect())
+        HostShard(v.iter().map(|&x| bf16::from_f32(x)).collect())
     }
 
     #[test]
@@ -508,20 +486,23 @@ mod tests {
     fn previous_shards_round_trip_through_a_checkpoint_file() {
         let dir = std::env::temp_dir().join(format!("entrl-diag-prev-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(load_prev(&dir, 0).unwrap(), None);
+        assert_eq!(load_prev(&dir, 0, 3).unwrap(), None);
         let prev: Vec<HostShard> = (0..KINDS).map(|k| shard(&[k as f32, -1.5, 0.25])).collect();
         save_prev(&dir, 1, &prev).unwrap();
-        assert_eq!(load_prev(&dir, 1).unwrap(), Some(prev.clone()));
+        assert_eq!(load_prev(&dir, 1, 3).unwrap(), Some(prev.clone()));
+        // Another layout's shard length is refused by name.
+        let e = load_prev(&dir, 1, 4).unwrap_err();
+        assert!(e.contains("diag_prev.rank1.safetensors") && e.contains("expected [4]"), "{e}");
         // A non-finite shard is not saved; a truncated file is an error naming it.
         let mut bad = prev.clone();
         bad[2] = shard(&[f32::NAN, 0.0, 0.0]);
         save_prev(&dir, 2, &bad).unwrap();
-        assert_eq!(load_prev(&dir, 2).unwrap(), None);
+        assert_eq!(load_prev(&dir, 2, 3).unwrap(), None);
         let f = prev_file(&dir, 1);
         let bytes = std::fs::read(&f).unwrap();
         std::fs::write(&f, &bytes[..bytes.len() - 1]).unwrap();
-        let e = load_prev(&dir, 1).unwrap_err();
-        assert!(e.contains("diag_prev.rank1.bin"), "{e}");
+        let e = load_prev(&dir, 1, 3).unwrap_err();
+        assert!(e.contains("diag_prev.rank1.safetensors"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

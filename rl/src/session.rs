@@ -9,7 +9,7 @@ use crate::reward::{verifier_by_choice, Verifier};
 use crate::rollout::{EncodedPrompt, PromptCounts, PromptEncoder, PromptStream};
 use crate::strategy::Strategy;
 use crate::task::{builtin_model_config, builtin_prompts, builtin_tokenizer_for};
-use entrl_engine::dist::Communicator;
+use entrl_engine::dist::{Communicator, FlatLayout, BUCKET_ELEMENTS};
 use entrl_engine::optim::{AdamW, AdamWConfig, ShardedAdamW};
 use entrl_engine::{DType, Device, Tensor};
 use entrl_qwen3::checkpoint::Checkpoint;
@@ -326,7 +326,8 @@ impl Session {
             (step, next_group, skipped_total, stream) = (st.step, st.next_group, st.skipped_total, st.stream);
             expected_response = st.expected_response;
             consecutive_skips = st.consecutive_skips;
-            diag_prev = crate::diagnose::load_prev(dir, rank)?;
+            let shard_len = FlatLayout::new(&params, world, BUCKET_ELEMENTS).shard_len();
+            diag_prev = crate::diagnose::load_prev(dir, rank, shard_len)?;
         }
         Ok(Self {
             cfg,
