@@ -51,6 +51,8 @@ impl AttnGeom {
 pub struct AttentionFwd<'a> {
     pub g: &'a AttnGeom,
     pub sink_keys: usize,
+    /// Form the head-mixture entropy (its per-token mixture costs a pass over the keys; zeros otherwise).
+    pub head_mix: bool,
 }
 impl FloatKernel for AttentionFwd<'_> {
     fn run<T: Real>(&self, x: &[&[T]]) -> Result<Vec<Vec<T>>> {
@@ -62,7 +64,7 @@ impl FloatKernel for AttentionFwd<'_> {
         let mut hmix = vec![T::zero(); g.total];
         for &(start, len) in &g.spans {
             for i in start..start + len {
-                let mut mix = vec![0f64; i + 1 - start];
+                let mut mix = vec![0f64; if self.head_mix { i + 1 - start } else { 0 }];
                 for h in 0..g.hq {
                     let s = g.scores(q, k, start, i, h);
                     let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -90,7 +90,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, stats: R
         "attention",
         &[q, k, v, &cu],
         |x| {
-            let fwd = AttentionFwd { g: &g, sink_keys: stats.sink_keys };
+            let fwd = AttentionFwd { g: &g, sink_keys: stats.sink_keys, head_mix: stats.head_mix };
             let mut all = run_float("attention", &fwd, &x[..3])?.into_iter();
             let o = all.next().expect("o").cast(dt);
             let lse = all.next().expect("lse");
