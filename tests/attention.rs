@@ -1,7 +1,7 @@
 //! The attention op against a naive implementation written here (plain loops, explicit −Σ p ln p),
 //! on packed sequences with length-1 and odd lengths and GQA ratios 1, 4 and 6.
 use entrl_engine::check::max_rel_err;
-use entrl_engine::ops::{attention, normalized_entropy, RowStats};
+use entrl_engine::ops::{attention, normalized_entropy, RowStat, RowStats};
 use entrl_engine::{DType, Device, Packing, Tensor};
 
 struct Naive {
@@ -49,11 +49,11 @@ fn check(lens: &[usize], hq: usize, hkv: usize, d: usize, seed: u64) {
     let a = attention(&q, &k, &v, &packing, RowStats::ENTROPY).unwrap();
     let n = naive(&q.to_vec_f64().unwrap(), &k.to_vec_f64().unwrap(), &v.to_vec_f64().unwrap(), lens, hq, hkv, d);
     let eo = max_rel_err(&a.out.to_vec_f64().unwrap(), &n.o);
-    let eh = max_rel_err(&a.stats.entropy.as_ref().unwrap().to_vec_f64().unwrap(), &n.h);
+    let eh = max_rel_err(&a.stats.require(RowStat::Entropy).unwrap().to_vec_f64().unwrap(), &n.h);
     assert!(eo < 1e-12, "output differs from naive: {eo} ({lens:?}, {hq}/{hkv})");
     assert!(eh < 1e-12, "entropy differs from naive: {eh} ({lens:?}, {hq}/{hkv})");
     // The first token of every sequence attends to one key: H = 0 exactly.
-    let hv = a.stats.entropy.unwrap().to_vec_f64().unwrap();
+    let hv = a.stats.require(RowStat::Entropy).unwrap().clone().to_vec_f64().unwrap();
     for (start, _) in packing.spans().filter(|s| s.1 > 0) {
         for head in 0..hq {
             assert_eq!(hv[start * hq + head], 0.0);
@@ -93,15 +93,16 @@ fn entropy_is_optional_and_carries_no_gradient() {
     let k = Tensor::randn([4, 1, 4], 1.0, DType::F32, &dev, 2).unwrap().param();
     let v = Tensor::randn([4, 1, 4], 1.0, DType::F32, &dev, 3).unwrap().param();
     let none = attention(&q, &k, &v, &packing, RowStats::NONE).unwrap().stats;
-    assert!(none.entropy.is_none() && none.max_prob.is_none() && none.sink.is_none() && none.head_mix.is_none());
-    let all = RowStats { entropy: true, max_prob: true, sink_keys: 2, head_mix: true };
-    let a = attention(&q, &k, &v, &packing, all).unwrap();
+    assert!(RowStat::ALL.iter().all(|&s| none.get(s).is_none()));
+    let e = none.require(RowStat::Entropy).err().unwrap().to_string();
+    assert!(e.contains("entropy was not asked for"), "{e}");
+    let a = attention(&q, &k, &v, &packing, RowStats::ALL.with_sink_keys(2)).unwrap();
     assert!(a.out.requires_grad());
-    let s = a.stats;
-    for t in [s.entropy.unwrap(), s.max_prob.unwrap(), s.sink.unwrap(), s.head_mix.unwrap()] {
-        assert!(!t.requires_grad());
+    for stat in RowStat::ALL {
+        assert!(!a.stats.require(stat).unwrap().requires_grad(), "{}", stat.name());
     }
-    let e = attention(&q, &k, &v, &packing, RowStats { sink_keys: 65, ..RowStats::NONE }).err().unwrap().to_string();
+    let sink65 = RowStats::NONE.with(RowStat::Sink).with_sink_keys(65);
+    let e = attention(&q, &k, &v, &packing, sink65).err().unwrap().to_string();
     assert!(e.contains("sink_keys 65"), "{e}");
 }
 
@@ -119,8 +120,9 @@ fn bad_shapes_are_clear_errors() {
     assert!(e.contains("packing covers 4 tokens but q has 5"), "{e}");
 }
 
-/// The row statistics on hand-computed distributions: one token of two keys where head 0 puts 1/4, 3/4
-/// and head 1 puts 3/4, 1/4 on them (so the heads' mixture is uniform: ln 2), after a one-key token.
+/// Every row statistic of the table on hand-computed distributions: one token of two keys where head 0 puts
+/// 1/4, 3/4 and head 1 puts 3/4, 1/4 on them (so the heads' mixture is uniform: ln 2), after a one-key
+/// token. A statistic without a hand-computed row here fails the test.
 #[test]
 fn row_statistics_match_hand_computed_values() {
     let dev = Device::Cpu;
@@ -129,15 +131,18 @@ fn row_statistics_match_hand_computed_values() {
     let q = Tensor::from_vec(vec![1.0f64, -1.0, 1.0, -1.0], [2, 2, 1], &dev).unwrap();
     let k = Tensor::from_vec(vec![0.0f64, 3f64.ln()], [2, 1, 1], &dev).unwrap();
     let v = Tensor::zeros([2, 1, 1], DType::F64, &dev).unwrap();
-    let all = RowStats { entropy: true, max_prob: true, sink_keys: 1, head_mix: true };
-    let s = attention(&q, &k, &v, &packing, all).unwrap().stats;
+    let s = attention(&q, &k, &v, &packing, RowStats::ALL.with_sink_keys(1)).unwrap().stats;
     let h1 = -(0.25f64 * 0.25f64.ln() + 0.75 * 0.75f64.ln());
-    let close = |got: Tensor, want: &[f64]| {
-        let g = got.to_vec_f64().unwrap();
-        assert!(max_rel_err(&g, want) < 1e-12, "{g:?} vs {want:?}");
+    let want = |stat: RowStat| -> Vec<f64> {
+        match stat {
+            RowStat::Entropy => vec![0.0, 0.0, h1, h1],
+            RowStat::MaxProb => vec![1.0, 1.0, 0.75, 0.75],
+            RowStat::Sink => vec![1.0, 1.0, 0.25, 0.75],
+            RowStat::HeadMix => vec![0.0, 2f64.ln()],
+        }
     };
-    close(s.entropy.unwrap(), &[0.0, 0.0, h1, h1]);
-    close(s.max_prob.unwrap(), &[1.0, 1.0, 0.75, 0.75]);
-    close(s.sink.unwrap(), &[1.0, 1.0, 0.25, 0.75]);
-    close(s.head_mix.unwrap(), &[0.0, 2f64.ln()]);
+    for stat in RowStat::ALL {
+        let got = s.require(stat).unwrap().to_vec_f64().unwrap();
+        assert!(max_rel_err(&got, &want(stat)) < 1e-12, "{}: {got:?} vs {:?}", stat.name(), want(stat));
+    }
 }

@@ -3,6 +3,7 @@
 mod common;
 
 use common::runs::{config, deterministic, tmp};
+use entrl_engine::ops::RowStat;
 use entrl_rl::config::{LongPrompts, Pool, VerifierChoice};
 use entrl_rl::{train, Session, TrainConfig};
 
@@ -475,12 +476,12 @@ fn a_checkpoint_holding_nan_is_not_resumed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Every `tokens.score` trains the built-in task on CPU, and its scores are what it says: hmix and Hnorm
-/// in [0, 1], the max probability in (0, 1], the sink mass in [0, 1] (1 at the first response position
-/// only when the prompt is shorter than the sink).
+/// Every `tokens.score` (every row statistic of the engine's table) trains the built-in task on CPU, and
+/// its scores are what it says: hmix and Hnorm in [0, 1], the max probability in (0, 1], the sink mass in
+/// [0, 1] (1 at the first response position only when the prompt is shorter than the sink).
 #[test]
 fn every_token_score_trains_and_ranks_by_its_statistic() {
-    for score in ["hnorm", "hmix", "max-prob", "sink"] {
+    for score in RowStat::SCORE_NAMES {
         let dir = tmp(&format!("score-{score}"));
         let sc = format!("tokens.score={score}");
         let cfg = config(&dir, &["train.steps=2", "run.eval_every=0", "tokens.strategy=anchors:0.2", &sc]);

@@ -172,7 +172,7 @@ fn attention(
     reps: usize,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::ops::{attention as attn, RowStats};
+    use entrl_engine::ops::{attention as attn, RowStat, RowStats};
     use entrl_engine::{no_grad, Packing};
     let dev = Device::cuda(0)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
@@ -197,7 +197,7 @@ fn attention(
                 attn(&q, &k, &v, &packing, stats).map(|_| ())
             })?))
         };
-        let hmix = RowStats { head_mix: true, ..RowStats::ENTROPY };
+        let hmix = RowStats::ENTROPY.with(RowStat::HeadMix);
         let (fwd, fwd_h, fwd_hmix) = (forward(RowStats::NONE)?, forward(RowStats::ENTROPY)?, forward(hmix)?);
         let fwd_bwd = median(&time_ms(&cuda, 3, reps, || {
             attn(&q, &k, &v, &packing, RowStats::NONE)?.out.backward_with(dout.clone())?;

@@ -9,11 +9,11 @@
 // Per query row, over key tiles (log2 units: x = scale·log2(e)·q·k, so e^s = 2^x):
 //   m' = max(m, max_j x_j)    α = 2^(m − m')    p_j = 2^(x_j − m')
 //   l ← α·l + Σ p_j           O ← α·O + Σ p_j v_j
-//   t ← α·(t + (m − m')·l) + Σ p_j (x_j − m')                          (kernels.md §3, cancellation-safe)
-// end: O /= l,  LSE = ln2·m + ln l,  H = ln l − ln2·t/l.  l and t are kept as per-thread partial sums over
-// the thread's own columns (the recurrence is linear in them and α is per row) and reduced once at the end.
-// Two more row statistics come almost free: the largest probability is 2^(m − m)/l = 1/l, and the "sink"
-// mass of the first k keys (k ≤ 64, all in the first tile) is s/l with s ← α·s + Σ_{j<k} p_j.
+// end: O /= l,  LSE = ln2·m + ln l.  l is kept as per-thread partial sums over the thread's own columns (the
+// recurrence is linear in it and α is per row) and reduced once at the end. The row statistics (entropy,
+// largest probability, sink mass, …) ride the same recurrence through OnlineRowStats
+// (attention_row_stats.cuh: begin_tile, rescale, add, reduce_quad, store), so adding one does not touch
+// this file.
 // Masked lanes (key past the row or the sequence end) get x = kMasked, a large finite negative: p = 0 and
 // p·(x − m') = −0, never 0·(−inf) = NaN. Every row sees key 0 in the first tile, so m is finite after it.
 //
@@ -86,14 +86,14 @@ __device__ __forceinline__ void qk_tile(float (&s)[kNTiles][4], const unsigned (
     }
 }
 
-// Scores to log2 units with the causal / sequence-end mask, the online softmax and entropy update of the
-// thread's two rows (state m, l, t and the sink sum sk; α returned for the O rescale), and P packed as the A
+// Scores to log2 units with the causal / sequence-end mask, the online softmax and row statistics update
+// of the thread's two rows (state m, l and `st`; α returned for the O rescale), and P packed as the A
 // operand of P·V (the S accumulator layout is the A layout, so no data moves between threads).
 template <bool kEntropy>
-__device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[2], float (&l)[2], float (&t)[2],
-                                             float (&sk)[2], float (&alpha)[2], unsigned (&pf)[kBlockN / 16][4],
-                                             float scale_log2, bool edge, int k0, const int (&rows)[2], int len, int c,
-                                             int sink_keys) {
+__device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[2], float (&l)[2],
+                                             OnlineRowStats<kEntropy>& st, float (&alpha)[2],
+                                             unsigned (&pf)[kBlockN / 16][4], float scale_log2, bool edge, int k0,
+                                             const int (&rows)[2], int len, int c) {
     // log2 units; masked keys (past the row or the sequence end) take kMasked
 #pragma unroll
     for (int j = 0; j < kNTiles; ++j)
@@ -118,12 +118,12 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
         alpha[i] = fast_exp2(m[i] - mx[i]);
-        if (kEntropy) t[i] = alpha[i] * (t[i] + (m[i] - mx[i]) * l[i]);
+        st.rescale(i, alpha[i], m[i] - mx[i], l[i]);
         l[i] *= alpha[i];
-        sk[i] *= alpha[i];
         m[i] = mx[i];
     }
-    // p = 2^(x − m'), the row sums and the entropy sum, P packed to bf16
+    // p = 2^(x − m'), the row sums and the statistics' sums, P packed to bf16
+    st.begin_tile(k0);
 #pragma unroll
     for (int j = 0; j < kNTiles; ++j) {
         float p[4];
@@ -132,8 +132,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[
             const float x = s[j][e] - m[e >> 1];
             p[e] = fast_exp2(x);
             l[e >> 1] += p[e];
-            if (kEntropy) t[e >> 1] = fmaf(p[e], x, t[e >> 1]);
-            if (k0 == 0 && j * 8 + 2 * c + (e & 1) < sink_keys) sk[e >> 1] += p[e];
+            st.add(e >> 1, p[e], x, k0 + j * 8 + 2 * c + (e & 1));
         }
         pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);
         pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);
@@ -172,7 +171,6 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
     const int* __restrict__ cu_seqlens = p.cu_seqlens;
     const int hq = p.hq, hkv = p.hkv;
     const float scale = p.scale;
-    const int sink_keys = p.sink ? p.sink_keys : 0;
     using S = MmaSmem<D>;
     constexpr int LD = S::LD;
     static_assert(D % 32 == 0, "K fragments load two k16 slices at a time");
@@ -206,7 +204,8 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
     for (int dn = 0; dn < D / 8; ++dn)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc_o[dn][e] = 0.0f;
-    float m[2] = {kMasked, kMasked}, l[2] = {0.0f, 0.0f}, t[2] = {0.0f, 0.0f}, sk[2] = {0.0f, 0.0f};
+    float m[2] = {kMasked, kMasked}, l[2] = {0.0f, 0.0f};
+    OnlineRowStats<kEntropy> st(p.stat, p.sink_keys);
     const float scale_log2 = scale * kLog2e;
 
     // 3. key tiles up to the diagonal
@@ -238,25 +237,18 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
             unsigned pf[kBlockN / 16][4];
             qk_tile<D>(s, qf, tK, lane);
             const bool edge = k0 + kBlockN - 1 > wq0 || k0 + kBlockN > len;
-            softmax_tile<kEntropy>(s, m, l, t, sk, alpha, pf, scale_log2, edge, k0, rows, len, c, sink_keys);
+            softmax_tile<kEntropy>(s, m, l, st, alpha, pf, scale_log2, edge, k0, rows, len, c);
             pv_tile<D>(acc_o, pf, alpha, tV, lane);
         }
         __syncthreads();  // every warp is done with this stage before 3a refills it
     }
 
-    // 4. epilogue: group-reduce l and t; O /= l, LSE, entropy (rows past the sequence end are not written)
+    // 4. epilogue: quad-reduce l and the statistics; O /= l, LSE, statistics (rows past the sequence end are
+    // not written)
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-        if (kEntropy) {
-            t[i] += __shfl_xor_sync(0xffffffffu, t[i], 1);
-            t[i] += __shfl_xor_sync(0xffffffffu, t[i], 2);
-        }
-        if (sink_keys) {
-            sk[i] += __shfl_xor_sync(0xffffffffu, sk[i], 1);
-            sk[i] += __shfl_xor_sync(0xffffffffu, sk[i], 2);
-        }
+        l[i] = OnlineRowStats<kEntropy>::quad_sum(l[i]);
+        st.reduce_quad(i);
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -270,16 +262,14 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
                 pack_bf16x2(acc_o[dn][2 * i] * inv_l, acc_o[dn][2 * i + 1] * inv_l);
         if (c == 0) {
             p.lse[row] = kLn2 * m[i] + logf(l[i]);
-            if (kEntropy) p.ent[row] = logf(l[i]) - kLn2 * t[i] / l[i];
-            if (p.max_prob) p.max_prob[row] = inv_l;
-            if (sink_keys) p.sink[row] = sk[i] * inv_l;
+            st.store(p.stat, row, i, l[i]);
         }
     }
 }
 
 #define DEFINE_ATTN_FWD_MMA(D)                                                                                   \
     extern "C" __global__ void __launch_bounds__(kThreads, 1) attn_fwd_mma_d##D(const AttnFwdParams p) {        \
-        if (p.ent)                                                                                              \
+        if (p.stat[kStatEntropy])                                                                               \
             attn_fwd_mma_body<D, true>(p);                                                                      \
         else                                                                                                    \
             attn_fwd_mma_body<D, false>(p);                                                                     \

@@ -5,19 +5,19 @@
 // emulation includes it unchanged.
 #pragma once
 
+#include "attention_row_stats.cuh"
+
 struct AttnFwdParams {
     __nv_bfloat16* o;          // [T, Hq, D]
     float* lse;                // [T, Hq], natural log
-    float* ent;                // [T, Hq] softmax entropy H = −Σ p ln p, or null
-    float* max_prob;           // [T, Hq] max_j p_j, or null
-    float* sink;               // [T, Hq] Σ_{j < sink_keys} p_j (the "sink" mass of the first keys), or null
+    float* stat[kOnlineStats];  // [T, Hq] per RowStatSlot (attention_row_stats.cuh), or null
     const __nv_bfloat16* q;    // [T, Hq, D]
     const __nv_bfloat16* k;    // [T, Hkv, D]
     const __nv_bfloat16* v;    // [T, Hkv, D]
     const int* cu_seqlens;     // [num_seqs + 1]
     int hq, hkv;
     float scale;
-    int sink_keys;             // 1 .. 64 (the first key tile) when sink is asked for
+    int sink_keys;             // 1 .. 64 (the first key tile) when the sink slot is asked for
 };
 
 struct AttnHmixParams {

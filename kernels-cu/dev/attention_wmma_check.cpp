@@ -34,7 +34,7 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
     });
     const double e_o = rel1_err(r.o, [&](size_t i) { return (double)bf16_to_f32(o[i]); });
     const double e_lse = rel1_err(r.lse, [&](size_t i) { return (double)lse[i]; });
-    const double e_h = rel1_err(r.ent, [&](size_t i) { return (double)ent[i]; });
+    const double e_h = rel1_err(r.stat[kStatEntropy], [&](size_t i) { return (double)ent[i]; });
 
     // normalised entropy and its head mean
     std::vector<float> norm(rows, NAN), mean(p.total, NAN);
@@ -46,7 +46,7 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
         for (int t = p.cu[s]; t < p.cu[s + 1]; ++t)
             for (int h = 0; h < hq; ++h) {
                 const int pos = t - p.cu[s];
-                const double x = pos == 0 ? 0.0 : r.ent[(size_t)t * hq + h] / std::log(pos + 1.0);
+                const double x = pos == 0 ? 0.0 : r.stat[kStatEntropy][(size_t)t * hq + h] / std::log(pos + 1.0);
                 want_norm[(size_t)t * hq + h] = x;
                 want_mean[t] += x / hq;
             }

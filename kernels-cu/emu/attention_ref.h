@@ -1,8 +1,10 @@
 // emu/attention_ref.h: what the attention harnesses share — a random bf16 problem (packed varlen sequences,
-// GQA) and the f64 reference of causal attention on it: O, LSE, the row statistics (entropy H, largest
-// probability, sink mass of the first keys, head-mixture entropy), and the backward dQ, dK, dV with
-// D = rowsum(dO ∘ bf16(O)) as the engine forms it from the stored output.
+// GQA) and the f64 reference of causal attention on it: O, LSE, every online row statistic of
+// attention_row_stats.cuh by its slot (row_stat_reference), the head-mixture entropy, and the backward dQ,
+// dK, dV with D = rowsum(dO ∘ bf16(O)) as the engine forms it from the stored output.
 #pragma once
+
+#include "attention_row_stats.cuh"
 
 #include <algorithm>
 #include <cmath>
@@ -33,9 +35,30 @@ inline AttnProblem make_problem(const std::vector<int>& lens, int hq, int hkv, i
     return p;
 }
 
+// A statistic's name and its f64 value on one row's normalised probabilities p[0 .. n) (keys 0 .. n−1 of
+// the query's sequence), by RowStatSlot.
+inline const char* row_stat_name(int slot) {
+    static const char* const names[kOnlineStats] = {"H", "pmax", "sink"};
+    return names[slot];
+}
+inline double row_stat_reference(int slot, const std::vector<double>& p, int sink_keys) {
+    double r = 0;
+    switch (slot) {
+        case kStatEntropy:
+            for (double x : p)
+                if (x > 0) r -= x * std::log(x);
+            return r;
+        case kStatMaxProb: return *std::max_element(p.begin(), p.end());
+        case kStatSink:
+            for (int j = 0; j < std::min((int)p.size(), sink_keys); ++j) r += p[j];
+            return r;
+    }
+    return NAN;
+}
+
 struct AttnReference {
-    std::vector<double> o, lse, ent;  // [T, Hq, D], [T, Hq], [T, Hq]
-    std::vector<double> max_prob, sink;  // [T, Hq]: max_j p_j, Σ_{j < sink_keys} p_j
+    std::vector<double> o, lse;       // [T, Hq, D], [T, Hq]
+    std::vector<double> stat[kOnlineStats];  // [T, Hq] by RowStatSlot
     std::vector<float> lse_f, dvec_f;  // as the kernels take them
     std::vector<double> dq, dk, dv;   // [T, Hq, D], [T, Hkv, D], [T, Hkv, D] (when asked for)
 };
@@ -47,9 +70,7 @@ inline AttnReference attention_reference(const AttnProblem& p, bool backward, in
     AttnReference r;
     r.o.assign((size_t)p.total * hq * d, 0.0);
     r.lse.assign((size_t)p.total * hq, 0.0);
-    r.ent = r.lse;
-    r.max_prob = r.lse;
-    r.sink = r.lse;
+    for (auto& st : r.stat) st = r.lse;
     r.lse_f.assign(r.lse.size(), 0.0f);
     r.dvec_f = r.lse_f;
     if (backward) {
@@ -72,16 +93,10 @@ inline AttnReference attention_reference(const AttnProblem& p, bool backward, in
                 const double m = *std::max_element(pr.begin(), pr.end());
                 double l = 0;
                 for (double& x : pr) l += (x = std::exp(x - m));
-                double ent = 0;
-                for (double& x : pr) {
-                    x /= l;
-                    if (x > 0) ent -= x * std::log(x);
-                }
+                for (double& x : pr) x /= l;
                 r.lse[row] = m + std::log(l);
                 r.lse_f[row] = (float)r.lse[row];
-                r.ent[row] = ent;
-                r.max_prob[row] = *std::max_element(pr.begin(), pr.end());
-                for (int j = 0; j < std::min(n, sink_keys); ++j) r.sink[row] += pr[j];
+                for (int st = 0; st < kOnlineStats; ++st) r.stat[st][row] = row_stat_reference(st, pr, sink_keys);
                 double dd = 0;
                 for (int c = 0; c < d; ++c) {
                     double o = 0;

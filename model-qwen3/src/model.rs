@@ -139,8 +139,7 @@ impl ParamSpec {
 pub struct ForwardOptions {
     /// 0-based layers whose attention row statistics to return.
     pub probe_layers: Vec<usize>,
-    /// Which row statistics the probe layers' attention emits (entropy, max probability, sink mass,
-    /// head-mixture entropy).
+    /// Which row statistics (`ops::RowStat`) the probe layers' attention emits.
     pub probe_stats: RowStats,
     /// Recompute each layer's activations in backward instead of keeping them.
     pub checkpoint: bool,

@@ -5,7 +5,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::error::{ModelError, Result};
 use crate::model::{ForwardOptions, Qwen3};
-use entrl_engine::ops::{dapo_loss, normalized_entropy, DapoBatch, DapoLossConfig, LossNormalizer};
+use entrl_engine::ops::{dapo_loss, normalized_entropy, DapoBatch, DapoLossConfig, LossNormalizer, RowStat};
 use entrl_engine::{DType, Device, Packing, Tensor};
 use std::path::Path;
 use std::sync::Arc;
@@ -148,7 +148,7 @@ fn measure(dir: &Path, device: &Device, o: &VerifyOptions) -> Result<Vec<Measure
     let refs_norm: Vec<Vec<f64>> =
         (0..lens.len()).map(|i| host(&refs, &format!("attn_entropy_norm.{i}"))).collect::<Result<_>>()?;
     for probe in &out.probes {
-        let (layer, h) = (&probe.layer, probe.stats.entropy.as_ref().expect("asked for"));
+        let (layer, h) = (&probe.layer, probe.stats.require(RowStat::Entropy)?);
         let (norm, _) = normalized_entropy(h, &packing)?;
         for (label, ours_t, r) in [
             ("attention entropy", h.to_vec_f64()?, &refs_ent),

@@ -10,7 +10,7 @@
 //! task on a laptop in minutes) and `chain` (the same model on the built-in reasoning task, warm-started
 //! by `train.warmup_sft_steps` teacher-forced updates).
 use crate::strategy::Strategy;
-use entrl_engine::ops::SoftWeightSchedule;
+use entrl_engine::ops::{RowStat, SoftWeightSchedule};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -131,19 +131,42 @@ choice! {
     }
 }
 
-choice! {
-    /// `tokens.score`: the per-token attention statistic the strategies rank by (anchors take the lowest,
-    /// explorers the highest), averaged over `tokens.entropy_layers`.
-    TokenScore {
-        /// The paper's: the head-mean normalised attention entropy H / ln(#keys).
-        Hnorm = "hnorm",
-        /// The entropy of the head-averaged attention distribution / ln(#keys) (one reading of the paper's
-        /// definition; a second pass over the keys).
-        Hmix = "hmix",
-        /// The head-mean largest attention probability (high = peaked; not normalised).
-        MaxProb = "max-prob",
-        /// The head-mean attention mass on the sequence's first `tokens.sink_keys` keys.
-        Sink = "sink",
+/// `tokens.score`: the per-token attention statistic the strategies rank by (anchors take the lowest,
+/// explorers the highest), averaged over `tokens.entropy_layers`: any row statistic of the engine's table
+/// (`entrl_engine::ops::RowStat::SPECS`) by its score name. `hnorm` is the paper's (the head-mean normalised
+/// attention entropy H / ln(#keys)); `hmix` the entropy of the head-averaged distribution / ln(#keys) (one
+/// reading of the paper's definition; a second pass over the keys); `max-prob` the head-mean largest
+/// probability; `sink` the head-mean mass on the sequence's first `tokens.sink_keys` keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenScore(pub RowStat);
+
+impl TokenScore {
+    /// The paper's score.
+    pub const HNORM: Self = Self(RowStat::Entropy);
+    /// The names a configuration file or override may use.
+    pub const NAMES: &'static [&'static str] = &RowStat::SCORE_NAMES;
+    /// Its `tokens.score` name.
+    pub fn score_name(self) -> &'static str {
+        self.0.spec().score_name
+    }
+}
+
+impl std::fmt::Display for TokenScore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.score_name())
+    }
+}
+
+impl Serialize for TokenScore {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.score_name())
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenScore {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RowStat::from_score_name(&s).map(Self).ok_or_else(|| serde::de::Error::unknown_variant(&s, Self::NAMES))
     }
 }
 
@@ -364,7 +387,7 @@ pub struct OptimConfig {
 }
 
 fn default_score() -> TokenScore {
-    TokenScore::Hnorm
+    TokenScore::HNORM
 }
 
 fn default_sink_keys() -> usize {
@@ -780,7 +803,7 @@ impl TrainConfig {
             tokens: TokenConfig {
                 strategy: "full".into(),
                 entropy_layers: vec![20],
-                score: TokenScore::Hnorm,
+                score: TokenScore::HNORM,
                 sink_keys: default_sink_keys(),
                 pool: Pool::MiniBatch,
                 normalizer: Normalizer::All,

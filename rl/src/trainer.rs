@@ -11,7 +11,7 @@
 use crate::advantage::group_advantages;
 use crate::batch::{micro_batches, DeviceRows, Rows};
 use crate::codec::{Reader, Writer};
-use crate::config::{Normalizer, Pool, ShortBatch, TokenScore};
+use crate::config::{Normalizer, Pool, ShortBatch};
 use crate::diagnose::Diagnostics;
 use crate::dynamic_sampling::{DynamicSampler, Outcome, SamplerState};
 use crate::entropy_stats::{layer_stats, subsample, LayerStats, SUBSAMPLE_CAP};
@@ -21,7 +21,10 @@ use crate::rollout::{decode_samples, encode_samples, mix_seed, rollout, EncodedP
 use crate::session::{Optim, Session};
 use crate::strategy::{Strategy, TokenScores};
 use crate::trace;
-use entrl_engine::ops::{dapo_loss, normalized_entropy, DapoBatch, DapoLossConfig, LossNormalizer, RowStats};
+use entrl_engine::ops::{
+    dapo_loss, normalized_entropy, AttnStats, DapoBatch, DapoLossConfig, LossNormalizer, Over, RowStat, RowStats,
+    ScoreNorm,
+};
 use entrl_engine::optim::clip_grad_norm;
 use entrl_engine::{no_grad, profile, DType, Packing, Tensor};
 use entrl_qwen3::{FinishReason, ForwardOptions, GenerateStats, SamplingParams};
@@ -235,12 +238,7 @@ impl Session {
     pub(crate) fn forward_options(&self, with_scores: bool, longest: usize) -> ForwardOptions {
         let checkpoint = self.cfg.model.checkpoint_for(longest);
         let t = &self.cfg.tokens;
-        let probe_stats = RowStats {
-            entropy: true,
-            max_prob: t.score == TokenScore::MaxProb,
-            sink_keys: if t.score == TokenScore::Sink { t.sink_keys } else { 0 },
-            head_mix: t.score == TokenScore::Hmix,
-        };
+        let probe_stats = RowStats::ENTROPY.with(t.score.0).with_sink_keys(t.sink_keys);
         ForwardOptions {
             probe_layers: if with_scores { t.entropy_layers.clone() } else { Vec::new() },
             probe_stats,
@@ -355,16 +353,9 @@ impl Session {
         let mut attn = vec![0f32; rows.len()];
         let mut layers = Vec::with_capacity(fwd.probes.len());
         for p in &fwd.probes {
-            let hnorm = head_mean_hnorm(p.stats.entropy.as_ref(), &d.packing)?;
-            let score = match self.cfg.tokens.score {
-                TokenScore::Hnorm => hnorm.clone(),
-                TokenScore::Hmix => {
-                    let h = p.stats.head_mix.as_ref().ok_or("attention: no head-mixture entropy")?;
-                    head_mean_hnorm(Some(&h.reshape([rows.len(), 1]).map_err(err)?), &d.packing)?
-                }
-                TokenScore::MaxProb => head_mean(p.stats.max_prob.as_ref())?,
-                TokenScore::Sink => head_mean(p.stats.sink.as_ref())?,
-            };
+            let hnorm = token_score(&p.stats, RowStat::Entropy, &d.packing)?;
+            let stat = self.cfg.tokens.score.0;
+            let score = if stat == RowStat::Entropy { hnorm.clone() } else { token_score(&p.stats, stat, &d.packing)? };
             for (a, v) in attn.iter_mut().zip(&score) {
                 *a += v / fwd.probes.len() as f32;
             }
@@ -762,17 +753,22 @@ impl Session {
 }
 
 /// Per token: the mean over heads of H / ln(#keys) of an entropy [T, H] (H = 1: the head-mixture entropy).
-fn head_mean_hnorm(h: Option<&Tensor>, packing: &Packing) -> Res<Vec<f32>> {
-    let h = h.ok_or("attention: no entropy")?;
-    normalized_entropy(h, packing).and_then(|(_, mean)| mean.to_vec_f32()).map_err(err)
-}
-
-/// Per token: the mean over heads of a row statistic [T, Hq].
-fn head_mean(x: Option<&Tensor>) -> Res<Vec<f32>> {
-    let x = x.ok_or("attention: a row statistic was not computed")?;
-    let hq = x.dims().get(1).copied().unwrap_or(1).max(1);
-    let v = x.to_vec_f32().map_err(err)?;
-    Ok(v.chunks(hq).map(|c| c.iter().sum::<f32>() / hq as f32).collect())
+/// Per token: a row statistic as `tokens.score` ranks it (its table's normalisation, then the mean over
+/// heads for a per-head statistic).
+fn token_score(stats: &AttnStats, stat: RowStat, packing: &Packing) -> Res<Vec<f32>> {
+    let x = stats.require(stat).map_err(err)?;
+    let x = match stat.spec().over {
+        Over::Head => x.clone(),
+        Over::HeadMixture => x.reshape([packing.total(), 1]).map_err(err)?,
+    };
+    match stat.spec().score_norm {
+        ScoreNorm::LnKeys => normalized_entropy(&x, packing).and_then(|(_, mean)| mean.to_vec_f32()).map_err(err),
+        ScoreNorm::Raw => {
+            let hq = x.dims()[1].max(1);
+            let v = x.to_vec_f32().map_err(err)?;
+            Ok(v.chunks(hq).map(|c| c.iter().sum::<f32>() / hq as f32).collect())
+        }
+    }
 }
 
 /// The step's entropy dynamics (issue 17) from the scores the old-log-prob pass left on the host, no extra

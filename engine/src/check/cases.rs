@@ -2,9 +2,10 @@
 //! over tensors, and the tolerances for f32 and bf16 against the f64 CPU reference.
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ops::{attention, normalized_entropy, MatmulSpec, RowStats};
+use crate::ops::{attention, normalized_entropy, MatmulSpec, RowStat, RowStats};
 use crate::packing::Packing;
 use crate::tensor::Tensor;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// How one input of a case is generated.
@@ -20,7 +21,7 @@ pub type OpFn = Arc<dyn Fn(&[Tensor]) -> Result<Tensor> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct OpCase {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub inputs: Vec<Input>,
     pub f: OpFn,
     /// Small enough for finite differences on the CPU.
@@ -37,12 +38,12 @@ pub struct OpCase {
 
 impl OpCase {
     fn new(
-        name: &'static str,
+        name: impl Into<Cow<'static, str>>,
         inputs: Vec<Input>,
         f: impl Fn(&[Tensor]) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Self {
         Self {
-            name,
+            name: name.into(),
             inputs,
             f: Arc::new(f),
             gradcheck: true,
@@ -306,73 +307,65 @@ fn loss_cases() -> Vec<OpCase> {
 }
 
 /// Attention over a packing of `lens`, GQA `hq`/`hkv`, head_dim `d`: the output, or one row statistic.
-fn attn(name: &'static str, lens: &[usize], hq: usize, hkv: usize, d: usize, what: AttnOut) -> OpCase {
+fn attn(name: impl Into<Cow<'static, str>>, lens: &[usize], hq: usize, hkv: usize, d: usize, what: AttnOut) -> OpCase {
     let packing = Arc::new(Packing::from_lengths(lens).expect("valid lengths"));
     let t = packing.total();
     let inputs = vec![fl(&[t, hq, d]), fl(&[t, hkv, d]), fl(&[t, hkv, d])];
     let case = OpCase::new(name, inputs, move |x| {
-        let stats = RowStats {
-            entropy: matches!(what, AttnOut::Entropy | AttnOut::NormMean),
-            max_prob: what == AttnOut::MaxProb,
-            sink_keys: if what == AttnOut::Sink { 5 } else { 0 },
-            head_mix: what == AttnOut::HeadMix,
+        let stats = match what {
+            AttnOut::Out => RowStats::NONE,
+            AttnOut::NormMean => RowStats::ENTROPY,
+            AttnOut::Stat(s) => RowStats::NONE.with(s).with_sink_keys(SINK_KEYS),
         };
         let a = attention(&x[0], &x[1], &x[2], &packing, stats)?;
-        let asked = |t: Option<Tensor>| {
-            t.ok_or_else(|| crate::EngineError::invalid("attention", "a statistic asked for is missing"))
-        };
         match what {
             AttnOut::Out => Ok(a.out),
-            AttnOut::Entropy => asked(a.stats.entropy),
-            AttnOut::NormMean => Ok(normalized_entropy(&asked(a.stats.entropy)?, &packing)?.1),
-            AttnOut::MaxProb => asked(a.stats.max_prob),
-            AttnOut::Sink => asked(a.stats.sink),
-            AttnOut::HeadMix => asked(a.stats.head_mix),
+            AttnOut::NormMean => Ok(normalized_entropy(a.stats.require(RowStat::Entropy)?, &packing)?.1),
+            AttnOut::Stat(s) => Ok(a.stats.require(s)?.clone()),
         }
     });
     let case = if what == AttnOut::Out { case } else { case.no_fd() };
     case.tol(1e-5, 2e-2)
 }
 
+/// The sink statistic's leading keys in the checks (not a tile size, not the default).
+const SINK_KEYS: usize = 5;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum AttnOut {
     Out,
-    Entropy,
+    /// The head mean of the normalised entropy (`normalized_entropy`).
     NormMean,
-    /// The row statistics besides the entropy (sink mass over the first 5 keys).
-    MaxProb,
-    Sink,
-    HeadMix,
+    Stat(RowStat),
 }
 
 /// Small packs (odd lengths, length 1, GQA ratios 1/4/6, head dims the CUDA kernel does not take) for finite
-/// differences and the CPU paths; the
-/// kernel's head dims 32/64/128 in bf16 with long rows (S >= 4096) for the GPU.
+/// differences and the CPU paths; the kernel's head dims 32/64/128 in bf16 with long rows (S >= 4096) for
+/// the GPU. Every row statistic of the table gets the same shapes.
 fn attention_cases() -> Vec<OpCase> {
     use AttnOut::*;
-    vec![
+    let mut cases = vec![
         attn("attention", &[3, 1, 4], 2, 2, 4, Out).cpu_only(),
         attn("attention gqa4", &[5, 2], 4, 1, 3, Out).cpu_only(),
         attn("attention gqa6", &[1, 6], 6, 1, 2, Out).cpu_only(),
-        attn("attention entropy", &[3, 1, 4], 4, 2, 4, Entropy).cpu_only(),
         attn("attention Hnorm head-mean", &[5, 1, 2], 2, 1, 4, NormMean).cpu_only(),
         attn("attention d32", &[3, 50, 1, 70], 4, 2, 32, Out).bf16_only().big(),
         attn("attention d64", &[1, 37, 64, 129], 4, 1, 64, Out).bf16_only().big(),
         attn("attention d128 gqa4", &[200, 17, 65], 8, 2, 128, Out).bf16_only().big(),
-        attn("attention entropy d128", &[200, 17, 65], 8, 2, 128, Entropy).bf16_only(),
         attn("attention Hnorm d64", &[1, 37, 64, 129], 4, 1, 64, NormMean).bf16_only(),
         attn("attention S=4096 d64", &[4096], 2, 1, 64, Out).bf16_only().gpu_only(),
-        attn("attention entropy S=4099 d128", &[4099], 2, 1, 128, Entropy).bf16_only().gpu_only(),
-        // the other row statistics: largest probability, sink mass, head-mixture entropy (second pass)
-        attn("attention max prob", &[3, 1, 4], 4, 2, 4, MaxProb).cpu_only(),
-        attn("attention sink mass", &[7, 1, 9], 4, 2, 4, Sink).cpu_only(),
-        attn("attention head-mix entropy", &[3, 1, 6], 6, 2, 4, HeadMix).cpu_only(),
-        attn("attention max prob d64", &[1, 37, 64, 129], 4, 1, 64, MaxProb).bf16_only(),
-        attn("attention sink mass d128", &[200, 17, 65], 8, 2, 128, Sink).bf16_only(),
-        attn("attention head-mix d32", &[3, 50, 1, 70], 4, 2, 32, HeadMix).bf16_only(),
-        attn("attention head-mix d128 gqa4", &[200, 17, 65], 8, 2, 128, HeadMix).bf16_only(),
-        attn("attention head-mix S=4099 d128", &[4099], 8, 2, 128, HeadMix).bf16_only().gpu_only(),
-    ]
+    ];
+    for stat in RowStat::ALL {
+        let name = stat.name();
+        cases.extend([
+            attn(format!("attention {name}"), &[7, 1, 9], 6, 2, 4, Stat(stat)).cpu_only(),
+            attn(format!("attention {name} d32"), &[3, 50, 1, 70], 4, 2, 32, Stat(stat)).bf16_only(),
+            attn(format!("attention {name} d64"), &[1, 37, 64, 129], 4, 1, 64, Stat(stat)).bf16_only(),
+            attn(format!("attention {name} d128 gqa4"), &[200, 17, 65], 8, 2, 128, Stat(stat)).bf16_only(),
+            attn(format!("attention {name} S=4099 d128"), &[4099], 8, 2, 128, Stat(stat)).bf16_only().gpu_only(),
+        ]);
+    }
+    cases
 }
 
 /// Inputs of `ops::qk_norm_rope`: q [t, hq, d], k [t, hk, d], their weights, positions below `max_pos`.

@@ -56,7 +56,7 @@ fn other_gemm_backend_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
     let _restore = Restore(current);
     set_gemm_backend(other);
     let gemm_case = |name: &str| ["matmul", "linear", "dapo_loss", "cross_entropy"].iter().any(|p| name.starts_with(p));
-    let mut rows = cases_rows(dev, seed, |c| gemm_case(c.name));
+    let mut rows = cases_rows(dev, seed, |c| gemm_case(&c.name));
     for r in &mut rows {
         r.op = format!("{} [{}]", r.op, other.name());
     }

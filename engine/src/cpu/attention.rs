@@ -4,13 +4,14 @@
 //! For query i of a sequence and its keys j ≤ i (GQA: KV head = q head / (Hq / Hkv)):
 //!   s_ij = scale · q_i·k_j,  m_i = max_j s_ij,  l_i = Σ_j e^(s_ij − m_i),  p_ij = e^(s_ij − m_i) / l_i
 //!   o_i = Σ_j p_ij v_j,  LSE_i = m_i + ln l_i,  H_i = −Σ_j p_ij ln p_ij = ln l_i − Σ_j p_ij (s_ij − m_i)
-//! Row statistics: max_j p_ij; the sink mass Σ_{j < k} p_ij of the sequence's first k keys; the head-mixture
-//! entropy −Σ_j p̄_ij ln p̄_ij of p̄_ij = (1/Hq) Σ_h p_hij (one per token).
+//! Row statistics: each one's reference in `ops/row_stat.rs` on p_i· of a head, or on the head mixture
+//! p̄_ij = (1/Hq) Σ_h p_hij.
 //! Backward (FlashAttention-2): D_i = do_i·o_i, dp_ij = do_i·v_j, ds_ij = p_ij (dp_ij − D_i),
 //!   dq_i = scale Σ_j ds_ij k_j,  dk_j = scale Σ_i ds_ij q_i,  dv_j = Σ_i p_ij do_i.
 use super::storage::FloatKernel;
 use super::Real;
 use crate::error::Result;
+use crate::ops::{Over, RowProbs, RowStat, RowStats};
 
 /// Shape of one attention call.
 #[derive(Clone, Debug)]
@@ -46,13 +47,11 @@ impl AttnGeom {
     }
 }
 
-/// Inputs (q, k, v); outputs (o [T, Hq, D], lse [T, Hq], entropy [T, Hq], max probability [T, Hq], sink
-/// mass of the first `sink_keys` keys [T, Hq], head-mixture entropy [T]).
+/// Inputs (q, k, v); outputs (o [T, Hq, D], lse [T, Hq], then each statistic of `stats` in slot order:
+/// [T, Hq] per head, [T] over the head mixture), each by its table reference (`ops/row_stat.rs`).
 pub struct AttentionFwd<'a> {
     pub g: &'a AttnGeom,
-    pub sink_keys: usize,
-    /// Form the head-mixture entropy (its per-token mixture costs a pass over the keys; zeros otherwise).
-    pub head_mix: bool,
+    pub stats: RowStats,
 }
 impl FloatKernel for AttentionFwd<'_> {
     fn run<T: Real>(&self, x: &[&[T]]) -> Result<Vec<Vec<T>>> {
@@ -60,32 +59,47 @@ impl FloatKernel for AttentionFwd<'_> {
         let (q, k, v) = (x[0], x[1], x[2]);
         let mut o = vec![T::zero(); g.total * g.hq * g.d];
         let mut lse = vec![T::zero(); g.total * g.hq];
-        let (mut ent, mut max_prob, mut sink) = (lse.clone(), lse.clone(), lse.clone());
-        let mut hmix = vec![T::zero(); g.total];
+        let wanted: Vec<RowStat> = self.stats.iter().collect();
+        let mut stats: Vec<Vec<T>> = wanted
+            .iter()
+            .map(|s| match s.spec().over {
+                Over::Head => vec![T::zero(); g.total * g.hq],
+                Over::HeadMixture => vec![T::zero(); g.total],
+            })
+            .collect();
+        let mixed = wanted.iter().any(|s| s.spec().over == Over::HeadMixture);
         for &(start, len) in &g.spans {
             for i in start..start + len {
-                let mut mix = vec![0f64; if self.head_mix { i + 1 - start } else { 0 }];
+                let mut mix = vec![0f64; if mixed { i + 1 - start } else { 0 }];
                 for h in 0..g.hq {
                     let s = g.scores(q, k, start, i, h);
                     let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                     let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
                     let l: f64 = e.iter().sum();
-                    let t: f64 = e.iter().zip(&s).map(|(p, x)| p * (x - m)).sum();
+                    let p: Vec<f64> = e.iter().map(|x| x / l).collect();
                     lse[i * g.hq + h] = T::of(m + l.ln());
-                    ent[i * g.hq + h] = T::of(l.ln() - t / l);
-                    max_prob[i * g.hq + h] = T::of(1.0 / l);
-                    sink[i * g.hq + h] = T::of(e.iter().take(self.sink_keys).sum::<f64>() / l);
-                    mix.iter_mut().zip(&e).for_each(|(a, p)| *a += p / l / g.hq as f64);
+                    let row = RowProbs { p: &p, sink_keys: self.stats.sink_keys() };
+                    for (stat, out) in wanted.iter().zip(&mut stats) {
+                        if stat.spec().over == Over::Head {
+                            out[i * g.hq + h] = T::of((stat.spec().reference)(&row));
+                        }
+                    }
+                    mix.iter_mut().zip(&p).for_each(|(a, p)| *a += p / g.hq as f64);
                     let kh = g.kv_head(h);
                     for c in 0..g.d {
-                        let acc: f64 = (start..=i).zip(&e).map(|(j, p)| p * v[g.kv_at(j, kh) + c].f64()).sum();
-                        o[g.q_at(i, h) + c] = T::of(acc / l);
+                        let acc: f64 = (start..=i).zip(&p).map(|(j, p)| p * v[g.kv_at(j, kh) + c].f64()).sum();
+                        o[g.q_at(i, h) + c] = T::of(acc);
                     }
                 }
-                hmix[i] = T::of(mix.iter().filter(|&&p| p > 0.0).map(|p| -p * p.ln()).sum());
+                let row = RowProbs { p: &mix, sink_keys: self.stats.sink_keys() };
+                for (stat, out) in wanted.iter().zip(&mut stats) {
+                    if stat.spec().over == Over::HeadMixture {
+                        out[i] = T::of((stat.spec().reference)(&row));
+                    }
+                }
             }
         }
-        Ok(vec![o, lse, ent, max_prob, sink, hmix])
+        Ok([o, lse].into_iter().chain(stats).collect())
     }
 }
 

@@ -6,20 +6,18 @@ use super::kernels::{self, grid};
 use crate::cpu::attention::AttnGeom;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
-use crate::ops::RowStats;
+use crate::ops::{Over, RowStat, RowStats};
 use crate::storage::CudaStorage;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-/// `AttnFwdParams` of `kernels-cu/cuda/attention_params.cuh`, field for field (device pointers as u64; 0 =
-/// a statistic not asked for).
+/// `AttnFwdParams` of `kernels-cu/cuda/attention_params.cuh`, field for field (device pointers as u64;
+/// `stat` by [`RowStat`] slot, 0 = not asked for).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 struct AttnFwdParams {
     o: u64,
     lse: u64,
-    ent: u64,
-    max_prob: u64,
-    sink: u64,
+    stat: [u64; RowStat::ONLINE],
     q: u64,
     k: u64,
     v: u64,
@@ -53,10 +51,8 @@ unsafe impl DeviceRepr for AttnHmixParams {}
 pub struct CudaAttnOut {
     pub o: CudaStorage,
     pub lse: CudaStorage,
-    pub entropy: Option<CudaStorage>,
-    pub max_prob: Option<CudaStorage>,
-    pub sink: Option<CudaStorage>,
-    pub head_mix: Option<CudaStorage>,
+    /// The statistics asked for, in slot order (f32).
+    pub stats: Vec<CudaStorage>,
 }
 
 /// `attention_hmix.cu`: 64 query rows per CTA (every head), 4 warps.
@@ -115,51 +111,49 @@ pub fn forward(
 ) -> Result<CudaAttnOut> {
     let dev = &q.device;
     let rows = g.total * g.hq;
-    let opt = |want: bool, n: usize| want.then(|| CudaStorage::alloc(dev, DType::F32, n)).transpose();
-    let r = CudaAttnOut {
-        o: CudaStorage::alloc(dev, DType::BF16, q.len)?,
-        lse: CudaStorage::alloc(dev, DType::F32, rows)?,
-        entropy: opt(stats.entropy, rows)?,
-        max_prob: opt(stats.max_prob, rows)?,
-        sink: opt(stats.sink_keys > 0, rows)?,
-        head_mix: opt(stats.head_mix, g.total)?,
-    };
-    if g.total == 0 {
-        return Ok(r);
+    let o = CudaStorage::alloc(dev, DType::BF16, q.len)?;
+    let lse = CudaStorage::alloc(dev, DType::F32, rows)?;
+    let mut slots: [Option<CudaStorage>; RowStat::SPECS.len()] = Default::default();
+    for stat in stats.iter() {
+        let n = match stat.spec().over {
+            Over::Head => rows,
+            Over::HeadMixture => g.total,
+        };
+        slots[stat as usize] = Some(CudaStorage::alloc(dev, DType::F32, n)?);
     }
-    let ptr = |s: &Option<CudaStorage>| s.as_ref().map_or(0u64, |s| s.ptr());
-    let (po, pl, pe) = (r.o.ptr(), r.lse.ptr(), ptr(&r.entropy));
-    let (pq, pk, pv, pc) = (q.ptr(), k.ptr(), v.ptr(), cu.ptr());
-    let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);
-    let name = format!("attn_fwd_mma_d{}", g.d);
-    let smem = mma_smem_bytes(g.d);
-    dev.allow_shared_memory("attention_mma", &name, smem)?;
-    let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;
-    let p = AttnFwdParams {
-        o: po,
-        lse: pl,
-        ent: pe,
-        max_prob: ptr(&r.max_prob),
-        sink: ptr(&r.sink),
-        q: pq,
-        k: pk,
-        v: pv,
-        cu_seqlens: pc,
-        hq,
-        hkv,
-        scale,
-        sink_keys: stats.sink_keys as i32,
-    };
-    launch!(dev, "attention_mma", name, c, [p]);
-    if let Some(h) = &r.head_mix {
-        let name = format!("attn_hmix_d{}", g.d);
-        let smem = hmix_smem_bytes(g.d);
-        dev.allow_shared_memory("attention_hmix", &name, smem)?;
-        let c = cfg(max_len.div_ceil(HMIX_ROWS), 1, g.spans.len(), HMIX_THREADS, smem)?;
-        let p = AttnHmixParams { hmix: h.ptr(), lse: pl, q: pq, k: pk, cu_seqlens: pc, hq, hkv, scale, pad: 0 };
-        launch!(dev, "attention_hmix", name, c, [p]);
+    if g.total > 0 {
+        let ptr = |s: &Option<CudaStorage>| s.as_ref().map_or(0u64, |s| s.ptr());
+        let (pq, pk, pc) = (q.ptr(), k.ptr(), cu.ptr());
+        let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);
+        let name = format!("attn_fwd_mma_d{}", g.d);
+        let smem = mma_smem_bytes(g.d);
+        dev.allow_shared_memory("attention_mma", &name, smem)?;
+        let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;
+        let p = AttnFwdParams {
+            o: o.ptr(),
+            lse: lse.ptr(),
+            stat: std::array::from_fn(|i| ptr(&slots[i])),
+            q: pq,
+            k: pk,
+            v: v.ptr(),
+            cu_seqlens: pc,
+            hq,
+            hkv,
+            scale,
+            sink_keys: i32_of(stats.sink_keys())?,
+        };
+        launch!(dev, "attention_mma", name, c, [p]);
+        if let Some(h) = &slots[RowStat::HeadMix as usize] {
+            let name = format!("attn_hmix_d{}", g.d);
+            let smem = hmix_smem_bytes(g.d);
+            dev.allow_shared_memory("attention_hmix", &name, smem)?;
+            let c = cfg(max_len.div_ceil(HMIX_ROWS), 1, g.spans.len(), HMIX_THREADS, smem)?;
+            let pl = lse.ptr();
+            let p = AttnHmixParams { hmix: h.ptr(), lse: pl, q: pq, k: pk, cu_seqlens: pc, hq, hkv, scale, pad: 0 };
+            launch!(dev, "attention_hmix", name, c, [p]);
+        }
     }
-    Ok(r)
+    Ok(CudaAttnOut { o, lse, stats: slots.into_iter().flatten().collect() })
 }
 
 /// Returns (dq, dk, dv), all bf16.

@@ -1,5 +1,5 @@
-//! Fused causal attention over packed sequences, with the per-(token, head) softmax entropy emitted by
-//! the same pass (switchable). GPU: the FlashAttention-2-style kernels in `kernels-cu/cuda/attention_mma*.cu`
+//! Fused causal attention over packed sequences, with the row statistics of `row_stat.rs` emitted by the
+//! same pass on request. GPU: the FlashAttention-2-style kernels in `kernels-cu/cuda/attention_mma*.cu`
 //! (bf16 in, f32 accumulation, the S×S matrix never written). CPU: the materialising f64 reference.
 //! The entropy is a measurement: it carries no gradient.
 use super::{check_float, check_same_device, check_same_dtype, dispatch};
@@ -15,6 +15,8 @@ use crate::shape::Shape;
 use crate::storage::Storage;
 use crate::tensor::Tensor;
 
+use super::row_stat::{AttnStats, Over, RowStats};
+
 /// What `attention` returns.
 pub struct AttentionOutput {
     /// [tokens, Hq, D], the input dtype; differentiable.
@@ -25,57 +27,6 @@ pub struct AttentionOutput {
     pub stats: AttnStats,
 }
 
-/// Row statistics of the attention distributions p_hi· that a forward emits on request (each costs nothing
-/// when it is not asked for). Every one has an f64 CPU reference (`cpu/attention.rs`), a kernel path, an
-/// emulator check and selftest rows; ARCHITECTURE.md ("How to add a row statistic") is the recipe.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RowStats {
-    /// Softmax entropy H = −Σ_j p_j ln p_j per (token, head), natural log.
-    pub entropy: bool,
-    /// The largest probability max_j p_j per (token, head): 1/l of the online softmax, free.
-    pub max_prob: bool,
-    /// The attention mass on the sequence's first `sink_keys` keys per (token, head) ("attention sink"
-    /// mass); 0 = not asked for, else 1 ..= [`RowStats::MAX_SINK_KEYS`].
-    pub sink_keys: usize,
-    /// The entropy of the head-averaged distribution p̄_j = mean_h p_hj per token (natural log): a second
-    /// pass over the keys with the forward's LSEs (`attention_hmix.cu`).
-    pub head_mix: bool,
-}
-
-impl RowStats {
-    pub const NONE: Self = Self { entropy: false, max_prob: false, sink_keys: 0, head_mix: false };
-    pub const ENTROPY: Self = Self { entropy: true, ..Self::NONE };
-    /// The sink keys lie in the forward kernel's first key tile.
-    pub const MAX_SINK_KEYS: usize = 64;
-
-    pub fn any(&self) -> bool {
-        *self != Self::NONE
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.sink_keys > Self::MAX_SINK_KEYS {
-            return Err(EngineError::invalid(
-                "attention",
-                format!("sink_keys {} must be 0 (off) to {}", self.sink_keys, Self::MAX_SINK_KEYS),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The row statistics a forward computed, each Some when it was asked for; no gradient flows through them.
-#[derive(Clone, Debug, Default)]
-pub struct AttnStats {
-    /// [tokens, Hq]
-    pub entropy: Option<Tensor>,
-    /// [tokens, Hq]
-    pub max_prob: Option<Tensor>,
-    /// [tokens, Hq]
-    pub sink: Option<Tensor>,
-    /// [tokens]
-    pub head_mix: Option<Tensor>,
-}
-
 /// Causal self-attention of packed sequences: q [T, Hq, D], k and v [T, Hkv, D] (Hq a multiple of Hkv,
 /// GQA), scale 1/√D, with the row statistics `stats` asks for. Each sequence of `packing` attends only to
 /// itself. GPU: `attention_mma.cu` (+ `attention_hmix.cu` for the head mixture); CPU: the f64 reference.
@@ -84,37 +35,33 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, packing: &Packing, stats: R
     stats.validate()?;
     let dt = q.dtype();
     let cu = packing.on(q.device())?;
-    // Both backends return o, lse and then the statistics asked for, in RowStats' field order.
-    let wanted = [stats.entropy, stats.max_prob, stats.sink_keys > 0, stats.head_mix];
+    // Both backends return o, lse and then the statistics asked for, in slot order.
     let st = dispatch(
         "attention",
         &[q, k, v, &cu],
         |x| {
-            let fwd = AttentionFwd { g: &g, sink_keys: stats.sink_keys, head_mix: stats.head_mix };
+            let fwd = AttentionFwd { g: &g, stats };
             let mut all = run_float("attention", &fwd, &x[..3])?.into_iter();
             let o = all.next().expect("o").cast(dt);
-            let lse = all.next().expect("lse");
-            Ok([o, lse].into_iter().chain(all.zip(wanted).filter(|(_, w)| *w).map(|(s, _)| s)).collect())
+            Ok(std::iter::once(o).chain(all).collect())
         },
         |x| {
             let r = cuda_attn::forward(x[0], x[1], x[2], x[3], &g, packing.max_len(), &stats)?;
-            let extra = [r.entropy, r.max_prob, r.sink, r.head_mix].into_iter().flatten();
-            Ok([r.o, r.lse].into_iter().chain(extra).collect())
+            Ok([r.o, r.lse].into_iter().chain(r.stats).collect())
         },
     )?;
-    let rows = Shape::new([g.total, g.hq]);
     let dev = q.device();
     let mut st = st.into_iter();
     let out = Tensor::from_storage(st.next().expect("o"), q.shape().clone(), dev);
-    let lse = Tensor::from_storage(st.next().expect("lse"), rows.clone(), dev);
-    let mut take =
-        |want: bool, shape: Shape| want.then(|| Tensor::from_storage(st.next().expect("a statistic"), shape, dev));
-    let row_stats = AttnStats {
-        entropy: take(wanted[0], rows.clone()),
-        max_prob: take(wanted[1], rows.clone()),
-        sink: take(wanted[2], rows),
-        head_mix: take(wanted[3], Shape::new([g.total])),
-    };
+    let lse = Tensor::from_storage(st.next().expect("lse"), Shape::new([g.total, g.hq]), dev);
+    let mut row_stats = AttnStats::default();
+    for stat in stats.iter() {
+        let shape = match stat.spec().over {
+            Over::Head => Shape::new([g.total, g.hq]),
+            Over::HeadMixture => Shape::new([g.total]),
+        };
+        row_stats.set(stat, Tensor::from_storage(st.next().expect("a statistic asked for"), shape, dev));
+    }
     let rule = AttentionBackward {
         q: q.detach(),
         k: k.detach(),

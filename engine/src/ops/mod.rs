@@ -11,12 +11,13 @@ mod norm;
 mod policy_loss;
 mod reduce;
 mod rope;
+mod row_stat;
 mod sampling;
 mod select;
 mod softmax;
 mod weights;
 
-pub use attention::{attention, normalized_entropy, AttentionOutput, AttnStats, RowStats};
+pub use attention::{attention, normalized_entropy, AttentionOutput};
 pub use decode::{
     check_index, check_prefix_groups, check_write_rows, prefix_group_rows, BlockCopies, CacheIndex, CacheRows, KvCache,
     PoolShape, PrefixGroup, DECODE_CHUNK_KEYS, PADDING_ROW,
@@ -25,6 +26,7 @@ pub use matmul::MatmulSpec;
 pub use norm::add_rms_norm;
 pub use policy_loss::{dapo_loss, DapoBatch, DapoLossConfig, DapoLossOutput, DapoMetrics, LossNormalizer};
 pub use rope::{qk_norm_rope, RopeSpec};
+pub use row_stat::{AttnStats, Over, RowProbs, RowStat, RowStatSpec, RowStats, ScoreNorm};
 pub use sampling::{
     key_words, sample_keyed, sample_rows, sample_uniform, Sample, SampleKey, SampledRows, SamplingParams,
 };

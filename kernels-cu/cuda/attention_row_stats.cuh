@@ -1,0 +1,64 @@
+// attention_row_stats.cuh: the per-(token, head) row statistics that the fused forward (attention_mma.cu)
+// accumulates inside its online softmax, as one component with the online pass's named steps — the way
+// FlashAttention's softmax.h keeps the row max and sum. Each statistic is a slot of AttnFwdParams::stat
+// (null = not asked for), which attention_params.cuh sizes by kOnlineStats; engine/src/ops/row_stat.rs
+// numbers the same slots (RowStat) and holds the f64 reference, emu/attention_ref.h the emulator's. Plain
+// C++ apart from the intrinsics the emulator shims.
+//
+// The forward works in log2 units: x_j = scale·log2(e)·q·k_j, running max m, p_j = 2^(x_j − m), l = Σ p_j.
+// When a key tile moves the max from m to m' every running sum over p is rescaled by α = 2^(m − m').
+//   entropy   t ← α·(t + (m − m')·l) + Σ p_j (x_j − m');   H = ln l − ln2·t/l      (kernels.md §3)
+//   max_prob  max_j p_j = 2^(m − m)/l = 1/l, nothing to accumulate
+//   sink      s ← α·s + Σ_{j < sink_keys} p_j;           S = s/l (the first keys lie in the first tile)
+// A thread holds two query rows (i = 0, 1) and a quarter of their columns; its partial sums are reduced
+// over the 4 threads of the row's quad at the end.
+#pragma once
+
+// Slots of AttnFwdParams::stat, in RowStat's order.
+enum RowStatSlot { kStatEntropy = 0, kStatMaxProb = 1, kStatSink = 2, kOnlineStats = 3 };
+
+// The online statistics of a thread's two rows. kEntropy is the entropy slot resolved at compile time (its
+// FFMA per score is the one cost that matters); the other slots are read from the parameters.
+template <bool kEntropy> struct OnlineRowStats {
+    float t[2] = {0.0f, 0.0f};   // entropy: Σ p (x − m), log2 units
+    float sk[2] = {0.0f, 0.0f};  // sink: Σ_{j < sink_keys} p_j
+    int sink_keys;
+    bool in_sink_tile = false;
+
+    __device__ __forceinline__ OnlineRowStats(float* const (&stat)[kOnlineStats], int sink_keys_asked)
+        : sink_keys(stat[kStatSink] ? sink_keys_asked : 0) {}
+
+    // 0. a key tile starting at key k0 begins
+    __device__ __forceinline__ void begin_tile(int k0) { in_sink_tile = k0 < sink_keys; }
+
+    // 1. the row max moved from m to m' (dm = m − m', α = 2^dm); l is the row sum before its rescale
+    __device__ __forceinline__ void rescale(int i, float alpha, float dm, float l) {
+        if (kEntropy) t[i] = alpha * (t[i] + dm * l);
+        sk[i] *= alpha;
+    }
+
+    // 2. key `key` of row i got probability p = 2^x (x = its score − m')
+    __device__ __forceinline__ void add(int i, float p, float x, int key) {
+        if (kEntropy) t[i] = fmaf(p, x, t[i]);
+        if (in_sink_tile && key < sink_keys) sk[i] += p;
+    }
+
+    // 3. sum row i's partial sums over the 4 threads of its quad
+    __device__ __forceinline__ void reduce_quad(int i) {
+        if (kEntropy) t[i] = quad_sum(t[i]);
+        if (sink_keys) sk[i] = quad_sum(sk[i]);
+    }
+
+    // 4. write row i's statistics at `row` ([T, Hq] index); l is the row sum (≥ 1: the max contributes 2^0)
+    __device__ __forceinline__ void store(float* const (&stat)[kOnlineStats], long long row, int i, float l) const {
+        const float inv_l = 1.0f / l;
+        if (kEntropy) stat[kStatEntropy][row] = logf(l) - 0.6931471805599453f * t[i] * inv_l;
+        if (stat[kStatMaxProb]) stat[kStatMaxProb][row] = inv_l;
+        if (sink_keys) stat[kStatSink][row] = sk[i] * inv_l;
+    }
+
+    __device__ __forceinline__ static float quad_sum(float v) {
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        return v + __shfl_xor_sync(0xffffffffu, v, 2);
+    }
+};
