@@ -46,15 +46,24 @@ pub enum Error {
     /// planner input, a data set the settings leave empty); the message names the argument.
     #[error("{0}")]
     Invalid(String),
+    /// The chart library failed to draw (plots, comparison and analysis charts).
+    #[error("cannot draw a chart: {0}")]
+    Plot(String),
     /// A message exchanged between data-parallel ranks was truncated or malformed.
     #[error("{0}")]
     Exchange(String),
+    /// The failure `run.debug_fail_at` injects at the start of a step (1-based), to test recovery.
+    #[error("injected failure (run.debug_fail_at) at the start of step {step}")]
+    Injected { step: u64 },
     /// A state the code should never reach (a missing statistic, a hook without its target): a bug.
     #[error("internal error: {0}")]
     Internal(String),
     /// One rank of a data-parallel run failed with `source`.
     #[error("rank {rank}: {source}")]
     Rank { rank: usize, source: Box<Error> },
+    /// A rank's thread could not be started.
+    #[error("cannot start its thread: {0}")]
+    Spawn(#[source] std::io::Error),
     /// A rank's thread panicked (the payload's message when it was a string).
     #[error("panicked: {0}")]
     Panicked(String),
@@ -131,13 +140,6 @@ impl Error {
             self.innermost(),
             Self::Engine(EngineError::Aborted(_)) | Self::Model(ModelError::Engine(EngineError::Aborted(_)))
         )
-    }
-}
-
-/// Transitional: lets the modules not yet converted keep `Result<_, String>` while calling converted ones.
-impl From<Error> for String {
-    fn from(e: Error) -> String {
-        e.to_string()
     }
 }
 
