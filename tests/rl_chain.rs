@@ -55,7 +55,7 @@ fn chain_preset_warm_starts_trains_and_resumes() {
 
 #[test]
 fn warm_start_needs_the_chain_task() {
-    let e = TrainConfig::resolve(None, &["train.warmup_sft_steps=5".into()]).unwrap_err();
+    let e = TrainConfig::resolve(None, &["train.warmup_sft_steps=5".into()]).unwrap_err().to_string();
     assert!(e.contains("train.warmup_sft_steps"), "{e}");
     let c = TrainConfig::resolve(None, &["data.train=builtin:chain".into(), "train.warmup_sft_steps=5".into()]);
     assert_eq!(c.unwrap().train.warmup_sft_steps, 5);

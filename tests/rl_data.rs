@@ -18,18 +18,20 @@ fn reads_verl_rows() {
 #[test]
 fn malformed_rows_name_the_line() {
     let e = parse_jsonl("{\"prompt\": \"a\", \"reward_model\": {\"ground_truth\": \"1\"}}\n{\"prompt\": \"b\"}\n")
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("line 2: not a verl prompt row"), "{e}");
     let e = parse_jsonl(
         "{\"prompt\": [{\"role\": \"robot\", \"content\": \"x\"}], \"reward_model\": {\"ground_truth\": \"1\"}}",
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("line 1: unknown message role \"robot\""), "{e}");
-    let e = parse_jsonl("{\"prompt\": 5, \"reward_model\": {\"ground_truth\": \"1\"}}").unwrap_err();
+    let e = parse_jsonl("{\"prompt\": 5, \"reward_model\": {\"ground_truth\": \"1\"}}").unwrap_err().to_string();
     assert!(e.contains("prompt must be a string or a list"), "{e}");
-    let e = parse_jsonl("{\"prompt\": \"x\", \"reward_model\": {\"ground_truth\": [1]}}").unwrap_err();
+    let e = parse_jsonl("{\"prompt\": \"x\", \"reward_model\": {\"ground_truth\": [1]}}").unwrap_err().to_string();
     assert!(e.contains("ground_truth must be a string or number"), "{e}");
-    assert_eq!(parse_jsonl("\n\n").unwrap_err(), "no prompt rows");
+    assert_eq!(parse_jsonl("\n\n").unwrap_err().to_string(), "no prompt rows");
 }
 
 #[test]
@@ -44,7 +46,7 @@ fn reads_verl_parquet() {
     // Not parquet at all: a clear error naming the file.
     let bad = std::env::temp_dir().join(format!("entrl-bad-{}.parquet", std::process::id()));
     std::fs::write(&bad, b"not parquet").unwrap();
-    let e = entrl_rl::data::read_prompts(&bad).unwrap_err();
+    let e = entrl_rl::data::read_prompts(&bad).unwrap_err().to_string();
     assert!(e.contains("not a readable parquet file") && e.contains("entrl-bad-"), "{e}");
     std::fs::remove_file(&bad).unwrap();
 }
@@ -80,7 +82,7 @@ fn a_byte_order_mark_is_skipped() {
     assert_eq!((rows[0].ground_truth.as_str(), rows[1].data_source.as_str()), ("42", "s"));
     assert_eq!(parse_jsonl(&format!("\u{FEFF}{ROW}")).unwrap().len(), 1);
     // A mark anywhere else is not skipped: that line is not JSON.
-    let e = parse_jsonl(&format!("{ROW}\n\u{FEFF}{ROW}")).unwrap_err();
+    let e = parse_jsonl(&format!("{ROW}\n\u{FEFF}{ROW}")).unwrap_err().to_string();
     assert!(e.starts_with("line 2: not JSON"), "{e}");
 }
 
@@ -93,6 +95,8 @@ fn a_line_that_is_not_utf8_is_named() {
     bytes.extend(b"{\"prompt\": \"caf\xe9\", \"reward_model\": {\"ground_truth\": \"1\"}}\n");
     std::fs::write(&p, bytes).unwrap();
     let e = entrl_rl::data::read_prompts(&p).unwrap_err();
+    assert!(matches!(&e, entrl_rl::Error::Data { file: Some(f), line: Some(3), .. } if f == &p), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("latin1.jsonl: line 3: not UTF-8 text (invalid byte at offset 15 in the line)"), "{e}");
 }
 
@@ -107,14 +111,14 @@ fn only_regular_files_are_read() {
         let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
         assert!(made.success());
         let t0 = std::time::Instant::now();
-        let e = entrl_rl::data::read_prompts(&fifo).unwrap_err();
+        let e = entrl_rl::data::read_prompts(&fifo).unwrap_err().to_string();
         assert!(e.contains(name) && e.contains("not a regular file"), "{e}");
         assert!(t0.elapsed().as_secs() < 5);
     }
     let dir = d.0.join("dir.jsonl");
     std::fs::create_dir_all(&dir).unwrap();
-    let e = entrl_rl::data::read_prompts(&dir).unwrap_err();
+    let e = entrl_rl::data::read_prompts(&dir).unwrap_err().to_string();
     assert!(e.contains("dir.jsonl") && (e.contains("not a regular file") || e.contains("directory")), "{e}");
-    let e = entrl_rl::data::read_prompts(&d.0.join("missing.jsonl")).unwrap_err();
+    let e = entrl_rl::data::read_prompts(&d.0.join("missing.jsonl")).unwrap_err().to_string();
     assert!(e.contains("missing.jsonl"), "{e}");
 }

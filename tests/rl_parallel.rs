@@ -91,7 +91,8 @@ fn a_failing_rank_stops_all_ranks_without_a_partial_checkpoint() {
         config(&dir, &["train.steps=3", "run.world_size=2", "run.save_every=1", "run.debug_fail_at=\"1:2\""]),
         None,
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("rank 1") && e.contains("injected failure"), "{e}");
     let ck = dir.join("checkpoints");
     let mut names: Vec<String> =
@@ -104,7 +105,7 @@ fn a_failing_rank_stops_all_ranks_without_a_partial_checkpoint() {
     // A panicking rank aborts the group too: the others stop at once, not after the exchange timeout.
     let t0 = std::time::Instant::now();
     let panicky = ["train.steps=2", "run.world_size=2", "run.debug_fail_at=\"0:2:panic\"", "run.comm_timeout_s=600"];
-    let e = train(config(&dir, &panicky), None).unwrap_err();
+    let e = train(config(&dir, &panicky), None).unwrap_err().to_string();
     assert!(e.contains("rank 0") && e.contains("panicked") && e.contains("injected failure"), "{e}");
     assert!(t0.elapsed().as_secs() < 120, "took {:?}", t0.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
@@ -126,7 +127,7 @@ fn sharded_run_resumes_exactly() {
     }
     assert_eq!(weights(full.checkpoint.as_ref().unwrap()), weights(resumed.checkpoint.as_ref().unwrap()));
     // A checkpoint of 2 ranks cannot be resumed by 1.
-    let e = train(config(&b, &["train.steps=5", "run.world_size=1", d]), Some(&b)).unwrap_err();
+    let e = train(config(&b, &["train.steps=5", "run.world_size=1", d]), Some(&b)).unwrap_err().to_string();
     assert!(e.contains("optimizer state for 2 rank(s)"), "{e}");
     for d in [a, b] {
         std::fs::remove_dir_all(&d).unwrap();

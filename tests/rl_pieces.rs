@@ -33,6 +33,8 @@ fn dynamic_sampling_keeps_mixed_groups_refills_and_cuts() {
     let dull = outcomes(&[(0, &[true, true])]);
     capped.add_round(&dull).unwrap();
     let e = capped.add_round(&dull).unwrap_err();
+    assert!(matches!(e, entrl_rl::Error::ShortBatch { kept: 0, wanted: 5, rounds: 2 }), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("only 0 of 5 informative prompt groups after 2 generation rounds"), "{e}");
 }
 
@@ -42,9 +44,9 @@ fn strategies_parse_with_clear_errors() {
     assert_eq!("explorers:20%".parse::<Strategy>().unwrap(), Strategy::Explorers(0.2));
     assert_eq!("full".parse::<Strategy>().unwrap(), Strategy::Full);
     assert!(matches!("soft".parse::<Strategy>().unwrap(), Strategy::Soft(_)));
-    assert!("anchors".parse::<Strategy>().unwrap_err().contains("needs a fraction"));
-    assert!("anchors:1.5".parse::<Strategy>().unwrap_err().contains("outside (0, 1]"));
-    assert!("middle:0.2".parse::<Strategy>().unwrap_err().contains("unknown token strategy"));
+    assert!("anchors".parse::<Strategy>().unwrap_err().to_string().contains("needs a fraction"));
+    assert!("anchors:1.5".parse::<Strategy>().unwrap_err().to_string().contains("outside (0, 1]"));
+    assert!("middle:0.2".parse::<Strategy>().unwrap_err().to_string().contains("unknown token strategy"));
 }
 
 /// Two responses of 10 tokens each (one pool per response), 2 prompt tokens each invalid.
@@ -146,7 +148,7 @@ fn evaluation_bounds_its_requests_and_refuses_non_finite_logits() {
     let eval = |m: &Qwen3, k: usize| evaluate(m, &tok, &prompts, 0, k, params, 3, Default::default(), &verifier, 0);
     // a billion samples per prompt aborted building the requests
     for k in [0, 1025, 1_000_000_000] {
-        let e = eval(&model, k).unwrap_err();
+        let e = eval(&model, k).unwrap_err().to_string();
         assert!(e.contains("mean@k takes 1 to 1024 samples per prompt"), "{e}");
     }
     assert_eq!(eval(&model, 2).unwrap().per_source.values().map(|v| v.1).sum::<usize>(), 8);
@@ -160,12 +162,12 @@ fn evaluation_bounds_its_requests_and_refuses_non_finite_logits() {
         overlong: None,
         verifier: &verifier,
     };
-    let e = rollout(&model, &tok, &refs, 0, &spec, 0, || {}).unwrap_err();
+    let e = rollout(&model, &tok, &refs, 0, &spec, 0, || {}).unwrap_err().to_string();
     assert!(e.contains("4 prompts × 8388608 responses each are more than 16777216 requests"), "{e}");
     // NaN weights: an error, not a mean@k over garbage tokens
     let mut w = model.embed.to_vec_f32().unwrap();
     w[5] = f32::NAN;
     model.embed.copy_from(&Tensor::from_vec(w, model.embed.dims().to_vec(), &Device::Cpu).unwrap()).unwrap();
-    let e = eval(&model, 2).unwrap_err();
+    let e = eval(&model, 2).unwrap_err().to_string();
     assert!(e.contains("are not finite") && e.contains("NaN or Inf"), "{e}");
 }

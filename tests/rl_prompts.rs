@@ -77,7 +77,7 @@ fn qwen3_has_a_byte_bound_and_the_cut_keeps_exactly_the_last_ids() {
 fn a_huge_prompt_without_a_cut_point_is_refused_clearly() {
     let tok = qwen3();
     let rows = vec![row("What is 2 + 2?".into(), "small"), row("a".repeat(200_000), "blob")];
-    let e = PromptEncoder::new(&tok, 32, LongPrompts::TruncateLeft).encode(&rows).unwrap_err();
+    let e = PromptEncoder::new(&tok, 32, LongPrompts::TruncateLeft).encode(&rows).unwrap_err().to_string();
     assert!(e.starts_with("prompt row 2 (data source \"blob\"): ") && e.contains("no line break or space"), "{e}");
     // Why not cut anywhere: inside one long word the tokens at the end depend on where the word starts.
     let word = "a".repeat(5000);
@@ -104,7 +104,7 @@ fn a_multi_megabyte_prompt_is_handled_quickly() {
     assert!(tail.ends_with("<|im_end|>\n<|im_start|>assistant\n"), "{tail:?}");
     let set = enc(LongPrompts::Drop).encode(&rows).unwrap();
     assert_eq!((set.prompts.len(), set.counts.dropped), (1, 1));
-    let e = enc(LongPrompts::Error).encode(&rows).unwrap_err();
+    let e = enc(LongPrompts::Error).encode(&rows).unwrap_err().to_string();
     assert!(
         e.starts_with("prompt row 2 (data source \"huge\"): ") && e.contains("bytes after the chat template"),
         "{e}"

@@ -98,7 +98,7 @@ fn dynamic_sampling_fills_every_batch_with_informative_groups() {
     // A cap that cannot be met is a clear error (verl), or a short batch when asked for.
     let dir = tmp("ds-cap");
     let cap = ["train.steps=1", "rollout.max_gen_rounds=1", "rollout.gen_batch_size=2", "rollout.on_short_batch=error"];
-    let e = train(config(&dir, &cap), None).unwrap_err();
+    let e = train(config(&dir, &cap), None).unwrap_err().to_string();
     assert!(e.contains("dynamic sampling") && e.contains("max_gen_rounds"), "{e}");
     let short =
         ["train.steps=2", "rollout.max_gen_rounds=1", "rollout.gen_batch_size=2", "rollout.on_short_batch=train"];
@@ -279,7 +279,7 @@ fn a_diverging_run_stops_with_an_error() {
         "rollout.dynamic_sampling=false",
         "train.steps=5",
     ];
-    let e = train(config(&dir, &o), None).unwrap_err();
+    let e = train(config(&dir, &o), None).unwrap_err().to_string();
     assert!(e.contains("non-finite"), "{e}");
     assert!(entrl_rl::checkpoints::latest(&dir).unwrap().is_none(), "nothing was saved");
     let _ = std::fs::remove_dir_all(&dir);
@@ -295,20 +295,26 @@ fn bad_input_gives_clear_errors() {
         "{\"prompt\": [{\"role\": \"user\", \"content\": \"1 + 1 =\"}], \"reward_model\": {\"ground_truth\": \"2\"}}\n{oops\n",
     )
     .unwrap();
-    let e = Session::new(config(&dir, &[&format!("data.train={:?}", data.display().to_string())])).err().unwrap();
+    let e = Session::new(config(&dir, &[&format!("data.train={:?}", data.display().to_string())]))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("line 2"), "{e}");
 
-    let e = TrainConfig::resolve(None, &["tokens.strategy=middle:0.2".into()]).unwrap_err();
+    let e = TrainConfig::resolve(None, &["tokens.strategy=middle:0.2".into()]).unwrap_err().to_string();
     assert!(e.contains("unknown token strategy \"middle\""), "{e}");
 
     let empty = dir.join("model");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::write(empty.join("config.json"), entrl_rl::task::builtin_model_config(19).to_hf_json()).unwrap();
     entrl_rl::task::builtin_tokenizer().save(&empty).unwrap();
-    let e = Session::new(config(&dir, &[&format!("model.path={:?}", empty.display().to_string())])).err().unwrap();
+    let e = Session::new(config(&dir, &[&format!("model.path={:?}", empty.display().to_string())]))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("model.safetensors"), "{e}");
 
-    let e = Session::new(config(&dir, &["tokens.entropy_layers=[5]"])).err().unwrap();
+    let e = Session::new(config(&dir, &["tokens.entropy_layers=[5]"])).err().unwrap().to_string();
     assert!(e.contains("layer 5 does not exist"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -424,7 +430,7 @@ fn session_applies_the_verifier_and_long_prompt_choices() {
     let s = Session::new(with("drop")).unwrap();
     assert_eq!(s.prompts.iter().map(|p| p.index).collect::<Vec<_>>(), [0, 2]);
     assert_eq!((s.prompt_counts.truncated, s.prompt_counts.dropped), (0, 1));
-    let e = Session::new(with("error")).err().unwrap();
+    let e = Session::new(with("error")).err().unwrap().to_string();
     assert!(
         e.contains("long.jsonl: prompt row 2 (data source \"math_dapo\"): ") && e.contains(" tokens, more than"),
         "{e}"
@@ -466,12 +472,12 @@ fn a_checkpoint_holding_nan_is_not_resumed() {
     // a NaN weight: refused naming the tensor
     let w = copy("weights");
     let name = poison_safetensors(&w.join("model.safetensors"), "mlp");
-    let e = Session::resume(config(&dir, &["train.steps=2"]), &w).err().unwrap();
+    let e = Session::resume(config(&dir, &["train.steps=2"]), &w).err().unwrap().to_string();
     assert!(e.contains(&format!("tensor {name}")) && e.contains("non-finite value (NaN at element 0)"), "{e}");
     // a NaN AdamW moment: the optimizer state is not loaded
     let o = copy("optimizer");
     poison_safetensors(&o.join("optimizer.safetensors"), "exp_avg");
-    let e = Session::resume(config(&dir, &["train.steps=2"]), &o).err().unwrap();
+    let e = Session::resume(config(&dir, &["train.steps=2"]), &o).err().unwrap().to_string();
     assert!(e.contains("optimizer.safetensors") && e.contains("non-finite value"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -29,7 +29,7 @@ fn a_nan_weight_stops_the_run_after_three_skips_with_latest_finite() {
     // Four updates per step (mini-batches of 4 prompts), so three skips come within the poisoned step.
     let o =
         ["train.steps=4", "run.save_every=1", "run.eval_every=0", "train.mini_batch_size=4", "run.debug_nan_at=\"3\""];
-    let e = train(config(&dir, &o), None).unwrap_err();
+    let e = train(config(&dir, &o), None).unwrap_err().to_string();
     assert!(e.contains("stopping at step 3: 3 updates in a row had a non-finite loss"), "{e}");
     let latest = checkpoints::latest(&dir).unwrap().unwrap();
     assert!(latest.ends_with("step_000002"), "{}", latest.display());
@@ -48,7 +48,7 @@ fn a_nan_weight_stops_the_run_after_three_skips_with_latest_finite() {
 fn a_fresh_run_refuses_a_folder_holding_another_run_unless_overwrite() {
     let dir = tmp("occupied");
     train(config(&dir, &["train.steps=1", "run.eval_every=0"]), None).unwrap();
-    let e = train(config(&dir, &["train.steps=1", "run.eval_every=0"]), None).unwrap_err();
+    let e = train(config(&dir, &["train.steps=1", "run.eval_every=0"]), None).unwrap_err().to_string();
     assert!(e.contains("holds an earlier run (1 metric line(s) and checkpoints up to step_000001)"), "{e}");
     assert!(e.contains("--resume") && e.contains("run.overwrite=true"), "{e}");
     std::fs::write(dir.join("notes.txt"), "mine").unwrap();
@@ -64,8 +64,9 @@ fn a_fresh_run_refuses_a_folder_holding_another_run_unless_overwrite() {
 fn a_resumed_run_refuses_a_configuration_that_changes_training() {
     let dir = tmp("resume-conflict");
     train(config(&dir, &["train.steps=1", "run.eval_every=0"]), None).unwrap();
-    let e =
-        train(config(&dir, &["train.steps=2", "train.lr=0.5", "tokens.strategy=anchors:0.2"]), Some(&dir)).unwrap_err();
+    let e = train(config(&dir, &["train.steps=2", "train.lr=0.5", "tokens.strategy=anchors:0.2"]), Some(&dir))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("train.lr: 0.001 → 0.5") && e.contains("tokens.strategy: \"full\" → \"anchors:0.2\""), "{e}");
     assert!(e.contains("may change only") && e.contains("train.steps"), "{e}");
     // Steps, logging and evaluation may change.
@@ -88,7 +89,7 @@ fn a_branch_into_another_folder_copies_the_history_and_leaves_the_origin_alone()
     assert!(checkpoints::latest(&b).unwrap().unwrap().starts_with(&b));
     assert_eq!(std::fs::read(a.join("metrics.jsonl")).unwrap(), before, "the origin's metrics are untouched");
     assert!(checkpoints::latest(&a).unwrap().unwrap().ends_with("step_000003"));
-    let e = train(config(&b, &["train.steps=2", "run.eval_every=0"]), Some(&ck)).unwrap_err();
+    let e = train(config(&b, &["train.steps=2", "run.eval_every=0"]), Some(&ck)).unwrap_err().to_string();
     assert!(e.contains("holds an earlier run"), "{e}");
     for d in [a, b] {
         let _ = std::fs::remove_dir_all(d);
@@ -104,7 +105,7 @@ fn checkpoints_carry_their_configuration_and_refuse_foreign_optimizer_state() {
     assert_eq!(saved.train.steps, 2);
     assert!(two.join("config.toml").is_file());
     std::fs::copy(one.join("optimizer.safetensors"), two.join("optimizer.safetensors")).unwrap();
-    let e = train(config(&dir, &["train.steps=3", "run.eval_every=0"]), Some(&dir)).unwrap_err();
+    let e = train(config(&dir, &["train.steps=3", "run.eval_every=0"]), Some(&dir)).unwrap_err().to_string();
     assert!(e.contains("optimizer state of another checkpoint (entrl.step = 1, its state.json says 2)"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -112,7 +113,7 @@ fn checkpoints_carry_their_configuration_and_refuse_foreign_optimizer_state() {
 #[test]
 fn too_many_cpu_ranks_are_refused_before_anything_starts() {
     let dir = tmp("ranks");
-    let e = train(config(&dir, &["run.world_size=4000"]), None).unwrap_err();
+    let e = train(config(&dir, &["run.world_size=4000"]), None).unwrap_err().to_string();
     assert!(e.contains("run.world_size = 4000 CPU ranks") && e.contains("per core"), "{e}");
     assert!(!dir.exists(), "nothing was written");
 }

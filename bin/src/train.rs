@@ -78,7 +78,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
 /// checkpoint that carries none, its run folder's, else `--config`), then the overrides; the run folder is
 /// the checkpoint's unless `run.out_dir` is overridden. Never a preset: a checkpoint whose configuration
 /// cannot be found is refused.
-fn resume_config(path: &Path, file: Option<&Path>, overrides: &[String]) -> Result<(TrainConfig, PathBuf), String> {
+fn resume_config(path: &Path, file: Option<&Path>, overrides: &[String]) -> entrl_rl::Result<(TrainConfig, PathBuf)> {
     let ck = entrl_rl::run::find_checkpoint(path)?;
     let saved = entrl_rl::checkpoints::saved_config(&ck)?;
     let mut cfg = match (file, saved) {
@@ -91,20 +91,19 @@ fn resume_config(path: &Path, file: Option<&Path>, overrides: &[String]) -> Resu
             TrainConfig::resolve_on(&saved, &ck.join("config.toml"), overrides)?
         }
         (None, None) => {
-            return Err(format!(
-                "{}: the checkpoint carries no config.toml and sits in no run folder that has one; give the run's \
+            return Err(entrl_rl::Error::checkpoint(
+                &ck,
+                "the checkpoint carries no config.toml and sits in no run folder that has one; give the run's \
                  configuration with --config",
-                ck.display()
             ))
         }
     };
     let explicit_out = overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == "run.out_dir"));
     if !explicit_out {
         let dir = entrl_rl::checkpoints::run_dir_of(&ck).ok_or_else(|| {
-            format!(
-                "{}: this checkpoint is not inside a run folder's checkpoints/; give run.out_dir=DIR for the \
-                 continued run",
-                ck.display()
+            entrl_rl::Error::checkpoint(
+                &ck,
+                "this checkpoint is not inside a run folder's checkpoints/; give run.out_dir=DIR for the continued run",
             )
         })?;
         cfg.run.out_dir = dir.display().to_string();

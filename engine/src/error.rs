@@ -28,6 +28,10 @@ pub enum EngineError {
     Autograd(String),
     #[error("collective: {0}")]
     Comm(String),
+    /// A collective refused because the group was aborted (another rank failed, or a timeout): the echo of
+    /// the failure that caused it, which is the one to report.
+    #[error("collective: {0}")]
+    Aborted(String),
     /// A size checked before allocating ([`crate::Device::ensure_fits`]): what, its bytes, what is free.
     #[error(
         "{what} needs {} but {device} has {} available",

@@ -12,6 +12,7 @@
 //! Writes `analysis.md` and two SVG charts into the run folder (atomically). Rows whose gradient magnitude
 //! is NaN (a mini-batch with nothing selected ran no backward) or with any non-finite score are left out.
 use crate::entropy_stats::{average_ranks, quantile, spearman};
+use crate::error::{Error, Result};
 use crate::plot::{curves_chart, ArmCurve};
 use crate::regress::{partial_pearson, partial_spearman, Correlation};
 use crate::strategy::{Strategy, TokenScores};
@@ -84,32 +85,30 @@ impl Tokens {
 
 /// Read every trace file of `run_dir`. An error (one line) when there is none, a file is unreadable or
 /// lacks a column, or the files disagree on the probe layers.
-pub fn load(run_dir: &Path) -> Result<Tokens, String> {
+pub fn load(run_dir: &Path) -> Result<Tokens> {
     let files = trace::list(run_dir)?;
     if files.is_empty() {
-        return Err(format!(
-            "{}: no token traces (traces/step_*.parquet); train with run.trace_every=N first",
-            run_dir.display()
-        ));
+        let msg = "no token traces (traces/step_*.parquet); train with run.trace_every=N first";
+        return Err(Error::data(run_dir, None, msg));
     }
     let mut t = Tokens { files: files.len(), ..Default::default() };
     for (k, path) in files.iter().enumerate() {
         let table = trace::read(path)?;
-        let col = |name: &str| table.f64s(name).map_err(|e| format!("{}: {e}", path.display()));
+        let col = |name: &str| table.f64s(name).map_err(|e| e.in_data_file(path));
         let layers: Vec<usize> =
             table.columns.iter().filter_map(|(n, _)| n.strip_prefix("hnorm_l").and_then(|l| l.parse().ok())).collect();
         if layers.is_empty() {
-            return Err(format!("{}: no hnorm_l{{layer}} column", path.display()));
+            return Err(Error::data(path, None, "no hnorm_l{layer} column"));
         }
         if k == 0 {
             t.hnorm = layers.iter().map(|&l| (l, Vec::new())).collect();
         } else if t.hnorm.iter().map(|h| h.0).collect::<Vec<_>>() != layers {
-            return Err(format!("{}: probe layers {layers:?} differ from the other trace files'", path.display()));
+            return Err(Error::data(path, None, format!("probe layers {layers:?} differ from the other trace files'")));
         }
         let step = col("step")?;
         let (grad, pos, rel, len) = (col("grad_norm")?, col("position")?, col("rel_position")?, col("response_len")?);
         let (pred, adv, ratio) = (col("pred_entropy")?, col("advantage")?, col("ratio")?);
-        let h: Vec<Vec<f64>> = layers.iter().map(|l| col(&format!("hnorm_l{l}"))).collect::<Result<_, _>>()?;
+        let h: Vec<Vec<f64>> = layers.iter().map(|l| col(&format!("hnorm_l{l}"))).collect::<Result<_>>()?;
         t.rows_read += table.rows();
         for i in 0..table.rows() {
             let vals = [grad[i], pos[i], rel[i], len[i], pred[i], adv[i], ratio[i]];
@@ -140,10 +139,10 @@ pub struct Analysis {
 
 /// Analyse `run_dir`'s traces and write `analysis.md`, `analysis_hnorm_grad.svg` and
 /// `analysis_hnorm_pred.svg` there.
-pub fn analyze(run_dir: &Path) -> Result<Analysis, String> {
+pub fn analyze(run_dir: &Path) -> Result<Analysis> {
     let t = load(run_dir)?;
     if t.is_empty() {
-        return Err(format!("{}: the token traces hold no rows with finite values", run_dir.display()));
+        return Err(Error::data(run_dir, None, "the token traces hold no rows with finite values"));
     }
     let mut md = String::new();
     let steps = t.steps();
@@ -172,12 +171,12 @@ pub fn analyze(run_dir: &Path) -> Result<Analysis, String> {
     w(&mut md, "## Plots\n\n".into());
     for (name, svg) in charts {
         let path = run_dir.join(name);
-        entrl_qwen3::save::write_atomic(&path, svg.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        entrl_qwen3::save::write_atomic(&path, svg.as_bytes())?;
         w(&mut md, format!("- [{name}]({name})\n"));
         files.push(path);
     }
     let path = run_dir.join("analysis.md");
-    entrl_qwen3::save::write_atomic(&path, md.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    entrl_qwen3::save::write_atomic(&path, md.as_bytes())?;
     files.insert(0, path);
     Ok(Analysis { markdown: md, files })
 }
@@ -283,10 +282,10 @@ fn pred_section(md: &mut String, t: &Tokens) {
 }
 
 /// The rows a strategy selects, with one pool per traced step and layer `h` as the attention entropy.
-fn selection(t: &Tokens, h: &[f64], steps: &[(i64, usize, usize)], strategy: Strategy) -> Result<Vec<usize>, String> {
+fn selection(t: &Tokens, h: &[f64], steps: &[(i64, usize, usize)], strategy: Strategy) -> Result<Vec<usize>> {
     let dev = Device::Cpu;
     let n = t.len();
-    let up = |v: Vec<f32>| Tensor::from_vec(v, [n], &dev).map_err(|e| e.to_string());
+    let up = |v: Vec<f32>| Tensor::from_vec(v, [n], &dev);
     let valid = up(vec![1.0; n])?;
     let attn = up(h.iter().map(|&x| x as f32).collect())?;
     let pred = up(t.pred.iter().map(|&x| x as f32).collect())?;
@@ -299,13 +298,13 @@ fn selection(t: &Tokens, h: &[f64], steps: &[(i64, usize, usize)], strategy: Str
         position: &position,
         response_len: &response_len,
     };
-    let pools = Packing::from_lengths(&steps.iter().map(|s| s.2).collect::<Vec<_>>()).map_err(|e| e.to_string())?;
-    let w = strategy.weights(&scores, &pools, 0, 0).and_then(|w| w.to_vec_f32()).map_err(|e| e.to_string())?;
+    let pools = Packing::from_lengths(&steps.iter().map(|s| s.2).collect::<Vec<_>>())?;
+    let w = strategy.weights(&scores, &pools, 0, 0).and_then(|w| w.to_vec_f32())?;
     Ok((0..n).filter(|&i| w[i] != 0.0).collect())
 }
 
 /// Tails against their stratum-matched twins, per layer.
-fn matched_section(md: &mut String, t: &Tokens, steps: &[(i64, usize, usize)]) -> Result<(), String> {
+fn matched_section(md: &mut String, t: &Tokens, steps: &[(i64, usize, usize)]) -> Result<()> {
     let _ = write!(
         md,
         "## Matched subsets\n\nPer traced step: the anchors / explorers tails (lowest / highest {p}% Hnorm) against \
@@ -363,7 +362,7 @@ fn binned(x: &[f64], y: &[f64]) -> Vec<(f64, f64, f64, f64)> {
 /// Hnorm deciles against the gradient magnitude's residual after the controls (rank scale, as the partial
 /// Spearman ρ sees it: residual of rank(grad_norm) on the ranks of position, relative position and
 /// predictive entropy).
-fn hnorm_grad_chart(t: &Tokens) -> Result<String, String> {
+fn hnorm_grad_chart(t: &Tokens) -> Result<String> {
     let ranked = [average_ranks(&t.position), average_ranks(&t.rel_position), average_ranks(&t.pred)];
     let refs: Vec<&[f64]> = ranked.iter().map(Vec::as_slice).collect();
     let res = crate::regress::residuals(&average_ranks(&t.grad), &refs).unwrap_or_else(|| vec![0.0; t.len()]);
@@ -379,7 +378,7 @@ fn hnorm_grad_chart(t: &Tokens) -> Result<String, String> {
 }
 
 /// Predictive-entropy deciles against Hnorm, per layer.
-fn hnorm_pred_chart(t: &Tokens) -> Result<String, String> {
+fn hnorm_pred_chart(t: &Tokens) -> Result<String> {
     let curves: Vec<ArmCurve> = t.hnorm.iter().map(|(l, h)| (format!("layer {l}"), binned(&t.pred, h))).collect();
     curves_chart(
         "Attention entropy vs predictive entropy",
@@ -414,7 +413,7 @@ mod tests {
     fn a_folder_without_traces_is_one_clear_error() {
         let dir = std::env::temp_dir().join(format!("entrl-analyze-empty-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let e = analyze(&dir).err().unwrap();
+        let e = analyze(&dir).err().unwrap().to_string();
         assert!(e.contains("no token traces") && e.contains("run.trace_every") && !e.contains('\n'), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -25,6 +25,7 @@
 //! ([`latest`] maps the one to the other). [`repair`], run at the start of every run, finishes an
 //! interrupted publication and removes leftover temporary folders and files.
 use crate::config::TrainConfig;
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -64,9 +65,12 @@ impl SavePhase {
 }
 
 impl std::str::FromStr for SavePhase {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| format!("unknown checkpoint phase {s:?}"))
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| Error::invalid(format!("unknown checkpoint phase {s:?}")))
     }
 }
 
@@ -88,29 +92,25 @@ fn old_name(step: u64) -> String {
     format!(".{}.old", step_name(step))
 }
 
-fn io(p: &Path, e: std::io::Error) -> String {
-    format!("{}: {e}", p.display())
-}
-
-fn write_latest(root: &Path, name: &str) -> Result<(), String> {
-    entrl_qwen3::save::write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| e.to_string())
+fn write_latest(root: &Path, name: &str) -> Result<()> {
+    Ok(entrl_qwen3::save::write_atomic(&root.join("latest"), name.as_bytes())?)
 }
 
 /// Create `checkpoints/` and an empty `.step_N.tmp/` for step `step` (removing a stale one); returns it.
-pub fn begin(run_dir: &Path, step: u64) -> Result<PathBuf, String> {
+pub fn begin(run_dir: &Path, step: u64) -> Result<PathBuf> {
     let root = root(run_dir);
-    std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
+    std::fs::create_dir_all(&root).map_err(Error::io("create", &root))?;
     let tmp = root.join(temporary_name(step));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        std::fs::remove_dir_all(&tmp).map_err(Error::io("remove", &tmp))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    std::fs::create_dir_all(&tmp).map_err(Error::io("create", &tmp))?;
     Ok(tmp)
 }
 
 /// Publish the complete `.step_N.tmp/` as `step_N/` and point `latest` at it (steps 2–4 of the module
 /// doc); `at` is called at each phase. Returns the published folder.
-pub fn publish(run_dir: &Path, step: u64, at: &dyn Fn(SavePhase)) -> Result<PathBuf, String> {
+pub fn publish(run_dir: &Path, step: u64, at: &dyn Fn(SavePhase)) -> Result<PathBuf> {
     let root = root(run_dir);
     let (name, tmp, old) = (step_name(step), root.join(temporary_name(step)), root.join(old_name(step)));
     let dir = root.join(&name);
@@ -119,17 +119,17 @@ pub fn publish(run_dir: &Path, step: u64, at: &dyn Fn(SavePhase)) -> Result<Path
         write_latest(&root, &temporary_name(step))?;
         at(SavePhase::LatestToTemporary);
         if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+            std::fs::remove_dir_all(&old).map_err(Error::io("remove", &old))?;
         }
-        std::fs::rename(&dir, &old).map_err(|e| io(&dir, e))?;
+        std::fs::rename(&dir, &old).map_err(Error::io("move aside", &dir))?;
         at(SavePhase::OldMoved);
     }
-    std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+    std::fs::rename(&tmp, &dir).map_err(Error::io("publish", &dir))?;
     at(SavePhase::Renamed);
     write_latest(&root, &name)?;
     at(SavePhase::Published);
     if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+        std::fs::remove_dir_all(&old).map_err(Error::io("remove", &old))?;
     }
     Ok(dir)
 }
@@ -152,18 +152,20 @@ fn is_checkpoint(dir: &Path) -> bool {
 /// The checkpoint `RUN_DIR/checkpoints/latest` names (None when there is no `latest`). `latest` must hold
 /// the plain name of a sibling step folder; one that names anything else, or a folder without
 /// `state.json`, is an error naming it.
-pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>, String> {
+pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
     let root = root(run_dir);
     let file = root.join("latest");
     if !file.exists() {
         return Ok(None);
     }
-    let text = entrl_qwen3::files::read_to_string(&file).map_err(|e| e.to_string())?;
-    let name = text.trim();
-    let what = format!("{}", file.display());
-    let name = entrl_qwen3::files::plain_name(name, &what)?;
+    let text = entrl_qwen3::files::read_to_string(&file)?;
+    // The errors name the checkpoints folder, then "latest names ...".
+    let name = entrl_qwen3::files::plain_name(text.trim(), "latest").map_err(|e| Error::checkpoint(&root, e))?;
     let Some((step, temporary)) = parse_step_name(name) else {
-        return Err(format!("{what} names {name:?}, which is not a step_N checkpoint folder"));
+        return Err(Error::checkpoint(
+            &root,
+            format!("latest names {name:?}, which is not a step_N checkpoint folder"),
+        ));
     };
     let dir = root.join(name);
     if is_checkpoint(&dir) {
@@ -174,12 +176,12 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>, String> {
     if temporary && is_checkpoint(&published) {
         return Ok(Some(published));
     }
-    Err(format!("{what} names {name:?}, which is not a complete checkpoint (no state.json)"))
+    Err(Error::checkpoint(&root, format!("latest names {name:?}, which is not a complete checkpoint (no state.json)")))
 }
 
 /// Finish a publication a kill interrupted and remove leftovers (`.step_N.tmp`, `.step_N.old`, temporary
 /// files of atomic writes). Returns a note per repair for the log.
-pub fn repair(run_dir: &Path) -> Result<Vec<String>, String> {
+pub fn repair(run_dir: &Path) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let root = root(run_dir);
     if !root.is_dir() {
@@ -191,9 +193,9 @@ pub fn repair(run_dir: &Path) -> Result<Vec<String>, String> {
             let (tmp, dir) = (root.join(temporary_name(step)), root.join(step_name(step)));
             if is_checkpoint(&tmp) {
                 if dir.exists() {
-                    std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                    std::fs::remove_dir_all(&dir).map_err(Error::io("remove", &dir))?;
                 }
-                std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
+                std::fs::rename(&tmp, &dir).map_err(Error::io("publish", &dir))?;
             }
             if is_checkpoint(&dir) {
                 write_latest(&root, &step_name(step))?;
@@ -201,21 +203,21 @@ pub fn repair(run_dir: &Path) -> Result<Vec<String>, String> {
             }
         }
     }
-    for entry in std::fs::read_dir(&root).map_err(|e| io(&root, e))? {
-        let path = entry.map_err(|e| io(&root, e))?.path();
+    for entry in std::fs::read_dir(&root).map_err(Error::io("list", &root))? {
+        let path = entry.map_err(Error::io("list", &root))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let leftover = (name.starts_with(".step_") && (name.ends_with(".tmp") || name.ends_with(".old")))
             || (name.starts_with("latest") && name.ends_with(".tmp"));
         if leftover {
             let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-            r.map_err(|e| io(&path, e))?;
+            r.map_err(Error::io("remove", &path))?;
             notes.push(format!("removed the leftover {}", path.display()));
         }
     }
     for name in ["metrics.jsonl.tmp", "config.toml.tmp"] {
         let p = run_dir.join(name);
         if p.is_file() {
-            std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
+            std::fs::remove_file(&p).map_err(Error::io("remove", &p))?;
             notes.push(format!("removed the leftover {}", p.display()));
         }
     }
@@ -244,16 +246,16 @@ pub fn earlier_run(run_dir: &Path) -> Option<String> {
 }
 
 /// Delete what a run writes into its folder (for `run.overwrite`), leaving other files alone.
-pub fn clear_run(run_dir: &Path) -> Result<(), String> {
+pub fn clear_run(run_dir: &Path) -> Result<()> {
     for name in ["metrics.jsonl", "sft.jsonl", "config.toml"] {
         let p = run_dir.join(name);
         if p.exists() {
-            std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
+            std::fs::remove_file(&p).map_err(Error::io("remove", &p))?;
         }
     }
     for dir in [root(run_dir), run_dir.join("plots"), crate::trace::trace_dir(run_dir)] {
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            std::fs::remove_dir_all(&dir).map_err(Error::io("remove", &dir))?;
         }
     }
     Ok(())
@@ -268,19 +270,19 @@ pub fn run_dir_of(checkpoint: &Path) -> Option<PathBuf> {
 
 /// The configuration a checkpoint was trained with: its own `config.toml`, else (checkpoints written before
 /// they carried one) its run folder's. None when neither exists.
-pub fn saved_config(checkpoint: &Path) -> Result<Option<TrainConfig>, String> {
+pub fn saved_config(checkpoint: &Path) -> Result<Option<TrainConfig>> {
     let own = checkpoint.join("config.toml");
     let run = run_dir_of(checkpoint).map(|d| d.join("config.toml"));
     let Some(file) = std::iter::once(own).chain(run).find(|p| p.is_file()) else { return Ok(None) };
     let table = crate::config::read_table(&file)?;
-    TrainConfig::from_table(table).map(Some).map_err(|e| format!("{}: {e}", file.display()))
+    TrainConfig::from_table(table).map(Some).map_err(|e| e.in_config_file(&file))
 }
 
 /// The `__metadata__` tags of a safetensors file (read from its header only).
-pub fn read_tags(file: &Path) -> Result<HashMap<String, String>, String> {
+pub fn read_tags(file: &Path) -> Result<HashMap<String, String>> {
     use std::io::Read;
-    let at = |m: String| format!("{}: {m}", file.display());
-    let mut f = entrl_qwen3::files::open_regular(file).map_err(|e| e.to_string())?;
+    let at = |m: String| Error::checkpoint(file, m);
+    let mut f = entrl_qwen3::files::open_regular(file)?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(|e| at(format!("no safetensors header ({e})")))?;
     let len = u64::from_le_bytes(len);
@@ -361,10 +363,11 @@ mod tests {
         for bad in ["../../etc", "/tmp", "step_000001/../..", "model", "step_"] {
             std::fs::write(root(&run).join("latest"), bad).unwrap();
             let e = latest(&run).unwrap_err();
-            assert!(e.contains("latest names"), "{bad}: {e}");
+            assert!(matches!(&e, Error::Checkpoint { path, .. } if path == &root(&run)), "{e:?}");
+            assert!(e.to_string().contains("latest names"), "{bad}: {e}");
         }
         std::fs::write(root(&run).join("latest"), "step_000003").unwrap();
-        assert!(latest(&run).unwrap_err().contains("not a complete checkpoint"));
+        assert!(latest(&run).unwrap_err().to_string().contains("not a complete checkpoint"));
         std::fs::remove_dir_all(&run).unwrap();
     }
 

@@ -1,5 +1,6 @@
 //! A small binary codec for what data-parallel ranks exchange on the host (rollout samples, token
 //! scores): little-endian scalars and length-prefixed typed slices, read back in the same order.
+use crate::error::{Error, Result};
 
 #[derive(Default)]
 pub struct Writer(pub Vec<u8>);
@@ -42,35 +43,37 @@ impl<'a> Reader<'a> {
     pub fn done(&self) -> bool {
         self.at >= self.buf.len()
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let s = self.buf.get(self.at..self.at + n).ok_or("truncated message from another rank")?;
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let s = (self.at.checked_add(n))
+            .and_then(|end| self.buf.get(self.at..end))
+            .ok_or_else(|| Error::Exchange("truncated message from another rank".into()))?;
         self.at += n;
         Ok(s)
     }
-    pub fn u64(&mut self) -> Result<u64, String> {
+    pub fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    pub fn f64(&mut self) -> Result<f64, String> {
+    pub fn f64(&mut self) -> Result<f64> {
         Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.u64()? as usize;
         self.take(n)
     }
-    fn typed<T: bytemuck::Pod>(&mut self) -> Result<Vec<T>, String> {
+    fn typed<T: bytemuck::Pod>(&mut self) -> Result<Vec<T>> {
         // Copy out: the buffer is not aligned for T.
         Ok(self.bytes()?.chunks_exact(size_of::<T>()).map(bytemuck::pod_read_unaligned).collect())
     }
-    pub fn u32s(&mut self) -> Result<Vec<u32>, String> {
+    pub fn u32s(&mut self) -> Result<Vec<u32>> {
         self.typed()
     }
-    pub fn i32s(&mut self) -> Result<Vec<i32>, String> {
+    pub fn i32s(&mut self) -> Result<Vec<i32>> {
         self.typed()
     }
-    pub fn f32s(&mut self) -> Result<Vec<f32>, String> {
+    pub fn f32s(&mut self) -> Result<Vec<f32>> {
         self.typed()
     }
-    pub fn usizes(&mut self) -> Result<Vec<usize>, String> {
+    pub fn usizes(&mut self) -> Result<Vec<usize>> {
         Ok(self.typed::<u64>()?.into_iter().map(|x| x as usize).collect())
     }
 }

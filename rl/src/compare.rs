@@ -1,6 +1,7 @@
 //! `entrl compare`: runs grouped into arms (runs that differ only in their seed), each arm's final and
 //! best held-out average (`val/average` in metrics.jsonl) over seeds, and paired statistics against a
 //! baseline arm; written as `comparison.md` and `comparison.svg` (the arms' held-out curves).
+use crate::error::{Error, Result};
 use crate::stats::{bootstrap_ci, mean, paired_t_p, sign_flip_p, std_dev};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,28 +24,26 @@ pub struct Run {
 }
 
 /// The held-out curve of a run folder: (step, `val/average`) of every metrics line that has it.
-pub fn held_out_curve(dir: &Path) -> Result<Vec<(u64, f64)>, String> {
+pub fn held_out_curve(dir: &Path) -> Result<Vec<(u64, f64)>> {
     let file = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(&file).map_err(Error::io("read", &file))?;
     let mut curve = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| format!("{} line {}: {e}", file.display(), i + 1))?;
+            serde_json::from_str(line).map_err(|e| Error::data(&file, Some(i + 1), e.to_string()))?;
         if let (Some(step), Some(x)) = (v["step"].as_u64(), v[HELD_OUT_KEY].as_f64()) {
             curve.push((step, x));
         }
     }
     if curve.is_empty() {
-        return Err(format!(
-            "{}: no held-out line ({HELD_OUT_KEY}); train with data.eval set and run.eval_every > 0",
-            file.display()
-        ));
+        let msg = format!("no held-out line ({HELD_OUT_KEY}); train with data.eval set and run.eval_every > 0");
+        return Err(Error::data(&file, None, msg));
     }
     Ok(curve)
 }
 
 /// A run folder's saved configuration (`config.toml`) flattened to `key = value` strings.
-fn flat_config(dir: &Path) -> Result<BTreeMap<String, String>, String> {
+fn flat_config(dir: &Path) -> Result<BTreeMap<String, String>> {
     let file = dir.join("config.toml");
     let table = crate::config::read_table(&file)?;
     let mut out = BTreeMap::new();
@@ -74,7 +73,7 @@ fn arm_key(k: &str) -> bool {
 /// The runs of `dirs`: a sweep folder (with a manifest) stands for its cells, armed by their overrides
 /// without the seed; plain run folders are armed by the keys of their saved configurations that differ
 /// between them (seed and `run.*` excluded).
-pub fn collect_runs(dirs: &[PathBuf]) -> Result<Vec<Run>, String> {
+pub fn collect_runs(dirs: &[PathBuf]) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
     let mut plain = Vec::new();
     for d in dirs {
@@ -99,7 +98,12 @@ pub fn collect_runs(dirs: &[PathBuf]) -> Result<Vec<Run>, String> {
     };
     for (dir, cfg) in plain {
         let seed = cfg.get(crate::sweep::SEED_KEY).and_then(|s| s.parse().ok()).ok_or_else(|| {
-            format!("{}: no {} in config.toml", dir.join("config.toml").display(), crate::sweep::SEED_KEY)
+            let key = crate::sweep::SEED_KEY;
+            Error::Config {
+                key: key.into(),
+                file: Some(dir.join("config.toml")),
+                msg: format!("no {key} in config.toml"),
+            }
         })?;
         let parts: Vec<String> =
             differing.iter().map(|k| format!("{k}={}", cfg.get(k).map_or("(unset)", |s| s.as_str()))).collect();
@@ -107,7 +111,7 @@ pub fn collect_runs(dirs: &[PathBuf]) -> Result<Vec<Run>, String> {
         runs.push(Run { curve: held_out_curve(&dir)?, dir, seed, arm });
     }
     if runs.is_empty() {
-        return Err("no runs to compare".into());
+        return Err(Error::invalid("no runs to compare"));
     }
     Ok(runs)
 }
@@ -119,7 +123,7 @@ struct Arm {
     runs: Vec<Run>,
 }
 
-fn arms_of(runs: &[Run]) -> Result<Vec<Arm>, String> {
+fn arms_of(runs: &[Run]) -> Result<Vec<Arm>> {
     let mut arms: Vec<Arm> = Vec::new();
     for r in runs {
         let fin = r.curve.last().map(|p| p.1).unwrap_or(f64::NAN);
@@ -132,12 +136,12 @@ fn arms_of(runs: &[Run]) -> Result<Vec<Arm>, String> {
             }
         };
         if arms[i].by_seed.insert(r.seed, (fin, best)).is_some() {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{}: arm {:?} has two runs with seed {} (give each run once)",
                 r.dir.display(),
                 r.arm,
                 r.seed
-            ));
+            )));
         }
         arms[i].runs.push(r.clone());
     }
@@ -146,16 +150,16 @@ fn arms_of(runs: &[Run]) -> Result<Vec<Arm>, String> {
 
 /// Which arm is the baseline: the one named by `baseline` (its whole label, or one of its `key=value`
 /// parts, or a part's value), else the one with `tokens.strategy=full`, else the first.
-fn baseline_index(arms: &[Arm], baseline: Option<&str>) -> Result<usize, String> {
+fn baseline_index(arms: &[Arm], baseline: Option<&str>) -> Result<usize> {
     let matches = |a: &Arm, want: &str| {
         a.label == want || a.label.split(' ').any(|p| p == want || p.split_once('=').is_some_and(|(_, v)| v == want))
     };
     match baseline {
         Some(b) => arms.iter().position(|a| matches(a, b)).ok_or_else(|| {
-            format!(
+            Error::invalid(format!(
                 "--baseline {b:?}: no arm matches (arms: {})",
                 arms.iter().map(|a| format!("{:?}", a.label)).collect::<Vec<_>>().join(", ")
-            )
+            ))
         }),
         None => Ok(arms.iter().position(|a| matches(a, "tokens.strategy=full")).unwrap_or(0)),
     }
@@ -267,16 +271,16 @@ pub struct Comparison {
 
 /// Compare the runs of `dirs` (see [`collect_runs`]) against `baseline` (see `baseline_index`) and write
 /// `comparison.md` and `comparison.svg` into `out`.
-pub fn compare(dirs: &[PathBuf], baseline: Option<&str>, out: &Path) -> Result<Comparison, String> {
+pub fn compare(dirs: &[PathBuf], baseline: Option<&str>, out: &Path) -> Result<Comparison> {
     let runs = collect_runs(dirs)?;
     let arms = arms_of(&runs)?;
     let base = baseline_index(&arms, baseline)?;
     let md = markdown(&arms, base);
     let svg = crate::plot::arms_chart("held-out average by arm (mean, min–max band)", "val/average", &curves(&arms))?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(Error::io("create", out))?;
     let (markdown_file, chart_file) = (out.join("comparison.md"), out.join("comparison.svg"));
     for (file, text) in [(&markdown_file, &md), (&chart_file, &svg)] {
-        entrl_qwen3::save::write_atomic(file, text.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
+        entrl_qwen3::save::write_atomic(file, text.as_bytes())?;
     }
     Ok(Comparison { markdown: md, markdown_file, chart_file, arms: arms.iter().map(|a| a.label.clone()).collect() })
 }
@@ -329,15 +333,16 @@ mod tests {
         // An explicit baseline by value.
         let c = compare(&dirs, Some("anchors:0.2"), &root).unwrap();
         assert!(c.markdown.contains("Against the baseline `tokens.strategy=anchors:0.2`"));
-        assert!(compare(&dirs, Some("nope"), &root).unwrap_err().contains("--baseline \"nope\": no arm matches"));
+        let e = compare(&dirs, Some("nope"), &root).unwrap_err().to_string();
+        assert!(e.contains("--baseline \"nope\": no arm matches"), "{e}");
         // A folder without metrics names its file.
         let empty = root.join("empty");
         std::fs::create_dir_all(&empty).unwrap();
         std::fs::copy(dirs[0].join("config.toml"), empty.join("config.toml")).unwrap();
-        let e = compare(std::slice::from_ref(&empty), None, &root).unwrap_err();
+        let e = compare(std::slice::from_ref(&empty), None, &root).unwrap_err().to_string();
         assert!(e.contains("metrics.jsonl"), "{e}");
         std::fs::write(empty.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
-        assert!(compare(&[empty], None, &root).unwrap_err().contains("no held-out line (val/average)"));
+        assert!(compare(&[empty], None, &root).unwrap_err().to_string().contains("no held-out line (val/average)"));
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -9,6 +9,7 @@
 //! 4096, left truncation of long prompts), `builtin` (the tiny Qwen3 learning the built-in addition
 //! task on a laptop in minutes) and `chain` (the same model on the built-in reasoning task, warm-started
 //! by `train.warmup_sft_steps` teacher-forced updates).
+use crate::error::{Error, Result};
 use crate::strategy::Strategy;
 use entrl_engine::ops::{RowStat, SoftWeightSchedule};
 use serde::{Deserialize, Serialize};
@@ -895,27 +896,29 @@ impl TrainConfig {
         c
     }
 
-    pub fn preset(name: &str) -> Result<Self, String> {
+    pub fn preset(name: &str) -> Result<Self> {
         match name {
             "dapo" => Ok(Self::dapo()),
             "builtin" => Ok(Self::builtin()),
             "chain" => Ok(Self::chain()),
-            other => Err(format!("preset = {other:?}: must be dapo, builtin or chain")),
+            other => Err(Error::config("preset", format!("preset = {other:?}: must be dapo, builtin or chain"))),
         }
     }
 
     /// Resolve: the preset (from the overrides, else the file, else `builtin` without a file and `dapo`
     /// with one), then the file's keys, then the overrides; then every range is checked.
-    pub fn resolve(file: Option<&Path>, overrides: &[String]) -> Result<Self, String> {
+    pub fn resolve(file: Option<&Path>, overrides: &[String]) -> Result<Self> {
         let file_value = file.map(read_table).transpose()?;
         Self::resolve_tables(file_value.map(|t| (t, file.expect("file given"))), overrides)
     }
 
     /// [`TrainConfig::resolve`] from an already-read file table (`(table, path for messages)`).
-    pub fn resolve_tables(file: Option<(toml::Table, &Path)>, overrides: &[String]) -> Result<Self, String> {
+    pub fn resolve_tables(file: Option<(toml::Table, &Path)>, overrides: &[String]) -> Result<Self> {
         let parsed: Vec<(Vec<String>, toml::Value)> =
             overrides.iter().map(|o| parse_override(o)).collect::<Result<_, _>>()?;
-        let as_name = |v: &toml::Value| v.as_str().map(String::from).ok_or("preset must be a string".to_string());
+        let as_name = |v: &toml::Value| {
+            v.as_str().map(String::from).ok_or_else(|| Error::config("preset", "preset must be a string"))
+        };
         let preset = parsed
             .iter()
             .rev()
@@ -925,9 +928,9 @@ impl TrainConfig {
             .transpose()?
             .unwrap_or_else(|| if file.is_some() { "dapo".into() } else { "builtin".into() });
         let base = Self::preset(&preset)?;
-        let mut tree = toml::Table::try_from(&base).map_err(|e| e.to_string())?;
+        let mut tree = to_table(&base)?;
         if let Some((f, path)) = file {
-            merge(&mut tree, f, "").map_err(|e| format!("{}: {e}", path.display()))?;
+            merge(&mut tree, f, "").map_err(|e| e.in_config_file(path))?;
         }
         for (path, value) in parsed {
             set_path(&mut tree, &path, value)?;
@@ -938,17 +941,18 @@ impl TrainConfig {
 
     /// [`TrainConfig::resolve`] starting from a complete configuration (a checkpoint's) instead of a
     /// preset and a file; `origin` names where it came from in messages.
-    pub fn resolve_on(base: &TrainConfig, origin: &Path, overrides: &[String]) -> Result<Self, String> {
-        let table = toml::Table::try_from(base).map_err(|e| e.to_string())?;
+    pub fn resolve_on(base: &TrainConfig, origin: &Path, overrides: &[String]) -> Result<Self> {
+        let table = to_table(base)?;
         Self::resolve_tables(Some((table, origin)), overrides)
     }
 
     /// A complete table (every key present) as a checked configuration: a wrong type names its key.
-    pub fn from_table(tree: toml::Table) -> Result<Self, String> {
+    pub fn from_table(tree: toml::Table) -> Result<Self> {
         let cfg: TrainConfig = serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner().to_string();
-            format!("configuration key {key}: {}", inner.lines().next().unwrap_or_default())
+            let msg = format!("configuration key {key}: {}", inner.lines().next().unwrap_or_default());
+            Error::config(key, msg)
         })?;
         let mut cfg = cfg;
         if std::mem::take(&mut cfg.run.legacy_diagnose) && cfg.run.diagnose_every == 0 {
@@ -981,7 +985,7 @@ impl TrainConfig {
         out
     }
 
-    pub fn strategy(&self) -> Result<Strategy, String> {
+    pub fn strategy(&self) -> Result<Strategy> {
         let s: Strategy = self.tokens.strategy.parse()?;
         Ok(match s {
             Strategy::Soft(_) => Strategy::Soft(SoftWeightSchedule {
@@ -996,17 +1000,18 @@ impl TrainConfig {
     }
 
     /// Every key against its range (the first failure is the error, naming the key, its value and the range).
-    pub fn validate(&self) -> Result<(), String> {
-        let tree = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+    pub fn validate(&self) -> Result<()> {
+        let tree = to_table(self)?;
         let value = |key: &str| lookup(&tree, key).map_or_else(|| "?".into(), |v| v.to_string());
-        self.strategy().map_err(|e| format!("tokens.strategy = {:?}: {e}", self.tokens.strategy))?;
-        parse_fail_at(&self.run.debug_fail_at)
-            .map_err(|e| format!("run.debug_fail_at = {}: {e}", value("run.debug_fail_at")))?;
-        parse_nan_at(&self.run.debug_nan_at)
-            .map_err(|e| format!("run.debug_nan_at = {}: {e}", value("run.debug_nan_at")))?;
+        // The key's value in front of the parser's message.
+        let with_value =
+            |key: &'static str, value: String| move |e: Error| Error::config(key, format!("{key} = {value}: {e}"));
+        self.strategy().map_err(with_value("tokens.strategy", format!("{:?}", self.tokens.strategy)))?;
+        parse_fail_at(&self.run.debug_fail_at).map_err(with_value("run.debug_fail_at", value("run.debug_fail_at")))?;
+        parse_nan_at(&self.run.debug_nan_at).map_err(with_value("run.debug_nan_at", value("run.debug_nan_at")))?;
         for r in RULES {
             if !(r.ok)(self) {
-                return Err(format!("{} = {}: must be {}", r.key, value(r.key), r.range));
+                return Err(Error::config(r.key, format!("{} = {}: must be {}", r.key, value(r.key), r.range)));
             }
         }
         Ok(())
@@ -1029,9 +1034,14 @@ impl TrainConfig {
 }
 
 /// Read a TOML configuration file (a regular file) into a table.
-pub fn read_table(p: &Path) -> Result<toml::Table, String> {
-    let text = entrl_qwen3::files::read_to_string(p).map_err(|e| e.to_string())?;
-    toml::from_str(&text).map_err(|e| format!("{}: not valid TOML: {e}", p.display()))
+pub fn read_table(p: &Path) -> Result<toml::Table> {
+    let text = entrl_qwen3::files::read_to_string(p)?;
+    toml::from_str(&text).map_err(|e| Error::config("", format!("not valid TOML: {e}")).in_config_file(p))
+}
+
+/// A configuration as a TOML table (it always serializes: every field is a plain value).
+fn to_table(c: &TrainConfig) -> Result<toml::Table> {
+    toml::Table::try_from(c).map_err(|e| Error::config("", format!("the configuration does not serialize: {e}")))
 }
 
 /// Every leaf of the configuration as ("section.key", value).
@@ -1060,11 +1070,12 @@ fn lookup<'t>(tree: &'t toml::Table, key: &str) -> Option<&'t toml::Value> {
 }
 
 /// `a.b.c=value`: the value is read as a TOML value (number, bool, string, array), else as a bare string.
-fn parse_override(s: &str) -> Result<(Vec<String>, toml::Value), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("override {s:?} is not key=value"))?;
+fn parse_override(s: &str) -> Result<(Vec<String>, toml::Value)> {
+    let (k, v) =
+        s.split_once('=').ok_or_else(|| Error::config(s.trim(), format!("override {s:?} is not key=value")))?;
     let path: Vec<String> = k.trim().split('.').map(|p| p.trim().to_string()).collect();
     if path.iter().any(|p| p.is_empty()) {
-        return Err(format!("override {s:?}: empty key segment"));
+        return Err(Error::config(k.trim(), format!("override {s:?}: empty key segment")));
     }
     let v = v.trim();
     let value = toml::from_str::<toml::Table>(&format!("x = {v}"))
@@ -1075,22 +1086,28 @@ fn parse_override(s: &str) -> Result<(Vec<String>, toml::Value), String> {
 }
 
 /// The error of a key no section has (with the new name of a renamed one).
-fn unknown_key(name: &str) -> String {
-    match name {
+fn unknown_key(name: &str) -> Error {
+    let msg = match name {
         "run.diagnose" => "unknown configuration key \"run.diagnose\": it is run.diagnose_every = N now (every N-th \
                            step; `entrl train --diagnose` = 1)"
             .into(),
         _ => format!("unknown configuration key {name:?}"),
-    }
+    };
+    Error::config(name, msg)
+}
+
+/// The error of a section given a value.
+fn section_set(name: &str) -> Error {
+    Error::config(name, format!("{name:?} is a section; set one of its keys"))
 }
 
 /// Merge `src` into `dst`; a key `dst` does not have is an error (typos must not pass silently).
-fn merge(dst: &mut toml::Table, src: toml::Table, prefix: &str) -> Result<(), String> {
+fn merge(dst: &mut toml::Table, src: toml::Table, prefix: &str) -> Result<()> {
     for (k, v) in src {
         let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
         match (dst.get_mut(&k), v) {
             (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s, &name)?,
-            (Some(toml::Value::Table(_)), _) => return Err(format!("{name:?} is a section; set one of its keys")),
+            (Some(toml::Value::Table(_)), _) => return Err(section_set(&name)),
             (Some(slot), v) => *slot = coerce(slot, v),
             (None, _) => return Err(unknown_key(&name)),
         }
@@ -1106,7 +1123,7 @@ fn coerce(slot: &toml::Value, value: toml::Value) -> toml::Value {
     }
 }
 
-fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Result<()> {
     let name = path.join(".");
     let (last, parents) = path.split_last().expect("non-empty path");
     let mut t = tree;
@@ -1117,7 +1134,7 @@ fn set_path(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Resu
         };
     }
     match t.get_mut(last) {
-        Some(toml::Value::Table(_)) => Err(format!("{name:?} is a section; set one of its keys")),
+        Some(toml::Value::Table(_)) => Err(section_set(&name)),
         Some(slot) => {
             *slot = coerce(slot, value);
             Ok(())
@@ -1146,12 +1163,15 @@ pub struct FailAt {
 }
 
 /// `run.debug_fail_at` = "" | "RANK:STEP" | "RANK:STEP:panic" | "RANK:STEP:kill@PHASE".
-pub fn parse_fail_at(s: &str) -> Result<Option<FailAt>, String> {
+pub fn parse_fail_at(s: &str) -> Result<Option<FailAt>> {
     if s.is_empty() {
         return Ok(None);
     }
     let phases = crate::checkpoints::SavePhase::NAMES.join(", ");
-    let bad = || format!("expected RANK:STEP, RANK:STEP:panic or RANK:STEP:kill@PHASE (PHASE: {phases})");
+    let bad = || {
+        let msg = format!("expected RANK:STEP, RANK:STEP:panic or RANK:STEP:kill@PHASE (PHASE: {phases})");
+        Error::config("run.debug_fail_at", msg)
+    };
     let parts: Vec<&str> = s.split(':').map(str::trim).collect();
     if parts.len() < 2 || parts.len() > 3 {
         return Err(bad());
@@ -1175,11 +1195,11 @@ pub struct NanAt {
 }
 
 /// `run.debug_nan_at` = "" | "STEP" | "STEP:grad".
-pub fn parse_nan_at(s: &str) -> Result<Option<NanAt>, String> {
+pub fn parse_nan_at(s: &str) -> Result<Option<NanAt>> {
     if s.is_empty() {
         return Ok(None);
     }
-    let bad = || "expected STEP or STEP:grad (STEP ≥ 1)".to_string();
+    let bad = || Error::config("run.debug_nan_at", "expected STEP or STEP:grad (STEP ≥ 1)");
     let (step, grad) = match s.split_once(':') {
         Some((st, "grad")) => (st, true),
         Some(_) => return Err(bad()),
@@ -1197,7 +1217,7 @@ mod tests {
     use super::*;
 
     fn err(o: &[&str]) -> String {
-        TrainConfig::resolve(None, &o.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_err()
+        TrainConfig::resolve(None, &o.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_err().to_string()
     }
 
     #[test]
@@ -1314,6 +1334,8 @@ mod tests {
         assert_eq!(old.run.diagnose_every, 1);
         assert!(!old.run.legacy_diagnose);
         let e = TrainConfig::resolve(None, &["run.diagnose=true".into()]).unwrap_err();
+        assert!(matches!(&e, Error::Config { key, .. } if key == "run.diagnose"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("run.diagnose_every"), "{e}");
         let n = TrainConfig::resolve(None, &["run.diagnose_every=5".into()]).unwrap();
         assert_eq!(n.run.diagnose_every, 5);
@@ -1330,12 +1352,13 @@ mod tests {
         assert_eq!(TrainConfig::resolve(Some(&p), &[]).unwrap(), c);
         std::fs::write(&p, "[train]\nsteps = 3\nbogus = 1\n").unwrap();
         let e = TrainConfig::resolve(Some(&p), &["preset=builtin".into()]).unwrap_err();
-        assert!(e.contains("train.bogus"), "{e}");
+        assert!(matches!(&e, Error::Config { key, file: Some(f), .. } if key == "train.bogus" && f == &p), "{e:?}");
+        assert!(e.to_string().contains("train.bogus"), "{e}");
         std::fs::write(&p, "[train]\nlr = \"fast\"\n").unwrap();
-        let e = TrainConfig::resolve(Some(&p), &["preset=builtin".into()]).unwrap_err();
+        let e = TrainConfig::resolve(Some(&p), &["preset=builtin".into()]).unwrap_err().to_string();
         assert!(e.contains("train.lr"), "{e}");
         std::fs::write(&p, "[train\n").unwrap();
-        assert!(TrainConfig::resolve(Some(&p), &[]).unwrap_err().contains("not valid TOML"));
+        assert!(TrainConfig::resolve(Some(&p), &[]).unwrap_err().to_string().contains("not valid TOML"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

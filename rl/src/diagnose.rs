@@ -30,7 +30,7 @@ use entrl_qwen3::checkpoint::Checkpoint;
 use entrl_qwen3::save::write_safetensors;
 use std::path::{Path, PathBuf};
 
-type Res<T> = Result<T, String>;
+type Res<T> = crate::Result<T>;
 
 /// The five gradients of a diagnosed update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,9 +101,8 @@ pub(crate) fn save_prev(dir: &Path, rank: usize, prev: &[HostShard]) -> Res<()> 
         .iter()
         .zip(prev)
         .map(|(k, s)| Ok((k.name().to_string(), Tensor::from_vec(s.0.clone(), [s.0.len()], &Device::Cpu)?)))
-        .collect::<entrl_engine::Result<Vec<_>>>()
-        .map_err(|e| e.to_string())?;
-    write_safetensors(&prev_file(dir, rank), &tensors).map_err(|e| e.to_string())
+        .collect::<entrl_engine::Result<Vec<_>>>()?;
+    Ok(write_safetensors(&prev_file(dir, rank), &tensors)?)
 }
 
 /// The previous shards saved in checkpoint folder `dir` for `rank`, each `len` long (None when the
@@ -113,14 +112,14 @@ pub(crate) fn load_prev(dir: &Path, rank: usize, len: usize) -> Res<Option<Updat
     if !path.is_file() {
         return Ok(None);
     }
-    let file = Checkpoint::open_file(&path).map_err(|e| e.to_string())?;
+    let file = Checkpoint::open_file(&path)?;
     let shard = |k: DiagGrad| -> entrl_qwen3::Result<HostShard> {
         match file.load(k.name(), &[len], DType::BF16, &Device::Cpu)?.to_cpu_storage()? {
             CpuStorage::BF16(v) => Ok(HostShard(v)),
             _ => unreachable!("loaded as bf16"),
         }
     };
-    DiagGrad::ALL.into_iter().map(shard).collect::<entrl_qwen3::Result<Vec<_>>>().map(Some).map_err(|e| e.to_string())
+    Ok(DiagGrad::ALL.into_iter().map(shard).collect::<entrl_qwen3::Result<Vec<_>>>().map(Some)?)
 }
 
 /// Index of the pair (i, j), i < j, in the 10 pairwise entries.
@@ -328,8 +327,7 @@ impl Session {
         reduce_scatter_pieces(&grads, &layout, self.comm.as_deref(), &self.device, |j, piece| {
             round_into(&mut host[j * k..(j + 1) * k], &piece.to_vec_f32()?);
             Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         Ok(HostShard(host))
     }
 
@@ -378,7 +376,7 @@ impl Session {
         let local = partial_sums(&shards, prev.as_deref());
         let sums = match &self.comm {
             None => local,
-            Some(c) => c.all_reduce_host_many(&local).map_err(|e| e.to_string())?,
+            Some(c) => c.all_reduce_host_many(&local)?,
         };
         let geometry = GradGeometry::from_sums(&sums, prev.is_some());
         self.diag_prev = Some(shards);
@@ -491,7 +489,7 @@ mod tests {
         save_prev(&dir, 1, &prev).unwrap();
         assert_eq!(load_prev(&dir, 1, 3).unwrap(), Some(prev.clone()));
         // Another layout's shard length is refused by name.
-        let e = load_prev(&dir, 1, 4).unwrap_err();
+        let e = load_prev(&dir, 1, 4).unwrap_err().to_string();
         assert!(e.contains("diag_prev.rank1.safetensors") && e.contains("expected [4]"), "{e}");
         // A non-finite shard is not saved; a truncated file is an error naming it.
         let mut bad = prev.clone();
@@ -501,7 +499,7 @@ mod tests {
         let f = prev_file(&dir, 1);
         let bytes = std::fs::read(&f).unwrap();
         std::fs::write(&f, &bytes[..bytes.len() - 1]).unwrap();
-        let e = load_prev(&dir, 1, 3).unwrap_err();
+        let e = load_prev(&dir, 1, 3).unwrap_err().to_string();
         assert!(e.contains("diag_prev.rank1.safetensors"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

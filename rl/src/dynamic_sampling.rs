@@ -63,7 +63,7 @@ impl DynamicSampler {
     }
 
     /// Add one generation round; `Err` when the round cap is hit with the batch still short.
-    pub fn add_round(&mut self, outcomes: &[Outcome]) -> Result<SamplerState, String> {
+    pub fn add_round(&mut self, outcomes: &[Outcome]) -> crate::Result<SamplerState> {
         self.rounds += 1;
         for g in informative_groups(outcomes) {
             if !self.kept.contains(&g) {
@@ -77,13 +77,11 @@ impl DynamicSampler {
             return Ok(SamplerState::Full(batch));
         }
         if self.max_rounds > 0 && self.rounds >= self.max_rounds {
-            return Err(format!(
-                "dynamic sampling: only {} of {} informative prompt groups after {} generation rounds \
-                 (every other group was all-correct or all-wrong); raise max_gen_rounds or the generation batch",
-                self.kept.len(),
-                self.target_groups,
-                self.rounds
-            ));
+            return Err(crate::Error::ShortBatch {
+                kept: self.kept.len(),
+                wanted: self.target_groups,
+                rounds: self.rounds,
+            });
         }
         Ok(SamplerState::NeedMore { kept: self.kept.len() })
     }

@@ -109,9 +109,9 @@ pub fn evaluate(
     generate: entrl_qwen3::GenerateOptions,
     verifier: &crate::reward::VerifierFor,
     seed: u64,
-) -> Result<EvalReport, String> {
+) -> crate::Result<EvalReport> {
     if !(1..=MAX_K).contains(&k) {
-        return Err(format!("mean@k takes 1 to {MAX_K} samples per prompt, not k = {k}"));
+        return Err(crate::Error::invalid(format!("mean@k takes 1 to {MAX_K} samples per prompt, not k = {k}")));
     }
     let spec = RolloutSpec { n: k, params, max_response_len, generate, overlong: None, verifier };
     let refs: Vec<&EncodedPrompt> = prompts.iter().collect();

@@ -13,6 +13,7 @@ pub mod data;
 pub mod diagnose;
 pub mod dynamic_sampling;
 pub mod entropy_stats;
+pub mod error;
 pub mod eval;
 pub mod interrupt;
 pub mod metrics;
@@ -34,5 +35,6 @@ pub mod trainer;
 
 pub use config::TrainConfig;
 pub use entrl_qwen3 as model;
+pub use error::{Error, Result};
 pub use run::{train, RunSummary};
 pub use session::Session;

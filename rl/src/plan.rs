@@ -118,6 +118,7 @@
 //! GiB); ~124 sequences decode at once against 31 dense slots, but each step reads their ~3,000-token
 //! contexts (≈ 3× the weights): ~26 ms a step against 16 ms, so the rollout falls to ~42% of the old
 //! model's, not further: past this point the KV read, not the weights or the host, bounds decode.
+use crate::error::{Error, Result};
 use entrl_engine::cuda::alloc::size_class;
 use entrl_engine::memory::bytes_of;
 use entrl_qwen3::Qwen3Config;
@@ -241,14 +242,14 @@ impl PlanInput {
     }
 
     /// Why the input cannot be planned, if it cannot (naming the field).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         self.validate_with(&|field| field.to_string())
     }
 
     /// [`PlanInput::validate`] with each field named by `name(field)` (`entrl plan` names its flags). Every
     /// count has an upper bound (those of the training configuration's keys), so a plan of valid input is
     /// a plan of something that could run.
-    pub fn validate_with(&self, name: &dyn Fn(&'static str) -> String) -> Result<(), String> {
+    pub fn validate_with(&self, name: &dyn Fn(&'static str) -> String) -> Result<()> {
         let counts = [
             ("gpus", self.gpus, MAX_PLAN_GPUS),
             ("seq", self.seq, MAX_PLAN_SEQ),
@@ -261,11 +262,11 @@ impl PlanInput {
         ];
         for (k, v, max) in counts {
             if !(1..=max).contains(&v) {
-                return Err(format!("{} {v} must be 1 to {max}", name(k)));
+                return Err(Error::invalid(format!("{} {v} must be 1 to {max}", name(k))));
             }
         }
         if self.prompt_tokens > MAX_PLAN_SEQ || self.prompt_tokens + self.mean_response > self.seq {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} {} + {} {} exceed {} {}",
                 name("prompt_tokens"),
                 self.prompt_tokens,
@@ -273,29 +274,41 @@ impl PlanInput {
                 self.mean_response,
                 name("seq"),
                 self.seq
-            ));
+            )));
         }
         if self.micro_batch_tokens < self.seq {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} {} must hold one whole sequence ({} {})",
                 name("micro_batch_tokens"),
                 self.micro_batch_tokens,
                 name("seq"),
                 self.seq
-            ));
+            )));
         }
         if !(self.gpu_mem_gib.is_finite() && self.gpu_mem_gib > 0.0 && self.gpu_mem_gib <= MAX_PLAN_GPU_MEM_GIB) {
-            return Err(format!("{} {} must be in (0, {MAX_PLAN_GPU_MEM_GIB}]", name("gpu_mem_gib"), self.gpu_mem_gib));
+            return Err(Error::invalid(format!(
+                "{} {} must be in (0, {MAX_PLAN_GPU_MEM_GIB}]",
+                name("gpu_mem_gib"),
+                self.gpu_mem_gib
+            )));
         }
         if !(self.usable_fraction > 0.0 && self.usable_fraction <= 1.0) {
-            return Err(format!("{} {} must be in (0, 1]", name("usable_fraction"), self.usable_fraction));
+            return Err(Error::invalid(format!(
+                "{} {} must be in (0, 1]",
+                name("usable_fraction"),
+                self.usable_fraction
+            )));
         }
         if ![2, 4].contains(&self.weight_bytes) {
-            return Err(format!("{} {} must be 2 (bf16) or 4 (f32)", name("weight_bytes"), self.weight_bytes));
+            return Err(Error::invalid(format!(
+                "{} {} must be 2 (bf16) or 4 (f32)",
+                name("weight_bytes"),
+                self.weight_bytes
+            )));
         }
         match self.train_tokens_per_s_8b {
             Some(r) if !(r.is_finite() && r > 0.0) => {
-                Err(format!("{} {r} must be finite and positive", name("train_tokens_per_s_8b")))
+                Err(Error::invalid(format!("{} {r} must be finite and positive", name("train_tokens_per_s_8b"))))
             }
             _ => Ok(()),
         }
@@ -928,18 +941,19 @@ mod tests {
             (PlanInput { prompt_tokens: usize::MAX, ..q.clone() }, "prompt_tokens"),
         ];
         for (input, want) in cases {
-            let e = input.validate().unwrap_err();
+            let e = input.validate().unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");
         }
-        let e = PlanInput { prompts_per_step: 1 << 60, ..q }.validate_with(&|f| format!("--{f}")).unwrap_err();
+        let e =
+            PlanInput { prompts_per_step: 1 << 60, ..q }.validate_with(&|f| format!("--{f}")).unwrap_err().to_string();
         assert!(e.starts_with("--prompts_per_step "), "{e}");
     }
 
     #[test]
     fn validation_names_the_problem() {
-        assert!(q8(0).validate().unwrap_err().contains("gpus"));
+        assert!(q8(0).validate().unwrap_err().to_string().contains("gpus"));
         let short = PlanInput { micro_batch_tokens: 4096, ..q8(8) };
-        assert!(short.validate().unwrap_err().contains("micro_batch_tokens"));
+        assert!(short.validate().unwrap_err().to_string().contains("micro_batch_tokens"));
         assert!(q8(8).validate().is_ok());
     }
 }

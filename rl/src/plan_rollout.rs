@@ -5,6 +5,7 @@ use super::{
     effective_flops, forward_flops_per_token, kv_bytes_per_token, matmul_params, persistent_bytes, PlanInput,
     DECODE_EFFICIENCY, H100_HBM_BYTES_PER_S, HOST_DECODE_S_PER_LAYER,
 };
+use crate::error::{Error, Result};
 use entrl_qwen3::Qwen3Config;
 use entrl_qwen3::{batch_bucket, key_bucket};
 use std::collections::VecDeque;
@@ -100,20 +101,32 @@ impl PagedConfig {
     }
 
     /// Why it cannot be planned with `input` (naming each field by `name(field)`).
-    pub fn validate_with(&self, input: &PlanInput, name: &dyn Fn(&'static str) -> String) -> Result<(), String> {
+    pub fn validate_with(&self, input: &PlanInput, name: &dyn Fn(&'static str) -> String) -> Result<()> {
         if !(1..=MAX_PLAN_KV_BLOCK_SIZE).contains(&self.block_size) {
-            return Err(format!("{} {} must be 1 to {MAX_PLAN_KV_BLOCK_SIZE}", name("kv_block_size"), self.block_size));
+            return Err(Error::invalid(format!(
+                "{} {} must be 1 to {MAX_PLAN_KV_BLOCK_SIZE}",
+                name("kv_block_size"),
+                self.block_size
+            )));
         }
         if self.blocks > MAX_PLAN_KV_BLOCKS {
-            return Err(format!("{} {} must be 0 (auto) to {MAX_PLAN_KV_BLOCKS}", name("kv_blocks"), self.blocks));
+            return Err(Error::invalid(format!(
+                "{} {} must be 0 (auto) to {MAX_PLAN_KV_BLOCKS}",
+                name("kv_blocks"),
+                self.blocks
+            )));
         }
         if self.max_batch > super::MAX_PLAN_CONCURRENT {
             let max = super::MAX_PLAN_CONCURRENT;
-            return Err(format!("{} {} must be 0 (auto) to {max}", name("max_concurrent"), self.max_batch));
+            return Err(Error::invalid(format!(
+                "{} {} must be 0 (auto) to {max}",
+                name("max_concurrent"),
+                self.max_batch
+            )));
         }
         if self.max_response < input.mean_response || self.max_response > input.seq.saturating_sub(input.prompt_tokens)
         {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "{} {} must be at least {} {} and at most {} {} − {} {}",
                 name("max_response"),
                 self.max_response,
@@ -123,7 +136,7 @@ impl PagedConfig {
                 input.seq,
                 name("prompt_tokens"),
                 input.prompt_tokens
-            ));
+            )));
         }
         Ok(())
     }
@@ -582,25 +595,25 @@ pub struct LoggedLengths {
 /// The mean response length of a run's `metrics.jsonl` (`response_len_mean` per step, `rl/src/metrics.rs`).
 /// A line that is not a JSON object, or whose `response_len_mean` / `response_len_max` / `responses` is not
 /// a finite non-negative number, is an error naming the file and line; so is a file without any step.
-pub fn logged_lengths(path: &Path) -> Result<LoggedLengths, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn logged_lengths(path: &Path) -> Result<LoggedLengths> {
+    let text = std::fs::read_to_string(path).map_err(Error::io("read", path))?;
     let (mut sum, mut weight, mut max, mut steps) = (0.0f64, 0.0f64, 0usize, 0usize);
     for (idx, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let at = || format!("{} line {}", path.display(), idx + 1);
+        let at = |msg: String| Error::data(path, Some(idx + 1), msg);
         let fields = match serde_json::from_str::<serde_json::Value>(line) {
             Ok(serde_json::Value::Object(fields)) => fields,
-            Ok(_) => return Err(format!("{}: expected a JSON object", at())),
-            Err(e) => return Err(format!("{}: malformed JSON: {e}", at())),
+            Ok(_) => return Err(at("expected a JSON object".into())),
+            Err(e) => return Err(at(format!("malformed JSON: {e}"))),
         };
-        let number = |key: &str| -> Result<Option<f64>, String> {
+        let number = |key: &str| -> Result<Option<f64>> {
             match fields.get(key) {
                 None => Ok(None),
                 Some(v) => match v.as_f64().filter(|x| x.is_finite() && *x >= 0.0) {
                     Some(x) => Ok(Some(x)),
-                    None => Err(format!("{}: \"{key}\" is {v}, not a non-negative number", at())),
+                    None => Err(at(format!("\"{key}\" is {v}, not a non-negative number"))),
                 },
             }
         };
@@ -614,10 +627,7 @@ pub fn logged_lengths(path: &Path) -> Result<LoggedLengths, String> {
         steps += 1;
     }
     if steps == 0 {
-        return Err(format!(
-            "{}: no line with \"response_len_mean\" (has this run logged a step yet?)",
-            path.display()
-        ));
+        return Err(Error::data(path, None, "no line with \"response_len_mean\" (has this run logged a step yet?)"));
     }
     Ok(LoggedLengths { mean: sum / weight, max, steps })
 }
@@ -762,15 +772,17 @@ mod tests {
     #[test]
     fn pools_that_cannot_hold_a_sequence_or_exceed_memory_are_errors() {
         let input = paper();
-        let e = paged_rollout(&input, &PagedConfig { blocks: 10, ..PagedConfig::new(&input) }).unwrap_err();
+        let e = paged_rollout(&input, &PagedConfig { blocks: 10, ..PagedConfig::new(&input) }).unwrap_err().to_string();
         assert!(e.to_string().contains("cannot hold one sequence"), "{e}");
-        let e = paged_rollout(&input, &PagedConfig { blocks: 1 << 30, ..PagedConfig::new(&input) }).unwrap_err();
+        let e = paged_rollout(&input, &PagedConfig { blocks: 1 << 30, ..PagedConfig::new(&input) })
+            .unwrap_err()
+            .to_string();
         assert!(e.to_string().contains("exceed the"), "{e}");
         let name = |f: &'static str| format!("--{f}");
         let bad = PagedConfig { block_size: 0, ..PagedConfig::new(&input) };
-        assert!(bad.validate_with(&input, &name).unwrap_err().starts_with("--kv_block_size 0"));
+        assert!(bad.validate_with(&input, &name).unwrap_err().to_string().starts_with("--kv_block_size 0"));
         let bad = PagedConfig { max_response: 100, ..PagedConfig::new(&input) };
-        assert!(bad.validate_with(&input, &name).unwrap_err().contains("--max_response 100"));
+        assert!(bad.validate_with(&input, &name).unwrap_err().to_string().contains("--max_response 100"));
     }
 
     #[test]
@@ -811,11 +823,11 @@ mod tests {
             ("none", "{\"step\":0,\"eval_acc\":0.5}\n", "no line with \"response_len_mean\""),
         ] {
             let p = scratch(name, text);
-            let e = logged_lengths(&p).unwrap_err();
+            let e = logged_lengths(&p).unwrap_err().to_string();
             assert!(e.contains(&p.display().to_string()) && e.contains(want), "{name}: {e}");
             let _ = std::fs::remove_file(p);
         }
-        let e = logged_lengths(Path::new("/nonexistent/metrics.jsonl")).unwrap_err();
+        let e = logged_lengths(Path::new("/nonexistent/metrics.jsonl")).unwrap_err().to_string();
         assert!(e.contains("cannot read /nonexistent/metrics.jsonl"), "{e}");
         let _ = std::fs::remove_file(p);
     }

@@ -9,6 +9,7 @@
 //! Metrics that are absent, null or non-numeric in a row are skipped; a chart with no data is not written.
 //! Every file is rendered in memory and written atomically (`name.svg.tmp`, then renamed).
 
+use crate::error::{Error, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -137,10 +138,10 @@ struct Row {
 }
 
 /// Write SVG charts of `run_dir/metrics.jsonl` into `run_dir/plots/`; returns the files written.
-pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let rows = read_metrics(run_dir)?;
     let out_dir = run_dir.join("plots");
-    fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    fs::create_dir_all(&out_dir).map_err(Error::io("create", &out_dir))?;
 
     let mut written = Vec::new();
     for chart in &CHARTS {
@@ -183,7 +184,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, String> {
     let panels: Vec<_> = SUMMARY_PANELS.iter().map(|p| (p, collect_series(&rows, p.keys))).collect();
     if panels.iter().any(|(_, s)| !s.is_empty()) {
         let svg = render(SUMMARY_SIZE, |root| {
-            let root = root.titled("Run summary", ("sans-serif", 28)).map_err(|e| e.to_string())?;
+            let root = root.titled("Run summary", ("sans-serif", 28)).map_err(draw_err)?;
             for (area, (panel, series)) in root.split_evenly((2, 2)).iter().zip(&panels) {
                 draw_panel(area, panel, series)?;
             }
@@ -195,35 +196,36 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Parse `run_dir/metrics.jsonl`, skipping blank lines.
-fn read_metrics(run_dir: &Path) -> Result<Vec<Row>, String> {
+fn read_metrics(run_dir: &Path) -> Result<Vec<Row>> {
     let path = run_dir.join("metrics.jsonl");
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("no metrics.jsonl in {}: has this run logged a step yet?", run_dir.display()))
+            let msg = format!("no metrics.jsonl in {}: has this run logged a step yet?", run_dir.display());
+            return Err(Error::Data { file: None, line: None, msg });
         }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(Error::io("read", &path)(e)),
     };
     let mut rows = Vec::new();
     for (idx, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let at = || format!("line {} of {}", idx + 1, path.display());
+        let at = |msg: String| Error::data(&path, Some(idx + 1), msg);
         let fields = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(fields)) => fields,
-            Ok(_) => return Err(format!("{}: expected a JSON object", at())),
-            Err(e) => return Err(format!("{}: malformed JSON: {e}", at())),
+            Ok(_) => return Err(at("expected a JSON object".into())),
+            Err(e) => return Err(at(format!("malformed JSON: {e}"))),
         };
         let step = fields
             .get("step")
             .and_then(Value::as_f64)
             .filter(|s| s.is_finite())
-            .ok_or_else(|| format!("{}: missing numeric \"step\"", at()))?;
+            .ok_or_else(|| at("missing numeric \"step\"".into()))?;
         rows.push(Row { step, fields });
     }
     if rows.is_empty() {
-        return Err(format!("{} has no rows", path.display()));
+        return Err(Error::data(&path, None, "has no rows"));
     }
     Ok(rows)
 }
@@ -243,16 +245,13 @@ fn collect_series<'k>(rows: &[Row], keys: &[&'k str]) -> Vec<(&'k str, Vec<(f64,
 }
 
 /// Render an SVG of `size` into a string with `draw` on a white background.
-fn render(
-    size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), String>,
-) -> Result<String, String> {
+fn render(size: (u32, u32), draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(draw_err)?;
         draw(&root)?;
-        root.present().map_err(|e| e.to_string())?;
+        root.present().map_err(draw_err)?;
     }
     Ok(svg)
 }
@@ -262,10 +261,10 @@ fn draw_panel(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
     panel: &Panel,
     series: &[(&str, Vec<(f64, f64)>)],
-) -> Result<(), String> {
+) -> Result<()> {
     let all = || series.iter().flat_map(|(_, points)| points.iter());
     let (Some((x_lo, x_hi)), Some((y_lo, y_hi))) = (bounds(all().map(|p| p.0)), bounds(all().map(|p| p.1))) else {
-        area.titled(panel.title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+        area.titled(panel.title, ("sans-serif", 22)).map_err(draw_err)?;
         return Ok(());
     };
     let mut chart = step_chart(area, panel.title, ("step", panel.y_desc), (x_lo, x_hi), (y_lo, y_hi))?;
@@ -274,7 +273,7 @@ fn draw_panel(
         let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(markers))
-            .map_err(|e| e.to_string())?
+            .map_err(draw_err)?
             .label(legend(name))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
@@ -283,7 +282,7 @@ fn draw_panel(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .draw()
-        .map_err(|e| e.to_string())?;
+        .map_err(draw_err)?;
     Ok(())
 }
 
@@ -313,7 +312,7 @@ fn draw_dynamics_row(
     right: &DrawingArea<SVGBackend<'_>, Shift>,
     rows: &[Row],
     layer: usize,
-) -> Result<(), String> {
+) -> Result<()> {
     let key = |s: &str| format!("{DYNAMICS_PREFIX}{layer}_{s}");
     let bands = [("5–95%", band(rows, &key("q05"), &key("q95"))), ("25–75%", band(rows, &key("q25"), &key("q75")))];
     let line_keys = [key("q50"), key("anchor_mean"), key("explorer_mean")];
@@ -333,7 +332,7 @@ fn draw_dynamics_panel(
     bands: &[Band<'_>],
     series: &[(&str, Vec<(f64, f64)>)],
     fixed_y: Option<(f64, f64)>,
-) -> Result<(), String> {
+) -> Result<()> {
     let xs = || {
         bands.iter().flat_map(|b| b.1.iter().map(|p| p.0)).chain(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)))
     };
@@ -344,7 +343,7 @@ fn draw_dynamics_panel(
             .chain(series.iter().flat_map(|s| s.1.iter().map(|p| p.1)))
     };
     let (Some((x_lo, x_hi)), Some((y_lo, y_hi))) = (bounds(xs()), bounds(ys())) else {
-        area.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+        area.titled(title, ("sans-serif", 22)).map_err(draw_err)?;
         return Ok(());
     };
     let (y_lo, y_hi) = fixed_y.map_or((y_lo, y_hi), |(lo, hi)| (lo.min(y_lo), hi.max(y_hi)));
@@ -356,7 +355,7 @@ fn draw_dynamics_panel(
             points.iter().map(|p| (p.0, p.2)).chain(points.iter().rev().map(|p| (p.0, p.1))).collect();
         chart
             .draw_series(std::iter::once(Polygon::new(outline, fill.filled())))
-            .map_err(|e| e.to_string())?
+            .map_err(draw_err)?
             .label(*name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], fill.filled()));
     }
@@ -365,7 +364,7 @@ fn draw_dynamics_panel(
         let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
         chart
             .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)).point_size(markers))
-            .map_err(|e| e.to_string())?
+            .map_err(draw_err)?
             .label(legend(name))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
@@ -374,7 +373,7 @@ fn draw_dynamics_panel(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .draw()
-        .map_err(|e| e.to_string())?;
+        .map_err(draw_err)?;
     Ok(())
 }
 
@@ -392,7 +391,6 @@ fn step_chart<'a, 'b>(
         SVGBackend<'b>,
         Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
     >,
-    String,
 > {
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22))
@@ -401,7 +399,7 @@ fn step_chart<'a, 'b>(
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(x_range(x_lo, x_hi), y_range(y_lo, y_hi))
-        .map_err(|e| e.to_string())?;
+        .map_err(draw_err)?;
     let x_label = |v: &f64| tick_label(*v, x_hi - x_lo);
     let y_label = |v: &f64| tick_label(*v, y_hi - y_lo);
     chart
@@ -412,7 +410,7 @@ fn step_chart<'a, 'b>(
         .y_desc(y_desc)
         .light_line_style(WHITE.mix(0.0))
         .draw()
-        .map_err(|e| e.to_string())?;
+        .map_err(draw_err)?;
     Ok(chart)
 }
 
@@ -481,19 +479,19 @@ pub(crate) type ArmCurve = (String, Vec<(f64, f64, f64, f64)>);
 
 /// One chart of several arms' curves, each a mean line over a shaded low–high band in the arm's colour
 /// (`entrl compare`'s held-out chart), as an SVG string.
-pub(crate) fn arms_chart(title: &str, y_desc: &str, arms: &[ArmCurve]) -> Result<String, String> {
+pub(crate) fn arms_chart(title: &str, y_desc: &str, arms: &[ArmCurve]) -> Result<String> {
     curves_chart(title, "step", y_desc, arms)
 }
 
 /// [`arms_chart`] with `x_desc` on x instead of the step (`entrl analyze`'s binned relations: x the bin's
 /// mean, the line the bin's mean of y, the band its interquartile range).
-pub(crate) fn curves_chart(title: &str, x_desc: &str, y_desc: &str, arms: &[ArmCurve]) -> Result<String, String> {
+pub(crate) fn curves_chart(title: &str, x_desc: &str, y_desc: &str, arms: &[ArmCurve]) -> Result<String> {
     render(CHART_SIZE, |root| {
         let pts = || arms.iter().flat_map(|(_, p)| p.iter());
         let (Some((x_lo, x_hi)), Some((y_lo, y_hi))) =
             (bounds(pts().map(|p| p.0)), bounds(pts().flat_map(|p| [p.2, p.3])))
         else {
-            root.titled(title, ("sans-serif", 22)).map_err(|e| e.to_string())?;
+            root.titled(title, ("sans-serif", 22)).map_err(draw_err)?;
             return Ok(());
         };
         let mut chart = step_chart(root, title, (x_desc, y_desc), (x_lo, x_hi), (y_lo, y_hi))?;
@@ -501,15 +499,13 @@ pub(crate) fn curves_chart(title: &str, x_desc: &str, y_desc: &str, arms: &[ArmC
             let color = PALETTE[i % PALETTE.len()];
             let outline: Vec<(f64, f64)> =
                 points.iter().map(|p| (p.0, p.3)).chain(points.iter().rev().map(|p| (p.0, p.2))).collect();
-            chart
-                .draw_series(std::iter::once(Polygon::new(outline, color.mix(0.2).filled())))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.2).filled()))).map_err(draw_err)?;
             let markers = if points.len() < MARKER_LIMIT { 2 } else { 0 };
             chart
                 .draw_series(
                     LineSeries::new(points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)).point_size(markers),
                 )
-                .map_err(|e| e.to_string())?
+                .map_err(draw_err)?
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
@@ -518,15 +514,20 @@ pub(crate) fn curves_chart(title: &str, x_desc: &str, y_desc: &str, arms: &[ArmC
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .draw()
-            .map_err(|e| e.to_string())?;
+            .map_err(draw_err)?;
         Ok(())
     })
 }
 
+/// A chart library error (its error types are generic over the backend) as [`Error::Plot`].
+fn draw_err(e: impl std::fmt::Display) -> Error {
+    Error::Plot(e.to_string())
+}
+
 /// Write `contents` to `dir/name` atomically (the model crate's writer: `name.tmp`, fsync, rename).
-fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, String> {
+fn write_atomic(dir: &Path, name: &str, contents: &str) -> Result<PathBuf> {
     let path = dir.join(name);
-    entrl_qwen3::save::write_atomic(&path, contents.as_bytes()).map_err(|e| e.to_string())?;
+    entrl_qwen3::save::write_atomic(&path, contents.as_bytes())?;
     Ok(path)
 }
 
@@ -700,13 +701,15 @@ mod tests {
         let dir = TempDir::new("bad");
         dir.write_metrics("{\"step\": 1, \"loss\": 0.5}\n{\"step\": 2, \"loss\": \n");
         let err = plot_run(&dir.0).unwrap_err();
+        assert!(matches!(&err, Error::Data { line: Some(2), .. }), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("line 2") && err.contains("metrics.jsonl"), "{err}");
     }
 
     #[test]
     fn missing_file_is_a_clear_error() {
         let dir = TempDir::new("missing");
-        let err = plot_run(&dir.0).unwrap_err();
+        let err = plot_run(&dir.0).unwrap_err().to_string();
         assert!(err.contains("no metrics.jsonl in") && err.contains("has this run logged a step yet?"), "{err}");
     }
 
@@ -714,7 +717,7 @@ mod tests {
     fn empty_file_is_an_error() {
         let dir = TempDir::new("empty");
         dir.write_metrics("\n\n");
-        assert!(plot_run(&dir.0).unwrap_err().contains("no rows"));
+        assert!(plot_run(&dir.0).unwrap_err().to_string().contains("no rows"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::codec::{Reader, Writer};
 use crate::config::{LongPrompts, MAX_ROUND_RESPONSES};
 use crate::data::PromptRow;
+use crate::error::{Error, Result};
 use crate::reward::overlong_penalty;
 use entrl_engine::memory::bytes_of;
 use entrl_qwen3::{
@@ -56,7 +57,7 @@ pub fn encode_prompts(
     tok: &Tokenizer,
     max_prompt_len: usize,
     policy: LongPrompts,
-) -> Result<EncodedPrompts, String> {
+) -> Result<EncodedPrompts> {
     PromptEncoder::new(tok, max_prompt_len, policy).encode(rows)
 }
 
@@ -144,26 +145,26 @@ impl<'a> PromptEncoder<'a> {
     }
 
     /// Encode every row (see [`PromptEncoder`]); an error names the row (1-based) and its data source.
-    pub fn encode(&self, rows: &[PromptRow]) -> Result<EncodedPrompts, String> {
+    pub fn encode(&self, rows: &[PromptRow]) -> Result<EncodedPrompts> {
         let max = self.max_prompt_len;
         let mut out = Vec::with_capacity(rows.len());
         let mut counts = PromptCounts::default();
         for (i, r) in rows.iter().enumerate() {
             let what = || format!("prompt row {} (data source {:?})", i + 1, r.data_source);
-            let text = self.tok.apply_chat_template(&r.messages, true).map_err(|e| format!("{}: {e}", what()))?;
+            let in_row = |e: Error| e.context(what());
+            let text = self.tok.apply_chat_template(&r.messages, true).map_err(|e| in_row(e.into()))?;
             // A token is at least one byte, so the bound is only worked out for a prompt that could exceed it.
             let certainly_long =
                 text.len() > max.saturating_mul(4) && self.byte_limit().is_some_and(|limit| text.len() > limit);
             // Whether a too-long prompt is kept (truncated), counted either way, or the error.
-            let mut keep_long = |size: String| -> Result<bool, String> {
+            let mut keep_long = |size: String| -> Result<bool> {
                 match self.policy {
                     LongPrompts::Drop => counts.dropped += 1,
                     LongPrompts::TruncateLeft => counts.truncated += 1,
                     LongPrompts::Error => {
-                        return Err(format!(
-                            "{}: {size}, more than max_prompt_len = {max} tokens (rollout.long_prompts = error)",
-                            what()
-                        ))
+                        let msg =
+                            format!("{size}, more than max_prompt_len = {max} tokens (rollout.long_prompts = error)");
+                        return Err(in_row(Error::Data { file: None, line: None, msg }));
                     }
                 }
                 Ok(self.policy == LongPrompts::TruncateLeft)
@@ -172,9 +173,9 @@ impl<'a> PromptEncoder<'a> {
                 if !keep_long(format!("{} bytes after the chat template", text.len()))? {
                     continue;
                 }
-                self.tail_ids(&text).map_err(|e| format!("{}: {e}", what()))?
+                self.tail_ids(&text).map_err(in_row)?
             } else {
-                let mut ids = self.tok.encode(&text).map_err(|e| format!("{}: {e}", what()))?;
+                let mut ids = self.tok.encode(&text).map_err(|e| in_row(e.into()))?;
                 if ids.is_empty() {
                     counts.empty += 1;
                     continue;
@@ -195,7 +196,8 @@ impl<'a> PromptEncoder<'a> {
             });
         }
         if out.is_empty() {
-            return Err(format!("no prompt fits max_prompt_len = {max} tokens ({counts})"));
+            let msg = format!("no prompt fits max_prompt_len = {max} tokens ({counts})");
+            return Err(Error::config("rollout.max_prompt_len", msg));
         }
         Ok(EncodedPrompts { prompts: out, counts })
     }
@@ -223,7 +225,7 @@ impl<'a> PromptEncoder<'a> {
     /// from its first letter). [`ByteBound::of`] checks that the tokenizer splits at both kinds of cut
     /// point and spells out its text. A prompt with no cut point in the window (no line break and no
     /// space after a letter or digit in N·L bytes) is refused rather than tokenized whole.
-    fn tail_ids(&self, text: &str) -> Result<Vec<u32>, String> {
+    fn tail_ids(&self, text: &str) -> Result<Vec<u32>> {
         let n = self.max_prompt_len;
         let span = n.saturating_mul(self.bound().map_or(1, |b| b.longest_token_bytes));
         let (from, to) =
@@ -238,17 +240,18 @@ impl<'a> PromptEncoder<'a> {
                 }
         });
         let Some(p) = cut else {
-            return Err(format!(
+            let msg = format!(
                 "{} bytes after the chat template, too long to tokenize whole, and no line break or space \
                  after a letter or digit between bytes {from} and {to} to cut it at exactly; shorten it or \
                  use rollout.long_prompts = drop",
                 text.len()
-            ));
+            );
+            return Err(Error::Data { file: None, line: None, msg });
         };
-        let mut ids = self.tok.encode(&text[p..]).map_err(|e| e.to_string())?;
+        let mut ids = self.tok.encode(&text[p..])?;
         if ids.len() < n {
             // The byte bound failed for this tokenizer after all: the exact answer is the whole text's.
-            ids = self.tok.encode(text).map_err(|e| e.to_string())?;
+            ids = self.tok.encode(text)?;
         }
         ids.drain(..ids.len().saturating_sub(n));
         Ok(ids)
@@ -299,7 +302,7 @@ pub fn encode_samples(samples: &[Sample]) -> Vec<u8> {
 }
 
 /// Inverse of [`encode_samples`].
-pub fn decode_samples(buf: &[u8]) -> Result<Vec<Sample>, String> {
+pub fn decode_samples(buf: &[u8]) -> Result<Vec<Sample>> {
     let mut r = Reader::new(buf);
     let n = r.u64()? as usize;
     let mut out = Vec::with_capacity(n);
@@ -360,7 +363,7 @@ pub fn rollout(
     spec: &RolloutSpec,
     seed: u64,
     mut on_token: impl FnMut(),
-) -> Result<RolloutOutput, String> {
+) -> Result<RolloutOutput> {
     if prompts.is_empty() {
         // a data-parallel rank whose share of the round is empty
         return Ok(RolloutOutput { samples: Vec::new(), cache: GenerateStats::default() });
@@ -378,13 +381,12 @@ pub fn rollout(
         }
     }
     // Continuous batching: a finished sequence hands its KV cache (slot or blocks) to waiting requests.
-    let run = generate_run(model, &reqs, &spec.params, tok.stop_ids(), &spec.generate, |_, _| on_token())
-        .map_err(|e| e.to_string())?;
+    let run = generate_run(model, &reqs, &spec.params, tok.stop_ids(), &spec.generate, |_, _| on_token())?;
     let (gens, cache) = (run.generations, run.stats);
     let mut out = Vec::with_capacity(gens.len());
     for (i, g) in gens.into_iter().enumerate() {
         let p = prompts[i / spec.n];
-        let text = tok.decode(&g.tokens, true).map_err(|e| e.to_string())?;
+        let text = tok.decode(&g.tokens, true)?;
         let score = (spec.verifier)(&p.data_source).score(&text, &p.ground_truth);
         let penalty = spec
             .overlong
@@ -405,12 +407,12 @@ pub fn rollout(
 
 /// Refuse a rollout of more than [`MAX_ROUND_RESPONSES`] requests, or whose requests (each with its copy of
 /// the prompt, its generation and its sample) do not fit the host's available memory, before any is built.
-fn check_request_count(prompts: &[&EncodedPrompt], n: usize) -> Result<(), String> {
+fn check_request_count(prompts: &[&EncodedPrompt], n: usize) -> Result<()> {
     let count = prompts.len().checked_mul(n).filter(|&c| c <= MAX_ROUND_RESPONSES).ok_or_else(|| {
-        format!(
+        Error::invalid(format!(
             "{} prompts × {n} responses each are more than {MAX_ROUND_RESPONSES} requests in one rollout",
             prompts.len()
-        )
+        ))
     })?;
     let prompt_tokens: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
     let per_request = (std::mem::size_of::<Request>()
@@ -418,8 +420,8 @@ fn check_request_count(prompts: &[&EncodedPrompt], n: usize) -> Result<(), Strin
         + std::mem::size_of::<Sample>()) as u64;
     let bytes = bytes_of(&[prompt_tokens, n as u64, 4]).saturating_add(bytes_of(&[count as u64, per_request]));
     entrl_engine::Device::Cpu
-        .ensure_fits(&format!("the rollout's {count} requests ({} prompts × {n})", prompts.len()), bytes)
-        .map_err(|e| e.to_string())
+        .ensure_fits(&format!("the rollout's {count} requests ({} prompts × {n})", prompts.len()), bytes)?;
+    Ok(())
 }
 
 /// Prompts in a seeded order, reshuffled every epoch; its position is part of a checkpoint.
@@ -500,7 +502,7 @@ mod tests {
         assert_eq!(*cut.prompts[1].ids, full[1][full[1].len() - 16..], "the last 16 ids, as verl's [:, -16:]");
         assert_eq!(*cut.prompts[0].ids, full[0]);
 
-        let e = encode_prompts(&rows, &tok, 16, LongPrompts::Error).unwrap_err();
+        let e = encode_prompts(&rows, &tok, 16, LongPrompts::Error).unwrap_err().to_string();
         let want =
             format!("prompt row 2 (data source \"set/b\"): {} tokens, more than max_prompt_len = 16", full[1].len());
         assert!(e.starts_with(&want), "{e}");
@@ -527,6 +529,8 @@ mod tests {
             assert_eq!(set.counts, PromptCounts { dropped: 0, truncated: 0, empty: 1 });
             assert_eq!((set.prompts.len(), set.prompts[0].index), (1, 1));
             let e = encode_prompts(&[row(" ", "s")], &tok, 4, policy).unwrap_err();
+            assert!(matches!(&e, Error::Config { key, .. } if key == "rollout.max_prompt_len"), "{e:?}");
+            let e = e.to_string();
             assert!(e.contains("no prompt fits max_prompt_len = 4 tokens") && e.contains("1 empty"), "{e}");
         }
     }

@@ -5,6 +5,7 @@
 //! warm start ([`crate::sft`]), logged to `RUN_DIR/sft.jsonl`.
 use crate::checkpoints;
 use crate::config::{CommChoice, TrainConfig};
+use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalReport};
 use crate::metrics::{append_line, eval_json_line, truncate_after, StepMetrics};
 use crate::plot::plot_run;
@@ -38,7 +39,7 @@ pub struct RunSummary {
 
 /// Where to resume from: a checkpoint folder, or a run directory (its latest checkpoint; an interrupted
 /// publication there is finished first).
-pub fn find_checkpoint(path: &Path) -> Result<PathBuf, String> {
+pub fn find_checkpoint(path: &Path) -> Result<PathBuf> {
     if path.join("state.json").is_file() {
         return Ok(path.to_path_buf());
     }
@@ -48,10 +49,7 @@ pub fn find_checkpoint(path: &Path) -> Result<PathBuf, String> {
         }
     }
     checkpoints::latest(path)?.ok_or_else(|| {
-        format!(
-            "{}: neither a checkpoint folder (state.json) nor a run directory with checkpoints/latest",
-            path.display()
-        )
+        Error::checkpoint(path, "neither a checkpoint folder (state.json) nor a run directory with checkpoints/latest")
     })
 }
 
@@ -70,7 +68,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 ///   folder, that folder must hold no run, and it receives the history up to the checkpoint.
 ///
 /// Leftovers of interrupted writes are removed. Returns the checkpoint and whether it is resumed in place.
-fn prepare_run_dir(cfg: &TrainConfig, resume: Option<&Path>) -> Result<(Option<PathBuf>, bool), String> {
+fn prepare_run_dir(cfg: &TrainConfig, resume: Option<&Path>) -> Result<(Option<PathBuf>, bool)> {
     let run_dir = PathBuf::from(&cfg.run.out_dir);
     let ck = resume.map(find_checkpoint).transpose()?;
     let own = ck.as_deref().and_then(checkpoints::run_dir_of);
@@ -79,17 +77,17 @@ fn prepare_run_dir(cfg: &TrainConfig, resume: Option<&Path>) -> Result<(Option<P
         if let Some(saved) = checkpoints::saved_config(ck)? {
             let conflicts = cfg.resume_conflicts(&saved);
             if !conflicts.is_empty() {
-                return Err(format!(
-                    "{}: this configuration differs from the one the checkpoint was trained with, in keys that \
+                let msg = format!(
+                    "this configuration differs from the one the checkpoint was trained with, in keys that \
                      change training (checkpoint's → this run's):\n  {}\n(a resumed run may change only {})",
-                    ck.display(),
                     conflicts.join("\n  "),
                     crate::config::RESUME_FREE
                         .iter()
                         .map(|k| if k.ends_with('.') { format!("{k}*") } else { k.to_string() })
                         .collect::<Vec<_>>()
                         .join(", ")
-                ));
+                );
+                return Err(Error::checkpoint(ck, msg));
             }
         }
     }
@@ -100,17 +98,18 @@ fn prepare_run_dir(cfg: &TrainConfig, resume: Option<&Path>) -> Result<(Option<P
                     None => format!("continue it with `entrl train --resume {}`, ", run_dir.display()),
                     Some(_) => String::new(),
                 };
-                return Err(format!(
+                let msg = format!(
                     "run.out_dir {} holds an earlier run ({what}): {how}choose another run.out_dir, or replace it \
                      with run.overwrite=true",
                     run_dir.display()
-                ));
+                );
+                return Err(Error::config("run.out_dir", msg));
             }
             eprintln!("note: run.overwrite: deleting the earlier run in {} ({what})", run_dir.display());
             checkpoints::clear_run(&run_dir)?;
         }
     }
-    std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).map_err(Error::io("create", &run_dir))?;
     for note in checkpoints::repair(&run_dir)? {
         eprintln!("note: {note}");
     }
@@ -119,7 +118,8 @@ fn prepare_run_dir(cfg: &TrainConfig, resume: Option<&Path>) -> Result<(Option<P
         let src = from.join("metrics.jsonl");
         if src.is_file() {
             let dst = run_dir.join("metrics.jsonl");
-            std::fs::copy(&src, &dst).map_err(|e| format!("{} → {}: {e}", src.display(), dst.display()))?;
+            let history = std::fs::read(&src).map_err(Error::io("read", &src))?;
+            write_atomic(&dst, &history)?;
         }
     }
     Ok((ck, in_place))
@@ -127,7 +127,7 @@ fn prepare_run_dir(cfg: &TrainConfig, resume: Option<&Path>) -> Result<(Option<P
 
 /// Evaluate the session's held-out prompts (mean@k with the eval sampling settings). With data
 /// parallelism every rank evaluates its share and the counts are exchanged, so all ranks get the report.
-pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
+pub fn evaluate_session(s: &Session) -> Result<EvalReport> {
     let r = &s.cfg.run;
     let params = SamplingParams { temperature: r.eval_temperature, top_p: r.eval_top_p, top_k: 0 };
     let verifier = s.verifier();
@@ -147,10 +147,12 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
         s.cfg.train.seed ^ s.step,
     )?;
     if let Some(c) = &s.comm {
-        let all = c.all_gather_host(serde_json::to_vec(&rep).expect("report serializes")).map_err(|e| e.to_string())?;
+        let all = c.all_gather_host(serde_json::to_vec(&rep).expect("report serializes"))?;
         rep = EvalReport { per_source: Default::default(), k: r.eval_k };
         for b in all.iter() {
-            rep.merge(&serde_json::from_slice(b).map_err(|e| format!("eval report from another rank: {e}"))?);
+            let other = serde_json::from_slice(b)
+                .map_err(|e| Error::Exchange(format!("eval report from another rank: {e}")))?;
+            rep.merge(&other);
         }
     }
     Ok(rep)
@@ -160,37 +162,46 @@ pub fn evaluate_session(s: &Session) -> Result<EvalReport, String> {
 const CPU_RANKS_PER_CORE: usize = 8;
 
 /// How many data-parallel ranks and on which devices: (world, GPU devices or empty for CPU ranks).
-fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>), String> {
+fn resolve_world(cfg: &TrainConfig) -> Result<(usize, Vec<Device>)> {
     let want = cfg.run.world_size;
     if cfg.run.comm == CommChoice::Threads && cfg.model.device.starts_with("cuda") {
-        return Err("run.comm = \"threads\" runs CPU ranks: set model.device = \"cpu\" (or use nccl on GPUs)".into());
+        let msg = "run.comm = \"threads\" runs CPU ranks: set model.device = \"cpu\" (or use nccl on GPUs)";
+        return Err(Error::config("run.comm", msg));
     }
     let gpus = if cfg.model.device == "cpu" || cfg.run.comm == CommChoice::Threads { 0 } else { Device::cuda_count() };
     if cfg.run.comm == CommChoice::Nccl && gpus == 0 {
-        return Err("run.comm = \"nccl\" needs a GPU".into());
+        return Err(Error::config("run.comm", "run.comm = \"nccl\" needs a GPU"));
     }
     let single_gpu = want == 1 || (want == 0 && gpus == 1);
     if gpus == 0 || (single_gpu && cfg.run.comm != CommChoice::Nccl) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         if want > CPU_RANKS_PER_CORE * cores {
-            return Err(format!(
-                "run.world_size = {want} CPU ranks on a machine with {cores} core(s): at most {} ({CPU_RANKS_PER_CORE} per core)",
-                CPU_RANKS_PER_CORE * cores
+            return Err(Error::config(
+                "run.world_size",
+                format!(
+                    "run.world_size = {want} CPU ranks on a machine with {cores} core(s): at most {} ({CPU_RANKS_PER_CORE} per core)",
+                    CPU_RANKS_PER_CORE * cores
+                ),
             ));
         }
         return Ok((want.max(1), Vec::new()));
     }
     let world = if want == 0 { gpus } else { want };
     if world > gpus {
-        return Err(format!("run.world_size = {world} but only {gpus} GPU(s) are visible"));
+        return Err(Error::config(
+            "run.world_size",
+            format!("run.world_size = {world} but only {gpus} GPU(s) are visible"),
+        ));
     }
-    let devices = (0..world).map(|i| Device::cuda(i).map_err(|e| format!("GPU {i}: {e}"))).collect::<Result<_, _>>()?;
+    let devices = (0..world)
+        .map(|i| Device::cuda(i).map_err(|e| Error::from(e).context(format!("GPU {i}"))))
+        .collect::<Result<_>>()?;
     Ok((world, devices))
 }
 
 /// Train as configured; `resume` continues a run exactly where its checkpoint left it. With
 /// `run.world_size` > 1 (or several GPUs), one worker thread per rank trains data-parallel (ZeRO-2).
-pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, String> {
+pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary> {
     let (world, devices) = resolve_world(&cfg)?;
     let (ck, in_place) = prepare_run_dir(&cfg, resume)?;
     let start = RunStart { checkpoint: ck.as_deref(), in_place };
@@ -202,13 +213,9 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
         ThreadComm::group(world, timeout).into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect()
     } else {
         let cuda: Vec<_> = devices.iter().filter_map(|d| d.as_cuda().cloned()).collect();
-        NcclComm::group(&cuda, timeout)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|c| Arc::new(c) as Arc<dyn Communicator>)
-            .collect()
+        NcclComm::group(&cuda, timeout)?.into_iter().map(|c| Arc::new(c) as Arc<dyn Communicator>).collect()
     };
-    let results: Vec<Result<RunSummary, String>> = std::thread::scope(|sc| {
+    let results: Vec<Result<RunSummary>> = std::thread::scope(|sc| {
         let handles: Vec<_> = comms
             .into_iter()
             .enumerate()
@@ -223,26 +230,25 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
                             .cloned()
                             .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_default();
-                        Err(format!("panicked: {msg}"))
+                        Err(Error::Panicked(msg))
                     });
                     if let Err(e) = &r {
-                        comm.abort(e);
+                        comm.abort(&e.to_string());
                     }
                     r
                 });
                 // A rank that cannot start aborts the group, so the others fail at once instead of waiting.
                 spawned.map_err(|e| {
-                    let msg = format!("rank {rank}: cannot start its thread: {e}");
-                    worker.abort(&msg);
-                    msg
+                    let e = Error::Spawn(e);
+                    worker.abort(&format!("rank {rank}: {e}"));
+                    e
                 })
             })
             .collect();
         handles
             .into_iter()
-            .enumerate()
-            .map(|(rank, h)| match h {
-                Ok(h) => h.join().unwrap_or_else(|_| Err(format!("rank {rank} panicked"))),
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Panicked("(no message)".into()))),
                 Err(e) => Err(e),
             })
             .collect()
@@ -254,14 +260,14 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<RunSummary, Stri
         match r {
             Ok(s) if rank == 0 => lead = Some(s),
             Ok(_) => {}
-            Err(e) if !e.contains("the group was aborted") => return Err(format!("rank {rank}: {e}")),
-            Err(e) => first_err = first_err.or(Some(format!("rank {rank}: {e}"))),
+            Err(e) if !e.is_group_aborted() => return Err(Error::Rank { rank, source: Box::new(e) }),
+            Err(e) => first_err = first_err.or(Some(Error::Rank { rank, source: Box::new(e) })),
         }
     }
     match (first_err, lead) {
         (Some(e), _) => Err(e),
         (None, Some(s)) => Ok(s),
-        (None, None) => Err("rank 0 returned no summary".into()),
+        (None, None) => Err(Error::Internal("rank 0 returned no summary".into())),
     }
 }
 
@@ -275,21 +281,17 @@ struct RunStart<'a> {
 
 /// Whether a stop was requested; with data parallelism every rank takes the same decision at the same
 /// step (a signal may reach the process between two ranks' reads).
-fn stop_requested(comm: Option<&Arc<dyn Communicator>>) -> Result<bool, String> {
+fn stop_requested(comm: Option<&Arc<dyn Communicator>>) -> Result<bool> {
     let local = crate::interrupt::requested();
     match comm {
         None => Ok(local),
-        Some(c) => Ok(c.all_reduce_host_many(&[local as u8 as f64]).map_err(|e| e.to_string())?[0] > 0.0),
+        Some(c) => Ok(c.all_reduce_host_many(&[local as u8 as f64])?[0] > 0.0),
     }
 }
 
 /// One rank's run (the only one without data parallelism). Rank 0 owns the run directory: metrics,
 /// evaluation, progress and plots; every rank steps and writes its share of each checkpoint.
-fn run_rank(
-    cfg: TrainConfig,
-    start: RunStart,
-    dist: Option<(Arc<dyn Communicator>, Device)>,
-) -> Result<RunSummary, String> {
+fn run_rank(cfg: TrainConfig, start: RunStart, dist: Option<(Arc<dyn Communicator>, Device)>) -> Result<RunSummary> {
     let t0 = Instant::now();
     let comm = dist.as_ref().map(|(c, _)| c.clone());
     let lead = comm.as_ref().is_none_or(|c| c.rank() == 0);
@@ -304,13 +306,13 @@ fn run_rank(
     let cfg = s.cfg.clone();
     if lead {
         if let Some(ck) = &ckpt {
-            truncate_after(&metrics_path, s.step).map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            truncate_after(&metrics_path, s.step).map_err(Error::io("truncate", &metrics_path))?;
             eprintln!("resuming from {} (step {})", ck.display(), s.step);
         }
-        write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes()).map_err(|e| e.to_string())?;
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     }
     if let Some(c) = &comm {
-        c.barrier().map_err(|e| e.to_string())?;
+        c.barrier()?;
     }
     let verbose = lead && cfg.run.log_every > 0;
     if verbose {
@@ -365,7 +367,7 @@ fn run_rank(
         // The supervised warm start of a fresh run (a resumed one's checkpoint already holds its weights).
         let sft_path = run_dir.join("sft.jsonl");
         if lead && sft_path.exists() {
-            std::fs::remove_file(&sft_path).map_err(|e| format!("{}: {e}", sft_path.display()))?;
+            std::fs::remove_file(&sft_path).map_err(Error::io("remove", &sft_path))?;
         }
         let t = Instant::now();
         let total = cfg.train.warmup_sft_steps;
@@ -373,7 +375,7 @@ fn run_rank(
         let steps = s.warm_start(|st| {
             if lead {
                 if let Err(e) = append_line(&sft_path, &st.to_json_line()) {
-                    io_err.get_or_insert(format!("{}: {e}", sft_path.display()));
+                    io_err.get_or_insert(Error::io("append to", &sft_path)(e));
                 }
                 if verbose && (st.step == 1 || st.step.is_multiple_of(50) || st.step == total) {
                     progress.println(&format!(
@@ -396,8 +398,7 @@ fn run_rank(
         let rep = evaluate_session(&s)?;
         progress.println(&format!("step 0 (before training): eval {}", eval_summary(&rep)));
         if lead {
-            append_line(&metrics_path, &eval_json_line(0, &rep))
-                .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+            append_line(&metrics_path, &eval_json_line(0, &rep)).map_err(Error::io("append to", &metrics_path))?;
         }
         summary.evals.push((0, rep.average()));
     }
@@ -411,10 +412,10 @@ fn run_rank(
             break;
         }
         if let Some(f) = fail_at.filter(|f| (f.rank, f.step) == (s.rank(), s.step + 1)) {
-            let msg = format!("injected failure (run.debug_fail_at) at the start of step {}", s.step + 1);
+            let injected = Error::Injected { step: s.step + 1 };
             match f.kind {
-                crate::config::FailKind::Panic => panic!("{msg}"),
-                crate::config::FailKind::Error => return Err(msg),
+                crate::config::FailKind::Panic => panic!("{injected}"),
+                crate::config::FailKind::Error => return Err(injected),
                 crate::config::FailKind::Kill(_) => {}
             }
         }
@@ -431,7 +432,7 @@ fn run_rank(
         let stop = held_out.as_ref().is_some_and(|r| r.reaches(cfg.run.stop_at_accuracy));
         if lead {
             append_line(&metrics_path, &m.to_json_line_with(held_out.as_ref()))
-                .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
+                .map_err(Error::io("append to", &metrics_path))?;
             progress.steps.set_position(m.step);
             progress.steps.set_message(format!("acc {:.2} reward {:+.2}", m.acc_generated, m.reward_mean));
             if m.step.is_multiple_of(cfg.run.log_every.max(1)) {

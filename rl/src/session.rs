@@ -4,6 +4,7 @@
 use crate::checkpoints::{self, SavePhase};
 use crate::config::{DtypeChoice, FailKind, TrainConfig};
 use crate::data::{read_prompts, PromptRow};
+use crate::error::{Error, Result};
 use crate::plan::{cpu_training_bytes, plan, PlanInput};
 use crate::reward::{verifier_by_choice, Verifier};
 use crate::rollout::{EncodedPrompt, PromptCounts, PromptEncoder, PromptStream};
@@ -85,9 +86,9 @@ fn one() -> usize {
 }
 
 /// The device named by `model.device` ([`Device::parse`]); `auto` says why a present GPU is not used.
-pub fn resolve_device(name: &str) -> Result<Device, String> {
+pub fn resolve_device(name: &str) -> Result<Device> {
     if name != "auto" {
-        return Device::parse(name).map_err(|e| format!("model.device {name:?}: {e}"));
+        return Device::parse(name).map_err(|e| Error::config("model.device", format!("model.device {name:?}: {e}")));
     }
     let (device, why) = Device::best();
     if let Some(why) = why.filter(|_| Device::cuda_count() > 0) {
@@ -119,7 +120,7 @@ impl ModelSource {
 
 /// The rows `data.train` (`eval` false) or `data.eval` names; `builtin:chain` is the chain task's
 /// training or held-out set.
-pub(crate) fn load_rows(spec: &str, cfg: &TrainConfig, eval: bool) -> Result<Vec<PromptRow>, String> {
+pub(crate) fn load_rows(spec: &str, cfg: &TrainConfig, eval: bool) -> Result<Vec<PromptRow>> {
     use crate::task::{chain_eval_problems, chain_rows, chain_train_problems, CHAIN_SPEC, CHAIN_TRAIN_SEED};
     if spec == "builtin" {
         Ok(builtin_prompts(cfg.data.builtin_max_sum))
@@ -134,12 +135,12 @@ pub(crate) fn load_rows(spec: &str, cfg: &TrainConfig, eval: bool) -> Result<Vec
 
 impl Session {
     /// A fresh run (random init for the built-in model).
-    pub fn new(cfg: TrainConfig) -> Result<Self, String> {
+    pub fn new(cfg: TrainConfig) -> Result<Self> {
         Self::build(cfg, None, None)
     }
 
     /// Continue from a checkpoint folder written by [`Session::save`].
-    pub fn resume(cfg: TrainConfig, ckpt: &Path) -> Result<Self, String> {
+    pub fn resume(cfg: TrainConfig, ckpt: &Path) -> Result<Self> {
         Self::build(cfg, Some(ckpt), None)
     }
 
@@ -149,7 +150,7 @@ impl Session {
         ckpt: Option<&Path>,
         comm: Arc<dyn Communicator>,
         device: Device,
-    ) -> Result<Self, String> {
+    ) -> Result<Self> {
         Self::build(cfg, ckpt, Some((comm, device)))
     }
 
@@ -161,11 +162,7 @@ impl Session {
         self.comm.as_ref().map_or(1, |c| c.world_size())
     }
 
-    fn build(
-        cfg: TrainConfig,
-        ckpt: Option<&Path>,
-        dist: Option<(Arc<dyn Communicator>, Device)>,
-    ) -> Result<Self, String> {
+    fn build(cfg: TrainConfig, ckpt: Option<&Path>, dist: Option<(Arc<dyn Communicator>, Device)>) -> Result<Self> {
         let (comm, device) = match dist {
             Some((c, d)) => (Some(c), d),
             None => (None, resolve_device(&cfg.model.device)?),
@@ -177,25 +174,26 @@ impl Session {
         };
         let source = ModelSource::parse(&cfg.model.path);
         let tok = match (ckpt, &source, cfg.model.tokenizer.as_str()) {
-            (Some(dir), _, _) => Tokenizer::from_dir(dir).map_err(|e| e.to_string())?,
+            (Some(dir), _, _) => Tokenizer::from_dir(dir)?,
             (None, ModelSource::Builtin, _) => builtin_tokenizer_for(&cfg.data.train, &cfg.data.eval),
             (None, ModelSource::Random(shape), "") => {
-                return Err(format!("model.path \"random:{shape}\" needs model.tokenizer (a tokenizer folder)"))
+                let msg = format!("model.path \"random:{shape}\" needs model.tokenizer (a tokenizer folder)");
+                return Err(Error::config("model.tokenizer", msg));
             }
-            (None, ModelSource::Folder(dir), "") => Tokenizer::from_dir(dir).map_err(|e| e.to_string())?,
-            (None, _, t) => Tokenizer::from_dir(Path::new(t)).map_err(|e| e.to_string())?,
+            (None, ModelSource::Folder(dir), "") => Tokenizer::from_dir(dir)?,
+            (None, _, t) => Tokenizer::from_dir(Path::new(t))?,
         };
         let encoder = PromptEncoder::new(&tok, cfg.rollout.max_prompt_len, cfg.rollout.long_prompts);
         let train_set = encoder
             .encode(&load_rows(&cfg.data.train, &cfg, false)?)
-            .map_err(|e| format!("{}: {e}", cfg.data.train))?;
+            .map_err(|e| e.in_data_file(Path::new(&cfg.data.train)))?;
         let (prompts, prompt_counts) = (train_set.prompts, train_set.counts);
         let (eval_prompts, eval_prompt_counts) = if cfg.data.eval.is_empty() {
             (Vec::new(), PromptCounts::default())
         } else {
             let set = encoder
                 .encode(&load_rows(&cfg.data.eval, &cfg, true)?)
-                .map_err(|e| format!("{}: {e}", cfg.data.eval))?;
+                .map_err(|e| e.in_data_file(Path::new(&cfg.data.eval)))?;
             (set.prompts, set.counts)
         };
         // The memory plan comes before any allocation: a configuration that cannot fit is refused here.
@@ -208,21 +206,20 @@ impl Session {
             (Some(dir), _) => Qwen3Config::from_file(&dir.join("config.json")),
             (None, ModelSource::Random(shape)) => Qwen3Config::named(shape),
             (None, _) => Ok(builtin_model_config(tok.vocab_size())),
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         let world = comm.as_ref().map_or(1, |c| c.world_size());
         let sharded = comm.is_some();
         // The plan sizes this GPU (its total memory), not the 80 GiB H100 `entrl plan` assumes.
         let mut input = PlanInput { sharded, ..PlanInput::from_config(model_cfg.clone(), &cfg, world) };
         if let Some(c) = device.as_cuda() {
-            input.gpu_mem_gib = c.total_memory().map_err(|e| e.to_string())? as f64 / (1u64 << 30) as f64;
+            input.gpu_mem_gib = c.total_memory()? as f64 / (1u64 << 30) as f64;
         }
         input.resolve_max_concurrent(device.is_cuda());
         let rollout_slots = input.max_concurrent;
         let (mem, _) = plan(&input);
         if device.is_cuda() {
             if let Some(refusal) = mem.refusal() {
-                return Err(format!("{refusal}\n{}", mem.table()));
+                return Err(Error::Memory(format!("{refusal}\n{}", mem.table())));
             }
         } else {
             // CPU ranks share this process's memory: the whole group's training footprint must be available,
@@ -233,36 +230,38 @@ impl Session {
                  AdamW state)",
                 model_cfg.num_params()
             );
-            Device::Cpu.ensure_fits(&what, bytes).map_err(|e| format!("model.path {:?}: {e}", cfg.model.path))?;
+            Device::Cpu
+                .ensure_fits(&what, bytes)
+                .map_err(|e| Error::from(e).context(format!("model.path {:?}", cfg.model.path)))?;
             if let Some(c) = &comm {
-                c.barrier().map_err(|e| e.to_string())?;
+                c.barrier()?;
             }
         }
         let seed = cfg.train.seed;
         let model = match weights_dir {
             Some(dir) => Qwen3::load(dir, dtype, &device),
             None => Qwen3::random(model_cfg, dtype, &device, seed),
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         if model.config.vocab_size < tok.vocab_size() {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "the tokenizer has {} tokens but the model's vocabulary only {}",
                 tok.vocab_size(),
                 model.config.vocab_size
-            ));
+            )));
         }
         let layers = model.config.num_hidden_layers;
         if let Some(&l) = cfg.tokens.entropy_layers.iter().find(|&&l| l >= layers) {
-            return Err(format!(
-                "tokens.entropy_layers: layer {l} does not exist (the model has {layers} layers, 0-based)"
+            return Err(Error::config(
+                "tokens.entropy_layers",
+                format!("tokens.entropy_layers: layer {l} does not exist (the model has {layers} layers, 0-based)"),
             ));
         }
         let (names, params): (Vec<String>, Vec<Tensor>) = model.params().iter().cloned().unzip();
         let t = &cfg.train;
         let opt_cfg = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: 1e-8, weight_decay: t.weight_decay };
         let mut opt = match &comm {
-            Some(c) => Optim::Sharded(ShardedAdamW::new(&params, opt_cfg, c.clone()).map_err(|e| e.to_string())?),
-            None => Optim::Plain(AdamW::new(&params, opt_cfg).map_err(|e| e.to_string())?),
+            Some(c) => Optim::Sharded(ShardedAdamW::new(&params, opt_cfg, c.clone())?),
+            None => Optim::Plain(AdamW::new(&params, opt_cfg)?),
         };
         let world = comm.as_ref().map_or(1, |c| c.world_size());
         let rank = comm.as_ref().map_or(0, |c| c.rank());
@@ -273,35 +272,41 @@ impl Session {
         let mut diag_prev = None;
         if let Some(dir) = ckpt {
             let state_file = dir.join("state.json");
-            let text = entrl_qwen3::files::read_to_string(&state_file).map_err(|e| e.to_string())?;
-            let st: LoopState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", state_file.display()))?;
+            let text = entrl_qwen3::files::read_to_string(&state_file)?;
+            let st: LoopState =
+                serde_json::from_str(&text).map_err(|e| Error::checkpoint(&state_file, e.to_string()))?;
             if st.dtype != format!("{dtype}") {
-                return Err(format!(
-                    "checkpoint {} was trained in {}; this run would use {dtype} (set model.dtype = \"{}\" or \
-                     model.device to match)",
-                    dir.display(),
-                    st.dtype,
-                    st.dtype
+                return Err(Error::checkpoint(
+                    dir,
+                    format!(
+                        "this checkpoint was trained in {}; this run would use {dtype} (set model.dtype = \"{}\" or \
+                         model.device to match)",
+                        st.dtype, st.dtype
+                    ),
                 ));
             }
             if st.stream.len != prompts.len() {
-                return Err(format!(
-                    "checkpoint {} was taken over {} prompts, the data now has {}",
-                    dir.display(),
-                    st.stream.len,
-                    prompts.len()
+                return Err(Error::checkpoint(
+                    dir,
+                    format!(
+                        "this checkpoint was taken over {} prompts, the data now has {}",
+                        st.stream.len,
+                        prompts.len()
+                    ),
                 ));
             }
             if st.world_size != world {
-                return Err(format!(
-                    "checkpoint {} holds optimizer state for {} rank(s); this run has {world}",
-                    dir.display(),
-                    st.world_size
+                return Err(Error::checkpoint(
+                    dir,
+                    format!(
+                        "this checkpoint holds optimizer state for {} rank(s); this run has {world}",
+                        st.world_size
+                    ),
                 ));
             }
             let file = dir.join(optimizer_file(rank, world));
             check_optimizer_tags(&file, &st, rank, world)?;
-            let ost = Checkpoint::open_file(&file).map_err(|e| e.to_string())?;
+            let ost = Checkpoint::open_file(&file)?;
             // The first tensor that fails to load (missing, wrong shape, non-finite) is the error.
             let failed = std::cell::RefCell::new(None);
             // The file holds HF names: a fused parameter's state is assembled from its HF tensors' rows.
@@ -313,7 +318,10 @@ impl Session {
                     }
                     None => ost.load(k, shape, DType::F32, &device),
                 };
-                t.map_err(|e| failed.borrow_mut().get_or_insert(e.to_string()).clone()).ok()
+                t.map_err(|e| {
+                    failed.borrow_mut().get_or_insert(Error::from(e));
+                })
+                .ok()
             };
             let loaded = match &mut opt {
                 Optim::Plain(o) => o.load_state(&names, st.optimizer_steps, lookup),
@@ -322,7 +330,7 @@ impl Session {
             if let Some(e) = failed.into_inner() {
                 return Err(e);
             }
-            loaded.map_err(|e| format!("{}: {e}", file.display()))?;
+            loaded.map_err(|e| Error::checkpoint(&file, e.to_string()))?;
             (step, next_group, skipped_total, stream) = (st.step, st.next_group, st.skipped_total, st.stream);
             expected_response = st.expected_response;
             consecutive_skips = st.consecutive_skips;
@@ -371,10 +379,10 @@ impl Session {
     /// weights, tokenizer, configuration and loop state, each rank its optimizer shard (tagged with the step
     /// it belongs to), and the folder is published only after every rank has written. Writing refuses
     /// non-finite weights or optimizer state, naming the tensor.
-    pub fn save(&self) -> Result<PathBuf, String> {
+    pub fn save(&self) -> Result<PathBuf> {
         let run_dir = self.run_dir();
         let (rank, world) = (self.rank(), self.world_size());
-        let barrier = || self.comm.as_ref().map_or(Ok(()), |c| c.barrier().map_err(|e| e.to_string()));
+        let barrier = || self.comm.as_ref().map_or(Ok(()), |c| c.barrier().map_err(Error::from));
         let kill_at = crate::config::parse_fail_at(&self.cfg.run.debug_fail_at)?
             .filter(|f| (f.rank, f.step) == (rank, self.step))
             .and_then(|f| match f.kind {
@@ -390,24 +398,23 @@ impl Session {
         let tmp = checkpoints::root(&run_dir).join(format!(".{}.tmp", checkpoints::step_name(self.step)));
         if rank == 0 {
             checkpoints::begin(&run_dir, self.step)?;
-            self.model.save(&tmp).map_err(|e| e.to_string())?;
-            self.tok.save(&tmp).map_err(|e| e.to_string())?;
+            self.model.save(&tmp)?;
+            self.tok.save(&tmp)?;
         }
         barrier()?;
         let (state, steps) = match &self.opt {
             Optim::Plain(o) => o.state_tensors(&self.names),
             Optim::Sharded(o) => o.state_tensors(),
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         // HF names and shapes, as the weights (the fused projections' state cut into their HF tensors).
-        let state = state_to_hf(self.model.param_specs(), state).map_err(|e| e.to_string())?;
+        let state = state_to_hf(self.model.param_specs(), state)?;
         let tags = [
             (TAG_STEP, self.step.to_string()),
             (TAG_OPTIMIZER_STEPS, steps.to_string()),
             (TAG_RANK, rank.to_string()),
             (TAG_WORLD, world.to_string()),
         ];
-        write_safetensors_tagged(&tmp.join(optimizer_file(rank, world)), &state, &tags).map_err(|e| e.to_string())?;
+        write_safetensors_tagged(&tmp.join(optimizer_file(rank, world)), &state, &tags)?;
         if let Some(prev) = &self.diag_prev {
             crate::diagnose::save_prev(&tmp, rank, prev)?;
         }
@@ -425,9 +432,9 @@ impl Session {
                 world_size: world,
                 expected_response: self.expected_response,
             };
-            write_atomic(&tmp.join("config.toml"), self.cfg.to_toml().as_bytes()).map_err(|e| e.to_string())?;
+            write_atomic(&tmp.join("config.toml"), self.cfg.to_toml().as_bytes())?;
             let json = serde_json::to_string_pretty(&st).expect("loop state serializes");
-            write_atomic(&tmp.join("state.json"), json.as_bytes()).map_err(|e| e.to_string())?;
+            write_atomic(&tmp.join("state.json"), json.as_bytes())?;
             checkpoints::publish(&run_dir, self.step, &at)
         } else {
             Ok(checkpoints::root(&run_dir).join(checkpoints::step_name(self.step)))
@@ -449,7 +456,7 @@ const TAG_RANK: &str = "entrl.rank";
 const TAG_WORLD: &str = "entrl.world_size";
 
 /// Refuse an optimizer-state file that does not belong to this checkpoint's step, rank and world size.
-fn check_optimizer_tags(file: &Path, st: &LoopState, rank: usize, world: usize) -> Result<(), String> {
+fn check_optimizer_tags(file: &Path, st: &LoopState, rank: usize, world: usize) -> Result<()> {
     let tags = checkpoints::read_tags(file)?;
     let want = [
         (TAG_STEP, st.step.to_string()),
@@ -461,16 +468,12 @@ fn check_optimizer_tags(file: &Path, st: &LoopState, rank: usize, world: usize) 
         match tags.get(k) {
             Some(have) if *have == v => {}
             Some(have) => {
-                return Err(format!(
-                    "{}: optimizer state of another checkpoint ({k} = {have}, its state.json says {v})",
-                    file.display()
-                ))
+                let msg = format!("optimizer state of another checkpoint ({k} = {have}, its state.json says {v})");
+                return Err(Error::checkpoint(file, msg));
             }
             None => {
-                return Err(format!(
-                    "{}: optimizer state without the {k} tag (not written by this entrl)",
-                    file.display()
-                ))
+                let msg = format!("optimizer state without the {k} tag (not written by this entrl)");
+                return Err(Error::checkpoint(file, msg));
             }
         }
     }

@@ -14,6 +14,7 @@
 //! Only a fresh run warms up: a run resumed from a checkpoint skips it, since any checkpoint is taken
 //! after the warm start and holds the warm-started weights and optimizer state.
 use crate::batch::{micro_batches, DeviceRows, Rows};
+use crate::error::{Error, Result};
 use crate::rollout::{mix_seed, Sample};
 use crate::session::{Optim, Session};
 use entrl_engine::ops::{dapo_loss, DapoBatch, LossNormalizer};
@@ -22,8 +23,8 @@ use entrl_engine::{no_grad, DType, Tensor};
 use entrl_qwen3::FinishReason;
 use std::sync::Arc;
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: impl Into<Error>) -> Error {
+    e.into()
 }
 
 /// One warm-start update's report.
@@ -46,16 +47,18 @@ impl SftStep {
 
 impl Session {
     /// The worked-solution samples of warm-start update `step` (1-based).
-    fn sft_batch(&self, step: u64) -> Result<Vec<Sample>, String> {
+    fn sft_batch(&self, step: u64) -> Result<Vec<Sample>> {
         let rows = crate::session::load_rows(&self.cfg.data.train, &self.cfg, false)?;
-        let end = self.tok.token_id("<|im_end|>").ok_or("the tokenizer has no <|im_end|>")?;
+        let key = "train.warmup_sft_steps";
+        let end = (self.tok.token_id("<|im_end|>"))
+            .ok_or_else(|| Error::config(key, format!("{key}: the tokenizer has no <|im_end|>")))?;
         let n = self.prompts.len();
         (0..self.cfg.train.warmup_sft_batch)
             .map(|i| {
                 let p = &self.prompts[(mix_seed(&[self.cfg.train.seed, step, i as u64, 0x5f7]) % n as u64) as usize];
                 let row = &rows[p.index];
                 let sol = crate::task::chain_solution(row)
-                    .ok_or_else(|| format!("train.warmup_sft_steps: prompt {} has no worked solution", p.index))?;
+                    .ok_or_else(|| Error::config(key, format!("{key}: prompt {} has no worked solution", p.index)))?;
                 let mut response = self.tok.encode(&sol).map_err(err)?;
                 response.push(end);
                 Ok(Sample {
@@ -73,7 +76,7 @@ impl Session {
     }
 
     /// One warm-start update (1-based `step`): NLL of the batch, then a teacher-forced update.
-    pub fn sft_step(&mut self, step: u64) -> Result<SftStep, String> {
+    pub fn sft_step(&mut self, step: u64) -> Result<SftStep> {
         let samples = self.sft_batch(step)?;
         let (world, rank) = (self.world_size(), self.rank());
         let share = &samples[samples.len() * rank / world..samples.len() * (rank + 1) / world];
@@ -127,13 +130,14 @@ impl Session {
         };
         self.params.iter().for_each(Tensor::zero_grad);
         if !norm.is_finite() {
-            return Err(format!("warm-start update {step}: non-finite gradient norm (train.warmup_sft_lr too high?)"));
+            let msg = format!("warm-start update {step}: non-finite gradient norm (train.warmup_sft_lr too high?)");
+            return Err(Error::NonFinite { what: "warm-start gradient norm", step, msg });
         }
         Ok(SftStep { step, nll: nll / tokens.max(1) as f64, grad_norm: norm, tokens })
     }
 
     /// The whole warm start: `train.warmup_sft_steps` updates, each reported to `report`.
-    pub fn warm_start(&mut self, mut report: impl FnMut(&SftStep)) -> Result<Vec<SftStep>, String> {
+    pub fn warm_start(&mut self, mut report: impl FnMut(&SftStep)) -> Result<Vec<SftStep>> {
         let mut out = Vec::new();
         for step in 1..=self.cfg.train.warmup_sft_steps {
             let s = self.sft_step(step)?;

@@ -39,32 +39,35 @@ pub enum Strategy {
     Soft(SoftWeightSchedule),
 }
 
+/// A malformed strategy is a `tokens.strategy` error (the message names the strategy, not yet the key).
 impl FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> std::result::Result<Self, crate::Error> {
+        let bad = |msg: String| crate::Error::config("tokens.strategy", msg);
         let (name, arg) = match s.split_once(':') {
             Some((n, a)) => (n.trim(), Some(a.trim())),
             None => (s.trim(), None),
         };
-        let frac = || -> std::result::Result<f64, String> {
-            let a = arg.ok_or_else(|| format!("strategy {name:?} needs a fraction, e.g. {name}:0.2 or {name}:20%"))?;
+        let frac = || -> std::result::Result<f64, crate::Error> {
+            let a =
+                arg.ok_or_else(|| bad(format!("strategy {name:?} needs a fraction, e.g. {name}:0.2 or {name}:20%")))?;
             let v = match a.strip_suffix('%') {
                 Some(p) => p.parse::<f64>().map(|x| x / 100.0),
                 None => a.parse::<f64>(),
             }
-            .map_err(|_| format!("strategy {name:?}: {a:?} is not a fraction"))?;
+            .map_err(|_| bad(format!("strategy {name:?}: {a:?} is not a fraction")))?;
             if v > 0.0 && v <= 1.0 {
                 Ok(v)
             } else {
-                Err(format!("strategy {name:?}: fraction {v} outside (0, 1]"))
+                Err(bad(format!("strategy {name:?}: fraction {v} outside (0, 1]")))
             }
         };
         let bare = |s: Strategy| match arg {
             None => Ok(s),
-            Some(a) => Err(format!(
+            Some(a) => Err(bad(format!(
                 "strategy {name:?} takes no argument (got {a:?}){}",
                 if name == "soft" { "; its knobs are tokens.soft_*" } else { "" }
-            )),
+            ))),
         };
         Ok(match name {
             "full" => bare(Strategy::Full)?,
@@ -79,11 +82,11 @@ impl FromStr for Strategy {
             "explorers-matched" => Strategy::ExplorersMatched(frac()?),
             "soft" => bare(Strategy::Soft(SoftWeightSchedule::default()))?,
             other => {
-                return Err(format!(
+                return Err(bad(format!(
                     "unknown token strategy {other:?} (known: full, random:K, anchors:K, explorers:K, pred-top:K, \
                      pred-bottom:K, position-random:K, position-random-explorers:K, anchors-matched:K, \
                      explorers-matched:K, soft)"
-                ))
+                )))
             }
         })
     }
@@ -528,15 +531,21 @@ mod tests {
     /// (5) Names, fractions and errors; matched strategies need both scores.
     #[test]
     fn matched_strategies_parse_and_need_both_scores() {
-        assert_eq!("anchors-matched:0.2".parse::<Strategy>(), Ok(Strategy::AnchorsMatched(0.2)));
-        assert_eq!("explorers-matched:20%".parse::<Strategy>(), Ok(Strategy::ExplorersMatched(0.2)));
-        assert_eq!(" position-random-explorers : 0.5".parse::<Strategy>(), Ok(Strategy::PositionRandomExplorers(0.5)));
+        assert_eq!("anchors-matched:0.2".parse::<Strategy>().unwrap(), Strategy::AnchorsMatched(0.2));
+        assert_eq!("explorers-matched:20%".parse::<Strategy>().unwrap(), Strategy::ExplorersMatched(0.2));
+        assert_eq!(
+            " position-random-explorers : 0.5".parse::<Strategy>().unwrap(),
+            Strategy::PositionRandomExplorers(0.5)
+        );
+        let err = |s: &str| s.parse::<Strategy>().unwrap_err().to_string();
         for name in ["anchors-matched", "explorers-matched", "position-random-explorers"] {
-            assert!(name.parse::<Strategy>().unwrap_err().contains("needs a fraction"), "{name}");
-            assert!(format!("{name}:0").parse::<Strategy>().unwrap_err().contains("outside (0, 1]"), "{name}");
-            assert!(format!("{name}:x").parse::<Strategy>().unwrap_err().contains("is not a fraction"), "{name}");
+            assert!(err(name).contains("needs a fraction"), "{name}");
+            assert!(err(&format!("{name}:0")).contains("outside (0, 1]"), "{name}");
+            assert!(err(&format!("{name}:x")).contains("is not a fraction"), "{name}");
         }
         let e = "anchors-unmatched:0.2".parse::<Strategy>().unwrap_err();
+        assert!(matches!(&e, crate::Error::Config { key, .. } if key == "tokens.strategy"), "{e:?}");
+        let e = e.to_string();
         for name in ["position-random-explorers:K", "anchors-matched:K", "explorers-matched:K"] {
             assert!(e.contains(name), "{e}");
         }

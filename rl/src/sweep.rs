@@ -4,6 +4,7 @@
 //! from its latest checkpoint, a cell never started starts; a sweep folder whose manifest differs is
 //! refused. Cells run one after another, or `jobs` at a time on CPU cores.
 use crate::config::TrainConfig;
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,34 +55,34 @@ impl Manifest {
     /// Plan a sweep: `grid` entries are `KEY=V1,V2,...` (several keys: their Cartesian product), `seeds`
     /// seeds from the configuration's `train.seed` on. Every grid value is checked against the
     /// configuration.
-    pub fn plan(config: Option<&Path>, grid: &[String], seeds: usize, overrides: &[String]) -> Result<Self, String> {
+    pub fn plan(config: Option<&Path>, grid: &[String], seeds: usize, overrides: &[String]) -> Result<Self> {
         if grid.is_empty() {
-            return Err("--grid: give at least one KEY=V1,V2,... (an empty grid has no cells)".into());
+            return Err(Error::invalid("--grid: give at least one KEY=V1,V2,... (an empty grid has no cells)"));
         }
         if seeds == 0 {
-            return Err("--seeds 0: a sweep needs at least one seed".into());
+            return Err(Error::invalid("--seeds 0: a sweep needs at least one seed"));
         }
         let base = TrainConfig::resolve(config, overrides)?;
         let mut axes: Vec<(String, Vec<String>)> = Vec::new();
         for g in grid {
             let (key, values) = g.split_once('=').ok_or_else(|| {
-                format!("--grid {g:?}: expected KEY=V1,V2,... (e.g. tokens.strategy=full,anchors:0.2)")
+                Error::invalid(format!("--grid {g:?}: expected KEY=V1,V2,... (e.g. tokens.strategy=full,anchors:0.2)"))
             })?;
             let key = key.trim().to_string();
             if key == SEED_KEY || key == "run.out_dir" {
-                return Err(format!("--grid {key}: set by the sweep itself (use --seeds / --out)"));
+                return Err(Error::invalid(format!("--grid {key}: set by the sweep itself (use --seeds / --out)")));
             }
             let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
             if values.iter().any(String::is_empty) {
-                return Err(format!("--grid {key}: an empty value in {g:?}"));
+                return Err(Error::invalid(format!("--grid {key}: an empty value in {g:?}")));
             }
             if axes.iter().any(|(k, _)| *k == key) {
-                return Err(format!("--grid {key}: given twice"));
+                return Err(Error::invalid(format!("--grid {key}: given twice")));
             }
             for v in &values {
                 let mut o = overrides.to_vec();
                 o.push(format!("{key}={v}"));
-                TrainConfig::resolve(config, &o).map_err(|e| format!("--grid {key}={v}: {e}"))?;
+                TrainConfig::resolve(config, &o).map_err(|e| e.context(format!("--grid {key}={v}")))?;
             }
             axes.push((key, values));
         }
@@ -119,13 +120,13 @@ impl Manifest {
     }
 
     /// The manifest of a sweep folder, None when it has none.
-    pub fn read(dir: &Path) -> Result<Option<Self>, String> {
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
         let file = dir.join(MANIFEST);
         if !file.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        serde_json::from_str(&text).map(Some).map_err(|e| format!("{}: {e}", file.display()))
+        let text = std::fs::read_to_string(&file).map_err(Error::io("read", &file))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| Error::data(&file, None, e.to_string()))
     }
 
     /// How `self` (a folder's manifest) differs from `other` (the requested sweep), None when equal.
@@ -147,13 +148,14 @@ impl Manifest {
     }
 
     /// The configuration of a cell run in sweep folder `out`.
-    pub fn cell_config(&self, out: &Path, cell: &Cell, extra: &[String]) -> Result<TrainConfig, String> {
+    pub fn cell_config(&self, out: &Path, cell: &Cell, extra: &[String]) -> Result<TrainConfig> {
         let mut o = self.overrides.clone();
         o.extend(cell.overrides.iter().cloned());
         o.push(format!("{SEED_KEY}={}", cell.seed));
         o.push(format!("run.out_dir={:?}", out.join(&cell.dir).display().to_string()));
         o.extend(extra.iter().cloned());
-        TrainConfig::resolve(self.config.as_deref().map(Path::new), &o).map_err(|e| format!("cell {}: {e}", cell.dir))
+        TrainConfig::resolve(self.config.as_deref().map(Path::new), &o)
+            .map_err(|e| e.context(format!("cell {}", cell.dir)))
     }
 }
 
@@ -176,37 +178,37 @@ pub struct SweepSummary {
 /// Write the manifest into `out` (or check that the one there is the same) and run every unfinished cell,
 /// `jobs` at a time (more than one only on CPU). `extra` overrides apply to every cell without entering the
 /// manifest (test settings: quiet output).
-pub fn run_sweep(out: &Path, m: &Manifest, jobs: usize, extra: &[String]) -> Result<SweepSummary, String> {
+pub fn run_sweep(out: &Path, m: &Manifest, jobs: usize, extra: &[String]) -> Result<SweepSummary> {
     let jobs = jobs.max(1);
-    let cfgs: Vec<TrainConfig> = m.cells.iter().map(|c| m.cell_config(out, c, extra)).collect::<Result<_, _>>()?;
+    let cfgs: Vec<TrainConfig> = m.cells.iter().map(|c| m.cell_config(out, c, extra)).collect::<Result<_>>()?;
     if jobs > 1 {
         if let Some(c) = cfgs.iter().find(|c| c.model.device != "cpu") {
-            return Err(format!(
+            return Err(Error::invalid(format!(
                 "--jobs {jobs}: parallel cells run on CPU cores only, but model.device = {:?}; run the cells one \
                  at a time (--jobs 1) on a GPU, or set model.device=cpu",
                 c.model.device
-            ));
+            )));
         }
     }
     match Manifest::read(out)? {
         Some(old) => {
             if let Some(d) = old.difference(m) {
-                return Err(format!(
+                return Err(Error::invalid(format!(
                     "{}: this sweep folder holds a different sweep ({d}); choose another --out or repeat its command",
                     out.join(MANIFEST).display()
-                ));
+                )));
             }
         }
         None => {
-            std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+            std::fs::create_dir_all(out).map_err(Error::io("create", out))?;
             let text = serde_json::to_string_pretty(m).expect("manifest serializes");
             let file = out.join(MANIFEST);
-            entrl_qwen3::save::write_atomic(&file, text.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
+            entrl_qwen3::save::write_atomic(&file, text.as_bytes())?;
         }
     }
     let outcomes: Mutex<Vec<Option<CellOutcome>>> = Mutex::new(vec![None; m.cells.len()]);
     let next = AtomicUsize::new(0);
-    let failed: Mutex<Option<String>> = Mutex::new(None);
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
     let interrupted = std::sync::atomic::AtomicBool::new(false);
     let worker = || loop {
         if failed.lock().unwrap().is_some() || interrupted.load(Ordering::SeqCst) {
@@ -222,7 +224,7 @@ pub fn run_sweep(out: &Path, m: &Manifest, jobs: usize, extra: &[String]) -> Res
                 }
             }
             Err(e) => {
-                failed.lock().unwrap().get_or_insert(format!("cell {}: {e}", cell.dir));
+                failed.lock().unwrap().get_or_insert(e.context(format!("cell {}", cell.dir)));
             }
         }
     };
@@ -247,7 +249,7 @@ pub fn run_sweep(out: &Path, m: &Manifest, jobs: usize, extra: &[String]) -> Res
 
 /// Run one cell in `dir`: skipped when finished, resumed from its latest checkpoint when partial (started
 /// over when it has no checkpoint), else started. Returns its outcome and whether it stopped on request.
-fn run_cell(cfg: &TrainConfig, dir: &Path) -> Result<(CellOutcome, bool), String> {
+fn run_cell(cfg: &TrainConfig, dir: &Path) -> Result<(CellOutcome, bool)> {
     if dir.join(DONE).is_file() {
         return Ok((CellOutcome::Skipped, false));
     }
@@ -268,8 +270,7 @@ fn run_cell(cfg: &TrainConfig, dir: &Path) -> Result<(CellOutcome, bool), String
     }
     let marker = dir.join(DONE);
     let last = summary.steps.last().map_or(0, |s| s.step);
-    entrl_qwen3::save::write_atomic(&marker, format!("finished at step {last}\n").as_bytes())
-        .map_err(|e| format!("{}: {e}", marker.display()))?;
+    entrl_qwen3::save::write_atomic(&marker, format!("finished at step {last}\n").as_bytes())?;
     Ok((outcome, false))
 }
 
@@ -298,7 +299,9 @@ mod tests {
     #[test]
     fn bad_grids_name_the_problem() {
         let e = |g: &[&str], seeds| {
-            Manifest::plan(None, &g.iter().map(|s| s.to_string()).collect::<Vec<_>>(), seeds, &[]).unwrap_err()
+            Manifest::plan(None, &g.iter().map(|s| s.to_string()).collect::<Vec<_>>(), seeds, &[])
+                .unwrap_err()
+                .to_string()
         };
         assert!(e(&[], 1).contains("empty grid"));
         assert!(e(&["tokens.strategy=full"], 0).contains("--seeds 0"));
@@ -316,12 +319,15 @@ mod tests {
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join(MANIFEST), serde_json::to_string(&a).unwrap()).unwrap();
         let b = Manifest::plan(None, &["tokens.strategy=full,explorers:0.2".into()], 1, &[]).unwrap();
-        let e = run_sweep(&out, &b, 1, &[]).unwrap_err();
+        let e = run_sweep(&out, &b, 1, &[]).unwrap_err().to_string();
         assert!(e.contains("holds a different sweep (grid") && e.contains("explorers:0.2"), "{e}");
         let c = Manifest::plan(None, &["tokens.strategy=full,anchors:0.2".into()], 2, &[]).unwrap();
-        assert!(run_sweep(&out, &c, 1, &[]).unwrap_err().contains("(seeds [1] → [1, 2])"));
+        assert!(run_sweep(&out, &c, 1, &[]).unwrap_err().to_string().contains("(seeds [1] → [1, 2])"));
         let g = Manifest::plan(None, &["tokens.strategy=full".into()], 1, &["model.device=cuda".into()]).unwrap();
-        assert!(run_sweep(&out, &g, 2, &[]).unwrap_err().contains("--jobs 2: parallel cells run on CPU cores only"));
+        assert!(run_sweep(&out, &g, 2, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("--jobs 2: parallel cells run on CPU cores only"));
         let _ = std::fs::remove_dir_all(&out);
     }
 }

@@ -3,6 +3,7 @@
 //! as they are. Written whole into memory, then to `traces/step_{step:06}.parquet` atomically (temporary
 //! name, fsync, rename), so a step traced again after a resume replaces the file in one move. With
 //! data-parallel ranks each rank writes the rows of its own micro-batches to `..._rank{r}.parquet`.
+use crate::error::{Error, Result};
 use parquet::basic::Compression;
 use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, FloatType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
@@ -79,8 +80,9 @@ impl Table {
         self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
     }
     /// A numeric column as f64, or an error naming it.
-    pub fn f64s(&self, name: &str) -> Result<Vec<f64>, String> {
-        self.get(name).and_then(Column::as_f64).ok_or_else(|| format!("no numeric column {name:?}"))
+    pub fn f64s(&self, name: &str) -> Result<Vec<f64>> {
+        let missing = || Error::Data { file: None, line: None, msg: format!("no numeric column {name:?}") };
+        self.get(name).and_then(Column::as_f64).ok_or_else(missing)
     }
 }
 
@@ -154,22 +156,25 @@ pub fn trace_path(run_dir: &Path, step: u64, rank: usize, world: usize) -> PathB
 }
 
 /// Encode `t` as one Parquet file (one row group, snappy) in memory.
-pub fn encode(t: &Table) -> Result<Vec<u8>, String> {
+pub fn encode(t: &Table) -> Result<Vec<u8>> {
     let n = t.rows();
     if let Some((name, c)) = t.columns.iter().find(|(_, c)| c.len() != n) {
-        return Err(format!("trace column {name} has {} values, not {n}", c.len()));
+        return Err(Error::invalid(format!("trace column {name} has {} values, not {n}", c.len())));
     }
+    // Encoding into memory fails only on a schema this function got wrong.
+    let enc = |e: parquet::errors::ParquetError| Error::Internal(format!("encoding a trace: {e}"));
     let field = |(name, c): &(String, Column)| {
         let (ty, note) = c.parquet_type();
         format!("  required {ty} {name}{note};\n")
     };
     let fields: String = t.columns.iter().map(field).collect();
-    let schema = Arc::new(parse_message_type(&format!("message trace {{\n{fields}}}")).map_err(|e| e.to_string())?);
+    let schema = Arc::new(parse_message_type(&format!("message trace {{\n{fields}}}")).map_err(enc)?);
     let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
-    let mut w = SerializedFileWriter::new(Vec::new(), schema, props).map_err(|e| e.to_string())?;
-    let mut rg = w.next_row_group().map_err(|e| e.to_string())?;
+    let mut w = SerializedFileWriter::new(Vec::new(), schema, props).map_err(enc)?;
+    let mut rg = w.next_row_group().map_err(enc)?;
     for (_, c) in &t.columns {
-        let mut col = rg.next_column().map_err(|e| e.to_string())?.ok_or("trace schema has fewer columns")?;
+        let mut col =
+            rg.next_column().map_err(enc)?.ok_or_else(|| Error::Internal("trace schema has fewer columns".into()))?;
         let r = match c {
             Column::I32(v) => col.typed::<Int32Type>().write_batch(v, None, None),
             Column::I64(v) => col.typed::<Int64Type>().write_batch(v, None, None),
@@ -181,27 +186,27 @@ pub fn encode(t: &Table) -> Result<Vec<u8>, String> {
                 col.typed::<ByteArrayType>().write_batch(&b, None, None)
             }
         };
-        r.map_err(|e| e.to_string())?;
-        col.close().map_err(|e| e.to_string())?;
+        r.map_err(enc)?;
+        col.close().map_err(enc)?;
     }
-    rg.close().map_err(|e| e.to_string())?;
-    w.into_inner().map_err(|e| e.to_string())
+    rg.close().map_err(enc)?;
+    w.into_inner().map_err(enc)
 }
 
 /// Write `t` to `path` atomically (temporary name, fsync, rename), creating the folder.
-pub fn write(path: &Path, t: &Table) -> Result<(), String> {
+pub fn write(path: &Path, t: &Table) -> Result<()> {
     let bytes = encode(t)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
     }
-    entrl_qwen3::save::write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+    Ok(entrl_qwen3::save::write_atomic(path, &bytes)?)
 }
 
 /// Read a trace file (or any flat Parquet file of these column types) back into columns. The row count is
 /// read from the footer and checked against [`MAX_TRACE_ROWS`] before rows are read.
-pub fn read(path: &Path) -> Result<Table, String> {
-    let at = |m: String| format!("{}: {m}", path.display());
-    let file = entrl_qwen3::files::open_regular(path).map_err(|e| e.to_string())?;
+pub fn read(path: &Path) -> Result<Table> {
+    let at = |m: String| Error::data(path, None, m);
+    let file = entrl_qwen3::files::open_regular(path)?;
     let reader = SerializedFileReader::new(file).map_err(|e| at(format!("not a readable parquet file ({e})")))?;
     let rows = reader.metadata().file_metadata().num_rows();
     if !(0..=MAX_TRACE_ROWS).contains(&rows) {
@@ -241,16 +246,16 @@ pub fn read(path: &Path) -> Result<Table, String> {
 }
 
 /// The trace files of a run folder, sorted by name (step, then rank). Empty when there are none.
-pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = trace_dir(run_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(e) => return Err(Error::io("list", &dir)(e)),
     };
     let mut out = Vec::new();
     for e in entries {
-        let p = e.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        let p = e.map_err(Error::io("list", &dir))?.path();
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.starts_with("step_") && name.ends_with(".parquet") {
             out.push(p);
@@ -294,9 +299,11 @@ mod tests {
         assert_eq!(list(&dir).unwrap(), vec![path.clone()]);
         // unequal columns are refused; a file that is not parquet is a clear error
         let bad = Table { columns: vec![("a".into(), Column::I32(vec![1])), ("b".into(), Column::I32(vec![]))] };
-        assert!(encode(&bad).unwrap_err().contains("column b has 0 values, not 1"));
+        assert!(encode(&bad).unwrap_err().to_string().contains("column b has 0 values, not 1"));
         std::fs::write(&path, b"not parquet").unwrap();
-        assert!(read(&path).unwrap_err().contains("not a readable parquet file"));
+        let e = read(&path).unwrap_err();
+        assert!(matches!(&e, Error::Data { file: Some(f), .. } if f == &path), "{e:?}");
+        assert!(e.to_string().contains("not a readable parquet file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,6 +15,7 @@ use crate::config::{Normalizer, Pool, ShortBatch};
 use crate::diagnose::Diagnostics;
 use crate::dynamic_sampling::{DynamicSampler, Outcome, SamplerState};
 use crate::entropy_stats::{layer_stats, subsample, LayerStats, SUBSAMPLE_CAP};
+use crate::error::Error;
 use crate::metrics::StepMetrics;
 use crate::progress::Progress;
 use crate::rollout::{decode_samples, encode_samples, mix_seed, rollout, EncodedPrompt, RolloutSpec, Sample};
@@ -32,10 +33,14 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::Instant;
 
-type Res<T> = Result<T, String>;
+type Res<T> = crate::Result<T>;
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: impl Into<Error>) -> Error {
+    e.into()
+}
+
+fn internal(what: &str) -> Error {
+    Error::Internal(what.into())
 }
 
 /// Scores and old log-probs of one micro-batch, from the old-log-prob pass.
@@ -326,7 +331,9 @@ impl Session {
                 match sampler.add_round(&outcomes) {
                     Ok(SamplerState::Full(groups)) => groups,
                     Ok(SamplerState::NeedMore { .. }) => continue,
-                    Err(_) if self.cfg.rollout.on_short_batch == ShortBatch::Train => sampler.take_partial(),
+                    Err(Error::ShortBatch { .. }) if self.cfg.rollout.on_short_batch == ShortBatch::Train => {
+                        sampler.take_partial()
+                    }
                     Err(e) => return Err(e),
                 }
             } else {
@@ -447,7 +454,12 @@ impl Session {
             .map_err(err)?;
             profile::region("update: backward", dev, || out.loss.backward()).map_err(err)?;
             if let Some(t) = trace.as_deref_mut() {
-                let grad_norm = out.grad_norm.as_ref().ok_or("dapo_loss: no grad_norm")?.to_vec_f32().map_err(err)?;
+                let grad_norm = out
+                    .grad_norm
+                    .as_ref()
+                    .ok_or_else(|| internal("dapo_loss: no grad_norm"))?
+                    .to_vec_f32()
+                    .map_err(err)?;
                 t.push(LossTrace { new_logp: out.logp.to_vec_f32().map_err(err)?, grad_norm });
             }
             let met = out.metrics().map_err(err)?;
@@ -538,13 +550,14 @@ impl Session {
             self.consecutive_skips += 1;
             let max = self.cfg.train.max_consecutive_skips;
             if self.consecutive_skips >= max {
-                return Err(format!(
+                let msg = format!(
                     "stopping at step {}: {} updates in a row had a non-finite loss or gradient norm and were skipped \
                      (train.max_consecutive_skips = {max}); the weights may be corrupt or the learning rate too high. \
                      Nothing of them was applied or saved: checkpoints/latest still names the last checkpoint",
                     step + 1,
                     self.consecutive_skips
-                ));
+                );
+                return Err(Error::NonFinite { what: "loss or gradient norm", step: step + 1, msg });
             }
         } else {
             self.consecutive_skips = 0;
@@ -734,13 +747,16 @@ impl Session {
     /// token's logits then become NaN), or of the first parameter's gradient.
     fn poison_first_element(&self, grad: bool) -> Res<()> {
         let target = if grad {
-            self.params.iter().find_map(Tensor::grad).ok_or("run.debug_nan_at: no gradient to poison")?
+            self.params
+                .iter()
+                .find_map(Tensor::grad)
+                .ok_or_else(|| internal("run.debug_nan_at: no gradient to poison"))?
         } else {
             let i = self
                 .names
                 .iter()
                 .position(|n| n == "model.norm.weight")
-                .ok_or("run.debug_nan_at: no model.norm.weight")?;
+                .ok_or_else(|| internal("run.debug_nan_at: no model.norm.weight"))?;
             self.params[i].clone()
         };
         let mut v = target.to_vec_f32().map_err(err)?;
@@ -752,7 +768,6 @@ impl Session {
     }
 }
 
-/// Per token: the mean over heads of H / ln(#keys) of an entropy [T, H] (H = 1: the head-mixture entropy).
 /// Per token: a row statistic as `tokens.score` ranks it (its table's normalisation, then the mean over
 /// heads for a per-head statistic).
 fn token_score(stats: &AttnStats, stat: RowStat, packing: &Packing) -> Res<Vec<f32>> {

@@ -113,7 +113,7 @@ impl NcclComm {
                 self.device.bind()?;
                 f(slot.comm as sys::ncclComm_t).map_err(nccl_err(what))
             })
-            .unwrap_or_else(|| Err(EngineError::Comm(format!("NCCL {what}: the group was aborted"))))
+            .unwrap_or_else(|| Err(EngineError::Aborted(format!("NCCL {what}: the group was aborted"))))
     }
 
     /// (device pointer, elements) of a CUDA tensor on this rank's device.

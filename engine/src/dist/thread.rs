@@ -85,7 +85,7 @@ impl ThreadComm {
 }
 
 fn aborted(reason: &str) -> EngineError {
-    EngineError::Comm(format!("the group was aborted: {reason}"))
+    EngineError::Aborted(format!("the group was aborted: {reason}"))
 }
 
 fn check_len(op: &'static str, t: &Tensor, want: usize) -> Result<()> {
