@@ -1,4 +1,4 @@
-//! `entrl bench select`: the top and bottom tails of n scores by every histogram version of the radix
+//! `entrl bench select`: the top and bottom tails of n scores by both versions of the radix
 //! select and the radix sort by both scatters (vs torch in `benches/torch_select.py`), and with
 //! `--wide-sweep` the wide version over a grid of its shapes.
 use crate::bench::write_atomic;

@@ -1,6 +1,6 @@
 //! Token selection and radix sort on a device against the CPU reference, on the same random inputs:
 //! one pool of 1,000,003 tokens, 997 pools of mixed lengths (including 0 and 1) with heavy ties, and a
-//! single heavily tied pool; on a GPU every histogram version and both sort scatters. The error of a row is the number of mismatching mask entries (or sorted
+//! single heavily tied pool; on a GPU both select versions and both sort scatters. The error of a row is the number of mismatching mask entries (or sorted
 //! keys / indices), tolerance 0. On the CPU this compares the CPU path with itself (exercising the harness).
 use super::{f32_bits_eq, mismatches, CheckRow};
 use crate::cuda::select::{scatters_default_first, versions_default_first, HistVersion, SortScatter};

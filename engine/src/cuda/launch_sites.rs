@@ -3,7 +3,7 @@
 //! its binding (`x.ptr()`, `n as i64`, `i32_of(..)?`, `|pass: i32|`, ...) the parameter's size. (On a
 //! GPU, `launch!` compares every argument's size before each launch: `Kernel::check_args`.) The kernel
 //! name is read from the site, from the nearest `let` of the variable it names, or from the body of the
-//! method it calls (`version.hist_kernel()`):
+//! method it calls (`scatter.scatter_kernel()`):
 //! every string literal there that names a kernel of the family counts, a `{..}` hole standing for one
 //! word of lowercase letters and digits (a dtype suffix, a head dimension, an op's name). A pattern that
 //! starts with a hole is too loose to trust and, like a name passed in, counts as unresolved; the test
@@ -236,7 +236,7 @@ fn resolve(text: &str, at: usize, expr: &str) -> String {
     e
 }
 
-/// The body of `fn method(` in `text` (a name-returning method such as `HistVersion::kernel`).
+/// The body of `fn method(` in `text` (a name-returning method such as `SortScatter::scatter_kernel`).
 fn method_body(text: &str, method: &str) -> Option<String> {
     let at = text.find(&format!("fn {method}("))?;
     let open = at + text[at..].find('{')?;

@@ -11,23 +11,13 @@ use std::sync::OnceLock;
 
 pub use super::select_wide::{set_wide_shape, wide_shape, WideShape, WideTiles};
 
-/// The versions of the radix-select histogram pass in `select.cu` (all exact; they differ in speed only).
+/// The versions of the radix select (both exact; they differ in speed only). The histogram versions that
+/// lost on the H100 (match, unroll, match_unroll, keys, lean) are in `kernels-cu/dev/select_versions.cu`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistVersion {
-    /// One element per lane per iteration, every increment a shared atomic.
+    /// `select.cu`: 8-bit digits (4 key passes, index passes only after a partial tie), one token per
+    /// thread per iteration, every increment a shared atomic; a mask pass over every token.
     Plain,
-    /// Plain, but the top-byte pass aggregates a warp's increments per bucket (`__match_any_sync`).
-    Match,
-    /// Plain with four elements loaded per lane before counting.
-    Unroll,
-    /// Both.
-    MatchUnroll,
-    /// MatchUnroll whose first pass also stores each token's u32 key and a validity bitmask, which the
-    /// later passes and the mask read instead of the f32 scores and mask (4.1 instead of 8 bytes a token).
-    Keys,
-    /// A tile inside one pool hoists its slot states and runs a short loop, in the histogram passes and
-    /// in the mask (tiled, `select_mask_lean`); other tiles take the general path.
-    Lean,
     /// `select_wide.cu`: 11-bit digits (3 key passes), candidates compacted after the second pass so the
     /// third and the index passes read only them, one histogram for both tails on the first pass, scans
     /// fused into the last block (few slots), float4 loads and stores.
@@ -35,37 +25,16 @@ pub enum HistVersion {
 }
 
 impl HistVersion {
-    pub const ALL: [HistVersion; 7] =
-        [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll, Self::Keys, Self::Lean, Self::Wide];
+    pub const ALL: [HistVersion; 2] = [Self::Plain, Self::Wide];
     pub fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
-            Self::Match => "match",
-            Self::Unroll => "unroll",
-            Self::MatchUnroll => "match_unroll",
-            Self::Keys => "keys",
-            Self::Lean => "lean",
             Self::Wide => "wide",
-        }
-    }
-    /// The histogram kernel of the versions in `select.cu` that take the common argument list (`Keys` adds
-    /// its two buffers and is launched by name; `Wide` has its own launcher).
-    fn hist_kernel(self) -> &'static str {
-        match self {
-            Self::Plain => "select_hist_plain",
-            Self::Match => "select_hist_match",
-            Self::Unroll => "select_hist_unroll",
-            Self::MatchUnroll => "select_hist_match_unroll",
-            Self::Lean => "select_hist_lean",
-            Self::Keys | Self::Wide => {
-                unreachable!("select_masks launches keys by name and hands the wide version to select_wide.rs")
-            }
         }
     }
 }
 
-/// The process default histogram version: `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll |
-/// keys | lean | wide), else plain; read once. Callers that compare versions pass one explicitly
+/// The process default version: `$ENTRL_SELECT_HIST` (plain | wide), else plain; read once. Callers that compare versions pass one explicitly
 /// (`ops::select_tails_with`).
 pub fn hist_version() -> Result<HistVersion> {
     static DEFAULT: OnceLock<std::result::Result<HistVersion, String>> = OnceLock::new();
@@ -187,25 +156,8 @@ pub fn select_masks(
     let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
     let ps = scores.map_or(0u64, |s| s.ptr());
     let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
-    // The keys version's per-token keys and validity bits (written by pass 0, read afterwards).
-    let stored = if version == HistVersion::Keys {
-        Some((CudaStorage::alloc(dev, DType::I32, n)?, CudaStorage::alloc(dev, DType::I32, n.div_ceil(32))?))
-    } else {
-        None
-    };
-    let (pk, pb) = stored.as_ref().map_or((0u64, 0u64), |(k, b)| (k.ptr(), b.ptr()));
     let run_pass = |pass: i32| -> Result<()> {
-        if stored.is_some() {
-            launch!(
-                dev,
-                "select",
-                "select_hist_keys",
-                hist_cfg,
-                [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass, pk, pb]
-            );
-        } else {
-            launch!(dev, "select", version.hist_kernel(), hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
-        }
+        launch!(dev, "select", "select_hist_plain", hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
         launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
         Ok(())
     };
@@ -221,13 +173,7 @@ pub fn select_masks(
     }
     let p0 = outs[0].ptr();
     let p1 = outs.get(1).map_or(0u64, |o| o.ptr());
-    if stored.is_some() {
-        launch!(dev, "select", "select_mask_keys", grid(n), [p0, p1, pst, pc, np, nn, nt, pk, pb]);
-    } else if version == HistVersion::Lean {
-        launch!(dev, "select", "select_mask_lean", hist_cfg, [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
-    } else {
-        launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
-    }
+    launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
     Ok(outs)
 }
 
