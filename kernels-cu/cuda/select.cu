@@ -28,6 +28,7 @@
 // counts), so every pass is stable and the sort is stable. radix_sort_scatter_local is the same scatter with
 // ballot ranks and a shared-memory staging of the tile, so that its global writes are contiguous per digit.
 //
+// Kernels with many arguments take a parameter struct of select_params.cuh by value, filled by field name.
 // All element indices are 64-bit; counts are u32 (a pool or a sort holds fewer than 2^31 elements).
 #include "select_common.cuh"
 
@@ -50,8 +51,15 @@ __device__ __forceinline__ bool hist_tile(const u32* flags, long long n, int pas
 // tokens [b·kTile, (b+1)·kTile).
 //   grid ceil(n / kTile), 256 threads. hist[slot][256] accumulates (pre-zeroed; select_scan re-zeroes).
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_hist_plain(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,
-                             const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {
+SEL_KERNEL select_hist_plain(const __grid_constant__ SelectParams p, int pass) {
+    u32* hist = p.hist;
+    const u32* state = p.state;
+    u32* flags = p.flags;
+    const float *scores = p.scores, *valid = p.valid;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails;
+    const long long n = p.n;
+    const u64 seed = p.seed;
     __shared__ u32 sh[kShPools * 2 * 256];
     __shared__ int sh_pools[2];
     // Stage 0: this block's tile (none past n, or on an index pass without a partial tie).
@@ -113,9 +121,11 @@ SEL_KERNEL select_hist_plain(u32* hist, const u32* state, u32* flags, const floa
 // histogram total is the pool's n_valid and k = tail_count(frac, n_valid) starts the search.
 //   one block per slot (block-stride over slots), exactly 256 threads (thread = digit bucket).
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_scan(u32* hist, u32* state, u32* flags, long long nslots, int pass, double frac,
-                       double slack) {
+SEL_KERNEL select_scan(const __grid_constant__ SelectParams p, int pass) {
     __shared__ u32 warp_tot[32];
+    u32 *hist = p.hist, *state = p.state, *flags = p.flags;
+    const long long nslots = (long long)p.num_pools * p.ntails;
+    const double frac = p.frac, slack = p.slack;
     if (pass >= 4 && flags[0] == 0u) return;
     const int digit_pass = pass & 3;
     const int shift = 24 - 8 * digit_pass;
@@ -151,8 +161,14 @@ SEL_KERNEL select_scan(u32* hist, u32* state, u32* flags, long long nslots, int 
 // select_mask: out_t[i] = 1 if valid token i is in its pool's tail t, else 0 (tail 0 -> out0, tail 1 -> out1).
 //   grid-stride over tokens.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_mask(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
-                       const int* cu, int num_pools, long long n, u64 seed, int ntails) {
+SEL_KERNEL select_mask(const SelectParams p) {
+    float *out0 = p.out0, *out1 = p.out1;
+    const u32* state = p.state;
+    const float *scores = p.scores, *valid = p.valid;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails;
+    const long long n = p.n;
+    const u64 seed = p.seed;
     for (long long i = global_tid(); i < n; i += grid_stride()) {
         const bool ok = valid[i] != 0.0f;
         u32 key = 0u;
@@ -328,17 +344,16 @@ __device__ __forceinline__ void radix_sort_scatter_body(u32* keys_out, int* idx_
     }
 }
 
-SEL_KERNEL radix_sort_scatter(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
-                              const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
-    radix_sort_scatter_body<false>(keys_out, idx_out, keys_in, idx_in, counts, totals, n, tiles, shift, nullptr,
-                                   nullptr);
+SEL_KERNEL radix_sort_scatter(const __grid_constant__ SortScatterParams p) {
+    radix_sort_scatter_body<false>(p.keys_out, p.idx_out, p.keys_in, p.idx_in, p.counts, p.totals, p.n, p.tiles,
+                                   p.shift, nullptr, nullptr);
 }
 
-SEL_KERNEL radix_sort_scatter_local(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
-                                    const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
+SEL_KERNEL radix_sort_scatter_local(const __grid_constant__ SortScatterParams p) {
     __shared__ u32 sk[kTile];
     __shared__ int si[kTile];
-    radix_sort_scatter_body<true>(keys_out, idx_out, keys_in, idx_in, counts, totals, n, tiles, shift, sk, si);
+    radix_sort_scatter_body<true>(p.keys_out, p.idx_out, p.keys_in, p.idx_in, p.counts, p.totals, p.n, p.tiles,
+                                  p.shift, sk, si);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -118,8 +118,15 @@ __device__ __forceinline__ void hist_version_body(u32* hist, const u32* state, u
 // ------------------------------------------------------------------------------------------------
 // select_hist_lean: see "lean" above. Same arguments and result as select_hist_plain.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_hist_lean(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,
-                            const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {
+SEL_KERNEL select_hist_lean(const __grid_constant__ SelectParams p, int pass) {
+    u32* hist = p.hist;
+    const u32* state = p.state;
+    u32* flags = p.flags;
+    const float *scores = p.scores, *valid = p.valid;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails;
+    const long long n = p.n;
+    const u64 seed = p.seed;
     __shared__ u32 sh[2 * 256];
     __shared__ int sh_pools[2];
     // Stage 0: as select_hist_body.
@@ -176,26 +183,29 @@ SEL_KERNEL select_hist_lean(u32* hist, const u32* state, u32* flags, const float
 }
 
 #define SELECT_HIST_VERSION(NAME, MATCH, UNROLL)                                                            \
-    SEL_KERNEL NAME(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,          \
-                    const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {               \
-        hist_version_body<MATCH, UNROLL, false>(hist, state, flags, scores, valid, cu, num_pools, n, seed,      \
-                                               ntails, pass, nullptr, nullptr);                                \
+    SEL_KERNEL NAME(const __grid_constant__ SelectParams p, int pass) {                                       \
+        hist_version_body<MATCH, UNROLL, false>(p.hist, p.state, p.flags, p.scores, p.valid, p.cu, p.num_pools, \
+                                               p.n, p.seed, p.ntails, pass, nullptr, nullptr);                 \
     }
 SELECT_HIST_VERSION(select_hist_match, true, 1)
 SELECT_HIST_VERSION(select_hist_unroll, false, 4)
 SELECT_HIST_VERSION(select_hist_match_unroll, true, 4)
 // keys_buf holds n u32, bits ceil(n / 32) u32; written by pass 0, read by the later passes.
-SEL_KERNEL select_hist_keys(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,
-                            const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass,
-                            u32* keys_buf, u32* bits) {
-    hist_version_body<true, 4, true>(hist, state, flags, scores, valid, cu, num_pools, n, seed, ntails, pass,
-                                    keys_buf, bits);
+SEL_KERNEL select_hist_keys(const __grid_constant__ SelectParams p, int pass, u32* keys_buf, u32* bits) {
+    hist_version_body<true, 4, true>(p.hist, p.state, p.flags, p.scores, p.valid, p.cu, p.num_pools, p.n, p.seed,
+                                    p.ntails, pass, keys_buf, bits);
 }
 
 // The lean version's mask: block b owns tile b (grid ceil(n / kTile), 256 threads); a tile inside one pool
 // reads its slots' states once instead of per token.
-SEL_KERNEL select_mask_lean(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
-                            const int* cu, int num_pools, long long n, u64 seed, int ntails) {
+SEL_KERNEL select_mask_lean(const __grid_constant__ SelectParams p) {
+    float *out0 = p.out0, *out1 = p.out1;
+    const u32* state = p.state;
+    const float *scores = p.scores, *valid = p.valid;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails;
+    const long long n = p.n;
+    const u64 seed = p.seed;
     __shared__ int sh_pools[2];
     const long long tile0 = (long long)blockIdx.x * kTile;
     if (tile0 >= n) return;
@@ -238,8 +248,12 @@ SEL_KERNEL select_mask_lean(float* out0, float* out1, const u32* state, const fl
     }
 }
 // The keys version's mask: keys and validity as select_hist_keys stored them on pass 0.
-SEL_KERNEL select_mask_keys(float* out0, float* out1, const u32* state, const int* cu, int num_pools, long long n,
-                            int ntails, const u32* keys_buf, const u32* bits) {
+SEL_KERNEL select_mask_keys(const __grid_constant__ SelectParams p, const u32* keys_buf, const u32* bits) {
+    float *out0 = p.out0, *out1 = p.out1;
+    const u32* state = p.state;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails;
+    const long long n = p.n;
     for (long long i = global_tid(); i < n; i += grid_stride()) {
         const bool ok = ((bits[i >> 5] >> (i & 31)) & 1u) != 0u;
         const u32 key = ok ? keys_buf[i] : 0u;
@@ -279,45 +293,34 @@ SEL_KERNEL select_mask_keys(float* out0, float* out1, const u32* state, const in
 enum DevVersion { kPlain, kMatch, kUnroll, kMatchUnroll, kKeys, kLean, kNumVersions };
 static const char* const kNames[kNumVersions] = {"plain", "match", "unroll", "match_unroll", "keys", "lean"};
 
-struct DevBuffers {
-    float *scores, *valid, *out0, *out1;
-    int* cu;
-    u32 *hist, *state, *flags, *keys, *bits;
-};
-
-// One select_tails call of `version` (both tails): zeroed histograms and states, the key passes, one flag
-// read, the index passes when some slot has a partial tie, the version's mask.
-static void run_version(int version, const DevBuffers& b, long long n, int num_pools, double frac, double slack) {
-    const int ntails = 2;
-    const long long nslots = (long long)num_pools * ntails;
-    const unsigned tiles = (unsigned)((n + kTile - 1) / kTile), scan_blocks = (unsigned)std::min(nslots, 65535ll);
-    DEV_CHECK(cudaMemsetAsync(b.hist, 0, nslots * 256 * sizeof(u32)));
-    DEV_CHECK(cudaMemsetAsync(b.state, 0, nslots * 4 * sizeof(u32)));
-    DEV_CHECK(cudaMemsetAsync(b.flags, 0, 2 * sizeof(u32)));
-    auto pass = [&](int p) {
-        const float* sc = b.scores;
+// One select_tails call of `version` (both tails) on the buffers of `p`: zeroed histograms, states and flags,
+// the key passes, one flag read, the index passes when some slot has a partial tie, the version's mask.
+static void run_version(int version, const SelectParams& p, u32* keys, u32* bits) {
+    const long long nslots = (long long)p.num_pools * p.ntails;
+    const unsigned tiles = (unsigned)((p.n + kTile - 1) / kTile), scan_blocks = (unsigned)std::min(nslots, 65535ll);
+    DEV_CHECK(cudaMemsetAsync(p.hist, 0, nslots * 256 * sizeof(u32)));
+    DEV_CHECK(cudaMemsetAsync(p.state, 0, nslots * 4 * sizeof(u32)));
+    DEV_CHECK(cudaMemsetAsync(p.flags, 0, 2 * sizeof(u32)));
+    auto pass = [&](int k) {
         switch (version) {
-        case kPlain: select_hist_plain<<<tiles, kThreads>>>(b.hist, b.state, b.flags, sc, b.valid, b.cu, num_pools, n, 0, ntails, p); break;
-        case kMatch: select_hist_match<<<tiles, kThreads>>>(b.hist, b.state, b.flags, sc, b.valid, b.cu, num_pools, n, 0, ntails, p); break;
-        case kUnroll: select_hist_unroll<<<tiles, kThreads>>>(b.hist, b.state, b.flags, sc, b.valid, b.cu, num_pools, n, 0, ntails, p); break;
-        case kMatchUnroll: select_hist_match_unroll<<<tiles, kThreads>>>(b.hist, b.state, b.flags, sc, b.valid, b.cu, num_pools, n, 0, ntails, p); break;
-        case kKeys: select_hist_keys<<<tiles, kThreads>>>(b.hist, b.state, b.flags, sc, b.valid, b.cu, num_pools, n, 0, ntails, p, b.keys, b.bits); break;
-        default: select_hist_lean<<<tiles, kThreads>>>(b.hist, b.state, b.flags, sc, b.valid, b.cu, num_pools, n, 0, ntails, p); break;
+        case kPlain: select_hist_plain<<<tiles, kThreads>>>(p, k); break;
+        case kMatch: select_hist_match<<<tiles, kThreads>>>(p, k); break;
+        case kUnroll: select_hist_unroll<<<tiles, kThreads>>>(p, k); break;
+        case kMatchUnroll: select_hist_match_unroll<<<tiles, kThreads>>>(p, k); break;
+        case kKeys: select_hist_keys<<<tiles, kThreads>>>(p, k, keys, bits); break;
+        default: select_hist_lean<<<tiles, kThreads>>>(p, k); break;
         }
-        select_scan<<<scan_blocks, kThreads>>>(b.hist, b.state, b.flags, nslots, p, frac, slack);
+        select_scan<<<scan_blocks, kThreads>>>(p, k);
     };
-    for (int p = 0; p < 4; ++p) pass(p);
+    for (int k = 0; k < 4; ++k) pass(k);
     u32 flags[2];
-    DEV_CHECK(cudaMemcpy(flags, b.flags, sizeof flags, cudaMemcpyDeviceToHost));
+    DEV_CHECK(cudaMemcpy(flags, p.flags, sizeof flags, cudaMemcpyDeviceToHost));
     if (flags[0] != 0u)
-        for (int p = 4; p < 8; ++p) pass(p);
-    const unsigned mask_blocks = (unsigned)std::min((n + kThreads - 1) / kThreads, 65535ll * 8);
-    if (version == kKeys)
-        select_mask_keys<<<mask_blocks, kThreads>>>(b.out0, b.out1, b.state, b.cu, num_pools, n, ntails, b.keys, b.bits);
-    else if (version == kLean)
-        select_mask_lean<<<tiles, kThreads>>>(b.out0, b.out1, b.state, b.scores, b.valid, b.cu, num_pools, n, 0, ntails);
-    else
-        select_mask<<<mask_blocks, kThreads>>>(b.out0, b.out1, b.state, b.scores, b.valid, b.cu, num_pools, n, 0, ntails);
+        for (int k = 4; k < 8; ++k) pass(k);
+    const unsigned mask_blocks = (unsigned)std::min((p.n + kThreads - 1) / kThreads, 65535ll * 8);
+    if (version == kKeys) select_mask_keys<<<mask_blocks, kThreads>>>(p, keys, bits);
+    else if (version == kLean) select_mask_lean<<<tiles, kThreads>>>(p);
+    else select_mask<<<mask_blocks, kThreads>>>(p);
     DEV_CHECK(cudaGetLastError());
 }
 
@@ -330,29 +333,46 @@ int main(int argc, char** argv) {
         return 2;
     }
     // Uniform scores in [0, 1) (a 64-bit LCG), every token valid, pools of n / pools tokens.
-    std::vector<float> scores(n), valid(n, 1.0f);
+    std::vector<float> scores_h(n), valid_h(n, 1.0f);
     u64 s = 20261127ull;
-    for (auto& x : scores) {
+    for (auto& x : scores_h) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         x = (float)(s >> 40) / 16777216.0f;
     }
     std::vector<int> cu(num_pools + 1);
     for (int q = 0; q <= num_pools; ++q) cu[q] = (int)(n * q / num_pools);
-    DevBuffers b;
     const long long nslots = 2ll * num_pools;
-    DEV_CHECK(cudaMalloc(&b.scores, n * sizeof(float)));
-    DEV_CHECK(cudaMalloc(&b.valid, n * sizeof(float)));
-    DEV_CHECK(cudaMalloc(&b.out0, n * sizeof(float)));
-    DEV_CHECK(cudaMalloc(&b.out1, n * sizeof(float)));
-    DEV_CHECK(cudaMalloc(&b.cu, (num_pools + 1) * sizeof(int)));
-    DEV_CHECK(cudaMalloc(&b.hist, nslots * 256 * sizeof(u32)));
-    DEV_CHECK(cudaMalloc(&b.state, nslots * 4 * sizeof(u32)));
-    DEV_CHECK(cudaMalloc(&b.flags, 2 * sizeof(u32)));
-    DEV_CHECK(cudaMalloc(&b.keys, n * sizeof(u32)));
-    DEV_CHECK(cudaMalloc(&b.bits, (n + 31) / 32 * sizeof(u32)));
-    DEV_CHECK(cudaMemcpy(b.scores, scores.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-    DEV_CHECK(cudaMemcpy(b.valid, valid.data(), n * sizeof(float), cudaMemcpyHostToDevice));
-    DEV_CHECK(cudaMemcpy(b.cu, cu.data(), cu.size() * sizeof(int), cudaMemcpyHostToDevice));
+    SelectParams p{};
+    float *scores, *valid, *out0, *out1;
+    int* cu_dev;
+    u32 *hist, *state, *flags, *keys, *bits;
+    DEV_CHECK(cudaMalloc(&scores, n * sizeof(float)));
+    DEV_CHECK(cudaMalloc(&valid, n * sizeof(float)));
+    DEV_CHECK(cudaMalloc(&out0, n * sizeof(float)));
+    DEV_CHECK(cudaMalloc(&out1, n * sizeof(float)));
+    DEV_CHECK(cudaMalloc(&cu_dev, (num_pools + 1) * sizeof(int)));
+    DEV_CHECK(cudaMalloc(&hist, nslots * 256 * sizeof(u32)));
+    DEV_CHECK(cudaMalloc(&state, nslots * 4 * sizeof(u32)));
+    DEV_CHECK(cudaMalloc(&flags, 2 * sizeof(u32)));
+    DEV_CHECK(cudaMalloc(&keys, n * sizeof(u32)));
+    DEV_CHECK(cudaMalloc(&bits, (n + 31) / 32 * sizeof(u32)));
+    DEV_CHECK(cudaMemcpy(scores, scores_h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    DEV_CHECK(cudaMemcpy(valid, valid_h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+    DEV_CHECK(cudaMemcpy(cu_dev, cu.data(), cu.size() * sizeof(int), cudaMemcpyHostToDevice));
+    p.hist = hist;
+    p.state = state;
+    p.flags = flags;
+    p.out0 = out0;
+    p.out1 = out1;
+    p.scores = scores;
+    p.valid = valid;
+    p.cu = cu_dev;
+    p.n = n;
+    p.seed = 0;
+    p.frac = frac;
+    p.slack = slack;
+    p.num_pools = num_pools;
+    p.ntails = 2;
     cudaEvent_t t0, t1;
     DEV_CHECK(cudaEventCreate(&t0));
     DEV_CHECK(cudaEventCreate(&t1));
@@ -361,18 +381,18 @@ int main(int argc, char** argv) {
                 reps);
     bool all_same = true;
     for (int v = 0; v < kNumVersions; ++v) {
-        for (int w = 0; w < 3; ++w) run_version(v, b, n, num_pools, frac, slack);
+        for (int w = 0; w < 3; ++w) run_version(v, p, keys, bits);
         std::vector<float> ms(reps);
         for (int r = 0; r < reps; ++r) {
             DEV_CHECK(cudaEventRecord(t0));
-            run_version(v, b, n, num_pools, frac, slack);
+            run_version(v, p, keys, bits);
             DEV_CHECK(cudaEventRecord(t1));
             DEV_CHECK(cudaEventSynchronize(t1));
             DEV_CHECK(cudaEventElapsedTime(&ms[r], t0, t1));
         }
         std::sort(ms.begin(), ms.end());
-        DEV_CHECK(cudaMemcpy((v == kPlain ? want0 : got0).data(), b.out0, n * sizeof(float), cudaMemcpyDeviceToHost));
-        DEV_CHECK(cudaMemcpy((v == kPlain ? want1 : got1).data(), b.out1, n * sizeof(float), cudaMemcpyDeviceToHost));
+        DEV_CHECK(cudaMemcpy((v == kPlain ? want0 : got0).data(), out0, n * sizeof(float), cudaMemcpyDeviceToHost));
+        DEV_CHECK(cudaMemcpy((v == kPlain ? want1 : got1).data(), out1, n * sizeof(float), cudaMemcpyDeviceToHost));
         const bool same = v == kPlain || (got0 == want0 && got1 == want1);
         all_same &= same;
         std::printf("  %-13s %8.1f us  %s\n", kNames[v], ms[reps / 2] * 1e3, same ? "masks = plain" : "MASKS DIFFER");

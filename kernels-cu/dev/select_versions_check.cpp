@@ -8,7 +8,7 @@
 
 #include "select_ref.h"
 
-using HistFn = void (*)(u32*, const u32*, u32*, const float*, const float*, const int*, int, long long, u64, int, int);
+using HistFn = void (*)(const SelectParams, int);
 enum class Mask { Plain, Lean, Keys };
 struct DevVersion {
     const char* name;
@@ -26,30 +26,14 @@ static bool select_case(const char* name, const DevVersion& v, const SelectProbl
     // the keys version's buffers, poisoned (pass 0 must write every word it later reads)
     std::vector<u32> keys_buf(p.n, 0xDEADBEEFu), bits((p.n + 31) / 32, 0xA5A5A5A5u);
     const unsigned tiles = (unsigned)((p.n + kTile - 1) / kTile);
-    auto hist = [&](int pass) {
-        if (v.fn)
-            v.fn(w.hist.data(), w.state.data(), w.flags.data(), p.sc(), p.valid.data(), p.cu.data(), p.num_pools, p.n,
-                 p.seed, p.ntails, pass);
-        else
-            select_hist_keys(w.hist.data(), w.state.data(), w.flags.data(), p.sc(), p.valid.data(), p.cu.data(),
-                             p.num_pools, p.n, p.seed, p.ntails, pass, keys_buf.data(), bits.data());
+    auto hist = [&](const SelectParams& s, int pass) {
+        if (v.fn) v.fn(s, pass);
+        else select_hist_keys(s, pass, keys_buf.data(), bits.data());
     };
-    auto mask = [&] {
-        if (v.mask == Mask::Lean)
-            run_grid(tiles, kThreads, [&] {
-                select_mask_lean(w.out0.data(), w.o1(p), w.state.data(), p.sc(), p.valid.data(), p.cu.data(),
-                                 p.num_pools, p.n, p.seed, p.ntails);
-            });
-        else if (v.mask == Mask::Keys)
-            run_grid(3, kThreads, [&] {
-                select_mask_keys(w.out0.data(), w.o1(p), w.state.data(), p.cu.data(), p.num_pools, p.n, p.ntails,
-                                 keys_buf.data(), bits.data());
-            });
-        else
-            run_grid(3, kThreads, [&] {
-                select_mask(w.out0.data(), w.o1(p), w.state.data(), p.sc(), p.valid.data(), p.cu.data(), p.num_pools,
-                            p.n, p.seed, p.ntails);
-            });
+    auto mask = [&](const SelectParams& s) {
+        if (v.mask == Mask::Lean) run_grid(tiles, kThreads, [&] { select_mask_lean(s); });
+        else if (v.mask == Mask::Keys) run_grid(3, kThreads, [&] { select_mask_keys(s, keys_buf.data(), bits.data()); });
+        else run_grid(3, kThreads, [&] { select_mask(s); });
     };
     run_radix8(p, w, hist, mask);
     return report_select(name, p, wrong_mask_entries(p, w.out0, w.out1), w.flags[1], true, w.index_passes);

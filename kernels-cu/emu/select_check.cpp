@@ -55,16 +55,32 @@ static bool run_wide(const SelectProblem& p, bool fuse, bool vec, std::vector<fl
     auto aligned = [](const void* p) { return p == nullptr || (uintptr_t)p % 16 == 0; };
     float* o1 = ntails > 1 ? out1.data() : nullptr;
     vec = vec && aligned(sc) && aligned(valid.data()) && aligned(out0.data()) && aligned(o1);
+    SelectWideParams wp{};
+    wp.ws = ws.data();
+    wp.tiles = tile_tab.data();
+    wp.out0 = out0.data();
+    wp.out1 = o1;
+    wp.scores = sc;
+    wp.valid = valid.data();
+    wp.cu = cu.data();
+    wp.cand = cand.data();
+    wp.n = n;
+    wp.seed = seed;
+    wp.frac = frac;
+    wp.slack = slack;
+    wp.num_pools = num_pools;
+    wp.ntails = ntails;
+    wp.split = split;
+    wp.vec = vec;
+    wp.fuse = fuse;
+    wp.copies = copies;
     auto scan = [&](int pass) {
         if (!fuse) run_grid((unsigned)std::min(num_pools, 65535), kThreads, [&] {
-            select_wide_scan(ws.data(), num_pools, ntails, pass, frac, slack);
+            select_wide_scan(wp, pass);
         });
     };
     for (int pass = 0; pass < 2; ++pass) {
-        grid(tiles, [&] {
-            select_wide_data(ws.data(), tile_tab.data(), out0.data(), o1, sc, valid.data(), cu.data(), num_pools, n,
-                             seed, ntails, pass, cand.data(), vec, fuse, copies, frac, slack);
-        });
+        grid(tiles, [&] { select_wide_data(wp, pass); });
         scan(pass);
     }
     // After pass 1, a slot still resolving holds exactly its pool's valid tokens whose tail-oriented key has
@@ -92,16 +108,10 @@ static bool run_wide(const SelectProblem& p, bool fuse, bool vec, std::vector<fl
     }
     if (!compact_ok) std::printf("wide: the candidates after pass 1 differ from the prefix's tokens\n");
     for (int pass = 2; pass < 6; ++pass) {
-        grid(tiles * split, [&] {
-            select_wide_cand(ws.data(), tile_tab.data(), split, cand.data(), cu.data(), num_pools, n, ntails, pass,
-                             fuse, frac, slack);
-        });
+        grid(tiles * split, [&] { select_wide_cand(wp, pass); });
         scan(pass);
     }
-    grid(tiles * split, [&] {
-        select_wide_cand_mask(out0.data(), o1, ws.data(), tile_tab.data(), split, cand.data(), cu.data(), num_pools,
-                              n, ntails);
-    });
+    grid(tiles * split, [&] { select_wide_cand_mask(wp); });
     *nan_flag = w.flags[1];
     *index_passes = w.flags[0] != 0u;
     return w.flags[2] == 0u && compact_ok;
@@ -114,24 +124,15 @@ static bool select_case(const char* name, const Version& v, const SelectProblem&
         extra_ok = run_wide(p, v.wide == 1, v.wide == 1, w.out0, w.out1, &w.flags[1], &idx);
     } else {
         run_radix8(
-            p, w,
-            [&](int pass) {
-                select_hist_plain(w.hist.data(), w.state.data(), w.flags.data(), p.sc(), p.valid.data(), p.cu.data(),
-                                  p.num_pools, p.n, p.seed, p.ntails, pass);
-            },
-            [&] {
-                run_grid(3, kThreads, [&] {
-                    select_mask(w.out0.data(), w.o1(p), w.state.data(), p.sc(), p.valid.data(), p.cu.data(),
-                                p.num_pools, p.n, p.seed, p.ntails);
-                });
-            });
+            p, w, [](const SelectParams& s, int pass) { select_hist_plain(s, pass); },
+            [](const SelectParams& s) { run_grid(3, kThreads, [&] { select_mask(s); }); });
         idx = w.index_passes;
     }
     *index_passes |= idx;
     return report_select(name, p, wrong_mask_entries(p, w.out0, w.out1), w.flags[1], extra_ok, idx);
 }
 
-using ScatterFn = void (*)(u32*, int*, const u32*, const int*, const u32*, const u32*, long long, long long, int);
+using ScatterFn = void (*)(const SortScatterParams);
 
 static bool sort_case(const char* name, long long n, std::mt19937_64& rng, ScatterFn scatter) {
     std::uniform_int_distribution<int> small(-50, 50);
@@ -152,7 +153,7 @@ static bool sort_case(const char* name, long long n, std::mt19937_64& rng, Scatt
         run_grid((unsigned)tiles, kThreads, [&] { radix_sort_hist(counts.data(), kin, n, tiles, shift); });
         run_grid(256, kThreads, [&] { radix_sort_scan(counts.data(), totals.data(), tiles); });
         run_grid((unsigned)tiles, kThreads,
-                 [&] { scatter(kout, iout, kin, iin, counts.data(), totals.data(), n, tiles, shift); });
+                 [&] { scatter({kout, iout, kin, iin, counts.data(), totals.data(), n, tiles, shift, 0}); });
     }
     run_grid(4, kThreads, [&] { radix_sort_gather_f32(out.data(), x.data(), ia.data(), n); });
     std::vector<int> want(n);

@@ -116,24 +116,40 @@ struct Radix8 {
     explicit Radix8(const SelectProblem& p)
         : hist((size_t)p.num_pools * p.ntails * 256, 0u), state((size_t)p.num_pools * p.ntails * 4, 0u),
           flags(2, 0u), out0(p.n, NAN), out1(p.n, NAN) {}
-    // What the host passes as the top tail's mask: null with one tail.
-    float* o1(const SelectProblem& p) { return p.ntails > 1 ? out1.data() : nullptr; }
+    // The kernels' parameters for problem p on these buffers, as the host fills them (out1 null with one tail).
+    SelectParams params(const SelectProblem& p) {
+        SelectParams s{};
+        s.hist = hist.data();
+        s.state = state.data();
+        s.flags = flags.data();
+        s.out0 = out0.data();
+        s.out1 = p.ntails > 1 ? out1.data() : nullptr;
+        s.scores = p.sc();
+        s.valid = p.valid.data();
+        s.cu = p.cu.data();
+        s.n = p.n;
+        s.seed = p.seed;
+        s.frac = p.frac;
+        s.slack = p.slack;
+        s.num_pools = p.num_pools;
+        s.ntails = p.ntails;
+        return s;
+    }
 };
 
-// engine/src/cuda/select.rs's protocol: 4 key passes of hist(pass) over ceil(n / kTile) blocks + select_scan,
-// the 4 index passes only when flags[0] is set after them, then mask().
+// engine/src/cuda/select.rs's protocol: 4 key passes of hist(params, pass) over ceil(n / kTile) blocks +
+// select_scan, the 4 index passes only when flags[0] is set after them, then mask(params).
 template <class Hist, class Mask> void run_radix8(const SelectProblem& p, Radix8& w, Hist hist, Mask mask) {
     const unsigned tiles = (unsigned)((p.n + kTile - 1) / kTile);
     const long long nslots = (long long)p.num_pools * p.ntails;
+    const SelectParams params = w.params(p);
     for (int pass = 0; pass < 8; ++pass) {
         if (pass == 4 && w.flags[0] == 0u) break;
-        run_grid(tiles, kThreads, [&] { hist(pass); });
-        run_grid((unsigned)std::min<long long>(nslots, 65535), kThreads, [&] {
-            select_scan(w.hist.data(), w.state.data(), w.flags.data(), nslots, pass, p.frac, p.slack);
-        });
+        run_grid(tiles, kThreads, [&] { hist(params, pass); });
+        run_grid((unsigned)std::min<long long>(nslots, 65535), kThreads, [&] { select_scan(params, pass); });
     }
     w.index_passes = w.flags[0] != 0u;
-    mask();
+    mask(params);
 }
 
 // One result line: ok when no mask entry is wrong, no NaN was flagged (the problems have none) and `extra_ok`.

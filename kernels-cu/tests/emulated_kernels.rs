@@ -16,7 +16,7 @@ fn crate_dir() -> PathBuf {
 
 /// Real headers from `cuda/` that the kernels include and that need no shim (plain C++ under the shims'
 /// qualifier macros, or built on mma.cuh).
-const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh", "geometry.cuh", "attention_params.cuh"];
+const PORTABLE_HEADERS: &[&str] = &["tile_async.cuh", "geometry.cuh", "attention_params.cuh", "select_params.cuh"];
 
 /// A fresh directory holding the shims, the portable headers, the harness and the kernel file (so
 /// `#include "common.cuh"` in the kernel resolves to the shim). Kernel files and harnesses are looked up in

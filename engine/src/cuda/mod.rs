@@ -33,6 +33,7 @@ pub mod policy_loss;
 pub mod readback;
 pub mod sampling;
 pub mod select;
+pub(crate) mod select_params;
 pub(crate) mod select_wide;
 pub mod timing;
 pub mod weights;

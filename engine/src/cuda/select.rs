@@ -2,6 +2,7 @@
 //! random keys) and the stable LSD radix sort of (f32 key, i32 index) pairs. Algorithms: the header of
 //! `select.cu`.
 use super::kernels::{grid, i32_arg};
+use super::select_params::{SelectParams, SortScatterParams};
 use crate::dtype::DType;
 use crate::env_choice::{default_first, env_choice_once};
 use crate::error::{EngineError, Result};
@@ -153,12 +154,25 @@ pub fn select_masks(
 
     let hist_cfg = blocks(op, n.div_ceil(TILE))?;
     let scan_cfg = blocks(op, nslots.min(65_535))?;
-    let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
-    let ps = scores.map_or(0u64, |s| s.ptr());
-    let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
+    let p = SelectParams {
+        hist: hist.ptr(),
+        state: state.ptr(),
+        flags: flags.ptr(),
+        out0: outs[0].ptr(),
+        out1: outs.get(1).map_or(0u64, |o| o.ptr()),
+        scores: scores.map_or(0u64, |s| s.ptr()),
+        valid: valid.ptr(),
+        cu: cu.ptr(),
+        n: n as i64,
+        seed,
+        frac,
+        slack,
+        num_pools: i32_arg(op, num_pools)?,
+        ntails: ntails as i32,
+    };
     let run_pass = |pass: i32| -> Result<()> {
-        launch!(dev, "select", "select_hist_plain", hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
-        launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
+        launch!(dev, "select", "select_hist_plain", hist_cfg, [p, pass]);
+        launch!(dev, "select", "select_scan", scan_cfg, [p, pass]);
         Ok(())
     };
     for p in 0..KEY_PASSES {
@@ -171,9 +185,7 @@ pub fn select_masks(
             run_pass(p)?;
         }
     }
-    let p0 = outs[0].ptr();
-    let p1 = outs.get(1).map_or(0u64, |o| o.ptr());
-    launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
+    launch!(dev, "select", "select_mask", grid(n), [p]);
     Ok(outs)
 }
 
@@ -228,7 +240,19 @@ pub fn radix_sort(x: &CudaStorage, scatter: SortScatter) -> Result<(CudaStorage,
         let ((kin, iin), (kout, iout)) = if pass % 2 == 0 { ((ka, ia), (kb, ib)) } else { ((kb, ib), (ka, ia)) };
         launch!(dev, "select", "radix_sort_hist", tile_cfg, [pcount, kin, nn, nt, shift]);
         launch!(dev, "select", "radix_sort_scan", digit_cfg, [pcount, ptot, nt]);
-        launch!(dev, "select", scatter.scatter_kernel(), tile_cfg, [kout, iout, kin, iin, pcount, ptot, nn, nt, shift]);
+        let p = SortScatterParams {
+            keys_out: kout,
+            idx_out: iout,
+            keys_in: kin,
+            idx_in: iin,
+            counts: pcount,
+            totals: ptot,
+            n: nn,
+            tiles: nt,
+            shift,
+            pad: 0,
+        };
+        launch!(dev, "select", scatter.scatter_kernel(), tile_cfg, [p]);
     }
     let po = out.ptr();
     launch!(dev, "select", "radix_sort_gather_f32", grid(n), [po, px, ia, nn]);
