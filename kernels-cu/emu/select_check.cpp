@@ -9,7 +9,7 @@
 // Select cases (emu/select_ref.h): top and bottom tails of every pool (empty, one-token, invalid-only and
 // multi-tile pools, more pools per tile than the shared histograms hold, thousands of one-token pools, no
 // valid token at all, frac 0 and 1, ties, ±0, ±inf, partial ties that need the index passes) and seeded random
-// selection; sort cases: NaNs of both signs, ±0, −inf, ties, 1 key, partial and full tiles. One line per case;
+// selection; sort cases: NaNs of both signs, ±0, ±inf, ties, 1 key, partial and full tiles. One line per case;
 // exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "select.cu"
 #include "select_wide.cu"
@@ -139,7 +139,12 @@ static bool sort_case(const char* name, long long n, std::mt19937_64& rng, Scatt
     std::vector<float> x(n);
     for (long long i = 0; i < n; ++i) {
         const int r = small(rng);
-        x[i] = r == 50 ? NAN : r == -50 ? -0.0f : r == 49 ? -INFINITY : (float)r * 0.25f;
+        x[i] = r == 50    ? NAN
+               : r == 48  ? -NAN
+               : r == -50 ? -0.0f
+               : r == 49  ? -INFINITY
+               : r == -49 ? INFINITY
+                          : (float)r * 0.25f;
     }
     const long long tiles = (n + kTile - 1) / kTile;
     std::vector<u32> ka(n), kb(n), counts(256 * tiles), totals(256);
@@ -178,13 +183,23 @@ int main() {
         std::printf("select %s:\n", v.name);
         bool idx = false;  // some case of this version needed the index passes
         auto run = [&](const char* name, const std::vector<int>& lens, bool random, Scores kind = Scores::Mixed,
-                       int ntails = 2) {
-            ok &= select_case(name, v, make_select_problem(lens, random, rng, kind, ntails), &idx);
+                       int ntails = 2, double frac = 0.2, double valid_p = 1.0) {
+            ok &= select_case(name, v, make_select_problem(lens, random, rng, kind, ntails, frac, valid_p), &idx);
         };
         run("tails, 1 pool over 3 tiles", {9001}, false);
         run("tails, 9 pools incl. empty / 1 / invalid", {0, 1, 15, 40, 3000, 2, 0, 5100, 77}, false);
         run("random, 6 pools", {4200, 13, 1, 60, 900, 333}, true);
         run("random, 1 tail, 5 pools", {3000, 0, 9000, 17, 5000}, true, Scores::Mixed, 1);
+        // pools of 0-40 tokens: dozens per 4096-token tile, most past the shared histograms (global atomics)
+        std::vector<int> small(300);
+        for (int& l : small) l = (int)(rng() % 41);
+        run("tails, 300 pools of 0-40, 60% valid", small, false, Scores::Mixed, 2, 0.37, 0.6);
+        std::vector<int> mid(300);
+        for (int& l : mid) l = (int)(rng() % 91);
+        run("tails, frac 0, 300 pools", mid, false, Scores::Mixed, 2, 0.0);
+        run("tails, frac 1, 300 pools", mid, false, Scores::Mixed, 2, 1.0);
+        run("tails, no valid token, 5 pools", {0, 4096, 0, 4096, 1}, false, Scores::Mixed, 2, 0.2, 0.0);
+        run("tails, 500 one-token pools", std::vector<int>(500, 1), false);
         if (v.wide) {
             // tiles of 16384 inside one pool (full float4 batches and a ragged last tile), and mixed tiles
             run("tails, 1 pool over 3 wide tiles", {40000}, false);
@@ -216,8 +231,10 @@ int main() {
     for (auto [label, scatter] : {std::pair<const char*, ScatterFn>{"radix_sort_scatter", radix_sort_scatter},
                                   {"radix_sort_scatter_local", radix_sort_scatter_local}}) {
         std::printf("%s:\n", label);
-        ok &= sort_case("radix sort 9000 (NaN, -0, -inf, ties)", 9000, rng, scatter);
+        ok &= sort_case("radix sort 9000 (±NaN, ±0, ±inf, ties)", 9000, rng, scatter);
+        ok &= sort_case("radix sort 1", 1, rng, scatter);
         ok &= sort_case("radix sort 255", 255, rng, scatter);
+        ok &= sort_case("radix sort 4097 (a tile and one key)", 4097, rng, scatter);
         ok &= sort_case("radix sort 12288 (3 full tiles)", 12288, rng, scatter);
     }
     return ok ? 0 : 1;
