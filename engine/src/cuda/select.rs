@@ -4,16 +4,15 @@
 use super::kernels::{grid, i32_arg};
 use super::select_params::{SelectParams, SortScatterParams};
 use crate::dtype::DType;
-use crate::env_choice::{default_first, env_choice_once};
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
-use std::sync::OnceLock;
 
 pub use super::select_wide::{set_wide_shape, wide_shape, WideShape, WideTiles};
 
-/// The versions of the radix select (both exact; they differ in speed only). The histogram versions that
-/// lost on the H100 (match, unroll, match_unroll, keys, lean) are in `kernels-cu/dev/select_versions.cu`.
+/// The versions of the radix select (both exact; they differ in speed only), a device's
+/// `KernelChoices::select`. The histogram versions that are not shipped (match, unroll, match_unroll, keys,
+/// lean) are in `kernels-cu/dev/select_versions.cu`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistVersion {
     /// `select.cu`: 8-bit digits (4 key passes, index passes only after a partial tie), one token per
@@ -35,20 +34,8 @@ impl HistVersion {
     }
 }
 
-/// The process default version: `$ENTRL_SELECT_HIST` (plain | wide), else plain; read once. Callers that compare versions pass one explicitly
-/// (`ops::select_tails_with`).
-pub fn hist_version() -> Result<HistVersion> {
-    static DEFAULT: OnceLock<std::result::Result<HistVersion, String>> = OnceLock::new();
-    env_choice_once(&DEFAULT, "ENTRL_SELECT_HIST", &HistVersion::ALL, HistVersion::name, HistVersion::Plain)
-        .map_err(|e| EngineError::invalid("select", e))
-}
-
-/// Every version, the process default first (what the self-test and `bench select` run).
-pub fn versions_default_first() -> Result<Vec<HistVersion>> {
-    Ok(default_first(hist_version()?, &HistVersion::ALL))
-}
-
-/// The versions of the radix sort's scatter pass in `select.cu` (both stable; they differ in speed only).
+/// The versions of the radix sort's scatter pass in `select.cu` (both stable; they differ in speed only), a
+/// device's `KernelChoices::sort_scatter`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SortScatter {
     /// `radix_sort_scatter`: `__match_any_sync` warp ranks, each element written straight to its place.
@@ -72,18 +59,6 @@ impl SortScatter {
             Self::Local => "radix_sort_scatter_local",
         }
     }
-}
-
-/// The process default scatter: `$ENTRL_SORT_SCATTER` (match | local), else match; read once.
-pub fn sort_scatter() -> Result<SortScatter> {
-    static DEFAULT: OnceLock<std::result::Result<SortScatter, String>> = OnceLock::new();
-    env_choice_once(&DEFAULT, "ENTRL_SORT_SCATTER", &SortScatter::ALL, SortScatter::name, SortScatter::Match)
-        .map_err(|e| EngineError::invalid("radix_sort", e))
-}
-
-/// Both scatter versions, the process default first.
-pub fn scatters_default_first() -> Result<Vec<SortScatter>> {
-    Ok(default_first(sort_scatter()?, &SortScatter::ALL))
 }
 
 /// Threads per block of every kernel in `select.cu` and `select_wide.cu` (they require exactly this many).
