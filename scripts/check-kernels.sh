@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Compile every kernels-cu/cuda/*.cu (shipped) and kernels-cu/dev/*.cu (the dev harness's other versions) to
-# PTX for sm_90a, check the PTX ISA is 9.0 (what the H100's
-# CUDA 13.0 driver loads), and assemble each with `ptxas -v` to print registers and spills per kernel.
+# Compile every kernels-cu/cuda/*.cu (shipped) and kernels-cu/dev/*.cu (the dev harness's other versions, with
+# their GPU timing main() switched on by -DDEV_MAIN so that its host code is parsed too) to PTX for sm_90a,
+# check the PTX ISA is 9.0 (what the H100's CUDA 13.0 driver loads), and assemble each with `ptxas -v` to print registers and spills per kernel.
 # Any compile or assembly error fails. Usage: NVCC=/path/to/nvcc scripts/check-kernels.sh
 set -euo pipefail
 : "${NVCC:?set NVCC to the pinned nvcc (scripts/install-nvcc.sh prints it)}"
@@ -13,8 +13,9 @@ trap 'rm -rf "$OUT"' EXIT
 status=0
 for cu in "$SRC"/*.cu "$DEV"/*.cu; do
   name=$(basename "$cu" .cu)
-  [ "$(dirname "$cu")" = "$DEV" ] && name="dev_$name"
-  "$NVCC" --ptx -arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr -lineinfo -I"$SRC" "$cu" -o "$OUT/$name.ptx"
+  defs=()
+  if [ "$(dirname "$cu")" = "$DEV" ]; then name="dev_$name"; defs=(-DDEV_MAIN); fi
+  "$NVCC" --ptx -arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr -lineinfo "${defs[@]}" -I"$SRC" "$cu" -o "$OUT/$name.ptx"
   version=$(grep -m1 '^\.version' "$OUT/$name.ptx")
   if [ "$version" != ".version 9.0" ]; then
     echo "FAIL $name: PTX $version (expected .version 9.0: nvcc/nvvm pins are mixed)"; status=1; continue

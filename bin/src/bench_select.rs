@@ -1,11 +1,12 @@
-//! `entrl bench select`: the top and bottom tails of n scores by every histogram version of the radix
+//! `entrl bench select`: the top and bottom tails of n scores by both versions of the radix
 //! select and the radix sort by both scatters (vs torch in `benches/torch_select.py`), and with
 //! `--wide-sweep` the wide version over a grid of its shapes.
 use crate::bench::write_atomic;
-use entrl_engine::cuda::select::{set_wide_shape, HistVersion, WideShape};
+use entrl_engine::cuda::choices::current_first;
+use entrl_engine::cuda::select::{set_wide_shape, HistVersion, SortScatter, WideShape};
 use entrl_engine::cuda::timing::{median, time_ms};
-use entrl_engine::cuda::CudaDevice;
-use entrl_engine::ops::{radix_sort_with, select_tails_with};
+use entrl_engine::cuda::{CudaDevice, KernelChoices};
+use entrl_engine::ops::{radix_sort, select_tails};
 use entrl_engine::{DType, Device, Packing, Tensor};
 use std::process::ExitCode;
 
@@ -27,20 +28,26 @@ pub fn select(
     // `pools` pools of n / pools tokens, the remainder spread one each over the first ones.
     let lengths: Vec<usize> = (0..pools).map(|p| n / pools + usize::from(p < n % pools)).collect();
     let pool = Packing::from_lengths(&lengths)?;
-    // Every version of the histogram pass (the process default first; it is "entrl_select_tails").
-    let versions = entrl_engine::cuda::select::versions_default_first()?;
+    // Both select versions, the device's choice first (it is "entrl_select_tails").
+    let base = cuda.kernel_choices();
+    let versions = current_first(base.select, &HistVersion::ALL);
     let mut times = Vec::new();
     for &v in &versions {
-        let run = || select_tails_with(&scores, &valid, frac, &pool, Some(v)).map(|_| ());
-        times.push(median(&time_ms(&cuda, 3, reps.max(1), run)?));
+        let run = || select_tails(&scores, &valid, frac, &pool).map(|_| ());
+        let ms =
+            cuda.with_kernel_choices(KernelChoices { select: v, ..base }, || time_ms(&cuda, 3, reps.max(1), run))?;
+        times.push(median(&ms));
     }
     let default = versions[0];
     let tails = times[0];
-    // Both scatter versions of the sort, the process default first ("entrl_radix_sort").
-    let scatters = entrl_engine::cuda::select::scatters_default_first()?;
+    // Both scatter versions of the sort, the device's choice first ("entrl_radix_sort").
+    let scatters = current_first(base.sort_scatter, &SortScatter::ALL);
     let mut sort_times = Vec::new();
     for &s in &scatters {
-        sort_times.push(median(&time_ms(&cuda, 3, reps.max(1), || radix_sort_with(&scores, Some(s)).map(|_| ()))?));
+        let run = || radix_sort(&scores).map(|_| ());
+        let ms = cuda
+            .with_kernel_choices(KernelChoices { sort_scatter: s, ..base }, || time_ms(&cuda, 3, reps.max(1), run))?;
+        sort_times.push(median(&ms));
     }
     let sort = sort_times[0];
     println!(
@@ -95,8 +102,10 @@ fn sweep_wide(
     reps: usize,
     lines: &mut String,
 ) -> Result<bool, Box<dyn std::error::Error>> {
+    let base = cuda.kernel_choices();
+    let with = |v: HistVersion| KernelChoices { select: v, ..base };
     let masks = |v: HistVersion| -> Result<(Vec<f32>, Vec<f32>), Box<dyn std::error::Error>> {
-        let m = select_tails_with(scores, valid, frac, pool, Some(v))?;
+        let m = cuda.with_kernel_choices(with(v), || select_tails(scores, valid, frac, pool))?;
         Ok((m.top.to_vec_f32()?, m.bottom.to_vec_f32()?))
     };
     let want = masks(HistVersion::Plain)?;
@@ -107,8 +116,9 @@ fn sweep_wide(
                 let shape = WideShape { tile, cand_split, pass0_copies };
                 set_wide_shape(shape)?;
                 let same = masks(HistVersion::Wide)? == want;
-                let run = || select_tails_with(scores, valid, frac, pool, Some(HistVersion::Wide)).map(|_| ());
-                rows.push((shape, median(&time_ms(cuda, 3, reps.max(1), run)?), same));
+                let run = || select_tails(scores, valid, frac, pool).map(|_| ());
+                let ms = cuda.with_kernel_choices(with(HistVersion::Wide), || time_ms(cuda, 3, reps.max(1), run))?;
+                rows.push((shape, median(&ms), same));
             }
         }
     }

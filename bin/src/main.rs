@@ -5,6 +5,7 @@ mod bench;
 mod bench_model;
 mod bench_rollout;
 mod bench_select;
+mod env_choice;
 mod generate;
 mod plan;
 mod selftest;
@@ -77,6 +78,15 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    // The engine reads no environment: the kernel versions and the profiler's mode come from here.
+    match env_choice::kernel_choices() {
+        Ok(c) => entrl_engine::cuda::set_default_kernel_choices(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    entrl_engine::profile::set_mode(env_choice::profile_mode());
     let result = match cli.command {
         Command::Train(a) => train::train(&a),
         Command::Eval(a) => train::eval(&a),

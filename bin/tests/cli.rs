@@ -322,3 +322,15 @@ fn analyze_reads_the_traces_of_a_run_or_says_there_are_none() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+#[test]
+fn a_bad_kernel_choice_in_the_environment_is_one_clear_error() {
+    for (var, value, names) in [
+        ("ENTRL_SELECT_HIST", "keys", "plain, wide"),
+        ("ENTRL_GEMM", "blas", "cublas, lt"),
+        ("ENTRL_SORT_SCATTER", "x", "match, local"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_entrl")).arg("info").env(var, value).output().expect("run entrl");
+        assert_clear_error(&out, &[&format!("{var}={value}"), names]);
+    }
+}

@@ -17,7 +17,6 @@ pub mod cuda;
 pub mod device;
 pub mod dist;
 pub mod dtype;
-pub mod env_choice;
 pub mod error;
 pub mod graph;
 pub mod memory;

@@ -1,13 +1,15 @@
-//! `ENTRL_PROFILE=1`: wall time per named region, with the device synchronised at both ends so queued
-//! kernels are charged to the region that launched them. Off by default (one relaxed load per region);
-//! when on it serialises the GPU, so use it to find where time goes, not to measure throughput.
-//! `ENTRL_PROFILE=host`: the same regions without the synchronisation, i.e. the host's time to enqueue
+//! [`ProfileMode::Synchronised`] (`ENTRL_PROFILE=1` in the `entrl` binary, which calls [`set_mode`]): wall
+//! time per named region, with the device synchronised at both ends so queued kernels are charged to the
+//! region that launched them. Off by default (one relaxed load per region); when on it serialises the GPU,
+//! so use it to find where time goes, not to measure throughput.
+//! [`ProfileMode::HostOnly`] (`ENTRL_PROFILE=host`): the same regions without the synchronisation, i.e. the host's time to enqueue
 //! the region's work (plus any wait the region itself does, such as reading results back): a region whose
 //! host time matches its synchronised time is bound by launch overhead, not by the GPU.
 //! Regions nest (an autograd rule inside "backward", a checkpointed layer's recompute inside its rule):
 //! each row is inclusive of what ran inside it.
 use crate::device::Device;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -22,50 +24,56 @@ fn table() -> &'static Mutex<HashMap<&'static str, Row>> {
     T.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+/// What the regions record, process-wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileMode {
     Off,
+    /// Wall time with the device synchronised at both ends of a region.
     Synchronised,
+    /// The host's time only (also per kernel launch, cuBLAS call and allocation).
     HostOnly,
 }
 
-fn mode() -> Mode {
-    static M: OnceLock<Mode> = OnceLock::new();
-    *M.get_or_init(|| match std::env::var("ENTRL_PROFILE").as_deref() {
-        Err(_) | Ok("") | Ok("0") => Mode::Off,
-        Ok("host") => Mode::HostOnly,
-        Ok(_) => Mode::Synchronised,
-    })
+const MODES: [ProfileMode; 3] = [ProfileMode::Off, ProfileMode::Synchronised, ProfileMode::HostOnly];
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Profile in mode `m` from now on (off until called).
+pub fn set_mode(m: ProfileMode) {
+    MODE.store(MODES.iter().position(|&x| x == m).expect("listed") as u8, Ordering::Relaxed);
 }
 
-/// True when `ENTRL_PROFILE` is set to anything but "" or "0" (read once).
+fn mode() -> ProfileMode {
+    MODES[MODE.load(Ordering::Relaxed) as usize]
+}
+
+/// True when profiling is on (either mode).
 pub fn enabled() -> bool {
-    mode() != Mode::Off
+    mode() != ProfileMode::Off
 }
 
 /// Runs `f`, charging its synchronised wall time to `name` when profiling is on.
 pub fn region<T>(name: &'static str, dev: &Device, f: impl FnOnce() -> T) -> T {
     let m = mode();
     // a step graph's body is timed as one replay, not region by region (nothing runs while capturing)
-    if m == Mode::Off || crate::graph::capturing() {
+    if m == ProfileMode::Off || crate::graph::capturing() {
         return f();
     }
-    if m == Mode::Synchronised {
+    if m == ProfileMode::Synchronised {
         let _ = dev.synchronize();
     }
     let t0 = Instant::now();
     let out = f();
-    if m == Mode::Synchronised {
+    if m == ProfileMode::Synchronised {
         let _ = dev.synchronize();
     }
     record(name, t0.elapsed().as_secs_f64());
     out
 }
 
-/// Runs `f`, charging its host wall time to `name` under `ENTRL_PROFILE=host` only (never synchronises):
+/// Runs `f`, charging its host wall time to `name` in [`ProfileMode::HostOnly`] only (never synchronises):
 /// for calls too fine to synchronise around, such as one kernel launch.
 pub fn host_region<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
-    if mode() != Mode::HostOnly {
+    if mode() != ProfileMode::HostOnly {
         return f();
     }
     let t0 = Instant::now();
@@ -96,7 +104,7 @@ pub fn take_report() -> Option<String> {
 
 fn format_rows(mut rows: Vec<(&'static str, Row)>) -> String {
     rows.sort_by(|a, b| b.1.secs.total_cmp(&a.1.secs).then(a.0.cmp(b.0)));
-    let what = if mode() == Mode::HostOnly { "region (inclusive, host time)" } else { "region (inclusive)" };
+    let what = if mode() == ProfileMode::HostOnly { "region (inclusive, host time)" } else { "region (inclusive)" };
     let mut s = format!("{what:<40} {:>8} {:>11} {:>11}\n", "calls", "total ms", "ms/call");
     for (name, r) in rows {
         s.push_str(&format!(

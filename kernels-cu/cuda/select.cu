@@ -28,6 +28,7 @@
 // counts), so every pass is stable and the sort is stable. radix_sort_scatter_local is the same scatter with
 // ballot ranks and a shared-memory staging of the tile, so that its global writes are contiguous per digit.
 //
+// Kernels with many arguments take a parameter struct of select_params.cuh by value, filled by field name.
 // All element indices are 64-bit; counts are u32 (a pool or a sort holds fewer than 2^31 elements).
 #include "select_common.cuh"
 
@@ -45,25 +46,20 @@ __device__ __forceinline__ bool hist_tile(const u32* flags, long long n, int pas
 }
 
 // ------------------------------------------------------------------------------------------------
-// select_hist: one radix-select histogram pass. Block b owns tokens [b·kTile, (b+1)·kTile).
+// select_hist_plain: one radix-select histogram pass, one token per thread per iteration, every increment a
+// shared atomic (the losing versions of this pass are in kernels-cu/dev/select_versions.cu). Block b owns
+// tokens [b·kTile, (b+1)·kTile).
 //   grid ceil(n / kTile), 256 threads. hist[slot][256] accumulates (pre-zeroed; select_scan re-zeroes).
 // ------------------------------------------------------------------------------------------------
-// Versions (llm.c style; all exact, chosen at run time by ENTRL_SELECT_HIST, timed by `entrl bench select`):
-//   plain:        one element per lane per iteration, every increment a shared atomic
-//   match:        as plain, but on pass 0 the lanes of a warp with one bucket add their count in one atomic
-//   unroll:       as plain, with kUnroll = 4 elements loaded per lane before counting
-//   match_unroll: both
-//   keys:         match_unroll whose pass 0 also stores every token's key (u32) and a validity bitmask
-//                 (one bit per token), so passes 1..7 and select_mask_keys read 4.1 bytes per token
-//                 instead of 8 (and skip the key transform)
-//   lean:         a tile inside one pool (every tile of a long pool) loads the slot states once and runs
-//                 a short loop (no pool search, no per-element state reads, 32-bit offsets); other tiles
-//                 run plain. Its mask, select_mask_lean, is tiled the same way. On the H100 every version above took 36-54 us a pass for ~11 us of bytes,
-//                 which points at the per-element instructions.
-template <bool kMatchTop, int kUnroll, bool kKeys>
-__device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u32* flags, const float* scores,
-                                                 const float* valid, const int* cu, int num_pools, long long n,
-                                                 u64 seed, int ntails, int pass, u32* keys_buf, u32* bits) {
+SEL_KERNEL select_hist_plain(const __grid_constant__ SelectParams p, int pass) {
+    u32* hist = p.hist;
+    const u32* state = p.state;
+    u32* flags = p.flags;
+    const float *scores = p.scores, *valid = p.valid;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails;
+    const long long n = p.n;
+    const u64 seed = p.seed;
     __shared__ u32 sh[kShPools * 2 * 256];
     __shared__ int sh_pools[2];
     // Stage 0: this block's tile (none past n, or on an index pass without a partial tie).
@@ -79,68 +75,33 @@ __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u3
     const int shift = 24 - 8 * digit_pass;
     const u32 himask = digit_pass == 0 ? 0u : (0xFFFFFFFFu << (32 - 8 * digit_pass));
 
-    // Stage 2: count the digit of every candidate (valid, slot still resolving, prefix matches). The loop is
-    // warp-uniform (every lane runs every iteration) and loads kUnroll elements per lane before counting
-    // them. With kMatchTop, pass 0 (where float keys crowd into a few top-byte buckets) aggregates per
-    // bucket: the lanes with one bucket elect a leader (__match_any_sync) that adds their count. Later
-    // passes spread over the buckets, where the match (whose cost grows with the number of distinct
-    // values in the warp) costs more than it saves.
-    const int lane = threadIdx.x & 31;
-    for (long long base = tile0 + (threadIdx.x & ~31); base < tile1; base += (long long)blockDim.x * kUnroll) {
-        u32 keys[kUnroll];
-        bool oks[kUnroll];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const long long i = base + (long long)u * blockDim.x + lane;
-            keys[u] = 0u;
-            if (kKeys && pass > 0) {
-                // Stored by pass 0: bit (i mod 32) of word i / 32, and the key.
-                oks[u] = i < tile1 && ((bits[i >> 5] >> (i & 31)) & 1u);
-                if (oks[u]) keys[u] = keys_buf[i];
-            } else {
-                load_key(scores, valid, seed, i, tile1, pass == 0 ? flags + 1 : nullptr, &oks[u], &keys[u]);
-                if (kKeys) {
-                    // Pass 0 stores them. A warp covers 32 consecutive, 32-aligned tokens (tiles and the
-                    // per-lane stride are multiples of 32), so its ballot is one whole word of the bitmask.
-                    const unsigned word = __ballot_sync(0xffffffffu, oks[u]);
-                    if (i < tile1) keys_buf[i] = keys[u];
-                    if (lane == 0 && i < tile1) bits[i >> 5] = word;
+    // Stage 2: count the digit of every candidate (valid, slot still resolving, prefix matches): into the
+    // shared histogram of its pool when that is one of the tile's first kShPools, else straight into the
+    // global one. Tail 1 works on the complemented key (see the header).
+    for (long long i = tile0 + threadIdx.x; i < tile1; i += blockDim.x) {
+        bool ok;
+        u32 key;
+        load_key(scores, valid, seed, i, tile1, pass == 0 ? flags + 1 : nullptr, &ok, &key);
+        const int q = ok ? pool_of(cu, qf, ql, i) : qf;
+        for (int t = 0; t < ntails; ++t) {
+            const long long s = (long long)q * ntails + t;
+            bool cand = false;
+            u32 digit = 0u;
+            if (ok) {
+                const u32* st = state + s * 4;
+                const u32 e = t ? ~key : key;
+                const u32 mode = st[ST_MODE];
+                if (pass < 4) {
+                    cand = mode == MODE_KEY && (e & himask) == st[ST_KEY];
+                    digit = (e >> shift) & 255u;
+                } else {
+                    cand = mode == MODE_IDX && e == st[ST_KEY] && ((u32)i & himask) == st[ST_IDX];
+                    digit = ((u32)i >> shift) & 255u;
                 }
             }
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const long long i = base + (long long)u * blockDim.x + lane;
-            const bool ok = oks[u];
-            const u32 key = keys[u];
-            const int q = ok ? pool_of(cu, qf, ql, i) : qf;
-            for (int t = 0; t < ntails; ++t) {
-                const long long s = (long long)q * ntails + t;
-                bool cand = false;
-                u32 digit = 0u;
-                if (ok) {
-                    const u32* st = state + s * 4;
-                    const u32 e = t ? ~key : key;
-                    const u32 mode = st[ST_MODE];
-                    if (pass < 4) {
-                        cand = mode == MODE_KEY && (e & himask) == st[ST_KEY];
-                        digit = (e >> shift) & 255u;
-                    } else {
-                        cand = mode == MODE_IDX && e == st[ST_KEY] && ((u32)i & himask) == st[ST_IDX];
-                        digit = ((u32)i >> shift) & 255u;
-                    }
-                }
-                const bool in_sh = cand && q - qf < kShPools;
-                const u32 bin = (u32)(((q - qf) * ntails + t) * 256) + digit;
-                if (kMatchTop && pass == 0) {
-                    // Non-candidates get an id no other lane has (bins are < 2^11).
-                    const u32 peers = __match_any_sync(0xffffffffu, in_sh ? bin : 0x80000000u | (u32)lane);
-                    if (in_sh && lane == __ffs(peers) - 1) atomicAdd(&sh[bin], (u32)__popc(peers));
-                } else if (in_sh) {
-                    atomicAdd(&sh[bin], 1u);
-                }
-                if (cand && !in_sh) atomicAdd(&hist[s * 256 + digit], 1u);
-            }
+            const bool in_sh = cand && q - qf < kShPools;
+            if (in_sh) atomicAdd(&sh[(u32)(((q - qf) * ntails + t) * 256) + digit], 1u);
+            if (cand && !in_sh) atomicAdd(&hist[s * 256 + digit], 1u);
         }
     }
     __syncthreads();
@@ -155,92 +116,16 @@ __device__ __forceinline__ void select_hist_body(u32* hist, const u32* state, u3
 }
 
 // ------------------------------------------------------------------------------------------------
-// select_hist_lean: see "lean" above. Same arguments and result as select_hist_plain.
-// ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_hist_lean(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,
-                            const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {
-    __shared__ u32 sh[2 * 256];
-    __shared__ int sh_pools[2];
-    // Stage 0: as select_hist_body.
-    long long tile0, tile1;
-    if (!hist_tile(flags, n, pass, &tile0, &tile1)) return;
-    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
-    __syncthreads();
-    const int q = sh_pools[0];
-    if (sh_pools[1] != q) {  // block-uniform: a tile across pools takes the general path
-        select_hist_body<false, 1, false>(hist, state, flags, scores, valid, cu, num_pools, n, seed, ntails, pass,
-                                          nullptr, nullptr);
-        return;
-    }
-    // Stage 1: this pass's constants of the pool's (up to) two slots, and a zeroed shared histogram each.
-    const int digit_pass = pass & 3;
-    const int shift = 24 - 8 * digit_pass;
-    const u32 himask = digit_pass == 0 ? 0u : (0xFFFFFFFFu << (32 - 8 * digit_pass));
-    const u32* st0 = state + (long long)q * ntails * 4;
-    const u32* st1 = st0 + 4;
-    const u32 want = pass < 4 ? MODE_KEY : MODE_IDX;
-    const bool res0 = st0[ST_MODE] == want, res1 = ntails > 1 && st1[ST_MODE] == want;
-    const u32 key0 = st0[ST_KEY], idx0 = st0[ST_IDX];
-    const u32 key1 = ntails > 1 ? st1[ST_KEY] : 0u, idx1 = ntails > 1 ? st1[ST_IDX] : 0u;
-    for (int j = threadIdx.x; j < 2 * 256; j += blockDim.x) sh[j] = 0u;
-    __syncthreads();
-
-    // Stage 2: count. Tail 1 works on the complemented key (see the header).
-    if (res0 || res1) {
-        const int len = (int)(tile1 - tile0);
-        for (int j = threadIdx.x; j < len; j += blockDim.x) {
-            const long long i = tile0 + j;
-            bool ok;
-            u32 key;
-            load_key(scores, valid, seed, i, tile1, pass == 0 ? flags + 1 : nullptr, &ok, &key);
-            if (!ok) continue;
-            if (pass < 4) {
-                if (res0 && (key & himask) == key0) atomicAdd(&sh[(key >> shift) & 255u], 1u);
-                const u32 k1 = ~key;
-                if (res1 && (k1 & himask) == key1) atomicAdd(&sh[256 + ((k1 >> shift) & 255u)], 1u);
-            } else {
-                const u32 ii = (u32)i, d = (ii >> shift) & 255u;
-                if (res0 && key == key0 && (ii & himask) == idx0) atomicAdd(&sh[d], 1u);
-                if (res1 && ~key == key1 && (ii & himask) == idx1) atomicAdd(&sh[256 + d], 1u);
-            }
-        }
-    }
-    __syncthreads();
-
-    // Stage 3: flush into the pool's slots (hist layout [slot = q·ntails + t][256]).
-    for (int j = threadIdx.x; j < ntails * 256; j += blockDim.x) {
-        const u32 c = sh[j];
-        if (c != 0u) atomicAdd(&hist[(long long)q * ntails * 256 + j], c);
-    }
-}
-
-#define SELECT_HIST_VERSION(NAME, MATCH, UNROLL)                                                            \
-    SEL_KERNEL NAME(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,          \
-                    const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass) {               \
-        select_hist_body<MATCH, UNROLL, false>(hist, state, flags, scores, valid, cu, num_pools, n, seed,      \
-                                               ntails, pass, nullptr, nullptr);                                \
-    }
-SELECT_HIST_VERSION(select_hist_plain, false, 1)
-SELECT_HIST_VERSION(select_hist_match, true, 1)
-SELECT_HIST_VERSION(select_hist_unroll, false, 4)
-SELECT_HIST_VERSION(select_hist_match_unroll, true, 4)
-// keys_buf holds n u32, bits ceil(n / 32) u32; written by pass 0, read by the later passes.
-SEL_KERNEL select_hist_keys(u32* hist, const u32* state, u32* flags, const float* scores, const float* valid,
-                            const int* cu, int num_pools, long long n, u64 seed, int ntails, int pass,
-                            u32* keys_buf, u32* bits) {
-    select_hist_body<true, 4, true>(hist, state, flags, scores, valid, cu, num_pools, n, seed, ntails, pass,
-                                    keys_buf, bits);
-}
-
-// ------------------------------------------------------------------------------------------------
 // select_scan: after histogram pass `pass`, per slot: find the bucket holding the kk-th candidate, move the
 // slot's prefix and remaining rank into it, and zero the histogram for the next pass. On pass 0 the
 // histogram total is the pool's n_valid and k = tail_count(frac, n_valid) starts the search.
 //   one block per slot (block-stride over slots), exactly 256 threads (thread = digit bucket).
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_scan(u32* hist, u32* state, u32* flags, long long nslots, int pass, double frac,
-                       double slack) {
+SEL_KERNEL select_scan(const __grid_constant__ SelectParams p, int pass) {
     __shared__ u32 warp_tot[32];
+    u32 *hist = p.hist, *state = p.state, *flags = p.flags;
+    const long long nslots = (long long)p.num_pools * p.ntails;
+    const double frac = p.frac, slack = p.slack;
     if (pass >= 4 && flags[0] == 0u) return;
     const int digit_pass = pass & 3;
     const int shift = 24 - 8 * digit_pass;
@@ -276,16 +161,20 @@ SEL_KERNEL select_scan(u32* hist, u32* state, u32* flags, long long nslots, int 
 // select_mask: out_t[i] = 1 if valid token i is in its pool's tail t, else 0 (tail 0 -> out0, tail 1 -> out1).
 //   grid-stride over tokens.
 // ------------------------------------------------------------------------------------------------
-template <bool kKeys>
-__device__ __forceinline__ void select_mask_body(float* out0, float* out1, const u32* state, const float* scores,
-                                                 const float* valid, const int* cu, int num_pools, long long n,
-                                                 u64 seed, int ntails, const u32* keys_buf, const u32* bits) {
+SEL_KERNEL select_mask(const SelectParams p) {
+    float *out0 = p.out0, *out1 = p.out1;
+    const u32* state = p.state;
+    const float *scores = p.scores, *valid = p.valid;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails;
+    const long long n = p.n;
+    const u64 seed = p.seed;
     for (long long i = global_tid(); i < n; i += grid_stride()) {
-        const bool ok = kKeys ? ((bits[i >> 5] >> (i & 31)) & 1u) != 0u : valid[i] != 0.0f;
+        const bool ok = valid[i] != 0.0f;
         u32 key = 0u;
         int q = 0;
         if (ok) {
-            key = kKeys ? keys_buf[i] : token_key(scores, seed, i);
+            key = token_key(scores, seed, i);
             q = pool_of(cu, 0, num_pools - 1, i);
         }
         for (int t = 0; t < ntails; ++t) {
@@ -297,61 +186,6 @@ __device__ __forceinline__ void select_mask_body(float* out0, float* out1, const
             (t == 0 ? out0 : out1)[i] = sel ? 1.0f : 0.0f;
         }
     }
-}
-
-SEL_KERNEL select_mask(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
-                       const int* cu, int num_pools, long long n, u64 seed, int ntails) {
-    select_mask_body<false>(out0, out1, state, scores, valid, cu, num_pools, n, seed, ntails, nullptr, nullptr);
-}
-// The lean version's mask: block b owns tile b (grid ceil(n / kTile), 256 threads); a tile inside one pool
-// reads its slots' states once instead of per token.
-SEL_KERNEL select_mask_lean(float* out0, float* out1, const u32* state, const float* scores, const float* valid,
-                            const int* cu, int num_pools, long long n, u64 seed, int ntails) {
-    __shared__ int sh_pools[2];
-    const long long tile0 = (long long)blockIdx.x * kTile;
-    if (tile0 >= n) return;
-    const long long tile1 = min(tile0 + kTile, n);
-    tile_pools(cu, num_pools, tile0, tile1, sh_pools);
-    __syncthreads();
-    const int qf = sh_pools[0], ql = sh_pools[1];
-    const bool one_pool = qf == ql;
-    // Stage 1: the one pool's slot states (mode, threshold key, threshold index) per tail.
-    u32 mode[2] = {MODE_NONE, MODE_NONE}, tk[2] = {0u, 0u}, ti[2] = {0u, 0u};
-    if (one_pool) {
-        for (int t = 0; t < ntails && t < 2; ++t) {
-            const u32* st = state + ((long long)qf * ntails + t) * 4;
-            mode[t] = st[ST_MODE];
-            tk[t] = st[ST_KEY];
-            ti[t] = st[ST_IDX];
-        }
-    }
-    // Stage 2: one mask entry per tail and token.
-    for (long long i = tile0 + threadIdx.x; i < tile1; i += blockDim.x) {
-        bool ok;
-        u32 key;
-        load_key(scores, valid, seed, i, tile1, nullptr, &ok, &key);
-        const int q = one_pool || !ok ? qf : pool_of(cu, qf, ql, i);
-#pragma unroll
-        for (int t = 0; t < 2; ++t) {
-            if (t >= ntails) break;
-            bool sel = false;
-            if (ok) {
-                const u32 e = t ? ~key : key;
-                if (one_pool) {
-                    sel = in_tail(mode[t], e, tk[t], ti[t], i);
-                } else {
-                    const u32* st = state + ((long long)q * ntails + t) * 4;
-                    sel = in_tail(st[ST_MODE], e, st[ST_KEY], st[ST_IDX], i);
-                }
-            }
-            (t == 0 ? out0 : out1)[i] = sel ? 1.0f : 0.0f;
-        }
-    }
-}
-// The keys version's mask: keys and validity as select_hist_keys stored them on pass 0.
-SEL_KERNEL select_mask_keys(float* out0, float* out1, const u32* state, const int* cu, int num_pools, long long n,
-                            int ntails, const u32* keys_buf, const u32* bits) {
-    select_mask_body<true>(out0, out1, state, nullptr, nullptr, cu, num_pools, n, 0ull, ntails, keys_buf, bits);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -510,17 +344,16 @@ __device__ __forceinline__ void radix_sort_scatter_body(u32* keys_out, int* idx_
     }
 }
 
-SEL_KERNEL radix_sort_scatter(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
-                              const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
-    radix_sort_scatter_body<false>(keys_out, idx_out, keys_in, idx_in, counts, totals, n, tiles, shift, nullptr,
-                                   nullptr);
+SEL_KERNEL radix_sort_scatter(const __grid_constant__ SortScatterParams p) {
+    radix_sort_scatter_body<false>(p.keys_out, p.idx_out, p.keys_in, p.idx_in, p.counts, p.totals, p.n, p.tiles,
+                                   p.shift, nullptr, nullptr);
 }
 
-SEL_KERNEL radix_sort_scatter_local(u32* keys_out, int* idx_out, const u32* keys_in, const int* idx_in,
-                                    const u32* counts, const u32* totals, long long n, long long tiles, int shift) {
+SEL_KERNEL radix_sort_scatter_local(const __grid_constant__ SortScatterParams p) {
     __shared__ u32 sk[kTile];
     __shared__ int si[kTile];
-    radix_sort_scatter_body<true>(keys_out, idx_out, keys_in, idx_in, counts, totals, n, tiles, shift, sk, si);
+    radix_sort_scatter_body<true>(p.keys_out, p.idx_out, p.keys_in, p.idx_in, p.counts, p.totals, p.n, p.tiles,
+                                  p.shift, sk, si);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "select_params.cuh"
 
 typedef unsigned int u32;
 typedef unsigned long long u64;

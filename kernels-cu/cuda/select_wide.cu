@@ -325,9 +325,17 @@ __device__ __forceinline__ void flush_hist(const WideWs& w, const u32* sh, int q
 // but the candidates (out1 null when ntails = 1).
 //   grid = the number of tiles, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1, const float* scores,
-                            const float* valid, const int* cu, int num_pools, long long n, u64 seed, int ntails,
-                            int pass, uint2* cand, int vec, int fuse, int copies, double frac, double slack) {
+SEL_KERNEL select_wide_data(const __grid_constant__ SelectWideParams p, int pass) {
+    u32* ws = p.ws;
+    const int* tiles = p.tiles;
+    float *out0 = p.out0, *out1 = p.out1;
+    const float *scores = p.scores, *valid = p.valid;
+    const int* cu = p.cu;
+    uint2* cand = p.cand;
+    const int num_pools = p.num_pools, ntails = p.ntails, vec = p.vec, fuse = p.fuse, copies = p.copies;
+    const long long n = p.n;
+    const u64 seed = p.seed;
+    const double frac = p.frac, slack = p.slack;
     __shared__ __align__(16) u32 sh[2 * kBins];
     __shared__ u32 sh_cnt[2];
     __shared__ long long sh_base[2];
@@ -404,8 +412,14 @@ SEL_KERNEL select_wide_data(u32* ws, const int* tiles, float* out0, float* out1,
 // first counts[slot] of its pool's range). Index passes exit at once unless flags[0].
 //   grid = the number of tiles × split, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_cand(u32* ws, const int* tiles, int split, const uint2* cand, const int* cu, int num_pools,
-                            long long n, int ntails, int pass, int fuse, double frac, double slack) {
+SEL_KERNEL select_wide_cand(const __grid_constant__ SelectWideParams p, int pass) {
+    u32* ws = p.ws;
+    const int* tiles = p.tiles;
+    const uint2* cand = p.cand;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails, split = p.split, fuse = p.fuse;
+    const long long n = p.n;
+    const double frac = p.frac, slack = p.slack;
     __shared__ __align__(16) u32 sh[2 * kBins];
     const WideWs w = wide_ws(ws, num_pools, ntails);
     if (pass >= 3 && w.flags[0] == 0u) return;  // uniform over the grid: no ticket is taken, no scan is due
@@ -469,10 +483,10 @@ SEL_KERNEL select_wide_cand(u32* ws, const int* tiles, int split, const uint2* c
 // select_wide_scan: the scans when they are not fused (many slots): one block per pool (block-stride).
 //   exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_scan(u32* ws, int num_pools, int ntails, int pass, double frac, double slack) {
-    const WideWs w = wide_ws(ws, num_pools, ntails);
+SEL_KERNEL select_wide_scan(const __grid_constant__ SelectWideParams p, int pass) {
+    const WideWs w = wide_ws(p.ws, p.num_pools, p.ntails);
     if (pass >= 3 && w.flags[0] == 0u) return;
-    for (int q = blockIdx.x; q < num_pools; q += gridDim.x) scan_pool(w, q, ntails, pass, frac, slack);
+    for (int q = blockIdx.x; q < p.num_pools; q += gridDim.x) scan_pool(w, q, p.ntails, pass, p.frac, p.slack);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -482,8 +496,14 @@ SEL_KERNEL select_wide_scan(u32* ws, int num_pools, int ntails, int pass, double
 // follows pass 1.
 //   grid = the number of tiles × split, exactly 256 threads.
 // ------------------------------------------------------------------------------------------------
-SEL_KERNEL select_wide_cand_mask(float* out0, float* out1, u32* ws, const int* tiles, int split, const uint2* cand,
-                                 const int* cu, int num_pools, long long n, int ntails) {
+SEL_KERNEL select_wide_cand_mask(const __grid_constant__ SelectWideParams p) {
+    float *out0 = p.out0, *out1 = p.out1;
+    u32* ws = p.ws;
+    const int* tiles = p.tiles;
+    const uint2* cand = p.cand;
+    const int* cu = p.cu;
+    const int num_pools = p.num_pools, ntails = p.ntails, split = p.split;
+    const long long n = p.n;
     const WideWs w = wide_ws(ws, num_pools, ntails);
     long long part0, part1;
     int q;

@@ -15,6 +15,7 @@
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __grid_constant__
 // Static __shared__ variables become function statics: CTAs run one at a time, so one instance per kernel
 // is the CTA's shared copy. Dynamic shared memory is the harness's buffer of that name.
 #define __shared__ static

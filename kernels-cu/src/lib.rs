@@ -65,12 +65,8 @@ mod tests {
                 assert!(ptx.contains(".version 9.0"), "{name}: PTX ISA is not 9.0");
             }
             assert!(super::ptx("elementwise").is_some());
-            // select_wide_cand(u32*, const int*, int split, const uint2*, const int*, int, long long, int,
-            // int, int, double, double)
-            assert_eq!(
-                super::param_sizes("select_wide", "select_wide_cand").unwrap(),
-                [8, 8, 4, 8, 8, 4, 8, 4, 4, 4, 8, 8]
-            );
+            // select_wide_cand(const SelectWideParams p, int pass): a 120-byte struct and an int
+            assert_eq!(super::param_sizes("select_wide", "select_wide_cand").unwrap(), [120, 4]);
         } else {
             assert!(super::MODULES.is_empty());
             assert!(super::ptx("elementwise").is_none());

@@ -17,7 +17,7 @@ fn crate_dir() -> PathBuf {
 /// Real headers from `cuda/` that the kernels include and that need no shim (plain C++ under the shims'
 /// qualifier macros, or built on mma.cuh).
 const PORTABLE_HEADERS: &[&str] =
-    &["tile_async.cuh", "geometry.cuh", "attention_params.cuh", "attention_row_stats.cuh"];
+    &["tile_async.cuh", "geometry.cuh", "attention_params.cuh", "attention_row_stats.cuh", "select_params.cuh"];
 
 /// A fresh directory holding the shims, the portable headers, the harness and the kernel file (so
 /// `#include "common.cuh"` in the kernel resolves to the shim). Kernel files and harnesses are looked up in
@@ -119,7 +119,12 @@ fn paged_kv_write_copy_and_split_k_decode_attention_match_the_f64_reference_when
 
 #[test]
 fn radix_select_and_sort_match_a_host_sort_when_emulated() {
-    emulate_files(&["select.cu", "select_wide.cu", "select_common.cuh"], "select_check.cpp", 62);
+    emulate_files(&["select.cu", "select_wide.cu", "select_common.cuh"], "select_check.cpp", 61);
+}
+
+#[test]
+fn dev_select_histogram_versions_match_a_host_sort_when_emulated() {
+    emulate_files(&["select.cu", "select_common.cuh", "select_versions.cu"], "select_versions_check.cpp", 20);
 }
 
 #[test]

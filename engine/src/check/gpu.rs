@@ -39,24 +39,17 @@ pub fn backend_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
 }
 
 /// The cases that run GEMMs (matmul, linear, the fused loss, cross entropy) once more through the GEMM
-/// backend the process does not use (`cuda/gemm_lt.rs`: cuBLAS or cuBLASLt), rows marked with its name.
+/// backend the device does not use (`cuda/gemm_lt.rs`: cuBLAS or cuBLASLt), rows marked with its name.
 fn other_gemm_backend_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
-    use crate::cuda::gemm_lt::{gemm_backend, set_gemm_backend, GemmBackend};
-    let Ok(current) = gemm_backend() else {
-        return vec![CheckRow::failed("matmul", "-", "-", "ENTRL_GEMM is not cublas or lt")];
+    use crate::cuda::gemm_lt::GemmBackend;
+    let Some(cuda) = dev.as_cuda() else {
+        return Vec::new();
     };
-    let other = if current == GemmBackend::Lt { GemmBackend::Cublas } else { GemmBackend::Lt };
-    /// Puts the process's backend back however the checks end (a panic included).
-    struct Restore(GemmBackend);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            set_gemm_backend(self.0);
-        }
-    }
-    let _restore = Restore(current);
-    set_gemm_backend(other);
+    let current = cuda.kernel_choices();
+    let other = if current.gemm == GemmBackend::Lt { GemmBackend::Cublas } else { GemmBackend::Lt };
     let gemm_case = |name: &str| ["matmul", "linear", "dapo_loss", "cross_entropy"].iter().any(|p| name.starts_with(p));
-    let mut rows = cases_rows(dev, seed, |c| gemm_case(&c.name));
+    let choices = crate::cuda::KernelChoices { gemm: other, ..current };
+    let mut rows = cuda.with_kernel_choices(choices, || cases_rows(dev, seed, |c| gemm_case(&c.name)));
     for r in &mut rows {
         r.op = format!("{} [{}]", r.op, other.name());
     }

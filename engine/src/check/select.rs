@@ -1,12 +1,14 @@
 //! Token selection and radix sort on a device against the CPU reference, on the same random inputs:
 //! one pool of 1,000,003 tokens, 997 pools of mixed lengths (including 0 and 1) with heavy ties, and a
-//! single heavily tied pool; on a GPU every histogram version and both sort scatters. The error of a row is the number of mismatching mask entries (or sorted
+//! single heavily tied pool; on a GPU both select versions and both sort scatters. The error of a row is the number of mismatching mask entries (or sorted
 //! keys / indices), tolerance 0. On the CPU this compares the CPU path with itself (exercising the harness).
 use super::{f32_bits_eq, mismatches, CheckRow};
-use crate::cuda::select::{scatters_default_first, versions_default_first, HistVersion, SortScatter};
+use crate::cuda::choices::current_first;
+use crate::cuda::select::{HistVersion, SortScatter};
+use crate::cuda::KernelChoices;
 use crate::device::Device;
 use crate::error::Result;
-use crate::ops::{radix_sort_with, select_random, select_tails_with};
+use crate::ops::{radix_sort, select_random, select_tails};
 use crate::packing::Packing;
 use crate::tensor::Tensor;
 use rand::{Rng, SeedableRng};
@@ -59,13 +61,21 @@ fn draw_scores(rng: &mut impl Rng, n: usize, kind: Scores) -> Vec<f32> {
         .collect()
 }
 
-/// The implementation choices to check on `dev`: [None] on the CPU (it has one), every one of `all()` on a
-/// GPU; a failed row for `op` when the process setting is invalid.
-fn gpu_choices<T>(dev: &Device, all: fn() -> Result<Vec<T>>, op: &str) -> Result<Vec<Option<T>>, CheckRow> {
-    if !dev.is_cuda() {
-        return Ok(vec![None]);
+/// The versions to check on `dev`: [None] on the CPU (it has one path), on a GPU every one of `all`, the
+/// device's current choice (`pick` of its `KernelChoices`) first.
+fn gpu_choices<T: Copy + PartialEq>(dev: &Device, pick: fn(KernelChoices) -> T, all: &[T]) -> Vec<Option<T>> {
+    match dev.as_cuda() {
+        None => vec![None],
+        Some(c) => current_first(pick(c.kernel_choices()), all).into_iter().map(Some).collect(),
     }
-    all().map(|v| v.into_iter().map(Some).collect()).map_err(|e| CheckRow::failed(op, "-", "f32", e.to_string()))
+}
+
+/// Runs `f` with `dev`'s kernel choices changed by `change` (then put back); on the CPU, `f` as is.
+fn chosen<T>(dev: &Device, change: impl FnOnce(KernelChoices) -> KernelChoices, f: impl FnOnce() -> T) -> T {
+    match dev.as_cuda() {
+        Some(c) => c.with_kernel_choices(change(c.kernel_choices()), f),
+        None => f(),
+    }
 }
 
 /// select_tails / select_random / radix_sort on `dev` vs the CPU, tolerance 0 (mismatch counts).
@@ -76,15 +86,9 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut rows = Vec::new();
-    // [None] on the CPU; on a GPU every histogram version and every sort scatter, the process default first.
-    let versions = match gpu_choices(dev, versions_default_first, "select_tails") {
-        Ok(v) => v,
-        Err(row) => return vec![row],
-    };
-    let scatters = match gpu_choices(dev, scatters_default_first, "radix_sort") {
-        Ok(v) => v,
-        Err(row) => return vec![row],
-    };
+    // [None] on the CPU; on a GPU every select version and every sort scatter, the device's choice first.
+    let versions = gpu_choices(dev, |c| c.select, &HistVersion::ALL);
+    let scatters = gpu_choices(dev, |c| c.sort_scatter, &SortScatter::ALL);
     for case in cases(&mut rng) {
         let n: usize = case.lengths.iter().sum();
         let shape = format!("{} x{} n={n}", case.name, case.lengths.len());
@@ -98,7 +102,7 @@ pub fn select_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
             }
         };
         let on_cpu = run_tails(&Device::Cpu, &scores, &valid, case.frac, &pools, None);
-        // On a GPU every version of the histogram pass (cuda/select.rs: HistVersion), the default first.
+        // On a GPU every select version (cuda/select.rs: HistVersion), the device's choice first.
         for (i, version) in versions.iter().enumerate() {
             let tails = || -> Result<f64> {
                 let on_dev = run_tails(dev, &scores, &valid, case.frac, &pools, *version)?;
@@ -158,7 +162,11 @@ fn run_tails(
     let n = scores.len();
     let s = Tensor::from_vec(scores.to_vec(), [n], dev)?;
     let v = Tensor::from_vec(valid.to_vec(), [n], dev)?;
-    let m = select_tails_with(&s, &v, frac, pools, version)?;
+    let m = chosen(
+        dev,
+        |c| KernelChoices { select: version.unwrap_or(c.select), ..c },
+        || select_tails(&s, &v, frac, pools),
+    )?;
     let mut out = m.top.to_vec_f32()?;
     out.extend(m.bottom.to_vec_f32()?);
     Ok(out)
@@ -171,7 +179,8 @@ fn run_random(dev: &Device, valid: &[f32], frac: f64, seed: u64, pools: &Packing
 
 fn run_sort(dev: &Device, keys: &[f32], scatter: Option<SortScatter>) -> Result<(Vec<f32>, Vec<i32>)> {
     let k = Tensor::from_vec(keys.to_vec(), [keys.len()], dev)?;
-    let (sorted, idx) = radix_sort_with(&k, scatter)?;
+    let (sorted, idx) =
+        chosen(dev, |c| KernelChoices { sort_scatter: scatter.unwrap_or(c.sort_scatter), ..c }, || radix_sort(&k))?;
     Ok((sorted.to_vec_f32()?, idx.to_vec_i32()?))
 }
 
@@ -217,7 +226,7 @@ fn nan_rows(dev: &Device, versions: &[Option<HistVersion>]) -> Vec<CheckRow> {
     rows
 }
 
-/// A row's op: `base`, and for a version other than the first (the process default) its name in brackets.
+/// A row's op: `base`, and for a version other than the first (the device's choice) its name in brackets.
 fn labelled(base: &str, i: usize, version: Option<&'static str>) -> String {
     match version {
         Some(name) if i > 0 => format!("{base} [{name}]"),

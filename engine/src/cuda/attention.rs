@@ -14,7 +14,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig};
 /// `stat` by [`RowStat`] slot, 0 = not asked for).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct AttnFwdParams {
+pub(super) struct AttnFwdParams {
     o: u64,
     lse: u64,
     stat: [u64; RowStat::ONLINE],
@@ -31,7 +31,7 @@ struct AttnFwdParams {
 /// `AttnHmixParams` of `attention_params.cuh`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-struct AttnHmixParams {
+pub(super) struct AttnHmixParams {
     hmix: u64,
     lse: u64,
     q: u64,

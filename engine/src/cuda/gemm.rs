@@ -58,7 +58,7 @@ pub fn gemm_into(
         return Ok(()); // C = 0 + 1·C, already in place
     }
     let (m, n, k) = (to_i32(g.m)?, to_i32(g.n)?, to_i32(g.k)?);
-    if super::gemm_lt::gemm_backend()? == super::gemm_lt::GemmBackend::Lt {
+    if dev.kernel_choices().gemm == super::gemm_lt::GemmBackend::Lt {
         to_i32(g.batch)?;
         return super::gemm_lt::gemm_into_lt(dev, (in_dtype, out_dtype), g, [a, b, c], beta);
     }

@@ -1,5 +1,6 @@
-//! Matmul through cuBLASLt with cached plans — a second GEMM path, opt-in (`ENTRL_GEMM=lt`, or
-//! [`set_gemm_backend`]) until an H100 measurement makes it the default.
+//! Matmul through cuBLASLt with cached plans — a second GEMM path, opt-in (a device's
+//! `KernelChoices::gemm`; `ENTRL_GEMM=lt` in the `entrl` binary) until an H100 measurement makes it the
+//! default.
 //!
 //! Why: the default path (`gemm.rs`, `cublasGemmStridedBatchedEx`) took 13.4 µs of host time a call on the
 //! H100 (`ENTRL_PROFILE=host`, qwen3-0.6b decode at batch 32: 196 calls a step, 2.67 of its 5.60 ms). Here
@@ -17,7 +18,6 @@ use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Which library runs `gemm_into`.
@@ -37,26 +37,6 @@ impl GemmBackend {
             Self::Lt => "lt",
         }
     }
-}
-
-/// u8::MAX: not chosen yet (read `$ENTRL_GEMM` on first use).
-static BACKEND: AtomicU8 = AtomicU8::new(u8::MAX);
-
-/// [`set_gemm_backend`]'s choice, else `$ENTRL_GEMM` (cublas | lt), else cublas.
-pub fn gemm_backend() -> Result<GemmBackend> {
-    if let Some(&b) = GemmBackend::ALL.get(BACKEND.load(Ordering::Relaxed) as usize) {
-        return Ok(b);
-    }
-    let b = crate::env_choice::env_choice("ENTRL_GEMM", &GemmBackend::ALL, GemmBackend::name, GemmBackend::Cublas)
-        .map_err(|e| EngineError::invalid("matmul", e))?;
-    set_gemm_backend(b);
-    Ok(b)
-}
-
-/// Use `b` from now on in this process (the self-test checks both).
-pub fn set_gemm_backend(b: GemmBackend) {
-    let i = GemmBackend::ALL.iter().position(|&x| x == b).expect("listed") as u8;
-    BACKEND.store(i, Ordering::Relaxed);
 }
 
 /// Bytes of cuBLASLt workspace per device (NVIDIA's recommendation for Hopper).
@@ -142,7 +122,7 @@ impl LtState {
     pub(crate) fn new(dev: &CudaDevice) -> Result<Self> {
         // SAFETY: only checks whether the library could be loaded.
         if !unsafe { sys::is_culib_present() } {
-            return Err(EngineError::invalid("matmul", "ENTRL_GEMM=lt but libcublasLt was not found"));
+            return Err(EngineError::invalid("matmul", "the lt GEMM backend was chosen but libcublasLt was not found"));
         }
         dev.bind()?;
         let handle = lt::create_handle().map_err(|e| EngineError::cuda("cublasLtCreate", e))?;

@@ -3,7 +3,7 @@
 //! its binding (`x.ptr()`, `n as i64`, `i32_of(..)?`, `|pass: i32|`, ...) the parameter's size. (On a
 //! GPU, `launch!` compares every argument's size before each launch: `Kernel::check_args`.) The kernel
 //! name is read from the site, from the nearest `let` of the variable it names, or from the body of the
-//! method it calls (`version.hist_kernel()`):
+//! method it calls (`scatter.scatter_kernel()`):
 //! every string literal there that names a kernel of the family counts, a `{..}` hole standing for one
 //! word of lowercase letters and digits (a dtype suffix, a head dimension, an op's name). A pattern that
 //! starts with a hole is too loose to trust and, like a name passed in, counts as unresolved; the test
@@ -125,10 +125,24 @@ fn type_size(t: &str) -> Option<usize> {
     }
 }
 
+/// The parameter structs the kernels take by value, by name: `Name { .. }` has the struct's size.
+const PARAM_STRUCTS: &[(&str, usize)] = &[
+    ("AttnFwdParams", std::mem::size_of::<super::attention::AttnFwdParams>()),
+    ("AttnHmixParams", std::mem::size_of::<super::attention::AttnHmixParams>()),
+    ("SelectParams", std::mem::size_of::<super::select_params::SelectParams>()),
+    ("SelectWideParams", std::mem::size_of::<super::select_params::SelectWideParams>()),
+    ("SortScatterParams", std::mem::size_of::<super::select_params::SortScatterParams>()),
+];
+
 /// Byte size of the value of `expr` when its shape tells: a device pointer, a cast, a checked i32
-/// conversion, a suffixed literal.
+/// conversion, a suffixed literal, a parameter struct's literal.
 fn expr_size(expr: &str) -> Option<usize> {
     let e = expr.trim().trim_end_matches('?');
+    if let Some((name, _)) = e.split_once('{') {
+        if let Some(&(_, size)) = PARAM_STRUCTS.iter().find(|(n, _)| *n == name.trim()) {
+            return Some(size);
+        }
+    }
     if e.ends_with(".ptr()") || e.ends_with("error_flag_ptr()") || e.contains("map_or(0u64") {
         return Some(8);
     }
@@ -236,7 +250,7 @@ fn resolve(text: &str, at: usize, expr: &str) -> String {
     e
 }
 
-/// The body of `fn method(` in `text` (a name-returning method such as `HistVersion::kernel`).
+/// The body of `fn method(` in `text` (a name-returning method such as `SortScatter::scatter_kernel`).
 fn method_body(text: &str, method: &str) -> Option<String> {
     let at = text.find(&format!("fn {method}("))?;
     let open = at + text[at..].find('{')?;
@@ -363,4 +377,6 @@ fn the_parser_reads_literal_formatted_and_bound_names() {
     assert_eq!(binding(src, "name").unwrap(), "if bf { \"fill_bf16\" } else { \"fill_f32\" }");
     assert_eq!(binding("let k: &str = &format!(\"a_{}\", x);", "k").unwrap(), "&format!(\"a_{}\", x)");
     assert_eq!(split_top("a, f(b, c), [d, e], \"x, y\",").len(), 4);
+    let body = "let p = SortScatterParams { keys_out: k, n: nn, shift, pad: 0 };\n let x = 1;\n";
+    assert_eq!(arg_size(body, "p"), Some(72));
 }

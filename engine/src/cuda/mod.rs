@@ -21,6 +21,7 @@ macro_rules! launch {
 
 pub mod alloc;
 pub mod attention;
+pub mod choices;
 pub mod decode;
 pub mod gemm;
 pub mod gemm_lt;
@@ -33,12 +34,14 @@ pub mod policy_loss;
 pub mod readback;
 pub mod sampling;
 pub mod select;
+pub(crate) mod select_params;
 pub(crate) mod select_wide;
 pub mod timing;
 pub mod weights;
 
 use crate::error::{EngineError, Result};
 use alloc::{CachingAllocator, DeviceBlock, MemoryStats};
+pub use choices::{set_default_kernel_choices, KernelChoices};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{result, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
@@ -98,7 +101,7 @@ pub struct CudaDevice {
 }
 
 struct Inner {
-    /// cuBLASLt handle, workspace and plans, created on first use (`ENTRL_GEMM=lt`). First field: fields drop
+    /// cuBLASLt handle, workspace and plans, created on first use (the `lt` GEMM backend). First field: fields drop
     /// in order, so its handle goes while the context is surely alive.
     lt: std::sync::OnceLock<std::result::Result<gemm_lt::LtState, String>>,
     ordinal: usize,
@@ -113,6 +116,8 @@ struct Inner {
     /// Device-side error word written by kernels that validate indices (1 = index out of range).
     err_flag: DeviceBlock,
     debug_sync: AtomicBool,
+    /// The kernel versions this device runs (`choices.rs`).
+    choices: Mutex<KernelChoices>,
     /// Page-locked buffers of the non-draining reads (`read_i32_async`).
     pinned: readback::PinnedPool,
     /// The stream of CUDA-graph capture and replay (the main stream is the legacy default stream,
@@ -171,6 +176,7 @@ impl CudaDevice {
                 functions: Mutex::new(HashMap::new()),
                 err_flag,
                 debug_sync: AtomicBool::new(false),
+                choices: Mutex::new(choices::default_kernel_choices()),
                 pinned: Arc::new(Mutex::new(Vec::new())),
                 graph_stream: std::sync::OnceLock::new(),
                 capturing: Mutex::new(None),
@@ -239,6 +245,26 @@ impl CudaDevice {
     /// Fill every new block with NaN bytes (self-test mode).
     pub fn set_poison(&self, on: bool) {
         self.inner.alloc.set_poison(on)
+    }
+    /// The kernel versions this device runs.
+    pub fn kernel_choices(&self) -> KernelChoices {
+        *self.inner.choices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    /// Run `c`'s kernel versions from now on.
+    pub fn set_kernel_choices(&self, c: KernelChoices) {
+        *self.inner.choices.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+    /// Runs `f` with `c`'s kernel versions, then puts the previous choices back (also when `f` panics).
+    pub fn with_kernel_choices<T>(&self, c: KernelChoices, f: impl FnOnce() -> T) -> T {
+        struct Restore<'a>(&'a CudaDevice, KernelChoices);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                self.0.set_kernel_choices(self.1);
+            }
+        }
+        let _restore = Restore(self, self.kernel_choices());
+        self.set_kernel_choices(c);
+        f()
     }
     /// Synchronize and check for errors after every kernel (pinpoints a failing launch).
     pub fn set_debug_sync(&self, on: bool) {

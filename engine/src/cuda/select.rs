@@ -2,32 +2,22 @@
 //! random keys) and the stable LSD radix sort of (f32 key, i32 index) pairs. Algorithms: the header of
 //! `select.cu`.
 use super::kernels::{grid, i32_arg};
+use super::select_params::{SelectParams, SortScatterParams};
 use crate::dtype::DType;
-use crate::env_choice::{default_first, env_choice_once};
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
 use cudarc::driver::LaunchConfig;
-use std::sync::OnceLock;
 
 pub use super::select_wide::{set_wide_shape, wide_shape, WideShape, WideTiles};
 
-/// The versions of the radix-select histogram pass in `select.cu` (all exact; they differ in speed only).
+/// The versions of the radix select (both exact; they differ in speed only), a device's
+/// `KernelChoices::select`. The histogram versions that are not shipped (match, unroll, match_unroll, keys,
+/// lean) are in `kernels-cu/dev/select_versions.cu`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistVersion {
-    /// One element per lane per iteration, every increment a shared atomic.
+    /// `select.cu`: 8-bit digits (4 key passes, index passes only after a partial tie), one token per
+    /// thread per iteration, every increment a shared atomic; a mask pass over every token.
     Plain,
-    /// Plain, but the top-byte pass aggregates a warp's increments per bucket (`__match_any_sync`).
-    Match,
-    /// Plain with four elements loaded per lane before counting.
-    Unroll,
-    /// Both.
-    MatchUnroll,
-    /// MatchUnroll whose first pass also stores each token's u32 key and a validity bitmask, which the
-    /// later passes and the mask read instead of the f32 scores and mask (4.1 instead of 8 bytes a token).
-    Keys,
-    /// A tile inside one pool hoists its slot states and runs a short loop, in the histogram passes and
-    /// in the mask (tiled, `select_mask_lean`); other tiles take the general path.
-    Lean,
     /// `select_wide.cu`: 11-bit digits (3 key passes), candidates compacted after the second pass so the
     /// third and the index passes read only them, one histogram for both tails on the first pass, scans
     /// fused into the last block (few slots), float4 loads and stores.
@@ -35,50 +25,17 @@ pub enum HistVersion {
 }
 
 impl HistVersion {
-    pub const ALL: [HistVersion; 7] =
-        [Self::Plain, Self::Match, Self::Unroll, Self::MatchUnroll, Self::Keys, Self::Lean, Self::Wide];
+    pub const ALL: [HistVersion; 2] = [Self::Plain, Self::Wide];
     pub fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
-            Self::Match => "match",
-            Self::Unroll => "unroll",
-            Self::MatchUnroll => "match_unroll",
-            Self::Keys => "keys",
-            Self::Lean => "lean",
             Self::Wide => "wide",
         }
     }
-    /// The histogram kernel of the versions in `select.cu` that take the common argument list (`Keys` adds
-    /// its two buffers and is launched by name; `Wide` has its own launcher).
-    fn hist_kernel(self) -> &'static str {
-        match self {
-            Self::Plain => "select_hist_plain",
-            Self::Match => "select_hist_match",
-            Self::Unroll => "select_hist_unroll",
-            Self::MatchUnroll => "select_hist_match_unroll",
-            Self::Lean => "select_hist_lean",
-            Self::Keys | Self::Wide => {
-                unreachable!("select_masks launches keys by name and hands the wide version to select_wide.rs")
-            }
-        }
-    }
 }
 
-/// The process default histogram version: `$ENTRL_SELECT_HIST` (plain | match | unroll | match_unroll |
-/// keys | lean | wide), else plain; read once. Callers that compare versions pass one explicitly
-/// (`ops::select_tails_with`).
-pub fn hist_version() -> Result<HistVersion> {
-    static DEFAULT: OnceLock<std::result::Result<HistVersion, String>> = OnceLock::new();
-    env_choice_once(&DEFAULT, "ENTRL_SELECT_HIST", &HistVersion::ALL, HistVersion::name, HistVersion::Plain)
-        .map_err(|e| EngineError::invalid("select", e))
-}
-
-/// Every version, the process default first (what the self-test and `bench select` run).
-pub fn versions_default_first() -> Result<Vec<HistVersion>> {
-    Ok(default_first(hist_version()?, &HistVersion::ALL))
-}
-
-/// The versions of the radix sort's scatter pass in `select.cu` (both stable; they differ in speed only).
+/// The versions of the radix sort's scatter pass in `select.cu` (both stable; they differ in speed only), a
+/// device's `KernelChoices::sort_scatter`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SortScatter {
     /// `radix_sort_scatter`: `__match_any_sync` warp ranks, each element written straight to its place.
@@ -102,18 +59,6 @@ impl SortScatter {
             Self::Local => "radix_sort_scatter_local",
         }
     }
-}
-
-/// The process default scatter: `$ENTRL_SORT_SCATTER` (match | local), else match; read once.
-pub fn sort_scatter() -> Result<SortScatter> {
-    static DEFAULT: OnceLock<std::result::Result<SortScatter, String>> = OnceLock::new();
-    env_choice_once(&DEFAULT, "ENTRL_SORT_SCATTER", &SortScatter::ALL, SortScatter::name, SortScatter::Match)
-        .map_err(|e| EngineError::invalid("radix_sort", e))
-}
-
-/// Both scatter versions, the process default first.
-pub fn scatters_default_first() -> Result<Vec<SortScatter>> {
-    Ok(default_first(sort_scatter()?, &SortScatter::ALL))
 }
 
 /// Threads per block of every kernel in `select.cu` and `select_wide.cu` (they require exactly this many).
@@ -184,29 +129,25 @@ pub fn select_masks(
 
     let hist_cfg = blocks(op, n.div_ceil(TILE))?;
     let scan_cfg = blocks(op, nslots.min(65_535))?;
-    let (ph, pst, pf, pv, pc) = (hist.ptr(), state.ptr(), flags.ptr(), valid.ptr(), cu.ptr());
-    let ps = scores.map_or(0u64, |s| s.ptr());
-    let (np, nn, nt, ns) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, nslots as i64);
-    // The keys version's per-token keys and validity bits (written by pass 0, read afterwards).
-    let stored = if version == HistVersion::Keys {
-        Some((CudaStorage::alloc(dev, DType::I32, n)?, CudaStorage::alloc(dev, DType::I32, n.div_ceil(32))?))
-    } else {
-        None
+    let p = SelectParams {
+        hist: hist.ptr(),
+        state: state.ptr(),
+        flags: flags.ptr(),
+        out0: outs[0].ptr(),
+        out1: outs.get(1).map_or(0u64, |o| o.ptr()),
+        scores: scores.map_or(0u64, |s| s.ptr()),
+        valid: valid.ptr(),
+        cu: cu.ptr(),
+        n: n as i64,
+        seed,
+        frac,
+        slack,
+        num_pools: i32_arg(op, num_pools)?,
+        ntails: ntails as i32,
     };
-    let (pk, pb) = stored.as_ref().map_or((0u64, 0u64), |(k, b)| (k.ptr(), b.ptr()));
     let run_pass = |pass: i32| -> Result<()> {
-        if stored.is_some() {
-            launch!(
-                dev,
-                "select",
-                "select_hist_keys",
-                hist_cfg,
-                [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass, pk, pb]
-            );
-        } else {
-            launch!(dev, "select", version.hist_kernel(), hist_cfg, [ph, pst, pf, ps, pv, pc, np, nn, seed, nt, pass]);
-        }
-        launch!(dev, "select", "select_scan", scan_cfg, [ph, pst, pf, ns, pass, frac, slack]);
+        launch!(dev, "select", "select_hist_plain", hist_cfg, [p, pass]);
+        launch!(dev, "select", "select_scan", scan_cfg, [p, pass]);
         Ok(())
     };
     for p in 0..KEY_PASSES {
@@ -219,15 +160,7 @@ pub fn select_masks(
             run_pass(p)?;
         }
     }
-    let p0 = outs[0].ptr();
-    let p1 = outs.get(1).map_or(0u64, |o| o.ptr());
-    if stored.is_some() {
-        launch!(dev, "select", "select_mask_keys", grid(n), [p0, p1, pst, pc, np, nn, nt, pk, pb]);
-    } else if version == HistVersion::Lean {
-        launch!(dev, "select", "select_mask_lean", hist_cfg, [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
-    } else {
-        launch!(dev, "select", "select_mask", grid(n), [p0, p1, pst, ps, pv, pc, np, nn, seed, nt]);
-    }
+    launch!(dev, "select", "select_mask", grid(n), [p]);
     Ok(outs)
 }
 
@@ -282,7 +215,19 @@ pub fn radix_sort(x: &CudaStorage, scatter: SortScatter) -> Result<(CudaStorage,
         let ((kin, iin), (kout, iout)) = if pass % 2 == 0 { ((ka, ia), (kb, ib)) } else { ((kb, ib), (ka, ia)) };
         launch!(dev, "select", "radix_sort_hist", tile_cfg, [pcount, kin, nn, nt, shift]);
         launch!(dev, "select", "radix_sort_scan", digit_cfg, [pcount, ptot, nt]);
-        launch!(dev, "select", scatter.scatter_kernel(), tile_cfg, [kout, iout, kin, iin, pcount, ptot, nn, nt, shift]);
+        let p = SortScatterParams {
+            keys_out: kout,
+            idx_out: iout,
+            keys_in: kin,
+            idx_in: iin,
+            counts: pcount,
+            totals: ptot,
+            n: nn,
+            tiles: nt,
+            shift,
+            pad: 0,
+        };
+        launch!(dev, "select", scatter.scatter_kernel(), tile_cfg, [p]);
     }
     let po = out.ptr();
     launch!(dev, "select", "radix_sort_gather_f32", grid(n), [po, px, ia, nn]);

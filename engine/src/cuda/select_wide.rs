@@ -5,6 +5,7 @@
 //! other versions (`select::select_masks`, which validates the arguments and calls this).
 use super::kernels::i32_arg;
 use super::select::blocks;
+use super::select_params::SelectWideParams;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::CudaStorage;
@@ -107,37 +108,40 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
     let cfg = blocks(op, tiles.len / 3)?;
     let cand_cfg = blocks(op, tiles.len / 3 * shape.cand_split)?;
     let scan_cfg = blocks(op, num_pools.min(65_535))?;
-    let (pws, pcand, pv, pc, pt) = (ws.ptr(), cand.ptr(), valid.ptr(), cu.ptr(), tiles.ptr());
-    let ps = scores.map_or(0u64, |s| s.ptr());
+    let (ps, pv) = (scores.map_or(0u64, |s| s.ptr()), valid.ptr());
     let (p0, p1) = (outs[0].ptr(), outs.get(1).map_or(0u64, |o| o.ptr()));
-    let vec = [ps, pv, p0, p1].into_iter().all(aligned16) as i32;
-    let fuse = (nslots <= FUSE_SLOTS) as i32;
-    let (np, nn, nt, split) = (i32_arg(op, num_pools)?, n as i64, ntails as i32, shape.cand_split as i32);
-    let copies = shape.pass0_copies as i32;
+    let p = SelectWideParams {
+        ws: ws.ptr(),
+        tiles: tiles.ptr(),
+        out0: p0,
+        out1: p1,
+        scores: ps,
+        valid: pv,
+        cu: cu.ptr(),
+        cand: cand.ptr(),
+        n: n as i64,
+        seed,
+        frac,
+        slack,
+        num_pools: i32_arg(op, num_pools)?,
+        ntails: ntails as i32,
+        split: shape.cand_split as i32,
+        vec: [ps, pv, p0, p1].into_iter().all(aligned16) as i32,
+        fuse: (nslots <= FUSE_SLOTS) as i32,
+        copies: shape.pass0_copies as i32,
+    };
     let scan = |pass: i32| -> Result<()> {
-        if fuse == 0 {
-            launch!(dev, "select_wide", "select_wide_scan", scan_cfg, [pws, np, nt, pass, frac, slack]);
+        if p.fuse == 0 {
+            launch!(dev, "select_wide", "select_wide_scan", scan_cfg, [p, pass]);
         }
         Ok(())
     };
     for pass in 0..2i32 {
-        launch!(
-            dev,
-            "select_wide",
-            "select_wide_data",
-            cfg,
-            [pws, pt, p0, p1, ps, pv, pc, np, nn, seed, nt, pass, pcand, vec, fuse, copies, frac, slack]
-        );
+        launch!(dev, "select_wide", "select_wide_data", cfg, [p, pass]);
         scan(pass)?;
     }
     let cand_pass = |pass: i32| -> Result<()> {
-        launch!(
-            dev,
-            "select_wide",
-            "select_wide_cand",
-            cand_cfg,
-            [pws, pt, split, pcand, pc, np, nn, nt, pass, fuse, frac, slack]
-        );
+        launch!(dev, "select_wide", "select_wide_cand", cand_cfg, [p, pass]);
         scan(pass)
     };
     cand_pass(2)?;
@@ -145,12 +149,12 @@ pub(super) fn select_masks_wide(job: &WideJob, outs: &[CudaStorage]) -> Result<(
     // (they exit at once unless some pool has a partial tie at its threshold key), then the mask, and the
     // host waits for the copy alone, to report a NaN score. (The 8-bit versions read the flags with a
     // synchronisation and skip the index launches instead.)
-    let flags = dev.read_i32_async(pws, 2)?;
+    let flags = dev.read_i32_async(p.ws, 2)?;
     for pass in 3..6 {
         cand_pass(pass)?;
     }
     // Pass 1 wrote every mask entry but the candidates'; the selected candidates get their 1.
-    launch!(dev, "select_wide", "select_wide_cand_mask", cand_cfg, [p0, p1, pws, pt, split, pcand, pc, np, nn, nt]);
+    launch!(dev, "select_wide", "select_wide_cand_mask", cand_cfg, [p]);
     if flags.wait()?[1] != 0 {
         return Err(super::select::nan_score_error(op));
     }

@@ -30,9 +30,7 @@ pub use row_stat::{AttnStats, Over, RowProbs, RowStat, RowStatSpec, RowStats, Sc
 pub use sampling::{
     key_words, sample_keyed, sample_rows, sample_uniform, Sample, SampleKey, SampledRows, SamplingParams,
 };
-pub use select::{
-    radix_sort, radix_sort_with, select_random, select_tails, select_tails_with, tail_count, TailMasks, COUNT_SLACK,
-};
+pub use select::{radix_sort, select_random, select_tails, tail_count, TailMasks, COUNT_SLACK};
 pub use weights::{soft_weights, SoftWeightSchedule};
 
 use crate::cpu::CpuStorage;

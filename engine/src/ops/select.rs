@@ -42,19 +42,8 @@ pub fn tail_count(frac: f64, n_valid: usize) -> usize {
 
 /// Masks of the top and bottom `frac` of the valid tokens of every pool of `pools`, by `scores`.
 /// `scores`, `valid`: f32 [N] on one device (valid: nonzero = valid); `pools.total()` = N; frac in [0, 1].
+/// On a GPU, through the device's select version (`CudaDevice::kernel_choices`).
 pub fn select_tails(scores: &Tensor, valid: &Tensor, frac: f64, pools: &Packing) -> Result<TailMasks> {
-    select_tails_with(scores, valid, frac, pools, None)
-}
-
-/// [`select_tails`] through histogram version `version` on a GPU (None: the process default,
-/// `cuda::select::hist_version`); the CPU ignores it. The self-test and `bench select` compare versions.
-pub fn select_tails_with(
-    scores: &Tensor,
-    valid: &Tensor,
-    frac: f64,
-    pools: &Packing,
-    version: Option<cuda_select::HistVersion>,
-) -> Result<TailMasks> {
     const OP: &str = "select_tails";
     let n = check_tokens(OP, "scores", scores)?;
     check_tokens(OP, "valid", valid)?;
@@ -62,7 +51,7 @@ pub fn select_tails_with(
     check_pools(OP, n, valid.numel(), pools)?;
     check_frac(OP, frac)?;
     let cu = pools.on(scores.device())?;
-    let (v, wide) = gpu_version(scores.device(), pools, version)?;
+    let (v, wide) = gpu_version(scores.device(), pools)?;
     let mut inputs = vec![scores, valid, &cu];
     inputs.extend(wide.as_ref().map(|w| &w.0));
     let mut st = dispatch(
@@ -86,18 +75,16 @@ pub fn select_tails_with(
     Ok(TailMasks { top, bottom })
 }
 
-/// The histogram version a call runs on `dev` (`version`, else the process default; the CPU ignores it and
-/// reads no setting) and, for the wide version only, its shape (read once here) and the pools' tile table
-/// for it (cached on the packing).
+/// The select version a call runs on `dev` (the GPU's choice; the CPU has one path) and, for the wide
+/// version only, its shape (read once here) and the pools' tile table for it (cached on the packing).
 fn gpu_version(
     dev: &Device,
     pools: &Packing,
-    version: Option<cuda_select::HistVersion>,
 ) -> Result<(cuda_select::HistVersion, Option<(Tensor, cuda_select::WideShape)>)> {
-    if !dev.is_cuda() {
+    let Some(cuda) = dev.as_cuda() else {
         return Ok((cuda_select::HistVersion::Plain, None));
-    }
-    let v = version.map_or_else(cuda_select::hist_version, Ok)?;
+    };
+    let v = cuda.kernel_choices().select;
     let shape = cuda_select::wide_shape();
     let wide = (v == cuda_select::HistVersion::Wide).then(|| pools.tiles_on(dev, shape.tile)).transpose()?;
     Ok((v, wide.map(|t| (t, shape))))
@@ -120,7 +107,7 @@ pub fn select_random(valid: &Tensor, frac: f64, seed: u64, pools: &Packing) -> R
     check_pools(OP, n, n, pools)?;
     check_frac(OP, frac)?;
     let cu = pools.on(valid.device())?;
-    let (v, wide) = gpu_version(valid.device(), pools, None)?;
+    let (v, wide) = gpu_version(valid.device(), pools)?;
     let mut inputs = vec![valid, &cu];
     inputs.extend(wide.as_ref().map(|w| &w.0));
     let mut st = dispatch(
@@ -136,13 +123,9 @@ pub fn select_random(valid: &Tensor, frac: f64, seed: u64, pools: &Packing) -> R
 }
 
 /// Stable ascending sort of f32 keys [N]: (sorted keys, i32 original indices). Equal keys keep their index
-/// order; -0.0 and +0.0 are equal (each keeps its own bits in the output); NaNs sort last.
+/// order; -0.0 and +0.0 are equal (each keeps its own bits in the output); NaNs sort last. On a GPU, through
+/// the device's scatter version (`CudaDevice::kernel_choices`).
 pub fn radix_sort(keys: &Tensor) -> Result<(Tensor, Tensor)> {
-    radix_sort_with(keys, None)
-}
-
-/// [`radix_sort`] with an explicit scatter version on a GPU (None: `$ENTRL_SORT_SCATTER`'s default).
-pub fn radix_sort_with(keys: &Tensor, scatter: Option<cuda_select::SortScatter>) -> Result<(Tensor, Tensor)> {
     const OP: &str = "radix_sort";
     let n = check_tokens(OP, "keys", keys)?;
     let mut st = dispatch(
@@ -153,7 +136,7 @@ pub fn radix_sort_with(keys: &Tensor, scatter: Option<cuda_select::SortScatter>)
             Ok(vec![CpuStorage::F32(k), CpuStorage::I32(i)])
         },
         |x| {
-            let (k, i) = cuda_select::radix_sort(x[0], scatter.map_or_else(cuda_select::sort_scatter, Ok)?)?;
+            let (k, i) = cuda_select::radix_sort(x[0], x[0].device.kernel_choices().sort_scatter)?;
             Ok(vec![k, i])
         },
     )?;
