@@ -262,7 +262,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
                 pack_bf16x2(acc_o[dn][2 * i] * inv_l, acc_o[dn][2 * i + 1] * inv_l);
         if (c == 0) {
             p.lse[row] = kLn2 * m[i] + logf(l[i]);
-            st.store(p.stat, row, i, l[i]);
+            st.store(p.stat, row, i, rows[i], l[i]);
         }
     }
 }

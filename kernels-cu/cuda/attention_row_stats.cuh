@@ -49,8 +49,10 @@ template <bool kEntropy> struct OnlineRowStats {
         if (sink_keys) sk[i] = quad_sum(sk[i]);
     }
 
-    // 4. write row i's statistics at `row` ([T, Hq] index); l is the row sum (≥ 1: the max contributes 2^0)
-    __device__ __forceinline__ void store(float* const (&stat)[kOnlineStats], long long row, int i, float l) const {
+    // 4. write row i's statistics at `row` ([T, Hq] index); `pos` is the query's position in its sequence
+    // (its keys are 0 ..= pos), l the row sum (≥ 1: the max contributes 2^0)
+    __device__ __forceinline__ void store(float* const (&stat)[kOnlineStats], long long row, int i, int pos,
+                                          float l) const {
         const float inv_l = 1.0f / l;
         if (kEntropy) stat[kStatEntropy][row] = logf(l) - 0.6931471805599453f * t[i] * inv_l;
         if (stat[kStatMaxProb]) stat[kStatMaxProb][row] = inv_l;
