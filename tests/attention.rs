@@ -138,6 +138,8 @@ fn row_statistics_match_hand_computed_values() {
             RowStat::Entropy => vec![0.0, 0.0, h1, h1],
             RowStat::MaxProb => vec![1.0, 1.0, 0.75, 0.75],
             RowStat::Sink => vec![1.0, 1.0, 0.25, 0.75],
+            // token 1 puts 1/4 (head 0) and 3/4 (head 1) on key 0, at distance 1 of its reach 1
+            RowStat::Distance => vec![0.0, 0.0, 0.25, 0.75],
             RowStat::HeadMix => vec![0.0, 2f64.ln()],
         }
     };

@@ -10,23 +10,26 @@
 //   entropy   t ← α·(t + (m − m')·l) + Σ p_j (x_j − m');   H = ln l − ln2·t/l      (kernels.md §3)
 //   max_prob  max_j p_j = 2^(m − m)/l = 1/l, nothing to accumulate
 //   sink      s ← α·s + Σ_{j < sink_keys} p_j;           S = s/l (the first keys lie in the first tile)
+//   distance  u ← α·u + Σ p_j·j;                         D = (i − u/l)/i for the query at position i > 0, else 0
 // A thread holds two query rows (i = 0, 1) and a quarter of their columns; its partial sums are reduced
 // over the 4 threads of the row's quad at the end.
 #pragma once
 
 // Slots of AttnFwdParams::stat, in RowStat's order.
-enum RowStatSlot { kStatEntropy = 0, kStatMaxProb = 1, kStatSink = 2, kOnlineStats = 3 };
+enum RowStatSlot { kStatEntropy = 0, kStatMaxProb = 1, kStatSink = 2, kStatDistance = 3, kOnlineStats = 4 };
 
 // The online statistics of a thread's two rows. kEntropy is the entropy slot resolved at compile time (its
 // FFMA per score is the one cost that matters); the other slots are read from the parameters.
 template <bool kEntropy> struct OnlineRowStats {
     float t[2] = {0.0f, 0.0f};   // entropy: Σ p (x − m), log2 units
     float sk[2] = {0.0f, 0.0f};  // sink: Σ_{j < sink_keys} p_j
+    float u[2] = {0.0f, 0.0f};   // distance: Σ p_j·j
     int sink_keys;
+    bool distance;
     bool in_sink_tile = false;
 
     __device__ __forceinline__ OnlineRowStats(float* const (&stat)[kOnlineStats], int sink_keys_asked)
-        : sink_keys(stat[kStatSink] ? sink_keys_asked : 0) {}
+        : sink_keys(stat[kStatSink] ? sink_keys_asked : 0), distance(stat[kStatDistance] != nullptr) {}
 
     // 0. a key tile starting at key k0 begins
     __device__ __forceinline__ void begin_tile(int k0) { in_sink_tile = k0 < sink_keys; }
@@ -35,18 +38,21 @@ template <bool kEntropy> struct OnlineRowStats {
     __device__ __forceinline__ void rescale(int i, float alpha, float dm, float l) {
         if (kEntropy) t[i] = alpha * (t[i] + dm * l);
         sk[i] *= alpha;
+        u[i] *= alpha;
     }
 
     // 2. key `key` of row i got probability p = 2^x (x = its score − m')
     __device__ __forceinline__ void add(int i, float p, float x, int key) {
         if (kEntropy) t[i] = fmaf(p, x, t[i]);
         if (in_sink_tile && key < sink_keys) sk[i] += p;
+        if (distance) u[i] = fmaf(p, (float)key, u[i]);
     }
 
     // 3. sum row i's partial sums over the 4 threads of its quad
     __device__ __forceinline__ void reduce_quad(int i) {
         if (kEntropy) t[i] = quad_sum(t[i]);
         if (sink_keys) sk[i] = quad_sum(sk[i]);
+        if (distance) u[i] = quad_sum(u[i]);
     }
 
     // 4. write row i's statistics at `row` ([T, Hq] index); `pos` is the query's position in its sequence
@@ -57,6 +63,7 @@ template <bool kEntropy> struct OnlineRowStats {
         if (kEntropy) stat[kStatEntropy][row] = logf(l) - 0.6931471805599453f * t[i] * inv_l;
         if (stat[kStatMaxProb]) stat[kStatMaxProb][row] = inv_l;
         if (sink_keys) stat[kStatSink][row] = sk[i] * inv_l;
+        if (distance) stat[kStatDistance][row] = pos > 0 ? (pos - u[i] * inv_l) / pos : 0.0f;
     }
 
     __device__ __forceinline__ static float quad_sum(float v) {

@@ -38,7 +38,7 @@ inline AttnProblem make_problem(const std::vector<int>& lens, int hq, int hkv, i
 // A statistic's name and its f64 value on one row's normalised probabilities p[0 .. n) (keys 0 .. n−1 of
 // the query's sequence), by RowStatSlot.
 inline const char* row_stat_name(int slot) {
-    static const char* const names[kOnlineStats] = {"H", "pmax", "sink"};
+    static const char* const names[kOnlineStats] = {"H", "pmax", "sink", "dist"};
     return names[slot];
 }
 inline double row_stat_reference(int slot, const std::vector<double>& p, int sink_keys) {
@@ -52,6 +52,11 @@ inline double row_stat_reference(int slot, const std::vector<double>& p, int sin
         case kStatSink:
             for (int j = 0; j < std::min((int)p.size(), sink_keys); ++j) r += p[j];
             return r;
+        case kStatDistance: {
+            const int i = (int)p.size() - 1;
+            for (int j = 0; j < i; ++j) r += p[j] * (i - j);
+            return i > 0 ? r / i : 0.0;
+        }
     }
     return NAN;
 }

@@ -20,8 +20,11 @@ pub enum RowStat {
     MaxProb = 1,
     /// The attention mass on the sequence's first [`RowStats::sink_keys`] keys ("attention sink" mass).
     Sink = 2,
+    /// The mean key distance relative to the query's reach, Σ_j p_j (i − j) / i for the query at position
+    /// i > 0 of its sequence (0 at i = 0): 0 = attends to itself, 1 = to the first token.
+    Distance = 3,
     /// The entropy of the head-averaged distribution p̄_j = mean_h p_hj (natural log), per token.
-    HeadMix = 3,
+    HeadMix = 4,
 }
 
 /// What a statistic is a function of.
@@ -78,9 +81,17 @@ fn sink(r: &RowProbs) -> f64 {
     r.p.iter().take(r.sink_keys).sum()
 }
 
+fn distance(r: &RowProbs) -> f64 {
+    let i = r.p.len() - 1;
+    if i == 0 {
+        return 0.0;
+    }
+    r.p.iter().enumerate().map(|(j, p)| p * (i - j) as f64).sum::<f64>() / i as f64
+}
+
 impl RowStat {
     /// Every statistic, in slot order.
-    pub const SPECS: [RowStatSpec; 4] = [
+    pub const SPECS: [RowStatSpec; 5] = [
         RowStatSpec {
             stat: RowStat::Entropy,
             name: "entropy",
@@ -107,6 +118,15 @@ impl RowStat {
             score_norm: ScoreNorm::Raw,
             reference: sink,
             about: "the head-mean attention mass on the sequence's first tokens.sink_keys keys",
+        },
+        RowStatSpec {
+            stat: RowStat::Distance,
+            name: "distance",
+            score_name: "distance",
+            over: Over::Head,
+            score_norm: ScoreNorm::Raw,
+            reference: distance,
+            about: "the head-mean relative attention distance Σ_j p_j (i − j) / i (0 = local, 1 = the first token)",
         },
         RowStatSpec {
             stat: RowStat::HeadMix,
@@ -256,7 +276,7 @@ mod tests {
 
     #[test]
     fn the_table_numbers_and_names_every_statistic_once() {
-        assert_eq!(RowStat::ONLINE, 3);
+        assert_eq!(RowStat::ONLINE, 4);
         for (i, s) in RowStat::ALL.into_iter().enumerate() {
             assert_eq!(s as usize, i);
             assert_eq!(RowStat::from_score_name(s.spec().score_name), Some(s));
@@ -278,6 +298,7 @@ mod tests {
         assert!((entropy(&r) - h).abs() < 1e-15);
         assert_eq!(max_prob(&r), 0.5);
         assert_eq!(sink(&r), 0.75);
+        assert_eq!(distance(&r), (0.5 * 2.0 + 0.25) / 2.0);
         assert!(RowStats::NONE.with(RowStat::Sink).with_sink_keys(65).validate().is_err());
         assert!(RowStats::ENTROPY.with_sink_keys(65).validate().is_ok());
     }
