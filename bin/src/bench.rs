@@ -179,9 +179,12 @@ fn attention(
     let mut lines = String::new();
     println!("attention bf16, {hq} q heads / {hkv} kv heads, d={d}, causal ({}); attention_mma", cuda.name());
     println!(
-        "{:<10} {:>16} {:>16} {:>16} {:>18}",
-        "shape", "fwd ms (TF/s)", "fwd+H ms (TF/s)", "fwd+H+hmix ms", "fwd+bwd ms (TF/s)"
+        "{:<10} {:>16} {:>16} {:>16} {:>16} {:>18}",
+        "shape", "fwd ms (TF/s)", "fwd+H ms (TF/s)", "fwd+stats ms", "fwd+H+hmix ms", "fwd+bwd ms (TF/s)"
     );
+    // every statistic of the online pass (attn_fwd_mma_stats_d*)
+    let online =
+        RowStat::ALL.into_iter().filter(|&s| (s as usize) < RowStat::ONLINE).fold(RowStats::NONE, RowStats::with);
     for lens in ATTN_SHAPES {
         let packing = Packing::from_lengths(lens)?;
         let t = packing.total();
@@ -199,6 +202,7 @@ fn attention(
         };
         let hmix = RowStats::ENTROPY.with(RowStat::HeadMix);
         let (fwd, fwd_h, fwd_hmix) = (forward(RowStats::NONE)?, forward(RowStats::ENTROPY)?, forward(hmix)?);
+        let fwd_stats = forward(online)?;
         let fwd_bwd = median(&time_ms(&cuda, 3, reps, || {
             attn(&q, &k, &v, &packing, RowStats::NONE)?.out.backward_with(dout.clone())?;
             [&q, &k, &v].iter().for_each(|p| p.zero_grad());
@@ -208,15 +212,18 @@ fn attention(
         let cell = |ms: f64, flops: f64| format!("{ms:.3} ({:.0})", tf(flops, ms));
         let label = if lens.len() == 1 { format!("S={}", lens[0]) } else { format!("{}x{}", lens.len(), lens[0]) };
         println!(
-            "{label:<10} {:>16} {:>16} {:>16} {:>18}",
+            "{label:<10} {:>16} {:>16} {:>16} {:>16} {:>18}",
             cell(fwd, fwd_flops),
             cell(fwd_h, fwd_flops),
+            format!("{fwd_stats:.3} (x{:.3})", fwd_stats / fwd_h),
             format!("{fwd_hmix:.3} (x{:.2})", (fwd_hmix - fwd_h) / fwd),
             cell(fwd_bwd, 3.5 * fwd_flops)
         );
         for (mode, ms, flops) in [
             ("fwd", fwd, fwd_flops),
             ("fwd_entropy", fwd_h, fwd_flops),
+            // every online statistic (the printed ×: its time / the entropy-only forward's)
+            ("fwd_stats", fwd_stats, fwd_flops),
             // forward + entropy + the head-mixture pass (the printed ×: the pass's time / the forward's)
             ("fwd_entropy_hmix", fwd_hmix, fwd_flops),
             ("fwd_bwd", fwd_bwd, 3.5 * fwd_flops),

@@ -89,9 +89,9 @@ __device__ __forceinline__ void qk_tile(float (&s)[kNTiles][4], const unsigned (
 // Scores to log2 units with the causal / sequence-end mask, the online softmax and row statistics update
 // of the thread's two rows (state m, l and `st`; α returned for the O rescale), and P packed as the A
 // operand of P·V (the S accumulator layout is the A layout, so no data moves between threads).
-template <bool kEntropy>
+template <bool kEntropy, bool kOthers>
 __device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[2], float (&l)[2],
-                                             OnlineRowStats<kEntropy>& st, float (&alpha)[2],
+                                             OnlineRowStats<kEntropy, kOthers>& st, float (&alpha)[2],
                                              unsigned (&pf)[kBlockN / 16][4], float scale_log2, bool edge, int k0,
                                              const int (&rows)[2], int len, int c) {
     // log2 units; masked keys (past the row or the sequence end) take kMasked
@@ -162,7 +162,7 @@ __device__ __forceinline__ void pv_tile(float (&acc_o)[D / 8][4], const unsigned
         }
 }
 
-template <int D, bool kEntropy>
+template <int D, bool kEntropy, bool kOthers>
 __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
     bf16* __restrict__ o = p.o;
     const bf16* __restrict__ q = p.q;
@@ -205,7 +205,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc_o[dn][e] = 0.0f;
     float m[2] = {kMasked, kMasked}, l[2] = {0.0f, 0.0f};
-    OnlineRowStats<kEntropy> st(p.stat, p.sink_keys);
+    OnlineRowStats<kEntropy, kOthers> st(p.stat, p.sink_keys);
     const float scale_log2 = scale * kLog2e;
 
     // 3. key tiles up to the diagonal
@@ -237,7 +237,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
             unsigned pf[kBlockN / 16][4];
             qk_tile<D>(s, qf, tK, lane);
             const bool edge = k0 + kBlockN - 1 > wq0 || k0 + kBlockN > len;
-            softmax_tile<kEntropy>(s, m, l, st, alpha, pf, scale_log2, edge, k0, rows, len, c);
+            softmax_tile<kEntropy, kOthers>(s, m, l, st, alpha, pf, scale_log2, edge, k0, rows, len, c);
             pv_tile<D>(acc_o, pf, alpha, tV, lane);
         }
         __syncthreads();  // every warp is done with this stage before 3a refills it
@@ -247,7 +247,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
     // not written)
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-        l[i] = OnlineRowStats<kEntropy>::quad_sum(l[i]);
+        l[i] = OnlineRowStats<kEntropy, kOthers>::quad_sum(l[i]);
         st.reduce_quad(i);
     }
 #pragma unroll
@@ -267,12 +267,22 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
     }
 }
 
+// Two entries per head size, so that the statistics beyond entropy do not raise the register count (and
+// the occupancy) of the forward without them: attn_fwd_mma_d* writes the entropy when its slot is set and
+// ignores the other slots; attn_fwd_mma_stats_d* writes every slot that is set. The engine launches the
+// second only when a statistic other than entropy is asked for (engine/src/cuda/attention.rs).
 #define DEFINE_ATTN_FWD_MMA(D)                                                                                   \
     extern "C" __global__ void __launch_bounds__(kThreads, 1) attn_fwd_mma_d##D(const AttnFwdParams p) {        \
         if (p.stat[kStatEntropy])                                                                               \
-            attn_fwd_mma_body<D, true>(p);                                                                      \
+            attn_fwd_mma_body<D, true, false>(p);                                                               \
         else                                                                                                    \
-            attn_fwd_mma_body<D, false>(p);                                                                     \
+            attn_fwd_mma_body<D, false, false>(p);                                                              \
+    }                                                                                                           \
+    extern "C" __global__ void __launch_bounds__(kThreads, 1) attn_fwd_mma_stats_d##D(const AttnFwdParams p) {  \
+        if (p.stat[kStatEntropy])                                                                               \
+            attn_fwd_mma_body<D, true, true>(p);                                                                \
+        else                                                                                                    \
+            attn_fwd_mma_body<D, false, true>(p);                                                               \
     }
 DEFINE_ATTN_FWD_MMA(32)
 DEFINE_ATTN_FWD_MMA(64)

@@ -19,40 +19,47 @@
 enum RowStatSlot { kStatEntropy = 0, kStatMaxProb = 1, kStatSink = 2, kStatDistance = 3, kOnlineStats = 4 };
 
 // The online statistics of a thread's two rows. kEntropy is the entropy slot resolved at compile time (its
-// FFMA per score is the one cost that matters); the other slots are read from the parameters.
-template <bool kEntropy> struct OnlineRowStats {
+// FFMA per score is the one cost that matters). kOthers compiles in the other slots, which are then read
+// from the parameters; without it they are never written (the forward's entry without them keeps the
+// entropy-only register budget, attention_mma.cu).
+template <bool kEntropy, bool kOthers> struct OnlineRowStats {
     float t[2] = {0.0f, 0.0f};   // entropy: Σ p (x − m), log2 units
     float sk[2] = {0.0f, 0.0f};  // sink: Σ_{j < sink_keys} p_j
     float u[2] = {0.0f, 0.0f};   // distance: Σ p_j·j
     int sink_keys;
     bool distance;
+    bool max_prob;
     bool in_sink_tile = false;
 
     __device__ __forceinline__ OnlineRowStats(float* const (&stat)[kOnlineStats], int sink_keys_asked)
-        : sink_keys(stat[kStatSink] ? sink_keys_asked : 0), distance(stat[kStatDistance] != nullptr) {}
+        : sink_keys(kOthers && stat[kStatSink] ? sink_keys_asked : 0),
+          distance(kOthers && stat[kStatDistance] != nullptr),
+          max_prob(kOthers && stat[kStatMaxProb] != nullptr) {}
 
     // 0. a key tile starting at key k0 begins
-    __device__ __forceinline__ void begin_tile(int k0) { in_sink_tile = k0 < sink_keys; }
+    __device__ __forceinline__ void begin_tile(int k0) { in_sink_tile = kOthers && k0 < sink_keys; }
 
     // 1. the row max moved from m to m' (dm = m − m', α = 2^dm); l is the row sum before its rescale
     __device__ __forceinline__ void rescale(int i, float alpha, float dm, float l) {
         if (kEntropy) t[i] = alpha * (t[i] + dm * l);
-        sk[i] *= alpha;
-        u[i] *= alpha;
+        if (kOthers) {
+            sk[i] *= alpha;
+            u[i] *= alpha;
+        }
     }
 
     // 2. key `key` of row i got probability p = 2^x (x = its score − m')
     __device__ __forceinline__ void add(int i, float p, float x, int key) {
         if (kEntropy) t[i] = fmaf(p, x, t[i]);
-        if (in_sink_tile && key < sink_keys) sk[i] += p;
-        if (distance) u[i] = fmaf(p, (float)key, u[i]);
+        if (kOthers && in_sink_tile && key < sink_keys) sk[i] += p;
+        if (kOthers && distance) u[i] = fmaf(p, (float)key, u[i]);
     }
 
     // 3. sum row i's partial sums over the 4 threads of its quad
     __device__ __forceinline__ void reduce_quad(int i) {
         if (kEntropy) t[i] = quad_sum(t[i]);
-        if (sink_keys) sk[i] = quad_sum(sk[i]);
-        if (distance) u[i] = quad_sum(u[i]);
+        if (kOthers && sink_keys) sk[i] = quad_sum(sk[i]);
+        if (kOthers && distance) u[i] = quad_sum(u[i]);
     }
 
     // 4. write row i's statistics at `row` ([T, Hq] index); `pos` is the query's position in its sequence
@@ -61,9 +68,9 @@ template <bool kEntropy> struct OnlineRowStats {
                                           float l) const {
         const float inv_l = 1.0f / l;
         if (kEntropy) stat[kStatEntropy][row] = logf(l) - 0.6931471805599453f * t[i] * inv_l;
-        if (stat[kStatMaxProb]) stat[kStatMaxProb][row] = inv_l;
-        if (sink_keys) stat[kStatSink][row] = sk[i] * inv_l;
-        if (distance) stat[kStatDistance][row] = pos > 0 ? (pos - u[i] * inv_l) / pos : 0.0f;
+        if (kOthers && max_prob) stat[kStatMaxProb][row] = inv_l;
+        if (kOthers && sink_keys) stat[kStatSink][row] = sk[i] * inv_l;
+        if (kOthers && distance) stat[kStatDistance][row] = pos > 0 ? (pos - u[i] * inv_l) / pos : 0.0f;
     }
 
     __device__ __forceinline__ static float quad_sum(float v) {

@@ -1,10 +1,11 @@
-// Executes attn_fwd_mma_d{32,64,128} (cuda/attention_mma.cu, compiled unchanged against the emu/ shims) on the
-// CPU and compares O, LSE and every online row statistic (each slot of attention_row_stats.cuh; the sink mass
-// over the first 1, 4, 5 or 64 keys) with the f64 reference (attention_ref.h) on the same bf16 inputs:
-// varlen packs with length-1 and odd-length sequences, several query blocks per sequence, GQA ratios 1, 2, 4
-// and 6, and peaky (near one-hot) softmax rows. Outputs start poisoned (NaN) so an unwritten row fails; the
-// run without statistics must give the same O and LSE bit for bit and leave the statistics' buffers
-// untouched. One line per case; exit 1 on failure.
+// Executes attn_fwd_mma_stats_d{32,64,128} and attn_fwd_mma_d{32,64,128} (cuda/attention_mma.cu, compiled
+// unchanged against the emu/ shims) on the CPU. The statistics entry runs with every slot set and is compared
+// with the f64 reference (attention_ref.h) on the same bf16 inputs: O, LSE and every online row statistic
+// (each slot of attention_row_stats.cuh; the sink mass over the first 1, 4, 5 or 64 keys). Cases: varlen
+// packs with length-1 and odd-length sequences, several query blocks per sequence, GQA ratios 1, 2, 4 and 6,
+// and peaky (near one-hot) softmax rows. Outputs start poisoned (NaN) so an unwritten row fails. The plain
+// entry, with every slot set, must give the same O, LSE and entropy bit for bit and leave the other slots
+// untouched; with no slot set, the same O and LSE and no statistic. One line per case; exit 1 on failure.
 // Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "attention_mma.cu"
 #include "attention_ref.h"
@@ -22,6 +23,7 @@ struct Outputs {
 };
 
 static Outputs launch(Kernel f, const AttnProblem& p, bool stats, int sink_keys) {
+    // f is the plain or the statistics entry; `stats` sets every slot
     const size_t rows = (size_t)p.total * p.hq;
     Outputs out{std::vector<bf16>(rows * p.d, bf16{0x7fc0}), std::vector<float>(rows, NAN), {}};
     for (auto& st : out.stat) st.assign(rows, NAN);
@@ -45,8 +47,10 @@ static Outputs launch(Kernel f, const AttnProblem& p, bool stats, int sink_keys)
 static bool run_case(const char* name, const std::vector<int>& lens, int hq, int hkv, int d, float q_std, int sink_keys,
                      std::mt19937_64& rng) {
     const AttnProblem p = make_problem(lens, hq, hkv, d, q_std, rng);
-    const Kernel f = d == 32 ? attn_fwd_mma_d32 : d == 64 ? attn_fwd_mma_d64 : attn_fwd_mma_d128;
-    const Outputs with_h = launch(f, p, true, sink_keys), without_h = launch(f, p, false, sink_keys);
+    const Kernel plain = d == 32 ? attn_fwd_mma_d32 : d == 64 ? attn_fwd_mma_d64 : attn_fwd_mma_d128;
+    const Kernel all = d == 32 ? attn_fwd_mma_stats_d32 : d == 64 ? attn_fwd_mma_stats_d64 : attn_fwd_mma_stats_d128;
+    const Outputs with_h = launch(all, p, true, sink_keys), plain_h = launch(plain, p, true, sink_keys),
+                  without_h = launch(plain, p, false, sink_keys);
     const AttnReference r = attention_reference(p, false, sink_keys);
     const double err_o = rel1_err(r.o, [&](size_t i) { return (double)bf16_to_f32(with_h.o[i]); });
     const double err_lse = rel1_err(r.lse, [&](size_t i) { return (double)with_h.lse[i]; });
@@ -57,16 +61,21 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
         stats_ok &= err_stat[st] < (st == kStatEntropy ? 1e-4 : 1e-5);
     }
     bool same = true;
-    for (size_t i = 0; i < with_h.o.size(); ++i) same &= with_h.o[i].bits == without_h.o[i].bits;
+    for (size_t i = 0; i < with_h.o.size(); ++i)
+        same &= with_h.o[i].bits == without_h.o[i].bits && with_h.o[i].bits == plain_h.o[i].bits;
     for (size_t i = 0; i < with_h.lse.size(); ++i) {
-        same &= with_h.lse[i] == without_h.lse[i];
-        for (const auto& st : without_h.stat) same &= std::isnan(st[i]);
+        same &= with_h.lse[i] == without_h.lse[i] && with_h.lse[i] == plain_h.lse[i];
+        same &= with_h.stat[kStatEntropy][i] == plain_h.stat[kStatEntropy][i];
+        for (int st = 0; st < kOnlineStats; ++st) {
+            same &= std::isnan(without_h.stat[st][i]);
+            if (st != kStatEntropy) same &= std::isnan(plain_h.stat[st][i]);
+        }
     }
     // O goes through bf16 P and a bf16 store; LSE and the statistics are f32 all the way.
     const bool ok = err_o < 2e-2 && err_lse < 1e-5 && stats_ok && same;
     std::printf("%-38s %-4s err O %.2e  LSE %.2e", name, ok ? "ok" : "FAIL", err_o, err_lse);
     for (int st = 0; st < kOnlineStats; ++st) std::printf("  %s %.2e", row_stat_name(st), err_stat[st]);
-    std::printf("  (sink@%d)  same without stats: %s\n", sink_keys, same ? "yes" : "no");
+    std::printf("  (sink@%d)  plain entry agrees: %s\n", sink_keys, same ? "yes" : "no");
     return ok;
 }
 

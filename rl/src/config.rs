@@ -137,7 +137,8 @@ choice! {
 /// (`entrl_engine::ops::RowStat::SPECS`) by its score name. `hnorm` is the paper's (the head-mean normalised
 /// attention entropy H / ln(#keys)); `hmix` the entropy of the head-averaged distribution / ln(#keys) (one
 /// reading of the paper's definition; a second pass over the keys); `max-prob` the head-mean largest
-/// probability; `sink` the head-mean mass on the sequence's first `tokens.sink_keys` keys.
+/// probability; `sink` the head-mean mass on the sequence's first `tokens.sink_keys` keys; `distance` the
+/// head-mean attention-weighted relative distance to the keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TokenScore(pub RowStat);
 

@@ -125,7 +125,12 @@ pub fn forward(
         let ptr = |s: &Option<CudaStorage>| s.as_ref().map_or(0u64, |s| s.ptr());
         let (pq, pk, pc) = (q.ptr(), k.ptr(), cu.ptr());
         let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);
-        let name = format!("attn_fwd_mma_d{}", g.d);
+        // the entropy-only entry keeps its register budget; the other online statistics take the second
+        let name = if stats.beyond_entropy() {
+            format!("attn_fwd_mma_stats_d{}", g.d)
+        } else {
+            format!("attn_fwd_mma_d{}", g.d)
+        };
         let smem = mma_smem_bytes(g.d);
         dev.allow_shared_memory("attention_mma", &name, smem)?;
         let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;

@@ -229,6 +229,11 @@ impl RowStats {
     pub fn any(&self) -> bool {
         self.set != 0
     }
+    /// Whether an online statistic other than entropy is asked for: the forward then runs its statistics
+    /// entry (`attn_fwd_mma_stats_d*`), whose extra state the entropy-only entry does not carry.
+    pub fn beyond_entropy(&self) -> bool {
+        self.iter().any(|s| (s as usize) < RowStat::ONLINE && s != RowStat::Entropy)
+    }
     /// The statistics asked for, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = RowStat> + '_ {
         RowStat::ALL.into_iter().filter(|&s| self.has(s))
@@ -288,6 +293,15 @@ mod tests {
         let r = RowStats::NONE.with(RowStat::Sink).with(RowStat::Entropy);
         assert_eq!(r.iter().collect::<Vec<_>>(), vec![RowStat::Entropy, RowStat::Sink]);
         assert!(!r.has(RowStat::MaxProb) && RowStats::ALL.iter().count() == RowStat::SPECS.len());
+    }
+
+    #[test]
+    fn only_statistics_beyond_entropy_take_the_statistics_entry() {
+        assert!(!RowStats::NONE.beyond_entropy() && !RowStats::ENTROPY.beyond_entropy());
+        assert!(!RowStats::ENTROPY.with(RowStat::HeadMix).beyond_entropy(), "the head mixture is its own pass");
+        for s in RowStat::ALL.into_iter().filter(|&s| (s as usize) < RowStat::ONLINE && s != RowStat::Entropy) {
+            assert!(RowStats::NONE.with(s).beyond_entropy(), "{}", s.name());
+        }
     }
 
     #[test]
