@@ -30,6 +30,7 @@
 #include "mma.cuh"
 #include "tile_async.cuh"
 #include "attention_params.cuh"
+#include "attention_softmax.cuh"
 
 typedef __nv_bfloat16 bf16;
 
@@ -40,9 +41,6 @@ constexpr int kBlockN = 64;   // keys per main-loop step
 constexpr int kWarps = kBlockM / 16;
 constexpr int kThreads = kWarps * 32;
 constexpr int kNTiles = kBlockN / 8;  // n8 MMA tiles of the warp's 16×64 score tile
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-constexpr float kMasked = -1e30f;
 
 // Shared memory: sQ [128][LD] | sK [2][64][LD] | sV [2][64][LD], bf16. LD = D + 8: a 16-byte row pad puts
 // the 8 row addresses of every ldmatrix on distinct bank groups.
@@ -83,59 +81,6 @@ __device__ __forceinline__ void qk_tile(float (&s)[kNTiles][4], const unsigned (
             mma_bf16_16816(s[j], qf[kk], kf[0], kf[1]);
             mma_bf16_16816(s[j], qf[kk + 1], kf[2], kf[3]);
         }
-    }
-}
-
-// Scores to log2 units with the causal / sequence-end mask, the online softmax and row statistics update
-// of the thread's two rows (state m, l and `st`; α returned for the O rescale), and P packed as the A
-// operand of P·V (the S accumulator layout is the A layout, so no data moves between threads).
-template <bool kEntropy, bool kOthers>
-__device__ __forceinline__ void softmax_tile(float (&s)[kNTiles][4], float (&m)[2], float (&l)[2],
-                                             OnlineRowStats<kEntropy, kOthers>& st, float (&alpha)[2],
-                                             unsigned (&pf)[kBlockN / 16][4], float scale_log2, bool edge, int k0,
-                                             const int (&rows)[2], int len, int c) {
-    // log2 units; masked keys (past the row or the sequence end) take kMasked
-#pragma unroll
-    for (int j = 0; j < kNTiles; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            float x = s[j][e] * scale_log2;
-            if (edge) {
-                const int key = k0 + j * 8 + 2 * c + (e & 1);
-                if (key > rows[e >> 1] || key >= len) x = kMasked;
-            }
-            s[j][e] = x;
-        }
-    // row max over the tile, shared by the 4 threads of a group; rescale the running state
-    float mx[2] = {m[0], m[1]};
-#pragma unroll
-    for (int j = 0; j < kNTiles; ++j) {
-        mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-        mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-        alpha[i] = fast_exp2(m[i] - mx[i]);
-        st.rescale(i, alpha[i], m[i] - mx[i], l[i]);
-        l[i] *= alpha[i];
-        m[i] = mx[i];
-    }
-    // p = 2^(x − m'), the row sums and the statistics' sums, P packed to bf16
-    st.begin_tile(k0);
-#pragma unroll
-    for (int j = 0; j < kNTiles; ++j) {
-        float p[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float x = s[j][e] - m[e >> 1];
-            p[e] = fast_exp2(x);
-            l[e >> 1] += p[e];
-            st.add(e >> 1, p[e], x, k0 + j * 8 + 2 * c + (e & 1));
-        }
-        pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);
-        pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);
     }
 }
 
@@ -237,7 +182,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
             unsigned pf[kBlockN / 16][4];
             qk_tile<D>(s, qf, tK, lane);
             const bool edge = k0 + kBlockN - 1 > wq0 || k0 + kBlockN > len;
-            softmax_tile<kEntropy, kOthers>(s, m, l, st, alpha, pf, scale_log2, edge, k0, rows, len, c);
+            softmax_tile<kNTiles, kEntropy, kOthers>(s, m, l, st, alpha, pf, scale_log2, edge, k0, rows, len, c);
             pv_tile<D>(acc_o, pf, alpha, tV, lane);
         }
         __syncthreads();  // every warp is done with this stage before 3a refills it

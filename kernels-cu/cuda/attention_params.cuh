@@ -30,3 +30,13 @@ struct AttnHmixParams {
     float scale;
     int pad;
 };
+
+#include "hopper_desc.cuh"
+
+// attn_fwd_hopper_d* (attention_hopper.cu): the forward's parameters and the TMA descriptors of q, k and v as
+// 3-D tensors [T][H][D] (D contiguous), box (64, 1, 128) with the 128-byte swizzle; filled on the host by
+// cuTensorMapEncodeTiled (engine/src/cuda/tma.rs), by emu_encode_tma on the CPU.
+struct AttnHopperParams {
+    TmaDesc tq, tk, tv;
+    AttnFwdParams fwd;
+};

@@ -2,7 +2,7 @@
 //! `emu/` shims (CUDA threads as fibers, one CTA at a time; warp collectives — shuffles, match_any, ldmatrix,
 //! mma.sync — following the PTX definitions) and its harness compares the results with an f64 reference or a
 //! host sort. This checks a kernel's indexing, masking, recurrences, multi-pass protocols and epilogues on
-//! machines with no GPU; the timing-dependent parts (cp.async overlap, races between CTAs, real tensor-core
+//! machines with no GPU; the timing-dependent parts (cp.async and TMA overlap, races between CTAs, real tensor-core
 //! rounding) are left to `entrl selftest` on a GPU.
 //!
 //! Needs a C++20 compiler (`$CXX`, else `c++`). Without one the test says so and passes, unless
@@ -16,8 +16,15 @@ fn crate_dir() -> PathBuf {
 
 /// Real headers from `cuda/` that the kernels include and that need no shim (plain C++ under the shims'
 /// qualifier macros, or built on mma.cuh).
-const PORTABLE_HEADERS: &[&str] =
-    &["tile_async.cuh", "geometry.cuh", "attention_params.cuh", "attention_row_stats.cuh", "select_params.cuh"];
+const PORTABLE_HEADERS: &[&str] = &[
+    "tile_async.cuh",
+    "geometry.cuh",
+    "attention_params.cuh",
+    "attention_row_stats.cuh",
+    "attention_softmax.cuh",
+    "hopper_desc.cuh",
+    "select_params.cuh",
+];
 
 /// A fresh directory holding the shims, the portable headers, the harness and the kernel file (so
 /// `#include "common.cuh"` in the kernel resolves to the shim). Kernel files and harnesses are looked up in
@@ -94,6 +101,12 @@ fn emulate_files(kernels: &[&str], harness: &str, cases: usize) {
 #[test]
 fn attention_forward_mma_kernel_matches_the_f64_reference_when_emulated() {
     emulate("attention_mma.cu", "attention_mma_check.cpp", 5);
+}
+
+#[test]
+fn attention_forward_hopper_kernel_matches_the_f64_reference_when_emulated() {
+    // TMA boxes, mbarrier phases and wgmma on shared-memory descriptors as emu/hopper.cuh models them
+    emulate("attention_hopper.cu", "attention_hopper_check.cpp", 5);
 }
 
 #[test]

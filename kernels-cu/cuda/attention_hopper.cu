@@ -1,0 +1,234 @@
+// attention_hopper.cu: the Hopper-native (sm_90a) forward of the fused causal varlen GQA attention with the
+// row statistics: the same math, outputs and row-statistic slots as attention_mma.cu (FlashAttention-2's
+// online softmax, attention_softmax.cuh, OnlineRowStats), with FlashAttention-3's data movement (Shah et al.
+// 2024, §3.1 "producer-consumer asynchrony"):
+//   * a producer warp issues TMA box copies of Q and of each K/V tile into 128-byte-swizzled shared memory;
+//     each copy completes an mbarrier's transaction count ("full"); consumers release a stage by arriving on
+//     its "empty" barrier. K and V have their own full barriers, so QKᵀ starts before V lands.
+//   * two consumer warpgroups of 64 query rows each run wgmma: S = Q·Kᵀ as m64n128k16 with both operands
+//     from shared-memory descriptors (K-major), then O += P·V as m64n{D}k16 with P from registers (the S
+//     accumulator layout is the A fragment, attention_softmax.cuh packs it in place) and V MN-major (tnspB).
+//   * setmaxnreg moves registers from the producer warpgroup (40) to the consumers (232).
+// The per-row softmax math (log2 units, x = scale·log2(e)·q·k):
+//   m' = max(m, max_j x_j)    α = 2^(m − m')    p_j = 2^(x_j − m')
+//   l ← α·l + Σ p_j           O ← α·O + Σ p_j v_j         end: O /= l,  LSE = ln2·m + ln l
+// and the statistics ride it through OnlineRowStats (attention_row_stats.cuh), as in attention_mma.cu.
+//
+// Stages: 1 which tile; 2 barriers (thread 0 initialises, every thread meets once); 3 producer (thread 0
+// of warpgroup 0): Q, then for each key tile wait for its stage to be empty and copy K and V; 4 consumers,
+// per key tile: 4a wait K, S = QKᵀ (D/16 wgmmas, one commit), 4b masked online softmax + statistics and P,
+// 4c rescale O, wait V, O += PV (8 wgmmas), 4d release the stage; 5 epilogue (O /= l, LSE, statistics).
+// Tiles: 128 query rows per CTA (warpgroup w + 1 owns rows 64w .. 64w+63; its warp v the 16 rows 16v ..),
+// 128 keys per tile, two stages. Query blocks run heaviest first (reversed blockIdx.x).
+//
+// Shared memory (1024-byte aligned; each [rows][64] bf16 block is one TMA box, 128-byte rows, swizzled):
+//   sQ [D/64][128][64] | sK [2][D/64][128][64] | sV [2][D/64][128][64] | barriers
+// Descriptors: Q and K are K-major (SBO = 1024 between 8-row groups, a k16 step moves 32 bytes inside the
+// 128-byte row, the next 64 of D is the next block); V is MN-major (keys are K: 8 keys per 1024-byte atom,
+// SBO = 1024; d is N: the next 64 of D is LBO = 128·128 bytes away).
+//
+// Varlen: a box reads whole tokens of the packed tensor, so Q rows and keys past the sequence end come from
+// the next sequence (or are zero past T): keys past the end are masked, rows past the end are not written.
+// Layouts and grid (AttnHopperParams, attention_params.cuh): q/o [T, Hq, D], k/v [T, Hkv, D], lse and the
+// statistics [T, Hq]; grid (ceil(max_len/128), Hq, num_seqs), 384 threads, dynamic smem HopperSmem<D>::bytes.
+#include "common.cuh"
+#include "mma.cuh"
+#include "hopper.cuh"
+#include "attention_params.cuh"
+#include "attention_softmax.cuh"
+
+typedef __nv_bfloat16 bf16;
+
+namespace {
+
+constexpr int kHBlockM = 128;  // query rows per CTA
+constexpr int kHBlockN = 128;  // keys per tile
+constexpr int kHStages = 2;
+constexpr int kHThreads = 384;  // producer warpgroup + 2 consumer warpgroups
+constexpr int kHNTiles = kHBlockN / 8;
+constexpr int kBoxBytes = 128 * 128;  // one [128 rows][64] bf16 box
+
+template <int D> struct HopperSmem {
+    static constexpr int halves = D / 64;
+    static constexpr int q_bytes = halves * kBoxBytes;
+    static constexpr int kv_bytes = halves * kBoxBytes;  // one stage of K (or V)
+    static constexpr int tiles = q_bytes + 2 * kHStages * kv_bytes;
+    static constexpr int bars = 8 * (1 + 3 * kHStages);
+    static constexpr int bytes = 1024 + tiles + bars;  // 1024: room to align the base
+};
+
+struct Barriers {
+    unsigned long long q, full_k[kHStages], full_v[kHStages], empty[kHStages];
+};
+
+// 4a. S = Q·Kᵀ for the warpgroup's 64 rows and one 128-key tile.
+template <int D>
+__device__ __forceinline__ void qk_wgmma(float (&s)[kHNTiles][4], unsigned q_base, unsigned k_base) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const unsigned off = (kk / 4) * kBoxBytes + (kk % 4) * 32;
+        wgmma_ss_m64n128(s, gmma_desc(q_base + off, 0, 1024), gmma_desc(k_base + off, 0, 1024), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+}
+
+// 4c. O += P·V (O already rescaled by α).
+template <int D>
+__device__ __forceinline__ void pv_wgmma(float (&acc_o)[D / 8][4], const unsigned (&pf)[kHNTiles / 2][4],
+                                         unsigned v_base) {
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kHBlockN / 16; ++kk) {
+        const unsigned long long dv = gmma_desc(v_base + kk * 2048, kBoxBytes, 1024);
+        if constexpr (D == 128)
+            wgmma_rs_m64n128_tnspb(acc_o, pf[kk], dv);
+        else
+            wgmma_rs_m64n64_tnspb(acc_o, pf[kk], dv);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+}
+
+}  // namespace
+
+template <int D, bool kEntropy, bool kOthers>
+__device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp) {
+    static_assert(D == 64 || D == 128, "wgmma's N and the 64-element swizzle boxes");
+    using S = HopperSmem<D>;
+    static_assert(S::bytes <= 227 * 1024, "one CTA fits an SM's shared memory");
+    const AttnFwdParams& p = hp.fwd;
+    DYNAMIC_SMEM(smem, 1024);
+
+    // 1. which tile
+    const int seq = blockIdx.z, h = blockIdx.y, kvh = h / (p.hq / p.hkv);
+    const int start = p.cu_seqlens[seq];
+    const int len = p.cu_seqlens[seq + 1] - start;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * kHBlockM;
+    if (q0 >= len) return;
+    const int n_tiles = (min(len, q0 + kHBlockM) + kHBlockN - 1) / kHBlockN;
+
+    // 2. shared memory carve-up and barriers
+    unsigned char* base = smem + ((1024u - (smem_u32(smem) & 1023u)) & 1023u);
+    unsigned char* sQ = base;
+    unsigned char* sK = sQ + S::q_bytes;
+    unsigned char* sV = sK + kHStages * S::kv_bytes;
+    Barriers& bar = *reinterpret_cast<Barriers*>(sV + kHStages * S::kv_bytes);
+    if (threadIdx.x == 0) {
+        mbar_init(&bar.q, 1);
+        for (int s = 0; s < kHStages; ++s) {
+            mbar_init(&bar.full_k[s], 1);
+            mbar_init(&bar.full_v[s], 1);
+            mbar_init(&bar.empty[s], kHThreads - 128);
+        }
+        mbar_fence_init();
+    }
+    __syncthreads();
+
+    const int wg = threadIdx.x / 128;
+    if (wg == 0) {
+        // 3. producer
+        warpgroup_reg_dealloc<40>();
+        if (threadIdx.x != 0) return;
+        mbar_arrive_expect_tx(&bar.q, S::q_bytes);
+        for (int hh = 0; hh < S::halves; ++hh) tma_load_3d(sQ + hh * kBoxBytes, hp.tq, hh * 64, h, start + q0, &bar.q);
+        for (int kb = 0; kb < n_tiles; ++kb) {
+            const int s = kb % kHStages;
+            mbar_wait(&bar.empty[s], ((kb / kHStages) & 1) ^ 1);
+            const int key = start + kb * kHBlockN;
+            mbar_arrive_expect_tx(&bar.full_k[s], S::kv_bytes);
+            for (int hh = 0; hh < S::halves; ++hh)
+                tma_load_3d(sK + s * S::kv_bytes + hh * kBoxBytes, hp.tk, hh * 64, kvh, key, &bar.full_k[s]);
+            mbar_arrive_expect_tx(&bar.full_v[s], S::kv_bytes);
+            for (int hh = 0; hh < S::halves; ++hh)
+                tma_load_3d(sV + s * S::kv_bytes + hh * kBoxBytes, hp.tv, hh * 64, kvh, key, &bar.full_v[s]);
+        }
+        return;
+    }
+
+    // 4. consumers: warpgroup wg - 1 owns rows 64(wg − 1) ..; this thread's two rows
+    warpgroup_reg_alloc<232>();
+    const int cw = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+    const int g = lane / 4, c = lane % 4;
+    const int wq0 = q0 + cw * 64 + warp * 16;
+    const int rows[2] = {wq0 + g, wq0 + g + 8};
+    const unsigned q_base = smem_u32(sQ) + cw * 64 * 128;
+
+    float acc_o[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_o[dn][e] = 0.0f;
+    float m[2] = {kMasked, kMasked}, l[2] = {0.0f, 0.0f};
+    OnlineRowStats<kEntropy, kOthers> st(p.stat, p.sink_keys);
+    const float scale_log2 = p.scale * kLog2e;
+
+    mbar_wait(&bar.q, 0);
+    for (int kb = 0; kb < n_tiles; ++kb) {
+        const int s = kb % kHStages, k0 = kb * kHBlockN;
+        const unsigned phase = (kb / kHStages) & 1;
+        // 4a. S = Q Kᵀ
+        mbar_wait(&bar.full_k[s], phase);
+        float sc[kHNTiles][4];
+        qk_wgmma<D>(sc, q_base, smem_u32(sK + s * S::kv_bytes));
+        // 4b. mask, online softmax and statistics, P
+        float alpha[2];
+        unsigned pf[kHNTiles / 2][4];
+        const bool edge = k0 + kHBlockN - 1 > wq0 || k0 + kHBlockN > len;
+        softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, pf, scale_log2, edge, k0, rows, len, c);
+        // 4c. O ← α·O + P V
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn) {
+            acc_o[dn][0] *= alpha[0];
+            acc_o[dn][1] *= alpha[0];
+            acc_o[dn][2] *= alpha[1];
+            acc_o[dn][3] *= alpha[1];
+        }
+        mbar_wait(&bar.full_v[s], phase);
+        pv_wgmma<D>(acc_o, pf, smem_u32(sV + s * S::kv_bytes));
+        // 4d. this thread is done with the stage
+        mbar_arrive(&bar.empty[s]);
+    }
+
+    // 5. epilogue (rows past the sequence end are not written)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        l[i] = OnlineRowStats<kEntropy, kOthers>::quad_sum(l[i]);
+        st.reduce_quad(i);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        if (rows[i] >= len) continue;
+        const long long row = ((long long)start + rows[i]) * p.hq + h;
+        const float inv_l = 1.0f / l[i];
+        bf16* orow = p.o + row * D;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+            *reinterpret_cast<unsigned*>(orow + dn * 8 + 2 * c) =
+                pack_bf16x2(acc_o[dn][2 * i] * inv_l, acc_o[dn][2 * i + 1] * inv_l);
+        if (c == 0) {
+            p.lse[row] = kLn2 * m[i] + logf(l[i]);
+            st.store(p.stat, row, i, rows[i], l[i]);
+        }
+    }
+}
+
+// Two entries per head size, as attention_mma.cu: the plain one writes the entropy slot only.
+#define DEFINE_ATTN_FWD_HOPPER(D)                                                                             \
+    extern "C" __global__ void __launch_bounds__(kHThreads, 1)                                               \
+        attn_fwd_hopper_d##D(const __grid_constant__ AttnHopperParams p) {                                   \
+        if (p.fwd.stat[kStatEntropy])                                                                        \
+            attn_fwd_hopper_body<D, true, false>(p);                                                         \
+        else                                                                                                 \
+            attn_fwd_hopper_body<D, false, false>(p);                                                        \
+    }                                                                                                        \
+    extern "C" __global__ void __launch_bounds__(kHThreads, 1)                                               \
+        attn_fwd_hopper_stats_d##D(const __grid_constant__ AttnHopperParams p) {                             \
+        if (p.fwd.stat[kStatEntropy])                                                                        \
+            attn_fwd_hopper_body<D, true, true>(p);                                                          \
+        else                                                                                                 \
+            attn_fwd_hopper_body<D, false, true>(p);                                                         \
+    }
+DEFINE_ATTN_FWD_HOPPER(64)
+DEFINE_ATTN_FWD_HOPPER(128)
