@@ -172,70 +172,88 @@ fn attention(
     reps: usize,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use entrl_engine::cuda::attention::AttnForward;
+    use entrl_engine::cuda::choices::current_first;
     use entrl_engine::ops::{attention as attn, RowStat, RowStats};
     use entrl_engine::{no_grad, Packing};
     let dev = Device::cuda(0)?;
     let cuda = dev.as_cuda().expect("cuda").clone();
     let mut lines = String::new();
-    println!("attention bf16, {hq} q heads / {hkv} kv heads, d={d}, causal ({}); attention_mma", cuda.name());
-    println!(
-        "{:<10} {:>16} {:>16} {:>16} {:>16} {:>18}",
-        "shape", "fwd ms (TF/s)", "fwd+H ms (TF/s)", "fwd+stats ms", "fwd+H+hmix ms", "fwd+bwd ms (TF/s)"
-    );
-    // every statistic of the online pass (attn_fwd_mma_stats_d*)
-    let online =
-        RowStat::ALL.into_iter().filter(|&s| (s as usize) < RowStat::ONLINE).fold(RowStats::NONE, RowStats::with);
-    for lens in ATTN_SHAPES {
-        let packing = Packing::from_lengths(lens)?;
-        let t = packing.total();
-        let q = Tensor::randn([t, hq, d], 1.0, DType::BF16, &dev, 1)?.param();
-        let k = Tensor::randn([t, hkv, d], 1.0, DType::BF16, &dev, 2)?.param();
-        let v = Tensor::randn([t, hkv, d], 1.0, DType::BF16, &dev, 3)?.param();
-        let dout = Tensor::randn([t, hq, d], 1.0, DType::BF16, &dev, 4)?;
-        // FLOPs as flash-attention's benchmark counts them: 4·S²·H·d per sequence, halved for causal.
-        let fwd_flops: f64 = lens.iter().map(|&s| 2.0 * (s * s * hq * d) as f64).sum();
-        let forward = |stats: RowStats| -> Result<f64, Box<dyn std::error::Error>> {
-            Ok(median(&time_ms(&cuda, 3, reps, || {
-                let _g = no_grad();
-                attn(&q, &k, &v, &packing, stats).map(|_| ())
-            })?))
-        };
-        let hmix = RowStats::ENTROPY.with(RowStat::HeadMix);
-        let (fwd, fwd_h, fwd_hmix) = (forward(RowStats::NONE)?, forward(RowStats::ENTROPY)?, forward(hmix)?);
-        let fwd_stats = forward(online)?;
-        let fwd_bwd = median(&time_ms(&cuda, 3, reps, || {
-            attn(&q, &k, &v, &packing, RowStats::NONE)?.out.backward_with(dout.clone())?;
-            [&q, &k, &v].iter().for_each(|p| p.zero_grad());
-            Ok(())
-        })?);
-        let tf = |flops: f64, ms: f64| flops / (ms * 1e-3) / 1e12;
-        let cell = |ms: f64, flops: f64| format!("{ms:.3} ({:.0})", tf(flops, ms));
-        let label = if lens.len() == 1 { format!("S={}", lens[0]) } else { format!("{}x{}", lens.len(), lens[0]) };
+    // every shipped forward that runs this head size here, the device's own first
+    let cc = cuda.compute_capability()?;
+    let start = cuda.kernel_choices();
+    let kernels: Vec<AttnForward> = current_first(start.attention, &AttnForward::ALL)
+        .into_iter()
+        .filter(|&k| k == AttnForward::Mma || AttnForward::hopper_runs(d, cc))
+        .collect();
+    for kernel in kernels {
+        cuda.set_kernel_choices(entrl_engine::cuda::KernelChoices { attention: kernel, ..start });
         println!(
-            "{label:<10} {:>16} {:>16} {:>16} {:>16} {:>18}",
-            cell(fwd, fwd_flops),
-            cell(fwd_h, fwd_flops),
-            format!("{fwd_stats:.3} (x{:.3})", fwd_stats / fwd_h),
-            format!("{fwd_hmix:.3} (x{:.2})", (fwd_hmix - fwd_h) / fwd),
-            cell(fwd_bwd, 3.5 * fwd_flops)
+        "attention bf16, {hq} q heads / {hkv} kv heads, d={d}, causal ({}); forward attention_{}, backward attention_mma_bwd",
+        cuda.name(),
+        kernel.name()
+    );
+        println!(
+            "{:<10} {:>16} {:>16} {:>16} {:>16} {:>18}",
+            "shape", "fwd ms (TF/s)", "fwd+H ms (TF/s)", "fwd+stats ms", "fwd+H+hmix ms", "fwd+bwd ms (TF/s)"
         );
-        for (mode, ms, flops) in [
-            ("fwd", fwd, fwd_flops),
-            ("fwd_entropy", fwd_h, fwd_flops),
-            // every online statistic (the printed ×: its time / the entropy-only forward's)
-            ("fwd_stats", fwd_stats, fwd_flops),
-            // forward + entropy + the head-mixture pass (the printed ×: the pass's time / the forward's)
-            ("fwd_entropy_hmix", fwd_hmix, fwd_flops),
-            ("fwd_bwd", fwd_bwd, 3.5 * fwd_flops),
-        ] {
-            lines.push_str(&format!(
-                "{{\"bench\":\"attention\",\"impl\":\"entrl\",\"kernel\":\"mma\",\"shape\":\"{label}\",\"mode\":\"{mode}\",\"ms\":{ms:.4},\"tflops\":{:.2},\"heads\":{hq},\"kv_heads\":{hkv},\"d\":{d},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+        // every statistic of the online pass (attn_fwd_mma_stats_d*)
+        let online =
+            RowStat::ALL.into_iter().filter(|&s| (s as usize) < RowStat::ONLINE).fold(RowStats::NONE, RowStats::with);
+        for lens in ATTN_SHAPES {
+            let packing = Packing::from_lengths(lens)?;
+            let t = packing.total();
+            let q = Tensor::randn([t, hq, d], 1.0, DType::BF16, &dev, 1)?.param();
+            let k = Tensor::randn([t, hkv, d], 1.0, DType::BF16, &dev, 2)?.param();
+            let v = Tensor::randn([t, hkv, d], 1.0, DType::BF16, &dev, 3)?.param();
+            let dout = Tensor::randn([t, hq, d], 1.0, DType::BF16, &dev, 4)?;
+            // FLOPs as flash-attention's benchmark counts them: 4·S²·H·d per sequence, halved for causal.
+            let fwd_flops: f64 = lens.iter().map(|&s| 2.0 * (s * s * hq * d) as f64).sum();
+            let forward = |stats: RowStats| -> Result<f64, Box<dyn std::error::Error>> {
+                Ok(median(&time_ms(&cuda, 3, reps, || {
+                    let _g = no_grad();
+                    attn(&q, &k, &v, &packing, stats).map(|_| ())
+                })?))
+            };
+            let hmix = RowStats::ENTROPY.with(RowStat::HeadMix);
+            let (fwd, fwd_h, fwd_hmix) = (forward(RowStats::NONE)?, forward(RowStats::ENTROPY)?, forward(hmix)?);
+            let fwd_stats = forward(online)?;
+            let fwd_bwd = median(&time_ms(&cuda, 3, reps, || {
+                attn(&q, &k, &v, &packing, RowStats::NONE)?.out.backward_with(dout.clone())?;
+                [&q, &k, &v].iter().for_each(|p| p.zero_grad());
+                Ok(())
+            })?);
+            let tf = |flops: f64, ms: f64| flops / (ms * 1e-3) / 1e12;
+            let cell = |ms: f64, flops: f64| format!("{ms:.3} ({:.0})", tf(flops, ms));
+            let label = if lens.len() == 1 { format!("S={}", lens[0]) } else { format!("{}x{}", lens.len(), lens[0]) };
+            println!(
+                "{label:<10} {:>16} {:>16} {:>16} {:>16} {:>18}",
+                cell(fwd, fwd_flops),
+                cell(fwd_h, fwd_flops),
+                format!("{fwd_stats:.3} (x{:.3})", fwd_stats / fwd_h),
+                format!("{fwd_hmix:.3} (x{:.2})", (fwd_hmix - fwd_h) / fwd),
+                cell(fwd_bwd, 3.5 * fwd_flops)
+            );
+            for (mode, ms, flops) in [
+                ("fwd", fwd, fwd_flops),
+                ("fwd_entropy", fwd_h, fwd_flops),
+                // every online statistic (the printed ×: its time / the entropy-only forward's)
+                ("fwd_stats", fwd_stats, fwd_flops),
+                // forward + entropy + the head-mixture pass (the printed ×: the pass's time / the forward's)
+                ("fwd_entropy_hmix", fwd_hmix, fwd_flops),
+                ("fwd_bwd", fwd_bwd, 3.5 * fwd_flops),
+            ] {
+                lines.push_str(&format!(
+                "{{\"bench\":\"attention\",\"impl\":\"entrl\",\"kernel\":\"{}\",\"shape\":\"{label}\",\"mode\":\"{mode}\",\"ms\":{ms:.4},\"tflops\":{:.2},\"heads\":{hq},\"kv_heads\":{hkv},\"d\":{d},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+                kernel.name(),
                 tf(flops, ms),
                 cuda.name(),
                 crate::COMMIT
             ));
+            }
         }
     }
+    cuda.set_kernel_choices(start);
     let mem = cuda.memory_stats();
     println!(
         "allocator: peak {:.2} GiB in use, {} driver allocations",

@@ -340,8 +340,8 @@ enum AttnOut {
 }
 
 /// Small packs (odd lengths, length 1, GQA ratios 1/4/6, head dims the CUDA kernel does not take) for finite
-/// differences and the CPU paths; the kernel's head dims 32/64/128 in bf16 with long rows (S >= 4096) for
-/// the GPU. Every row statistic of the table gets the same shapes.
+/// differences and the CPU paths; the kernel's head dims 32/64/128 in bf16 with long rows (S >= 4096) and
+/// packs with empty sequences for the GPU (each forward version: `gpu.rs`). Every row statistic of the table gets the same shapes.
 fn attention_cases() -> Vec<OpCase> {
     use AttnOut::*;
     let mut cases = vec![
@@ -354,6 +354,8 @@ fn attention_cases() -> Vec<OpCase> {
         attn("attention d128 gqa4", &[200, 17, 65], 8, 2, 128, Out).bf16_only().big(),
         attn("attention Hnorm d64", &[1, 37, 64, 129], 4, 1, 64, NormMean).bf16_only(),
         attn("attention S=4096 d64", &[4096], 2, 1, 64, Out).bf16_only().gpu_only(),
+        attn("attention d128 empty and one-key seqs", &[0, 1, 129, 0, 257], 4, 2, 128, Out).bf16_only().big(),
+        attn("attention S=8192 d128 gqa4", &[8192], 8, 2, 128, Out).bf16_only().gpu_only(),
     ];
     for stat in RowStat::ALL {
         let name = stat.name();

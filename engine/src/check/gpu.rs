@@ -19,6 +19,7 @@ pub fn cuda_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     cuda.set_debug_sync(true);
     let mut rows = backend_checks(dev, seed);
     rows.extend(other_gemm_backend_rows(dev, seed));
+    rows.extend(other_attention_forward_rows(dev, seed));
     rows.extend(super::fused::fused_inference_rows(dev, seed));
     rows.push(row_or_fail("allocator reuse", "fwd+bwd x3", DType::F32, || allocator_check(dev, seed)));
     rows.push(bad_index_row(dev));
@@ -49,9 +50,40 @@ fn other_gemm_backend_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
     let other = if current.gemm == GemmBackend::Lt { GemmBackend::Cublas } else { GemmBackend::Lt };
     let gemm_case = |name: &str| ["matmul", "linear", "dapo_loss", "cross_entropy"].iter().any(|p| name.starts_with(p));
     let choices = crate::cuda::KernelChoices { gemm: other, ..current };
-    let mut rows = cuda.with_kernel_choices(choices, || cases_rows(dev, seed, |c| gemm_case(&c.name)));
+    rows_with_choices(dev, seed, choices, other.name(), |c| gemm_case(&c.name))
+}
+
+/// The attention cases once more through the forward the device does not use (`cuda/attention.rs`:
+/// `AttnForward`), on a GPU where the Hopper forward runs (sm_90; its head sizes 64 and 128, the others run
+/// the mma forward both times), rows marked with its name.
+fn other_attention_forward_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
+    use crate::cuda::attention::AttnForward;
+    let Some(cuda) = dev.as_cuda() else {
+        return Vec::new();
+    };
+    if !AttnForward::hopper_runs(128, cuda.compute_capability().unwrap_or((0, 0))) {
+        return Vec::new();
+    }
+    let current = cuda.kernel_choices();
+    let other = if current.attention == AttnForward::Hopper { AttnForward::Mma } else { AttnForward::Hopper };
+    let choices = crate::cuda::KernelChoices { attention: other, ..current };
+    rows_with_choices(dev, seed, choices, other.name(), |c| c.name.starts_with("attention"))
+}
+
+/// [`cases_rows`] with the device running `choices`, each row's op marked `[label]`.
+fn rows_with_choices(
+    dev: &Device,
+    seed: u64,
+    choices: crate::cuda::KernelChoices,
+    label: &str,
+    keep: impl Fn(&OpCase) -> bool,
+) -> Vec<CheckRow> {
+    let Some(cuda) = dev.as_cuda() else {
+        return Vec::new();
+    };
+    let mut rows = cuda.with_kernel_choices(choices, || cases_rows(dev, seed, keep));
     for r in &mut rows {
-        r.op = format!("{} [{}]", r.op, other.name());
+        r.op = format!("{} [{label}]", r.op);
     }
     rows
 }

@@ -1,14 +1,42 @@
-//! Launchers for `kernels-cu/cuda/attention_mma.cu`, `attention_mma_bwd.cu`, `attention_hmix.cu` and
-//! `attention.cu`: the fused forward with the row statistics asked for (the head-mixture entropy is a
-//! second pass), the backward (row dot preprocess, main kernel with f32 dQ accumulation, GQA reduce,
+//! Launchers for `kernels-cu/cuda/attention_mma.cu`, `attention_hopper.cu`, `attention_mma_bwd.cu`,
+//! `attention_hmix.cu` and `attention.cu`: the fused forward with the row statistics asked for (by the
+//! device's [`AttnForward`] choice; the head-mixture entropy is a second pass), the backward (row dot preprocess, main kernel with f32 dQ accumulation, GQA reduce,
 //! final cast) and entropy normalisation.
 use super::kernels::{self, grid};
+use super::tma::{self, TmaDesc};
 use crate::cpu::attention::AttnGeom;
 use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::ops::{Over, RowStat, RowStats};
 use crate::storage::CudaStorage;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
+
+/// The shipped versions of the fused attention forward, a device's `KernelChoices::attention`. Both compute
+/// the same outputs and row statistics from the same online-softmax stage (`attention_softmax.cuh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnForward {
+    /// `attention_mma.cu`: mma.sync m16n8k16 from registers, cp.async double buffer (any sm_80+ GPU, d 32,
+    /// 64, 128).
+    Mma,
+    /// `attention_hopper.cu`: TMA + mbarrier producer/consumer pipeline and wgmma (sm_90a, d 64 and 128;
+    /// other head sizes and GPUs run `Mma`).
+    Hopper,
+}
+
+impl AttnForward {
+    pub const ALL: [AttnForward; 2] = [Self::Mma, Self::Hopper];
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mma => "mma",
+            Self::Hopper => "hopper",
+        }
+    }
+    /// Whether `attention_hopper.cu` runs head size `d` on a GPU of compute capability `cc` (sm_90a PTX loads
+    /// on 9.0 only).
+    pub fn hopper_runs(d: usize, cc: (i32, i32)) -> bool {
+        (d == 64 || d == 128) && cc == (9, 0)
+    }
+}
 
 /// `AttnFwdParams` of `kernels-cu/cuda/attention_params.cuh`, field for field (device pointers as u64;
 /// `stat` by [`RowStat`] slot, 0 = not asked for).
@@ -43,8 +71,19 @@ pub(super) struct AttnHmixParams {
     pad: i32,
 }
 
+/// `AttnHopperParams` of `attention_params.cuh`: the TMA maps of q, k and v, then the forward's parameters.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AttnHopperParams {
+    tq: TmaDesc,
+    tk: TmaDesc,
+    tv: TmaDesc,
+    fwd: AttnFwdParams,
+}
+
 // SAFETY: plain-old-data #[repr(C)] structs matching the CUDA declarations field for field.
 unsafe impl DeviceRepr for AttnFwdParams {}
+unsafe impl DeviceRepr for AttnHopperParams {}
 unsafe impl DeviceRepr for AttnHmixParams {}
 
 /// What [`forward`] returns: the output, the LSE and each statistic asked for.
@@ -76,6 +115,16 @@ pub fn mma_smem_bytes(d: usize) -> usize {
     (MMA_BLOCK + 4 * BLOCK) * (d + 8) * 2
 }
 
+/// `attention_hopper.cu`: 128 query rows per CTA, a producer and two consumer warpgroups.
+const HOPPER_BLOCK: usize = 128;
+const HOPPER_THREADS: u32 = 384;
+
+/// Dynamic shared memory of `attn_fwd_hopper_d*` (mirrors `HopperSmem<D>`: 1024 bytes of alignment room, Q
+/// and two stages of K and V as (D/64) boxes of 128 rows × 128 bytes, seven 8-byte barriers).
+pub fn hopper_smem_bytes(d: usize) -> usize {
+    1024 + 5 * (d / 64) * 128 * 128 + 8 * 7
+}
+
 fn cfg(blocks_x: usize, heads: usize, seqs: usize, threads: u32, smem: usize) -> Result<LaunchConfig> {
     if heads > 65_535 || seqs > 65_535 {
         return Err(EngineError::shape("attention", format!("{heads} heads x {seqs} sequences exceed the grid")));
@@ -97,7 +146,7 @@ pub fn bwd_mma_smem_bytes(d: usize) -> usize {
     (6 * BLOCK * (d + 8) + BLOCK * (BLOCK + 8)) * 2 + 4 * BLOCK * 4
 }
 
-/// o bf16 [T, Hq, D], lse f32 [T, Hq] and the statistics of `stats` (f32), computed by `kernel` (and the
+/// o bf16 [T, Hq, D], lse f32 [T, Hq] and the statistics of `stats` (f32), computed by the device's forward (and the
 /// head-mixture pass).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -125,16 +174,7 @@ pub fn forward(
         let ptr = |s: &Option<CudaStorage>| s.as_ref().map_or(0u64, |s| s.ptr());
         let (pq, pk, pc) = (q.ptr(), k.ptr(), cu.ptr());
         let (hq, hkv, scale) = (i32_of(g.hq)?, i32_of(g.hkv)?, g.scale as f32);
-        // the entropy-only entry keeps its register budget; the other online statistics take the second
-        let name = if stats.beyond_entropy() {
-            format!("attn_fwd_mma_stats_d{}", g.d)
-        } else {
-            format!("attn_fwd_mma_d{}", g.d)
-        };
-        let smem = mma_smem_bytes(g.d);
-        dev.allow_shared_memory("attention_mma", &name, smem)?;
-        let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;
-        let p = AttnFwdParams {
+        let fwd = AttnFwdParams {
             o: o.ptr(),
             lse: lse.ptr(),
             stat: std::array::from_fn(|i| ptr(&slots[i])),
@@ -147,7 +187,31 @@ pub fn forward(
             scale,
             sink_keys: i32_of(stats.sink_keys())?,
         };
-        launch!(dev, "attention_mma", name, c, [p]);
+        // the entropy-only entries keep their register budget; the other online statistics take the second
+        let more = stats.beyond_entropy();
+        let hopper = dev.kernel_choices().attention == AttnForward::Hopper
+            && AttnForward::hopper_runs(g.d, dev.compute_capability()?);
+        if hopper {
+            let name =
+                if more { format!("attn_fwd_hopper_stats_d{}", g.d) } else { format!("attn_fwd_hopper_d{}", g.d) };
+            let smem = hopper_smem_bytes(g.d);
+            dev.allow_shared_memory("attention_hopper", &name, smem)?;
+            let c = cfg(max_len.div_ceil(HOPPER_BLOCK), g.hq, g.spans.len(), HOPPER_THREADS, smem)?;
+            let rows = HOPPER_BLOCK as u32;
+            let p = AttnHopperParams {
+                tq: tma::bf16_rows(q, g.total, g.hq, g.d, rows)?,
+                tk: tma::bf16_rows(k, g.total, g.hkv, g.d, rows)?,
+                tv: tma::bf16_rows(v, g.total, g.hkv, g.d, rows)?,
+                fwd,
+            };
+            launch!(dev, "attention_hopper", name, c, [p]);
+        } else {
+            let name = if more { format!("attn_fwd_mma_stats_d{}", g.d) } else { format!("attn_fwd_mma_d{}", g.d) };
+            let smem = mma_smem_bytes(g.d);
+            dev.allow_shared_memory("attention_mma", &name, smem)?;
+            let c = cfg(max_len.div_ceil(MMA_BLOCK), g.hq, g.spans.len(), MMA_THREADS, smem)?;
+            launch!(dev, "attention_mma", name, c, [fwd]);
+        }
         if let Some(h) = &slots[RowStat::HeadMix as usize] {
             let name = format!("attn_hmix_d{}", g.d);
             let smem = hmix_smem_bytes(g.d);

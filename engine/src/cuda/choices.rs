@@ -1,7 +1,8 @@
 //! Which shipped version runs where a kernel family ships more than one (a candidate next to the default
 //! until a GPU measures it): one typed value per CUDA device, set by the program that owns the device. The
-//! engine reads no environment; the `entrl` binary parses `ENTRL_GEMM`, `ENTRL_SELECT_HIST` and
-//! `ENTRL_SORT_SCATTER` into the value new devices start with ([`set_default_kernel_choices`]).
+//! engine reads no environment; the `entrl` binary parses `ENTRL_GEMM`, `ENTRL_SELECT_HIST`,
+//! `ENTRL_SORT_SCATTER` and `ENTRL_ATTN_FWD` into the value new devices start with ([`set_default_kernel_choices`]).
+use super::attention::AttnForward;
 use super::gemm_lt::GemmBackend;
 use super::select::{HistVersion, SortScatter};
 use std::sync::Mutex;
@@ -15,12 +16,19 @@ pub struct KernelChoices {
     pub select: HistVersion,
     /// The radix sort's scatter pass (`select.rs`).
     pub sort_scatter: SortScatter,
+    /// The fused attention forward (`attention.rs`).
+    pub attention: AttnForward,
 }
 
 impl KernelChoices {
-    /// The measured defaults: cuBLAS, the plain select, the match scatter.
-    pub const DEFAULT: KernelChoices =
-        KernelChoices { gemm: GemmBackend::Cublas, select: HistVersion::Plain, sort_scatter: SortScatter::Match };
+    /// The measured defaults: cuBLAS, the plain select, the match scatter, the mma.sync attention forward
+    /// (the Hopper forward is a candidate until a GPU measures it).
+    pub const DEFAULT: KernelChoices = KernelChoices {
+        gemm: GemmBackend::Cublas,
+        select: HistVersion::Plain,
+        sort_scatter: SortScatter::Match,
+        attention: AttnForward::Mma,
+    };
 }
 
 impl Default for KernelChoices {

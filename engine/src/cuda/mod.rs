@@ -37,6 +37,7 @@ pub mod select;
 pub(crate) mod select_params;
 pub(crate) mod select_wide;
 pub mod timing;
+pub(crate) mod tma;
 pub mod weights;
 
 use crate::error::{EngineError, Result};
