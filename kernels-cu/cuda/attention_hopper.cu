@@ -15,9 +15,13 @@
 // and the statistics ride it through OnlineRowStats (attention_row_stats.cuh), as in attention_mma.cu.
 //
 // Stages: 1 which tile; 2 barriers (thread 0 initialises, every thread meets once); 3 producer (thread 0
-// of warpgroup 0): Q, then for each key tile wait for its stage to be empty and copy K and V; 4 consumers,
-// per key tile: 4a wait K, S = QKᵀ (D/16 wgmmas, one commit), 4b masked online softmax + statistics and P,
-// 4c rescale O, wait V, O += PV (8 wgmmas), 4d release the stage; 5 epilogue (O /= l, LSE, statistics).
+// of warpgroup 0): Q, then for each key tile wait for its stage to be empty and copy K and V; 4 consumers:
+// 4a prologue (S_0, its softmax, P_0); 4b per key tile kb ≥ 1 (FA3 §3.2, intra-warpgroup overlap): issue
+// S_kb = Q·K_kbᵀ, rescale O by α_{kb−1}, issue O += P_{kb−1}·V_{kb−1}, wait for S_kb only and run its
+// masked online softmax + statistics while the PV is in flight, then wait for the PV and release stage
+// kb − 1; 4c the last PV; 5 epilogue (O /= l, LSE, statistics). Ping-pong between the two consumer
+// warpgroups (FA3 §3.1): named barriers 1 and 2 order their GEMM issues, so one warpgroup's softmax runs
+// under the other's GEMMs. Registers: S 64 + O D/2 + P twice 32 (the in-flight PV's and the next) per thread.
 // Tiles: 128 query rows per CTA (warpgroup w + 1 owns rows 64w .. 64w+63; its warp v the 16 rows 16v ..),
 // 128 keys per tile, two stages. Query blocks run heaviest first (reversed blockIdx.x).
 //
@@ -61,9 +65,9 @@ struct Barriers {
     unsigned long long q, full_k[kHStages], full_v[kHStages], empty[kHStages];
 };
 
-// 4a. S = Q·Kᵀ for the warpgroup's 64 rows and one 128-key tile.
+// Issue S = Q·Kᵀ for the warpgroup's 64 rows and one 128-key tile (one commit group; wgmma_wait before use).
 template <int D>
-__device__ __forceinline__ void qk_wgmma(float (&s)[kHNTiles][4], unsigned q_base, unsigned k_base) {
+__device__ __forceinline__ void qk_issue(float (&s)[kHNTiles][4], unsigned q_base, unsigned k_base) {
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
@@ -71,12 +75,11 @@ __device__ __forceinline__ void qk_wgmma(float (&s)[kHNTiles][4], unsigned q_bas
         wgmma_ss_m64n128(s, gmma_desc(q_base + off, 0, 1024), gmma_desc(k_base + off, 0, 1024), kk > 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
 }
 
-// 4c. O += P·V (O already rescaled by α).
+// Issue O += P·V (O already rescaled; one commit group; P's registers stay untouched until the wait).
 template <int D>
-__device__ __forceinline__ void pv_wgmma(float (&acc_o)[D / 8][4], const unsigned (&pf)[kHNTiles / 2][4],
+__device__ __forceinline__ void pv_issue(float (&acc_o)[D / 8][4], const unsigned (&pf)[kHNTiles / 2][4],
                                          unsigned v_base) {
     wgmma_fence();
 #pragma unroll
@@ -88,7 +91,16 @@ __device__ __forceinline__ void pv_wgmma(float (&acc_o)[D / 8][4], const unsigne
             wgmma_rs_m64n64_tnspb(acc_o, pf[kk], dv);
     }
     wgmma_commit();
-    wgmma_wait<0>();
+}
+
+template <int D> __device__ __forceinline__ void rescale_o(float (&acc_o)[D / 8][4], const float (&alpha)[2]) {
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+        acc_o[dn][0] *= alpha[0];
+        acc_o[dn][1] *= alpha[0];
+        acc_o[dn][2] *= alpha[1];
+        acc_o[dn][3] *= alpha[1];
+    }
 }
 
 }  // namespace
@@ -164,32 +176,59 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
     OnlineRowStats<kEntropy, kOthers> st(p.stat, p.sink_keys);
     const float scale_log2 = p.scale * kLog2e;
 
+    // Ping-pong: warpgroup w issues its QKᵀ only after the other one has issued its PV (named barrier w,
+    // 256 threads), so one warpgroup's softmax runs under the other's GEMMs; warpgroup 1 goes first.
+    const int other = 3 - wg;
+    if (wg == 2) named_barrier_arrive(1, 256);
     mbar_wait(&bar.q, 0);
-    for (int kb = 0; kb < n_tiles; ++kb) {
-        const int s = kb % kHStages, k0 = kb * kHBlockN;
-        const unsigned phase = (kb / kHStages) & 1;
-        // 4a. S = Q Kᵀ
-        mbar_wait(&bar.full_k[s], phase);
-        float sc[kHNTiles][4];
-        qk_wgmma<D>(sc, q_base, smem_u32(sK + s * S::kv_bytes));
-        // 4b. mask, online softmax and statistics, P
-        float alpha[2];
-        unsigned pf[kHNTiles / 2][4];
+
+    // 4a. prologue: tile 0's S, softmax and P
+    float sc[kHNTiles][4], alpha[2];
+    unsigned pf[kHNTiles / 2][4], pf_next[kHNTiles / 2][4];
+    mbar_wait(&bar.full_k[0], 0);
+    named_barrier_sync(wg, 256);
+    qk_issue<D>(sc, q_base, smem_u32(sK));
+    named_barrier_arrive(other, 256);
+    wgmma_wait<0>();
+    fence_regs(sc);
+    softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, pf, scale_log2, wq0 < kHBlockN - 1 || len < kHBlockN,
+                                              0, rows, len, c);
+
+    // 4b. steady state, tile kb: issue S_kb = Q K_kb and O += P_{kb−1} V_{kb−1}; the softmax of S_kb runs
+    // while the PV is in flight; then tile kb − 1's stage is released
+    for (int kb = 1; kb < n_tiles; ++kb) {
+        const int s = kb % kHStages, sp = (kb - 1) % kHStages, k0 = kb * kHBlockN;
+        mbar_wait(&bar.full_k[s], (kb / kHStages) & 1);
+        named_barrier_sync(wg, 256);
+        qk_issue<D>(sc, q_base, smem_u32(sK + s * S::kv_bytes));
+        rescale_o<D>(acc_o, alpha);
+        mbar_wait(&bar.full_v[sp], ((kb - 1) / kHStages) & 1);
+        pv_issue<D>(acc_o, pf, smem_u32(sV + sp * S::kv_bytes));
+        named_barrier_arrive(other, 256);
+        wgmma_wait<1>();  // S_kb
+        fence_regs(sc);
         const bool edge = k0 + kHBlockN - 1 > wq0 || k0 + kHBlockN > len;
-        softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, pf, scale_log2, edge, k0, rows, len, c);
-        // 4c. O ← α·O + P V
+        softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, pf_next, scale_log2, edge, k0, rows, len, c);
+        wgmma_wait<0>();  // P_{kb−1} V_{kb−1}
+        fence_regs(acc_o);
+        fence_regs(pf);
+        mbar_arrive(&bar.empty[sp]);
 #pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn) {
-            acc_o[dn][0] *= alpha[0];
-            acc_o[dn][1] *= alpha[0];
-            acc_o[dn][2] *= alpha[1];
-            acc_o[dn][3] *= alpha[1];
-        }
-        mbar_wait(&bar.full_v[s], phase);
-        pv_wgmma<D>(acc_o, pf, smem_u32(sV + s * S::kv_bytes));
-        // 4d. this thread is done with the stage
-        mbar_arrive(&bar.empty[s]);
+        for (int i = 0; i < kHNTiles / 2; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) pf[i][e] = pf_next[i][e];
     }
+
+    // 4c. the last tile's PV; warpgroup 1 takes warpgroup 2's last arrival, so no barrier is left half-arrived
+    const int sl = (n_tiles - 1) % kHStages;
+    rescale_o<D>(acc_o, alpha);
+    mbar_wait(&bar.full_v[sl], ((n_tiles - 1) / kHStages) & 1);
+    pv_issue<D>(acc_o, pf, smem_u32(sV + sl * S::kv_bytes));
+    wgmma_wait<0>();
+    fence_regs(acc_o);
+    fence_regs(pf);
+    mbar_arrive(&bar.empty[sl]);
+    if (wg == 1) named_barrier_sync(1, 256);
 
     // 5. epilogue (rows past the sequence end are not written)
 #pragma unroll

@@ -61,7 +61,31 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const TmaDesc& map, int c
         : "memory");
 }
 
+// ---- named barriers (bar.sync / bar.arrive; id 0 is __syncthreads) ---------------------------------------------
+// sync waits until `threads` threads have reached barrier `id` (by sync or arrive); arrive counts and goes on.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // ---- warpgroup ----------------------------------------------------------------------------------------------
+// Registers that an in-flight wgmma reads or writes are fenced after wgmma_wait (as CUTLASS's
+// warpgroup_fence_operand): the empty asm "uses and redefines" them there, so the compiler neither reads an
+// accumulator before the wait nor reuses an A operand's registers while the MMA may still read them.
+template <int N> __device__ __forceinline__ void fence_regs(float (&d)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
+}
+template <int N> __device__ __forceinline__ void fence_regs(unsigned (&a)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[i][e])::"memory");
+}
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int K> __device__ __forceinline__ void wgmma_wait() {

@@ -50,7 +50,17 @@ static Outputs launch(Kernel f, const AttnProblem& p, bool stats, int sink_keys)
     prm.hkv = p.hkv;
     prm.scale = 1.0f / std::sqrt((float)p.d);
     prm.sink_keys = sink_keys;
-    run_grid(g, kHThreads, [&] { f(hp); });
+    int finished = 0;
+    run_grid(g, kHThreads, [&] {
+        f(hp);
+        // the CTA's last thread: no named barrier may be left half-arrived (the GPU resets them per CTA)
+        if (++finished % kHThreads == 0 && !emu_named_barriers_idle()) {
+            std::printf("FAIL CTA (%u, %u, %u) ended with a named barrier half-arrived\n", blockIdx.x, blockIdx.y,
+                        blockIdx.z);
+            std::fflush(stdout);
+            std::_Exit(1);
+        }
+    });
     return out;
 }
 

@@ -17,7 +17,9 @@
 //     Operands are located by decoding the descriptor bits (hopper_desc.cuh) with the canonical 128-byte
 //     swizzle layouts — the decoding the tensor cores do; only layout type 1 (128-byte swizzle) and base
 //     offset 0 are modelled, anything else is reported.
-//   * setmaxnreg and wgmma.fence have nothing to model.
+//   * named barriers (bar.sync / bar.arrive): a count per id; a CTA must leave none half-arrived (checked by
+//     the harness through emu_named_barriers_idle), as the kernels here are written to.
+//   * setmaxnreg, wgmma.fence and the register fences have nothing to model.
 #pragma once
 
 #include <cstdio>
@@ -65,6 +67,22 @@ inline void mbar_complete_tx(void* bar, long long bytes) {
     b.tx -= bytes;
     if (b.tx < 0) hopper_fail("a TMA copy completed more bytes than the barrier expected");
     mbar_try_complete(b);
+}
+
+// ---- named barriers: arrivals counted per id; a phase completes at the expected count ----
+inline int nb_count[16], nb_gen[16];
+inline void named_barrier(int id, int threads, bool wait) {
+    if (id <= 0 || id >= 16) hopper_fail("named barrier id outside 1..15");
+    const int gen = nb_gen[id];
+    if (++nb_count[id] == threads) {
+        nb_count[id] = 0;
+        ++nb_gen[id];
+    } else if (wait) {
+        for (long spins = 0; nb_gen[id] == gen; ++spins) {
+            if (spins > (1l << 18)) hopper_fail("named barrier never completes (deadlock)");
+            yield();
+        }
+    }
 }
 
 // ---- warpgroup meeting points (one per warpgroup of the CTA) ----
@@ -193,6 +211,13 @@ inline void mbar_wait(unsigned long long* bar, unsigned parity) {
     }
 }
 
+// True when no named barrier holds arrivals (call between CTAs).
+inline bool emu_named_barriers_idle() {
+    for (int c : emu::nb_count)
+        if (c != 0) return false;
+    return true;
+}
+
 // The host side: what cuTensorMapEncodeTiled does for the kernels here (3-D, bf16 or f32 elements).
 inline TmaDesc emu_encode_tma(const void* base, const unsigned long long (&dims)[3],
                               const unsigned long long (&strides)[2], const unsigned (&box)[3], unsigned elem,
@@ -225,6 +250,11 @@ inline void tma_load_3d(void* dst, const TmaDesc& map, int c0, int c1, int c2, u
             }
     emu::mbar_complete_tx(bar, (long long)m.box[0] * m.box[1] * m.box[2] * m.elem);
 }
+
+inline void named_barrier_sync(int id, int threads) { emu::named_barrier(id, threads, true); }
+inline void named_barrier_arrive(int id, int threads) { emu::named_barrier(id, threads, false); }
+template <int N> inline void fence_regs(float (&)[N][4]) {}
+template <int N> inline void fence_regs(unsigned (&)[N][4]) {}
 
 inline void wgmma_fence() {}
 inline void wgmma_commit() {
