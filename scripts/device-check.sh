@@ -124,7 +124,8 @@ done
 fi
 if want sanitize && room 40 "compute-sanitizer"; then
 # Out-of-bounds accesses, shared-memory races and barrier misuse in the select and sort kernels (every
-# version: bench select runs them all), on 300,001 scores in one pool and in 37 pools (mostly unaligned).
+# version: bench select runs them all), on 300,001 scores in one pool and in 37 pools (mostly unaligned),
+# and in the Hopper attention kernels.
 echo "== compute-sanitizer: memcheck, racecheck, synccheck on bench select"
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda-13.0/bin/compute-sanitizer)
 for tool in memcheck racecheck synccheck; do
@@ -133,6 +134,12 @@ for tool in memcheck racecheck synccheck; do
       "$BIN" bench select --n 300001 --pools "$p" --reps 1 > "$D/sanitize_${tool}_$p.txt" 2>&1
     echo "$tool, $p pool(s): rc=$? $(grep -m1 'ERROR SUMMARY' "$D/sanitize_${tool}_$p.txt")" | tee -a "$D/sanitize.txt"
   done
+  # the Hopper attention forward and backward (TMA, mbarriers, named barriers) on a small pack with an empty,
+  # a one-token and odd-length sequences (racecheck sees the generic shared-memory accesses, not the async
+  # proxy's)
+  ENTRL_ATTENTION=hopper timeout $(t 60) "$SAN" --tool "$tool" --error-exitcode 9 \
+    "$BIN" bench attention --lens 300,129,0,1 --heads 4 --kv-heads 2 --reps 1 > "$D/sanitize_${tool}_attn.txt" 2>&1
+  echo "$tool, hopper attention: rc=$? $(grep -m1 'ERROR SUMMARY' "$D/sanitize_${tool}_attn.txt")" | tee -a "$D/sanitize.txt"
 done
 fi
 if want loss; then
@@ -261,7 +268,7 @@ try:
 except Exception:
     pass
 try:
-    print(f"| compute-sanitizer on the select kernels | {'; '.join(l for l in (out / 'sanitize.txt').read_text().split(chr(10)) if l)} |")
+    print(f"| compute-sanitizer on the select and Hopper attention kernels | {'; '.join(l for l in (out / 'sanitize.txt').read_text().split(chr(10)) if l)} |")
 except Exception:
     pass
 if "tflops" in ours and "tflops" in torch:

@@ -97,6 +97,10 @@ pub enum Bench {
         head_dim: usize,
         #[arg(long, default_value_t = 20)]
         reps: usize,
+        /// One packed shape of these sequence lengths (e.g. 300,129,0,1) instead of S = 1k..8k and 8 × 1k
+        /// (small runs under compute-sanitizer).
+        #[arg(long, value_delimiter = ',')]
+        lens: Vec<usize>,
         /// Also write one JSON line per (shape, mode) to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -109,8 +113,9 @@ const ATTN_SHAPES: [&[usize]; 5] = [&[1024], &[2048], &[4096], &[8192], &[1024; 
 pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match b {
         Bench::Matmul { m, n, k, dtype, reps, json } => matmul(*m, *n, *k, dtype, *reps, json.as_deref()),
-        Bench::Attention { heads, kv_heads, head_dim, reps, json } => {
-            attention(*heads, *kv_heads, *head_dim, *reps, json.as_deref())
+        Bench::Attention { heads, kv_heads, head_dim, reps, lens, json } => {
+            let shapes: Vec<&[usize]> = if lens.is_empty() { ATTN_SHAPES.to_vec() } else { vec![lens.as_slice()] };
+            attention(*heads, *kv_heads, *head_dim, *reps, &shapes, json.as_deref())
         }
         Bench::Generate { shape, batches, prompt, new, decode, json } => {
             crate::bench_model::generate_bench(shape, batches, *prompt, *new, decode, json.as_deref())
@@ -170,9 +175,10 @@ fn attention(
     hkv: usize,
     d: usize,
     reps: usize,
+    shapes: &[&[usize]],
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    use entrl_engine::cuda::attention::AttnForward;
+    use entrl_engine::cuda::attention::AttnVersion;
     use entrl_engine::cuda::choices::current_first;
     use entrl_engine::ops::{attention as attn, RowStat, RowStats};
     use entrl_engine::{no_grad, Packing};
@@ -182,9 +188,9 @@ fn attention(
     // every shipped forward that runs this head size here, the device's own first
     let cc = cuda.compute_capability()?;
     let start = cuda.kernel_choices();
-    let kernels: Vec<AttnForward> = current_first(start.attention, &AttnForward::ALL)
+    let kernels: Vec<AttnVersion> = current_first(start.attention, &AttnVersion::ALL)
         .into_iter()
-        .filter(|&k| k == AttnForward::Mma || AttnForward::hopper_runs(d, cc))
+        .filter(|&k| k == AttnVersion::Mma || AttnVersion::hopper_runs(d, cc))
         .collect();
     for kernel in kernels {
         cuda.set_kernel_choices(entrl_engine::cuda::KernelChoices { attention: kernel, ..start });
@@ -200,7 +206,7 @@ fn attention(
         // every statistic of the online pass (attn_fwd_mma_stats_d*)
         let online =
             RowStat::ALL.into_iter().filter(|&s| (s as usize) < RowStat::ONLINE).fold(RowStats::NONE, RowStats::with);
-        for lens in ATTN_SHAPES {
+        for &lens in shapes {
             let packing = Packing::from_lengths(lens)?;
             let t = packing.total();
             let q = Tensor::randn([t, hq, d], 1.0, DType::BF16, &dev, 1)?.param();
@@ -225,7 +231,11 @@ fn attention(
             })?);
             let tf = |flops: f64, ms: f64| flops / (ms * 1e-3) / 1e12;
             let cell = |ms: f64, flops: f64| format!("{ms:.3} ({:.0})", tf(flops, ms));
-            let label = if lens.len() == 1 { format!("S={}", lens[0]) } else { format!("{}x{}", lens.len(), lens[0]) };
+            let label = match lens {
+                [s] => format!("S={s}"),
+                [first, ..] if lens.iter().all(|l| l == first) => format!("{}x{first}", lens.len()),
+                _ => lens.iter().map(|l| l.to_string()).collect::<Vec<_>>().join("+"),
+            };
             println!(
                 "{label:<10} {:>16} {:>16} {:>16} {:>16} {:>18}",
                 cell(fwd, fwd_flops),

@@ -1,7 +1,7 @@
 //! The settings `entrl` reads from its environment and hands to the engine (which reads none): the kernel
-//! versions new CUDA devices run (`ENTRL_GEMM`, `ENTRL_SELECT_HIST`, `ENTRL_SORT_SCATTER`, `ENTRL_ATTN_FWD`) and the profiler's
+//! versions new CUDA devices run (`ENTRL_GEMM`, `ENTRL_SELECT_HIST`, `ENTRL_SORT_SCATTER`, `ENTRL_ATTENTION`) and the profiler's
 //! mode (`ENTRL_PROFILE`). One parser, one error line naming the variable, the value and the accepted names.
-use entrl_engine::cuda::attention::AttnForward;
+use entrl_engine::cuda::attention::AttnVersion;
 use entrl_engine::cuda::gemm_lt::GemmBackend;
 use entrl_engine::cuda::select::{HistVersion, SortScatter};
 use entrl_engine::cuda::KernelChoices;
@@ -24,7 +24,7 @@ fn parse_choice<T: Copy>(var: &str, s: &str, all: &[T], name: fn(T) -> &'static 
 }
 
 /// The kernel versions from `ENTRL_GEMM` (cublas | lt), `ENTRL_SELECT_HIST` (plain | wide),
-/// `ENTRL_SORT_SCATTER` (match | local) and `ENTRL_ATTN_FWD` (mma | hopper); each unset or empty keeps the
+/// `ENTRL_SORT_SCATTER` (match | local) and `ENTRL_ATTENTION` (mma | hopper); each unset or empty keeps the
 /// engine's default.
 pub fn kernel_choices() -> Result<KernelChoices, String> {
     let d = KernelChoices::DEFAULT;
@@ -32,7 +32,7 @@ pub fn kernel_choices() -> Result<KernelChoices, String> {
         gemm: env_choice("ENTRL_GEMM", &GemmBackend::ALL, GemmBackend::name, d.gemm)?,
         select: env_choice("ENTRL_SELECT_HIST", &HistVersion::ALL, HistVersion::name, d.select)?,
         sort_scatter: env_choice("ENTRL_SORT_SCATTER", &SortScatter::ALL, SortScatter::name, d.sort_scatter)?,
-        attention: env_choice("ENTRL_ATTN_FWD", &AttnForward::ALL, AttnForward::name, d.attention)?,
+        attention: env_choice("ENTRL_ATTENTION", &AttnVersion::ALL, AttnVersion::name, d.attention)?,
     })
 }
 

@@ -329,7 +329,7 @@ fn a_bad_kernel_choice_in_the_environment_is_one_clear_error() {
         ("ENTRL_SELECT_HIST", "keys", "plain, wide"),
         ("ENTRL_GEMM", "blas", "cublas, lt"),
         ("ENTRL_SORT_SCATTER", "x", "match, local"),
-        ("ENTRL_ATTN_FWD", "fa3", "mma, hopper"),
+        ("ENTRL_ATTENTION", "fa3", "mma, hopper"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_entrl")).arg("info").env(var, value).output().expect("run entrl");
         assert_clear_error(&out, &[&format!("{var}={value}"), names]);

@@ -40,3 +40,18 @@ struct AttnHopperParams {
     TmaDesc tq, tk, tv;
     AttnFwdParams fwd;
 };
+
+// attn_bwd_hopper_d* (attention_hopper_bwd.cu): TMA maps of q and dout (box (64, 1, 64)) and of k and v
+// (box (64, 1, 128)), 128-byte swizzle; then the outputs and inputs of attention_mma_bwd.cu's main kernel.
+struct AttnHopperBwdParams {
+    TmaDesc tq, tk, tv, tdo;
+    float* dq_accum;           // [T, Hq, D] f32, pre-zeroed; += scale · dS K
+    float* dk_head;            // [T, Hq, D] f32: this query head's scale · dSᵀ Q
+    float* dv_head;            // [T, Hq, D] f32: this query head's Pᵀ dO
+    const float* lse;          // [T, Hq]
+    const float* dvec;         // [T, Hq]: rowsum(dO ∘ O)
+    const int* cu_seqlens;     // [num_seqs + 1]
+    int hq, hkv;
+    float scale;
+    int pad;
+};

@@ -4,8 +4,9 @@
 // online row statistic. Cases: varlen packs with empty, length-1 and odd-length sequences, a last sequence
 // whose boxes run past T (zero fill), several query blocks and more key tiles than stages (the stages are
 // reused, so the empty barriers matter), GQA ratios 1, 2 and 4, peaky rows. Outputs start poisoned (NaN). The
-// plain entry must give the same O, LSE and entropy bit for bit and leave the other slots untouched. One line
-// per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
+// plain entry must give the same O, LSE and entropy bit for bit and leave the other slots untouched. Every case
+// runs with the default and the reversed fiber order. One line per case; exit 1 on failure. Built and run by
+// kernels-cu/tests/emulated_kernels.rs.
 #include "attention_hopper.cu"
 #include "attention_ref.h"
 #include "harness.h"
@@ -99,12 +100,18 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
 }
 
 int main() {
-    std::mt19937_64 rng(20261205);
     bool ok = true;
-    ok &= run_case("hopper d64 gqa2 lens 1,0,70,200", {1, 0, 70, 200}, 4, 2, 64, 1.0f, 4, rng);
-    ok &= run_case("hopper d64 gqa1 peaky len 131", {131}, 2, 2, 64, 6.0f, 5, rng);
-    ok &= run_case("hopper d128 gqa4 lens 300,5", {300, 5}, 4, 1, 128, 1.0f, 64, rng);
-    ok &= run_case("hopper d128 gqa2 len 700 (6 key tiles)", {700}, 2, 1, 128, 1.0f, 1, rng);
-    ok &= run_case("hopper d128 gqa1 peaky lens 128,129", {128, 129}, 2, 2, 128, 4.0f, 4, rng);
+    // every case with the fiber scheduler's default order, then reversed (consumers before the producer, the
+    // second warpgroup before the first): a second interleaving, not every one (emu/hopper.cuh)
+    for (bool reversed : {false, true}) {
+        emu::reverse_schedule = reversed;
+        std::mt19937_64 rng(20261205);
+        std::printf("-- scheduler order: %s\n", reversed ? "reversed" : "default");
+        ok &= run_case("hopper d64 gqa2 lens 1,0,70,200", {1, 0, 70, 200}, 4, 2, 64, 1.0f, 4, rng);
+        ok &= run_case("hopper d64 gqa1 peaky len 131", {131}, 2, 2, 64, 6.0f, 5, rng);
+        ok &= run_case("hopper d128 gqa4 lens 300,5", {300, 5}, 4, 1, 128, 1.0f, 64, rng);
+        ok &= run_case("hopper d128 gqa2 len 700 (6 key tiles)", {700}, 2, 1, 128, 1.0f, 1, rng);
+        ok &= run_case("hopper d128 gqa1 peaky lens 128,129", {128, 129}, 2, 2, 128, 4.0f, 4, rng);
+    }
     return ok ? 0 : 1;
 }

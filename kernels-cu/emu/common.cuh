@@ -44,6 +44,9 @@ struct Cta {
     int warp_count[kMaxThreads / 32] = {}, warp_gen[kMaxThreads / 32] = {};
 };
 inline Cta cta;
+// The scheduler's round order: thread 0 first (default) or last. A check that runs a kernel both ways sees a
+// missing barrier between threads that the default order happens to satisfy.
+inline bool reverse_schedule = false;
 
 inline dim3 thread_idx_of(int tid) { return dim3{(unsigned)tid, 0, 0}; }
 
@@ -118,7 +121,8 @@ template <class F> void run_cta(int threads, F body) {
     }
     for (bool any = true; any;) {
         any = false;
-        for (int t = 0; t < threads; ++t) {
+        for (int i = 0; i < threads; ++i) {
+            const int t = reverse_schedule ? threads - 1 - i : i;
             if (c.done[t]) continue;
             any = true;
             c.current = t;

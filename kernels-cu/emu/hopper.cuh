@@ -19,7 +19,12 @@
 //     offset 0 are modelled, anything else is reported.
 //   * named barriers (bar.sync / bar.arrive): a count per id; a CTA must leave none half-arrived (checked by
 //     the harness through emu_named_barriers_idle), as the kernels here are written to.
-//   * setmaxnreg, wgmma.fence and the register fences have nothing to model.
+//   * setmaxnreg, wgmma.fence, fence.proxy.async and the register fences have nothing to model.
+// What this cannot show: the fibers run round-robin (emu/common.cuh, default or reversed order), so one
+// warpgroup never runs far ahead of another; a missing barrier between warpgroups that only such a lead
+// would expose (for example, reading a shared tile another warpgroup writes a few instructions earlier in
+// the same step) passes here. Those orderings are checked by reading, and by compute-sanitizer's racecheck on
+// a GPU (scripts/device-check.sh sanitize).
 #pragma once
 
 #include <cstdio>
@@ -113,7 +118,7 @@ inline unsigned swizzle128(unsigned o) { return o ^ (((o >> 7) & 7u) << 4); }
 struct WgmmaOp {
     int n;
     unsigned long long da, db;  // da unused when A comes from registers
-    bool a_regs, tnsp_b, accumulate;
+    bool a_regs, tnsp_a, tnsp_b, accumulate;
     float* acc[128];            // each thread's accumulator array ([n/8][4])
     uint32_t a[128][4];
 };
@@ -159,7 +164,7 @@ inline void execute(const WgmmaOp& op) {
                     const int lane = (r % 8) * 4 + (k % 8) / 2, reg = (r % 16) / 8 + 2 * (k / 8);
                     av = half_of(op.a[(r / 16) * 32 + lane][reg], k % 2);
                 } else {
-                    av = k_major(a, r, k);
+                    av = op.tnsp_a ? mn_major(a, k, r) : k_major(a, r, k);
                 }
                 const float bv = op.tnsp_b ? mn_major(b, k, n) : k_major(b, n, k);
                 sum += av * bv;
@@ -170,14 +175,14 @@ inline void execute(const WgmmaOp& op) {
         }
 }
 
-inline void record(int n, unsigned long long da, unsigned long long db, bool a_regs, bool tnsp_b, bool accumulate,
-                   float* acc, const uint32_t* a) {
+inline void record(int n, unsigned long long da, unsigned long long db, bool a_regs, bool tnsp_a, bool tnsp_b,
+                   bool accumulate, float* acc, const uint32_t* a) {
     const int me = (int)threadIdx.x;
     wg_acc[me] = acc;
     for (int i = 0; i < 4; ++i) wg_a[me][i] = a ? a[i] : 0u;
     warpgroup_barrier();
     if (me % 128 == 0) {
-        WgmmaOp op{n, da, db, a_regs, tnsp_b, accumulate, {}, {}};
+        WgmmaOp op{n, da, db, a_regs, tnsp_a, tnsp_b, accumulate, {}, {}};
         for (int t = 0; t < 128; ++t) {
             op.acc[t] = wg_acc[me + t];
             for (int i = 0; i < 4; ++i) op.a[t][i] = wg_a[me + t][i];
@@ -194,6 +199,7 @@ inline void mbar_init(unsigned long long* bar, unsigned arrivals) {
     emu::mbars[bar] = emu::MBar{arrivals, arrivals, 0, 0};
 }
 inline void mbar_fence_init() {}
+inline void fence_view_async_shared() {}
 inline void mbar_arrive(unsigned long long* bar) {
     emu::MBar& b = emu::mbar_of(bar);
     if (b.pending == 0) emu::hopper_fail("more arrivals on an mbarrier than it expects");
@@ -281,11 +287,17 @@ template <int R> inline void warpgroup_reg_dealloc() {}
 template <int R> inline void warpgroup_reg_alloc() {}
 
 inline void wgmma_ss_m64n128(float (&d)[16][4], unsigned long long da, unsigned long long db, int scale_d) {
-    emu::record(128, da, db, false, false, scale_d != 0, &d[0][0], nullptr);
+    emu::record(128, da, db, false, false, false, scale_d != 0, &d[0][0], nullptr);
+}
+inline void wgmma_ss_m64n64(float (&d)[8][4], unsigned long long da, unsigned long long db, int scale_d) {
+    emu::record(64, da, db, false, false, false, scale_d != 0, &d[0][0], nullptr);
+}
+inline void wgmma_ss_m64n64_tnspab(float (&d)[8][4], unsigned long long da, unsigned long long db, int scale_d) {
+    emu::record(64, da, db, false, true, true, scale_d != 0, &d[0][0], nullptr);
 }
 inline void wgmma_rs_m64n128_tnspb(float (&d)[16][4], const unsigned (&a)[4], unsigned long long db) {
-    emu::record(128, 0, db, true, true, true, &d[0][0], a);
+    emu::record(128, 0, db, true, false, true, true, &d[0][0], a);
 }
 inline void wgmma_rs_m64n64_tnspb(float (&d)[8][4], const unsigned (&a)[4], unsigned long long db) {
-    emu::record(64, 0, db, true, true, true, &d[0][0], a);
+    emu::record(64, 0, db, true, false, true, true, &d[0][0], a);
 }

@@ -54,18 +54,18 @@ fn other_gemm_backend_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
 }
 
 /// The attention cases once more through the forward the device does not use (`cuda/attention.rs`:
-/// `AttnForward`), on a GPU where the Hopper forward runs (sm_90; its head sizes 64 and 128, the others run
+/// `AttnVersion`), on a GPU where the Hopper forward runs (sm_90; its head sizes 64 and 128, the others run
 /// the mma forward both times), rows marked with its name.
 fn other_attention_forward_rows(dev: &Device, seed: u64) -> Vec<CheckRow> {
-    use crate::cuda::attention::AttnForward;
+    use crate::cuda::attention::AttnVersion;
     let Some(cuda) = dev.as_cuda() else {
         return Vec::new();
     };
-    if !AttnForward::hopper_runs(128, cuda.compute_capability().unwrap_or((0, 0))) {
+    if !AttnVersion::hopper_runs(128, cuda.compute_capability().unwrap_or((0, 0))) {
         return Vec::new();
     }
     let current = cuda.kernel_choices();
-    let other = if current.attention == AttnForward::Hopper { AttnForward::Mma } else { AttnForward::Hopper };
+    let other = if current.attention == AttnVersion::Hopper { AttnVersion::Mma } else { AttnVersion::Hopper };
     let choices = crate::cuda::KernelChoices { attention: other, ..current };
     rows_with_choices(dev, seed, choices, other.name(), |c| c.name.starts_with("attention"))
 }

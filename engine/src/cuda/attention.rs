@@ -1,6 +1,6 @@
 //! Launchers for `kernels-cu/cuda/attention_mma.cu`, `attention_hopper.cu`, `attention_mma_bwd.cu`,
 //! `attention_hmix.cu` and `attention.cu`: the fused forward with the row statistics asked for (by the
-//! device's [`AttnForward`] choice; the head-mixture entropy is a second pass), the backward (row dot preprocess, main kernel with f32 dQ accumulation, GQA reduce,
+//! device's [`AttnVersion`] choice; the head-mixture entropy is a second pass), the backward (row dot preprocess, main kernel with f32 dQ accumulation, GQA reduce,
 //! final cast) and entropy normalisation.
 use super::kernels::{self, grid};
 use super::tma::{self, TmaDesc};
@@ -11,20 +11,21 @@ use crate::ops::{Over, RowStat, RowStats};
 use crate::storage::CudaStorage;
 use cudarc::driver::{DeviceRepr, LaunchConfig};
 
-/// The shipped versions of the fused attention forward, a device's `KernelChoices::attention`. Both compute
-/// the same outputs and row statistics from the same online-softmax stage (`attention_softmax.cuh`).
+/// The shipped versions of the fused attention, a device's `KernelChoices::attention`. Both forwards compute
+/// the same outputs and row statistics from the same online-softmax stage (`attention_softmax.cuh`); both
+/// backward main kernels write the same per-head dK/dV and dQ accumulator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttnForward {
-    /// `attention_mma.cu`: mma.sync m16n8k16 from registers, cp.async double buffer (any sm_80+ GPU, d 32,
-    /// 64, 128).
+pub enum AttnVersion {
+    /// `attention_mma.cu` and `attention_mma_bwd.cu`: mma.sync m16n8k16 from registers, cp.async double
+    /// buffer (any sm_80+ GPU, d 32, 64, 128).
     Mma,
-    /// `attention_hopper.cu`: TMA + mbarrier producer/consumer pipeline and wgmma (sm_90a, d 64 and 128;
-    /// other head sizes and GPUs run `Mma`).
+    /// `attention_hopper.cu`, and `attention_hopper_bwd.cu` as the backward's main kernel: TMA + mbarrier
+    /// producer/consumer pipeline and wgmma (sm_90a, d 64 and 128; other head sizes and GPUs run `Mma`).
     Hopper,
 }
 
-impl AttnForward {
-    pub const ALL: [AttnForward; 2] = [Self::Mma, Self::Hopper];
+impl AttnVersion {
+    pub const ALL: [AttnVersion; 2] = [Self::Mma, Self::Hopper];
     pub fn name(self) -> &'static str {
         match self {
             Self::Mma => "mma",
@@ -81,8 +82,30 @@ pub(super) struct AttnHopperParams {
     fwd: AttnFwdParams,
 }
 
+/// `AttnHopperBwdParams` of `attention_params.cuh`: the TMA maps of q, k, v and dout, then the main backward
+/// kernel's pointers and sizes.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AttnHopperBwdParams {
+    tq: TmaDesc,
+    tk: TmaDesc,
+    tv: TmaDesc,
+    tdo: TmaDesc,
+    dq_accum: u64,
+    dk_head: u64,
+    dv_head: u64,
+    lse: u64,
+    dvec: u64,
+    cu_seqlens: u64,
+    hq: i32,
+    hkv: i32,
+    scale: f32,
+    pad: i32,
+}
+
 // SAFETY: plain-old-data #[repr(C)] structs matching the CUDA declarations field for field.
 unsafe impl DeviceRepr for AttnFwdParams {}
+unsafe impl DeviceRepr for AttnHopperBwdParams {}
 unsafe impl DeviceRepr for AttnHopperParams {}
 unsafe impl DeviceRepr for AttnHmixParams {}
 
@@ -123,6 +146,18 @@ const HOPPER_THREADS: u32 = 384;
 /// and two stages of K and V as (D/64) boxes of 128 rows × 128 bytes, seven 8-byte barriers).
 pub fn hopper_smem_bytes(d: usize) -> usize {
     1024 + 5 * (d / 64) * 128 * 128 + 8 * 7
+}
+
+/// `attention_hopper_bwd.cu`: 128 keys per CTA, 64 queries per step, 384 threads.
+const HOPPER_BWD_KEYS: usize = 128;
+const HOPPER_BWD_QUERIES: usize = 64;
+
+/// Dynamic shared memory of `attn_bwd_hopper_d*` (mirrors `HopperBwdSmem<D>`: alignment room, K and V as
+/// (D/64) boxes of 128 rows, two stages of Q and dO as boxes of 64 rows, the dSᵀ tile [128][64] bf16, two
+/// stages of 64 LSE and 64 D values, five barriers).
+pub fn hopper_bwd_smem_bytes(d: usize) -> usize {
+    let boxes = d / 64;
+    1024 + 2 * boxes * 128 * 128 + 4 * boxes * 64 * 128 + 128 * 64 * 2 + 2 * 2 * 64 * 4 + 8 * 5
 }
 
 fn cfg(blocks_x: usize, heads: usize, seqs: usize, threads: u32, smem: usize) -> Result<LaunchConfig> {
@@ -189,8 +224,8 @@ pub fn forward(
         };
         // the entropy-only entries keep their register budget; the other online statistics take the second
         let more = stats.beyond_entropy();
-        let hopper = dev.kernel_choices().attention == AttnForward::Hopper
-            && AttnForward::hopper_runs(g.d, dev.compute_capability()?);
+        let hopper = dev.kernel_choices().attention == AttnVersion::Hopper
+            && AttnVersion::hopper_runs(g.d, dev.compute_capability()?);
         if hopper {
             let name =
                 if more { format!("attn_fwd_hopper_stats_d{}", g.d) } else { format!("attn_fwd_hopper_d{}", g.d) };
@@ -263,12 +298,38 @@ pub fn backward(
     // 2. main kernel per (key tile, query head) into f32 per-head dK/dV, then the GQA group sum
     let dk_head = CudaStorage::alloc(dev, DType::F32, q.len)?;
     let dv_head = CudaStorage::alloc(dev, DType::F32, q.len)?;
-    let name = format!("attn_bwd_mma_d{}", g.d);
-    let smem = bwd_mma_smem_bytes(g.d);
-    dev.allow_shared_memory("attention_mma_bwd", &name, smem)?;
-    let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), THREADS, smem)?;
     let (pdq, pdkh, pdvh) = (dq_acc.ptr(), dk_head.ptr(), dv_head.ptr());
-    launch!(dev, "attention_mma_bwd", name, c, [pdq, pdkh, pdvh, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
+    if dev.kernel_choices().attention == AttnVersion::Hopper && AttnVersion::hopper_runs(g.d, dev.compute_capability()?)
+    {
+        let name = format!("attn_bwd_hopper_d{}", g.d);
+        let smem = hopper_bwd_smem_bytes(g.d);
+        dev.allow_shared_memory("attention_hopper_bwd", &name, smem)?;
+        let c = cfg(max_len.div_ceil(HOPPER_BWD_KEYS), g.hq, g.spans.len(), HOPPER_THREADS, smem)?;
+        let (kq, kk) = (HOPPER_BWD_QUERIES as u32, HOPPER_BWD_KEYS as u32);
+        let p = AttnHopperBwdParams {
+            tq: tma::bf16_rows(q, g.total, g.hq, g.d, kq)?,
+            tk: tma::bf16_rows(k, g.total, g.hkv, g.d, kk)?,
+            tv: tma::bf16_rows(v, g.total, g.hkv, g.d, kk)?,
+            tdo: tma::bf16_rows(dout, g.total, g.hq, g.d, kq)?,
+            dq_accum: pdq,
+            dk_head: pdkh,
+            dv_head: pdvh,
+            lse: pl,
+            dvec: pd,
+            cu_seqlens: pc,
+            hq,
+            hkv,
+            scale,
+            pad: 0,
+        };
+        launch!(dev, "attention_hopper_bwd", name, c, [p]);
+    } else {
+        let name = format!("attn_bwd_mma_d{}", g.d);
+        let smem = bwd_mma_smem_bytes(g.d);
+        dev.allow_shared_memory("attention_mma_bwd", &name, smem)?;
+        let c = cfg(max_len.div_ceil(BLOCK), g.hq, g.spans.len(), THREADS, smem)?;
+        launch!(dev, "attention_mma_bwd", name, c, [pdq, pdkh, pdvh, pq, pk, pv, pdo, pl, pd, pc, hq, hkv, scale]);
+    }
     let (pdk, pdv, n) = (dk.ptr(), dv.ptr(), k.len as i64);
     launch!(dev, "attention_mma_bwd", "attn_bwd_mma_reduce", grid(k.len), [pdk, pdv, pdkh, pdvh, n, hq, hkv, d]);
     // 3. dQ to bf16

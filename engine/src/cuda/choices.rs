@@ -1,8 +1,8 @@
 //! Which shipped version runs where a kernel family ships more than one (a candidate next to the default
 //! until a GPU measures it): one typed value per CUDA device, set by the program that owns the device. The
 //! engine reads no environment; the `entrl` binary parses `ENTRL_GEMM`, `ENTRL_SELECT_HIST`,
-//! `ENTRL_SORT_SCATTER` and `ENTRL_ATTN_FWD` into the value new devices start with ([`set_default_kernel_choices`]).
-use super::attention::AttnForward;
+//! `ENTRL_SORT_SCATTER` and `ENTRL_ATTENTION` into the value new devices start with ([`set_default_kernel_choices`]).
+use super::attention::AttnVersion;
 use super::gemm_lt::GemmBackend;
 use super::select::{HistVersion, SortScatter};
 use std::sync::Mutex;
@@ -17,7 +17,7 @@ pub struct KernelChoices {
     /// The radix sort's scatter pass (`select.rs`).
     pub sort_scatter: SortScatter,
     /// The fused attention forward (`attention.rs`).
-    pub attention: AttnForward,
+    pub attention: AttnVersion,
 }
 
 impl KernelChoices {
@@ -27,7 +27,7 @@ impl KernelChoices {
         gemm: GemmBackend::Cublas,
         select: HistVersion::Plain,
         sort_scatter: SortScatter::Match,
-        attention: AttnForward::Mma,
+        attention: AttnVersion::Mma,
     };
 }
 
