@@ -3,9 +3,9 @@
 // attn_bwd_mma_reduce (attention_mma_bwd.cu) on the CPU and compares dQ, dK and dV with the f64 reference
 // (attention_ref.h) on the same bf16 inputs, LSE and D = rowsum(dO∘O): varlen packs with empty, length-1 and
 // odd-length sequences, more query tiles than stages, several key blocks per sequence, a last sequence whose
-// boxes run past T, GQA ratios 1, 2 and 4. Per-head dK/dV buffers start poisoned (NaN) so an unwritten row
-// fails. Every case runs with the default and the reversed fiber order. One line per case; exit 1 on
-// failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
+// boxes run past T, GQA ratios 1, 2 and 4, S ≥ 4096. Per-head dK/dV buffers start poisoned (NaN) so an
+// unwritten row fails. Every case runs with the default and the reversed fiber order (the long one once).
+// One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "attention_hopper_bwd.cu"
 #include "attention_mma_bwd.cu"
 #include "attention_ref.h"
@@ -80,6 +80,8 @@ int main() {
         ok &= run_case("hopper bwd d64 gqa1 len 131", {131}, 2, 2, 64, rng);
         ok &= run_case("hopper bwd d128 gqa4 lens 300,5", {300, 5}, 4, 1, 128, rng);
         ok &= run_case("hopper bwd d128 gqa1 lens 128,129", {128, 129}, 2, 2, 128, rng);
+        if (!reversed)  // one long row, once
+            ok &= run_case("hopper bwd d64 gqa1 len 4100 (S >= 4096)", {4100}, 1, 1, 64, rng);
     }
     return ok ? 0 : 1;
 }

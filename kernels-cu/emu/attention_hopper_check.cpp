@@ -3,10 +3,10 @@
 // the CPU and compares them with the f64 reference (attention_ref.h) on the same bf16 inputs: O, LSE and every
 // online row statistic. Cases: varlen packs with empty, length-1 and odd-length sequences, a last sequence
 // whose boxes run past T (zero fill), several query blocks and more key tiles than stages (the stages are
-// reused, so the empty barriers matter), GQA ratios 1, 2 and 4, peaky rows. Outputs start poisoned (NaN). The
-// plain entry must give the same O, LSE and entropy bit for bit and leave the other slots untouched. Every case
-// runs with the default and the reversed fiber order. One line per case; exit 1 on failure. Built and run by
-// kernels-cu/tests/emulated_kernels.rs.
+// reused, so the empty barriers matter), GQA ratios 1, 2 and 4, peaky rows, S ≥ 4096. Outputs start poisoned
+// (NaN). The plain entry must give the same O, LSE and entropy bit for bit and leave the other slots
+// untouched. Every case runs with the default and the reversed fiber order (the long one once). One line per
+// case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "attention_hopper.cu"
 #include "attention_ref.h"
 #include "harness.h"
@@ -112,6 +112,8 @@ int main() {
         ok &= run_case("hopper d128 gqa4 lens 300,5", {300, 5}, 4, 1, 128, 1.0f, 64, rng);
         ok &= run_case("hopper d128 gqa2 len 700 (6 key tiles)", {700}, 2, 1, 128, 1.0f, 1, rng);
         ok &= run_case("hopper d128 gqa1 peaky lens 128,129", {128, 129}, 2, 2, 128, 4.0f, 4, rng);
+        if (!reversed)  // one long row, once
+            ok &= run_case("hopper d64 gqa1 len 4100 (S >= 4096)", {4100}, 1, 1, 64, 1.0f, 4, rng);
     }
     return ok ? 0 : 1;
 }

@@ -106,14 +106,14 @@ fn attention_forward_mma_kernel_matches_the_f64_reference_when_emulated() {
 #[test]
 fn attention_forward_hopper_kernel_matches_the_f64_reference_when_emulated() {
     // TMA boxes, mbarrier phases and wgmma on shared-memory descriptors as emu/hopper.cuh models them; 5 cases
-    // in two fiber orders
-    emulate("attention_hopper.cu", "attention_hopper_check.cpp", 10);
+    // in two fiber orders and S = 4100 once
+    emulate("attention_hopper.cu", "attention_hopper_check.cpp", 11);
 }
 
 #[test]
 fn attention_backward_hopper_kernel_matches_the_f64_reference_when_emulated() {
-    // with attention_mma_bwd.cu's GQA reduce; 4 cases in two fiber orders
-    emulate_files(&["attention_hopper_bwd.cu", "attention_mma_bwd.cu"], "attention_hopper_bwd_check.cpp", 8);
+    // with attention_mma_bwd.cu's GQA reduce; 4 cases in two fiber orders and S = 4100 once
+    emulate_files(&["attention_hopper_bwd.cu", "attention_mma_bwd.cu"], "attention_hopper_bwd_check.cpp", 9);
 }
 
 #[test]
