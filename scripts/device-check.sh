@@ -15,8 +15,9 @@
 set -uo pipefail
 PART="${1:-all}"
 # Sections: selftest verify attention select loss matmul model8b dapo_nccl dapo; diagnostics: ncu (select
-# kernels), sanitize (compute-sanitizer on the select kernels), decode (launch overhead), profile
-# (ENTRL_PROFILE regions of one DAPO step).
+# kernels), sanitize (compute-sanitizer on the select and Hopper attention kernels), decode (launch
+# overhead), profile (ENTRL_PROFILE regions of one DAPO step and of the 8B train step with each attention
+# version).
 # Parts: kernels = selftest..matmul (issues 3, 4); model = model8b dapo_nccl dapo (issues 5, 7, 6);
 # all = both; or a comma-separated list of sections.
 case "$PART" in
@@ -243,6 +244,12 @@ ENTRL_PROFILE=1 timeout $(t 120) "$BIN" train preset=dapo model.path=random:qwen
   tokens.strategy=anchors:0.2 run.diagnose_every=1 run.out_dir=/tmp/entrl-dapo-prof run.save_final=false run.plot=false \
   run.progress=false > "$D/dapo_profile.txt" 2>&1
 echo "dapo profile rc=$?"; grep -A 24 "ENTRL_PROFILE" "$D/dapo_profile.txt" | head -26
+# Issue 19: every non-GEMM millisecond of the qwen3-8b train step (8192 tokens), with each attention version
+for a in mma hopper; do
+  room 60 "train-step profile $a" || break
+  ENTRL_ATTENTION=$a ENTRL_PROFILE=1 timeout $(t 150) "$BIN" bench train-step --reps 2 > "$D/train_profile_$a.txt" 2>&1
+  echo "train-step profile ($a) rc=$?"; grep -A 40 "ENTRL_PROFILE" "$D/train_profile_$a.txt" | head -42
+done
 fi
 
 python3 - "$D" "$selftest_rc" <<'PY' | tee "$D/summary.txt"

@@ -134,12 +134,16 @@ pub fn train_step_bench(
     step()?;
     dev.synchronize()?;
     cuda.reset_peak_memory();
+    let _ = entrl_engine::profile::take_report(); // ENTRL_PROFILE: report the measured steps only
     let mut times = Vec::new();
     for _ in 0..reps.max(1) {
         let t0 = Instant::now();
         step()?;
         dev.synchronize()?;
         times.push(t0.elapsed().as_secs_f64());
+    }
+    if let Some(report) = entrl_engine::profile::take_report() {
+        println!("ENTRL_PROFILE train step {shape}, {seq} tokens, {} steps:\n{report}", reps.max(1));
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let s = times[times.len() / 2];
