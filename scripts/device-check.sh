@@ -81,7 +81,7 @@ fi
 if want attention; then
 echo "== bench attention (entrl, then torch SDPA flash/cuDNN + eager entropy)"
 if room 40 "bench attention"; then
-timeout $(t 120) "$BIN" bench attention --json "$D/attention.jsonl" 2>&1 | tee "$D/attention.txt"
+timeout $(t 180) "$BIN" bench attention --json "$D/attention.jsonl" 2>&1 | tee "$D/attention.txt"
 timeout $(t 180) python3 benches/torch_attention.py > "$D/torch_attention.jsonl" 2>&1; tail -n 3 "$D/torch_attention.jsonl"
 fi
 
