@@ -230,27 +230,8 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
     mbar_arrive(&bar.empty[sl]);
     if (wg == 1) named_barrier_sync(1, 256);
 
-    // 5. epilogue (rows past the sequence end are not written)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        l[i] = OnlineRowStats<kEntropy, kOthers>::quad_sum(l[i]);
-        st.reduce_quad(i);
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        if (rows[i] >= len) continue;
-        const long long row = ((long long)start + rows[i]) * p.hq + h;
-        const float inv_l = 1.0f / l[i];
-        bf16* orow = p.o + row * D;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-            *reinterpret_cast<unsigned*>(orow + dn * 8 + 2 * c) =
-                pack_bf16x2(acc_o[dn][2 * i] * inv_l, acc_o[dn][2 * i + 1] * inv_l);
-        if (c == 0) {
-            p.lse[row] = kLn2 * m[i] + logf(l[i]);
-            st.store(p.stat, row, i, rows[i], l[i]);
-        }
-    }
+    // 5. epilogue: O /= l, LSE, statistics
+    store_rows<D>(p, acc_o, m, l, st, start, rows, len, h, c);
 }
 
 // Two entries per head size, as attention_mma.cu: the plain one writes the entropy slot only.

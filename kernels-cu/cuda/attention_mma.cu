@@ -109,7 +109,6 @@ __device__ __forceinline__ void pv_tile(float (&acc_o)[D / 8][4], const unsigned
 
 template <int D, bool kEntropy, bool kOthers>
 __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
-    bf16* __restrict__ o = p.o;
     const bf16* __restrict__ q = p.q;
     const bf16* __restrict__ k = p.k;
     const bf16* __restrict__ v = p.v;
@@ -188,28 +187,8 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
         __syncthreads();  // every warp is done with this stage before 3a refills it
     }
 
-    // 4. epilogue: quad-reduce l and the statistics; O /= l, LSE, statistics (rows past the sequence end are
-    // not written)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        l[i] = OnlineRowStats<kEntropy, kOthers>::quad_sum(l[i]);
-        st.reduce_quad(i);
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        if (rows[i] >= len) continue;
-        const long long row = (start + rows[i]) * hq + h;
-        const float inv_l = 1.0f / l[i];  // l >= 1: the row max contributes 2^0
-        bf16* orow = o + row * D;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-            *reinterpret_cast<unsigned*>(orow + dn * 8 + 2 * c) =
-                pack_bf16x2(acc_o[dn][2 * i] * inv_l, acc_o[dn][2 * i + 1] * inv_l);
-        if (c == 0) {
-            p.lse[row] = kLn2 * m[i] + logf(l[i]);
-            st.store(p.stat, row, i, rows[i], l[i]);
-        }
-    }
+    // 4. epilogue: O /= l, LSE, statistics
+    store_rows<D>(p, acc_o, m, l, st, start, rows, len, h, c);
 }
 
 // Two entries per head size, so that the statistics beyond entropy do not raise the register count (and

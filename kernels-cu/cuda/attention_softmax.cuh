@@ -2,10 +2,11 @@
 // mma.sync, attention_hopper.cu with wgmma), on the f32 accumulator layout both share: a thread holds two
 // query rows (g and g + 8 of its warp's 16-row slab) and, of an NT·8-key tile, the columns 8j + 2c, 8j + 2c + 1
 // of every n8 tile j (g = lane / 4, c = lane % 4; mma.cuh). The same layout is the A operand of P·V, so P is
-// packed in place. Built on mma.cuh's fast_exp2 / pack_bf16x2 and attention_row_stats.cuh.
+// packed in place; and the epilogue both share. Built on mma.cuh's fast_exp2 / pack_bf16x2, attention_params.cuh
+// and attention_row_stats.cuh.
 #pragma once
 
-#include "attention_row_stats.cuh"
+#include "attention_params.cuh"
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -62,5 +63,34 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&m)[2], f
         }
         pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);
         pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+    }
+}
+
+// The forward's epilogue for the thread's two rows: quad-reduce l and the statistics, then O /= l (bf16),
+// LSE = ln2·m + ln l and the statistics at [T, Hq] row (start + rows[i])·hq + h; rows past the sequence end
+// are not written. l ≥ 1: the row max contributes 2^0.
+template <int D, bool kEntropy, bool kOthers>
+__device__ __forceinline__ void store_rows(const AttnFwdParams& p, const float (&acc_o)[D / 8][4], const float (&m)[2],
+                                           float (&l)[2], OnlineRowStats<kEntropy, kOthers>& st, long long start,
+                                           const int (&rows)[2], int len, int h, int c) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        l[i] = OnlineRowStats<kEntropy, kOthers>::quad_sum(l[i]);
+        st.reduce_quad(i);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        if (rows[i] >= len) continue;
+        const long long row = (start + rows[i]) * p.hq + h;
+        const float inv_l = 1.0f / l[i];
+        __nv_bfloat16* orow = p.o + row * D;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+            *reinterpret_cast<unsigned*>(orow + dn * 8 + 2 * c) =
+                pack_bf16x2(acc_o[dn][2 * i] * inv_l, acc_o[dn][2 * i + 1] * inv_l);
+        if (c == 0) {
+            p.lse[row] = kLn2 * m[i] + logf(l[i]);
+            st.store(p.stat, row, i, rows[i], l[i]);
+        }
     }
 }

@@ -8,7 +8,8 @@
 // One line per case; exit 1 on failure. Built and run by kernels-cu/tests/emulated_kernels.rs.
 #include "attention_hopper_bwd.cu"
 #include "attention_mma_bwd.cu"
-#include "attention_ref.h"
+#include "attention_check.h"
+#include "hopper_harness.h"
 #include "harness.h"
 
 #include <cstdio>
@@ -16,13 +17,6 @@
 alignas(1024) unsigned char smem[HopperBwdSmem<128>::bytes];
 
 using Kernel = void (*)(const AttnHopperBwdParams);
-
-static TmaDesc map_of(const std::vector<bf16>& x, int total, int heads, int d, unsigned rows) {
-    const unsigned long long dims[3] = {(unsigned long long)d, (unsigned long long)heads, (unsigned long long)total};
-    const unsigned long long strides[2] = {(unsigned long long)d * 2, (unsigned long long)heads * d * 2};
-    const unsigned box[3] = {64, 1, rows};
-    return emu_encode_tma(x.data(), dims, strides, box, 2, true);
-}
 
 static bool run_case(const char* name, const std::vector<int>& lens, int hq, int hkv, int d, std::mt19937_64& rng) {
     const AttnProblem p = make_problem(lens, hq, hkv, d, 1.0f, rng);
@@ -32,10 +26,10 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
     std::vector<float> dq_acc(nq, 0.0f), dk_head(nq, NAN), dv_head(nq, NAN);
     std::vector<bf16> dk_out(nk, bf16{0x7fc0}), dv_out(nk, bf16{0x7fc0});
     AttnHopperBwdParams prm{};
-    prm.tq = map_of(p.q, p.total, hq, d, kBQueries);
-    prm.tdo = map_of(p.dout, p.total, hq, d, kBQueries);
-    prm.tk = map_of(p.k, p.total, hkv, d, kBKeys);
-    prm.tv = map_of(p.v, p.total, hkv, d, kBKeys);
+    prm.tq = tma_rows(p.q, p.total, hq, d, kBQueries);
+    prm.tdo = tma_rows(p.dout, p.total, hq, d, kBQueries);
+    prm.tk = tma_rows(p.k, p.total, hkv, d, kBKeys);
+    prm.tv = tma_rows(p.v, p.total, hkv, d, kBKeys);
     prm.dq_accum = dq_acc.data();
     prm.dk_head = dk_head.data();
     prm.dv_head = dv_head.data();
@@ -46,26 +40,11 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
     prm.hkv = hkv;
     prm.scale = 1.0f / std::sqrt((float)d);
     const dim3 g{(unsigned)((p.max_len() + kBKeys - 1) / kBKeys), (unsigned)hq, (unsigned)lens.size()};
-    int finished = 0;
-    run_grid(g, kBThreads, [&] {
-        kern(prm);
-        if (++finished % kBThreads == 0 && !emu_named_barriers_idle()) {
-            std::printf("FAIL CTA (%u, %u, %u) ended with a named barrier half-arrived\n", blockIdx.x, blockIdx.y,
-                        blockIdx.z);
-            std::fflush(stdout);
-            std::_Exit(1);
-        }
-    });
+    run_hopper_grid(g, kBThreads, [&] { kern(prm); });
     run_grid(3, 64, [&] {
         attn_bwd_mma_reduce(dk_out.data(), dv_out.data(), dk_head.data(), dv_head.data(), (long long)nk, hq, hkv, d);
     });
-    const double e_dq = normwise_err(r.dq, [&](size_t i) { return (double)dq_acc[i]; });
-    const double e_dk = normwise_err(r.dk, [&](size_t i) { return (double)bf16_to_f32(dk_out[i]); });
-    const double e_dv = normwise_err(r.dv, [&](size_t i) { return (double)bf16_to_f32(dv_out[i]); });
-    // P and dS enter the tensor-core products as bf16; dK/dV are stored as bf16.
-    const bool ok = e_dq < 1e-2 && e_dk < 1e-2 && e_dv < 1e-2;
-    std::printf("%-38s %-4s normwise err dQ %.2e  dK %.2e  dV %.2e\n", name, ok ? "ok" : "FAIL", e_dq, e_dk, e_dv);
-    return ok;
+    return report_backward(name, r, dq_acc, dk_out, dv_out);
 }
 
 int main() {
