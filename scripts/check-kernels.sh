@@ -2,7 +2,7 @@
 # Compile every kernels-cu/cuda/*.cu (shipped) and kernels-cu/dev/*.cu (the dev harness's other versions, with
 # their GPU timing main() switched on by -DDEV_MAIN so that its host code is parsed too) to PTX for sm_90a,
 # check the PTX ISA is 9.0 (what the H100's CUDA 13.0 driver loads), and assemble each with `ptxas -v` to print registers and spills per kernel.
-# Any compile or assembly error fails, and so does any spill. Usage: NVCC=/path/to/nvcc scripts/check-kernels.sh
+# Any compile or assembly error fails, and so does any spill or wgmma serialisation notice. Usage: NVCC=/path/to/nvcc scripts/check-kernels.sh
 set -euo pipefail
 : "${NVCC:?set NVCC to the pinned nvcc (scripts/install-nvcc.sh prints it)}"
 PTXAS="$(dirname "$NVCC")/ptxas"
@@ -26,9 +26,13 @@ for cu in "$SRC"/*.cu "$DEV"/*.cu; do
            /bytes stack frame/ { frame = $0 }
            /Used [0-9]+ registers/ { sub(/^ptxas info *: */, "", $0); sub(/^ptxas info *: */, "", frame);
                                      printf "   %-32s %s | %s\n", fn, $0, frame }' "$OUT/$name.ptxas"
-  # no kernel may spill (registers to local memory): a spill is a failure, named
+  # no kernel may spill (registers to local memory), and no wgmma may be serialised by ptxas (it does that
+  # where the code touches an in-flight wgmma's registers): either is a failure, named
   if grep -E '[1-9][0-9]* bytes spill (stores|loads)' "$OUT/$name.ptxas" > /dev/null; then
     echo "FAIL $name: ptxas reports spills:"; grep -B2 -E '[1-9][0-9]* bytes spill' "$OUT/$name.ptxas"; status=1
+  fi
+  if grep -q 'Potential Performance Loss' "$OUT/$name.ptxas"; then
+    echo "FAIL $name: ptxas serialises wgmma:"; grep 'Potential Performance Loss' "$OUT/$name.ptxas"; status=1
   fi
 done
 exit $status

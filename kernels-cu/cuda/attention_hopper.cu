@@ -68,6 +68,7 @@ struct Barriers {
 // Issue S = Q·Kᵀ for the warpgroup's 64 rows and one 128-key tile (one commit group; wgmma_wait before use).
 template <int D>
 __device__ __forceinline__ void qk_issue(float (&s)[kHNTiles][4], unsigned q_base, unsigned k_base) {
+    fence_regs(s);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
@@ -79,8 +80,10 @@ __device__ __forceinline__ void qk_issue(float (&s)[kHNTiles][4], unsigned q_bas
 
 // Issue O += P·V (O already rescaled; one commit group; P's registers stay untouched until the wait).
 template <int D>
-__device__ __forceinline__ void pv_issue(float (&acc_o)[D / 8][4], const unsigned (&pf)[kHNTiles / 2][4],
+__device__ __forceinline__ void pv_issue(float (&acc_o)[D / 8][4], unsigned (&pf)[kHNTiles / 2][4],
                                          unsigned v_base) {
+    fence_regs(acc_o);
+    fence_regs(pf);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kHBlockN / 16; ++kk) {
@@ -91,6 +94,21 @@ __device__ __forceinline__ void pv_issue(float (&acc_o)[D / 8][4], const unsigne
             wgmma_rs_m64n64_tnspb(acc_o, pf[kk], dv);
     }
     wgmma_commit();
+}
+
+// Ping-pong: consumer warpgroup w (1 or 2) waits on named barrier w before its GEMMs and, after issuing
+// them, lets the other one go (literal ids, so ptxas reserves only barriers 0–2).
+__device__ __forceinline__ void scheduler_wait(int wg) {
+    if (wg == 1)
+        named_barrier_sync<1>(256);
+    else
+        named_barrier_sync<2>(256);
+}
+__device__ __forceinline__ void scheduler_release(int wg) {
+    if (wg == 1)
+        named_barrier_arrive<2>(256);
+    else
+        named_barrier_arrive<1>(256);
 }
 
 template <int D> __device__ __forceinline__ void rescale_o(float (&acc_o)[D / 8][4], const float (&alpha)[2]) {
@@ -178,17 +196,16 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
 
     // Ping-pong: warpgroup w issues its QKᵀ only after the other one has issued its PV (named barrier w,
     // 256 threads), so one warpgroup's softmax runs under the other's GEMMs; warpgroup 1 goes first.
-    const int other = 3 - wg;
-    if (wg == 2) named_barrier_arrive(1, 256);
+    if (wg == 2) named_barrier_arrive<1>(256);
     mbar_wait(&bar.q, 0);
 
     // 4a. prologue: tile 0's S, softmax and P
     float sc[kHNTiles][4], alpha[2];
     unsigned pf[kHNTiles / 2][4], pf_next[kHNTiles / 2][4];
     mbar_wait(&bar.full_k[0], 0);
-    named_barrier_sync(wg, 256);
+    scheduler_wait(wg);
     qk_issue<D>(sc, q_base, smem_u32(sK));
-    named_barrier_arrive(other, 256);
+    scheduler_release(wg);
     wgmma_wait<0>();
     fence_regs(sc);
     softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, pf, scale_log2, wq0 < kHBlockN - 1 || len < kHBlockN,
@@ -199,12 +216,12 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
     for (int kb = 1; kb < n_tiles; ++kb) {
         const int s = kb % kHStages, sp = (kb - 1) % kHStages, k0 = kb * kHBlockN;
         mbar_wait(&bar.full_k[s], (kb / kHStages) & 1);
-        named_barrier_sync(wg, 256);
+        scheduler_wait(wg);
         qk_issue<D>(sc, q_base, smem_u32(sK + s * S::kv_bytes));
         rescale_o<D>(acc_o, alpha);
         mbar_wait(&bar.full_v[sp], ((kb - 1) / kHStages) & 1);
         pv_issue<D>(acc_o, pf, smem_u32(sV + sp * S::kv_bytes));
-        named_barrier_arrive(other, 256);
+        scheduler_release(wg);
         wgmma_wait<1>();  // S_kb
         fence_regs(sc);
         const bool edge = k0 + kHBlockN - 1 > wq0 || k0 + kHBlockN > len;
@@ -228,7 +245,7 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
     fence_regs(acc_o);
     fence_regs(pf);
     mbar_arrive(&bar.empty[sl]);
-    if (wg == 1) named_barrier_sync(1, 256);
+    if (wg == 1) named_barrier_sync<1>(256);
 
     // 5. epilogue: O /= l, LSE, statistics
     store_rows<D>(p, acc_o, m, l, st, start, rows, len, h, c);

@@ -72,7 +72,8 @@ __device__ __forceinline__ void xyt_issue(float (&acc)[kBQTiles][4], unsigned x_
 
 // acc += Aᵀ-fragment · Y: A packed from registers (queries are K), Y the [64 queries][D] tile (MN-major).
 template <int D>
-__device__ __forceinline__ void acc_issue(float (&acc)[D / 8][4], const unsigned (&a)[kBQTiles / 2][4], unsigned y_base) {
+__device__ __forceinline__ void acc_issue(float (&acc)[D / 8][4], const unsigned (&a)[kBQTiles / 2][4],
+                                          unsigned y_base) {
 #pragma unroll
     for (int kk = 0; kk < kBQueries / 16; ++kk) {
         const unsigned long long dy = gmma_desc(y_base + kk * 2048, kQBox, 1024);
@@ -173,7 +174,7 @@ template <int D> __device__ __forceinline__ void attn_bwd_hopper_body(const Attn
                 tStats[t] = query >= len ? 0.0f : t < kBQueries ? p.lse[r] * kBLog2e : p.dvec[r];
             }
         }
-        named_barrier_sync(4, 256);
+        named_barrier_sync<4>(256);
         mbar_wait(&bar.full[s], (i / kBStages) & 1);
 
         // 4a. Sᵀ = K Qᵀ and dPᵀ = V dOᵀ for the warpgroup's 64 keys × 64 queries
@@ -205,15 +206,10 @@ template <int D> __device__ __forceinline__ void attn_bwd_hopper_body(const Attn
             dsa[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(ds[2], ds[3]);
         }
 
-        // 4c. dV += Pᵀ dO and dK += dSᵀ Q, in flight during 4d
-        wgmma_fence();
-        acc_issue<D>(acc_dv, pa, tdo);
-        acc_issue<D>(acc_dk, dsa, tq);
-        wgmma_commit();
-
-        // 4d. dSᵀ to shared memory as [key][query], 128-byte rows swizzled (the MN-major A layout of dQ's
-        // product): once the other warpgroup's previous dQ has read the tile; then both halves are in
-        named_barrier_sync(3, 256);
+        // 4c. dSᵀ to shared memory as [key][query], 128-byte rows swizzled (the MN-major A layout of dQ's
+        // product), once the other warpgroup's previous dQ has read the tile; before dK's wgmma takes dSᵀ's
+        // registers as its A operand (an in-flight wgmma's registers are not read)
+        named_barrier_sync<3>(256);
 #pragma unroll
         for (int j = 0; j < kBQTiles; ++j)
 #pragma unroll
@@ -223,7 +219,18 @@ template <int D> __device__ __forceinline__ void attn_bwd_hopper_body(const Attn
                 *reinterpret_cast<unsigned*>(sdS + (off ^ (((off >> 7) & 7u) << 4))) = dsa[j / 2][(j % 2) * 2 + r];
             }
         fence_view_async_shared();
-        named_barrier_sync(3, 256);
+
+        // 4d. dV += Pᵀ dO and dK += dSᵀ Q; then both halves of dSᵀ are in
+        fence_regs(acc_dv);
+        fence_regs(acc_dk);
+        fence_regs(pa);
+        fence_regs(dsa);
+        wgmma_fence();
+        acc_issue<D>(acc_dv, pa, tdo);
+        acc_issue<D>(acc_dk, dsa, tq);
+        wgmma_commit();
+        named_barrier_sync<3>(256);
+
         // 4e. dQ (64 queries × this warpgroup's part of d) = dS K over the CTA's 128 keys, issued behind dV and
         // dK; one wait for all three
         float acc_dq[8][4];

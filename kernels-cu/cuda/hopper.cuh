@@ -27,7 +27,7 @@ __device__ __forceinline__ unsigned smem_u32(const void* p) {
 
 // ---- mbarrier -----------------------------------------------------------------------------------------------
 __device__ __forceinline__ void mbar_init(unsigned long long* bar, unsigned arrivals) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(arrivals));
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(arrivals) : "memory");
 }
 // Order this thread's generic-proxy shared-memory writes before later async-proxy reads (wgmma operands).
 __device__ __forceinline__ void fence_view_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -64,18 +64,20 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const TmaDesc& map, int c
 }
 
 // ---- named barriers (bar.sync / bar.arrive; id 0 is __syncthreads) ---------------------------------------------
-// sync waits until `threads` threads have reached barrier `id` (by sync or arrive); arrive counts and goes on.
-__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+// sync waits until `threads` threads have reached barrier `Id` (by sync or arrive); arrive counts and goes on.
+// The id is a literal, so ptxas reserves only the barriers used.
+template <int Id> __device__ __forceinline__ void named_barrier_sync(int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"n"(Id), "r"(threads) : "memory");
 }
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+template <int Id> __device__ __forceinline__ void named_barrier_arrive(int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"n"(Id), "r"(threads) : "memory");
 }
 
 // ---- warpgroup ----------------------------------------------------------------------------------------------
-// Registers that an in-flight wgmma reads or writes are fenced after wgmma_wait (as CUTLASS's
-// warpgroup_fence_operand): the empty asm "uses and redefines" them there, so the compiler neither reads an
-// accumulator before the wait nor reuses an A operand's registers while the MMA may still read them.
+// Registers a wgmma reads or writes are fenced before wgmma_fence and after wgmma_wait (CUTLASS's
+// warpgroup_fence_operand): the empty asm "uses and redefines" them there, so the compiler neither moves
+// ordinary writes to them (an O rescale) past the wgmma.fence, nor reads an accumulator before the wait, nor
+// reuses an A operand's registers while the MMA may still read them.
 template <int N> __device__ __forceinline__ void fence_regs(float (&d)[N][4]) {
 #pragma unroll
     for (int i = 0; i < N; ++i)

@@ -257,8 +257,8 @@ inline void tma_load_3d(void* dst, const TmaDesc& map, int c0, int c1, int c2, u
     emu::mbar_complete_tx(bar, (long long)m.box[0] * m.box[1] * m.box[2] * m.elem);
 }
 
-inline void named_barrier_sync(int id, int threads) { emu::named_barrier(id, threads, true); }
-inline void named_barrier_arrive(int id, int threads) { emu::named_barrier(id, threads, false); }
+template <int Id> inline void named_barrier_sync(int threads) { emu::named_barrier(Id, threads, true); }
+template <int Id> inline void named_barrier_arrive(int threads) { emu::named_barrier(Id, threads, false); }
 template <int N> inline void fence_regs(float (&)[N][4]) {}
 template <int N> inline void fence_regs(unsigned (&)[N][4]) {}
 
