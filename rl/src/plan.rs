@@ -827,7 +827,8 @@ mod tests {
         let f32_grads = plan(&q8(8)).0;
         let bf16_grads = plan(&PlanInput { grad_dtype: GradDtype::Bf16, ..q8(8) }).0;
         assert_eq!((f32_grads.grads, bf16_grads.grads), (4 * p, 2 * p));
-        assert_eq!(f32_grads.total - bf16_grads.total, 2 * p, "only the gradients change");
+        assert_eq!(f32_grads.update_phase() - bf16_grads.update_phase(), 2 * p, "only the gradients change");
+        assert_eq!((f32_grads.persistent(), f32_grads.kv_cache), (bf16_grads.persistent(), bf16_grads.kv_cache));
         assert!(bf16_grads.table().contains("bf16 gradients"), "{}", bf16_grads.table());
         let f32_weights = PlanInput { grad_dtype: GradDtype::Bf16, weight_bytes: 4, ..q8(8) };
         assert_eq!(plan(&f32_weights).0.grads, 4 * p, "f32 weights keep f32 gradients");
