@@ -93,3 +93,49 @@ fn sharded_state_round_trips() {
     let e = opt3.load_state(steps, |k, s| state.iter().find(|(n, t)| n == k && t.dims() == s).map(|(_, t)| t.clone()));
     assert!(e.unwrap_err().to_string().contains("does not match this layout"));
 }
+
+/// bf16 parameters stepped by ZeRO-2 over 2 ranks, their gradients (values exact in bf16, different per
+/// rank, NaN on rank 1 when `nan`) stored as `storage`: the parameters after one step, and whether it applied.
+fn bf16_step(storage: entrl_engine::GradStorage, nan: bool) -> Vec<(Vec<Vec<f64>>, bool)> {
+    let comms = ThreadComm::group(2, Duration::from_secs(30));
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                sc.spawn(move || {
+                    let rank = c.rank();
+                    let p: Vec<Tensor> =
+                        params().iter().map(|t| t.to_dtype(DType::BF16).unwrap().detach().param()).collect();
+                    let mut opt = ShardedAdamW::with_buckets(&p, CFG, Arc::new(c), 8).unwrap();
+                    for (i, t) in p.iter().enumerate() {
+                        t.set_grad_storage(storage).unwrap();
+                        let mut g: Vec<f64> =
+                            (0..t.numel()).map(|j| ((j + i + rank) % 7) as f64 * 0.125 - 0.25).collect();
+                        if nan && rank == 1 && i == 1 {
+                            g[0] = f64::NAN;
+                        }
+                        let gd = t.grad_dtype().unwrap();
+                        t.set_grad(Some(Tensor::from_f64(&g, t.shape().clone(), gd, &Device::Cpu).unwrap())).unwrap();
+                    }
+                    let applied = opt.step(CFG.lr, 0.5).unwrap().applied;
+                    (p.iter().map(|t| t.to_vec_f64().unwrap()).collect::<Vec<_>>(), applied)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn bf16_gradients_reduce_scatter_like_f32_ones() {
+    use entrl_engine::GradStorage;
+    let (f, h) = (bf16_step(GradStorage::F32, false), bf16_step(GradStorage::Bf16, false));
+    for ((pf, af), (ph, ah)) in f.iter().zip(&h) {
+        assert!(*af && *ah);
+        assert_eq!(pf, ph, "the same gradient values give the same update whatever their storage");
+    }
+    // A NaN in one rank's bf16 gradient skips the update on every rank.
+    for (_, applied) in bf16_step(GradStorage::Bf16, true) {
+        assert!(!applied);
+    }
+}

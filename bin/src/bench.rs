@@ -4,6 +4,13 @@ use entrl_engine::{DType, Device, Tensor};
 use entrl_rl::config::DecodeChoice;
 use std::process::ExitCode;
 
+/// `--grad-dtype` of `bench train-step` (as `train.grad_dtype`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum GradDtypeArg {
+    F32,
+    Bf16,
+}
+
 #[derive(clap::Subcommand)]
 pub enum Bench {
     /// C = A·B through the engine's matmul (cuBLAS, f32 accumulation).
@@ -50,6 +57,9 @@ pub enum Bench {
         seq: usize,
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// Gradient storage of the bf16 weights (train.grad_dtype): bf16 halves the gradients' memory.
+        #[arg(long, value_enum, default_value_t = GradDtypeArg::F32)]
+        grad_dtype: GradDtypeArg,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -121,8 +131,12 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
             crate::bench_model::generate_bench(shape, batches, *prompt, *new, decode, json.as_deref())
         }
         Bench::Rollout(a) => crate::bench_rollout::rollout_bench(a),
-        Bench::TrainStep { shape, seq, reps, json } => {
-            crate::bench_model::train_step_bench(shape, *seq, *reps, json.as_deref())
+        Bench::TrainStep { shape, seq, reps, grad_dtype, json } => {
+            let grads = match grad_dtype {
+                GradDtypeArg::F32 => entrl_engine::GradStorage::F32,
+                GradDtypeArg::Bf16 => entrl_engine::GradStorage::Bf16,
+            };
+            crate::bench_model::train_step_bench(shape, *seq, *reps, grads, json.as_deref())
         }
         Bench::Select { n, frac, pools, reps, wide_sweep, json } => {
             crate::bench_select::select(*n, *frac, *pools, *reps, *wide_sweep, json.as_deref())

@@ -1,7 +1,7 @@
 //! `entrl bench generate` and `entrl bench train-step`: whole-model benchmarks with random weights of a
 //! named Qwen3 shape (bf16 on the GPU), for comparison with HF in `benches/torch_model.py`.
 use entrl_engine::ops::{dapo_loss, DapoBatch, DapoLossConfig};
-use entrl_engine::{DType, Device, Packing, Tensor};
+use entrl_engine::{DType, Device, GradStorage, Packing, Tensor};
 use entrl_qwen3::{generate_run, ForwardOptions, GenerateOptions, Qwen3, Qwen3Config, Request, SamplingParams};
 use entrl_rl::config::DecodeChoice;
 use std::process::ExitCode;
@@ -107,14 +107,20 @@ pub fn generate_bench(
     Ok(ExitCode::SUCCESS)
 }
 
-/// One forward+backward of a `seq`-token sequence with per-layer checkpointing and the fused loss.
+/// One forward+backward of a `seq`-token sequence with per-layer checkpointing and the fused loss, the
+/// gradients stored as `grads` (`train.grad_dtype`).
 pub fn train_step_bench(
     shape: &str,
     seq: usize,
     reps: usize,
+    grads: GradStorage,
     json: Option<&std::path::Path>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (dev, m) = gpu_model(shape)?;
+    for (_, p) in m.params() {
+        p.set_grad_storage(grads)?;
+    }
+    let grad_dtype = if grads == GradStorage::Bf16 { "bf16" } else { "f32" };
     let cuda = dev.as_cuda().expect("cuda").clone();
     let packing = Arc::new(Packing::single(seq)?);
     let ids: Vec<i32> = (0..seq).map(|j| ((j * 104_729 + 17) % 151_000) as i32).collect();
@@ -149,14 +155,14 @@ pub fn train_step_bench(
     let s = times[times.len() / 2];
     let peak = cuda.memory_stats().peak_in_use as f64 / (1u64 << 30) as f64;
     println!(
-        "train step {shape}, {seq} tokens, checkpointed: {:.1} ms, {:.0} tokens/s, peak {peak:.1} GiB",
+        "train step {shape}, {seq} tokens, checkpointed, {grad_dtype} gradients: {:.1} ms, {:.0} tokens/s, peak {peak:.1} GiB",
         s * 1e3,
         seq as f64 / s
     );
     json_line(
         json,
         &format!(
-            "{{\"bench\":\"train_step\",\"impl\":\"entrl\",\"shape\":\"{shape}\",\"seq\":{seq},\"ms\":{:.1},\"tok_per_s\":{:.1},\"peak_gib\":{peak:.2},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
+            "{{\"bench\":\"train_step\",\"impl\":\"entrl\",\"shape\":\"{shape}\",\"seq\":{seq},\"grad_dtype\":\"{grad_dtype}\",\"ms\":{:.1},\"tok_per_s\":{:.1},\"peak_gib\":{peak:.2},\"gpu\":\"{}\",\"commit\":\"{}\"}}\n",
             s * 1e3,
             seq as f64 / s,
             cuda.name(),

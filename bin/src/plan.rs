@@ -1,6 +1,7 @@
 //! `entrl plan`: per-GPU memory budget and estimated DAPO step time for data-parallel training with ZeRO-2
 //! on H100s (the model and its sources: `rl/src/plan.rs`). Exit code 0 when the plan fits, 1 when not.
 use entrl_qwen3::Qwen3Config;
+use entrl_rl::config::GradDtype;
 use entrl_rl::plan::paged::{self, DecodeMode, KvCache, PagedConfig};
 use entrl_rl::plan::{self, PlanInput};
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub struct Args {
     /// Keep every layer's activations (no per-layer recompute).
     #[arg(long)]
     no_checkpointing: bool,
+    /// Storage of the bf16 weights' accumulated gradients (train.grad_dtype): bf16 halves them.
+    #[arg(long, value_enum, default_value_t = GradDtypeArg::F32)]
+    grad_dtype: GradDtypeArg,
     /// entrl's measured `entrl bench train-step` tokens/s (qwen3-8b, 8192 tokens) instead of the torch anchor.
     #[arg(long)]
     train_tokens_per_s_8b: Option<f64>,
@@ -87,6 +91,12 @@ pub struct Args {
 enum KvCacheArg {
     Paged,
     Contiguous,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GradDtypeArg {
+    F32,
+    Bf16,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -142,6 +152,10 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         gpu_mem_gib: a.gpu_mem_gib,
         usable_fraction: a.usable_fraction,
         checkpointing: !a.no_checkpointing,
+        grad_dtype: match a.grad_dtype {
+            GradDtypeArg::F32 => GradDtype::F32,
+            GradDtypeArg::Bf16 => GradDtype::Bf16,
+        },
         train_tokens_per_s_8b: a.train_tokens_per_s_8b,
         ..PlanInput::new(model)
     };

@@ -28,7 +28,7 @@ pub mod shape;
 pub mod storage;
 pub mod tensor;
 
-pub use autograd::{checkpoint, is_grad_enabled, no_grad};
+pub use autograd::{checkpoint, is_grad_enabled, no_grad, GradStorage};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{EngineError, Result};

@@ -1,6 +1,6 @@
 //! `Tensor`: a shape, a dtype and contiguous row-major storage on one device, plus its autograd link.
 //! Tensors are cheap handles (`Arc`); reshape/detach share storage, every other op allocates its output.
-use crate::autograd::{self, is_grad_enabled, Backward, GradLink, Node};
+use crate::autograd::{self, is_grad_enabled, Backward, GradLink, GradStorage, LeafGrad, Node};
 use crate::cpu::CpuStorage;
 use crate::device::Device;
 use crate::dtype::DType;
@@ -301,7 +301,7 @@ impl Tensor {
     }
     /// A trainable leaf sharing this tensor's storage (gradients accumulate into it).
     pub fn param(&self) -> Tensor {
-        self.with_link(GradLink::Leaf(Arc::new(Mutex::new(None))))
+        self.with_link(GradLink::Leaf(Arc::new(Mutex::new(LeafGrad::default()))))
     }
     pub fn is_param(&self) -> bool {
         matches!(self.0.link, GradLink::Leaf(_))
@@ -318,18 +318,49 @@ impl Tensor {
         };
         Ok(Tensor::from_storage(storage, self.shape().clone(), self.device()))
     }
-    /// Accumulated gradient of a trainable leaf (f32; f64 for f64 leaves).
+    /// Accumulated gradient of a trainable leaf, in [`Tensor::grad_dtype`]: f32 (f64 for f64 leaves), or
+    /// bf16 for a bf16 leaf whose [`GradStorage`] is `Bf16`.
     pub fn grad(&self) -> Option<Tensor> {
         match &self.0.link {
-            GradLink::Leaf(slot) => slot.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            GradLink::Leaf(slot) => slot.lock().unwrap_or_else(|e| e.into_inner()).grad.clone(),
             _ => None,
         }
     }
+    /// How this trainable leaf stores its gradient (None for a tensor that is not a trainable leaf).
+    pub fn grad_storage(&self) -> Option<GradStorage> {
+        match &self.0.link {
+            GradLink::Leaf(slot) => Some(slot.lock().unwrap_or_else(|e| e.into_inner()).storage),
+            _ => None,
+        }
+    }
+    /// The dtype of this trainable leaf's accumulated gradient (None for a tensor that is not one).
+    pub fn grad_dtype(&self) -> Option<DType> {
+        self.grad_storage().map(|s| s.grad_dtype(self.dtype()))
+    }
+    /// Choose how this trainable leaf stores its gradient (it matters for bf16 leaves only: f32 and f64
+    /// leaves keep f32 and f64 gradients). A gradient already held is converted.
+    pub fn set_grad_storage(&self, storage: GradStorage) -> Result<()> {
+        let GradLink::Leaf(slot) = &self.0.link else {
+            return Err(EngineError::Autograd("set_grad_storage on a tensor that is not a trainable leaf".into()));
+        };
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let dtype = storage.grad_dtype(self.dtype());
+        if let Some(g) = guard.grad.as_ref().filter(|g| g.dtype() != dtype) {
+            let _ng = autograd::no_grad();
+            guard.grad = Some(g.to_dtype(dtype)?.detach());
+        }
+        guard.storage = storage;
+        Ok(())
+    }
     /// Replace the accumulated gradient. It must match the parameter's shape and device, be of the
-    /// accumulator dtype (f32; f64 for f64 parameters) and not share the parameter's storage.
+    /// gradient dtype ([`Tensor::grad_dtype`]) and not share the parameter's storage.
     pub fn set_grad(&self, g: Option<Tensor>) -> Result<()> {
+        let GradLink::Leaf(slot) = &self.0.link else {
+            return Err(EngineError::Autograd("set_grad on a tensor that is not a trainable leaf".into()));
+        };
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(g) = &g {
-            let acc = crate::cpu::storage::compute_dtype(self.dtype());
+            let acc = guard.storage.grad_dtype(self.dtype());
             if g.shape() != self.shape() || g.dtype() != acc || !g.device().same(self.device()) {
                 return Err(EngineError::invalid(
                     "set_grad",
@@ -340,17 +371,12 @@ impl Tensor {
                 return Err(EngineError::invalid("set_grad", "a gradient cannot share the parameter's storage"));
             }
         }
-        match &self.0.link {
-            GradLink::Leaf(slot) => {
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = g;
-                Ok(())
-            }
-            _ => Err(EngineError::Autograd("set_grad on a tensor that is not a trainable leaf".into())),
-        }
+        guard.grad = g;
+        Ok(())
     }
     pub fn zero_grad(&self) {
         if let GradLink::Leaf(slot) = &self.0.link {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            slot.lock().unwrap_or_else(|e| e.into_inner()).grad = None;
         }
     }
     /// Backpropagate from this tensor; a non-scalar output is seeded with ones.

@@ -49,6 +49,30 @@ choice! {
 }
 
 choice! {
+    /// `train.grad_dtype`: how the accumulated gradients of bf16 weights are stored (f32 weights always
+    /// keep f32 gradients). `bf16` halves the gradient memory (2 bytes a parameter instead of 4); each
+    /// micro-batch's contribution is still added in f32 and the sum rounded once to bf16, and the
+    /// optimizer, clipping and the ZeRO-2 reduce-scatter widen the gradients to f32 where they compute.
+    #[derive(Default)]
+    GradDtype {
+        /// f32 gradients (entrl's default).
+        #[default]
+        F32 = "f32",
+        Bf16 = "bf16",
+    }
+}
+
+impl GradDtype {
+    /// The engine's storage choice for the parameters' gradients.
+    pub fn storage(self) -> entrl_engine::GradStorage {
+        match self {
+            GradDtype::F32 => entrl_engine::GradStorage::F32,
+            GradDtype::Bf16 => entrl_engine::GradStorage::Bf16,
+        }
+    }
+}
+
+choice! {
     /// `rollout.kv_cache`: the rollout's KV-cache layout.
     KvCacheChoice {
         /// Blocks of `rollout.kv_block_size` positions from one pool, admission by free blocks, shared
@@ -365,6 +389,10 @@ pub struct OptimConfig {
     pub beta1: f64,
     pub beta2: f64,
     pub grad_clip: f64,
+    /// Storage of the bf16 weights' accumulated gradients ([`GradDtype`]); absent in older configurations
+    /// and checkpoints, which ran with f32 gradients.
+    #[serde(default)]
+    pub grad_dtype: GradDtype,
     pub eps_low: f64,
     pub eps_high: f64,
     /// Dual-clip ratio c for negative advantages (verl's clip_ratio_c).
@@ -715,6 +743,7 @@ fn extra_range(key: &str) -> Option<String> {
     Some(match key {
         "preset" => "dapo, builtin or chain".into(),
         "model.dtype" => names(DtypeChoice::NAMES),
+        "train.grad_dtype" => names(GradDtype::NAMES),
         "model.checkpoint_activations" => names(Checkpointing::NAMES),
         "rollout.long_prompts" => names(LongPrompts::NAMES),
         "rollout.kv_cache" => names(KvCacheChoice::NAMES),
@@ -792,6 +821,7 @@ impl TrainConfig {
                 beta1: 0.9,
                 beta2: 0.999,
                 grad_clip: 1.0,
+                grad_dtype: GradDtype::F32,
                 eps_low: 0.2,
                 eps_high: 0.28,
                 clip_ratio_c: 10.0,
@@ -1294,6 +1324,8 @@ mod tests {
         assert!(e.contains("train.steps"), "{e}");
         let e = err(&["tokens.pool=everything"]);
         assert!(e.contains("tokens.pool") && e.contains("mini-batch"), "{e}");
+        let e = err(&["train.grad_dtype=fp16"]);
+        assert!(e.contains("train.grad_dtype") && e.contains("bf16") && e.lines().count() == 1, "{e}");
         let e = err(&["rollout.long_prompts=cut"]);
         assert!(e.contains("rollout.long_prompts") && e.contains("truncate-left"), "{e}");
         assert!(err(&["tokens=1"]).contains("\"tokens\" is a section"));

@@ -18,7 +18,7 @@
 //! | item | bytes | why |
 //! |---|---|---|
 //! | weights | b·P | full working copy (bf16) |
-//! | gradients | 4·P | entrl accumulates f32 gradients of every parameter over the mini-batch's micro-batches (ARCHITECTURE.md, "gradients of trainable leaves accumulate in f32"), so the full f32 gradients exist before the reduce-scatter: ZeRO-2 shards what is kept after it, not this peak |
+//! | gradients | c·P | entrl accumulates the gradients of every parameter over the mini-batch's micro-batches (ARCHITECTURE.md, "gradients of trainable leaves accumulate in f32"), so the full gradients exist before the reduce-scatter: ZeRO-2 shards what is kept after it, not this peak. c = 4 (f32, `train.grad_dtype = "f32"`, the default) or 2 with `train.grad_dtype = "bf16"` and bf16 weights (f32 weights keep f32 gradients) |
 //! | optimizer shard | (4 + 4 + 4)·P / g | f32 master + m + v (`adamw.rs`; no master when b = 4) |
 //! | activations | L·T·h·b + T·(10h + 3i + 4·H·d)·b | with per-layer checkpointing: one hidden state per layer per token kept, plus one layer's activations while it is recomputed. Without: L·T·(10h + 3i + 4·H·d)·b. The constant counts the tensors a layer saves per token: ~10 of width h (residual in and out, two RMSNorm outputs, o_proj and down_proj outputs, K/V before and after norm/RoPE ≈ 2h for Qwen3-8B's GQA, slack), 3 of width i (gate, up, silu(gate)·up) and 4 of width H·d (q before and after norm/RoPE, attention output, its gradient); an estimate to replace by the peak `entrl bench train-step` measures |
 //! | logits chunk | 1024·V·4 | the fused LM-head + loss works on 1024-row chunks of f32 logits (BENCHMARKS.md, `bench loss`) |
@@ -118,6 +118,7 @@
 //! GiB); ~124 sequences decode at once against 31 dense slots, but each step reads their ~3,000-token
 //! contexts (≈ 3× the weights): ~26 ms a step against 16 ms, so the rollout falls to ~42% of the old
 //! model's, not further: past this point the KV read, not the weights or the host, bounds decode.
+use crate::config::GradDtype;
 use crate::error::{Error, Result};
 use entrl_engine::cuda::alloc::size_class;
 use entrl_engine::memory::bytes_of;
@@ -190,6 +191,8 @@ pub struct PlanInput {
     pub checkpointing: bool,
     /// Bytes per weight: 2 (bf16) or 4 (f32).
     pub weight_bytes: usize,
+    /// Storage of the accumulated gradients (`train.grad_dtype`): bf16 halves them for bf16 weights.
+    pub grad_dtype: GradDtype,
     /// entrl's measured `bench train-step` tokens/s (Qwen3-8B, 8192 tokens, checkpointed); None = torch anchor.
     pub train_tokens_per_s_8b: Option<f64>,
 }
@@ -215,8 +218,14 @@ impl PlanInput {
             usable_fraction: 0.95,
             checkpointing: true,
             weight_bytes: 2,
+            grad_dtype: GradDtype::F32,
             train_tokens_per_s_8b: None,
         }
+    }
+
+    /// Bytes per accumulated gradient: 2 for bf16 gradients of bf16 weights, else 4.
+    pub fn grad_bytes(&self) -> usize {
+        grad_bytes(self.weight_bytes, self.grad_dtype)
     }
 
     /// The plan of a training configuration on `gpus` GPUs (checkpointing `auto` = on from 2048 tokens, as
@@ -237,6 +246,7 @@ impl PlanInput {
             updates_per_step: (t.batch_size / t.mini_batch_size.max(1)).max(1) * t.epochs.max(1),
             checkpointing: cfg.model.checkpoint_for(seq),
             weight_bytes: if cfg.model.dtype == crate::config::DtypeChoice::F32 { 4 } else { 2 },
+            grad_dtype: t.grad_dtype,
             ..Self::new(model)
         }
     }
@@ -335,6 +345,8 @@ pub struct MemoryPlan {
     pub capacity: u64,
     /// Whether `activations` assumes per-layer checkpointing (for the table's note).
     pub checkpointing: bool,
+    /// Bytes per accumulated gradient (4 for f32, 2 for `train.grad_dtype = "bf16"` with bf16 weights).
+    pub grad_bytes: usize,
 }
 
 /// When a memory item is held.
@@ -380,9 +392,14 @@ impl MemoryPlan {
         } else {
             "L·T·(10h+3i+4Hd)·b, no checkpointing"
         };
+        let grads_note = if self.grad_bytes == 2 {
+            "2·P: all bf16 gradients exist before the reduce-scatter (train.grad_dtype = bf16)"
+        } else {
+            "4·P: all f32 gradients exist before the reduce-scatter"
+        };
         [
             ("weights", self.weights, "b·P, a full copy", Phase::Always),
-            ("gradients", self.grads, "4·P: all f32 gradients exist before the reduce-scatter", Phase::Update),
+            ("gradients", self.grads, grads_note, Phase::Update),
             ("optimizer shard", self.optimizer_shard, "(f32 master + m + v)·P/g = 12·P/g", Phase::Always),
             ("activations", self.activations, act, Phase::Backward),
             ("logits chunk", self.logits_chunk, "1024·V·4 of the fused loss", Phase::Backward),
@@ -431,7 +448,11 @@ impl MemoryPlan {
             items.iter().take(3).map(|(name, b, ..)| format!("{name} {:.1} GiB", *b as f64 / GIB)).collect();
         let hint = match items[0].0 {
             "optimizer shard" => "shard the optimizer over more GPUs (12·P/g)",
-            "gradients" => "the full f32 gradients (4·P) do not shrink with more GPUs",
+            "gradients" if self.grad_bytes == 2 => "the full bf16 gradients (2·P) do not shrink with more GPUs",
+            "gradients" => {
+                "the full f32 gradients (4·P) do not shrink with more GPUs (train.grad_dtype = \"bf16\" halves them \
+                 for bf16 weights)"
+            }
             "step buffers" => {
                 "ShardedAdamW::step copies the gradients into a flat buffer and gathers into a new one; in place it \
                  would need 4·P/g"
@@ -565,14 +586,23 @@ pub fn kv_bytes_per_token(m: &Qwen3Config, weight_bytes: usize) -> u64 {
     bytes_of(&[u(m.num_hidden_layers), 2, u(m.num_key_value_heads), u(m.head_dim), u(weight_bytes)])
 }
 
+/// Bytes per accumulated gradient of `weight_bytes`-byte weights under `grad_dtype`: bf16 gradients only
+/// for bf16 weights (f32 weights keep f32 gradients).
+pub fn grad_bytes(weight_bytes: usize, grad_dtype: GradDtype) -> usize {
+    match grad_dtype {
+        GradDtype::Bf16 if weight_bytes == 2 => 2,
+        _ => 4,
+    }
+}
+
 /// Host bytes of training on the CPU with `ranks` ranks in this process (each with its own model): per
-/// rank the weights in the run dtype (b·P) and the f32 gradients (4·P), plus AdamW's two f32 moments and,
+/// rank the weights in the run dtype (b·P) and the gradients (c·P, [`grad_bytes`]), plus AdamW's two f32 moments and,
 /// for weights below f32, the f32 master (8·P or 12·P), which the ranks hold once between them (whole in
 /// one rank, sharded by ZeRO-2 over several). Activations and the rollout's KV cache come on top, so this is
 /// a floor: a run it does not fit cannot fit. Saturating arithmetic.
-pub fn cpu_training_bytes(m: &Qwen3Config, weight_bytes: usize, ranks: usize) -> u64 {
+pub fn cpu_training_bytes(m: &Qwen3Config, weight_bytes: usize, grad_dtype: GradDtype, ranks: usize) -> u64 {
     let p = m.checked_num_params().unwrap_or(u64::MAX);
-    let per_rank = bytes_of(&[p, weight_bytes as u64 + 4]);
+    let per_rank = bytes_of(&[p, (weight_bytes + grad_bytes(weight_bytes, grad_dtype)) as u64]);
     let states = if weight_bytes < 4 { 12 } else { 8 };
     bytes_of(&[per_rank, ranks.max(1) as u64]).saturating_add(bytes_of(&[p, states]))
 }
@@ -623,7 +653,7 @@ fn memory(input: &PlanInput, max_concurrent: usize) -> MemoryPlan {
         bytes_of(&[u(max_concurrent), u(input.seq), u(m.num_key_value_heads), u(m.head_dim), u(input.weight_bytes)]);
     let mut plan = MemoryPlan {
         weights: bytes_of(&[b, p]),
-        grads: bytes_of(&[4, p]),
+        grads: bytes_of(&[u(input.grad_bytes()), p]),
         optimizer_shard,
         activations,
         logits_chunk: bytes_of(&[LOSS_CHUNK_ROWS, u(m.vocab_size), 4]),
@@ -633,6 +663,7 @@ fn memory(input: &PlanInput, max_concurrent: usize) -> MemoryPlan {
         total: 0,
         capacity: (input.gpu_mem_gib * input.usable_fraction * GIB) as u64,
         checkpointing: input.checkpointing,
+        grad_bytes: input.grad_bytes(),
     };
     plan.total = plan.persistent().saturating_add(plan.update_phase().max(plan.kv_cache));
     plan
@@ -790,6 +821,23 @@ mod tests {
     }
 
     #[test]
+    fn bf16_gradients_halve_the_gradient_bytes_of_bf16_weights_only() {
+        let m = Qwen3Config::named("qwen3-8b").unwrap();
+        let p = m.num_params() as u64;
+        let f32_grads = plan(&q8(8)).0;
+        let bf16_grads = plan(&PlanInput { grad_dtype: GradDtype::Bf16, ..q8(8) }).0;
+        assert_eq!((f32_grads.grads, bf16_grads.grads), (4 * p, 2 * p));
+        assert_eq!(f32_grads.update_phase() - bf16_grads.update_phase(), 2 * p, "only the gradients change");
+        assert_eq!((f32_grads.persistent(), f32_grads.kv_cache), (bf16_grads.persistent(), bf16_grads.kv_cache));
+        assert!(bf16_grads.table().contains("bf16 gradients"), "{}", bf16_grads.table());
+        let f32_weights = PlanInput { grad_dtype: GradDtype::Bf16, weight_bytes: 4, ..q8(8) };
+        assert_eq!(plan(&f32_weights).0.grads, 4 * p, "f32 weights keep f32 gradients");
+        let mut cfg = crate::TrainConfig::dapo();
+        cfg.train.grad_dtype = GradDtype::Bf16;
+        assert_eq!(PlanInput::from_config(m, &cfg, 8).grad_bytes(), 2);
+    }
+
+    #[test]
     fn communication_grows_with_parameters_and_ring_factor() {
         let comm = |name: &str, gpus: usize| {
             plan(&PlanInput { gpus, ..PlanInput::new(Qwen3Config::named(name).unwrap()) }).1.comm_s
@@ -910,11 +958,17 @@ mod tests {
         assert!(!mem.fits() && time.total_s.is_finite());
         assert_eq!(max_concurrent_fitting(&huge), 0);
         // the CPU training footprint saturates too
-        assert_eq!(cpu_training_bytes(&m, 4, 8), u64::MAX);
+        assert_eq!(cpu_training_bytes(&m, 4, GradDtype::F32, 8), u64::MAX);
         let q8 = Qwen3Config::named("qwen3-8b").unwrap();
         let p = q8.num_params() as u64;
-        assert_eq!(cpu_training_bytes(&q8, 4, 1), 16 * p, "f32 weights + f32 gradients + two moments");
-        assert_eq!(cpu_training_bytes(&q8, 2, 4), 4 * 6 * p + 12 * p, "per rank b + 4, optimizer state once");
+        assert_eq!(cpu_training_bytes(&q8, 4, GradDtype::F32, 1), 16 * p, "f32 weights + f32 gradients + two moments");
+        assert_eq!(cpu_training_bytes(&q8, 4, GradDtype::Bf16, 1), 16 * p, "f32 weights keep f32 gradients");
+        assert_eq!(
+            cpu_training_bytes(&q8, 2, GradDtype::F32, 4),
+            4 * 6 * p + 12 * p,
+            "per rank b + 4, optimizer state once"
+        );
+        assert_eq!(cpu_training_bytes(&q8, 2, GradDtype::Bf16, 4), 4 * 4 * p + 12 * p, "bf16 gradients: b + 2");
     }
 
     #[test]

@@ -224,10 +224,11 @@ impl Session {
         } else {
             // CPU ranks share this process's memory: the whole group's training footprint must be available,
             // and every rank checks it before any rank allocates.
-            let bytes = cpu_training_bytes(&model_cfg, dtype.size_in_bytes(), world);
+            let bytes = cpu_training_bytes(&model_cfg, dtype.size_in_bytes(), cfg.train.grad_dtype, world);
+            let grads = if dtype == DType::BF16 { cfg.train.grad_dtype.name() } else { "f32" };
             let what = format!(
-                "training this model on the CPU ({} parameters in {dtype}, {world} rank(s): weights, f32 gradients, \
-                 AdamW state)",
+                "training this model on the CPU ({} parameters in {dtype}, {world} rank(s): weights, {grads} \
+                 gradients, AdamW state)",
                 model_cfg.num_params()
             );
             Device::Cpu
@@ -258,6 +259,10 @@ impl Session {
         }
         let (names, params): (Vec<String>, Vec<Tensor>) = model.params().iter().cloned().unzip();
         let t = &cfg.train;
+        // `train.grad_dtype`: how the bf16 parameters store their gradients (f32 ones keep f32).
+        for p in &params {
+            p.set_grad_storage(t.grad_dtype.storage())?;
+        }
         let opt_cfg = AdamWConfig { lr: t.lr, beta1: t.beta1, beta2: t.beta2, eps: 1e-8, weight_decay: t.weight_decay };
         let mut opt = match &comm {
             Some(c) => Optim::Sharded(ShardedAdamW::new(&params, opt_cfg, c.clone())?),

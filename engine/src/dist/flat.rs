@@ -85,6 +85,7 @@ impl FlatLayout {
                 if t.dtype() == dtype && t.device().same(device) {
                     copy_range(&buf, at, t, own, flat.len())?; // the hot path (f32 gradients): one copy
                 } else {
+                    // bf16 gradients (`GradStorage::Bf16`) and parameters: the slice is cast into the bucket
                     write_at(&buf, at, &slice(&t.to_device(device)?, own, flat.len())?.to_dtype(dtype)?)?;
                 }
             }

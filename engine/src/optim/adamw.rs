@@ -1,5 +1,7 @@
 //! AdamW with f32 master weights and moments. A bf16 parameter keeps an f32 master copy; after each step
-//! the fused kernel writes the rounded bf16 working copy that forward/backward use.
+//! the fused kernel writes the rounded bf16 working copy that forward/backward use. Gradients are f32 (f64
+//! for f64 parameters) or, for bf16 parameters with [`crate::GradStorage::Bf16`], bf16: those are widened
+//! to f32 (one temporary the size of the parameter) before the f32 update.
 use crate::cpu::adamw::{adamw as cpu_adamw, AdamWStep};
 use crate::cpu::CpuStorage;
 use crate::cuda::kernels::{self, AdamWArgs};
@@ -196,11 +198,16 @@ impl AdamW {
                         bc1: a.bc1 as f32,
                         bc2: a.bc2 as f32,
                     };
-                    kernels::adamw(p, working, m, v, gs, scale, args)?;
+                    // bf16 gradients are widened with the existing cast kernel (the fused update reads f32).
+                    let wide = if gs.dtype == DType::BF16 { Some(kernels::cast(gs, DType::F32)?) } else { None };
+                    kernels::adamw(p, working, m, v, wide.as_ref().unwrap_or(gs), scale, args)?;
                 }
                 (Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v), Storage::Cpu(gs)) => {
                     let a = AdamWStep { grad_scale: host_scale.unwrap_or(1.0), ..a };
-                    cpu_step(p, m, v, gs, &a)?;
+                    match gs {
+                        CpuStorage::BF16(_) => cpu_step(p, m, v, &gs.cast(DType::F32), &a)?,
+                        _ => cpu_step(p, m, v, gs, &a)?,
+                    }
                 }
                 _ => return Err(EngineError::invalid("AdamW", "parameter, gradient and state on different devices")),
             }
@@ -218,7 +225,12 @@ fn cpu_step(p: &mut CpuStorage, m: &mut CpuStorage, v: &mut CpuStorage, g: &CpuS
     match (p, m, v, g) {
         (CpuStorage::F32(p), CpuStorage::F32(m), CpuStorage::F32(v), CpuStorage::F32(g)) => cpu_adamw(p, m, v, g, a),
         (CpuStorage::F64(p), CpuStorage::F64(m), CpuStorage::F64(v), CpuStorage::F64(g)) => cpu_adamw(p, m, v, g, a),
-        _ => return Err(EngineError::invalid("AdamW", "master, moments and gradient must share f32 (or f64)")),
+        _ => {
+            return Err(EngineError::invalid(
+                "AdamW",
+                "master, moments and gradient must share f32 (or f64; bf16 gradients are widened)",
+            ))
+        }
     }
     Ok(())
 }

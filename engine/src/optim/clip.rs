@@ -1,5 +1,7 @@
 //! Global gradient norm ‖g‖₂ over all parameters, and clipping to a maximum norm (torch's
-//! clip_grad_norm_: scale by max_norm / (‖g‖ + 1e-6) when that is below 1).
+//! clip_grad_norm_: scale by max_norm / (‖g‖ + 1e-6) when that is below 1). Gradients may be f32, f64 (CPU)
+//! or bf16 ([`crate::GradStorage::Bf16`]): squares are summed in f32 partials on a GPU and f64 on the host
+//! whatever the storage, and a bf16 gradient is scaled in f32 and rounded back to bf16.
 use crate::cpu::reduce::sum_squares;
 use crate::cpu::CpuStorage;
 use crate::cuda::kernels::{self, SUMSQ_BLOCKS};
@@ -7,6 +9,7 @@ use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::storage::{CudaStorage, Storage};
 use crate::tensor::Tensor;
+use half::bf16;
 
 /// ‖g‖₂ over the gradients of `params` (parameters without a gradient count as zero).
 pub fn global_grad_norm(params: &[Tensor]) -> Result<f64> {
@@ -50,6 +53,9 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
                     match &mut *g.storage_mut() {
                         Storage::Cpu(CpuStorage::F32(v)) => v.iter_mut().for_each(|x| *x *= coef as f32),
                         Storage::Cpu(CpuStorage::F64(v)) => v.iter_mut().for_each(|x| *x *= coef),
+                        Storage::Cpu(CpuStorage::BF16(v)) => {
+                            v.iter_mut().for_each(|x| *x = bf16::from_f32(x.to_f32() * coef as f32))
+                        }
                         _ => return Err(mixed()),
                     }
                 }
@@ -60,7 +66,7 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Result<f64> {
 }
 
 fn mixed() -> EngineError {
-    EngineError::invalid("clip_grad_norm", "gradients must all be on one device, in f32 (or f64 on CPU)")
+    EngineError::invalid("clip_grad_norm", "gradients must all be on one device, in f32 or bf16 (or f64 on CPU)")
 }
 
 /// Σ g² (host value) and, on CUDA, the device scalar it was read from.
@@ -75,6 +81,7 @@ fn sumsq(params: &[Tensor]) -> Result<(f64, Option<CudaStorage>)> {
             match &*g.storage() {
                 Storage::Cpu(CpuStorage::F32(v)) => s += sum_squares(v),
                 Storage::Cpu(CpuStorage::F64(v)) => s += sum_squares(v),
+                Storage::Cpu(CpuStorage::BF16(v)) => s += v.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>(),
                 _ => return Err(mixed()),
             }
         }

@@ -1,5 +1,6 @@
 //! ZeRO-2 AdamW over a [`Communicator`]: every rank holds the full working weights (bf16 on GPUs) and
-//! computes gradients on its share of the data; the flat f32 gradients are reduce-scattered (Σ over
+//! computes gradients on its share of the data (f32, or bf16 with [`crate::GradStorage::Bf16`]: each
+//! bucket is packed in f32 either way); the flat f32 gradients are reduce-scattered (Σ over
 //! ranks, so each rank's loss must already be divided by the global token count), each rank keeps the f32
 //! master weights and moments of its 1/world shard only, clips with the global norm (Σ of the shards'
 //! squared norms, all-reduced), updates its shard and all-gathers the new weights.
