@@ -119,6 +119,8 @@ struct Inner {
     debug_sync: AtomicBool,
     /// The kernel versions this device runs (`choices.rs`).
     choices: Mutex<KernelChoices>,
+    /// (major, minor), read from the driver once (every attention launch asks which version runs here).
+    capability: std::sync::OnceLock<(i32, i32)>,
     /// Page-locked buffers of the non-draining reads (`read_i32_async`).
     pinned: readback::PinnedPool,
     /// The stream of CUDA-graph capture and replay (the main stream is the legacy default stream,
@@ -178,6 +180,7 @@ impl CudaDevice {
                 err_flag,
                 debug_sync: AtomicBool::new(false),
                 choices: Mutex::new(choices::default_kernel_choices()),
+                capability: std::sync::OnceLock::new(),
                 pinned: Arc::new(Mutex::new(Vec::new())),
                 graph_stream: std::sync::OnceLock::new(),
                 capturing: Mutex::new(None),
@@ -208,7 +211,11 @@ impl CudaDevice {
             .map_err(|e| EngineError::invalid("matmul", e.clone()))
     }
     pub fn compute_capability(&self) -> Result<(i32, i32)> {
-        self.inner.ctx.compute_capability().map_err(|e| EngineError::cuda("compute capability", e))
+        if let Some(&cc) = self.inner.capability.get() {
+            return Ok(cc);
+        }
+        let cc = self.inner.ctx.compute_capability().map_err(|e| EngineError::cuda("compute capability", e))?;
+        Ok(*self.inner.capability.get_or_init(|| cc))
     }
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.inner.ctx
