@@ -404,7 +404,8 @@ impl Tensor {
         autograd::run_backward(self, seed)
     }
 
-    /// In place: self += alpha · g (self must be f32/f64 and not a graph node; g of any float dtype).
+    /// In place: self += alpha · g (self f32, f64 on CPU, or bf16 — each bf16 element's sum formed in f32 and
+    /// rounded once — and not a graph node; g of any float dtype).
     pub fn add_assign_scaled(&self, g: &Tensor, alpha: f64) -> Result<()> {
         crate::ops::check_same_device("add_assign", self, g)?;
         if self.shape() != g.shape() {
@@ -428,12 +429,19 @@ impl Tensor {
                     *x += alpha * y;
                 }
             }
+            // A bf16 accumulator: each element's sum formed in f32 and rounded once.
+            (Storage::Cpu(CpuStorage::BF16(d)), Storage::Cpu(s)) => {
+                let s = s.cast(DType::F32);
+                for (x, y) in d.iter_mut().zip(s.as_f32("add_assign")?) {
+                    *x = half::bf16::from_f32(x.to_f32() + (alpha as f32) * y);
+                }
+            }
             (Storage::Cuda(d), Storage::Cuda(s)) => crate::cuda::kernels::axpy(d, s, alpha)?,
             (d, _) => {
                 return Err(EngineError::UnsupportedDType {
                     op: "add_assign",
                     dtype: d.dtype(),
-                    msg: "accumulators are f32 (or f64 on CPU)",
+                    msg: "accumulators are f32 or bf16 (or f64 on CPU)",
                 })
             }
         }

@@ -6,6 +6,7 @@
 //   add/sub/mul:   out_i = a_i (+,-,*) b_i                      (same shape)
 //   bcast_*:       out_i = a[off_a(i)] (+,-,*) b[off_b(i)]      (numpy broadcasting, strides 0 on bcast dims)
 //   axpy:          y_i  += alpha * x_i                           (y is an f32 accumulator)
+//   axpy_bf16_acc: y_i   = round_rn(y_i + alpha * x_i)           (y a bf16 accumulator, the sum formed in f32)
 //   copy_strided:  out_i = x[off(i)]                             (permute / transpose / contiguous copy)
 //   place_cols:    out[r·cols + off + c] = x[r·w + c]            (one part of a last-dim concatenation)
 //
@@ -55,6 +56,12 @@ template <typename T> __device__ __forceinline__ void axpy_body(float* y, const 
 }
 
 template <typename T>
+__device__ __forceinline__ void axpy_bf16_acc_body(__nv_bfloat16* y, const T* x, float alpha, long long n) {
+    for (long long i = global_tid(); i < n; i += grid_stride())
+        y[i] = __float2bfloat16_rn(__bfloat162float(y[i]) + alpha * to_f32(x[i]));
+}
+
+template <typename T>
 __device__ __forceinline__ void copy_strided_body(T* out, const T* x, long long n, const CopyGeo& g) {
     for (long long i = global_tid(); i < n; i += grid_stride())
         out[i] = x[strided_offset(i, g.ndim, g.dims, g.in_strides)];
@@ -89,6 +96,9 @@ __device__ __forceinline__ void place_cols_body(T* out, const T* x, long long ro
         bcast_body<T, OP_MUL>(out, a, b, n, g);                                                                \
     }                                                                                                          \
     KERNEL axpy_##SFX(float* y, const T* x, float alpha, long long n) { axpy_body<T>(y, x, alpha, n); }        \
+    KERNEL axpy_bf16_acc_##SFX(__nv_bfloat16* y, const T* x, float alpha, long long n) {                       \
+        axpy_bf16_acc_body<T>(y, x, alpha, n);                                                                 \
+    }                                                                                                          \
     KERNEL copy_strided_##SFX(T* out, const T* x, long long n, CopyGeo g) { copy_strided_body<T>(out, x, n, g); } \
     KERNEL place_cols_##SFX(T* out, const T* x, long long rows, long long w, long long cols, long long off) {    \
         place_cols_body<T>(out, x, rows, w, cols, off);                                                        \

@@ -95,6 +95,25 @@ int main() {
         }
         ok &= report("cast / fill / scale / axpy", e, 1e-6);
     }
+    // a bf16 accumulator: y = round_rn(y + alpha * x), the sum formed in f32 and rounded once (bit-exact)
+    {
+        const long long n = 1003;
+        auto y0 = randn(n), xf = randn(n);
+        std::vector<__nv_bfloat16> y_f(n), y_h(n), xh(n);
+        for (long long i = 0; i < n; ++i) {
+            y_f[i] = y_h[i] = __nv_bfloat16{f32_to_bf16_bits(y0[i])};
+            xh[i] = __nv_bfloat16{f32_to_bf16_bits(xf[i] * 1e-3f)};
+        }
+        run_grid(2, 128, [&] { axpy_bf16_acc_f32(y_f.data(), xf.data(), 0.75f, n); });
+        run_grid(2, 128, [&] { axpy_bf16_acc_bf16(y_h.data(), xh.data(), 1.0f, n); });
+        long long bad = 0;
+        for (long long i = 0; i < n; ++i) {
+            const float y = bf16_to_f32(__nv_bfloat16{f32_to_bf16_bits(y0[i])});
+            bad += f32_to_bf16_bits(y + 0.75f * xf[i]) != y_f[i].bits;
+            bad += f32_to_bf16_bits(y + bf16_to_f32(xh[i])) != y_h[i].bits;
+        }
+        ok &= report("axpy into a bf16 accumulator (elements off)", (double)bad, 0.5);
+    }
     // reduce_sum over the inner axis (x [9, 130] -> [9]) and the outer axis (-> [130]) with scale 0.5
     {
         const int R = 9, C = 130;

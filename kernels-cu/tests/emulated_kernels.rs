@@ -165,7 +165,7 @@ fn layer_optimizer_and_index_kernels_match_their_formulas_when_emulated() {
 
 #[test]
 fn strided_elementwise_and_reduction_kernels_match_their_formulas_when_emulated() {
-    emulate_files(&["elementwise.cu", "reduce.cu"], "strided_kernels_check.cpp", 8);
+    emulate_files(&["elementwise.cu", "reduce.cu"], "strided_kernels_check.cpp", 9);
 }
 
 /// Every kernel file, shipped or dev, is executed by one of the tests above.

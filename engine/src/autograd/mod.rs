@@ -176,12 +176,7 @@ fn accumulate_leaf(slot: &Arc<Mutex<LeafGrad>>, leaf: &Tensor, g: &Tensor) -> Re
         None if g.dtype() == acc_dtype => guard.grad = Some(g.detach_copy()?),
         // A cast is a fresh tensor: kept as it is.
         None => guard.grad = Some(g.to_dtype(acc_dtype)?.detach()),
-        Some(acc) if acc_dtype == DType::BF16 => {
-            // bf16 storage: widen, add in f32, round once (the widened copy is this call's only temporary).
-            let sum = acc.to_dtype(DType::F32)?.detach();
-            sum.add_assign_scaled(g, 1.0)?;
-            guard.grad = Some(sum.to_dtype(DType::BF16)?.detach());
-        }
+        // In place; a bf16 accumulator's elements are widened, added in f32 and rounded once, no temporary.
         Some(acc) => acc.add_assign_scaled(g, 1.0)?,
     }
     Ok(())
@@ -219,10 +214,11 @@ mod tests {
         let g = x.grad().unwrap();
         assert_eq!(g.dtype(), DType::BF16);
         assert_eq!(g.to_vec_f32().unwrap(), vec![1.0 + 2f32.powi(-7), 1.0, 258.0], "257.5 rounds to even");
-        // a bf16 contribution too: widened, added, rounded
+        // a bf16 contribution too: widened, added, rounded — in place, into the same bf16 storage
         let b = Tensor::from_vec(vec![bf16::from_f32(0.5); 3], [3], &dev).unwrap();
         accumulate_leaf(&slot, &x, &b).unwrap();
         assert_eq!(x.grad().unwrap().to_vec_f32().unwrap(), vec![1.5078125, 1.5, 258.0]);
+        assert!(x.grad().unwrap().shares_storage(&g), "the bf16 accumulator is updated in place");
         // f32 storage keeps the exact f32 sums; switching converts the held gradient
         let y = Tensor::from_vec(vec![bf16::ZERO; 3], [3], &dev).unwrap().param();
         let slot_y = leaf_slot(&y);

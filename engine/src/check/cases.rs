@@ -156,6 +156,13 @@ pub fn all_cases() -> Vec<OpCase> {
         OpCase::new("mul (broadcast)", vec![fl(&[2, 3, 1, 7]), fl(&[3, 5, 1])], |x| x[0].mul(&x[1])),
         OpCase::new("mul", vec![fl(&[1001, 333])], |x| x[0].mul(&x[0])).big(),
         OpCase::new("scale", vec![fl(&[1000])], |x| x[0].scale(-0.37)),
+        // A gradient accumulator updated in place (bf16: each sum formed in f32 and rounded once).
+        OpCase::new("add_assign (accumulator)", vec![fl(&[3, 1001]), fl(&[3, 1001])], |x| {
+            let acc = x[0].detach_copy()?;
+            acc.add_assign_scaled(&x[1], 0.75)?;
+            Ok(acc)
+        })
+        .no_fd(),
         OpCase::new("cast roundtrip", vec![fl(&[3, 333])], |x| x[0].to_dtype(DType::BF16)?.to_dtype(x[0].dtype()))
             .no_fd(),
         OpCase::new("sum", vec![fl_reduce(&[13, 11])], |x| x[0].sum()).tol(1e-5, 1e-2),

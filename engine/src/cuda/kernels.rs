@@ -101,13 +101,20 @@ pub fn binary(
 }
 
 /// acc (f32) += alpha · x
+/// acc += alpha · x for an f32 accumulator; for a bf16 accumulator acc = round(acc + alpha · x), the sum
+/// formed in f32 and rounded once per element (no widened copy of the accumulator).
 pub fn axpy(acc: &CudaStorage, x: &CudaStorage, alpha: f64) -> Result<()> {
     let dev = &x.device;
-    if acc.dtype != DType::F32 || acc.len != x.len {
-        return Err(EngineError::invalid("axpy", "accumulator must be f32 of the same length"));
+    if !matches!(acc.dtype, DType::F32 | DType::BF16) || acc.len != x.len {
+        return Err(EngineError::invalid("axpy", "accumulator must be f32 or bf16 of the same length"));
     }
     let (y, p, a, n) = (acc.ptr(), x.ptr(), alpha as f32, x.len as i64);
-    launch!(dev, "elementwise", format!("axpy_{}", float_only("axpy", x.dtype)?), grid(x.len), [y, p, a, n]);
+    let sfx = float_only("axpy", x.dtype)?;
+    let name = match acc.dtype {
+        DType::BF16 => format!("axpy_bf16_acc_{sfx}"),
+        _ => format!("axpy_{sfx}"),
+    };
+    launch!(dev, "elementwise", name, grid(x.len), [y, p, a, n]);
     Ok(())
 }
 
