@@ -186,10 +186,7 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
     const unsigned q_base = smem_u32(sQ) + cw * 64 * 128;
 
     float acc_o[D / 8][4];
-#pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc_o[dn][e] = 0.0f;
+    zero_acc<D>(acc_o);
     float m[2] = {kMasked, kMasked}, l[2] = {0.0f, 0.0f};
     OnlineRowStats<kEntropy, kOthers> st(p.stat, p.sink_keys);
     const float scale_log2 = p.scale * kLog2e;

@@ -13,6 +13,14 @@ constexpr float kLn2 = 0.6931471805599453f;
 // Masked scores: a large finite negative, so p = 0 and p·(x − m') = −0, never 0·(−inf) = NaN.
 constexpr float kMasked = -1e30f;
 
+// The O accumulator's start: zero, before the first P·V adds to it.
+template <int D> __device__ __forceinline__ void zero_acc(float (&acc_o)[D / 8][4]) {
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_o[dn][e] = 0.0f;
+}
+
 // Scores to log2 units with the causal / sequence-end mask, the online softmax and row statistics update
 // of the thread's two rows (state m, l and `st`; α returned for the O rescale), and P packed as the A
 // operand of P·V (the S accumulator layout is the A layout, so no data moves between threads).
