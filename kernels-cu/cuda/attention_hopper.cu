@@ -111,16 +111,6 @@ __device__ __forceinline__ void scheduler_release(int wg) {
         named_barrier_arrive<1>(256);
 }
 
-template <int D> __device__ __forceinline__ void rescale_o(float (&acc_o)[D / 8][4], const float (&alpha)[2]) {
-#pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn) {
-        acc_o[dn][0] *= alpha[0];
-        acc_o[dn][1] *= alpha[0];
-        acc_o[dn][2] *= alpha[1];
-        acc_o[dn][3] *= alpha[1];
-    }
-}
-
 }  // namespace
 
 template <int D, bool kEntropy, bool kOthers>

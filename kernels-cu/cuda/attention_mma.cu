@@ -89,13 +89,7 @@ template <int D>
 __device__ __forceinline__ void pv_tile(float (&acc_o)[D / 8][4], const unsigned (&pf)[kBlockN / 16][4],
                                         const float (&alpha)[2], const bf16* tV, int lane) {
     constexpr int LD = MmaSmem<D>::LD;
-#pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn) {
-        acc_o[dn][0] *= alpha[0];
-        acc_o[dn][1] *= alpha[0];
-        acc_o[dn][2] *= alpha[1];
-        acc_o[dn][3] *= alpha[1];
-    }
+    rescale_o<D>(acc_o, alpha);
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
 #pragma unroll

@@ -2,8 +2,8 @@
 // mma.sync, attention_hopper.cu with wgmma), on the f32 accumulator layout both share: a thread holds two
 // query rows (g and g + 8 of its warp's 16-row slab) and, of an NT·8-key tile, the columns 8j + 2c, 8j + 2c + 1
 // of every n8 tile j (g = lane / 4, c = lane % 4; mma.cuh). The same layout is the A operand of P·V, so P is
-// packed in place; and the epilogue both share. Built on mma.cuh's fast_exp2 / pack_bf16x2, attention_params.cuh
-// and attention_row_stats.cuh.
+// packed in place. Also the O accumulator's start and rescale and the epilogue, which both share. Built on
+// mma.cuh's fast_exp2 / pack_bf16x2, attention_params.cuh and attention_row_stats.cuh.
 #pragma once
 
 #include "attention_params.cuh"
@@ -19,6 +19,17 @@ template <int D> __device__ __forceinline__ void zero_acc(float (&acc_o)[D / 8][
     for (int dn = 0; dn < D / 8; ++dn)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc_o[dn][e] = 0.0f;
+}
+
+// O ← α·O for the thread's two rows (α from softmax_tile), before the tile's P·V adds to it.
+template <int D> __device__ __forceinline__ void rescale_o(float (&acc_o)[D / 8][4], const float (&alpha)[2]) {
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) {
+        acc_o[dn][0] *= alpha[0];
+        acc_o[dn][1] *= alpha[0];
+        acc_o[dn][2] *= alpha[1];
+        acc_o[dn][3] *= alpha[1];
+    }
 }
 
 // Scores to log2 units with the causal / sequence-end mask, the online softmax and row statistics update
