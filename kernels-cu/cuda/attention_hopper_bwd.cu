@@ -16,16 +16,22 @@
 //   dQ += dS K                          dSᵀ goes to shared memory once ([128 keys][64 queries], swizzled), then
 //                                       wgmma m64n64k16 with A = dS MN-major (tnspA) and B = K MN-major
 //                                       (tnspB); for D = 128 each warpgroup takes half of d, for D = 64 the
-//                                       first one all of it; scaled f32 atomicAdd into dq_accum
+//                                       first one all of it; the scaled f32 tile goes to shared memory and a
+//                                       writer warp adds its rows to dq_accum with bulk reductions
+//                                       (cp.reduce.async.bulk .add.f32, FlashAttention-3's dQ path), so the
+//                                       consumers issue no atomics and the next tile's GEMMs run meanwhile
 // Pipeline: K and V land once; Q and dO stream through two stages with full/empty mbarriers; the two
 // warpgroups meet at named barrier 3 around the dSᵀ tile (before writing it: the other's previous dQ has
 // read it; after: both halves are there), with fence.proxy.async between the generic stores and the wgmma
 // reads. Each query tile's LSE and D are staged in shared memory by the consumers (named barrier 4): held in
-// registers, their 32 loads per thread would not fit beside the accumulators. Registers: setmaxnreg 24
-// (producer) / 240 (consumers).
-// Stages: 1 which tile; 2 barriers; 3 producer (K, V, then Q and dO per query tile); 4 consumers per query
-// tile: 4a Sᵀ and dPᵀ; 4b Pᵀ and dSᵀ; 4c issue dV and dK; 4d dSᵀ to shared memory; 4e dQ; 4f release the
-// stage; 5 epilogue (this query head's dK (scaled) and dV rows, rows past the end not written).
+// registers, their 32 loads per thread would not fit beside the accumulators. The dQ tile is handed over
+// with named barriers 5 (free: the writer's reductions have read the previous tile) and 6 (full: both
+// warpgroups' parts are stored and fenced for the async proxy), 288 threads each. Registers: setmaxnreg 24
+// (producer warpgroup: the TMA thread and the dQ writer warp) / 240 (consumers).
+// Stages: 1 which tile; 2 barriers; 3 producer (K, V, then Q and dO per query tile); 3b dQ writer; 4 consumers
+// per query tile: 4a Sᵀ and dPᵀ; 4b Pᵀ and dSᵀ; 4c dSᵀ to shared memory; 4d issue dV and dK; 4e dQ to the
+// writer; 4f release the stage; 5 epilogue (this query head's dK (scaled) and dV rows, rows past the end not
+// written).
 // Layouts: as attention_mma_bwd.cu, parameters AttnHopperBwdParams (attention_params.cuh). Grid
 // (ceil(max_len/128), Hq, num_seqs), 384 threads, dynamic smem HopperBwdSmem<D>::bytes.
 #include "common.cuh"
@@ -45,6 +51,7 @@ constexpr int kBQTiles = kBQueries / 8;
 constexpr int kKBox = kBKeys * 128;      // one [128][64] bf16 box (K, V)
 constexpr int kQBox = kBQueries * 128;   // one [64][64] bf16 box (Q, dO)
 constexpr float kBLog2e = 1.4426950408889634f;
+constexpr int kDqThreads = 32 + 256;  // the dQ writer warp and the consumers meet at barriers 5 and 6
 
 template <int D> struct HopperBwdSmem {
     static constexpr int halves = D / 64;
@@ -52,8 +59,13 @@ template <int D> struct HopperBwdSmem {
     static constexpr int q_bytes = halves * kQBox;  // one stage of Q (or dO)
     static constexpr int ds_bytes = kBKeys * kBQueries * 2;
     static constexpr int stats_bytes = kBStages * 2 * kBQueries * 4;  // LSE·log2e and D per query, per stage
+    // the dQ tile, f32 [64 queries][D + 8]: 16-byte aligned rows for the bulk reductions, padded so a warp's
+    // float2 stores (8 rows × 4 columns) take the minimum two wavefronts
+    static constexpr int dq_ld = D + 8;
+    static constexpr int dq_bytes = kBQueries * dq_ld * 4;
     static constexpr int bars = 8 * (1 + 2 * kBStages);
-    static constexpr int bytes = 1024 + 2 * k_bytes + 2 * kBStages * q_bytes + ds_bytes + stats_bytes + bars;
+    static constexpr int bytes =
+        1024 + 2 * k_bytes + 2 * kBStages * q_bytes + ds_bytes + stats_bytes + dq_bytes + bars;
 };
 
 struct BwdBarriers {
@@ -108,7 +120,8 @@ template <int D> __device__ __forceinline__ void attn_bwd_hopper_body(const Attn
     unsigned char* sdO = sQ + kBStages * S::q_bytes;
     unsigned char* sdS = sdO + kBStages * S::q_bytes;
     float* sStats = reinterpret_cast<float*>(sdS + S::ds_bytes);  // [stage][LSE·log2e 64 | D 64]
-    BwdBarriers& bar = *reinterpret_cast<BwdBarriers*>(sdS + S::ds_bytes + S::stats_bytes);
+    float* sdQ = sStats + S::stats_bytes / 4;                     // [query][dq_ld]
+    BwdBarriers& bar = *reinterpret_cast<BwdBarriers*>(sdS + S::ds_bytes + S::stats_bytes + S::dq_bytes);
     if (threadIdx.x == 0) {
         mbar_init(&bar.kv, 1);
         for (int s = 0; s < kBStages; ++s) {
@@ -121,8 +134,27 @@ template <int D> __device__ __forceinline__ void attn_bwd_hopper_body(const Attn
 
     const int wg = threadIdx.x / 128;
     if (wg == 0) {
-        // 3. producer
         warpgroup_reg_dealloc<24>();
+        if (threadIdx.x / 32 == 1) {
+            // 3b. dQ writer: each query tile's rows (those before the sequence end) added to dq_accum, one bulk
+            // reduction per row; the tile is free again once they have read it
+            const int lane = threadIdx.x % 32;
+            named_barrier_arrive<5>(kDqThreads);
+            for (int qb = qb0; qb < n_qtiles; ++qb) {
+                named_barrier_sync<6>(kDqThreads);
+                for (int r = lane; r < kBQueries; r += 32) {
+                    const long long query = (long long)qb * kBQueries + r;
+                    if (query < len)
+                        bulk_reduce_add_f32(p.dq_accum + ((start + query) * p.hq + h) * D, sdQ + r * S::dq_ld, D * 4);
+                }
+                bulk_commit();
+                bulk_wait_read<0>();
+                if (qb + 1 < n_qtiles) named_barrier_arrive<5>(kDqThreads);
+            }
+            bulk_wait<0>();
+            return;
+        }
+        // 3. producer
         if (threadIdx.x != 0) return;
         mbar_arrive_expect_tx(&bar.kv, 2 * S::k_bytes);
         for (int hh = 0; hh < S::halves; ++hh) {
@@ -232,7 +264,7 @@ template <int D> __device__ __forceinline__ void attn_bwd_hopper_body(const Attn
         named_barrier_sync<3>(256);
 
         // 4e. dQ (64 queries × this warpgroup's part of d) = dS K over the CTA's 128 keys, issued behind dV and
-        // dK; one wait for all three
+        // dK; one wait for all three; then the scaled tile to shared memory for the writer warp
         float acc_dq[8][4];
         if (does_dq) {
             const unsigned kn = smem_u32(sK) + (kSplitDq ? cw * kKBox : 0);
@@ -248,19 +280,22 @@ template <int D> __device__ __forceinline__ void attn_bwd_hopper_body(const Attn
         fence_regs(acc_dk);
         fence_regs(pa);
         fence_regs(dsa);
+        named_barrier_sync<5>(kDqThreads);
         if (does_dq) {
             fence_regs(acc_dq);
+            // the thread's first row (warp·16 + g) from threadIdx.x again: kept across the loop it spills
+            const unsigned t = reread_tid() % 128, row0 = (t / 32) * 16 + (t % 32) / 4;
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                const int query = q0 + warp * 16 + g + 8 * r;
-                if (query >= len) continue;
-                float* row = p.dq_accum + (((long long)start + query) * p.hq + h) * D + (kSplitDq ? cw * 64 : 0);
+                float* row = sdQ + (row0 + 8 * r) * S::dq_ld + (kSplitDq ? cw * 64 : 0);
 #pragma unroll
                 for (int dn = 0; dn < 8; ++dn)
-                    atomicAdd(reinterpret_cast<float2*>(row + dn * 8 + 2 * c),
-                              make_float2(p.scale * acc_dq[dn][2 * r], p.scale * acc_dq[dn][2 * r + 1]));
+                    *reinterpret_cast<float2*>(row + dn * 8 + 2 * c) =
+                        make_float2(p.scale * acc_dq[dn][2 * r], p.scale * acc_dq[dn][2 * r + 1]);
             }
         }
+        fence_view_async_shared();
+        named_barrier_arrive<6>(kDqThreads);
         // 4f. this thread is done with the stage
         mbar_arrive(&bar.empty[s]);
     }

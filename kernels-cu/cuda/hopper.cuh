@@ -1,6 +1,7 @@
-// hopper.cuh: the sm_90a primitives of the Hopper-native kernels (attention_hopper.cu): TMA tiled copies into
-// 128-byte-swizzled shared memory, mbarrier phases with transaction counts, warpgroup MMAs (wgmma) on
-// shared-memory descriptors, and warpgroup register reallocation. emu/hopper.cuh models each of them on the
+// hopper.cuh: the sm_90a primitives of the Hopper-native kernels (attention_hopper.cu, attention_hopper_bwd.cu):
+// TMA tiled copies into 128-byte-swizzled shared memory, mbarrier phases with transaction counts, bulk
+// reductions from shared to global memory, warpgroup MMAs (wgmma) on shared-memory descriptors, and warpgroup
+// register reallocation. emu/hopper.cuh models each of them on the
 // CPU (same names, same operand meaning); the descriptor encoding (hopper_desc.cuh) is shared with it.
 //
 // TMA (cp.async.bulk.tensor.3d, PTX ISA §9.7.9.25): a box of a 3-D tensor [dim2][dim1][dim0] (dim0 contiguous)
@@ -23,6 +24,14 @@
 
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// threadIdx.x read again where it is used (volatile: not hoisted out of a loop), for values that ptxas would
+// otherwise keep live across a main loop at the register limit and spill.
+__device__ __forceinline__ unsigned reread_tid() {
+    unsigned t;
+    asm volatile("mov.u32 %0, %%tid.x;\n" : "=r"(t));
+    return t;
 }
 
 // ---- mbarrier -----------------------------------------------------------------------------------------------
@@ -61,6 +70,26 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const TmaDesc& map, int c
         "[%2];\n" ::"r"(smem_u32(dst)),
         "l"(reinterpret_cast<unsigned long long>(&map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2)
         : "memory");
+}
+
+// ---- bulk reductions to global memory (cp.reduce.async.bulk, PTX ISA §9.7.9.24.7) -------------------------------
+// gdst[i] += ssrc[i] for `bytes` / 4 f32 elements, each element added atomically (other CTAs add to the same
+// rows); both addresses 16-byte aligned, `bytes` a multiple of 16. The shared source is read asynchronously:
+// the writer fences its generic stores (fence_view_async_shared) before the copy is issued, and may reuse the
+// source only after bulk_wait_read. Per thread: commit closes a group of this thread's copies.
+__device__ __forceinline__ void bulk_reduce_add_f32(float* gdst, const float* ssrc, unsigned bytes) {
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gdst),
+                 "r"(smem_u32(ssrc)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// All but the K most recent groups have read their shared source (which may then be written again).
+template <int K> __device__ __forceinline__ void bulk_wait_read() {
+    asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(K) : "memory");
+}
+// All but the K most recent groups are complete (their global writes performed).
+template <int K> __device__ __forceinline__ void bulk_wait() {
+    asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(K) : "memory");
 }
 
 // ---- named barriers (bar.sync / bar.arrive; id 0 is __syncthreads) ---------------------------------------------

@@ -15,6 +15,8 @@
 #include <cstdio>
 
 alignas(1024) unsigned char smem[HopperBwdSmem<128>::bytes];
+// engine/src/cuda/attention.rs's hopper_bwd_smem_bytes mirrors these (its unit test holds the same numbers)
+static_assert(HopperBwdSmem<64>::bytes == 102440 && HopperBwdSmem<128>::bytes == 184360, "the engine's mirror");
 
 using Kernel = void (*)(const AttnHopperBwdParams);
 

@@ -17,6 +17,9 @@
 //     Operands are located by decoding the descriptor bits (hopper_desc.cuh) with the canonical 128-byte
 //     swizzle layouts — the decoding the tensor cores do; only layout type 1 (128-byte swizzle) and base
 //     offset 0 are modelled, anything else is reported.
+//   * bulk reductions (cp.reduce.async.bulk .add.f32): each thread's copies are grouped by commit; the shared
+//     source is captured at issue and compared at the wait (a source written after the issue or before the
+//     wait fails), the addition performed at the wait; a CTA must end with every copy waited for.
 //   * named barriers (bar.sync / bar.arrive): a count per id; a CTA must leave none half-arrived (checked by
 //     the harness through emu_named_barriers_idle), as the kernels here are written to.
 //   * setmaxnreg, wgmma.fence, fence.proxy.async and the register fences have nothing to model.
@@ -114,6 +117,25 @@ static_assert(sizeof(TmaMap) <= sizeof(TmaDesc), "the model's map fits the descr
 
 inline unsigned swizzle128(unsigned o) { return o ^ (((o >> 7) & 7u) << 4); }
 
+// ---- bulk reductions: each thread's copies, grouped by commit; the shared source is captured at issue and
+// must be unchanged when the group is waited for (a source written after the issue, or reused before the
+// wait, fails); the addition to global memory is performed at the wait ----
+struct BulkOp {
+    float* dst;
+    unsigned src, bytes;
+    std::vector<float> data;
+};
+struct BulkState {
+    std::vector<BulkOp> open;
+    std::vector<std::vector<BulkOp>> committed;
+};
+inline BulkState bulk_state[kMaxThreads];
+inline void bulk_complete(const BulkOp& op) {
+    if (std::memcmp(op.data.data(), smem + op.src, op.bytes) != 0)
+        hopper_fail("a bulk copy's shared source changed between its issue and its wait (missing barrier or wait)");
+    for (size_t i = 0; i < op.data.size(); ++i) op.dst[i] += op.data[i];
+}
+
 // ---- wgmma ----
 struct WgmmaOp {
     int n;
@@ -195,6 +217,7 @@ inline void record(int n, unsigned long long da, unsigned long long db, bool a_r
 }  // namespace emu
 
 // ---- the hopper.cuh interface ----
+inline unsigned reread_tid() { return threadIdx.x; }
 inline void mbar_init(unsigned long long* bar, unsigned arrivals) {
     emu::mbars[bar] = emu::MBar{arrivals, arrivals, 0, 0};
 }
@@ -255,6 +278,35 @@ inline void tma_load_3d(void* dst, const TmaDesc& map, int c0, int c1, int c2, u
                     std::memset(to, 0, m.elem);
             }
     emu::mbar_complete_tx(bar, (long long)m.box[0] * m.box[1] * m.box[2] * m.elem);
+}
+
+inline void bulk_reduce_add_f32(float* gdst, const float* ssrc, unsigned bytes) {
+    const unsigned src = smem_u32(ssrc);
+    if (bytes % 16 != 0 || src % 16 != 0 || reinterpret_cast<uintptr_t>(gdst) % 16 != 0)
+        emu::hopper_fail("a bulk copy's size or addresses not 16-byte aligned");
+    std::vector<float> data(bytes / 4);
+    std::memcpy(data.data(), smem + src, bytes);
+    emu::bulk_state[threadIdx.x].open.push_back(emu::BulkOp{gdst, src, bytes, std::move(data)});
+}
+inline void bulk_commit() {
+    emu::BulkState& b = emu::bulk_state[threadIdx.x];
+    b.committed.push_back(std::move(b.open));
+    b.open.clear();
+}
+template <int K> inline void bulk_wait() {
+    emu::BulkState& b = emu::bulk_state[threadIdx.x];
+    while (b.committed.size() > (size_t)K) {
+        for (const emu::BulkOp& op : b.committed.front()) emu::bulk_complete(op);
+        b.committed.erase(b.committed.begin());
+    }
+}
+// The model reads the source at the wait, so waiting for the read and for completion are the same.
+template <int K> inline void bulk_wait_read() { bulk_wait<K>(); }
+// True when no thread holds bulk copies it has not waited for (call at a CTA's end).
+inline bool emu_bulk_idle() {
+    for (const emu::BulkState& b : emu::bulk_state)
+        if (!b.open.empty() || !b.committed.empty()) return false;
+    return true;
 }
 
 template <int Id> inline void named_barrier_sync(int threads) { emu::named_barrier(Id, threads, true); }

@@ -18,14 +18,18 @@ inline TmaDesc tma_rows(const std::vector<__nv_bfloat16>& x, int total, int head
 }
 
 // run_grid, and after each CTA's last thread: no named barrier may be left half-arrived (the GPU resets them
-// per CTA; here the count would leak into the next CTA).
+// per CTA; here the count would leak into the next CTA) and no bulk copy left unwaited (its shared source
+// would be gone).
 template <class F> inline void run_hopper_grid(dim3 g, unsigned threads, F body) {
     unsigned finished = 0;
     run_grid(g, threads, [&] {
         body();
-        if (++finished % threads == 0 && !emu_named_barriers_idle()) {
-            std::printf("FAIL CTA (%u, %u, %u) ended with a named barrier half-arrived\n", blockIdx.x, blockIdx.y,
-                        blockIdx.z);
+        if (++finished % threads != 0) return;
+        const char* what = !emu_named_barriers_idle() ? "a named barrier half-arrived"
+                           : !emu_bulk_idle()         ? "a bulk copy not waited for"
+                                                      : nullptr;
+        if (what) {
+            std::printf("FAIL CTA (%u, %u, %u) ended with %s\n", blockIdx.x, blockIdx.y, blockIdx.z, what);
             std::fflush(stdout);
             std::_Exit(1);
         }

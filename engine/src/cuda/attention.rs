@@ -154,10 +154,10 @@ const HOPPER_BWD_QUERIES: usize = 64;
 
 /// Dynamic shared memory of `attn_bwd_hopper_d*` (mirrors `HopperBwdSmem<D>`: alignment room, K and V as
 /// (D/64) boxes of 128 rows, two stages of Q and dO as boxes of 64 rows, the dSᵀ tile [128][64] bf16, two
-/// stages of 64 LSE and 64 D values, five barriers).
+/// stages of 64 LSE and 64 D values, the f32 dQ tile [64][D + 8], five barriers).
 pub fn hopper_bwd_smem_bytes(d: usize) -> usize {
     let boxes = d / 64;
-    1024 + 2 * boxes * 128 * 128 + 4 * boxes * 64 * 128 + 128 * 64 * 2 + 2 * 2 * 64 * 4 + 8 * 5
+    1024 + 2 * boxes * 128 * 128 + 4 * boxes * 64 * 128 + 128 * 64 * 2 + 2 * 2 * 64 * 4 + 64 * (d + 8) * 4 + 8 * 5
 }
 
 fn cfg(blocks_x: usize, heads: usize, seqs: usize, threads: u32, smem: usize) -> Result<LaunchConfig> {
@@ -355,4 +355,14 @@ pub fn normalize_entropy(
         (norm.ptr(), mean.ptr(), ent.ptr(), cu.ptr(), i32_of(num_seqs)?, total as i64, i32_of(hq)?);
     launch!(dev, "attention", "attn_entropy_norm", grid(total), [pn, pm, pe, pc, ns, t, h]);
     Ok((norm, mean))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The numbers `kernels-cu/emu/attention_hopper_bwd_check.cpp` asserts for `HopperBwdSmem<D>::bytes`.
+    #[test]
+    fn hopper_bwd_smem_mirrors_the_kernel() {
+        assert_eq!(super::hopper_bwd_smem_bytes(64), 102_440);
+        assert_eq!(super::hopper_bwd_smem_bytes(128), 184_360);
+    }
 }
