@@ -7,7 +7,8 @@
 //     its "empty" barrier. K and V have their own full barriers, so QKᵀ starts before V lands.
 //   * two consumer warpgroups of 64 query rows each run wgmma: S = Q·Kᵀ as m64n128k16 with both operands
 //     from shared-memory descriptors (K-major), then O += P·V as m64n{D}k16 with P from registers (the S
-//     accumulator layout is the A fragment, attention_softmax.cuh packs it in place) and V MN-major (tnspB).
+//     accumulator layout is the A fragment, attention_softmax.cuh's pack_p packs it in place) and V MN-major
+//     (tnspB).
 //   * setmaxnreg moves registers from the producer warpgroup (40) to the consumers (232).
 // The per-row softmax math (log2 units, x = scale·log2(e)·q·k):
 //   m' = max(m, max_j x_j)    α = 2^(m − m')    p_j = 2^(x_j − m')
@@ -18,10 +19,13 @@
 // of warpgroup 0): Q, then for each key tile wait for its stage to be empty and copy K and V; 4 consumers:
 // 4a prologue (S_0, its softmax, P_0); 4b per key tile kb ≥ 1 (FA3 §3.2, intra-warpgroup overlap): issue
 // S_kb = Q·K_kbᵀ, rescale O by α_{kb−1}, issue O += P_{kb−1}·V_{kb−1}, wait for S_kb only and run its
-// masked online softmax + statistics while the PV is in flight, then wait for the PV and release stage
-// kb − 1; 4c the last PV; 5 epilogue (O /= l, LSE, statistics). Ping-pong between the two consumer
-// warpgroups (FA3 §3.1): named barriers 1 and 2 order their GEMM issues, so one warpgroup's softmax runs
-// under the other's GEMMs. Registers: S 64 + O D/2 + P twice 32 (the in-flight PV's and the next) per thread.
+// masked online softmax + statistics (P_kb left in f32 in S's registers) while the PV is in flight, then
+// wait for the PV, release stage kb − 1 and pack P_kb to bf16 into the registers the PV read (FA3's order);
+// 4c the last PV; 5 epilogue (O /= l, LSE, statistics). Ping-pong between the two consumer warpgroups (FA3
+// §3.1): named barriers 1 and 2 order their GEMM issues, so one warpgroup's softmax runs under the other's
+// GEMMs. Registers: S 64 + O D/2 + P 32 per thread. The SASS of ptxas 13.0 places the PV's wait
+// (WARPGROUP.DEPBAR) after the scale and mask but before the exponentials, whatever the PTX order, so the
+// intra-warpgroup overlap covers only that part; the ping-pong is the overlap that remains whole.
 // Tiles: 128 query rows per CTA (warpgroup w + 1 owns rows 64w .. 64w+63; its warp v the 16 rows 16v ..),
 // 128 keys per tile, two stages. Query blocks run heaviest first (reversed blockIdx.x).
 //
@@ -188,15 +192,16 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
 
     // 4a. prologue: tile 0's S, softmax and P
     float sc[kHNTiles][4], alpha[2];
-    unsigned pf[kHNTiles / 2][4], pf_next[kHNTiles / 2][4];
+    unsigned pf[kHNTiles / 2][4];
     mbar_wait(&bar.full_k[0], 0);
     scheduler_wait(wg);
     qk_issue<D>(sc, q_base, smem_u32(sK));
     scheduler_release(wg);
     wgmma_wait<0>();
     fence_regs(sc);
-    softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, pf, scale_log2, wq0 < kHBlockN - 1 || len < kHBlockN,
-                                              0, rows, len, c);
+    softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, scale_log2, wq0 < kHBlockN - 1 || len < kHBlockN, 0,
+                                              rows, len, c);
+    pack_p<kHNTiles>(sc, pf);
 
     // 4b. steady state, tile kb: issue S_kb = Q K_kb and O += P_{kb−1} V_{kb−1}; the softmax of S_kb runs
     // while the PV is in flight; then tile kb − 1's stage is released
@@ -212,15 +217,16 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
         wgmma_wait<1>();  // S_kb
         fence_regs(sc);
         const bool edge = k0 + kHBlockN - 1 > wq0 || k0 + kHBlockN > len;
-        softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, pf_next, scale_log2, edge, k0, rows, len, c);
+        softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, scale_log2, edge, k0, rows, len, c);
+        // P_kb stays f32 in sc until the PV reading pf is done (FA3's order: packing into registers an
+        // in-flight wgmma reads would make ptxas wait for it before the softmax); the fence keeps the softmax
+        // above the wait
+        fence_regs(sc);
         wgmma_wait<0>();  // P_{kb−1} V_{kb−1}
         fence_regs(acc_o);
         fence_regs(pf);
         mbar_arrive(&bar.empty[sp]);
-#pragma unroll
-        for (int i = 0; i < kHNTiles / 2; ++i)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) pf[i][e] = pf_next[i][e];
+        pack_p<kHNTiles>(sc, pf);
     }
 
     // 4c. the last tile's PV; warpgroup 1 takes warpgroup 2's last arrival, so no barrier is left half-arrived

@@ -172,7 +172,8 @@ __device__ __forceinline__ void attn_fwd_mma_body(const AttnFwdParams& p) {
             unsigned pf[kBlockN / 16][4];
             qk_tile<D>(s, qf, tK, lane);
             const bool edge = k0 + kBlockN - 1 > wq0 || k0 + kBlockN > len;
-            softmax_tile<kNTiles, kEntropy, kOthers>(s, m, l, st, alpha, pf, scale_log2, edge, k0, rows, len, c);
+            softmax_tile<kNTiles, kEntropy, kOthers>(s, m, l, st, alpha, scale_log2, edge, k0, rows, len, c);
+            pack_p<kNTiles>(s, pf);
             pv_tile<D>(acc_o, pf, alpha, tV, lane);
         }
         __syncthreads();  // every warp is done with this stage before 3a refills it

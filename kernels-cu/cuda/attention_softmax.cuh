@@ -33,13 +33,14 @@ template <int D> __device__ __forceinline__ void rescale_o(float (&acc_o)[D / 8]
 }
 
 // Scores to log2 units with the causal / sequence-end mask, the online softmax and row statistics update
-// of the thread's two rows (state m, l and `st`; α returned for the O rescale), and P packed as the A
-// operand of P·V (the S accumulator layout is the A layout, so no data moves between threads).
+// of the thread's two rows (state m, l and `st`; α returned for the O rescale); P = 2^(x − m') is left in `s`
+// (f32), for pack_p. The two are separate so that a caller with a P·V in flight (attention_hopper.cu) runs
+// this under it and packs only after the wait, into the registers that P·V read.
 template <int NT, bool kEntropy, bool kOthers>
 __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&m)[2], float (&l)[2],
                                              OnlineRowStats<kEntropy, kOthers>& st, float (&alpha)[2],
-                                             unsigned (&pf)[NT / 2][4], float scale_log2, bool edge, int k0,
-                                             const int (&rows)[2], int len, int c) {
+                                             float scale_log2, bool edge, int k0, const int (&rows)[2], int len,
+                                             int c) {
     // log2 units; masked keys (past the row or the sequence end) take kMasked
 #pragma unroll
     for (int j = 0; j < NT; ++j)
@@ -68,20 +69,27 @@ __device__ __forceinline__ void softmax_tile(float (&s)[NT][4], float (&m)[2], f
         l[i] *= alpha[i];
         m[i] = mx[i];
     }
-    // p = 2^(x − m'), the row sums and the statistics' sums, P packed to bf16
+    // p = 2^(x − m'), the row sums and the statistics' sums
     st.begin_tile(k0);
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
-        float p[4];
+    for (int j = 0; j < NT; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const float x = s[j][e] - m[e >> 1];
-            p[e] = fast_exp2(x);
-            l[e >> 1] += p[e];
-            st.add(e >> 1, p[e], x, k0 + j * 8 + 2 * c + (e & 1));
+            const float p = fast_exp2(x);
+            l[e >> 1] += p;
+            st.add(e >> 1, p, x, k0 + j * 8 + 2 * c + (e & 1));
+            s[j][e] = p;
         }
-        pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(p[0], p[1]);
-        pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+}
+
+// P (f32, the accumulator layout) packed to bf16 as the A operand of P·V: n8 tiles 2i and 2i + 1 form k16
+// step i.
+template <int NT> __device__ __forceinline__ void pack_p(const float (&s)[NT][4], unsigned (&pf)[NT / 2][4]) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+        pf[j / 2][(j % 2) * 2 + 0] = pack_bf16x2(s[j][0], s[j][1]);
+        pf[j / 2][(j % 2) * 2 + 1] = pack_bf16x2(s[j][2], s[j][3]);
     }
 }
 
