@@ -218,9 +218,8 @@ __device__ __forceinline__ void attn_fwd_hopper_body(const AttnHopperParams& hp)
         fence_regs(sc);
         const bool edge = k0 + kHBlockN - 1 > wq0 || k0 + kHBlockN > len;
         softmax_tile<kHNTiles, kEntropy, kOthers>(sc, m, l, st, alpha, scale_log2, edge, k0, rows, len, c);
-        // P_kb stays f32 in sc until the PV reading pf is done (FA3's order: packing into registers an
-        // in-flight wgmma reads would make ptxas wait for it before the softmax); the fence keeps the softmax
-        // above the wait
+        // P_kb stays f32 in sc until the PV reading pf is done (FA3's order); the fence keeps the softmax
+        // above the wait in the PTX (ptxas 13.0 still moves the wait above the exponentials: the header)
         fence_regs(sc);
         wgmma_wait<0>();  // P_{kb−1} V_{kb−1}
         fence_regs(acc_o);
