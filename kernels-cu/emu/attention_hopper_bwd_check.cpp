@@ -26,6 +26,8 @@ static bool run_case(const char* name, const std::vector<int>& lens, int hq, int
     const Kernel kern = d == 64 ? attn_bwd_hopper_d64 : attn_bwd_hopper_d128;
     const size_t nq = (size_t)p.total * hq * d, nk = (size_t)p.total * hkv * d;
     std::vector<float> dq_acc(nq, 0.0f), dk_head(nq, NAN), dv_head(nq, NAN);
+    emu::bulk_lo = dq_acc.data();
+    emu::bulk_hi = dq_acc.data() + nq;
     std::vector<bf16> dk_out(nk, bf16{0x7fc0}), dv_out(nk, bf16{0x7fc0});
     AttnHopperBwdParams prm{};
     prm.tq = tma_rows(p.q, p.total, hq, d, kBQueries);

@@ -19,7 +19,8 @@
 //     offset 0 are modelled, anything else is reported.
 //   * bulk reductions (cp.reduce.async.bulk .add.f32): each thread's copies are grouped by commit; the shared
 //     source is captured at issue and compared at the wait (a source written after the issue or before the
-//     wait fails), the addition performed at the wait; a CTA must end with every copy waited for.
+//     wait fails), the addition performed at the wait, inside the destination range the harness sets
+//     (emu::bulk_lo .. bulk_hi); a CTA must end with every copy waited for.
 //   * named barriers (bar.sync / bar.arrive): a count per id; a CTA must leave none half-arrived (checked by
 //     the harness through emu_named_barriers_idle), as the kernels here are written to.
 //   * setmaxnreg, wgmma.fence, fence.proxy.async and the register fences have nothing to model.
@@ -130,7 +131,13 @@ struct BulkState {
     std::vector<std::vector<BulkOp>> committed;
 };
 inline BulkState bulk_state[kMaxThreads];
+// The global range bulk reductions may write (the harness sets it to the destination buffer); a copy
+// outside it fails, as it would write another tensor on the GPU.
+inline const float* bulk_lo = nullptr;
+inline const float* bulk_hi = nullptr;
 inline void bulk_complete(const BulkOp& op) {
+    if (op.dst < bulk_lo || op.dst + op.data.size() > bulk_hi)
+        hopper_fail("a bulk reduction writes outside its destination buffer");
     if (std::memcmp(op.data.data(), smem + op.src, op.bytes) != 0)
         hopper_fail("a bulk copy's shared source changed between its issue and its wait (missing barrier or wait)");
     for (size_t i = 0; i < op.data.size(); ++i) op.dst[i] += op.data[i];
