@@ -4,6 +4,22 @@ use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use half::bf16;
 
+/// f64 → bf16, rounded to nearest (ties to even) as `__float2bfloat16_rn` rounds an f32. `half`'s
+/// `bf16::from_f64` reads only the upper 32 bits of the f64, so a value just off a tie in its low bits (an
+/// f32's last three mantissa bits among them) is rounded as the tie. Here the f64 is first rounded to f32
+/// with round-to-odd (an inexact result keeps a set last bit), which keeps what the second rounding needs:
+/// f64 → f32 (odd) → bf16 (nearest even) is correctly rounded.
+pub fn bf16_from_f64(x: f64) -> bf16 {
+    let f = x as f32;
+    if !f.is_finite() || f as f64 == x || f.to_bits() & 1 == 1 {
+        return bf16::from_f32(f);
+    }
+    // inexact with an even last bit: one ulp toward x (x lies strictly between f and that neighbour)
+    let bits = f.to_bits();
+    let away_from_zero = (x > f as f64) == (f > 0.0 || (f == 0.0 && x > 0.0));
+    bf16::from_f32(f32::from_bits(if away_from_zero { bits + 1 } else { bits - 1 }))
+}
+
 #[derive(Clone, Debug)]
 pub enum CpuStorage {
     F32(Vec<f32>),
@@ -50,7 +66,7 @@ impl CpuStorage {
         Ok(match dtype {
             DType::F32 => CpuStorage::F32(try_filled(n, v as f32)?),
             DType::F64 => CpuStorage::F64(try_filled(n, v)?),
-            DType::BF16 => CpuStorage::BF16(try_filled(n, bf16::from_f64(v))?),
+            DType::BF16 => CpuStorage::BF16(try_filled(n, bf16_from_f64(v))?),
             DType::I32 => CpuStorage::I32(try_filled(n, v as i32)?),
         })
     }
@@ -68,7 +84,7 @@ impl CpuStorage {
         match dtype {
             DType::F32 => CpuStorage::F32(v.iter().map(|&x| x as f32).collect()),
             DType::F64 => CpuStorage::F64(v.to_vec()),
-            DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),
+            DType::BF16 => CpuStorage::BF16(v.iter().map(|&x| bf16_from_f64(x)).collect()),
             DType::I32 => CpuStorage::I32(v.iter().map(|&x| x as i32).collect()),
         }
     }
@@ -177,4 +193,38 @@ pub fn run_float(op: &'static str, k: &impl FloatKernel, inputs: &[&CpuStorage])
 
 fn mixed(op: &'static str, a: DType, b: DType) -> EngineError {
     EngineError::DType { op, msg: format!("inputs mix {a} and {b}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bf16_from_f64;
+    use half::bf16;
+
+    #[test]
+    fn f64_to_bf16_rounds_to_nearest_even_whatever_the_low_bits() {
+        // 1 + 2^-8 is the tie between bf16 1.0 and 1 + 2^-7; a hair above it (2^-40, in the f64's low 32
+        // bits) must round up, a hair below down, the tie itself to even (1.0)
+        let tie = 1.0 + 2f64.powi(-8);
+        assert_eq!(bf16_from_f64(tie + 2f64.powi(-40)).to_f64(), 1.0 + 2f64.powi(-7));
+        assert_eq!(bf16_from_f64(tie - 2f64.powi(-40)).to_f64(), 1.0);
+        assert_eq!(bf16_from_f64(tie).to_f64(), 1.0);
+        assert_eq!(bf16_from_f64(-(tie + 2f64.powi(-40))).to_f64(), -(1.0 + 2f64.powi(-7)));
+        // an f32 just above a tie by its last mantissa bit: what `half`'s from_f64 gets wrong
+        let x = f32::from_bits(0x3f80_8001) as f64;
+        assert_eq!(bf16_from_f64(x), bf16::from_f32(x as f32));
+        assert_ne!(bf16::from_f64(x), bf16::from_f32(x as f32), "the half crate's rounding this replaces");
+        // every f32 value converts as from_f32 does; specials and the extremes too
+        let mut s: u64 = 7;
+        for _ in 0..200_000 {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let f = f32::from_bits((s >> 32) as u32);
+            let (a, b) = (bf16_from_f64(f as f64), bf16::from_f32(f));
+            assert!(a.to_bits() == b.to_bits() || (f.is_nan() && a.is_nan()), "{f:e}: {a} vs {b}");
+        }
+        for v in [0.0, -0.0, 1e-300, -1e-300, f64::INFINITY, f64::NEG_INFINITY, 1e300, f32::MAX as f64 * 1.0000001] {
+            let got = bf16_from_f64(v);
+            assert_eq!(got.to_bits(), bf16::from_f32(v as f32).to_bits(), "{v:e}");
+        }
+        assert!(bf16_from_f64(f64::NAN).is_nan());
+    }
 }
