@@ -72,13 +72,15 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const TmaDesc& map, int c
         : "memory");
 }
 
-// ---- bulk reductions to global memory (cp.reduce.async.bulk, PTX ISA §9.7.9.24.7) -------------------------------
-// gdst[i] += ssrc[i] for `bytes` / 4 f32 elements, each element added atomically (other CTAs add to the same
-// rows); both addresses 16-byte aligned, `bytes` a multiple of 16. The shared source is read asynchronously:
-// the writer fences its generic stores (fence_view_async_shared) before the copy is issued, and may reuse the
-// source only after bulk_wait_read. Per thread: commit closes a group of this thread's copies.
+// ---- bulk reductions to global memory (PTX ISA: cp.reduce.async.bulk) -------------------------------------------
+// gdst[i] += ssrc[i] for `bytes` / 4 f32 elements, each element's addition relaxed.gpu-atomic (other CTAs add
+// to the same rows), rounded to nearest even with subnormals flushed to zero (as atom.add.f32 on global
+// memory); both addresses 16-byte aligned, `bytes` a multiple of 16. The shared source is read asynchronously:
+// the threads that stored it fence their generic stores (fence_view_async_shared) before a barrier the issuing
+// thread waits on, and it is reused only after bulk_wait_read (then a barrier). Per thread: commit closes a group of this thread's copies.
 __device__ __forceinline__ void bulk_reduce_add_f32(float* gdst, const float* ssrc, unsigned bytes) {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gdst),
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(
+                     __cvta_generic_to_global(gdst)),
                  "r"(smem_u32(ssrc)), "r"(bytes)
                  : "memory");
 }

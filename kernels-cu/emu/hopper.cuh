@@ -20,7 +20,8 @@
 //   * bulk reductions (cp.reduce.async.bulk .add.f32): each thread's copies are grouped by commit; the shared
 //     source is captured at issue and compared at the wait (a source written after the issue or before the
 //     wait fails), the addition performed at the wait, inside the destination range the harness sets
-//     (emu::bulk_lo .. bulk_hi); a CTA must end with every copy waited for.
+//     (emu::bulk_lo .. bulk_hi); a CTA must end with every copy waited for. Not modelled: the flush of
+//     subnormal sums to zero, a missing fence.proxy.async, and the gap between a read wait and completion.
 //   * named barriers (bar.sync / bar.arrive): a count per id; a CTA must leave none half-arrived (checked by
 //     the harness through emu_named_barriers_idle), as the kernels here are written to.
 //   * setmaxnreg, wgmma.fence, fence.proxy.async and the register fences have nothing to model.
