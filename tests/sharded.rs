@@ -36,27 +36,27 @@ fn single(steps: u64) -> Vec<Vec<f64>> {
     p.iter().map(|t| t.to_vec_f64().unwrap()).collect()
 }
 
-fn sharded(world: usize, steps: u64) -> Vec<Vec<Vec<f64>>> {
+/// `f` on one thread per rank of a `world`-rank in-process group; the results by rank.
+fn on_ranks<T: Send>(world: usize, f: impl Fn(ThreadComm) -> T + Sync) -> Vec<T> {
     let comms = ThreadComm::group(world, Duration::from_secs(30));
     std::thread::scope(|sc| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| {
-                sc.spawn(move || {
-                    let rank = c.rank();
-                    let p = params();
-                    // Buckets of 8 flat elements: 18 parameters span several, some straddling two.
-                    let mut opt = ShardedAdamW::with_buckets(&p, CFG, Arc::new(c), 8).unwrap();
-                    let per = N / world;
-                    for s in 0..steps {
-                        loss(&p, rank * per..(rank + 1) * per, s).backward().unwrap();
-                        assert!(opt.step(CFG.lr, 0.5).unwrap().applied);
-                    }
-                    p.iter().map(|t| t.to_vec_f64().unwrap()).collect::<Vec<_>>()
-                })
-            })
-            .collect();
+        let hs: Vec<_> = comms.into_iter().map(|c| sc.spawn(|| f(c))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn sharded(world: usize, steps: u64) -> Vec<Vec<Vec<f64>>> {
+    on_ranks(world, |c| {
+        let rank = c.rank();
+        let p = params();
+        // Buckets of 8 flat elements: 18 parameters span several, some straddling two.
+        let mut opt = ShardedAdamW::with_buckets(&p, CFG, Arc::new(c), 8).unwrap();
+        let per = N / world;
+        for s in 0..steps {
+            loss(&p, rank * per..(rank + 1) * per, s).backward().unwrap();
+            assert!(opt.step(CFG.lr, 0.5).unwrap().applied);
+        }
+        p.iter().map(|t| t.to_vec_f64().unwrap()).collect::<Vec<_>>()
     })
 }
 
@@ -97,32 +97,21 @@ fn sharded_state_round_trips() {
 /// bf16 parameters stepped by ZeRO-2 over 2 ranks, their gradients (values exact in bf16, different per
 /// rank, NaN on rank 1 when `nan`) stored as `storage`: the parameters after one step, and whether it applied.
 fn bf16_step(storage: entrl_engine::GradStorage, nan: bool) -> Vec<(Vec<Vec<f64>>, bool)> {
-    let comms = ThreadComm::group(2, Duration::from_secs(30));
-    std::thread::scope(|sc| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| {
-                sc.spawn(move || {
-                    let rank = c.rank();
-                    let p: Vec<Tensor> =
-                        params().iter().map(|t| t.to_dtype(DType::BF16).unwrap().detach().param()).collect();
-                    let mut opt = ShardedAdamW::with_buckets(&p, CFG, Arc::new(c), 8).unwrap();
-                    for (i, t) in p.iter().enumerate() {
-                        t.set_grad_storage(storage).unwrap();
-                        let mut g: Vec<f64> =
-                            (0..t.numel()).map(|j| ((j + i + rank) % 7) as f64 * 0.125 - 0.25).collect();
-                        if nan && rank == 1 && i == 1 {
-                            g[0] = f64::NAN;
-                        }
-                        let gd = t.grad_dtype().unwrap();
-                        t.set_grad(Some(Tensor::from_f64(&g, t.shape().clone(), gd, &Device::Cpu).unwrap())).unwrap();
-                    }
-                    let applied = opt.step(CFG.lr, 0.5).unwrap().applied;
-                    (p.iter().map(|t| t.to_vec_f64().unwrap()).collect::<Vec<_>>(), applied)
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    on_ranks(2, |c| {
+        let rank = c.rank();
+        let p: Vec<Tensor> = params().iter().map(|t| t.to_dtype(DType::BF16).unwrap().detach().param()).collect();
+        let mut opt = ShardedAdamW::with_buckets(&p, CFG, Arc::new(c), 8).unwrap();
+        for (i, t) in p.iter().enumerate() {
+            t.set_grad_storage(storage).unwrap();
+            let mut g: Vec<f64> = (0..t.numel()).map(|j| ((j + i + rank) % 7) as f64 * 0.125 - 0.25).collect();
+            if nan && rank == 1 && i == 1 {
+                g[0] = f64::NAN;
+            }
+            let gd = t.grad_dtype().unwrap();
+            t.set_grad(Some(Tensor::from_f64(&g, t.shape().clone(), gd, &Device::Cpu).unwrap())).unwrap();
+        }
+        let applied = opt.step(CFG.lr, 0.5).unwrap().applied;
+        (p.iter().map(|t| t.to_vec_f64().unwrap()).collect::<Vec<_>>(), applied)
     })
 }
 
