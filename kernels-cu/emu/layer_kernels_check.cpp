@@ -218,6 +218,25 @@ static bool check_adamw() {
     return report("adamw x3 (grad scale 0.5)", std::max({err_of(p, wp), err_of(m, wm), err_of(v, wv)}), 1e-5);
 }
 
+// The bf16-parameter update from a bf16 gradient is the one from that gradient widened to f32, bit for bit.
+static bool check_adamw_bf16_grad() {
+    const long long n = 555;
+    const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.1f, gs = 0.5f, bc1 = 0.1f, bc2 = 0.001f;
+    auto p0 = randn(n), gf = randn(n);
+    std::vector<__nv_bfloat16> gh(n), w_a(n), w_b(n);
+    for (long long i = 0; i < n; ++i) {
+        gh[i] = __float2bfloat16_rn(gf[i]);
+        gf[i] = bf16_to_f32(gh[i]);
+    }
+    std::vector<float> pa = p0, pb = p0, ma(n, 0.1f), mb(n, 0.1f), va(n, 0.2f), vb(n, 0.2f);
+    run_grid(2, 128, [&] { adamw_bf16(pa.data(), w_a.data(), ma.data(), va.data(), gf.data(), &gs, n, lr, b1, b2, eps, wd, bc1, bc2); });
+    run_grid(2, 128, [&] { adamw_bf16_gbf16(pb.data(), w_b.data(), mb.data(), vb.data(), gh.data(), &gs, n, lr, b1, b2, eps, wd, bc1, bc2); });
+    long long off = 0;
+    for (long long i = 0; i < n; ++i)
+        off += pa[i] != pb[i] || ma[i] != mb[i] || va[i] != vb[i] || w_a[i].bits != w_b[i].bits;
+    return report("adamw bf16 gradient = widened (elements off)", (double)off, 0.5);
+}
+
 static bool check_soft_weights() {
     const std::vector<int> cu = {0, 5, 5, 300, 301, 1000};
     const int np = (int)cu.size() - 1, n = cu.back();
@@ -287,6 +306,7 @@ int main() {
     ok &= check_qk_norm_rope();
     ok &= check_swiglu();
     ok &= check_adamw();
+    ok &= check_adamw_bf16_grad();
     ok &= check_soft_weights();
     ok &= check_index();
     return ok ? 0 : 1;

@@ -8,6 +8,7 @@ use crate::dtype::DType;
 use crate::error::{EngineError, Result};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::tensor::Tensor;
+use crate::GradStorage;
 
 /// All GPU rows: every op case in f32 and bf16, optimizer and clipping (as [`backend_checks`]), then the
 /// allocator and error-path checks, with poisoned allocations and every launch synchronised.
@@ -33,8 +34,13 @@ pub fn cuda_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
 pub fn backend_checks(dev: &Device, seed: u64) -> Vec<CheckRow> {
     let mut rows = cases_rows(dev, seed, |_| true);
     for dtype in [DType::F32, DType::BF16] {
-        rows.push(row_or_fail("adamw x3 steps", "[333, 65]", dtype, || adamw_check(dev, dtype, seed)));
+        rows.push(row_or_fail("adamw x3 steps", "[333, 65]", dtype, || {
+            adamw_check(dev, dtype, GradStorage::F32, seed)
+        }));
     }
+    rows.push(row_or_fail("adamw x3 steps, bf16 gradients", "[333, 65]", DType::BF16, || {
+        adamw_check(dev, DType::BF16, GradStorage::Bf16, seed)
+    }));
     rows.push(row_or_fail("clip_grad_norm", "3 tensors", DType::F32, || clip_check(dev, seed)));
     rows
 }
@@ -159,17 +165,21 @@ fn compare_case(case: &OpCase, dtype: DType, dev: &Device, seed: u64) -> Result<
     Ok((fwd, bwd))
 }
 
-/// Three AdamW steps with fixed gradients (the third clip-scaled) vs the f64 CPU optimizer.
-fn adamw_check(dev: &Device, dtype: DType, seed: u64) -> Result<(f64, f64)> {
+/// Three AdamW steps with fixed gradients (the third clip-scaled) vs the f64 CPU optimizer, the gradients
+/// stored as `grad` says (bf16 for bf16 parameters with `GradStorage::Bf16`; the reference gets the same
+/// values).
+fn adamw_check(dev: &Device, dtype: DType, grad: GradStorage, seed: u64) -> Result<(f64, f64)> {
     let shape = [333usize, 65];
     let p0 = Tensor::randn(shape, 1.0, dtype, dev, seed)?;
     let p_ref = Tensor::from_f64(&p0.to_vec_f64()?, shape, DType::F64, &Device::Cpu)?.param();
     let p = p0.param();
+    p.set_grad_storage(grad)?;
     let cfg = AdamWConfig { lr: 1e-2, weight_decay: 0.1, ..AdamWConfig::default() };
     let (mut opt, mut opt_ref) =
         (AdamW::new(std::slice::from_ref(&p), cfg)?, AdamW::new(std::slice::from_ref(&p_ref), cfg)?);
     for step in 0..3u64 {
-        let g = Tensor::randn(shape, 1.0, DType::F32, dev, seed + 100 + step)?;
+        let g =
+            Tensor::randn(shape, 1.0, DType::F32, dev, seed + 100 + step)?.to_dtype(p.grad_dtype().expect("leaf"))?;
         p.set_grad(Some(g.clone()))?;
         p_ref.set_grad(Some(Tensor::from_f64(&g.to_vec_f64()?, shape, DType::F64, &Device::Cpu)?))?;
         opt.step(cfg.lr, None)?;

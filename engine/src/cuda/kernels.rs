@@ -494,8 +494,13 @@ pub fn adamw(
 ) -> Result<()> {
     let dev = &master.device;
     let f32_same = |s: &CudaStorage| s.dtype == DType::F32 && s.len == master.len;
-    if !(master.dtype == DType::F32 && f32_same(m) && f32_same(v) && f32_same(grad)) {
-        return Err(EngineError::invalid("AdamW", "master, moments and gradient must be f32 of one length"));
+    // a bf16 gradient (GradStorage::Bf16) only for a bf16 parameter: read and widened by the kernel
+    let grad_ok = f32_same(grad) || (working.is_some() && grad.dtype == DType::BF16 && grad.len == master.len);
+    if !(master.dtype == DType::F32 && f32_same(m) && f32_same(v) && grad_ok) {
+        return Err(EngineError::invalid(
+            "AdamW",
+            "master and moments must be f32 of one length, the gradient f32 (or bf16 for a bf16 parameter)",
+        ));
     }
     if working.is_some_and(|w| w.dtype != DType::BF16 || w.len != master.len) {
         return Err(EngineError::invalid("AdamW", "the working copy must be bf16 of the master's length"));
@@ -513,13 +518,8 @@ pub fn adamw(
         }
         Some(w) => {
             let pw = w.ptr();
-            launch!(
-                dev,
-                "adamw",
-                "adamw_bf16",
-                grid(master.len),
-                [p, pw, pm, pv, g, gs, n, lr, b1, b2, eps, wd, bc1, bc2]
-            );
+            let name = if grad.dtype == DType::BF16 { "adamw_bf16_gbf16" } else { "adamw_bf16" };
+            launch!(dev, "adamw", name, grid(master.len), [p, pw, pm, pv, g, gs, n, lr, b1, b2, eps, wd, bc1, bc2]);
         }
     }
     Ok(())

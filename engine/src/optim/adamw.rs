@@ -1,7 +1,7 @@
 //! AdamW with f32 master weights and moments. A bf16 parameter keeps an f32 master copy; after each step
 //! the fused kernel writes the rounded bf16 working copy that forward/backward use. Gradients are f32 (f64
-//! for f64 parameters) or, for bf16 parameters with [`crate::GradStorage::Bf16`], bf16: those are widened
-//! to f32 (one temporary the size of the parameter) before the f32 update.
+//! for f64 parameters) or, for bf16 parameters with [`crate::GradStorage::Bf16`], bf16: the CUDA update
+//! (`adamw_bf16_gbf16`) widens them as it reads them; the CPU one widens a copy first.
 use crate::cpu::adamw::{adamw as cpu_adamw, AdamWStep};
 use crate::cpu::CpuStorage;
 use crate::cuda::kernels::{self, AdamWArgs};
@@ -198,9 +198,7 @@ impl AdamW {
                         bc1: a.bc1 as f32,
                         bc2: a.bc2 as f32,
                     };
-                    // bf16 gradients are widened with the existing cast kernel (the fused update reads f32).
-                    let wide = if gs.dtype == DType::BF16 { Some(kernels::cast(gs, DType::F32)?) } else { None };
-                    kernels::adamw(p, working, m, v, wide.as_ref().unwrap_or(gs), scale, args)?;
+                    kernels::adamw(p, working, m, v, gs, scale, args)?;
                 }
                 (Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v), Storage::Cpu(gs)) => {
                     let a = AdamWStep { grad_scale: host_scale.unwrap_or(1.0), ..a };
