@@ -1,15 +1,8 @@
 //! `entrl bench ...`: GPU benchmarks timed with CUDA events (median of repetitions after warm-up).
 use entrl_engine::cuda::timing::{median, time_ms};
 use entrl_engine::{DType, Device, Tensor};
-use entrl_rl::config::DecodeChoice;
+use entrl_rl::config::{DecodeChoice, GradDtype};
 use std::process::ExitCode;
-
-/// `--grad-dtype` of `bench train-step` (as `train.grad_dtype`).
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum GradDtypeArg {
-    F32,
-    Bf16,
-}
 
 #[derive(clap::Subcommand)]
 pub enum Bench {
@@ -58,8 +51,8 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         reps: usize,
         /// Gradient storage of the bf16 weights (train.grad_dtype): bf16 halves the gradients' memory.
-        #[arg(long, value_enum, default_value_t = GradDtypeArg::F32)]
-        grad_dtype: GradDtypeArg,
+        #[arg(long, default_value = "f32", value_parser = crate::train::choice::<GradDtype>(GradDtype::NAMES))]
+        grad_dtype: GradDtype,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
@@ -132,11 +125,7 @@ pub fn run(b: &Bench) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Bench::Rollout(a) => crate::bench_rollout::rollout_bench(a),
         Bench::TrainStep { shape, seq, reps, grad_dtype, json } => {
-            let grads = match grad_dtype {
-                GradDtypeArg::F32 => entrl_engine::GradStorage::F32,
-                GradDtypeArg::Bf16 => entrl_engine::GradStorage::Bf16,
-            };
-            crate::bench_model::train_step_bench(shape, *seq, *reps, grads, json.as_deref())
+            crate::bench_model::train_step_bench(shape, *seq, *reps, grad_dtype.storage(), json.as_deref())
         }
         Bench::Select { n, frac, pools, reps, wide_sweep, json } => {
             crate::bench_select::select(*n, *frac, *pools, *reps, *wide_sweep, json.as_deref())

@@ -76,8 +76,8 @@ pub struct Args {
     #[arg(long)]
     no_checkpointing: bool,
     /// Storage of the bf16 weights' accumulated gradients (train.grad_dtype): bf16 halves them.
-    #[arg(long, value_enum, default_value_t = GradDtypeArg::F32)]
-    grad_dtype: GradDtypeArg,
+    #[arg(long, default_value = "f32", value_parser = crate::train::choice::<GradDtype>(GradDtype::NAMES))]
+    grad_dtype: GradDtype,
     /// entrl's measured `entrl bench train-step` tokens/s (qwen3-8b, 8192 tokens) instead of the torch anchor.
     #[arg(long)]
     train_tokens_per_s_8b: Option<f64>,
@@ -91,12 +91,6 @@ pub struct Args {
 enum KvCacheArg {
     Paged,
     Contiguous,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum GradDtypeArg {
-    F32,
-    Bf16,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -152,10 +146,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         gpu_mem_gib: a.gpu_mem_gib,
         usable_fraction: a.usable_fraction,
         checkpointing: !a.no_checkpointing,
-        grad_dtype: match a.grad_dtype {
-            GradDtypeArg::F32 => GradDtype::F32,
-            GradDtypeArg::Bf16 => GradDtype::Bf16,
-        },
+        grad_dtype: a.grad_dtype,
         train_tokens_per_s_8b: a.train_tokens_per_s_8b,
         ..PlanInput::new(model)
     };
