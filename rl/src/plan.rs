@@ -122,6 +122,7 @@ use crate::config::GradDtype;
 use crate::error::{Error, Result};
 use entrl_engine::cuda::alloc::size_class;
 use entrl_engine::memory::bytes_of;
+use entrl_engine::DType;
 use entrl_qwen3::Qwen3Config;
 
 #[path = "plan_diagnose.rs"]
@@ -589,10 +590,8 @@ pub fn kv_bytes_per_token(m: &Qwen3Config, weight_bytes: usize) -> u64 {
 /// Bytes per accumulated gradient of `weight_bytes`-byte weights under `grad_dtype`: bf16 gradients only
 /// for bf16 weights (f32 weights keep f32 gradients).
 pub fn grad_bytes(weight_bytes: usize, grad_dtype: GradDtype) -> usize {
-    match grad_dtype {
-        GradDtype::Bf16 if weight_bytes == 2 => 2,
-        _ => 4,
-    }
+    let weights = if weight_bytes == 2 { DType::BF16 } else { DType::F32 };
+    grad_dtype.storage().grad_dtype(weights).size_in_bytes()
 }
 
 /// Host bytes of training on the CPU with `ranks` ranks in this process (each with its own model): per

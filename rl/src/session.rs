@@ -225,7 +225,7 @@ impl Session {
             // CPU ranks share this process's memory: the whole group's training footprint must be available,
             // and every rank checks it before any rank allocates.
             let bytes = cpu_training_bytes(&model_cfg, dtype.size_in_bytes(), cfg.train.grad_dtype, world);
-            let grads = if dtype == DType::BF16 { cfg.train.grad_dtype.name() } else { "f32" };
+            let grads = cfg.train.grad_dtype.storage().grad_dtype(dtype);
             let what = format!(
                 "training this model on the CPU ({} parameters in {dtype}, {world} rank(s): weights, {grads} \
                  gradients, AdamW state)",
